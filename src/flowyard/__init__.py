@@ -1,0 +1,5 @@
+"""flowyard: durable workflow automation engine."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

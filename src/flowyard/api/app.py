@@ -1,0 +1,75 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from flowyard import __version__
+from flowyard.api import problems
+from flowyard.api.routers import runs, system, workflows
+from flowyard.bootstrap import Container, build
+from flowyard.settings import Settings
+
+API_PREFIX = "/api/v1"
+_log = logging.getLogger("flowyard.api")
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    """Build the app. Without a ``container`` one is built (and closed) by the lifespan,
+    with ``settings.workers`` in-process workers."""
+    settings = settings or (container.settings if container else Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = container is None
+        built = container or await build(settings)
+        app.state.container = built
+        if settings.load_samples:
+            names = await built.load_samples(settings.samples_dir)
+            _log.info("loaded %d sample workflows: %s", len(names), ", ".join(names))
+        workers = [built.new_worker() for _ in range(settings.workers)] if owned else []
+        tasks = [asyncio.create_task(w.run(), name=f"worker-{w.id}") for w in workers]
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.stop()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if owned:
+                await built.close()
+
+    app = FastAPI(
+        title="flowyard",
+        version=__version__,
+        description="Durable workflow automation engine. Errors are RFC 9457 problem details.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+    )
+    problems.install(app)
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
+            return problems.problem(
+                413,
+                "too-large",
+                "Request too large",
+                f"the body is {length} bytes; the limit is {settings.max_request_bytes}",
+            )
+        return await call_next(request)
+
+    app.include_router(system.router)
+    app.include_router(system.router, prefix=API_PREFIX, include_in_schema=False)
+    app.include_router(workflows.router, prefix=API_PREFIX)
+    app.include_router(runs.router, prefix=API_PREFIX)
+    return app

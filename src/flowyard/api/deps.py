@@ -1,0 +1,25 @@
+"""Dependency aliases for routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from flowyard.bootstrap import Container
+from flowyard.service import FlowyardService
+
+
+def get_container(request: Request) -> Container:
+    """The process container built in the app lifespan."""
+    container: Container = request.app.state.container
+    return container
+
+
+def get_service(request: Request) -> FlowyardService:
+    """The application service."""
+    return get_container(request).service
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+ServiceDep = Annotated[FlowyardService, Depends(get_service)]

@@ -1,0 +1,119 @@
+"""The one place that wires settings -> store -> registry -> engine -> service/workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from flowyard.domain.errors import FlowyardError
+from flowyard.engine.cache import WorkflowCache
+from flowyard.engine.validation import DefinitionValidator
+from flowyard.expressions import ExpressionEngine, ExpressionLimits
+from flowyard.nodes.registry import NodeRegistry, default_registry
+from flowyard.service import FlowyardService
+from flowyard.settings import Settings
+from flowyard.store import Store, open_store
+from flowyard.worker import Worker, WorkerConfig
+from flowyard.worker.execute import StepExecutor
+from flowyard.worker.worker import utc_now
+
+_log = logging.getLogger("flowyard")
+
+
+@dataclass
+class Container:
+    """Everything a process needs, built from settings. Close it when done."""
+
+    settings: Settings
+    store: Store
+    registry: NodeRegistry
+    expressions: ExpressionEngine
+    validator: DefinitionValidator
+    cache: WorkflowCache
+    service: FlowyardService
+    http: httpx.AsyncClient
+    clock: Callable[[], datetime] = utc_now
+    workers: list[Worker] = field(default_factory=list)
+
+    def new_worker(self, *, worker_id: str | None = None, concurrency: int | None = None) -> Worker:
+        """A worker sharing this container's store, cache and HTTP pool."""
+        s = self.settings
+        config = WorkerConfig(
+            concurrency=concurrency or s.concurrency,
+            poll_interval_s=s.poll_interval_s,
+            lease_s=s.lease_s,
+            reap_interval_s=s.reap_interval_s,
+            max_recoveries=s.max_recoveries,
+            shutdown_grace_s=s.shutdown_grace_s,
+        )
+        executor = StepExecutor(self.cache, self.expressions, self.http, clock=self.clock)
+        worker = Worker(self.store, executor, config, worker_id=worker_id, clock=self.clock)
+        self.workers.append(worker)
+        return worker
+
+    def wake_workers(self) -> None:
+        """New work was enqueued in this process: in-process workers claim it at once."""
+        for worker in self.workers:
+            worker.wake()
+
+    async def load_samples(self, directory: str | Path) -> list[str]:
+        """Save every ``*.json`` definition of ``directory``; returns the names loaded."""
+        loaded = []
+        for path in sorted(Path(directory).glob("*.json")):
+            try:
+                record, _, _ = await self.service.save_workflow(
+                    json.loads(path.read_text()), "samples"
+                )
+            except (FlowyardError, ValueError) as exc:
+                _log.error("sample %s not loaded: %s", path, exc)
+                continue
+            loaded.append(record.name)
+        return loaded
+
+    async def close(self) -> None:
+        """Release the HTTP pool and the database."""
+        await self.http.aclose()
+        await self.store.close()
+
+
+async def build(
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    registry: NodeRegistry | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> Container:
+    """Build (and by default migrate) everything for ``settings``."""
+    store = open_store(settings.db_url, pool_size=settings.db_pool_size)
+    if migrate:
+        await store.migrate()
+    registry = registry or default_registry(load_plugins=settings.load_plugins)
+    expressions = ExpressionEngine(ExpressionLimits(timeout_s=settings.expression_timeout_s))
+    validator = DefinitionValidator(registry, expressions)
+
+    async def load(workflow_id: str, version: int) -> dict[str, object]:
+        from flowyard.domain.ids import WorkflowId
+
+        return (await store.get_version(WorkflowId(workflow_id), version)).definition
+
+    cache = WorkflowCache(validator, load)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    container = Container(
+        settings,
+        store,
+        registry,
+        expressions,
+        validator,
+        cache,
+        FlowyardService(store, validator, cache, clock=clock),
+        http,
+        clock,
+    )
+    container.service.on_enqueue = container.wake_workers
+    return container

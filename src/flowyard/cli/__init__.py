@@ -1,0 +1,1 @@
+"""The ``flowyard`` command line."""

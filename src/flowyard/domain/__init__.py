@@ -1,0 +1,1 @@
+"""Domain: definition models, statuses, ids and errors. Imports nothing else of flowyard."""

@@ -1,0 +1,104 @@
+"""The workflow definition format (pydantic v2 models).
+
+These models check *structure* only (types, required fields, id syntax). Semantic checks that
+need the node registry or the expression engine (unknown types, dangling edges, reachability,
+config models, expressions) live in ``flowyard.engine.validation``, which reports every
+problem at once with a JSON pointer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Node ids are identifiers so that expressions can say ``steps.<id>.output``.
+NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
+
+NodeIdStr = Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """How a failing step is tried again (durably: the step row is rescheduled)."""
+
+    max_attempts: int = Field(3, ge=1, le=1000, description="Attempts in total, first included.")
+    initial_interval_s: float = Field(1.0, ge=0, le=86_400)
+    backoff_rate: float = Field(2.0, ge=1.0, le=100)
+    max_interval_s: float = Field(300.0, ge=0, le=7 * 86_400)
+    jitter: Literal["full", "none"] = "full"
+    retry_on: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Error type patterns (fnmatch) that may be retried.",
+    )
+    non_retryable: list[str] = Field(
+        default_factory=list, description="Error type patterns that are never retried."
+    )
+
+
+class CatchRule(_Strict):
+    """Route a failure whose error type matches ``errors`` to ``next``."""
+
+    errors: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    next: NodeIdStr
+
+
+class NodeSpec(_Strict):
+    """One typed element of a workflow."""
+
+    id: NodeIdStr
+    type: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    config: dict[str, Any] = Field(default_factory=dict)
+    next: NodeIdStr | None = None
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    catch: list[CatchRule] = Field(default_factory=list)
+    max_iterations: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Loop guard: how many times this node may run in one run. Required on "
+        "at least one node of every cycle.",
+    )
+
+
+class WorkflowDefaults(_Strict):
+    """Workflow-wide defaults that nodes may override."""
+
+    retry: RetryPolicy | None = None
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86_400)
+
+
+class WorkflowDefinition(_Strict):
+    """A whole workflow: what users write and what a version stores."""
+
+    name: str = Field(pattern=WORKFLOW_NAME_PATTERN)
+    description: str | None = Field(None, max_length=5000)
+    input_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema that every run input must satisfy."
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="Constants for expressions; a run may override them."
+    )
+    start: NodeIdStr
+    defaults: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
+    run_timeout_s: float | None = Field(None, gt=0)
+    nodes: list[NodeSpec] = Field(min_length=1, max_length=10_000)
+
+    def node_map(self) -> dict[str, NodeSpec]:
+        """Nodes by id (the last one wins for duplicates, which validation reports)."""
+        return {node.id: node for node in self.nodes}
+
+
+def definition_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the definition format (exported to ``schema/workflow.schema.json``)."""
+    schema = WorkflowDefinition.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://flowyard.dev/schema/workflow.schema.json"
+    return schema

@@ -1,0 +1,131 @@
+"""Plain records returned by the store: what other layers read about workflows and runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flowyard.domain.ids import EventId, RunId, StepId, WorkflowId
+from flowyard.domain.statuses import RunStatus, StepStatus
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    """A named workflow and its newest version number."""
+
+    id: WorkflowId
+    name: str
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+    archived: bool = False
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """One immutable version of a workflow definition."""
+
+    workflow_id: WorkflowId
+    version: int
+    definition: dict[str, Any]
+    checksum: str
+    created_at: datetime
+    created_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One execution of one workflow version."""
+
+    id: RunId
+    workflow_id: WorkflowId
+    workflow_version: int
+    status: RunStatus
+    input: Any
+    vars: dict[str, Any]
+    output: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    campaign_id: str | None = None
+    parent_run_id: RunId | None = None
+    deadline_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One execution of one node inside a run (attempts are counted on the row)."""
+
+    id: StepId
+    run_id: RunId
+    node_id: str
+    node_type: str
+    branch: str
+    iteration: int
+    status: StepStatus
+    attempt: int
+    available_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    output: Any
+    error: dict[str, Any] | None
+    recoveries: int
+    claims: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and recoveries of this step; differs per iteration."""
+        return step_idempotency_key(self.run_id, self.branch, self.node_id, self.iteration)
+
+
+def step_idempotency_key(run_id: str, branch: str, node_id: str, iteration: int) -> str:
+    """The idempotency key of a step, sent to providers that accept one."""
+    return (
+        f"{run_id}:{branch}:{node_id}:{iteration}" if branch else f"{run_id}:{node_id}:{iteration}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One append-only history entry of a run."""
+
+    id: EventId
+    run_id: RunId
+    step_id: StepId | None
+    type: str
+    data: dict[str, Any]
+    actor: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What is needed to start a run."""
+
+    workflow_id: WorkflowId
+    workflow_version: int
+    start_node: str
+    start_node_type: str
+    input: Any
+    vars: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    actor: str | None = None
+    campaign_id: str | None = None
+    parent_run_id: RunId | None = None
+    deadline_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of results with an opaque cursor for the next one (None at the end)."""
+
+    items: list[Any]
+    next_cursor: str | None

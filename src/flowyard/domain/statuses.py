@@ -1,0 +1,64 @@
+"""Run and step statuses.
+
+The status *type* drives logic; display names belong to the presentation layers.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run can no longer change by itself."""
+        return self in TERMINAL_RUN_STATUSES
+
+
+TERMINAL_RUN_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
+)
+
+
+class StepStatus(StrEnum):
+    """Lifecycle of a step (one execution of one node in a run)."""
+
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the step will not execute again."""
+        return self in TERMINAL_STEP_STATUSES
+
+
+#: Steps a worker may claim once ``available_at`` has passed.
+CLAIMABLE_STEP_STATUSES = frozenset({StepStatus.SCHEDULED, StepStatus.RETRYING})
+#: Steps that still keep their run alive.
+ACTIVE_STEP_STATUSES = frozenset({StepStatus.SCHEDULED, StepStatus.RETRYING, StepStatus.RUNNING})
+TERMINAL_STEP_STATUSES = frozenset(
+    {
+        StepStatus.SUCCEEDED,
+        StepStatus.FAILED,
+        StepStatus.CANCELLED,
+        StepStatus.SKIPPED,
+        StepStatus.TIMED_OUT,
+    }
+)

@@ -1,0 +1,42 @@
+"""Compiled workflows cached per (workflow, version): versions are immutable, so a compiled
+version never goes stale."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.validation import DefinitionValidator
+
+Loader = Callable[[str, int], Awaitable[dict[str, Any]]]
+
+
+class WorkflowCache:
+    """A bounded LRU of compiled versions, loading misses through ``loader``."""
+
+    def __init__(self, validator: DefinitionValidator, loader: Loader, *, size: int = 512) -> None:
+        self._validator = validator
+        self._loader = loader
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    async def get(self, workflow_id: str, version: int) -> CompiledWorkflow:
+        """The compiled version (raises DefinitionError if a stored version no longer
+        compiles, e.g. a plugin node type was uninstalled)."""
+        key = (workflow_id, version)
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+            return found
+        async with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                found = self._validator.compile(await self._loader(workflow_id, version))
+                self._items[key] = found
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+            return found

@@ -1,0 +1,128 @@
+"""Pure decisions: a step's result -> what the store must record and schedule next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from flowyard.domain.commands import NextStep, Transition
+from flowyard.domain.errors import ErrorInfo
+from flowyard.domain.statuses import StepStatus
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.retry import backoff_delay, matches_any, may_retry
+from flowyard.nodes.base import NodeOutcome
+
+
+def _schedule(
+    wf: CompiledWorkflow, target: str, iterations: Mapping[str, int], now: datetime
+) -> NextStep | ErrorInfo:
+    node = wf.node(target)
+    iteration = iterations.get(target, -1) + 1 if node.in_cycle else 0
+    guard = node.spec.max_iterations
+    if guard is not None and iteration >= guard:
+        return ErrorInfo(
+            "loop.max_iterations",
+            f"node {target!r} would run a {iteration + 1}th time; max_iterations is {guard}",
+            transient=False,
+            details={"node_id": target, "max_iterations": guard},
+        )
+    return NextStep(target, node.spec.type, iteration, now)
+
+
+def on_success(
+    wf: CompiledWorkflow,
+    node_id: str,
+    outcome: NodeOutcome,
+    *,
+    iterations: Mapping[str, int],
+    now: datetime,
+) -> Transition:
+    """Decide what follows a successful step."""
+    node = wf.node(node_id)
+    target = outcome.next if outcome.next is not None else node.spec.next
+    event = ("step.succeeded", {"node_id": node_id, "next": target})
+    if outcome.end or target is None:
+        return Transition(
+            StepStatus.SUCCEEDED,
+            output=outcome.output,
+            path_ended=True,
+            run_output=outcome.output,
+            event=event,
+        )
+    if target not in wf.nodes:
+        # Only a node type that returns an undeclared target can get here; validation
+        # checks declared routes.
+        error = ErrorInfo(
+            "engine.unknown_target", f"node {node_id!r} routed to unknown node {target!r}", False
+        )
+        return Transition(StepStatus.SUCCEEDED, output=outcome.output, fail_run=error, event=event)
+    scheduled = _schedule(wf, target, iterations, now)
+    if isinstance(scheduled, ErrorInfo):
+        return Transition(
+            StepStatus.SUCCEEDED, output=outcome.output, fail_run=scheduled, event=event
+        )
+    return Transition(
+        StepStatus.SUCCEEDED, output=outcome.output, next_steps=(scheduled,), event=event
+    )
+
+
+def on_failure(
+    wf: CompiledWorkflow,
+    node_id: str,
+    error: ErrorInfo,
+    *,
+    attempt: int,
+    iterations: Mapping[str, int],
+    now: datetime,
+    rand: Callable[[], float],
+) -> Transition:
+    """Decide what follows a failed attempt: retry later, take a catch route, or fail the run."""
+    node = wf.node(node_id)
+    if may_retry(node.retry, error, attempt):
+        retry_after = error.details.get("retry_after_s")
+        delay = backoff_delay(
+            node.retry,
+            attempt,
+            retry_after_s=float(retry_after) if isinstance(retry_after, int | float) else None,
+            rand=rand,
+        )
+        retry_at = now + timedelta(seconds=delay)
+        return Transition(
+            StepStatus.RETRYING,
+            error=error,
+            retry_at=retry_at,
+            event=(
+                "step.retrying",
+                {
+                    "node_id": node_id,
+                    "attempt": attempt,
+                    "error": error.as_dict(),
+                    "delay_s": round(delay, 3),
+                    "retry_at": retry_at.isoformat(),
+                },
+            ),
+        )
+    failed_event = (
+        "step.failed",
+        {"node_id": node_id, "attempt": attempt, "error": error.as_dict()},
+    )
+    for rule in node.catch:
+        if matches_any(error.type, rule.errors):
+            scheduled = _schedule(wf, rule.next, iterations, now)
+            if isinstance(scheduled, ErrorInfo):
+                return Transition(
+                    StepStatus.FAILED, error=error, fail_run=scheduled, event=failed_event
+                )
+            return Transition(
+                StepStatus.FAILED,
+                error=error,
+                next_steps=(scheduled,),
+                event=failed_event,
+                extra_events=(("step.caught", {"node_id": node_id, "next": rule.next}),),
+            )
+    return Transition(StepStatus.FAILED, error=error, fail_run=error, event=failed_event)
+
+
+def first_step(wf: CompiledWorkflow, now: datetime) -> NextStep:
+    """The step every run starts with."""
+    return NextStep(wf.start.id, wf.start.spec.type, 0, now)

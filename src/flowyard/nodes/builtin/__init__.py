@@ -1,0 +1,25 @@
+"""Built-in node types."""
+
+from __future__ import annotations
+
+from flowyard.nodes.builtin.basic import (
+    ConditionNode,
+    EndNode,
+    FailNode,
+    LogNode,
+    SetNode,
+    TriggerNode,
+)
+from flowyard.nodes.builtin.http import HttpNode
+from flowyard.nodes.registry import NodeRegistry
+
+BUILTIN_TYPES = (TriggerNode, ConditionNode, SetNode, HttpNode, LogNode, EndNode, FailNode)
+
+
+def register_builtins(registry: NodeRegistry) -> None:
+    """Register every built-in node type."""
+    for node_type in BUILTIN_TYPES:
+        registry.register(node_type)
+
+
+__all__ = ["BUILTIN_TYPES", "register_builtins"]

@@ -1,0 +1,153 @@
+"""The ``http`` node type: one HTTP request with classified failures."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field, model_validator
+
+from flowyard.domain.errors import PermanentError, TransientError
+from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
+
+#: Statuses that a later attempt may get past (RFC 9110 semantics + common practice).
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class HttpConfig(NodeConfig):
+    """Request description; every string may be a template."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, Any] = Field(default_factory=dict)
+    json_body: Any = Field(None, alias="json")
+    body: str | None = None
+    timeout_s: float = Field(30.0, gt=0, le=3600)
+    idempotency_header: str | None = Field(
+        "Idempotency-Key",
+        description="Header carrying the step's stable idempotency key; null to not send it.",
+    )
+    max_response_bytes: int = Field(10 * 1024 * 1024, gt=0, le=100 * 1024 * 1024)
+    follow_redirects: bool = False
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpConfig:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give either 'json' or 'body', not both")
+        return self
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class HttpNode(NodeType[HttpConfig]):
+    """Send a request; output ``{status, headers, body}``.
+
+    Non-2xx responses fail the step: 408/425/429/5xx and network errors as transient
+    (``http.<status>``, ``http.timeout``, ``http.network``), other statuses as permanent.
+    """
+
+    type_name = "http"
+    config_model = HttpConfig
+    description = "Calls an HTTP endpoint. Output: {status, headers, body}."
+
+    async def execute(self, ctx: StepContext, config: HttpConfig) -> NodeOutcome:
+        """Render the request, send it and classify the answer."""
+        url = str(ctx.render(config.url))
+        headers = {str(k): str(v) for k, v in ctx.render(config.headers).items()}
+        if config.idempotency_header and config.idempotency_header not in headers:
+            headers[config.idempotency_header] = ctx.idempotency_key
+        kwargs: dict[str, Any] = {"headers": headers, "params": ctx.render(config.query)}
+        if config.json_body is not None:
+            kwargs["content"] = json.dumps(ctx.render(config.json_body)).encode()
+            headers.setdefault("Content-Type", "application/json")
+        elif config.body is not None:
+            kwargs["content"] = str(ctx.render(config.body)).encode()
+        try:
+            request = ctx.http.build_request(config.method, url, timeout=config.timeout_s, **kwargs)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+            raise PermanentError(
+                f"invalid request: {exc}", error_type="http.invalid_request"
+            ) from exc
+        try:
+            response = await ctx.http.send(
+                request, stream=True, follow_redirects=config.follow_redirects
+            )
+            try:
+                raw = await _read_limited(response, config.max_response_bytes)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise TransientError(
+                f"{config.method} {url} timed out", error_type="http.timeout"
+            ) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise PermanentError(str(exc), error_type="http.invalid_request") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"{config.method} {url} failed: {exc.__class__.__name__}: {exc}",
+                error_type="http.network",
+            ) from exc
+        return _classify(config.method, url, response, raw)
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise PermanentError(
+                f"response larger than max_response_bytes ({limit})",
+                error_type="http.response_too_large",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode_body(response: httpx.Response, raw: bytes) -> Any:
+    content_type = response.headers.get("content-type", "")
+    text = raw.decode(response.encoding or "utf-8", errors="replace")
+    if "json" in content_type and text:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _classify(method: str, url: str, response: httpx.Response, raw: bytes) -> NodeOutcome:
+    body = _decode_body(response, raw)
+    output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
+    status = response.status_code
+    if 200 <= status < 300:
+        return NodeOutcome(output=output)
+    message = f"{method} {url} answered {status}"
+    details = {
+        "status": status,
+        "body": body if len(raw) <= 4096 else raw[:4096].decode(errors="replace"),
+    }
+    if status in TRANSIENT_STATUSES:
+        raise TransientError(
+            message,
+            error_type=f"http.{status}",
+            details=details,
+            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+        )
+    raise PermanentError(message, error_type=f"http.{status}", details=details)

@@ -1,0 +1,81 @@
+"""The node registry: an instance (never a module global) mapping type names to node types."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import Any
+
+from flowyard.nodes.base import NodeType
+
+ENTRY_POINT_GROUP = "flowyard.nodes"
+_log = logging.getLogger(__name__)
+
+
+class NodeRegistry:
+    """Node types by name. Third-party packs register through the ``flowyard.nodes`` group.
+
+    An entry point may name a ``NodeType`` subclass or a callable ``register(registry)`` that
+    registers several.
+    """
+
+    def __init__(self) -> None:
+        self._types: dict[str, NodeType[Any]] = {}
+
+    def register(
+        self, node_type: type[NodeType[Any]] | NodeType[Any], *, replace: bool = False
+    ) -> None:
+        """Add a node type (class or instance); a duplicate name is an error unless ``replace``."""
+        instance = node_type() if isinstance(node_type, type) else node_type
+        name = instance.type_name
+        if name in self._types and not replace:
+            raise ValueError(f"node type {name!r} is already registered")
+        self._types[name] = instance
+
+    def get(self, type_name: str) -> NodeType[Any] | None:
+        """The node type called ``type_name``, or None."""
+        return self._types.get(type_name)
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+    def names(self) -> list[str]:
+        """Registered type names, sorted."""
+        return sorted(self._types)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every type with its config JSON Schema, sorted by name."""
+        return [self._types[name].describe() for name in self.names()]
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Load third-party node packs; returns the names of entry points loaded.
+
+        A pack that fails to import is logged and skipped so one broken plugin does not take
+        the service down.
+        """
+        loaded: list[str] = []
+        for ep in entry_points(group=group):
+            try:
+                obj = ep.load()
+                if isinstance(obj, type) and issubclass(obj, NodeType):
+                    self.register(obj)
+                elif callable(obj):
+                    obj(self)
+                else:
+                    raise TypeError(f"entry point {ep.name!r} is neither a NodeType nor callable")
+            except Exception:
+                _log.exception("failed to load node pack %r from %s", ep.name, ep.value)
+                continue
+            loaded.append(ep.name)
+        return loaded
+
+
+def default_registry(*, load_plugins: bool = True) -> NodeRegistry:
+    """A registry with the built-in node types (and installed plugins unless disabled)."""
+    from flowyard.nodes.builtin import register_builtins
+
+    registry = NodeRegistry()
+    register_builtins(registry)
+    if load_plugins:
+        registry.load_entry_points()
+    return registry

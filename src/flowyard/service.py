@@ -1,0 +1,219 @@
+"""Application service: the use cases shared by the API and the CLI (validate, save
+workflows, start runs, read runs). Routes and commands stay thin on top of it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jsonschema
+
+from flowyard.domain.errors import InvalidInput, NotFound, Problem
+from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.records import (
+    EventRecord,
+    NewRun,
+    RunRecord,
+    StepRecord,
+    VersionRecord,
+    WorkflowRecord,
+)
+from flowyard.domain.statuses import RunStatus
+from flowyard.engine.cache import WorkflowCache
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
+from flowyard.store.ports import Store
+
+#: Inputs and vars beyond this many bytes (as JSON) are refused: they are stored on every run.
+MAX_RUN_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """A run with its steps and events."""
+
+    run: RunRecord
+    steps: list[StepRecord]
+    events: list[EventRecord]
+
+
+class FlowyardService:
+    """Use cases over a store, a validator and the compiled-workflow cache."""
+
+    def __init__(
+        self,
+        store: Store,
+        validator: DefinitionValidator,
+        cache: WorkflowCache,
+        *,
+        clock: Callable[[], datetime],
+        on_enqueue: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.validator = validator
+        self.cache = cache
+        self.clock = clock
+        self.on_enqueue = on_enqueue
+
+    # -- workflows -------------------------------------------------------------------------
+
+    def validate(self, raw: Any) -> ValidationResult:
+        """Check a definition without saving it."""
+        return self.validator.validate(raw)
+
+    async def create_workflow(
+        self, raw: Any, actor: str | None = None
+    ) -> tuple[WorkflowRecord, VersionRecord]:
+        """Validate and save a new workflow (version 1)."""
+        wf = self.validator.compile(raw)
+        definition = _as_json(raw)
+        return await self.store.create_workflow(
+            wf.definition.name, wf.definition.description, definition, actor
+        )
+
+    async def update_workflow(
+        self, ref: str, raw: Any, actor: str | None = None, *, expected_version: int | None = None
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
+        """Validate and save a new version of an existing workflow."""
+        record = await self.store.get_workflow(ref)
+        wf = self.validator.compile(raw)
+        if wf.definition.name != record.name:
+            raise InvalidInput(
+                "the definition's name must match the workflow",
+                [Problem("/name", f"expected {record.name!r}, got {wf.definition.name!r}", "name")],
+            )
+        version, created = await self.store.add_version(
+            record.id, _as_json(raw), actor, expected_latest=expected_version
+        )
+        return await self.store.get_workflow(record.id), version, created
+
+    async def save_workflow(
+        self, raw: Any, actor: str | None = None
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
+        """Create the workflow, or add a version when the definition changed (by name)."""
+        wf = self.validator.compile(raw)
+        try:
+            existing = await self.store.get_workflow(wf.definition.name)
+        except NotFound:
+            record, version = await self.create_workflow(raw, actor)
+            return record, version, True
+        return await self.update_workflow(existing.id, raw, actor)
+
+    async def compiled(self, workflow_id: WorkflowId, version: int) -> CompiledWorkflow:
+        """The compiled form of a stored version."""
+        return await self.cache.get(workflow_id, version)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        ref: str,
+        input: Any,
+        *,
+        vars: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
+        record = await self.store.get_workflow(ref)
+        if record.archived:
+            raise InvalidInput(f"workflow {record.name!r} is archived")
+        stored = await self.store.get_version(record.id, version)
+        wf = await self.cache.get(record.id, stored.version)
+        new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
+        [(run, created)] = await self.store.start_runs([new], self.clock())
+        if created and self.on_enqueue is not None:
+            self.on_enqueue()
+        return run, created
+
+    def _new_run(
+        self,
+        wf: CompiledWorkflow,
+        workflow_id: WorkflowId,
+        version: int,
+        input: Any,
+        vars: dict[str, Any] | None,
+        idempotency_key: str | None,
+        actor: str | None,
+    ) -> NewRun:
+        problems = check_run_payload(wf, input, vars)
+        if problems:
+            raise InvalidInput("the run input is invalid", problems)
+        deadline = None
+        if wf.definition.run_timeout_s is not None:
+            deadline = self.clock() + timedelta(seconds=wf.definition.run_timeout_s)
+        return NewRun(
+            workflow_id=workflow_id,
+            workflow_version=version,
+            start_node=wf.start.id,
+            start_node_type=wf.start.spec.type,
+            input=input,
+            vars=vars or {},
+            idempotency_key=idempotency_key,
+            actor=actor,
+            deadline_at=deadline,
+        )
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        """A run with its steps and (first 1,000) events."""
+        run = await self.store.get_run(run_id)
+        steps = await self.store.list_steps(run.id)
+        events = await self.store.list_events(run.id)
+        return RunDetail(run, steps, events)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally filtered."""
+        workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
+        return await self.store.list_runs(
+            status=status, workflow_id=workflow_id, limit=limit, before=before
+        )
+
+    async def run_ids_done(self, run_ids: Sequence[RunId]) -> bool:
+        """True when every run has ended."""
+        for run_id in run_ids:
+            if not (await self.store.get_run(run_id)).status.is_terminal:
+                return False
+        return True
+
+
+def check_run_payload(
+    wf: CompiledWorkflow, input: Any, vars: dict[str, Any] | None
+) -> list[Problem]:
+    """Problems with a run's input and vars (size, and the workflow's input schema)."""
+    problems: list[Problem] = []
+    size = len(json.dumps({"input": input, "vars": vars}, default=str))
+    if size > MAX_RUN_PAYLOAD_BYTES:
+        problems.append(
+            Problem(
+                "/input",
+                f"input and vars are {size} bytes; the limit is {MAX_RUN_PAYLOAD_BYTES}",
+                "too_large",
+            )
+        )
+        return problems
+    schema = wf.definition.input_schema
+    if schema is not None:
+        validator = jsonschema.Draft202012Validator(schema)
+        for error in sorted(validator.iter_errors(input), key=lambda e: list(e.path)):
+            problems.append(
+                Problem(pointer_from_loc("/input", error.path), error.message, "schema")
+            )
+    return problems
+
+
+def _as_json(raw: Any) -> dict[str, Any]:
+    """The definition as stored: exactly what the user wrote (it validated)."""
+    if not isinstance(raw, dict):
+        raise InvalidInput("a workflow definition must be a JSON object")
+    return raw

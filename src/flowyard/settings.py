@@ -1,0 +1,30 @@
+"""Settings from flags and ``FLOWYARD_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a flowyard process. Built once per process and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWYARD_", extra="ignore")
+
+    db_url: str = Field("sqlite:///./flowyard.db", description="sqlite:///path or postgresql://...")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=0, le=64, description="In-process workers started by 'serve'.")
+    concurrency: int = Field(32, ge=1, le=10_000, description="Concurrent steps per worker.")
+    lease_s: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(0.25, gt=0)
+    reap_interval_s: float = Field(5.0, gt=0)
+    max_recoveries: int = Field(3, ge=0)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    db_pool_size: int = Field(10, ge=1, le=200)
+    load_samples: bool = Field(False, description="Load examples/*.json at start ('make run').")
+    samples_dir: str = "examples"
+    max_request_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    load_plugins: bool = True
+    expression_timeout_s: float = Field(1.0, gt=0)

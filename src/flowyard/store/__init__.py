@@ -1,0 +1,6 @@
+"""Stores: the port (``Store`` protocol) and the SQLite / PostgreSQL implementations."""
+
+from flowyard.store.factory import normalize_url, open_store
+from flowyard.store.ports import RunState, StepCompletion, Store
+
+__all__ = ["RunState", "StepCompletion", "Store", "normalize_url", "open_store"]

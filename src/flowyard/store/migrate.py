@@ -1,0 +1,38 @@
+"""Alembic, driven programmatically with our package's migration scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """An Alembic config pointing at our scripts (and at ``connection`` if given)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(connection: sa.Connection) -> None:
+    """Upgrade the database behind ``connection`` to head."""
+    command.upgrade(alembic_config(connection), "head")
+
+
+def head_revision() -> str | None:
+    """The newest revision shipped with this version of flowyard."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def is_current(connection: sa.Connection) -> bool:
+    """True when the database is at head."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    return current is not None and current == head_revision()

@@ -1,0 +1,18 @@
+"""Alembic environment: always run on a connection handed in by flowyard."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from flowyard.store.schema import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through 'flowyard db upgrade', which passes a connection")
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

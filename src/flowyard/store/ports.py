@@ -1,0 +1,173 @@
+"""The store port: everything the engine, worker and API need from persistence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from flowyard.domain.commands import Transition
+from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.records import (
+    EventRecord,
+    NewRun,
+    RunRecord,
+    StepRecord,
+    VersionRecord,
+    WorkflowRecord,
+)
+from flowyard.domain.statuses import RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompletion:
+    """A claimed step and what its execution changes."""
+
+    step: StepRecord
+    transition: Transition
+
+
+@dataclass(slots=True)
+class RunState:
+    """What a worker needs to execute steps of a run: the run and its finished steps."""
+
+    run: RunRecord
+    #: ``steps.<node_id>`` scope entries: latest finished execution of each node.
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Highest iteration seen per node (loops).
+    iterations: dict[str, int] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """Persistence port. Implementations: ``SqliteStore``, ``PostgresStore``."""
+
+    dialect: str
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest version."""
+        ...
+
+    async def schema_is_current(self) -> bool:
+        """True when no migration is pending."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    # -- workflows -------------------------------------------------------------------------
+    async def create_workflow(
+        self, name: str, description: str | None, definition: dict[str, Any], actor: str | None
+    ) -> tuple[WorkflowRecord, VersionRecord]:
+        """Create a workflow with version 1 (Conflict if the name exists)."""
+        ...
+
+    async def add_version(
+        self,
+        workflow_id: WorkflowId,
+        definition: dict[str, Any],
+        actor: str | None,
+        *,
+        expected_latest: int | None = None,
+    ) -> tuple[VersionRecord, bool]:
+        """Add a version; returns (version, created). An identical definition returns the
+        latest version with created=False. Conflict when ``expected_latest`` is stale."""
+        ...
+
+    async def get_workflow(self, ref: str) -> WorkflowRecord:
+        """A workflow by id or name (NotFound)."""
+        ...
+
+    async def list_workflows(
+        self, *, limit: int = 50, after: str | None = None, include_archived: bool = False
+    ) -> list[WorkflowRecord]:
+        """Workflows by name, after a name cursor."""
+        ...
+
+    async def get_version(
+        self, workflow_id: WorkflowId, version: int | None = None
+    ) -> VersionRecord:
+        """A version (latest when None) (NotFound)."""
+        ...
+
+    async def list_versions(self, workflow_id: WorkflowId) -> list[VersionRecord]:
+        """All versions, newest first."""
+        ...
+
+    # -- runs ------------------------------------------------------------------------------
+    async def start_runs(
+        self, runs: Sequence[NewRun], now: datetime
+    ) -> list[tuple[RunRecord, bool]]:
+        """Create runs and their first steps in one transaction. A run whose idempotency key
+        was used for the same workflow is not created again: (existing, False)."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """A run (NotFound)."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_id: WorkflowId | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, before an id cursor."""
+        ...
+
+    async def list_steps(self, run_id: RunId) -> list[StepRecord]:
+        """Steps of a run in creation order."""
+        ...
+
+    async def list_events(
+        self, run_id: RunId, *, after: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        """Events of a run after an event-id cursor."""
+        ...
+
+    # -- queue -----------------------------------------------------------------------------
+    async def claim_steps(
+        self, worker_id: str, *, limit: int, now: datetime, lease_s: float
+    ) -> list[StepRecord]:
+        """Claim up to ``limit`` due steps with a lease."""
+        ...
+
+    async def load_run_states(self, run_ids: Sequence[RunId]) -> dict[RunId, RunState]:
+        """Runs and their finished step outputs, for building expression scopes."""
+        ...
+
+    async def complete_steps(
+        self, completions: Sequence[StepCompletion], now: datetime
+    ) -> list[bool]:
+        """Apply completions in one transaction; a stale one (lease lost) is discarded: False."""
+        ...
+
+    async def extend_leases(
+        self, worker_id: str, steps: Sequence[StepRecord], *, now: datetime, lease_s: float
+    ) -> int:
+        """Heartbeat: push the lease of still-held steps forward; returns how many."""
+        ...
+
+    async def release_steps(
+        self, worker_id: str, steps: Sequence[StepRecord], now: datetime
+    ) -> int:
+        """Give claimed steps back without counting an attempt (graceful shutdown)."""
+        ...
+
+    async def recover_expired(
+        self, worker_id: str, *, now: datetime, max_recoveries: int, lease_s: float
+    ) -> tuple[int, list[StepRecord]]:
+        """Requeue steps whose lease expired. Steps already recovered ``max_recoveries`` times
+        are claimed by ``worker_id`` instead and returned, for the worker to fail them."""
+        ...
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Step counts by status (for metrics and benchmarks)."""
+        ...

@@ -1,0 +1,153 @@
+"""Tables (SQLAlchemy Core). Alembic migrations create exactly these; a test proves it.
+
+The ``steps`` table is the queue: a worker claims rows whose status is claimable and whose
+``available_at`` has passed, and holds them with a lease (``lease_owner``,
+``lease_expires_at``). ``claims`` counts claims so a late completion from a worker whose lease
+expired is recognised and discarded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Normalise to UTC; SQLite gets naive UTC so text comparison orders correctly."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to naive values read back from SQLite."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("latest_version", sa.Integer, nullable=False),
+    sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+workflow_versions = sa.Table(
+    "workflow_versions",
+    metadata,
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("definition", JSONType, nullable=False),
+    sa.Column("checksum", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("workflow_version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("input", JSONType, nullable=True),
+    sa.Column("vars", JSONType, nullable=True),
+    sa.Column("output", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("campaign_id", sa.String(40), nullable=True),
+    sa.Column("parent_run_id", sa.String(40), nullable=True),
+    sa.Column("deadline_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("workflow_id", "idempotency_key"),
+    sa.Index(None, "status", "id"),
+    sa.Index(None, "workflow_id", "id"),
+    sa.Index(None, "campaign_id"),
+)
+
+steps = sa.Table(
+    "steps",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("node_type", sa.String(128), nullable=False),
+    # Distinguishes parallel/map branches; '' for the main path.
+    sa.Column("branch", sa.String(200), nullable=False, server_default=""),
+    sa.Column("iteration", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("available_at", UTCDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(100), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("run_id", "branch", "node_id", "iteration"),
+    # The claim query: only claimable rows are indexed, so the index stays small however
+    # much history accumulates.
+    sa.Index(
+        "ix_steps_claimable",
+        "available_at",
+        postgresql_where=sa.text("status IN ('scheduled', 'retrying')"),
+        sqlite_where=sa.text("status IN ('scheduled', 'retrying')"),
+    ),
+    sa.Index(
+        "ix_steps_leased",
+        "lease_expires_at",
+        postgresql_where=sa.text("status = 'running'"),
+        sqlite_where=sa.text("status = 'running'"),
+    ),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("step_id", BigIntId, nullable=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("data", JSONType, nullable=True),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "run_id", "id"),
+)

@@ -1,0 +1,164 @@
+"""Execute one claimed step: build its scope, run the node, turn the result into a
+transition. No database access here; the worker commits what this returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from flowyard.domain.commands import Transition
+from flowyard.domain.errors import (
+    DefinitionError,
+    ErrorInfo,
+    NodeError,
+    PermanentError,
+    TransientError,
+)
+from flowyard.domain.records import StepRecord
+from flowyard.domain.statuses import StepStatus
+from flowyard.engine.cache import WorkflowCache
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.transitions import on_failure, on_success
+from flowyard.expressions import ExpressionEngine, ExpressionError
+from flowyard.nodes.base import StepContext
+from flowyard.store.ports import RunState
+
+_log = logging.getLogger("flowyard.worker")
+
+
+def build_scope(wf: CompiledWorkflow, state: RunState) -> dict[str, Any]:
+    """The expression scope of a run: input, vars, finished steps and run facts."""
+    run = state.run
+    return {
+        "input": run.input,
+        "vars": {**wf.definition.vars, **(run.vars or {})},
+        "steps": state.steps,
+        "run": {
+            "id": run.id,
+            "workflow_id": run.workflow_id,
+            "workflow_version": run.workflow_version,
+            "workflow_name": wf.definition.name,
+            "created_at": run.created_at.isoformat(),
+        },
+    }
+
+
+def _classify(exc: Exception) -> ErrorInfo:
+    if isinstance(exc, NodeError):
+        return exc.info()
+    if isinstance(exc, ExpressionError):
+        return ErrorInfo(f"expression.{exc.kind}", exc.message, transient=False)
+    if isinstance(exc, TimeoutError):
+        return TransientError("the step timed out", error_type="timeout").info()
+    # Unknown exceptions are transient by default; the retry policy caps them.
+    return ErrorInfo("internal", f"{exc.__class__.__name__}: {exc}", transient=True)
+
+
+class StepExecutor:
+    """Turns a claimed step into a :class:`Transition`."""
+
+    def __init__(
+        self,
+        cache: WorkflowCache,
+        expressions: ExpressionEngine,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], datetime],
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.cache = cache
+        self.expressions = expressions
+        self.http = http
+        self.clock = clock
+        self.rand = rand
+
+    async def execute(self, step: StepRecord, state: RunState | None) -> Transition:
+        """Run the step's node and decide what follows. Never raises (but cancellation)."""
+        if state is None or state.run.status.is_terminal:
+            return Transition(
+                StepStatus.CANCELLED,
+                event=("step.cancelled", {"node_id": step.node_id, "reason": "the run has ended"}),
+            )
+        try:
+            wf = await self.cache.get(state.run.workflow_id, state.run.workflow_version)
+        except DefinitionError as exc:
+            error = ErrorInfo(
+                "engine.definition",
+                exc.message,
+                False,
+                {"problems": [p.as_dict() for p in exc.problems]},
+            )
+            return Transition(
+                StepStatus.FAILED,
+                error=error,
+                fail_run=error,
+                event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
+            )
+        node = wf.node(step.node_id)
+        ctx = StepContext(
+            run_id=step.run_id,
+            workflow_id=state.run.workflow_id,
+            workflow_version=state.run.workflow_version,
+            node_id=step.node_id,
+            step_id=step.id,
+            attempt=step.attempt,
+            iteration=step.iteration,
+            idempotency_key=step.idempotency_key,
+            scope=build_scope(wf, state),
+            expressions=self.expressions,
+            http=self.http,
+        )
+        try:
+            if node.timeout_s is not None:
+                async with asyncio.timeout(node.timeout_s):
+                    outcome = await node.node_type.execute(ctx, node.config)
+            else:
+                outcome = await node.node_type.execute(ctx, node.config)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = _classify(exc)
+            if not isinstance(exc, NodeError | ExpressionError | TimeoutError):
+                _log.warning("node %s of run %s raised %r", step.node_id, step.run_id, exc)
+            return on_failure(
+                wf,
+                step.node_id,
+                error,
+                attempt=step.attempt,
+                iterations=state.iterations,
+                now=self.clock(),
+                rand=self.rand,
+            )
+        return on_success(wf, step.node_id, outcome, iterations=state.iterations, now=self.clock())
+
+    def lost(
+        self, step: StepRecord, state: RunState | None, wf: CompiledWorkflow | None
+    ) -> Transition:
+        """Transition for a poison step: its worker kept dying, so stop trying."""
+        error = PermanentError(
+            f"step {step.node_id!r} was abandoned by its worker {step.recoveries} times "
+            "(the worker died or hung); giving up",
+            error_type="worker.lost",
+        ).info()
+        if wf is None or state is None:
+            return Transition(
+                StepStatus.FAILED,
+                error=error,
+                fail_run=error,
+                event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
+            )
+        return on_failure(
+            wf,
+            step.node_id,
+            error,
+            attempt=step.attempt,
+            iterations=state.iterations,
+            now=self.clock(),
+            rand=self.rand,
+        )

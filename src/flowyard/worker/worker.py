@@ -1,0 +1,322 @@
+"""The worker loop: claim -> execute -> commit, with leases, heartbeats, recovery and a
+graceful shutdown.
+
+Completions are committed in small batches by one committer task: on SQLite every commit is
+a write-lock round and an fsync, so batching is what lets one file database keep up with many
+concurrent steps. A step stays counted as in flight until its result is committed, which keeps
+the claim rate bounded by ``concurrency``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flowyard.domain.commands import Transition
+from flowyard.domain.errors import DefinitionError, StoreUnavailable
+from flowyard.domain.ids import RunId, StepId, new_worker_id
+from flowyard.domain.records import StepRecord
+from flowyard.store.ports import RunState, StepCompletion, Store
+from flowyard.worker.execute import StepExecutor
+
+_log = logging.getLogger("flowyard.worker")
+
+
+def utc_now() -> datetime:
+    """The system clock, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Tuning knobs of one worker."""
+
+    concurrency: int = 32
+    poll_interval_s: float = 0.25
+    lease_s: float = 30.0
+    heartbeat_s: float | None = None  # default lease_s / 3
+    reap_interval_s: float = 5.0
+    max_recoveries: int = 3
+    shutdown_grace_s: float = 30.0
+    commit_batch: int = 256
+    commit_linger_s: float = 0.002
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Seconds between lease extensions."""
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters for logs, metrics and tests."""
+
+    claimed: int = 0
+    committed: int = 0
+    discarded: int = 0
+    recovered: int = 0
+    released: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """One worker: many concurrent steps in one asyncio loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: StepExecutor,
+        config: WorkerConfig | None = None,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.config = config or WorkerConfig()
+        self.id = worker_id or new_worker_id(f"{socket.gethostname()}:{os.getpid()}")
+        self.clock = clock
+        self.stats = WorkerStats()
+        self._held: dict[StepId, StepRecord] = {}
+        self._tasks: dict[StepId, asyncio.Task[None]] = {}
+        self._results: asyncio.Queue[StepCompletion] = asyncio.Queue()
+        self._slots = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Claim now instead of waiting for the next poll (new work was just enqueued)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and shut down gracefully."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Steps claimed and not yet committed."""
+        return len(self._held)
+
+    async def run(self) -> None:
+        """Work until :meth:`stop` is called, then drain or release what is in flight."""
+        _log.info("worker %s started (concurrency %d)", self.id, self.config.concurrency)
+        committer = asyncio.create_task(self._commit_loop(), name=f"{self.id}-committer")
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
+            asyncio.create_task(self._reap_loop(), name=f"{self.id}-reaper"),
+        ]
+        try:
+            await self._claim_loop()
+        finally:
+            for task in background:
+                task.cancel()
+            await self._drain()
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            _log.info("worker %s stopped: %s", self.id, self.stats)
+
+    async def run_until(self, done: Callable[[], bool], *, timeout_s: float | None = None) -> None:
+        """Run until ``done()`` is true (checked after each commit and poll) — for the CLI's
+        ``run --wait`` and for tests."""
+
+        async def watch() -> None:
+            while not done():
+                await asyncio.sleep(0.02)
+            self.stop()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.run()
+        finally:
+            watcher.cancel()
+
+    # -- claiming and executing ------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = self.config.poll_interval_s
+        while not self._stopping.is_set():
+            free = self.config.concurrency - len(self._held)
+            if free <= 0:
+                self._slots.clear()
+                await self._wait(self._slots, None)
+                continue
+            try:
+                claimed = await self.store.claim_steps(
+                    self.id, limit=free, now=self.clock(), lease_s=self.config.lease_s
+                )
+                states = (
+                    await self.store.load_run_states([s.run_id for s in claimed]) if claimed else {}
+                )
+            except StoreUnavailable as exc:
+                _log.warning("worker %s: store unavailable, backing off: %s", self.id, exc)
+                await self._wait(self._wake, min(backoff, 5.0))
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = self.config.poll_interval_s
+            for step in claimed:
+                self._start(step, states.get(step.run_id))
+            if len(claimed) < free:
+                # Less than we could take: the queue is (nearly) empty, so wait for a wake-up.
+                self._wake.clear()
+                await self._wait(self._wake, self.config.poll_interval_s)
+
+    async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                stop = asyncio.ensure_future(self._stopping.wait())
+                wait = asyncio.ensure_future(event.wait())
+                try:
+                    await asyncio.wait({stop, wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    wait.cancel()
+
+    def _start(self, step: StepRecord, state: RunState | None) -> None:
+        self.stats.claimed += 1
+        self._held[step.id] = step
+        self._tasks[step.id] = asyncio.create_task(
+            self._execute(step, state), name=f"step-{step.id}"
+        )
+
+    async def _execute(self, step: StepRecord, state: RunState | None) -> None:
+        transition = await self.executor.execute(step, state)
+        await self._results.put(StepCompletion(step, transition))
+
+    # -- committing ------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            first = await self._results.get()
+            batch = [first]
+            if self.config.commit_linger_s > 0:
+                await asyncio.sleep(self.config.commit_linger_s)
+            while len(batch) < self.config.commit_batch and not self._results.empty():
+                batch.append(self._results.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._results.task_done()
+
+    async def _commit(self, batch: list[StepCompletion]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                applied = await self.store.complete_steps(batch, self.clock())
+                break
+            except StoreUnavailable as exc:
+                # Results are only in memory until committed: keep trying. If we die here the
+                # lease expires and another worker re-runs the step (idempotency keys cover it).
+                _log.warning(
+                    "worker %s: cannot commit %d results yet: %s", self.id, len(batch), exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        scheduled_now = False
+        for completion, ok in zip(batch, applied, strict=True):
+            self._held.pop(completion.step.id, None)
+            self._tasks.pop(completion.step.id, None)
+            status = completion.transition.step_status.value
+            if ok:
+                self.stats.committed += 1
+                self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+                scheduled_now = scheduled_now or bool(completion.transition.next_steps)
+            else:
+                self.stats.discarded += 1
+        self._slots.set()
+        if scheduled_now:
+            self._wake.set()
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_every)
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                await self.store.extend_leases(
+                    self.id, held, now=self.clock(), lease_s=self.config.lease_s
+                )
+            except StoreUnavailable as exc:
+                _log.warning("worker %s: heartbeat failed: %s", self.id, exc)
+
+    async def _reap_loop(self) -> None:
+        while True:
+            try:
+                recovered, poison = await self.store.recover_expired(
+                    self.id,
+                    now=self.clock(),
+                    max_recoveries=self.config.max_recoveries,
+                    lease_s=self.config.lease_s,
+                )
+            except StoreUnavailable as exc:
+                _log.warning("worker %s: recovery pass failed: %s", self.id, exc)
+                recovered, poison = 0, []
+            if recovered:
+                self.stats.recovered += recovered
+                _log.info("worker %s re-queued %d steps whose lease expired", self.id, recovered)
+                self._wake.set()
+            if poison:
+                await self._fail_poison(poison)
+            await asyncio.sleep(self.config.reap_interval_s)
+
+    async def _fail_poison(self, poison: list[StepRecord]) -> None:
+        states = await self.store.load_run_states([s.run_id for s in poison])
+        for step in poison:
+            state = states.get(RunId(step.run_id))
+            wf = None
+            if state is not None:
+                with contextlib.suppress(DefinitionError):
+                    wf = await self.executor.cache.get(
+                        state.run.workflow_id, state.run.workflow_version
+                    )
+            self._held[step.id] = step
+            transition: Transition = self.executor.lost(step, state, wf)
+            await self._results.put(StepCompletion(step, transition))
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let in-flight steps finish within the grace period, commit their results, and
+        release the steps that had to be interrupted."""
+        tasks = list(self._tasks.values())
+        interrupted: list[StepRecord] = []
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            pending_ids = {id(task) for task in pending}
+            interrupted = [
+                self._held[step_id]
+                for step_id, task in list(self._tasks.items())
+                if id(task) in pending_ids and step_id in self._held
+            ]
+        await self._results.join()
+        if interrupted:
+            try:
+                self.stats.released += await self.store.release_steps(
+                    self.id, interrupted, self.clock()
+                )
+            except StoreUnavailable as exc:
+                _log.warning(
+                    "worker %s: could not release %d steps (leases will expire): %s",
+                    self.id,
+                    len(interrupted),
+                    exc,
+                )
+            for step in interrupted:
+                self._held.pop(step.id, None)
+                self._tasks.pop(step.id, None)
