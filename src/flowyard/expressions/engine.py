@@ -73,7 +73,16 @@ _DIGITS = re.compile(r"\d+")
 
 @dataclass(frozen=True)
 class ExpressionLimits:
-    """Resource limits applied to every compilation and evaluation."""
+    """Resource limits applied to every evaluation and render.
+
+    Attributes:
+        timeout_s: Wall-clock budget of one evaluation, checked cooperatively
+            on attribute access, calls, operators, loop steps and output chunks.
+        max_output_chars: Cap on rendered output and on any string, sequence or
+            mapping an expression produces.
+        max_range: Longest sequence ``range()`` may build.
+        cache_size: Number of compiled sources kept per engine (LRU).
+    """
 
     timeout_s: float = 1.0
     max_output_chars: int = 1_000_000

@@ -1,0 +1,79 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), stores, containers, a local HTTP server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from support.http import RecordingServer
+from support.pg import create_database, drop_database, skip_or_fail_without_pg
+
+from flowyard.bootstrap import Container, build
+from flowyard.settings import Settings
+from flowyard.store import Store, open_store
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test."""
+    skip_or_fail_without_pg()
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on SQLite (a fresh file) and on PostgreSQL (a fresh database)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'flowyard.db'}"
+        return
+    skip_or_fail_without_pg()
+    url = create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each backend."""
+    s = open_store(db_url)
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Settings for a container on each backend; quick polling for tests."""
+    return Settings(db_url=db_url, poll_interval_s=0.05, reap_interval_s=0.5, workers=0,
+                    load_plugins=False)
+
+
+@pytest.fixture
+async def container(settings: Settings) -> AsyncIterator[Container]:
+    """A built, migrated container (no workers started)."""
+    c = await build(settings)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[RecordingServer]:
+    """A local recording HTTP server."""
+    server = RecordingServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,1 @@
+"""Test support: local protocol servers and helpers shared by the suites."""

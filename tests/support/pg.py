@@ -1,0 +1,73 @@
+"""PostgreSQL for tests: a fresh database per test, dropped afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def admin_url() -> str:
+    """Where tests create their databases (FLOWYARD_TEST_PG_URL)."""
+    return os.environ.get("FLOWYARD_TEST_PG_URL", DEFAULT_ADMIN_URL)
+
+
+def require_pg() -> bool:
+    """True when PostgreSQL tests must run (CI sets FLOWYARD_REQUIRE_PG=1)."""
+    return os.environ.get("FLOWYARD_REQUIRE_PG", "") not in ("", "0", "false")
+
+
+async def _execute(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url(), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _reachable() -> str | None:
+    """None if PostgreSQL answers, else why not."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return "asyncpg is not installed (pip install -e '.[postgres]')"
+    try:
+        asyncio.run(_execute("SELECT 1"))
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {admin_url()}: {exc}"
+    return None
+
+
+_status: dict[str, str | None] = {}
+
+
+def skip_or_fail_without_pg() -> None:
+    """Skip (or fail, when required) if PostgreSQL is not usable."""
+    if "why" not in _status:
+        _status["why"] = _reachable()
+    why = _status["why"]
+    if why is None:
+        return
+    if require_pg():
+        pytest.fail(f"FLOWYARD_REQUIRE_PG is set but {why}")
+    pytest.skip(f"{why} (set FLOWYARD_TEST_PG_URL; CI sets FLOWYARD_REQUIRE_PG=1)")
+
+
+def create_database() -> str:
+    """Create a fresh database; returns its URL."""
+    name = f"flowyard_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_execute(f'CREATE DATABASE "{name}"'))
+    base = admin_url().rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop a database made by :func:`create_database` (kicking out leftover sessions)."""
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
