@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from support.http import RecordingServer
+from support.runs import run_definition
 
 from flowyard.bootstrap import Container
 from flowyard.domain.statuses import RunStatus
@@ -19,36 +20,14 @@ def _vars(server: RecordingServer) -> dict[str, str]:
 
 
 async def _run_to_end(container: Container, region: str, server: RecordingServer) -> str:
-    record, _, _ = await container.service.save_workflow(json.loads(EXAMPLE.read_text()))
-    run, created = await container.service.start_run(
-        record.id, {"email": "lead@example.com", "region": region}, vars=_vars(server)
+    detail = await run_definition(
+        container,
+        json.loads(EXAMPLE.read_text()),
+        {"email": "lead@example.com", "region": region},
+        vars=_vars(server),
     )
-    assert created
-    worker = container.new_worker()
-    status = RunStatus.PENDING
-
-    async def done() -> bool:
-        return (await container.store.get_run(run.id)).status.is_terminal
-
-    finished = False
-
-    def check() -> bool:
-        return finished
-
-    import asyncio
-
-    async def poll() -> None:
-        nonlocal finished
-        while not await done():
-            await asyncio.sleep(0.02)
-        finished = True
-
-    poller = asyncio.create_task(poll())
-    await worker.run_until(check, timeout_s=30)
-    await poller
-    status = (await container.store.get_run(run.id)).status
-    assert status == RunStatus.SUCCEEDED
-    return run.id
+    assert detail.run.status == RunStatus.SUCCEEDED
+    return detail.run.id
 
 
 @pytest.mark.parametrize(

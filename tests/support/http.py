@@ -64,7 +64,9 @@ class RecordingServer:
                 reply = handler(rec) if handler else Reply()
                 if reply.delay_s:
                     threading.Event().wait(reply.delay_s)
-                payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                payload = (
+                    reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                )
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -80,7 +82,9 @@ class RecordingServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:

@@ -1,0 +1,46 @@
+"""Drive runs to their end with an in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flowyard.bootstrap import Container
+from flowyard.service import RunDetail
+
+
+async def wait_for_runs(container: Container, run_ids: list[str], *, timeout_s: float = 30) -> None:
+    """Run an in-process worker until every run has ended (TimeoutError otherwise)."""
+    finished = False
+
+    async def poll() -> None:
+        nonlocal finished
+        pending = set(run_ids)
+        while pending:
+            for run_id in list(pending):
+                if (await container.store.get_run(run_id)).status.is_terminal:
+                    pending.discard(run_id)
+            if pending:
+                await asyncio.sleep(0.02)
+        finished = True
+
+    poller = asyncio.create_task(poll())
+    try:
+        await container.new_worker().run_until(lambda: finished, timeout_s=timeout_s)
+    finally:
+        poller.cancel()
+
+
+async def run_definition(
+    container: Container,
+    definition: dict[str, Any],
+    input: Any = None,
+    *,
+    vars: dict[str, Any] | None = None,
+    timeout_s: float = 30,
+) -> RunDetail:
+    """Save ``definition``, start one run, execute it to the end and return its detail."""
+    record, _, _ = await container.service.save_workflow(definition)
+    run, _ = await container.service.start_run(record.id, input or {}, vars=vars)
+    await wait_for_runs(container, [run.id], timeout_s=timeout_s)
+    return await container.service.get_run(run.id)
