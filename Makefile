@@ -36,7 +36,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 schema: $(STAMP)
-	$(BIN)/python -m flowyard.tools.export_schema schema/workflow.schema.json
+	$(BIN)/flowyard schema -o schema/workflow.schema.json
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

@@ -183,6 +183,20 @@ def validate(file: Annotated[Path, typer.Argument(help="Definition JSON ('-' for
 
 
 @app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+) -> None:
+    """Print the JSON Schema of the workflow definition format."""
+    from flowyard.domain.definition import definition_json_schema
+
+    text = json.dumps(definition_json_schema(), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+@app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="Definition JSON, or an existing workflow name")],
     input: Annotated[str | None, typer.Option("--input", help="Run input JSON (or @file)")] = None,
