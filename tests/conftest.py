@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from support.http import RecordingServer
-from support.pg import create_database, drop_database, skip_or_fail_without_pg
 
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
+from support.http import RecordingServer
+from support.pg import create_database, drop_database, skip_or_fail_without_pg
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -55,8 +55,9 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     """Settings for a container on each backend; quick polling for tests."""
-    return Settings(db_url=db_url, poll_interval_s=0.05, reap_interval_s=0.5, workers=0,
-                    load_plugins=False)
+    return Settings(
+        db_url=db_url, poll_interval_s=0.05, reap_interval_s=0.5, workers=0, load_plugins=False
+    )
 
 
 @pytest.fixture

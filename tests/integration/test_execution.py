@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from support.http import RecordingServer, Reply
-from support.runs import run_definition
-
 from flowyard.bootstrap import Container
 from flowyard.domain.statuses import RunStatus, StepStatus
+from support.http import RecordingServer, Reply
+from support.runs import run_definition
 
 FAST_RETRY = {
     "max_attempts": 3,

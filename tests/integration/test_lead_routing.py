@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from support.http import RecordingServer
-from support.runs import run_definition
 
 from flowyard.bootstrap import Container
 from flowyard.domain.statuses import RunStatus
+from support.http import RecordingServer
+from support.runs import run_definition
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing.json"
 

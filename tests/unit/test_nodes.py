@@ -8,13 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from support.http import RecordingServer, Reply
 
 from flowyard.domain.errors import PermanentError, TransientError
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.base import NodeOutcome, StepContext
 from flowyard.nodes.builtin.http import parse_retry_after
 from flowyard.nodes.registry import NodeRegistry, default_registry
+from support.http import RecordingServer, Reply
 
 REGISTRY = default_registry(load_plugins=False)
 

@@ -20,4 +20,6 @@ def test_exported_schema_is_current() -> None:
 
 @pytest.mark.parametrize("sample", sorted((ROOT / "examples").glob("*.json")), ids=lambda p: p.name)
 def test_samples_match_the_schema(sample: Path) -> None:
-    jsonschema.Draft202012Validator(definition_json_schema()).validate(json.loads(sample.read_text()))
+    jsonschema.Draft202012Validator(definition_json_schema()).validate(
+        json.loads(sample.read_text())
+    )

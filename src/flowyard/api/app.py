@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from flowyard import __version__
 from flowyard.api import problems
+from flowyard.api.limits import BodyLimitMiddleware
 from flowyard.api.routers import runs, system, workflows
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
@@ -54,19 +55,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     )
     problems.install(app)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_request_bytes:
-            return problems.problem(
-                413,
-                "too-large",
-                "Request too large",
-                f"the body is {length} bytes; the limit is {settings.max_request_bytes}",
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
 
     app.include_router(system.router)
     app.include_router(system.router, prefix=API_PREFIX, include_in_schema=False)

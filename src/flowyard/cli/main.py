@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from flowyard.bootstrap import Container, build
 from flowyard.domain.errors import FlowyardError, InvalidInput, Problem
@@ -184,7 +184,9 @@ def validate(file: Annotated[Path, typer.Argument(help="Definition JSON ('-' for
 
 @app.command()
 def schema(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file")
+    ] = None,
 ) -> None:
     """Print the JSON Schema of the workflow definition format."""
     from flowyard.domain.definition import definition_json_schema
@@ -313,7 +315,14 @@ def runs_list(
             ]
         )
         return
-    table = Table("run", "workflow", "version", "status", "created")
+    # Ids are what users copy into ``runs show``: never truncate or wrap them.
+    table = Table(
+        Column("run", no_wrap=True, min_width=30),
+        Column("workflow", no_wrap=True, min_width=29),
+        "version",
+        "status",
+        "created",
+    )
     for r in runs:
         table.add_row(
             r.id,
@@ -322,7 +331,8 @@ def runs_list(
             r.status.value,
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    out.print(table)
+    # Piped output has no width to fit: do not squeeze the table into 80 columns.
+    (out if out.is_terminal else Console(width=160)).print(table)
 
 
 @runs_app.command("show")

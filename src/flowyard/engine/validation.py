@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 from pydantic import ValidationError
 
-from flowyard.domain.definition import NodeSpec, WorkflowDefinition
+from flowyard.domain.definition import NODE_ID_PATTERN, NodeSpec, WorkflowDefinition
 from flowyard.domain.errors import DefinitionError, Problem
 from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import NodeType, Route
 from flowyard.nodes.registry import NodeRegistry
+
+_NODE_ID = re.compile(NODE_ID_PATTERN)
 
 
 def escape_pointer(token: str | int) -> str:
@@ -59,6 +62,17 @@ class _NodeInfo:
     node_type: NodeType[Any] | None = None
     config: Any = None
     routes: list[Route] = field(default_factory=list)
+    #: False when the type is unknown or the config did not parse: the node's own targets
+    #: are then unknown, so the graph checks must not draw conclusions from their absence.
+    routes_known: bool = True
+
+
+@dataclass(slots=True)
+class _Broken:
+    """A node whose id is readable but whose spec did not parse (reported structurally)."""
+
+    index: int
+    raw: Any
 
 
 class DefinitionValidator:
@@ -81,17 +95,21 @@ class DefinitionValidator:
             definition = WorkflowDefinition.model_validate(dict(raw))
         except ValidationError as exc:
             result.problems.extend(_pydantic_problems(exc, ""))
-        nodes = definition.nodes if definition else self._salvage_nodes(raw)
+        broken: dict[str, _Broken] = {}
+        if definition is not None:
+            nodes = list(enumerate(definition.nodes))
+        else:
+            nodes, broken = self._salvage_nodes(raw)
         infos = self._check_nodes(nodes, result.problems)
+        broken = {node_id: b for node_id, b in broken.items() if node_id not in infos}
         start = definition.start if definition else raw.get("start")
-        self._check_graph(
-            infos,
-            start if isinstance(start, str) else None,
-            result.problems,
-            start_given="start" in raw,
-        )
-        if definition is not None and definition.input_schema is not None:
-            self._check_input_schema(definition.input_schema, result.problems)
+        if infos or broken:  # without any node the graph checks would only add noise
+            self._check_graph(
+                infos, broken, start if isinstance(start, str) else None, result.problems
+            )
+        schema = definition.input_schema if definition else raw.get("input_schema")
+        if isinstance(schema, dict):  # (a non-object is already a structural problem)
+            self._check_input_schema(schema, result.problems)
         if definition is not None and not result.problems:
             result.workflow = self._compile(definition, infos)
         result.problems.sort(key=lambda p: _pointer_key(p.pointer))
@@ -111,26 +129,31 @@ class DefinitionValidator:
     # -- pieces ---------------------------------------------------------------------------
 
     @staticmethod
-    def _salvage_nodes(raw: Mapping[str, Any]) -> list[tuple[int, NodeSpec]] | list[NodeSpec]:
+    def _salvage_nodes(
+        raw: Mapping[str, Any],
+    ) -> tuple[list[tuple[int, NodeSpec]], dict[str, _Broken]]:
         """Nodes that parse on their own, so semantic problems are reported alongside
-        structural ones (the whole document failed to parse)."""
+        structural ones (the whole document failed to parse), and the ids of those that do
+        not, so that edges to them are not reported as dangling."""
         salvaged: list[tuple[int, NodeSpec]] = []
+        broken: dict[str, _Broken] = {}
         raw_nodes = raw.get("nodes")
         if not isinstance(raw_nodes, list):
-            return salvaged
+            return salvaged, broken
         for index, item in enumerate(raw_nodes):
             try:
                 salvaged.append((index, NodeSpec.model_validate(item)))
             except ValidationError:
-                continue
-        return salvaged
+                node_id = item.get("id") if isinstance(item, Mapping) else None
+                if isinstance(node_id, str) and _NODE_ID.match(node_id):
+                    broken.setdefault(node_id, _Broken(index, item))
+        return salvaged, broken
 
     def _check_nodes(
-        self, nodes: list[tuple[int, NodeSpec]] | list[NodeSpec], problems: list[Problem]
+        self, nodes: list[tuple[int, NodeSpec]], problems: list[Problem]
     ) -> dict[str, _NodeInfo]:
         infos: dict[str, _NodeInfo] = {}
-        for position, item in enumerate(nodes):
-            index, spec = item if isinstance(item, tuple) else (position, item)
+        for index, spec in nodes:
             base = f"/nodes/{index}"
             if spec.id in infos:
                 first = infos[spec.id].index
@@ -146,6 +169,7 @@ class DefinitionValidator:
             infos[spec.id] = info
             node_type = self.registry.get(spec.type)
             if node_type is None:
+                info.routes_known = False
                 known = ", ".join(self.registry.names())
                 problems.append(
                     Problem(
@@ -159,6 +183,7 @@ class DefinitionValidator:
             try:
                 info.config = node_type.parse_config(spec.config)
             except ValidationError as exc:
+                info.routes_known = False
                 problems.extend(_pydantic_problems(exc, f"{base}/config"))
                 continue
             info.routes = node_type.routes(info.config)
@@ -187,12 +212,17 @@ class DefinitionValidator:
     def _check_graph(
         self,
         infos: dict[str, _NodeInfo],
+        broken: dict[str, _Broken],
         start: str | None,
         problems: list[Problem],
-        *,
-        start_given: bool,
     ) -> None:
+        known = infos.keys() | broken.keys()
+        # ``edges``: certain edges between parsed nodes (cycles are judged on these only);
+        # ``maybe``: a superset for reachability, adding every node id named anywhere in a
+        # node whose targets are unknown, so one broken node does not make others look
+        # unreachable.
         edges: dict[str, list[str]] = {}
+        maybe: dict[str, list[str]] = {}
         for node_id, info in infos.items():
             base = f"/nodes/{info.index}"
             targets: list[tuple[str, str]] = []
@@ -203,27 +233,31 @@ class DefinitionValidator:
                 (f"{base}/catch/{j}/next", rule.next) for j, rule in enumerate(info.spec.catch)
             )
             edges[node_id] = []
+            maybe[node_id] = [] if info.routes_known else _mentions(info.spec.config, known)
             for pointer, target in targets:
+                if target not in known:
+                    problems.append(Problem(pointer, f"no node has id {target!r}", "dangling_edge"))
+                    continue
+                maybe[node_id].append(target)
                 if target in infos:
                     edges[node_id].append(target)
-                else:
-                    problems.append(Problem(pointer, f"no node has id {target!r}", "dangling_edge"))
+        for node_id, node in broken.items():
+            maybe[node_id] = _mentions(node.raw, known)
         if start is None:
-            if start_given:
-                return  # structural problem already reported
-            problems.append(Problem("/start", "the definition has no start node", "no_start"))
-            return
-        if start not in infos:
+            return  # a structural problem at /start is already reported
+        if start not in known:
             problems.append(
                 Problem("/start", f"start node {start!r} does not exist", "dangling_start")
             )
             return
-        reachable = _reachable(start, edges)
-        for node_id, info in infos.items():
+        reachable = _reachable(start, maybe)
+        indexes = {node_id: info.index for node_id, info in infos.items()}
+        indexes.update((node_id, node.index) for node_id, node in broken.items())
+        for node_id, index in indexes.items():
             if node_id not in reachable:
                 problems.append(
                     Problem(
-                        f"/nodes/{info.index}",
+                        f"/nodes/{index}",
                         f"node {node_id!r} is not reachable from start {start!r}",
                         "unreachable",
                     )
@@ -274,6 +308,22 @@ def _targets(info: _NodeInfo) -> list[str]:
     targets.extend(route.target for route in info.routes)
     targets.extend(rule.next for rule in info.spec.catch)
     return targets
+
+
+def _mentions(value: Any, known: Collection[str]) -> list[str]:
+    """Node ids named by any string inside ``value`` (nested dicts and lists)."""
+    found: list[str] = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if item in known:
+                found.append(item)
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return found
 
 
 def _reachable(start: str, edges: Mapping[str, list[str]]) -> set[str]:

@@ -1,0 +1,491 @@
+"""Acceptance tests of the REST API (in-process ASGI), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from flowyard.api import create_app
+from flowyard.bootstrap import Container
+from flowyard.domain.ids import RunId
+from flowyard.settings import Settings
+from support.http import RecordingServer
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing.json"
+PROBLEM_JSON = "application/problem+json"
+API = "/api/v1"
+
+#: Five different mistakes in five nodes (the same as in tests/unit/test_validation.py).
+FIVE_MISTAKES: dict[str, Any] = {
+    "name": "five-mistakes",
+    "start": "start",
+    "nodes": [
+        {"id": "start", "type": "trigger", "next": "route"},
+        {
+            "id": "route",
+            "type": "condition",
+            "config": {"cases": [{"when": "input.region ==", "next": "east"}], "default": "west"},
+        },
+        {"id": "east", "type": "http", "config": {"method": "POST"}, "next": "notify"},
+        {"id": "west", "type": "crm.magic", "next": "done"},
+        {"id": "notify", "type": "log", "config": {"message": "hi"}, "next": "nowhere"},
+        {"id": "done", "type": "end"},
+        {"id": "orphan", "type": "end"},
+    ],
+}
+FIVE_POINTERS = [
+    "/nodes/1/config/cases/0/when",
+    "/nodes/2/config/url",
+    "/nodes/3/type",
+    "/nodes/4/next",
+    "/nodes/6",
+]
+LEAD = {"email": "lead@example.com", "region": "East Coast"}
+
+
+def lead_routing() -> dict[str, Any]:
+    return json.loads(EXAMPLE.read_text())
+
+
+def hello(name: str = "hello", greeting: str = "Hello") -> dict[str, Any]:
+    return {
+        "name": name,
+        "start": "start",
+        "nodes": [
+            {"id": "start", "type": "trigger", "next": "greet"},
+            {
+                "id": "greet",
+                "type": "set",
+                "config": {"values": {"greeting": greeting + " {{ input.name }}"}},
+                "next": "done",
+            },
+            {"id": "done", "type": "end", "config": {"output": "{{ steps.greet.output }}"}},
+        ],
+    }
+
+
+def mounted(container: Container, settings: Settings | None = None) -> FastAPI:
+    """The app on an existing container (ASGITransport runs no lifespan)."""
+    app = create_app(settings, container=container)
+    app.state.container = container
+    return app
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.fixture
+async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(mounted(container)) as c:
+        yield c
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with ``status`` and type suffix ``code``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].endswith("/" + code)
+    assert body["title"] and body["detail"]
+    return body
+
+
+async def create(client: httpx.AsyncClient, definition: dict[str, Any]) -> str:
+    response = await client.post(f"{API}/workflows", json=definition)
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["workflow"]["id"]
+    return workflow_id
+
+
+async def execute(container: Container, run_ids: list[str], timeout_s: float = 30) -> None:
+    """Execute runs with an in-process worker until every one has ended."""
+    worker = container.new_worker()
+    finished = False
+
+    async def poll() -> None:
+        nonlocal finished
+        while not await container.service.run_ids_done([RunId(r) for r in run_ids]):
+            await asyncio.sleep(0.02)
+        finished = True
+
+    poller = asyncio.create_task(poll())
+    await worker.run_until(lambda: finished, timeout_s=timeout_s)
+    await poller
+
+
+# -- workflows --------------------------------------------------------------------------------
+
+
+async def test_create_workflow(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{API}/workflows", json=lead_routing())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    workflow_id = body["workflow"]["id"]
+    assert body["created"] is True
+    assert body["workflow"]["name"] == "lead-routing"
+    assert body["workflow"]["latest_version"] == 1
+    assert body["version"]["version"] == 1
+    assert body["version"]["definition"] == lead_routing()
+    assert response.headers["location"] == f"{API}/workflows/{workflow_id}"
+    assert response.headers["etag"] == '"1"'
+    followed = await client.get(response.headers["location"])
+    assert followed.status_code == 200
+    assert followed.json()["workflow"]["id"] == workflow_id
+
+
+async def test_create_reports_every_mistake(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{API}/workflows", json=FIVE_MISTAKES)
+    body = assert_problem(response, 422, "invalid-definition")
+    assert [e["pointer"] for e in body["errors"]] == FIVE_POINTERS
+    assert all(e["message"] and e["code"] for e in body["errors"])
+    listed = await client.get(f"{API}/workflows")
+    assert listed.json()["items"] == []
+
+
+async def test_validate_without_saving(client: httpx.AsyncClient) -> None:
+    bad = await client.post(f"{API}/workflows/validate", json=FIVE_MISTAKES)
+    assert bad.status_code == 200
+    assert bad.json()["valid"] is False
+    assert [e["pointer"] for e in bad.json()["errors"]] == FIVE_POINTERS
+    good = await client.post(f"{API}/workflows/validate", json=lead_routing())
+    assert good.json() == {"valid": True, "errors": []}
+    assert (await client.get(f"{API}/workflows")).json()["items"] == []
+
+
+@pytest.mark.parametrize("path", ["/workflows", "/workflows/validate"])
+async def test_malformed_json_body(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.post(
+        API + path,
+        content=b'{"name": "x", "nodes": [',
+        headers={"content-type": "application/json"},
+    )
+    body = assert_problem(response, 422, "invalid-input")
+    assert body["errors"]
+    assert body["errors"][0]["code"] == "json_invalid"
+
+
+async def test_definition_that_is_not_an_object(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{API}/workflows", json=[1, 2])
+    assert_problem(response, 422, "invalid-input")
+
+
+async def test_duplicate_name(client: httpx.AsyncClient) -> None:
+    await create(client, hello())
+    response = await client.post(f"{API}/workflows", json=hello(greeting="Hi"))
+    body = assert_problem(response, 409, "conflict")
+    assert "hello" in body["detail"]
+
+
+async def test_get_by_id_and_by_name(client: httpx.AsyncClient) -> None:
+    workflow_id = await create(client, hello())
+    by_id = await client.get(f"{API}/workflows/{workflow_id}")
+    by_name = await client.get(f"{API}/workflows/hello")
+    assert by_id.status_code == by_name.status_code == 200
+    assert by_id.json() == by_name.json()
+    assert by_id.json()["workflow"]["id"] == workflow_id
+    assert by_id.json()["version"]["definition"] == hello()
+    assert by_id.headers["etag"] == '"1"'
+
+
+async def test_put_makes_versions(client: httpx.AsyncClient) -> None:
+    workflow_id = await create(client, hello())
+    changed = await client.put(f"{API}/workflows/{workflow_id}", json=hello(greeting="Hi"))
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["created"] is True
+    assert changed.json()["version"]["version"] == 2
+    assert changed.json()["workflow"]["latest_version"] == 2
+    assert changed.headers["etag"] == '"2"'
+
+    same = await client.put(f"{API}/workflows/hello", json=hello(greeting="Hi"))
+    assert same.status_code == 200
+    assert same.json()["created"] is False
+    assert same.json()["version"]["version"] == 2
+
+    versions = await client.get(f"{API}/workflows/{workflow_id}/versions")
+    assert versions.status_code == 200
+    assert [v["version"] for v in versions.json()] == [2, 1]
+    greetings = [
+        v["definition"]["nodes"][1]["config"]["values"]["greeting"] for v in versions.json()
+    ]
+    assert greetings == ["Hi {{ input.name }}", "Hello {{ input.name }}"]
+    one = await client.get(f"{API}/workflows/{workflow_id}/versions/1")
+    assert one.json()["definition"] == hello()
+
+
+async def test_put_cannot_rename(client: httpx.AsyncClient) -> None:
+    workflow_id = await create(client, hello())
+    response = await client.put(f"{API}/workflows/{workflow_id}", json=hello(name="other"))
+    body = assert_problem(response, 422, "invalid-input")
+    assert [e["pointer"] for e in body["errors"]] == ["/name"]
+    versions = await client.get(f"{API}/workflows/{workflow_id}/versions")
+    assert len(versions.json()) == 1
+
+
+async def test_put_invalid_definition(client: httpx.AsyncClient) -> None:
+    await create(client, hello())
+    broken = copy.deepcopy(FIVE_MISTAKES)
+    broken["name"] = "hello"
+    body = assert_problem(
+        await client.put(f"{API}/workflows/hello", json=broken), 422, "invalid-definition"
+    )
+    assert [e["pointer"] for e in body["errors"]] == FIVE_POINTERS
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/workflows/nope"),
+        ("GET", "/workflows/nope/versions"),
+        ("PUT", "/workflows/nope"),
+        ("POST", "/workflows/nope/runs"),
+        ("GET", "/runs/run_nope"),
+        ("GET", "/runs/run_nope/steps"),
+        ("GET", "/runs/run_nope/events"),
+    ],
+)
+async def test_unknown_resources(client: httpx.AsyncClient, method: str, path: str) -> None:
+    body = hello() if method == "PUT" else {} if method == "POST" else None
+    response = await client.request(method, API + path, json=body)
+    assert_problem(response, 404, "not-found")
+
+
+async def test_unknown_version(client: httpx.AsyncClient) -> None:
+    workflow_id = await create(client, hello())
+    response = await client.get(f"{API}/workflows/{workflow_id}/versions/7")
+    assert_problem(response, 404, "not-found")
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+async def test_start_run(client: httpx.AsyncClient) -> None:
+    workflow_id = await create(client, lead_routing())
+    response = await client.post(f"{API}/workflows/{workflow_id}/runs", json={"input": LEAD})
+    assert response.status_code == 202, response.text
+    run = response.json()
+    assert run["status"] == "pending"
+    assert run["workflow_id"] == workflow_id and run["workflow_version"] == 1
+    assert run["input"] == LEAD
+    assert response.headers["location"] == f"{API}/runs/{run['id']}"
+    fetched = await client.get(response.headers["location"])
+    assert fetched.status_code == 200
+    assert fetched.json()["id"] == run["id"]
+
+
+async def test_idempotency_key(client: httpx.AsyncClient) -> None:
+    await create(client, lead_routing())
+    payload = {"input": LEAD, "idempotency_key": "lead-42"}
+    first = await client.post(f"{API}/workflows/lead-routing/runs", json=payload)
+    second = await client.post(f"{API}/workflows/lead-routing/runs", json=payload)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json()["id"] == second.json()["id"]
+    assert second.headers["location"] == f"{API}/runs/{first.json()['id']}"
+    listed = await client.get(f"{API}/runs")
+    assert [r["id"] for r in listed.json()["items"]] == [first.json()["id"]]
+
+
+@pytest.mark.parametrize(
+    ("run_input", "pointers"),
+    [
+        ({"email": "ab", "region": "West"}, ["/input/email"]),
+        ({"email": "a@b.c", "region": 5}, ["/input/region"]),
+        ({"email": "a@b.c"}, ["/input"]),
+        ("not an object", ["/input"]),
+    ],
+)
+async def test_input_violating_schema(
+    client: httpx.AsyncClient, run_input: Any, pointers: list[str]
+) -> None:
+    await create(client, lead_routing())
+    response = await client.post(f"{API}/workflows/lead-routing/runs", json={"input": run_input})
+    body = assert_problem(response, 422, "invalid-input")
+    assert [e["pointer"] for e in body["errors"]] == pointers
+    assert (await client.get(f"{API}/runs")).json()["items"] == []
+
+
+async def test_unknown_field_in_start_body(client: httpx.AsyncClient) -> None:
+    await create(client, lead_routing())
+    response = await client.post(
+        f"{API}/workflows/lead-routing/runs", json={"input": LEAD, "inptu": {}}
+    )
+    body = assert_problem(response, 422, "invalid-input")
+    assert [e["pointer"] for e in body["errors"]] == ["/inptu"]
+
+
+async def test_list_runs_by_status_and_pages(client: httpx.AsyncClient) -> None:
+    await create(client, lead_routing())
+    await create(client, hello())
+    started = []
+    for i in range(7):
+        response = await client.post(
+            f"{API}/workflows/lead-routing/runs",
+            json={"input": {**LEAD, "email": f"lead{i}@example.com"}},
+        )
+        started.append(response.json()["id"])
+    other = (await client.post(f"{API}/workflows/hello/runs", json={"input": {}})).json()["id"]
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 3, "workflow": "lead-routing"}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get(f"{API}/runs", params=params)).json()
+        pages += 1
+        assert len(page["items"]) <= 3
+        seen += [r["id"] for r in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == sorted(started, reverse=True)  # newest first, each exactly once
+
+    pending = (await client.get(f"{API}/runs", params={"status": "pending"})).json()
+    assert {r["id"] for r in pending["items"]} == {*started, other}
+    succeeded = await client.get(f"{API}/runs", params={"status": "succeeded"})
+    assert succeeded.json() == {"items": [], "next_cursor": None}
+    bad = await client.get(f"{API}/runs", params={"status": "sleeping"})
+    assert_problem(bad, 422, "invalid-input")
+
+
+@pytest.mark.parametrize(
+    ("region", "branch", "route"),
+    [("East Coast", "create_account", "east"), ("West", "assign_pool", "pool")],
+)
+async def test_run_executes_and_shows_steps_and_events(
+    container: Container,
+    client: httpx.AsyncClient,
+    http_server: RecordingServer,
+    region: str,
+    branch: str,
+    route: str,
+) -> None:
+    await create(client, lead_routing())
+    started = await client.post(
+        f"{API}/workflows/lead-routing/runs",
+        json={
+            "input": {"email": "lead@example.com", "region": region},
+            "vars": {
+                "crm_url": f"{http_server.url}/crm",
+                "notify_url": f"{http_server.url}/notify",
+            },
+        },
+    )
+    run_id = started.json()["id"]
+    await execute(container, [run_id])
+
+    detail = (await client.get(f"{API}/runs/{run_id}")).json()
+    assert detail["status"] == "succeeded"
+    assert detail["output"] == {"email": "lead@example.com", "route": route}
+    assert [s["node_id"] for s in detail["steps"]] == [
+        "new_lead",
+        "is_east",
+        branch,
+        "notify",
+        "done",
+    ]
+    assert {s["status"] for s in detail["steps"]} == {"succeeded"}
+    kinds = [e["type"] for e in detail["events"]]
+    assert kinds[0] == "run.created" and kinds[-1] == "run.succeeded"
+    assert kinds.count("step.succeeded") == 5
+    assert len(http_server.to("/crm/accounts" if route == "east" else "/crm/pool")) == 1
+
+    steps = (await client.get(f"{API}/runs/{run_id}/steps")).json()
+    assert steps == detail["steps"]
+
+    succeeded = (await client.get(f"{API}/runs", params={"status": "succeeded"})).json()
+    assert [r["id"] for r in succeeded["items"]] == [run_id]
+    assert (await client.get(f"{API}/runs", params={"status": "pending"})).json()["items"] == []
+
+    # The event cursor: everything after a given event id, and pages of a given size.
+    events = (await client.get(f"{API}/runs/{run_id}/events")).json()
+    assert events["items"] == detail["events"] and events["next_cursor"] is None
+    ids = [e["id"] for e in events["items"]]
+    assert ids == sorted(ids)
+    after = (await client.get(f"{API}/runs/{run_id}/events", params={"after": ids[2]})).json()
+    assert [e["id"] for e in after["items"]] == ids[3:]
+    paged: list[int] = []
+    cursor = "0"
+    while cursor is not None:
+        page = (
+            await client.get(f"{API}/runs/{run_id}/events", params={"after": cursor, "limit": 4})
+        ).json()
+        paged += [e["id"] for e in page["items"]]
+        cursor = page["next_cursor"]
+    assert paged == ids
+
+
+# -- system -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", API])
+async def test_health_and_readiness(client: httpx.AsyncClient, prefix: str) -> None:
+    health = await client.get(f"{prefix}/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    ready = await client.get(f"{prefix}/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+
+
+async def test_node_types(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"{API}/node-types")
+    assert response.status_code == 200
+    types = {t["type"]: t for t in response.json()}
+    assert {"trigger", "condition", "set", "http", "log", "end", "fail"} <= set(types)
+    http_schema = types["http"]["config_schema"]
+    assert "url" in http_schema["properties"] and "url" in http_schema["required"]
+    assert "cases" in types["condition"]["config_schema"]["properties"]
+    assert types["end"]["terminal"] is True and types["condition"]["branching"] is True
+
+
+async def test_request_too_large(container: Container) -> None:
+    limit = 2048
+    settings = container.settings.model_copy(update={"max_request_bytes": limit})
+    async with client_for(mounted(container, settings)) as client:
+        big = hello()
+        big["description"] = "x" * (limit + 1)
+        response = await client.post(f"{API}/workflows", json=big)
+        body = assert_problem(response, 413, "too-large")
+        assert str(limit) in body["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            payload = json.dumps(big).encode()
+            for i in range(0, len(payload), 512):
+                yield payload[i : i + 512]
+
+        streamed = await client.post(
+            f"{API}/workflows", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert_problem(streamed, 413, "too-large")
+
+        small = await client.post(f"{API}/workflows", json=hello())
+        assert small.status_code == 201
+    async with client_for(mounted(container)) as client:
+        assert (await client.get(f"{API}/workflows")).json()["items"][0]["name"] == "hello"
+
+
+async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
+    spec = await client.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    for path in (f"{API}/workflows", f"{API}/workflows/validate", f"{API}/runs/{{run_id}}"):
+        assert path in paths
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in docs.text
+
+
+async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get(f"{API}/nothing-here"), 404, "not-found")
