@@ -37,6 +37,16 @@ class Reply:
 Handler = Callable[[Recorded], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    # Bursts of concurrent workers overflow the default backlog of 5 (connection resets).
+    request_queue_size = 1024
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a SIGKILLed worker) is expected in these tests.
+        pass
+
+
 class RecordingServer:
     """Threaded HTTP server on 127.0.0.1 with per-path handlers (default: 200 {"ok": true}).
 
@@ -80,8 +90,7 @@ class RecordingServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _H)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

@@ -33,6 +33,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has ended (without swallowing a cancellation
+    of the caller)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """Tuning knobs of one worker."""
@@ -108,19 +117,20 @@ class Worker:
         """Work until :meth:`stop` is called, then drain or release what is in flight."""
         _log.info("worker %s started (concurrency %d)", self.id, self.config.concurrency)
         committer = asyncio.create_task(self._commit_loop(), name=f"{self.id}-committer")
-        background = [
-            asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat"),
-            asyncio.create_task(self._reap_loop(), name=f"{self.id}-reaper"),
-        ]
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat")
+        reaper = asyncio.create_task(self._reap_loop(), name=f"{self.id}-reaper")
         try:
             await self._claim_loop()
         finally:
-            for task in background:
-                task.cancel()
-            await self._drain()
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
+            # Stop taking over other workers' steps, but keep our leases alive while draining:
+            # the grace period may outlast the lease, and a lapsed lease lets another worker
+            # re-run a step that is still executing here (a repeated side effect).
+            await _cancel(reaper)
+            try:
+                await self._drain()
+            finally:
+                await _cancel(heartbeat)
+                await _cancel(committer)
             _log.info("worker %s stopped: %s", self.id, self.stats)
 
     async def run_until(self, done: Callable[[], bool], *, timeout_s: float | None = None) -> None:
