@@ -101,7 +101,7 @@ class Store(Protocol):
 
     # -- runs ------------------------------------------------------------------------------
     async def start_runs(
-        self, runs: Sequence[NewRun], now: datetime
+        self, new_runs: Sequence[NewRun], now: datetime
     ) -> list[tuple[RunRecord, bool]]:
         """Create runs and their first steps in one transaction. A run whose idempotency key
         was used for the same workflow is not created again: (existing, False)."""
@@ -150,14 +150,12 @@ class Store(Protocol):
         ...
 
     async def extend_leases(
-        self, worker_id: str, steps: Sequence[StepRecord], *, now: datetime, lease_s: float
+        self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float
     ) -> int:
         """Heartbeat: push the lease of still-held steps forward; returns how many."""
         ...
 
-    async def release_steps(
-        self, worker_id: str, steps: Sequence[StepRecord], now: datetime
-    ) -> int:
+    async def release_steps(self, worker_id: str, held: Sequence[StepRecord], now: datetime) -> int:
         """Give claimed steps back without counting an attempt (graceful shutdown)."""
         ...
 

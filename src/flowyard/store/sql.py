@@ -8,7 +8,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -323,14 +323,14 @@ class SqlStore:
             raise Conflict(f"workflow {workflow_id!r} was changed concurrently; retry") from exc
 
     async def get_workflow(self, ref: str) -> WorkflowRecord:
-        """A workflow by id or by name."""
-        column = workflows.c.id if ref.startswith("wf_") else workflows.c.name
+        """A workflow by id or by name (an id match wins: names may also start with "wf_")."""
+        where = sa.or_(workflows.c.id == ref, workflows.c.name == ref)
 
         async def fn(conn: AsyncConnection) -> WorkflowRecord:
-            row = (await conn.execute(sa.select(workflows).where(column == ref))).first()
-            if row is None:
+            rows = list(await conn.execute(sa.select(workflows).where(where)))
+            if not rows:
                 raise NotFound(f"workflow {ref!r} not found")
-            return _workflow(row)
+            return _workflow(next((row for row in rows if row.id == ref), rows[0]))
 
         return await self._tx(fn, write=False)
 
@@ -389,6 +389,8 @@ class SqlStore:
         self, new_runs: Sequence[NewRun], now: datetime
     ) -> list[tuple[RunRecord, bool]]:
         """Create runs (idempotently by key) with their first step, in one transaction."""
+        if now.tzinfo is not None:  # naive stays naive: the column type rejects it
+            now = now.astimezone(UTC)  # the records returned are UTC, like those read back
 
         async def fn(conn: AsyncConnection) -> list[tuple[RunRecord, bool]]:
             existing = await self._existing_by_key(conn, new_runs)
@@ -717,7 +719,9 @@ class SqlStore:
         )
         run_values: dict[str, Any] = {}
         if run.status == RunStatus.PENDING.value:
+            # The claim skipped this run (row locked meanwhile): start it here, with its event.
             run_values.update(status=RunStatus.RUNNING.value, started_at=step.started_at or now)
+            events.insert(0, _event_row(step.run_id, "run.started", {}, now))
         if RunStatus(run.status).is_terminal:
             # The run ended meanwhile (failed elsewhere, cancelled): record the step, go no further.
             await conn.execute(run_events.insert(), events)
