@@ -39,6 +39,7 @@ schema: $(STAMP)
 	$(BIN)/flowyard schema -o schema/workflow.schema.json
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,bench]'
 	$(BIN)/python bench/throughput.py
 
 clean:

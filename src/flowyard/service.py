@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 
-from flowyard.domain.errors import InvalidInput, NotFound, Problem
+from flowyard.domain.errors import Conflict, InvalidInput, NotFound, Problem
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import (
     EventRecord,
@@ -121,7 +121,7 @@ class FlowyardService:
         """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
         record = await self.store.get_workflow(ref)
         if record.archived:
-            raise InvalidInput(f"workflow {record.name!r} is archived")
+            raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
         stored = await self.store.get_version(record.id, version)
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)

@@ -489,3 +489,18 @@ async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get(f"{API}/nothing-here"), 404, "not-found")
+
+
+async def test_delete_archives_and_refuses_new_runs(client: httpx.AsyncClient) -> None:
+    created = await client.post("/api/v1/workflows", json=hello("retiring"))
+    assert created.status_code == 201
+    deleted = await client.delete("/api/v1/workflows/retiring")
+    assert deleted.status_code == 200 and deleted.json()["archived"] is True
+    listed = await client.get("/api/v1/workflows")
+    assert "retiring" not in [w["name"] for w in listed.json()["items"]]
+    refused = await client.post("/api/v1/workflows/retiring/runs", json={"input": {}})
+    assert refused.status_code == 409
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "archived" in refused.json()["detail"]
+    missing = await client.delete("/api/v1/workflows/nope")
+    assert missing.status_code == 404

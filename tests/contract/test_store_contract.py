@@ -140,6 +140,18 @@ async def test_identical_to_an_older_version_is_still_a_new_version(store: Store
     assert (v3.version, v3.checksum) == (3, v1.checksum)
 
 
+async def test_archive_hides_the_workflow_until_a_new_version(store: Store) -> None:
+    wf = await make_workflow(store, "retire")
+    archived = await store.archive_workflow(wf.id)
+    assert archived.archived
+    assert [w.name for w in await store.list_workflows()] == []
+    assert (await store.get_workflow("retire")).archived  # still readable
+    _, created = await store.add_version(wf.id, definition("retire", "a", "b"), None)
+    assert created and not (await store.get_workflow(wf.id)).archived
+    with pytest.raises(NotFound):
+        await store.archive_workflow(WorkflowId("wf_missing"))
+
+
 async def test_stale_expected_latest_is_a_conflict(store: Store) -> None:
     wf = await make_workflow(store, "optimistic")
     await store.add_version(wf.id, definition("optimistic", "a", "b"), None, expected_latest=1)
@@ -221,7 +233,7 @@ async def test_start_runs_is_all_or_nothing(store: Store) -> None:
     wf = await make_workflow(store)
     orphan = replace(new_run(wf), workflow_id=WorkflowId("wf_00000000000000000000000000"))
 
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(NotFound, match="wf_0000"):
         await store.start_runs([new_run(wf), orphan], T0)
 
     assert await store.list_runs() == []

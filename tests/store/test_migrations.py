@@ -172,3 +172,17 @@ async def test_database_left_at_no_revision_is_not_current(
     # And it comes back: upgrading from base rebuilds the schema.
     await bare_store.migrate()
     assert await bare_store.schema_is_current()
+
+
+async def test_concurrent_migrations_of_a_fresh_database_all_succeed(db_url: str) -> None:
+    # Workers started together on an empty database each migrate at start; without a lock
+    # two of them race to CREATE TABLE alembic_version and one crashes.
+    import asyncio
+
+    stores = [open_store(db_url) for _ in range(6)]
+    try:
+        await asyncio.gather(*(s.migrate() for s in stores))
+        assert all([await s.schema_is_current() for s in stores])
+    finally:
+        for s in stores:
+            await s.close()

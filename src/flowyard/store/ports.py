@@ -79,6 +79,11 @@ class Store(Protocol):
         latest version with created=False. Conflict when ``expected_latest`` is stale."""
         ...
 
+    async def archive_workflow(self, workflow_id: WorkflowId) -> WorkflowRecord:
+        """Archive a workflow (NotFound): hidden from lists, refuses new runs; a new version
+        un-archives it."""
+        ...
+
     async def get_workflow(self, ref: str) -> WorkflowRecord:
         """A workflow by id or name (NotFound)."""
         ...

@@ -190,9 +190,15 @@ class SqlStore:
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
+    async def _lock_migrations(self, conn: AsyncConnection) -> None:
+        """Take a database-wide lock before migrating, so workers starting together on a fresh
+        database migrate one after the other (each dialect knows its lock)."""
+        raise NotImplementedError
+
     async def migrate(self) -> None:
-        """Upgrade the schema to head (Alembic)."""
+        """Upgrade the schema to head (Alembic), one process at a time."""
         async with self._write.connect() as conn:
+            await self._lock_migrations(conn)
             await conn.run_sync(migrations.upgrade)
             await conn.commit()
 
@@ -322,6 +328,25 @@ class SqlStore:
         except IntegrityError as exc:
             raise Conflict(f"workflow {workflow_id!r} was changed concurrently; retry") from exc
 
+    async def archive_workflow(self, workflow_id: WorkflowId) -> WorkflowRecord:
+        """Archive a workflow: hidden from lists, no new runs; versions and runs are kept."""
+        now = _now()
+
+        async def fn(conn: AsyncConnection) -> WorkflowRecord:
+            row = (
+                await conn.execute(
+                    workflows.update()
+                    .where(workflows.c.id == workflow_id)
+                    .values(archived=True, updated_at=now)
+                    .returning(*workflows.c)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"workflow {workflow_id!r} not found")
+            return _workflow(row)
+
+        return await self._tx(fn)
+
     async def get_workflow(self, ref: str) -> WorkflowRecord:
         """A workflow by id or by name (an id match wins: names may also start with "wf_")."""
         where = sa.or_(workflows.c.id == ref, workflows.c.name == ref)
@@ -393,6 +418,14 @@ class SqlStore:
             now = now.astimezone(UTC)  # the records returned are UTC, like those read back
 
         async def fn(conn: AsyncConnection) -> list[tuple[RunRecord, bool]]:
+            wanted = sorted({n.workflow_id for n in new_runs})
+            found = set(
+                (await conn.execute(sa.select(workflows.c.id).where(workflows.c.id.in_(wanted))))
+                .scalars()
+                .all()
+            )
+            if missing := [w for w in wanted if w not in found]:
+                raise NotFound(f"workflow {missing[0]!r} not found")
             existing = await self._existing_by_key(conn, new_runs)
             results: list[tuple[RunRecord, bool] | None] = []
             run_rows: list[dict[str, Any]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,29 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from flowyard.store.sql import SqlStore
 
 BUSY_TIMEOUT_MS = 30_000
+
+
+def _enable_wal(cursor: Any) -> None:
+    # WAL is persistent, so this only matters on a new file. Changing the journal mode does
+    # not go through the busy handler: when several processes open a fresh database at once
+    # the switch can fail with "database is locked" at once, so retry it briefly.
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # the driver adapter wraps sqlite3.OperationalError
+            if "locked" not in str(exc).lower() or attempt == 99:
+                raise
+            time.sleep(0.02)
 
 
 def _configure(engine: AsyncEngine, *, begin: str, memory: bool) -> None:
@@ -23,9 +41,10 @@ def _configure(engine: AsyncEngine, *, begin: str, memory: bool) -> None:
         # Let us issue BEGIN ourselves (pysqlite's implicit transactions get in the way).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first, so that everything after it waits for locks.
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not memory:
+            _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         # NORMAL is durable across application crashes in WAL mode; only an OS crash or power
         # loss can drop the last transactions.
@@ -65,6 +84,12 @@ class SqliteStore(SqlStore):
         _configure(write, begin="BEGIN IMMEDIATE", memory=False)
         _configure(read, begin="BEGIN", memory=False)
         return cls(url, write, read)
+
+    async def _lock_migrations(self, conn: AsyncConnection) -> None:
+        # Opening the transaction issues BEGIN IMMEDIATE: the database's write lock, held until
+        # the upgrade commits. Alembic keeps its context in a module global, so it must never
+        # run twice at once, in one process or several.
+        await conn.execute(sa.text("SELECT 1"))
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()

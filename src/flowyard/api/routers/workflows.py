@@ -106,6 +106,14 @@ async def update_workflow(
     )
 
 
+@router.delete("/{workflow_ref}", response_model=WorkflowPublic)
+async def archive_workflow(service: ServiceDep, workflow_ref: str) -> WorkflowPublic:
+    """Archive a workflow: it leaves the list and refuses new runs; its versions and runs stay.
+    Saving a new version brings it back."""
+    record = await service.store.get_workflow(workflow_ref)
+    return WorkflowPublic.of(await service.store.archive_workflow(record.id))
+
+
 @router.get("/{workflow_ref}/versions", response_model=list[VersionPublic])
 async def list_versions(service: ServiceDep, workflow_ref: str) -> list[VersionPublic]:
     """Every version, newest first."""
