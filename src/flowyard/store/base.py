@@ -1,0 +1,97 @@
+"""Plumbing of the SQL store: engines, transactions with retries, migrations, health."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from flowyard.domain.errors import StoreUnavailable
+from flowyard.store import migrate as migrations
+from flowyard.store.rows import (
+    T,
+    log,
+)
+
+
+class SqlBase:
+    """Engines and transactions. Subclasses provide engines, dialect inserts and error
+    classification; the operation mixins build on ``_tx``."""
+
+    dialect = "sql"
+    #: Attempts for a transaction that hit a transient database error (lock, deadlock).
+    tx_attempts = 8
+
+    def __init__(self, url: str, write_engine: AsyncEngine, read_engine: AsyncEngine | None = None):
+        self.url = url
+        self._write = write_engine
+        self._read = read_engine or write_engine
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING for this dialect."""
+        raise NotImplementedError
+
+    def _is_transient(self, exc: DBAPIError) -> bool:
+        """Errors worth retrying the whole transaction for (locks, deadlocks, restarts)."""
+        return isinstance(exc, OperationalError)
+
+    async def _tx(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, write: bool = True) -> T:
+        """Run ``fn`` in a transaction, retrying transient failures with jittered backoff."""
+        engine = self._write if write else self._read
+        delay = 0.01
+        for attempt in range(1, self.tx_attempts + 1):
+            try:
+                async with engine.begin() as conn:
+                    return await fn(conn)
+            except DBAPIError as exc:
+                if isinstance(exc, IntegrityError) or not self._is_transient(exc):
+                    raise
+                if attempt == self.tx_attempts:
+                    raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+                log.debug("transient database error (attempt %d): %s", attempt, exc.orig)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+            except OSError as exc:
+                if attempt == self.tx_attempts:
+                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    async def _lock_migrations(self, conn: AsyncConnection) -> None:
+        """Take a database-wide lock before migrating, so workers starting together on a fresh
+        database migrate one after the other (each dialect knows its lock)."""
+        raise NotImplementedError
+
+    async def migrate(self) -> None:
+        """Upgrade the schema to head (Alembic), one process at a time."""
+        async with self._write.connect() as conn:
+            await self._lock_migrations(conn)
+            await conn.run_sync(migrations.upgrade)
+            await conn.commit()
+
+    async def schema_is_current(self) -> bool:
+        """True when the database is at the newest migration."""
+        async with self._read.connect() as conn:
+            return await conn.run_sync(migrations.is_current)
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless a trivial query succeeds."""
+        try:
+            async with self._read.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+
+    async def close(self) -> None:
+        """Dispose of the engines."""
+        await self._write.dispose()
+        if self._read is not self._write:
+            await self._read.dispose()

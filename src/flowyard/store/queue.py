@@ -1,0 +1,382 @@
+"""The queue half of the SQL store: claiming, completing, leases and recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flowyard.domain.ids import RunId
+from flowyard.domain.records import (
+    StepRecord,
+)
+from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.store.base import SqlBase
+from flowyard.store.ports import RunState, StepCompletion
+from flowyard.store.rows import (
+    ACTIVE,
+    CLAIMABLE,
+    LEASED,
+    chunks,
+    event_row,
+    log,
+    run_record,
+    step_record,
+)
+from flowyard.store.schema import run_events, runs, steps
+
+
+class QueueOps(SqlBase):
+    """Claim due steps, apply completions, extend/release leases, recover expired ones."""
+
+    # -- queue -----------------------------------------------------------------------------
+
+    async def claim_steps(
+        self, worker_id: str, *, limit: int, now: datetime, lease_s: float
+    ) -> list[StepRecord]:
+        """Claim due steps: one UPDATE over a locked, skip-locked sub-select."""
+        due = (
+            sa.select(steps.c.id)
+            .where(CLAIMABLE, steps.c.available_at <= now)
+            .order_by(steps.c.available_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            steps.update()
+            .where(steps.c.id.in_(due.scalar_subquery()))
+            .values(
+                status=StepStatus.RUNNING.value,
+                lease_owner=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempt=steps.c.attempt + 1,
+                claims=steps.c.claims + 1,
+                started_at=now,
+            )
+            .returning(*steps.c)
+        )
+
+        async def fn(conn: AsyncConnection) -> list[StepRecord]:
+            claimed = [step_record(row) for row in await conn.execute(claim)]
+            if not claimed:
+                return []
+            await self._mark_runs_started(conn, {s.run_id for s in claimed}, now)
+            await conn.execute(
+                run_events.insert(),
+                [
+                    event_row(
+                        s.run_id,
+                        "step.started",
+                        {"node_id": s.node_id, "attempt": s.attempt, "worker": worker_id},
+                        now,
+                        step_id=s.id,
+                    )
+                    for s in claimed
+                ],
+            )
+            return claimed
+
+        return await self._tx(fn)
+
+    async def _mark_runs_started(
+        self, conn: AsyncConnection, run_ids: set[RunId], now: datetime
+    ) -> None:
+        # SKIP LOCKED: a run row locked by a completion is left alone (the completion marks it
+        # running itself), so a claim never waits on a run lock and cannot deadlock.
+        pending = (
+            sa.select(runs.c.id)
+            .where(runs.c.id.in_(sorted(run_ids)), runs.c.status == RunStatus.PENDING.value)
+            .with_for_update(skip_locked=True)
+        )
+        started = await conn.execute(
+            runs.update()
+            .where(runs.c.id.in_(pending.scalar_subquery()))
+            .values(status=RunStatus.RUNNING.value, started_at=now, updated_at=now)
+            .returning(runs.c.id)
+        )
+        ids = [row.id for row in started]
+        if ids:
+            await conn.execute(
+                run_events.insert(), [event_row(run_id, "run.started", {}, now) for run_id in ids]
+            )
+
+    async def load_run_states(self, run_ids: Sequence[RunId]) -> dict[RunId, RunState]:
+        """Runs and the latest finished execution of each of their nodes."""
+
+        async def fn(conn: AsyncConnection) -> dict[RunId, RunState]:
+            states: dict[RunId, RunState] = {}
+            for chunk in chunks(sorted(set(run_ids)), 500):
+                for row in await conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
+                    states[RunId(row.id)] = RunState(run_record(row))
+                rows = await conn.execute(
+                    sa.select(
+                        steps.c.run_id,
+                        steps.c.node_id,
+                        steps.c.iteration,
+                        steps.c.status,
+                        steps.c.output,
+                        steps.c.error,
+                        steps.c.branch,
+                    )
+                    .where(steps.c.run_id.in_(chunk))
+                    .order_by(steps.c.id)
+                )
+                for row in rows:
+                    state = states.get(RunId(row.run_id))
+                    if state is None:
+                        continue
+                    previous = state.iterations.get(row.node_id, -1)
+                    state.iterations[row.node_id] = max(previous, row.iteration)
+                    if row.status in (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value):
+                        state.steps[row.node_id] = {
+                            "output": row.output,
+                            "error": row.error,
+                            "status": row.status,
+                            "iteration": row.iteration,
+                        }
+            return states
+
+        return await self._tx(fn, write=False)
+
+    async def complete_steps(
+        self, completions: Sequence[StepCompletion], now: datetime
+    ) -> list[bool]:
+        """Record step results, schedule what follows and settle runs: one transaction."""
+        # Lock runs in one global order so concurrent batches cannot deadlock on them.
+        order = sorted(range(len(completions)), key=lambda i: (completions[i].step.run_id, i))
+
+        async def fn(conn: AsyncConnection) -> list[bool]:
+            applied = [False] * len(completions)
+            for index in order:
+                applied[index] = await self._complete_one(conn, completions[index], now)
+            return applied
+
+        return await self._tx(fn)
+
+    async def _complete_one(
+        self, conn: AsyncConnection, completion: StepCompletion, now: datetime
+    ) -> bool:
+        step, tr = completion.step, completion.transition
+        terminal = tr.step_status != StepStatus.RETRYING
+        values: dict[str, Any] = {
+            "status": tr.step_status.value,
+            "output": tr.output,
+            "error": tr.error.as_dict() if tr.error else None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "finished_at": now if terminal else None,
+        }
+        if tr.retry_at is not None:
+            values["available_at"] = tr.retry_at
+        updated = await conn.execute(
+            steps.update()
+            .where(steps.c.id == step.id, steps.c.claims == step.claims, LEASED)
+            .values(**values)
+        )
+        if updated.rowcount != 1:
+            log.info("discarding stale completion of step %s (lease lost)", step.id)
+            return False
+        run = (
+            await conn.execute(
+                sa.select(runs.c.status, runs.c.started_at)
+                .where(runs.c.id == step.run_id)
+                .with_for_update()
+            )
+        ).one()
+        events = [event_row(step.run_id, tr.event[0], tr.event[1], now, step_id=step.id)]
+        events.extend(
+            event_row(step.run_id, kind, data, now, step_id=step.id)
+            for kind, data in tr.extra_events
+        )
+        run_values: dict[str, Any] = {}
+        if run.status == RunStatus.PENDING.value:
+            # The claim skipped this run (row locked meanwhile): start it here, with its event.
+            run_values.update(status=RunStatus.RUNNING.value, started_at=step.started_at or now)
+            events.insert(0, event_row(step.run_id, "run.started", {}, now))
+        if RunStatus(run.status).is_terminal:
+            # The run ended meanwhile (failed elsewhere, cancelled): record the step, go no further.
+            await conn.execute(run_events.insert(), events)
+            return True
+        if tr.next_steps:
+            await conn.execute(
+                self._insert_ignore(steps),
+                [
+                    {
+                        "run_id": step.run_id,
+                        "node_id": n.node_id,
+                        "node_type": n.node_type,
+                        "branch": n.branch,
+                        "iteration": n.iteration,
+                        "status": StepStatus.SCHEDULED.value,
+                        "attempt": 0,
+                        "priority": 0,
+                        "available_at": n.available_at,
+                        "claims": 0,
+                        "recoveries": 0,
+                        "created_at": now,
+                    }
+                    for n in tr.next_steps
+                ],
+            )
+        if tr.fail_run is not None:
+            run_values.update(
+                status=RunStatus.FAILED.value, error=tr.fail_run.as_dict(), finished_at=now
+            )
+            await conn.execute(
+                steps.update()
+                .where(steps.c.run_id == step.run_id, steps.c.status.in_(["scheduled", "retrying"]))
+                .values(status=StepStatus.CANCELLED.value, finished_at=now)
+            )
+            events.append(
+                event_row(step.run_id, "run.failed", {"error": tr.fail_run.as_dict()}, now)
+            )
+        elif tr.path_ended:
+            active = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(steps)
+                    .where(steps.c.run_id == step.run_id, steps.c.status.in_(ACTIVE))
+                )
+            ).scalar_one()
+            if active == 0:
+                run_values.update(
+                    status=RunStatus.SUCCEEDED.value, output=tr.run_output, finished_at=now
+                )
+                events.append(event_row(step.run_id, "run.succeeded", {}, now))
+        if run_values:
+            run_values["updated_at"] = now
+            await conn.execute(runs.update().where(runs.c.id == step.run_id).values(**run_values))
+        await conn.execute(run_events.insert(), events)
+        return True
+
+    async def extend_leases(
+        self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float
+    ) -> int:
+        """Heartbeat for steps still running here."""
+        if not held:
+            return 0
+
+        async def fn(conn: AsyncConnection) -> int:
+            total = 0
+            for step in held:
+                result = await conn.execute(
+                    steps.update()
+                    .where(
+                        steps.c.id == step.id,
+                        steps.c.claims == step.claims,
+                        steps.c.lease_owner == worker_id,
+                        LEASED,
+                    )
+                    .values(lease_expires_at=now + timedelta(seconds=lease_s))
+                )
+                total += result.rowcount
+            return total
+
+        return await self._tx(fn)
+
+    async def release_steps(self, worker_id: str, held: Sequence[StepRecord], now: datetime) -> int:
+        """Put claimed steps back; the interrupted attempt is not counted."""
+        if not held:
+            return 0
+
+        async def fn(conn: AsyncConnection) -> int:
+            total = 0
+            for step in held:
+                result = await conn.execute(
+                    steps.update()
+                    .where(
+                        steps.c.id == step.id,
+                        steps.c.claims == step.claims,
+                        steps.c.lease_owner == worker_id,
+                        LEASED,
+                    )
+                    .values(
+                        status=StepStatus.SCHEDULED.value,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        attempt=steps.c.attempt - 1,
+                        available_at=now,
+                    )
+                )
+                if result.rowcount:
+                    total += 1
+                    await conn.execute(
+                        run_events.insert().values(
+                            **event_row(
+                                step.run_id,
+                                "step.released",
+                                {"node_id": step.node_id, "worker": worker_id},
+                                now,
+                                step_id=step.id,
+                            )
+                        )
+                    )
+            return total
+
+        return await self._tx(fn)
+
+    async def recover_expired(
+        self, worker_id: str, *, now: datetime, max_recoveries: int, lease_s: float
+    ) -> tuple[int, list[StepRecord]]:
+        """Requeue expired leases; hand poison steps (too many recoveries) to the caller."""
+        expired = sa.and_(LEASED, steps.c.lease_expires_at < now)
+
+        async def fn(conn: AsyncConnection) -> tuple[int, list[StepRecord]]:
+            poison = [
+                step_record(row)
+                for row in await conn.execute(
+                    steps.update()
+                    .where(expired, steps.c.recoveries >= max_recoveries)
+                    .values(
+                        lease_owner=worker_id,
+                        lease_expires_at=now + timedelta(seconds=lease_s),
+                        claims=steps.c.claims + 1,
+                    )
+                    .returning(*steps.c)
+                )
+            ]
+            requeued = list(
+                await conn.execute(
+                    steps.update()
+                    .where(expired)
+                    .values(
+                        status=StepStatus.SCHEDULED.value,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        available_at=now,
+                        recoveries=steps.c.recoveries + 1,
+                    )
+                    .returning(steps.c.id, steps.c.run_id, steps.c.node_id, steps.c.lease_owner)
+                )
+            )
+            if requeued:
+                await conn.execute(
+                    run_events.insert(),
+                    [
+                        event_row(
+                            row.run_id,
+                            "step.recovered",
+                            {"node_id": row.node_id, "reason": "lease expired"},
+                            now,
+                            step_id=row.id,
+                        )
+                        for row in requeued
+                    ],
+                )
+            return len(requeued), poison
+
+        return await self._tx(fn)
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Step counts by status."""
+
+        async def fn(conn: AsyncConnection) -> dict[str, int]:
+            rows = await conn.execute(
+                sa.select(steps.c.status, sa.func.count()).group_by(steps.c.status)
+            )
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._tx(fn, write=False)

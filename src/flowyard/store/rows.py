@@ -1,0 +1,176 @@
+"""Row <-> record mapping and small helpers shared by the SQL store modules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+
+from flowyard.domain.ids import EventId, RunId, StepId, WorkflowId
+from flowyard.domain.records import (
+    EventRecord,
+    NewRun,
+    RunRecord,
+    StepRecord,
+    VersionRecord,
+    WorkflowRecord,
+)
+from flowyard.domain.statuses import RunStatus, StepStatus
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Literal predicates (not bound parameters) so the planners can use the partial indexes.
+CLAIMABLE = sa.text("steps.status IN ('scheduled', 'retrying')")
+LEASED = sa.text("steps.status = 'running'")
+ACTIVE = ("scheduled", "retrying", "running")
+
+
+def definition_checksum(definition: dict[str, Any]) -> str:
+    """Stable hash of a definition (key order does not matter)."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def workflow_record(row: Row[Any]) -> WorkflowRecord:
+    return WorkflowRecord(
+        id=WorkflowId(row.id),
+        name=row.name,
+        latest_version=row.latest_version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        archived=bool(row.archived),
+        description=row.description,
+    )
+
+
+def version_record(row: Row[Any]) -> VersionRecord:
+    return VersionRecord(
+        workflow_id=WorkflowId(row.workflow_id),
+        version=row.version,
+        definition=row.definition,
+        checksum=row.checksum,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+def run_record(row: Row[Any]) -> RunRecord:
+    return RunRecord(
+        id=RunId(row.id),
+        workflow_id=WorkflowId(row.workflow_id),
+        workflow_version=row.workflow_version,
+        status=RunStatus(row.status),
+        input=row.input,
+        vars=row.vars or {},
+        output=row.output,
+        error=row.error,
+        idempotency_key=row.idempotency_key,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        updated_at=row.updated_at,
+        campaign_id=row.campaign_id,
+        parent_run_id=RunId(row.parent_run_id) if row.parent_run_id else None,
+        deadline_at=row.deadline_at,
+    )
+
+
+def step_record(row: Row[Any]) -> StepRecord:
+    return StepRecord(
+        id=StepId(row.id),
+        run_id=RunId(row.run_id),
+        node_id=row.node_id,
+        node_type=row.node_type,
+        branch=row.branch,
+        iteration=row.iteration,
+        status=StepStatus(row.status),
+        attempt=row.attempt,
+        available_at=row.available_at,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        output=row.output,
+        error=row.error,
+        recoveries=row.recoveries,
+        claims=row.claims,
+    )
+
+
+def event_record(row: Row[Any]) -> EventRecord:
+    return EventRecord(
+        id=EventId(row.id),
+        run_id=RunId(row.run_id),
+        step_id=StepId(row.step_id) if row.step_id is not None else None,
+        type=row.type,
+        data=row.data or {},
+        actor=row.actor,
+        created_at=row.created_at,
+    )
+
+
+def event_row(
+    run_id: str,
+    kind: str,
+    data: dict[str, Any],
+    now: datetime,
+    *,
+    step_id: int | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "step_id": step_id,
+        "type": kind,
+        "data": data,
+        "actor": actor,
+        "created_at": now,
+    }
+
+
+def utc_now() -> datetime:
+
+    return datetime.now(UTC)
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def created_only(
+    new_runs: Sequence[NewRun], results: Sequence[tuple[RunRecord, bool] | None]
+) -> list[NewRun]:
+    return [
+        new
+        for new, result in zip(new_runs, results, strict=True)
+        if result is not None and result[1]
+    ]
+
+
+def run_from_dict(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        id=RunId(row["id"]),
+        workflow_id=WorkflowId(row["workflow_id"]),
+        workflow_version=row["workflow_version"],
+        status=RunStatus(row["status"]),
+        input=row["input"],
+        vars=row["vars"] or {},
+        output=None,
+        error=None,
+        idempotency_key=row["idempotency_key"],
+        created_at=row["created_at"],
+        started_at=None,
+        finished_at=None,
+        updated_at=row["updated_at"],
+        campaign_id=row["campaign_id"],
+        parent_run_id=row["parent_run_id"],
+        deadline_at=row["deadline_at"],
+    )
