@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
 
-from flowyard.domain.errors import Conflict, InvalidInput, NotFound, Problem
+from flowyard.domain.errors import Conflict, FlowyardError, InvalidInput, NotFound, Problem
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import (
     EventRecord,
@@ -29,6 +29,15 @@ from flowyard.store.ports import Store
 
 #: Inputs and vars beyond this many bytes (as JSON) are refused: they are stored on every run.
 MAX_RUN_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True)
+class BulkRetry:
+    """Outcome of retrying runs by filter."""
+
+    matched: int
+    retried: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +135,8 @@ class FlowyardService:
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
         [(run, created)] = await self.store.start_runs([new], self.clock())
-        if created and self.on_enqueue is not None:
-            self.on_enqueue()
+        if created:
+            self._enqueued()
         return run, created
 
     def _new_run(
@@ -172,12 +181,80 @@ class FlowyardService:
         workflow: str | None = None,
         limit: int = 50,
         before: str | None = None,
+        error_type: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally filtered."""
+        """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``)."""
         workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
         return await self.store.list_runs(
-            status=status, workflow_id=workflow_id, limit=limit, before=before
+            status=status,
+            workflow_id=workflow_id,
+            limit=limit,
+            before=before,
+            error_type=error_type,
         )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def cancel_run(
+        self, run_id: str, *, actor: str | None = None, reason: str | None = None
+    ) -> RunRecord:
+        """Cancel an unfinished run; running steps are stopped at their next heartbeat."""
+        return await self.store.cancel_run(run_id, actor=actor, reason=reason, now=self.clock())
+
+    async def pause_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
+        """Pause a run: no new step starts until it is resumed; timers keep their deadlines."""
+        return await self.store.pause_run(run_id, actor=actor, now=self.clock())
+
+    async def resume_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
+        """Resume a paused run."""
+        run = await self.store.resume_run(run_id, actor=actor, now=self.clock())
+        self._enqueued()
+        return run
+
+    async def retry_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
+        """Re-run a failed, timed-out or cancelled run from its failed step, keeping the
+        outputs of the steps that succeeded. A run timeout starts afresh."""
+        run = await self.store.get_run(run_id)
+        wf = await self.cache.get(run.workflow_id, run.workflow_version)
+        now = self.clock()
+        deadline = None
+        if wf.definition.run_timeout_s is not None:
+            deadline = now + timedelta(seconds=wf.definition.run_timeout_s)
+        retried = await self.store.retry_run(run_id, actor=actor, now=now, deadline_at=deadline)
+        self._enqueued()
+        return retried
+
+    async def retry_failed(
+        self,
+        *,
+        workflow: str | None = None,
+        error_type: str | None = None,
+        status: RunStatus = RunStatus.FAILED,
+        limit: int = 100,
+        actor: str | None = None,
+    ) -> BulkRetry:
+        """Retry every run matching the filter (the dead-letter queue), up to ``limit``."""
+        if status not in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED):
+            raise InvalidInput(
+                "only failed, timed_out or cancelled runs can be retried",
+                [Problem("/status", f"{status.value} is not retryable", "status")],
+            )
+        matched = await self.list_runs(
+            status=status, workflow=workflow, error_type=error_type, limit=limit
+        )
+        result = BulkRetry(matched=len(matched))
+        for run in matched:
+            try:
+                await self.retry_run(run.id, actor=actor)
+            except FlowyardError as exc:
+                result.skipped.append({"run_id": run.id, "reason": exc.message})
+            else:
+                result.retried.append(run.id)
+        return result
+
+    def _enqueued(self) -> None:
+        if self.on_enqueue is not None:
+            self.on_enqueue()
 
     async def run_ids_done(self, run_ids: Sequence[RunId]) -> bool:
         """True when every run has ended."""

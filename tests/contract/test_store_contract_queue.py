@@ -208,9 +208,13 @@ async def test_fail_run_fails_the_run_and_cancels_scheduled_steps(store: Store) 
     assert await _complete(store, a, failed_run(), at(4))
 
     failed = await store.get_run(run.id)
-    assert (failed.status, failed.error, failed.finished_at) == (
+    # The run's error names the step that failed it (retrying the run restarts from there).
+    expected_error = BOOM.as_dict()
+    expected_error["details"] = {**expected_error["details"], "step_id": a.id, "node_id": a.node_id}
+    assert (failed.status, failed.error, failed.error_type, failed.finished_at) == (
         RunStatus.FAILED,
-        BOOM.as_dict(),
+        expected_error,
+        BOOM.type,
         at(4),
     )
     steps = await steps_by_node(store, run.id)
@@ -300,11 +304,12 @@ async def test_completing_a_step_of_a_terminal_run_records_it_and_goes_no_furthe
     assert (steps[("b", 0)].status, steps[("b", 0)].output) == (StepStatus.SUCCEEDED, "b done")
     assert ("after_b", 0) not in steps
     final = await store.get_run(run.id)
-    assert (final.status, final.error, final.finished_at) == (
+    assert (final.status, final.error_type, final.finished_at) == (
         RunStatus.FAILED,
-        BOOM.as_dict(),
+        BOOM.type,
         at(1),
     )
+    assert final.error is not None and final.error["details"]["step_id"] == a.id
     assert (await event_types(store, run.id))[-1] == "step.succeeded"
 
 
@@ -336,14 +341,14 @@ async def test_extend_leases_only_for_the_owner(store: Store) -> None:
 
     extended = await store.extend_leases("me", [mine, theirs], now=at(20), lease_s=LEASE_S)
 
-    assert extended == 1
+    assert extended == {mine.id}
     current = {s.id: s for s in await _all_steps(store)}
     assert current[mine.id].lease_expires_at == at(20 + LEASE_S)
     assert current[theirs.id].lease_expires_at == at(LEASE_S)
     # A step no longer held (completed, or reclaimed) is not extended.
     assert await _complete(store, mine, succeeded())
-    assert await store.extend_leases("me", [mine], now=at(21), lease_s=LEASE_S) == 0
-    assert await store.extend_leases("me", [], now=at(21), lease_s=LEASE_S) == 0
+    assert await store.extend_leases("me", [mine], now=at(21), lease_s=LEASE_S) == set()
+    assert await store.extend_leases("me", [], now=at(21), lease_s=LEASE_S) == set()
 
 
 async def test_release_puts_steps_back_without_counting_the_attempt(store: Store) -> None:

@@ -89,6 +89,10 @@ class WorkerProcess:
         """True until the process exits."""
         return self._proc is not None and self._proc.poll() is None
 
+    def ready(self) -> bool:
+        """True once the worker printed its ready line (it may have exited since)."""
+        return READY_LINE in self.log()
+
     async def wait_ready(self, timeout_s: float = 20.0) -> None:
         """Wait until the worker printed its ready line (it migrated and will claim now)."""
         deadline = time.monotonic() + timeout_s
@@ -151,6 +155,19 @@ class WorkerGroup:
         self.workers.append(worker)
         worker.start()
         await worker.wait_ready(ready_timeout_s)
+        return worker
+
+    def spawn(
+        self, *, env: Mapping[str, str] | None = None, concurrency: int | None = None
+    ) -> WorkerProcess:
+        """Start one more worker without waiting until it is ready (see
+        :meth:`WorkerProcess.ready`); it is killed and reaped by :meth:`close` like the rest."""
+        log_path = self.log_dir / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(
+            self.db_url, log_path, env={**self.env, **(env or {})}, concurrency=concurrency
+        )
+        self.workers.append(worker)
+        worker.start()
         return worker
 
     def logs(self) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from flowyard.bootstrap import Container, build
@@ -44,9 +45,11 @@ def _settings(db: str | None = None, **overrides: Any) -> Settings:
 
 
 def _fail(message: str, problems: list[Problem] | None = None, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     for p in problems or []:
-        err.print(f"  {p.pointer or '/'}: {p.message}", highlight=False, markup=False)
+        err.print(
+            f"  {p.pointer or '/'}: {p.message}", highlight=False, markup=False, soft_wrap=True
+        )
     raise typer.Exit(code)
 
 

@@ -55,6 +55,7 @@ class RunRecord:
     campaign_id: str | None = None
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
+    error_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from flowyard.domain.commands import Transition
-from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.ids import RunId, StepId, WorkflowId
 from flowyard.domain.records import (
     EventRecord,
     NewRun,
@@ -123,8 +123,10 @@ class Store(Protocol):
         workflow_id: WorkflowId | None = None,
         limit: int = 50,
         before: str | None = None,
+        error_type: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, before an id cursor."""
+        """Runs newest first, before an id cursor; ``error_type`` filters failures by type
+        (exact, or a prefix ending in ``*``)."""
         ...
 
     async def list_steps(self, run_id: RunId) -> list[StepRecord]:
@@ -156,8 +158,9 @@ class Store(Protocol):
 
     async def extend_leases(
         self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float
-    ) -> int:
-        """Heartbeat: push the lease of still-held steps forward; returns how many."""
+    ) -> set[StepId]:
+        """Heartbeat: push the lease of still-held steps forward; returns the ids still held
+        (a step missing was cancelled or recovered elsewhere: its worker should stop it)."""
         ...
 
     async def release_steps(self, worker_id: str, held: Sequence[StepRecord], now: datetime) -> int:
@@ -169,6 +172,37 @@ class Store(Protocol):
     ) -> tuple[int, list[StepRecord]]:
         """Requeue steps whose lease expired. Steps already recovered ``max_recoveries`` times
         are claimed by ``worker_id`` instead and returned, for the worker to fail them."""
+        ...
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def cancel_run(
+        self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
+    ) -> RunRecord:
+        """Cancel an unfinished run (Conflict otherwise); running steps are cancelled too."""
+        ...
+
+    async def pause_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+        """Pause: hold due and backing-off steps (deadlines kept) (Conflict if not active)."""
+        ...
+
+    async def resume_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+        """Resume a paused run (Conflict otherwise)."""
+        ...
+
+    async def retry_run(
+        self,
+        run_id: str,
+        *,
+        actor: str | None,
+        now: datetime,
+        deadline_at: datetime | None = None,
+    ) -> RunRecord:
+        """Restart a failed/timed-out/cancelled run from its failed and cancelled steps,
+        keeping succeeded outputs (Conflict if not retryable or nothing to re-run)."""
+        ...
+
+    async def expire_runs(self, *, now: datetime, limit: int = 500) -> list[RunId]:
+        """Time out unfinished runs past their deadline; returns their ids."""
         ...
 
     async def queue_depth(self) -> dict[str, int]:

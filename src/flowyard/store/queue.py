@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowyard.domain.ids import RunId
+from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.records import (
     StepRecord,
 )
@@ -160,6 +160,16 @@ class QueueOps(SqlBase):
         self, conn: AsyncConnection, completion: StepCompletion, now: datetime
     ) -> bool:
         step, tr = completion.step, completion.transition
+        # The run row first, like every other writer (cancel, pause, retry): one lock order,
+        # no deadlocks. Batches are sorted by run id for the same reason.
+        run = (
+            await conn.execute(
+                sa.select(runs.c.status, runs.c.started_at)
+                .where(runs.c.id == step.run_id)
+                .with_for_update()
+            )
+        ).one()
+        paused = run.status == RunStatus.PAUSED.value
         terminal = tr.step_status != StepStatus.RETRYING
         values: dict[str, Any] = {
             "status": tr.step_status.value,
@@ -171,6 +181,7 @@ class QueueOps(SqlBase):
         }
         if tr.retry_at is not None:
             values["available_at"] = tr.retry_at
+            values["held"] = paused  # a backoff that ends during a pause waits for resume
         updated = await conn.execute(
             steps.update()
             .where(steps.c.id == step.id, steps.c.claims == step.claims, LEASED)
@@ -179,13 +190,6 @@ class QueueOps(SqlBase):
         if updated.rowcount != 1:
             log.info("discarding stale completion of step %s (lease lost)", step.id)
             return False
-        run = (
-            await conn.execute(
-                sa.select(runs.c.status, runs.c.started_at)
-                .where(runs.c.id == step.run_id)
-                .with_for_update()
-            )
-        ).one()
         events = [event_row(step.run_id, tr.event[0], tr.event[1], now, step_id=step.id)]
         events.extend(
             event_row(step.run_id, kind, data, now, step_id=step.id)
@@ -197,7 +201,7 @@ class QueueOps(SqlBase):
             run_values.update(status=RunStatus.RUNNING.value, started_at=step.started_at or now)
             events.insert(0, event_row(step.run_id, "run.started", {}, now))
         if RunStatus(run.status).is_terminal:
-            # The run ended meanwhile (failed elsewhere, cancelled): record the step, go no further.
+            # The run ended meanwhile (e.g. failed by another branch): record the step only.
             await conn.execute(run_events.insert(), events)
             return True
         if tr.next_steps:
@@ -216,23 +220,28 @@ class QueueOps(SqlBase):
                         "available_at": n.available_at,
                         "claims": 0,
                         "recoveries": 0,
+                        "held": paused,
                         "created_at": now,
                     }
                     for n in tr.next_steps
                 ],
             )
         if tr.fail_run is not None:
+            error = tr.fail_run.as_dict()
+            # Remember which step failed the run: retrying the run restarts from it.
+            error["details"] = {**error["details"], "step_id": step.id, "node_id": step.node_id}
             run_values.update(
-                status=RunStatus.FAILED.value, error=tr.fail_run.as_dict(), finished_at=now
+                status=RunStatus.FAILED.value,
+                error=error,
+                error_type=tr.fail_run.type,
+                finished_at=now,
             )
             await conn.execute(
                 steps.update()
                 .where(steps.c.run_id == step.run_id, steps.c.status.in_(["scheduled", "retrying"]))
-                .values(status=StepStatus.CANCELLED.value, finished_at=now)
+                .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
             )
-            events.append(
-                event_row(step.run_id, "run.failed", {"error": tr.fail_run.as_dict()}, now)
-            )
+            events.append(event_row(step.run_id, "run.failed", {"error": error}, now))
         elif tr.path_ended:
             active = (
                 await conn.execute(
@@ -254,26 +263,24 @@ class QueueOps(SqlBase):
 
     async def extend_leases(
         self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float
-    ) -> int:
-        """Heartbeat for steps still running here."""
+    ) -> set[StepId]:
+        """Heartbeat: extend the leases of steps still held; returns their ids. A step missing
+        from the answer was lost (cancelled, or recovered by another worker): stop it."""
         if not held:
-            return 0
+            return set()
+        claims = {step.id: step.claims for step in held}
 
-        async def fn(conn: AsyncConnection) -> int:
-            total = 0
-            for step in held:
-                result = await conn.execute(
+        async def fn(conn: AsyncConnection) -> set[StepId]:
+            kept: set[StepId] = set()
+            for chunk in chunks(sorted(claims), 500):
+                rows = await conn.execute(
                     steps.update()
-                    .where(
-                        steps.c.id == step.id,
-                        steps.c.claims == step.claims,
-                        steps.c.lease_owner == worker_id,
-                        LEASED,
-                    )
+                    .where(steps.c.id.in_(chunk), steps.c.lease_owner == worker_id, LEASED)
                     .values(lease_expires_at=now + timedelta(seconds=lease_s))
+                    .returning(steps.c.id, steps.c.claims)
                 )
-                total += result.rowcount
-            return total
+                kept.update(StepId(r.id) for r in rows if claims.get(StepId(r.id)) == r.claims)
+            return kept
 
         return await self._tx(fn)
 

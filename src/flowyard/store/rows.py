@@ -27,7 +27,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Literal predicates (not bound parameters) so the planners can use the partial indexes.
-CLAIMABLE = sa.text("steps.status IN ('scheduled', 'retrying')")
+CLAIMABLE = sa.text("steps.status IN ('scheduled', 'retrying') AND NOT steps.held")
 LEASED = sa.text("steps.status = 'running'")
 ACTIVE = ("scheduled", "retrying", "running")
 
@@ -79,6 +79,7 @@ def run_record(row: Row[Any]) -> RunRecord:
         campaign_id=row.campaign_id,
         parent_run_id=RunId(row.parent_run_id) if row.parent_run_id else None,
         deadline_at=row.deadline_at,
+        error_type=row.error_type,
     )
 
 

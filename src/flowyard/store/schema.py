@@ -38,6 +38,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: Which steps a worker may claim (once due). Also the partial index's predicate: the claim
+#: query uses the same literal text so both planners pick the index.
+CLAIMABLE_SQL = "status IN ('scheduled', 'retrying') AND NOT held"
+
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -85,6 +89,8 @@ runs = sa.Table(
     sa.Column("vars", JSONType, nullable=True),
     sa.Column("output", JSONType, nullable=True),
     sa.Column("error", JSONType, nullable=True),
+    # The error's type, copied out of ``error`` so failed runs can be filtered by it.
+    sa.Column("error_type", sa.String(128), nullable=True),
     sa.Column("idempotency_key", sa.String(200), nullable=True),
     sa.Column("campaign_id", sa.String(40), nullable=True),
     sa.Column("parent_run_id", sa.String(40), nullable=True),
@@ -97,6 +103,13 @@ runs = sa.Table(
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
     sa.Index(None, "campaign_id"),
+    sa.Index(None, "status", "error_type"),
+    sa.Index(
+        "ix_runs_deadline",
+        "deadline_at",
+        postgresql_where=sa.text("deadline_at IS NOT NULL"),
+        sqlite_where=sa.text("deadline_at IS NOT NULL"),
+    ),
 )
 
 steps = sa.Table(
@@ -116,6 +129,8 @@ steps = sa.Table(
     sa.Column("lease_owner", sa.String(100), nullable=True),
     sa.Column("lease_expires_at", UTCDateTime, nullable=True),
     sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    # Held steps are not claimed (their run is paused); ``available_at`` keeps its deadline.
+    sa.Column("held", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("output", JSONType, nullable=True),
     sa.Column("error", JSONType, nullable=True),
@@ -128,8 +143,8 @@ steps = sa.Table(
     sa.Index(
         "ix_steps_claimable",
         "available_at",
-        postgresql_where=sa.text("status IN ('scheduled', 'retrying')"),
-        sqlite_where=sa.text("status IN ('scheduled', 'retrying')"),
+        postgresql_where=sa.text(CLAIMABLE_SQL),
+        sqlite_where=sa.text(CLAIMABLE_SQL),
     ),
     sa.Index(
         "ix_steps_leased",

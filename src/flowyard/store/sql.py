@@ -22,6 +22,7 @@ from flowyard.domain.records import (
     WorkflowRecord,
 )
 from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.rows import (
     chunks,
@@ -39,9 +40,9 @@ from flowyard.store.rows import (
 from flowyard.store.schema import run_events, runs, steps, workflow_versions, workflows
 
 
-class SqlStore(QueueOps):
-    """Workflows and runs; the queue comes from :class:`QueueOps`, the plumbing from
-    :class:`SqlBase`."""
+class SqlStore(QueueOps, LifecycleOps):
+    """Workflows and runs; the queue comes from :class:`QueueOps`, run lifecycle from
+    :class:`LifecycleOps`, the plumbing from :class:`SqlBase`."""
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -371,6 +372,7 @@ class SqlStore(QueueOps):
         workflow_id: WorkflowId | None = None,
         limit: int = 50,
         before: str | None = None,
+        error_type: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first (ids are time-ordered)."""
         query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
@@ -380,6 +382,15 @@ class SqlStore(QueueOps):
             query = query.where(runs.c.workflow_id == workflow_id)
         if before is not None:
             query = query.where(runs.c.id < before)
+        if error_type is not None:
+            # A trailing '*' matches a prefix: 'http.*' finds every HTTP failure.
+            if error_type.endswith("*"):
+                prefix = (
+                    error_type[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                )
+                query = query.where(runs.c.error_type.like(prefix + "%", escape="\\"))
+            else:
+                query = query.where(runs.c.error_type == error_type)
 
         async def fn(conn: AsyncConnection) -> list[RunRecord]:
             return [run_record(row) for row in await conn.execute(query)]

@@ -94,6 +94,7 @@ class Worker:
         self.stats = WorkerStats()
         self._held: dict[StepId, StepRecord] = {}
         self._tasks: dict[StepId, asyncio.Task[None]] = {}
+        self._lost: set[StepId] = set()
         self._results: asyncio.Queue[StepCompletion] = asyncio.Queue()
         self._slots = asyncio.Event()
         self._wake = asyncio.Event()
@@ -198,7 +199,17 @@ class Worker:
         )
 
     async def _execute(self, step: StepRecord, state: RunState | None) -> None:
-        transition = await self.executor.execute(step, state)
+        try:
+            transition = await self.executor.execute(step, state)
+        except asyncio.CancelledError:
+            if step.id not in self._lost:
+                raise
+            # The step was cancelled or taken over elsewhere: drop it without a result.
+            self._lost.discard(step.id)
+            self._held.pop(step.id, None)
+            self._tasks.pop(step.id, None)
+            self._slots.set()
+            return
         await self._results.put(StepCompletion(step, transition))
 
     # -- committing ------------------------------------------------------------------------
@@ -255,11 +266,29 @@ class Worker:
             if not held:
                 continue
             try:
-                await self.store.extend_leases(
+                kept = await self.store.extend_leases(
                     self.id, held, now=self.clock(), lease_s=self.config.lease_s
                 )
             except StoreUnavailable as exc:
                 _log.warning("worker %s: heartbeat failed: %s", self.id, exc)
+                continue
+            self._stop_lost([s for s in held if s.id not in kept])
+
+    def _stop_lost(self, lost: list[StepRecord]) -> None:
+        """Stop executing steps this worker no longer holds (run cancelled or timed out, or
+        the lease was taken over): their results would be discarded anyway."""
+        for step in lost:
+            task = self._tasks.get(step.id)
+            if task is None or task.done() or step.id not in self._held:
+                continue  # finished meanwhile; its completion is already queued
+            _log.info(
+                "worker %s: stopping step %s of run %s (no longer held)",
+                self.id,
+                step.id,
+                step.run_id,
+            )
+            self._lost.add(step.id)
+            task.cancel()
 
     async def _reap_loop(self) -> None:
         while True:
@@ -279,6 +308,13 @@ class Worker:
                 self._wake.set()
             if poison:
                 await self._fail_poison(poison)
+            try:
+                expired = await self.store.expire_runs(now=self.clock())
+            except StoreUnavailable as exc:
+                _log.warning("worker %s: run deadline pass failed: %s", self.id, exc)
+                expired = []
+            if expired:
+                _log.info("worker %s timed out %d runs past their deadline", self.id, len(expired))
             await asyncio.sleep(self.config.reap_interval_s)
 
     async def _fail_poison(self, poison: list[StepRecord]) -> None:

@@ -1,0 +1,289 @@
+"""Run lifecycle in the SQL store: cancel, pause, resume, retry from the failed step, and run
+deadlines. Each operation is one transaction that locks the run row first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.ids import RunId
+from flowyard.domain.records import RunRecord
+from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.store.base import SqlBase
+from flowyard.store.rows import event_row, run_record
+from flowyard.store.schema import run_events, runs, steps
+
+#: Runs that may be cancelled / paused / retried.
+_CANCELLABLE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
+_PAUSABLE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+_RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+_UNFINISHED_STEPS = ("scheduled", "retrying", "running")
+
+
+class LifecycleOps(SqlBase):
+    """Operator actions on runs and the enforcement of run deadlines."""
+
+    async def _lock_run(self, conn: AsyncConnection, run_id: str) -> RunRecord:
+        row = (
+            await conn.execute(sa.select(runs).where(runs.c.id == run_id).with_for_update())
+        ).first()
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return run_record(row)
+
+    async def _end_run(
+        self,
+        conn: AsyncConnection,
+        run: RunRecord,
+        status: RunStatus,
+        now: datetime,
+        *,
+        event: str,
+        data: dict[str, Any],
+        actor: str | None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        # Running steps are cancelled too: their worker's completion is then discarded (the
+        # step is no longer 'running'), and its next heartbeat tells it to stop the step.
+        await conn.execute(
+            steps.update()
+            .where(steps.c.run_id == run.id, steps.c.status.in_(_UNFINISHED_STEPS))
+            .values(
+                status=StepStatus.CANCELLED.value,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                held=False,
+            )
+        )
+        await conn.execute(
+            runs.update()
+            .where(runs.c.id == run.id)
+            .values(
+                status=status.value,
+                finished_at=now,
+                updated_at=now,
+                error=error,
+                error_type=error["type"] if error else None,
+            )
+        )
+        await conn.execute(
+            run_events.insert().values(**event_row(run.id, event, data, now, actor=actor))
+        )
+
+    async def cancel_run(
+        self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
+    ) -> RunRecord:
+        """Cancel an unfinished run: no new steps; running steps are asked to stop."""
+
+        async def fn(conn: AsyncConnection) -> RunRecord:
+            run = await self._lock_run(conn, run_id)
+            if run.status not in _CANCELLABLE:
+                raise Conflict(
+                    f"run {run_id} is {run.status.value}; only unfinished runs can be cancelled",
+                    detail={"status": run.status.value},
+                )
+            await self._end_run(
+                conn,
+                run,
+                RunStatus.CANCELLED,
+                now,
+                event="run.cancelled",
+                data={"reason": reason, "from": run.status.value},
+                actor=actor,
+            )
+            return await self._reload(conn, run_id)
+
+        return await self._tx(fn)
+
+    async def pause_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+        """Pause a run: steps that are due or backing off are held (deadlines kept); a step
+        already running finishes, and what it schedules is held too."""
+
+        async def fn(conn: AsyncConnection) -> RunRecord:
+            run = await self._lock_run(conn, run_id)
+            if run.status not in _PAUSABLE:
+                raise Conflict(
+                    f"run {run_id} is {run.status.value}; only pending, running or "
+                    "waiting runs can be paused",
+                    detail={"status": run.status.value},
+                )
+            await conn.execute(
+                steps.update()
+                .where(steps.c.run_id == run.id, steps.c.status.in_(["scheduled", "retrying"]))
+                .values(held=True)
+            )
+            await conn.execute(
+                runs.update()
+                .where(runs.c.id == run.id)
+                .values(status=RunStatus.PAUSED.value, updated_at=now)
+            )
+            await conn.execute(
+                run_events.insert().values(
+                    **event_row(run.id, "run.paused", {"from": run.status.value}, now, actor=actor)
+                )
+            )
+            return await self._reload(conn, run_id)
+
+        return await self._tx(fn)
+
+    async def resume_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+        """Resume a paused run; held steps become claimable at their own ``available_at``."""
+
+        async def fn(conn: AsyncConnection) -> RunRecord:
+            run = await self._lock_run(conn, run_id)
+            if run.status != RunStatus.PAUSED:
+                raise Conflict(
+                    f"run {run_id} is {run.status.value}, not paused",
+                    detail={"status": run.status.value},
+                )
+            await conn.execute(
+                steps.update()
+                .where(steps.c.run_id == run.id, steps.c.held == sa.true())
+                .values(held=False)
+            )
+            status = RunStatus.RUNNING if run.started_at is not None else RunStatus.PENDING
+            await conn.execute(
+                runs.update().where(runs.c.id == run.id).values(status=status.value, updated_at=now)
+            )
+            await conn.execute(
+                run_events.insert().values(
+                    **event_row(run.id, "run.resumed", {"to": status.value}, now, actor=actor)
+                )
+            )
+            return await self._reload(conn, run_id)
+
+        return await self._tx(fn)
+
+    async def retry_run(
+        self,
+        run_id: str,
+        *,
+        actor: str | None,
+        now: datetime,
+        deadline_at: datetime | None = None,
+    ) -> RunRecord:
+        """Re-run a failed, timed-out or cancelled run from where it stopped: the step that
+        failed it and the steps cancelled with it start again (attempts reset, same
+        idempotency keys); outputs of steps that succeeded are kept."""
+
+        async def fn(conn: AsyncConnection) -> RunRecord:
+            run = await self._lock_run(conn, run_id)
+            if run.status not in _RETRYABLE:
+                raise Conflict(
+                    f"run {run_id} is {run.status.value}; only failed, timed-out or "
+                    "cancelled runs can be retried",
+                    detail={"status": run.status.value},
+                )
+            failed_step = (run.error or {}).get("details", {}).get("step_id")
+            redo = sa.or_(
+                steps.c.status == StepStatus.CANCELLED.value,
+                sa.and_(steps.c.id == failed_step, steps.c.status == StepStatus.FAILED.value)
+                if failed_step is not None
+                else sa.false(),
+            )
+            rows = list(
+                await conn.execute(
+                    steps.update()
+                    .where(steps.c.run_id == run.id, redo)
+                    .values(
+                        status=StepStatus.SCHEDULED.value,
+                        attempt=0,
+                        recoveries=0,
+                        available_at=now,
+                        output=None,
+                        error=None,
+                        finished_at=None,
+                        started_at=None,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        held=False,
+                    )
+                    .returning(steps.c.id, steps.c.node_id)
+                )
+            )
+            if not rows:
+                raise Conflict(
+                    f"run {run_id} has no failed or cancelled step to run again "
+                    "(it failed outside a step, e.g. a loop guard)"
+                )
+            await conn.execute(
+                runs.update()
+                .where(runs.c.id == run.id)
+                .values(
+                    status=RunStatus.RUNNING.value if run.started_at else RunStatus.PENDING.value,
+                    error=None,
+                    error_type=None,
+                    output=None,
+                    finished_at=None,
+                    updated_at=now,
+                    deadline_at=deadline_at,
+                )
+            )
+            await conn.execute(
+                run_events.insert().values(
+                    **event_row(
+                        run.id,
+                        "run.retried",
+                        {
+                            "from": run.status.value,
+                            "steps": sorted(r.node_id for r in rows),
+                            "previous_error": run.error,
+                        },
+                        now,
+                        actor=actor,
+                    )
+                )
+            )
+            return await self._reload(conn, run_id)
+
+        return await self._tx(fn)
+
+    async def expire_runs(self, *, now: datetime, limit: int = 500) -> list[RunId]:
+        """Time out unfinished runs whose deadline passed (``run_timeout_s``)."""
+
+        async def fn(conn: AsyncConnection) -> list[RunId]:
+            due = (
+                sa.select(runs)
+                .where(
+                    runs.c.deadline_at.is_not(None),
+                    runs.c.deadline_at < now,
+                    runs.c.status.in_([s.value for s in _CANCELLABLE]),
+                )
+                .order_by(runs.c.deadline_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            expired: list[RunId] = []
+            for row in await conn.execute(due):
+                run = run_record(row)
+                error = {
+                    "type": "run.timeout",
+                    "message": "the run exceeded its run_timeout_s",
+                    "transient": False,
+                    "details": {
+                        "deadline_at": run.deadline_at.isoformat() if run.deadline_at else None
+                    },
+                }
+                await self._end_run(
+                    conn,
+                    run,
+                    RunStatus.TIMED_OUT,
+                    now,
+                    event="run.timed_out",
+                    data={"error": error},
+                    actor=None,
+                    error=error,
+                )
+                expired.append(run.id)
+            return expired
+
+        return await self._tx(fn)
+
+    @staticmethod
+    async def _reload(conn: AsyncConnection, run_id: str) -> RunRecord:
+        return run_record((await conn.execute(sa.select(runs).where(runs.c.id == run_id))).one())
