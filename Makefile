@@ -38,6 +38,12 @@ test: $(STAMP) lint
 schema: $(STAMP)
 	$(BIN)/flowyard schema -o schema/workflow.schema.json
 
+# The reliability acceptance run: 2,000 runs per backend under random SIGKILLs (override with
+# `make chaos FLOWYARD_CHAOS_RUNS=N`; FLOWYARD_CHAOS_SEED fixes the RNG). `make test` runs fewer.
+chaos: FLOWYARD_CHAOS_RUNS ?= 2000
+chaos: $(STAMP)
+	FLOWYARD_CHAOS_RUNS=$(FLOWYARD_CHAOS_RUNS) $(BIN)/python -m pytest -q -s tests/chaos $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,bench]'
 	$(BIN)/python bench/throughput.py

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from flowyard.api import create_app
+from flowyard.api.deps import get_actor
 from flowyard.bootstrap import Container
 from flowyard.domain.ids import RunId
 from flowyard.settings import Settings
@@ -251,6 +252,10 @@ async def test_put_invalid_definition(client: httpx.AsyncClient) -> None:
         ("GET", "/runs/run_nope"),
         ("GET", "/runs/run_nope/steps"),
         ("GET", "/runs/run_nope/events"),
+        ("POST", "/runs/run_nope/cancel"),
+        ("POST", "/runs/run_nope/pause"),
+        ("POST", "/runs/run_nope/resume"),
+        ("POST", "/runs/run_nope/retry"),
     ],
 )
 async def test_unknown_resources(client: httpx.AsyncClient, method: str, path: str) -> None:
@@ -424,6 +429,88 @@ async def test_run_executes_and_shows_steps_and_events(
         paged += [e["id"] for e in page["items"]]
         cursor = page["next_cursor"]
     assert paged == ids
+
+
+# -- lifecycle (behaviour on real runs: tests/lifecycle) ---------------------------------------
+
+
+async def test_lifecycle_of_a_pending_run(client: httpx.AsyncClient) -> None:
+    await create(client, hello())
+    run_id = (await client.post(f"{API}/workflows/hello/runs", json={"input": {}})).json()["id"]
+    paused = await client.post(f"{API}/runs/{run_id}/pause")
+    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    resumed = await client.post(f"{API}/runs/{run_id}/resume")
+    assert resumed.status_code == 200 and resumed.json()["status"] == "pending"
+    retry = await client.post(f"{API}/runs/{run_id}/retry")
+    assert "pending" in assert_problem(retry, 409, "conflict")["detail"]
+    cancelled = await client.post(f"{API}/runs/{run_id}/cancel")  # no body: no reason
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["status"] == "cancelled" and body["error_type"] is None
+    again = assert_problem(await client.post(f"{API}/runs/{run_id}/cancel"), 409, "conflict")
+    assert again["current_status"] == "cancelled"  # the problem's own status stays 409
+    history = (await client.get(f"{API}/runs/{run_id}/events")).json()["items"]
+    lifecycle = [(e["type"], e["actor"]) for e in history if e["actor"]]
+    assert lifecycle == [
+        ("run.paused", "api:127.0.0.1"),
+        ("run.resumed", "api:127.0.0.1"),
+        ("run.cancelled", "api:127.0.0.1"),
+    ]
+    assert history[-1]["data"]["reason"] is None
+
+
+async def test_actor_comes_from_one_dependency(container: Container) -> None:
+    app = mounted(container)
+    app.dependency_overrides[get_actor] = lambda: "user:alice"
+    async with client_for(app) as client:
+        await create(client, hello())
+        run_id = (await client.post(f"{API}/workflows/hello/runs", json={})).json()["id"]
+        await client.post(f"{API}/runs/{run_id}/cancel", json={"reason": "duplicate lead"})
+        history = (await client.get(f"{API}/runs/{run_id}/events")).json()["items"]
+    [event] = [e for e in history if e["type"] == "run.cancelled"]
+    assert event["actor"] == "user:alice"
+    assert event["data"]["reason"] == "duplicate lead"
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [({"reason": "x" * 501}, "/reason"), ({"why": "x"}, "/why"), ({"reason": 5}, "/reason")],
+)
+async def test_cancel_body_is_checked(
+    client: httpx.AsyncClient, body: dict[str, Any], pointer: str
+) -> None:
+    await create(client, hello())
+    run_id = (await client.post(f"{API}/workflows/hello/runs", json={})).json()["id"]
+    problem = assert_problem(
+        await client.post(f"{API}/runs/{run_id}/cancel", json=body), 422, "invalid-input"
+    )
+    assert [e["pointer"] for e in problem["errors"]] == [pointer]
+    assert (await client.get(f"{API}/runs/{run_id}")).json()["status"] == "pending"
+
+
+async def test_list_runs_error_type_is_checked(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get(f"{API}/runs", params={"error_type": ""}), 422, "invalid-input")
+    listed = await client.get(f"{API}/runs", params={"error_type": "http.*"})
+    assert listed.json() == {"items": [], "next_cursor": None}
+
+
+async def test_openapi_documents_lifecycle(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for action in ("cancel", "pause", "resume", "retry"):
+        operation = paths[f"{API}/runs/{{run_id}}/{action}"]["post"]
+        assert operation["summary"] and operation["description"]
+        for status in ("404", "409"):
+            assert PROBLEM_JSON in operation["responses"][status]["content"], (action, status)
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/RunPublic"
+        }
+    bulk = paths[f"{API}/runs/retry"]["post"]
+    assert bulk["summary"] and "error_type" in bulk["description"]
+    assert bulk["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BulkRetryResult"
+    }
+    listed = paths[f"{API}/runs"]["get"]
+    assert "error_type" in [p["name"] for p in listed["parameters"]]
 
 
 # -- system -----------------------------------------------------------------------------------

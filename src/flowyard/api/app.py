@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from flowyard import __version__
 from flowyard.api import problems
 from flowyard.api.limits import BodyLimitMiddleware
-from flowyard.api.routers import runs, system, workflows
+from flowyard.api.routers import lifecycle, runs, system, workflows
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 
@@ -60,5 +60,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(system.router)
     app.include_router(system.router, prefix=API_PREFIX, include_in_schema=False)
     app.include_router(workflows.router, prefix=API_PREFIX)
+    app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     return app

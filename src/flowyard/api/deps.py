@@ -23,3 +23,16 @@ def get_service(request: Request) -> FlowyardService:
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 ServiceDep = Annotated[FlowyardService, Depends(get_service)]
+
+
+def get_actor(request: Request) -> str:
+    """Who is asking, as recorded in run events (``actor``).
+
+    Until authentication exists this is ``api:<client host>``; this is the one place to
+    swap for the authenticated principal.
+    """
+    host = request.client.host if request.client is not None else "unknown"
+    return f"api:{host}"
+
+
+ActorDep = Annotated[str, Depends(get_actor)]

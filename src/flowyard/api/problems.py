@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from flowyard.api.schemas import ProblemDetails
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -22,6 +23,9 @@ from flowyard.engine.validation import pointer_from_loc
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://flowyard.dev/problems/"
+#: Members RFC 9457 defines: an error's detail never overwrites them.
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+_PROBLEM_SCHEMA = ProblemDetails.model_json_schema()
 _log = logging.getLogger("flowyard.api")
 
 _STATUS: list[tuple[type[FlowyardError], int]] = [
@@ -39,6 +43,22 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem answers with these statuses."""
+    descriptions = {
+        404: "Not found.",
+        409: "Conflicts with the current state (the problem says which).",
+        422: "Invalid input; `errors` locates every problem.",
+    }
+    return {
+        status: {
+            "description": descriptions.get(status, "Problem."),
+            "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
 def status_for(exc: FlowyardError) -> int:
     """The HTTP status of a flowyard error."""
     for cls, status in _STATUS:
@@ -53,7 +73,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FlowyardError)
     async def _flowyard(request: Request, exc: FlowyardError) -> JSONResponse:
         status = status_for(exc)
-        extra: dict[str, Any] = dict(exc.detail)
+        # A detail key that collides with a standard member (a Conflict's ``status`` is the
+        # resource's current status) is renamed ``current_<key>``.
+        extra: dict[str, Any] = {
+            f"current_{k}" if k in RESERVED_MEMBERS else k: v for k, v in exc.detail.items()
+        }
         if isinstance(exc, InvalidInput):
             extra["errors"] = [p.as_dict() for p in exc.problems]
         if status >= 500:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -159,6 +159,9 @@ class RunPublic(_Out):
     vars: dict[str, Any]
     output: Any = None
     error: dict[str, Any] | None = None
+    error_type: str | None = Field(
+        None, description="Type of the error that ended the run (e.g. http.400); filterable."
+    )
     idempotency_key: str | None
     created_at: datetime
     started_at: datetime | None
@@ -176,3 +179,59 @@ class RunDetailPublic(RunPublic):
 
     steps: list[StepPublic]
     events: list[EventPublic]
+
+
+class ProblemDetails(BaseModel):
+    """An RFC 9457 problem (``application/problem+json``); extension members may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="Stable URI of the problem type.")
+    title: str
+    status: int
+    detail: str
+
+
+class CancelRun(BaseModel):
+    """Optional body of ``POST /runs/{id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        None, max_length=500, description="Why the run is cancelled (kept in its history)."
+    )
+
+
+class BulkRetryRequest(BaseModel):
+    """Which ended runs to retry (the dead-letter queue)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed", "timed_out", "cancelled"] = Field(
+        "failed", description="Status of the runs to retry."
+    )
+    workflow: str | None = Field(
+        None, min_length=1, max_length=200, description="Workflow id or name."
+    )
+    error_type: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Error type, exact (`http.400`) or a prefix ending in `*` (`http.*`).",
+    )
+    limit: int = Field(100, ge=1, le=1000, description="At most this many runs, newest first.")
+
+
+class SkippedRun(BaseModel):
+    """A matched run that was not retried, and why."""
+
+    run_id: str
+    reason: str
+
+
+class BulkRetryResult(BaseModel):
+    """Outcome of a bulk retry."""
+
+    matched: int = Field(description="Runs that matched the filter (up to the limit).")
+    retried: list[str] = Field(description="Ids of the runs started again.")
+    skipped: list[SkippedRun]

@@ -1,4 +1,5 @@
-"""``flowyard``: serve, worker, db upgrade, validate, run, runs list|show."""
+"""``flowyard``: serve, worker, db upgrade, validate, schema, run; ``runs ...`` lives in
+:mod:`flowyard.cli.runs`."""
 
 from __future__ import annotations
 
@@ -7,83 +8,32 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Column, Table
 
 from flowyard.bootstrap import Container, build
-from flowyard.domain.errors import FlowyardError, InvalidInput, Problem
+from flowyard.cli.common import (
+    DbOption,
+    cli_actor,
+    err,
+    fail,
+    out,
+    parse_json_option,
+    read_json,
+    run_async,
+    run_json,
+    settings_for,
+)
+from flowyard.cli.runs import runs_app
+from flowyard.domain.errors import Problem
 from flowyard.domain.statuses import RunStatus
-from flowyard.settings import Settings
 
-T = TypeVar("T")
 app = typer.Typer(help="flowyard: durable workflow automation engine.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
-
-out = Console()
-err = Console(stderr=True)
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (default: FLOWYARD_DB_URL or sqlite:///./flowyard.db)"),
-]
-
-
-def _settings(db: str | None = None, **overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if db is not None:
-        values["db_url"] = db
-    return Settings(**values)
-
-
-def _fail(message: str, problems: list[Problem] | None = None, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    for p in problems or []:
-        err.print(
-            f"  {p.pointer or '/'}: {p.message}", highlight=False, markup=False, soft_wrap=True
-        )
-    raise typer.Exit(code)
-
-
-def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    try:
-        return asyncio.run(coro_fn())
-    except InvalidInput as exc:
-        _fail(exc.message, exc.problems, code=2)
-    except FlowyardError as exc:
-        _fail(exc.message)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text() if str(path) != "-" else sys.stdin.read()
-    except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror}", code=2)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        _fail(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=2
-        )
-
-
-def _parse_json_option(value: str | None, name: str) -> Any:
-    if value is None:
-        return None
-    if value.startswith("@"):
-        return _read_json(Path(value[1:]))
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        _fail(f"{name} is not valid JSON: {exc.msg} at column {exc.colno}", code=2)
 
 
 @app.callback()
@@ -109,7 +59,7 @@ def serve(
 
     from flowyard.api import create_app
 
-    settings = _settings(
+    settings = settings_for(
         db,
         host=host,
         port=port,
@@ -133,7 +83,7 @@ def worker(
     processes: Annotated[int, typer.Option(help="Worker loops in this process")] = 1,
 ) -> None:
     """Run standalone workers against a shared database until SIGTERM/SIGINT."""
-    settings = _settings(db, concurrency=concurrency)
+    settings = settings_for(db, concurrency=concurrency)
     logging.getLogger("flowyard").setLevel(settings.log_level)
 
     async def main() -> None:
@@ -148,7 +98,7 @@ def worker(
         finally:
             await container.close()
 
-    _run(main)
+    run_async(main)
 
 
 def _stop_all(workers: list[Any]) -> None:
@@ -161,10 +111,10 @@ def db_upgrade(db: DbOption = None) -> None:
     """Apply pending migrations."""
 
     async def main() -> None:
-        container = await build(_settings(db))
+        container = await build(settings_for(db))
         await container.close()
 
-    _run(main)
+    run_async(main)
     out.print("database is up to date")
 
 
@@ -173,15 +123,15 @@ def validate(file: Annotated[Path, typer.Argument(help="Definition JSON ('-' for
     """Validate a definition: every problem with its JSON pointer; exit 1 if any."""
 
     async def main() -> list[Problem]:
-        container = await build(_settings("sqlite:///:memory:"), migrate=False)
+        container = await build(settings_for("sqlite:///:memory:"), migrate=False)
         try:
-            return container.validator.validate(_read_json(file)).problems
+            return container.validator.validate(read_json(file)).problems
         finally:
             await container.close()
 
-    problems = _run(main)
+    problems = run_async(main)
     if problems:
-        _fail(f"{file}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", problems)
+        fail(f"{file}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", problems)
     out.print(f"{file}: valid")
 
 
@@ -217,29 +167,29 @@ def run(
 ) -> None:
     """Save the definition (new version if changed), start a run, and with --wait execute it
     with an embedded worker and print the result."""
-    run_input = _parse_json_option(input, "--input") if input is not None else {}
-    run_vars = _parse_json_option(vars, "--vars")
+    run_input = parse_json_option(input, "--input") if input is not None else {}
+    run_vars = parse_json_option(vars, "--vars")
     if run_vars is not None and not isinstance(run_vars, dict):
-        _fail("--vars must be a JSON object", code=2)
+        fail("--vars must be a JSON object", code=2)
 
     async def main() -> dict[str, Any]:
-        container = await build(_settings(db))
+        container = await build(settings_for(db))
         try:
             if file.exists() or str(file) == "-":
-                record, _, _ = await container.service.save_workflow(_read_json(file), "cli")
+                record, _, _ = await container.service.save_workflow(read_json(file), cli_actor())
                 ref: str = record.id
             else:
                 ref = str(file)
             run_record, _ = await container.service.start_run(
-                ref, run_input, vars=run_vars, idempotency_key=idempotency_key, actor="cli"
+                ref, run_input, vars=run_vars, idempotency_key=idempotency_key, actor=cli_actor()
             )
             if wait:
                 await _wait_for(container, run_record.id, timeout)
-            return await _run_json(container, run_record.id)
+            return await run_json(container, run_record.id)
         finally:
             await container.close()
 
-    result = _run(main)
+    result = run_async(main)
     out.print_json(data=result)
     if wait and result["status"] != RunStatus.SUCCEEDED:
         raise typer.Exit(1)
@@ -260,96 +210,9 @@ async def _wait_for(container: Container, run_id: str, timeout: float) -> None:
     try:
         await worker.run_until(lambda: done, timeout_s=timeout)
     except TimeoutError:
-        _fail(f"run {run_id} did not finish within {timeout:g} s (it stays in the database)")
+        fail(f"run {run_id} did not finish within {timeout:g} s (it stays in the database)")
     finally:
         checker.cancel()
-
-
-async def _run_json(container: Container, run_id: str) -> dict[str, Any]:
-    detail = await container.service.get_run(run_id)
-    run = detail.run
-    return {
-        "run_id": run.id,
-        "status": run.status.value,
-        "output": run.output,
-        "error": run.error,
-        "steps": [
-            {
-                "node_id": s.node_id,
-                "status": s.status.value,
-                "attempt": s.attempt,
-                "output": s.output,
-                "error": s.error,
-            }
-            for s in detail.steps
-        ],
-        "events": [{"id": e.id, "type": e.type, "data": e.data} for e in detail.events],
-    }
-
-
-@runs_app.command("list")
-def runs_list(
-    db: DbOption = None,
-    status: Annotated[RunStatus | None, typer.Option(help="Filter by status")] = None,
-    workflow: Annotated[str | None, typer.Option(help="Workflow id or name")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
-) -> None:
-    """List runs, newest first."""
-
-    async def main() -> list[Any]:
-        container = await build(_settings(db))
-        try:
-            return await container.service.list_runs(status=status, workflow=workflow, limit=limit)
-        finally:
-            await container.close()
-
-    runs = _run(main)
-    if as_json:
-        out.print_json(
-            data=[
-                {
-                    "id": r.id,
-                    "workflow_id": r.workflow_id,
-                    "status": r.status.value,
-                    "created_at": r.created_at.isoformat(),
-                }
-                for r in runs
-            ]
-        )
-        return
-    # Ids are what users copy into ``runs show``: never truncate or wrap them.
-    table = Table(
-        Column("run", no_wrap=True, min_width=30),
-        Column("workflow", no_wrap=True, min_width=29),
-        "version",
-        "status",
-        "created",
-    )
-    for r in runs:
-        table.add_row(
-            r.id,
-            r.workflow_id,
-            str(r.workflow_version),
-            r.status.value,
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    # Piped output has no width to fit: do not squeeze the table into 80 columns.
-    (out if out.is_terminal else Console(width=160)).print(table)
-
-
-@runs_app.command("show")
-def runs_show(run_id: Annotated[str, typer.Argument(help="Run id")], db: DbOption = None) -> None:
-    """Show a run with its steps and events (JSON)."""
-
-    async def main() -> dict[str, Any]:
-        container = await build(_settings(db))
-        try:
-            return await _run_json(container, run_id)
-        finally:
-            await container.close()
-
-    out.print_json(data=_run(main))
 
 
 def main() -> None:

@@ -383,12 +383,11 @@ class SqlStore(QueueOps, LifecycleOps):
         if before is not None:
             query = query.where(runs.c.id < before)
         if error_type is not None:
-            # A trailing '*' matches a prefix: 'http.*' finds every HTTP failure.
+            # A trailing '*' matches a prefix ('http.*' finds every HTTP failure). substr, not
+            # LIKE: LIKE is case-insensitive on SQLite and treats '_' and '%' as wildcards.
             if error_type.endswith("*"):
-                prefix = (
-                    error_type[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                )
-                query = query.where(runs.c.error_type.like(prefix + "%", escape="\\"))
+                prefix = error_type[:-1]
+                query = query.where(sa.func.substr(runs.c.error_type, 1, len(prefix)) == prefix)
             else:
                 query = query.where(runs.c.error_type == error_type)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from flowyard.api.deps import ServiceDep
+from flowyard.api.problems import documented
 from flowyard.api.schemas import (
     EventPublic,
     Page,
@@ -49,7 +50,7 @@ async def start_run(
     return RunPublic.of(run)
 
 
-@router.get("/runs", response_model=Page[RunPublic])
+@router.get("/runs", response_model=Page[RunPublic], responses=documented(404, 422))
 async def list_runs(
     service: ServiceDep,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
@@ -58,9 +59,19 @@ async def list_runs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    error_type: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="Error type that ended the run: exact (`http.400`) or prefix (`http.*`)",
+        ),
+    ] = None,
 ) -> Page[RunPublic]:
-    """Runs, newest first, filtered by status and workflow."""
-    runs = await service.list_runs(status=status_, workflow=workflow, limit=limit, before=cursor)
+    """Runs, newest first, filtered by status, workflow and error type."""
+    runs = await service.list_runs(
+        status=status_, workflow=workflow, limit=limit, before=cursor, error_type=error_type
+    )
     next_cursor = runs[-1].id if len(runs) == limit else None
     return Page[RunPublic](items=[RunPublic.of(r) for r in runs], next_cursor=next_cursor)
 

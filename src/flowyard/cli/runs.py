@@ -1,0 +1,200 @@
+"""``flowyard runs ...``: inspect runs, and act on them (cancel, pause, resume, retry, retry
+the dead letters). Actions are recorded in the run's events as ``cli:<os user>``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Column, Table
+
+from flowyard.bootstrap import Container
+from flowyard.cli.common import DbOption, cli_actor, err, out, run_json, with_container
+from flowyard.domain.records import RunRecord
+from flowyard.domain.statuses import RunStatus
+from flowyard.service import BulkRetry
+
+runs_app = typer.Typer(help="Inspect runs and act on them.", no_args_is_help=True)
+
+RunIdArg = Annotated[str, typer.Argument(help="Run id")]
+ErrorTypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--error-type", help="Error type that ended the run: exact (http.400) or prefix (http.*)"
+    ),
+]
+
+
+class EndedStatus(StrEnum):
+    """Statuses of runs that can be retried."""
+
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+@runs_app.command("list")
+def runs_list(
+    db: DbOption = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Filter by status")] = None,
+    workflow: Annotated[str | None, typer.Option(help="Workflow id or name")] = None,
+    error_type: ErrorTypeOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """List runs, newest first."""
+
+    async def main(container: Container) -> list[RunRecord]:
+        return await container.service.list_runs(
+            status=status, workflow=workflow, error_type=error_type, limit=limit
+        )
+
+    runs = with_container(db, main)
+    if as_json:
+        out.print_json(
+            data=[
+                {
+                    "id": r.id,
+                    "workflow_id": r.workflow_id,
+                    "status": r.status.value,
+                    "error_type": r.error_type,
+                    "created_at": r.created_at.isoformat(),
+                }
+                for r in runs
+            ]
+        )
+        return
+    # Ids are what users copy into ``runs show``: never truncate or wrap them.
+    table = Table(
+        Column("run", no_wrap=True, min_width=30),
+        Column("workflow", no_wrap=True, min_width=29),
+        "version",
+        "status",
+        "error",
+        "created",
+    )
+    for r in runs:
+        table.add_row(
+            r.id,
+            r.workflow_id,
+            str(r.workflow_version),
+            r.status.value,
+            r.error_type or "",
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    # Piped output has no width to fit: do not squeeze the table into 80 columns.
+    (out if out.is_terminal else Console(width=160)).print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: RunIdArg, db: DbOption = None) -> None:
+    """Show a run with its steps and events (JSON)."""
+    out.print_json(data=with_container(db, lambda c: run_json(c, run_id)))
+
+
+def _report(run: RunRecord, verb: str) -> None:
+    out.print(f"run {run.id} {verb}: {run.status.value}", highlight=False)
+
+
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: RunIdArg,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the run's history)")] = None,
+    db: DbOption = None,
+) -> None:
+    """Cancel an unfinished run; a step still running is stopped. Exit 1 if it ended."""
+    run = with_container(
+        db, lambda c: c.service.cancel_run(run_id, actor=cli_actor(), reason=reason)
+    )
+    _report(run, "cancelled")
+
+
+@runs_app.command("pause")
+def runs_pause(run_id: RunIdArg, db: DbOption = None) -> None:
+    """Pause a run: no new step starts until it is resumed. Exit 1 if it cannot be paused."""
+    _report(with_container(db, lambda c: c.service.pause_run(run_id, actor=cli_actor())), "paused")
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: RunIdArg, db: DbOption = None) -> None:
+    """Resume a paused run. Exit 1 if it is not paused."""
+    run = with_container(db, lambda c: c.service.resume_run(run_id, actor=cli_actor()))
+    _report(run, "resumed")
+
+
+@runs_app.command("retry")
+def runs_retry(run_id: RunIdArg, db: DbOption = None) -> None:
+    """Retry a failed, timed-out or cancelled run from its failed step.
+
+    The steps that succeeded keep their outputs. Exit 1 for a run in another status.
+    """
+    run = with_container(db, lambda c: c.service.retry_run(run_id, actor=cli_actor()))
+    _report(run, "retried")
+
+
+@runs_app.command("retry-failed")
+def runs_retry_failed(
+    db: DbOption = None,
+    workflow: Annotated[str | None, typer.Option(help="Workflow id or name")] = None,
+    error_type: ErrorTypeOption = None,
+    status: Annotated[
+        EndedStatus, typer.Option(help="Status of the runs to retry")
+    ] = EndedStatus.FAILED,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many runs")] = 100,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """Retry ended runs by filter (the dead-letter queue), newest first.
+
+    Without --yes, say how many runs match and ask first.
+    """
+    run_status = RunStatus(status.value)
+    if not yes:
+
+        async def count(container: Container) -> int:
+            matched = await container.service.list_runs(
+                status=run_status, workflow=workflow, error_type=error_type, limit=limit
+            )
+            return len(matched)
+
+        matched = with_container(db, count)
+        out.print(f"{matched} {status.value} run(s) would be retried", highlight=False)
+        if matched == 0:
+            return
+        try:
+            confirmed = typer.confirm("Retry them?", default=False)
+        except typer.Abort:  # end of input: treated as no
+            confirmed = False
+        if not confirmed:
+            err.print("nothing retried", highlight=False)
+            return
+
+    result: BulkRetry = with_container(
+        db,
+        lambda c: c.service.retry_failed(
+            workflow=workflow,
+            error_type=error_type,
+            status=run_status,
+            limit=limit,
+            actor=cli_actor(),
+        ),
+    )
+    _print_bulk(result, as_json)
+
+
+def _print_bulk(result: BulkRetry, as_json: bool) -> None:
+    data: dict[str, Any] = {
+        "matched": result.matched,
+        "retried": result.retried,
+        "skipped": result.skipped,
+    }
+    if as_json:
+        out.print_json(data=data)
+        return
+    out.print(f"retried {len(result.retried)} of {result.matched} run(s)", highlight=False)
+    for run_id in result.retried:
+        out.print(f"  {run_id}", highlight=False)
+    for skipped in result.skipped:
+        out.print(f"  skipped {skipped['run_id']}: {skipped['reason']}", highlight=False)

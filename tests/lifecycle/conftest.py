@@ -1,0 +1,33 @@
+"""Fixtures of the lifecycle tests: an API client and an in-process worker running in the
+background (both on the ``container`` of each backend)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from flowyard.bootstrap import Container
+from flowyard.worker import Worker
+from lifecycle.helpers import client_for
+
+
+@pytest.fixture
+async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process API client."""
+    async with client_for(container) as c:
+        yield c
+
+
+@pytest.fixture
+async def worker(container: Container) -> AsyncIterator[Worker]:
+    """A worker executing steps in the background until the test ends."""
+    w = container.new_worker()
+    task = asyncio.create_task(w.run(), name="lifecycle-worker")
+    try:
+        yield w
+    finally:
+        w.stop()
+        await task
