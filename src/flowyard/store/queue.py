@@ -291,6 +291,7 @@ class QueueOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> int:
             total = 0
+            paused = await self._lock_runs_paused(conn, {step.run_id for step in held})
             for step in held:
                 result = await conn.execute(
                     steps.update()
@@ -306,6 +307,7 @@ class QueueOps(SqlBase):
                         lease_expires_at=None,
                         attempt=steps.c.attempt - 1,
                         available_at=now,
+                        held=step.run_id in paused,  # a paused run keeps it until resumed
                     )
                 )
                 if result.rowcount:
@@ -332,6 +334,8 @@ class QueueOps(SqlBase):
         expired = sa.and_(LEASED, steps.c.lease_expires_at < now)
 
         async def fn(conn: AsyncConnection) -> tuple[int, list[StepRecord]]:
+            run_ids = await conn.execute(sa.select(steps.c.run_id).where(expired).distinct())
+            paused = await self._lock_runs_paused(conn, {row.run_id for row in run_ids})
             poison = [
                 step_record(row)
                 for row in await conn.execute(
@@ -355,6 +359,8 @@ class QueueOps(SqlBase):
                         lease_expires_at=None,
                         available_at=now,
                         recoveries=steps.c.recoveries + 1,
+                        # A step of a paused run is requeued held: it waits for the resume.
+                        held=steps.c.run_id.in_(sorted(paused)),
                     )
                     .returning(steps.c.id, steps.c.run_id, steps.c.node_id, steps.c.lease_owner)
                 )
@@ -376,6 +382,21 @@ class QueueOps(SqlBase):
             return len(requeued), poison
 
         return await self._tx(fn)
+
+    @staticmethod
+    async def _lock_runs_paused(conn: AsyncConnection, run_ids: set[str]) -> set[str]:
+        """Lock the runs (in id order, like every writer: run rows before step rows) and
+        return those that are paused: a step put back in the queue for them must be held."""
+        paused: set[str] = set()
+        for chunk in chunks(sorted(run_ids), 500):
+            rows = await conn.execute(
+                sa.select(runs.c.id, runs.c.status)
+                .where(runs.c.id.in_(chunk))
+                .order_by(runs.c.id)
+                .with_for_update()
+            )
+            paused.update(row.id for row in rows if row.status == RunStatus.PAUSED.value)
+        return paused
 
     async def queue_depth(self) -> dict[str, int]:
         """Step counts by status."""

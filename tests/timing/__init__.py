@@ -1,0 +1,1 @@
+"""Timing tests under a fake clock."""
