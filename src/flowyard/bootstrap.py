@@ -62,6 +62,11 @@ class Container:
         for worker in self.workers:
             worker.wake()
 
+    def check_worker_leases(self) -> None:
+        """A run was cancelled here: in-process workers re-check their leases at once."""
+        for worker in self.workers:
+            worker.check_leases()
+
     async def load_samples(self, directory: str | Path) -> list[str]:
         """Save every ``*.json`` definition of ``directory``; returns the names loaded."""
         loaded = []
@@ -116,4 +121,5 @@ async def build(
         clock,
     )
     container.service.on_enqueue = container.wake_workers
+    container.service.on_stop_requested = container.check_worker_leases
     return container

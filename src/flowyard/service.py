@@ -60,12 +60,14 @@ class FlowyardService:
         *,
         clock: Callable[[], datetime],
         on_enqueue: Callable[[], None] | None = None,
+        on_stop_requested: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.validator = validator
         self.cache = cache
         self.clock = clock
         self.on_enqueue = on_enqueue
+        self.on_stop_requested = on_stop_requested
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -199,7 +201,10 @@ class FlowyardService:
         self, run_id: str, *, actor: str | None = None, reason: str | None = None
     ) -> RunRecord:
         """Cancel an unfinished run; running steps are stopped at their next heartbeat."""
-        return await self.store.cancel_run(run_id, actor=actor, reason=reason, now=self.clock())
+        run = await self.store.cancel_run(run_id, actor=actor, reason=reason, now=self.clock())
+        if self.on_stop_requested is not None:
+            self.on_stop_requested()
+        return run
 
     async def pause_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
         """Pause a run: no new step starts until it is resumed; timers keep their deadlines."""

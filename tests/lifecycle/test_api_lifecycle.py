@@ -43,12 +43,14 @@ async def test_cancel_stops_a_hanging_step(
     assert cancelled.json()["status"] == "cancelled"
     assert cancelled.json()["id"] == run_id
 
-    # The slow answer arrives (or the heartbeat stops the step): either way the worker lets
-    # go of the step without recording a result or scheduling the next node.
+    # The worker runs in this process, so the cancel makes it check its leases at once: it
+    # stops the step long before the slow answer, without a result or a next node.
     async def released() -> bool:
         return worker.in_flight == 0
 
+    started = asyncio.get_running_loop().time()
     await eventually(released, timeout_s=HANG_S * 3, what="the worker to drop the step")
+    assert asyncio.get_running_loop().time() - started < HANG_S / 2
     await asyncio.sleep(0.3)  # a wrongly scheduled next step would be claimed by now
 
     run = await run_json(client, run_id)

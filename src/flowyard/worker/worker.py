@@ -95,6 +95,7 @@ class Worker:
         self._held: dict[StepId, StepRecord] = {}
         self._tasks: dict[StepId, asyncio.Task[None]] = {}
         self._lost: set[StepId] = set()
+        self._beat = asyncio.Event()
         self._results: asyncio.Queue[StepCompletion] = asyncio.Queue()
         self._slots = asyncio.Event()
         self._wake = asyncio.Event()
@@ -259,9 +260,17 @@ class Worker:
 
     # -- leases ----------------------------------------------------------------------------
 
+    def check_leases(self) -> None:
+        """Heartbeat now: a run was cancelled or timed out in this process, so a step running
+        here may have to stop (other processes learn it at their next regular heartbeat)."""
+        self._beat.set()
+
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.heartbeat_every)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.heartbeat_every):
+                    await self._beat.wait()
+            self._beat.clear()
             held = list(self._held.values())
             if not held:
                 continue
