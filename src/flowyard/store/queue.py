@@ -144,122 +144,15 @@ class QueueOps(SqlBase):
     async def complete_steps(
         self, completions: Sequence[StepCompletion], now: datetime
     ) -> list[bool]:
-        """Record step results, schedule what follows and settle runs: one transaction."""
-        # Lock runs in one global order so concurrent batches cannot deadlock on them.
-        order = sorted(range(len(completions)), key=lambda i: (completions[i].step.run_id, i))
+        """Record step results, schedule what follows and settle runs: one transaction, and a
+        fixed number of statements however large the batch (the write lock is held briefly)."""
+        if not completions:
+            return []
 
         async def fn(conn: AsyncConnection) -> list[bool]:
-            applied = [False] * len(completions)
-            for index in order:
-                applied[index] = await self._complete_one(conn, completions[index], now)
-            return applied
+            return await _BatchCompletion(self, conn, completions, now).apply()
 
         return await self._tx(fn)
-
-    async def _complete_one(
-        self, conn: AsyncConnection, completion: StepCompletion, now: datetime
-    ) -> bool:
-        step, tr = completion.step, completion.transition
-        # The run row first, like every other writer (cancel, pause, retry): one lock order,
-        # no deadlocks. Batches are sorted by run id for the same reason.
-        run = (
-            await conn.execute(
-                sa.select(runs.c.status, runs.c.started_at)
-                .where(runs.c.id == step.run_id)
-                .with_for_update()
-            )
-        ).one()
-        paused = run.status == RunStatus.PAUSED.value
-        terminal = tr.step_status != StepStatus.RETRYING
-        values: dict[str, Any] = {
-            "status": tr.step_status.value,
-            "output": tr.output,
-            "error": tr.error.as_dict() if tr.error else None,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "finished_at": now if terminal else None,
-        }
-        if tr.retry_at is not None:
-            values["available_at"] = tr.retry_at
-            values["held"] = paused  # a backoff that ends during a pause waits for resume
-        updated = await conn.execute(
-            steps.update()
-            .where(steps.c.id == step.id, steps.c.claims == step.claims, LEASED)
-            .values(**values)
-        )
-        if updated.rowcount != 1:
-            log.info("discarding stale completion of step %s (lease lost)", step.id)
-            return False
-        events = [event_row(step.run_id, tr.event[0], tr.event[1], now, step_id=step.id)]
-        events.extend(
-            event_row(step.run_id, kind, data, now, step_id=step.id)
-            for kind, data in tr.extra_events
-        )
-        run_values: dict[str, Any] = {}
-        if run.status == RunStatus.PENDING.value:
-            # The claim skipped this run (row locked meanwhile): start it here, with its event.
-            run_values.update(status=RunStatus.RUNNING.value, started_at=step.started_at or now)
-            events.insert(0, event_row(step.run_id, "run.started", {}, now))
-        if RunStatus(run.status).is_terminal:
-            # The run ended meanwhile (e.g. failed by another branch): record the step only.
-            await conn.execute(run_events.insert(), events)
-            return True
-        if tr.next_steps:
-            await conn.execute(
-                self._insert_ignore(steps),
-                [
-                    {
-                        "run_id": step.run_id,
-                        "node_id": n.node_id,
-                        "node_type": n.node_type,
-                        "branch": n.branch,
-                        "iteration": n.iteration,
-                        "status": StepStatus.SCHEDULED.value,
-                        "attempt": 0,
-                        "priority": 0,
-                        "available_at": n.available_at,
-                        "claims": 0,
-                        "recoveries": 0,
-                        "held": paused,
-                        "created_at": now,
-                    }
-                    for n in tr.next_steps
-                ],
-            )
-        if tr.fail_run is not None:
-            error = tr.fail_run.as_dict()
-            # Remember which step failed the run: retrying the run restarts from it.
-            error["details"] = {**error["details"], "step_id": step.id, "node_id": step.node_id}
-            run_values.update(
-                status=RunStatus.FAILED.value,
-                error=error,
-                error_type=tr.fail_run.type,
-                finished_at=now,
-            )
-            await conn.execute(
-                steps.update()
-                .where(steps.c.run_id == step.run_id, steps.c.status.in_(["scheduled", "retrying"]))
-                .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
-            )
-            events.append(event_row(step.run_id, "run.failed", {"error": error}, now))
-        elif tr.path_ended:
-            active = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(steps)
-                    .where(steps.c.run_id == step.run_id, steps.c.status.in_(ACTIVE))
-                )
-            ).scalar_one()
-            if active == 0:
-                run_values.update(
-                    status=RunStatus.SUCCEEDED.value, output=tr.run_output, finished_at=now
-                )
-                events.append(event_row(step.run_id, "run.succeeded", {}, now))
-        if run_values:
-            run_values["updated_at"] = now
-            await conn.execute(runs.update().where(runs.c.id == step.run_id).values(**run_values))
-        await conn.execute(run_events.insert(), events)
-        return True
 
     async def extend_leases(
         self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float
@@ -408,3 +301,200 @@ class QueueOps(SqlBase):
             return {row[0]: int(row[1]) for row in rows}
 
         return await self._tx(fn, write=False)
+
+
+_STEP_UPDATE = (
+    steps.update()
+    .where(steps.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        output=sa.bindparam("b_output", type_=steps.c.output.type),
+        error=sa.bindparam("b_error", type_=steps.c.error.type),
+        lease_owner=None,
+        lease_expires_at=None,
+        finished_at=sa.bindparam("b_finished_at", type_=steps.c.finished_at.type),
+        available_at=sa.func.coalesce(
+            sa.bindparam("b_available_at", type_=steps.c.available_at.type), steps.c.available_at
+        ),
+        held=sa.bindparam("b_held", type_=sa.Boolean()),
+    )
+)
+
+
+class _BatchCompletion:
+    """Applies a batch of completions with set-based statements.
+
+    Order of work: lock the runs (sorted, like every writer: run rows before step rows),
+    read the steps' claim tokens, decide per completion in batch order, then write: step
+    results, next steps, cancellations of failed runs, run settlements, events.
+    """
+
+    def __init__(
+        self,
+        ops: QueueOps,
+        conn: AsyncConnection,
+        completions: Sequence[StepCompletion],
+        now: datetime,
+    ) -> None:
+        self.ops = ops
+        self.conn = conn
+        self.completions = completions
+        self.now = now
+        self.step_rows: list[dict[str, Any]] = []
+        self.next_rows: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.run_updates: dict[str, dict[str, Any]] = {}
+        self.failed_runs: set[str] = set()
+        self.ended_paths: dict[str, Any] = {}  # run id -> output of the last path that ended
+
+    async def apply(self) -> list[bool]:
+        """Write the batch; returns which completions were applied (False: stale)."""
+        run_status = await self._lock_runs()
+        tokens = await self._claim_tokens()
+        applied: list[bool] = []
+        for completion in self.completions:
+            step = completion.step
+            if tokens.get(step.id) != step.claims:
+                log.info("discarding stale completion of step %s (lease lost)", step.id)
+                applied.append(False)
+                continue
+            tokens.pop(step.id)  # a duplicate inside the batch is stale too
+            self._decide(completion, run_status)
+            applied.append(True)
+        await self._write()
+        return applied
+
+    async def _lock_runs(self) -> dict[str, str]:
+        status: dict[str, str] = {}
+        run_ids = sorted({c.step.run_id for c in self.completions})
+        for chunk in chunks(run_ids, 500):
+            rows = await self.conn.execute(
+                sa.select(runs.c.id, runs.c.status)
+                .where(runs.c.id.in_(chunk))
+                .order_by(runs.c.id)
+                .with_for_update()
+            )
+            status.update({row.id: row.status for row in rows})
+        return status
+
+    async def _claim_tokens(self) -> dict[int, int]:
+        """Claims count of each step still running (the run locks keep them stable)."""
+        tokens: dict[int, int] = {}
+        for chunk in chunks(sorted({c.step.id for c in self.completions}), 500):
+            rows = await self.conn.execute(
+                sa.select(steps.c.id, steps.c.claims).where(steps.c.id.in_(chunk), LEASED)
+            )
+            tokens.update({row.id: row.claims for row in rows})
+        return tokens
+
+    def _decide(self, completion: StepCompletion, run_status: dict[str, str]) -> None:
+        step, tr = completion.step, completion.transition
+        now = self.now
+        status = run_status[step.run_id]
+        paused = status == RunStatus.PAUSED.value
+        self.step_rows.append(
+            {
+                "b_id": step.id,
+                "b_status": tr.step_status.value,
+                "b_output": tr.output,
+                "b_error": tr.error.as_dict() if tr.error else None,
+                "b_finished_at": None if tr.step_status == StepStatus.RETRYING else now,
+                "b_available_at": tr.retry_at,
+                # A backoff that ends during a pause waits for the resume.
+                "b_held": paused and tr.retry_at is not None,
+            }
+        )
+        if status == RunStatus.PENDING.value:
+            # The claim skipped this run (row locked meanwhile): start it here, with its event.
+            run_status[step.run_id] = status = RunStatus.RUNNING.value
+            self._update_run(step.run_id, status=status, started_at=step.started_at or now)
+            self.events.append(event_row(step.run_id, "run.started", {}, now))
+        self.events.append(event_row(step.run_id, tr.event[0], tr.event[1], now, step_id=step.id))
+        self.events.extend(
+            event_row(step.run_id, kind, data, now, step_id=step.id)
+            for kind, data in tr.extra_events
+        )
+        if RunStatus(status).is_terminal:
+            return  # the run ended meanwhile (e.g. failed by another branch): the step only
+        self.next_rows.extend(
+            {
+                "run_id": step.run_id,
+                "node_id": n.node_id,
+                "node_type": n.node_type,
+                "branch": n.branch,
+                "iteration": n.iteration,
+                "status": StepStatus.SCHEDULED.value,
+                "attempt": 0,
+                "priority": 0,
+                "available_at": n.available_at,
+                "claims": 0,
+                "recoveries": 0,
+                "held": paused,
+                "created_at": now,
+            }
+            for n in tr.next_steps
+        )
+        if tr.fail_run is not None:
+            error = tr.fail_run.as_dict()
+            # Remember which step failed the run: retrying the run restarts from it.
+            error["details"] = {**error["details"], "step_id": step.id, "node_id": step.node_id}
+            run_status[step.run_id] = RunStatus.FAILED.value
+            self.failed_runs.add(step.run_id)
+            self.ended_paths.pop(step.run_id, None)
+            self._update_run(
+                step.run_id,
+                status=RunStatus.FAILED.value,
+                error=error,
+                error_type=tr.fail_run.type,
+                finished_at=now,
+            )
+            self.events.append(event_row(step.run_id, "run.failed", {"error": error}, now))
+        elif tr.path_ended:
+            self.ended_paths[step.run_id] = tr.run_output
+
+    def _update_run(self, run_id: str, **values: Any) -> None:
+        self.run_updates.setdefault(run_id, {}).update(values, updated_at=self.now)
+
+    async def _write(self) -> None:
+        conn, now = self.conn, self.now
+        if self.step_rows:
+            await conn.execute(_STEP_UPDATE, self.step_rows)
+        if self.next_rows:
+            await conn.execute(self.ops._insert_ignore(steps), self.next_rows)
+        if self.failed_runs:
+            await conn.execute(
+                steps.update()
+                .where(
+                    steps.c.run_id.in_(sorted(self.failed_runs)),
+                    steps.c.status.in_(["scheduled", "retrying"]),
+                )
+                .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
+            )
+        if self.ended_paths:
+            active = await conn.execute(
+                sa.select(steps.c.run_id)
+                .where(steps.c.run_id.in_(sorted(self.ended_paths)), steps.c.status.in_(ACTIVE))
+                .distinct()
+            )
+            still_active = {row.run_id for row in active}
+            for run_id, output in self.ended_paths.items():
+                if run_id not in still_active:
+                    self._update_run(
+                        run_id, status=RunStatus.SUCCEEDED.value, output=output, finished_at=now
+                    )
+                    self.events.append(event_row(run_id, "run.succeeded", {}, now))
+        # One statement per distinct set of columns (started / failed / succeeded runs).
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for run_id, values in self.run_updates.items():
+            groups.setdefault(tuple(sorted(values)), []).append(
+                {"b_run_id": run_id, **{f"b_{k}": v for k, v in values.items()}}
+            )
+        for columns, params in groups.items():
+            stmt = (
+                runs.update()
+                .where(runs.c.id == sa.bindparam("b_run_id"))
+                .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in columns})
+            )
+            await conn.execute(stmt, params)
+        if self.events:
+            await conn.execute(run_events.insert(), self.events)
