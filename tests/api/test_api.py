@@ -18,37 +18,13 @@ from flowyard.api.deps import get_actor
 from flowyard.bootstrap import Container
 from flowyard.domain.ids import RunId
 from flowyard.settings import Settings
+from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing.json"
 PROBLEM_JSON = "application/problem+json"
 API = "/api/v1"
 
-#: Five different mistakes in five nodes (the same as in tests/unit/test_validation.py).
-FIVE_MISTAKES: dict[str, Any] = {
-    "name": "five-mistakes",
-    "start": "start",
-    "nodes": [
-        {"id": "start", "type": "trigger", "next": "route"},
-        {
-            "id": "route",
-            "type": "condition",
-            "config": {"cases": [{"when": "input.region ==", "next": "east"}], "default": "west"},
-        },
-        {"id": "east", "type": "http", "config": {"method": "POST"}, "next": "notify"},
-        {"id": "west", "type": "crm.magic", "next": "done"},
-        {"id": "notify", "type": "log", "config": {"message": "hi"}, "next": "nowhere"},
-        {"id": "done", "type": "end"},
-        {"id": "orphan", "type": "end"},
-    ],
-}
-FIVE_POINTERS = [
-    "/nodes/1/config/cases/0/when",
-    "/nodes/2/config/url",
-    "/nodes/3/type",
-    "/nodes/4/next",
-    "/nodes/6",
-]
 LEAD = {"email": "lead@example.com", "region": "East Coast"}
 
 

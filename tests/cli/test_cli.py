@@ -3,76 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.cli import cli
+from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer, Reply
 
-FLOWYARD = Path(sys.executable).parent / "flowyard"
 EXAMPLES = Path(__file__).parents[2] / "examples"
 LEAD_ROUTING = EXAMPLES / "lead_routing.json"
-
-#: Five different mistakes in five nodes (the same as in tests/unit/test_validation.py).
-FIVE_MISTAKES: dict[str, Any] = {
-    "name": "five-mistakes",
-    "start": "start",
-    "nodes": [
-        {"id": "start", "type": "trigger", "next": "route"},
-        {
-            "id": "route",
-            "type": "condition",
-            "config": {"cases": [{"when": "input.region ==", "next": "east"}], "default": "west"},
-        },
-        {"id": "east", "type": "http", "config": {"method": "POST"}, "next": "notify"},
-        {"id": "west", "type": "crm.magic", "next": "done"},
-        {"id": "notify", "type": "log", "config": {"message": "hi"}, "next": "nowhere"},
-        {"id": "done", "type": "end"},
-        {"id": "orphan", "type": "end"},
-    ],
-}
-FIVE_POINTERS = [
-    "/nodes/1/config/cases/0/when",
-    "/nodes/2/config/url",
-    "/nodes/3/type",
-    "/nodes/4/next",
-    "/nodes/6",
-]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """The subprocesses' working directory (keeps any default ./flowyard.db out of the repo)."""
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-def cli(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the console script; no colours, no environment-provided database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWYARD_")}
-    env.pop("FORCE_COLOR", None)
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [str(FLOWYARD), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        timeout=120,
-        check=False,
-    )
 
 
 def crm_vars(server: RecordingServer) -> str:

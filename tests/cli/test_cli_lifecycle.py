@@ -6,51 +6,17 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from flowyard.bootstrap import build
 from flowyard.settings import Settings
 from lifecycle.helpers import http_chain
+from support.cli import cli
 from support.http import RecordingServer, Reply
 from support.runs import wait_for_runs
 
-FLOWYARD = Path(sys.executable).parent / "flowyard"
 ACTOR = f"cli:{getpass.getuser()}"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-def cli(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the console script; no colours, no environment-provided database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWYARD_")}
-    env.pop("FORCE_COLOR", None)
-    env["NO_COLOR"] = "1"
-    return subprocess.run(
-        [str(FLOWYARD), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        timeout=120,
-        check=False,
-    )
 
 
 def start(cwd: Path, db: str, definition: dict[str, Any], *extra: str) -> dict[str, Any]:

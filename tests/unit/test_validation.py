@@ -13,34 +13,9 @@ from flowyard.domain.errors import DefinitionError
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.registry import default_registry
+from support.definitions import FIVE_MISTAKES, FIVE_PROBLEMS
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-
-#: One definition with five different mistakes, in five different nodes.
-FIVE_MISTAKES: dict[str, Any] = {
-    "name": "five-mistakes",
-    "start": "start",
-    "nodes": [
-        {"id": "start", "type": "trigger", "next": "route"},
-        {
-            "id": "route",
-            "type": "condition",
-            "config": {"cases": [{"when": "input.region ==", "next": "east"}], "default": "west"},
-        },
-        {"id": "east", "type": "http", "config": {"method": "POST"}, "next": "notify"},
-        {"id": "west", "type": "crm.magic", "next": "done"},
-        {"id": "notify", "type": "log", "config": {"message": "hi"}, "next": "nowhere"},
-        {"id": "done", "type": "end"},
-        {"id": "orphan", "type": "end"},
-    ],
-}
-FIVE_PROBLEMS = [
-    ("/nodes/1/config/cases/0/when", "expression"),
-    ("/nodes/2/config/url", "missing"),
-    ("/nodes/3/type", "unknown_type"),
-    ("/nodes/4/next", "dangling_edge"),
-    ("/nodes/6", "unreachable"),
-]
 
 
 @pytest.fixture(scope="module")

@@ -94,12 +94,7 @@ class StepExecutor:
                 False,
                 {"problems": [p.as_dict() for p in exc.problems]},
             )
-            return Transition(
-                StepStatus.FAILED,
-                error=error,
-                fail_run=error,
-                event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
-            )
+            return _fail_run(step, error)
         node = wf.node(step.node_id)
         ctx = StepContext(
             run_id=step.run_id,
@@ -126,16 +121,21 @@ class StepExecutor:
             error = _classify(exc)
             if not isinstance(exc, NodeError | ExpressionError | TimeoutError):
                 _log.warning("node %s of run %s raised %r", step.node_id, step.run_id, exc)
-            return on_failure(
-                wf,
-                step.node_id,
-                error,
-                attempt=step.attempt,
-                iterations=state.iterations,
-                now=self.clock(),
-                rand=self.rand,
-            )
+            return self._failed(wf, step, state, error)
         return on_success(wf, step.node_id, outcome, iterations=state.iterations, now=self.clock())
+
+    def _failed(
+        self, wf: CompiledWorkflow, step: StepRecord, state: RunState, error: ErrorInfo
+    ) -> Transition:
+        return on_failure(
+            wf,
+            step.node_id,
+            error,
+            attempt=step.attempt,
+            iterations=state.iterations,
+            now=self.clock(),
+            rand=self.rand,
+        )
 
     def lost(
         self, step: StepRecord, state: RunState | None, wf: CompiledWorkflow | None
@@ -147,18 +147,15 @@ class StepExecutor:
             error_type="worker.lost",
         ).info()
         if wf is None or state is None:
-            return Transition(
-                StepStatus.FAILED,
-                error=error,
-                fail_run=error,
-                event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
-            )
-        return on_failure(
-            wf,
-            step.node_id,
-            error,
-            attempt=step.attempt,
-            iterations=state.iterations,
-            now=self.clock(),
-            rand=self.rand,
-        )
+            return _fail_run(step, error)
+        return self._failed(wf, step, state, error)
+
+
+def _fail_run(step: StepRecord, error: ErrorInfo) -> Transition:
+    """Fail the step and its run without consulting the definition (it is unusable)."""
+    return Transition(
+        StepStatus.FAILED,
+        error=error,
+        fail_run=error,
+        event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
+    )
