@@ -15,7 +15,7 @@ from flowyard.domain.errors import ErrorInfo
 from flowyard.domain.ids import RunId
 from flowyard.domain.records import NewRun, RunRecord, StepRecord, WorkflowRecord
 from flowyard.domain.statuses import StepStatus
-from flowyard.store import Store, normalize_url
+from flowyard.store import StepCompletion, Store, normalize_url
 
 #: Every test uses explicit, aware-UTC instants derived from this one (no sleeping).
 T0 = datetime(2031, 3, 4, 12, 0, 0, tzinfo=UTC)
@@ -167,3 +167,17 @@ async def archive(db_url: str, name: str) -> None:
         await conn.execute(
             workflows.update().where(workflows.c.name == name).values(archived=sa.true())
         )
+
+
+async def complete(
+    store: Store, step: StepRecord, transition: Transition, now: datetime = T0
+) -> bool:
+    """Complete one claimed step; whether it was applied."""
+    [applied] = await store.complete_steps([StepCompletion(step, transition)], now)
+    return applied
+
+
+async def one_run(store: Store, now: datetime = T0) -> RunRecord:
+    """A new workflow with one started run."""
+    [run] = await start(store, await make_workflow(store), now=now)
+    return run

@@ -19,10 +19,12 @@ from contract.helpers import (
     at,
     claim,
     claim_one,
+    complete,
     event_types,
     failed_run,
     make_workflow,
     new_run,
+    one_run,
     retrying,
     start,
     step_to,
@@ -34,24 +36,12 @@ from flowyard.domain.errors import Conflict, ErrorInfo, NotFound
 from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord, StepRecord, WorkflowRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
-from flowyard.store import StepCompletion, Store
-
-
-async def _complete(
-    store: Store, step: StepRecord, transition: Transition, now: datetime = T0
-) -> bool:
-    [applied] = await store.complete_steps([StepCompletion(step, transition)], now)
-    return applied
-
-
-async def _one_run(store: Store, now: datetime = T0) -> RunRecord:
-    [run] = await start(store, await make_workflow(store), now=now)
-    return run
+from flowyard.store import Store
 
 
 async def _running(store: Store) -> tuple[RunRecord, StepRecord]:
     """A run whose first step is claimed (by ``w1``, at T0)."""
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
     assert step.run_id == run.id
     return await store.get_run(run.id), step
@@ -77,7 +67,7 @@ async def _snapshot(store: Store, run_id: RunId) -> tuple[object, ...]:
 
 
 async def test_cancel_a_pending_run_cancels_its_steps(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
 
     cancelled = await store.cancel_run(run.id, actor="ops", reason="not needed", now=at(5))
 
@@ -111,9 +101,9 @@ async def test_cancel_a_running_run_discards_the_later_completion(store: Store) 
     assert await store.extend_leases("w1", [step], now=at(4), lease_s=LEASE_S) == set()
     # ... and whatever it reports afterwards is discarded: no output, no next step.
     before = await _snapshot(store, run.id)
-    assert not await _complete(store, step, succeeded("late", next_steps=[step_to("b")]), at(5))
+    assert not await complete(store, step, succeeded("late", next_steps=[step_to("b")]), at(5))
     assert before == await _snapshot(store, run.id)
-    assert not await _complete(store, step, retrying(at(10)), at(5))
+    assert not await complete(store, step, retrying(at(10)), at(5))
     assert before == await _snapshot(store, run.id)
     assert (await store.get_run(run.id)).status == RunStatus.CANCELLED
     assert await claim(store, now=at(1000)) == []
@@ -121,7 +111,7 @@ async def test_cancel_a_running_run_discards_the_later_completion(store: Store) 
 
 async def test_cancel_a_paused_run(store: Store) -> None:
     run, step = await _running(store)
-    assert await _complete(store, step, retrying(at(30)), at(1))
+    assert await complete(store, step, retrying(at(30)), at(1))
     await store.pause_run(run.id, actor=None, now=at(2))
 
     cancelled = await store.cancel_run(run.id, actor="ops", reason=None, now=at(3))
@@ -137,11 +127,11 @@ async def test_cancel_a_paused_run(store: Store) -> None:
 
 
 async def _succeed(store: Store, run: RunRecord, step: StepRecord) -> None:
-    assert await _complete(store, step, succeeded("ok", path_ended=True, run_output="ok"), at(1))
+    assert await complete(store, step, succeeded("ok", path_ended=True, run_output="ok"), at(1))
 
 
 async def _fail(store: Store, run: RunRecord, step: StepRecord) -> None:
-    assert await _complete(store, step, failed_run(), at(1))
+    assert await complete(store, step, failed_run(), at(1))
 
 
 async def _cancel(store: Store, run: RunRecord, step: StepRecord) -> None:
@@ -192,7 +182,7 @@ async def test_lifecycle_operations_on_an_unknown_run_are_not_found(store: Store
 
 
 async def test_pause_holds_a_due_step_until_resume(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
 
     paused = await store.pause_run(run.id, actor="ops", now=at(1))
 
@@ -216,7 +206,7 @@ async def test_pause_holds_a_retrying_step_and_resume_keeps_its_retry_at(
     store: Store, resume_at: float
 ) -> None:
     run, step = await _running(store)
-    assert await _complete(store, step, retrying(at(30)), at(1))
+    assert await complete(store, step, retrying(at(30)), at(1))
 
     await store.pause_run(run.id, actor=None, now=at(2))
 
@@ -239,7 +229,7 @@ async def test_a_completion_during_pause_schedules_its_next_steps_held(store: St
     run, step = await _running(store)
     await store.pause_run(run.id, actor=None, now=at(1))
 
-    assert await _complete(store, step, succeeded("a", next_steps=[step_to("b", at_=at(2))]), at(2))
+    assert await complete(store, step, succeeded("a", next_steps=[step_to("b", at_=at(2))]), at(2))
 
     assert (await store.get_run(run.id)).status == RunStatus.PAUSED
     steps = await steps_by_node(store, run.id)
@@ -257,7 +247,7 @@ async def test_a_retrying_completion_during_pause_is_held(store: Store) -> None:
     run, step = await _running(store)
     await store.pause_run(run.id, actor=None, now=at(1))
 
-    assert await _complete(store, step, retrying(at(10)), at(2))
+    assert await complete(store, step, retrying(at(10)), at(2))
 
     [held] = await store.list_steps(run.id)
     assert (held.status, held.available_at) == (StepStatus.RETRYING, at(10))
@@ -307,7 +297,7 @@ async def test_pause_and_resume_are_refused_in_the_wrong_state(store: Store) -> 
     with pytest.raises(Conflict):
         await store.pause_run(run.id, actor=None, now=at(2))  # already paused
     await store.resume_run(run.id, actor=None, now=at(3))
-    assert await _complete(store, step, succeeded(path_ended=True), at(4))
+    assert await complete(store, step, succeeded(path_ended=True), at(4))
     before = await _snapshot(store, run.id)
     with pytest.raises(Conflict):
         await store.pause_run(run.id, actor=None, now=at(5))
@@ -324,11 +314,11 @@ async def test_retry_run_restarts_the_failed_and_cancelled_steps_and_keeps_outpu
 ) -> None:
     run, first = await _running(store)
     later = step_to("c", at_=at(60), branch="c")
-    assert await _complete(
+    assert await complete(
         store, first, succeeded("first-out", next_steps=[step_to("a", branch="a"), later]), at(1)
     )
     [a] = await claim(store, now=at(1))
-    assert await _complete(store, a, failed_run(), at(2))
+    assert await complete(store, a, failed_run(), at(2))
     failed = await store.get_run(run.id)
     assert failed.status == RunStatus.FAILED
     before = await steps_by_node(store, run.id)
@@ -359,8 +349,8 @@ async def test_retry_run_restarts_the_failed_and_cancelled_steps_and_keeps_outpu
     assert await claim(store, now=at(9)) == []
     again = {s.node_id: s for s in await claim(store, now=at(10))}
     assert {n: s.attempt for n, s in again.items()} == {"a": 1, "c": 1}
-    assert await _complete(store, again["a"], succeeded(path_ended=True), at(11))
-    assert await _complete(store, again["c"], succeeded(path_ended=True, run_output="c"), at(12))
+    assert await complete(store, again["a"], succeeded(path_ended=True), at(11))
+    assert await complete(store, again["c"], succeeded(path_ended=True, run_output="c"), at(12))
     done = await store.get_run(run.id)
     assert (done.status, done.output) == (RunStatus.SUCCEEDED, "c")
 
@@ -382,7 +372,7 @@ async def test_retry_run_restarts_a_cancelled_or_timed_out_run(store: Store) -> 
         assert (await store.list_events(run.id))[-1].data["from"] == was
 
     # The stale completion of the cancelled attempt stays discarded after the retry.
-    assert not await _complete(store, step, succeeded(path_ended=True), at(8))
+    assert not await complete(store, step, succeeded(path_ended=True), at(8))
     assert {s.run_id for s in await claim(store, now=at(7))} == {cancelled.id, timed_out.id}
 
 
@@ -396,7 +386,7 @@ async def test_retry_run_is_refused_unless_the_run_failed_and_has_a_step_to_redo
     step = await claim_one(store)
     with pytest.raises(Conflict):
         await store.retry_run(pending.id, actor=None, now=at(1))  # running
-    assert await _complete(store, step, succeeded(path_ended=True), at(2))
+    assert await complete(store, step, succeeded(path_ended=True), at(2))
     with pytest.raises(Conflict):
         await store.retry_run(pending.id, actor=None, now=at(3))  # succeeded
 
@@ -404,7 +394,7 @@ async def test_retry_run_is_refused_unless_the_run_failed_and_has_a_step_to_redo
     [guarded] = await start(store, wf, now=at(4))
     step = await claim_one(store, now=at(4))
     guard = ErrorInfo("loop.max_iterations", "too many", transient=False)
-    assert await _complete(store, step, Transition(StepStatus.SUCCEEDED, fail_run=guard), at(5))
+    assert await complete(store, step, Transition(StepStatus.SUCCEEDED, fail_run=guard), at(5))
     before = await _snapshot(store, guarded.id)
     with pytest.raises(Conflict):
         await store.retry_run(guarded.id, actor=None, now=at(6))
@@ -418,7 +408,7 @@ async def test_expire_runs_times_out_unfinished_runs_past_their_deadline(store: 
     wf = await make_workflow(store)
     # Finished before its deadline.
     finished = await _with_deadline(store, wf, at(30), T0)
-    assert await _complete(store, await claim_one(store), succeeded(path_ended=True), at(1))
+    assert await complete(store, await claim_one(store), succeeded(path_ended=True), at(1))
     # Running, with its step claimed.
     running = await _with_deadline(store, wf, at(60), at(1))
     step = await claim_one(store, now=at(1))
@@ -452,7 +442,7 @@ async def test_expire_runs_times_out_unfinished_runs_past_their_deadline(store: 
         assert await _snapshot(store, run_id) == snapshot
     # The running step's worker loses it; its result is discarded.
     assert await store.extend_leases("w1", [step], now=at(62), lease_s=LEASE_S) == set()
-    assert not await _complete(store, step, succeeded(path_ended=True), at(62))
+    assert not await complete(store, step, succeeded(path_ended=True), at(62))
     assert await store.expire_runs(now=at(61)) == []
     assert await store.expire_runs(now=at(121)) == [later.id]
     assert {s.run_id for s in await claim(store, now=at(1000))} == {no_deadline.id}
@@ -481,10 +471,10 @@ async def _failed_runs(store: Store) -> dict[str, RunId]:
     for index, kind in enumerate(ERROR_TYPES):
         [run] = await start(store, wf, now=at(index))
         step = await claim_one(store, now=at(index))
-        assert await _complete(store, step, failed_run(ErrorInfo(kind, "x", False)), at(index))
+        assert await complete(store, step, failed_run(ErrorInfo(kind, "x", False)), at(index))
         by_type[kind] = run.id
     [ok] = await start(store, wf, now=at(50))
-    assert await _complete(store, await claim_one(store, now=at(50)), succeeded(path_ended=True))
+    assert await complete(store, await claim_one(store, now=at(50)), succeeded(path_ended=True))
     assert (await store.get_run(ok.id)).error_type is None
     return by_type
 
@@ -568,7 +558,7 @@ async def test_extend_leases_returns_only_the_steps_still_held(store: Store) -> 
 
     await store.cancel_run(cancelled_run.id, actor=None, reason=None, now=at(3))
     assert await store.expire_runs(now=at(11)) == [timed_out_run.id]
-    assert await _complete(store, completed, succeeded(path_ended=True), at(11))
+    assert await complete(store, completed, succeeded(path_ended=True), at(11))
     assert await store.recover_expired("w9", now=at(11), max_recoveries=3, lease_s=LEASE_S) == (
         2,
         [],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 
 from contract.helpers import (
     BOOM,
@@ -12,40 +11,29 @@ from contract.helpers import (
     at,
     claim,
     claim_one,
+    complete,
     event_types,
     failed_run,
     make_workflow,
+    one_run,
     retrying,
     start,
     step_to,
     steps_by_node,
     succeeded,
 )
-from flowyard.domain.commands import Transition
 from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store import StepCompletion, Store
 
 
-async def _complete(
-    store: Store, step: StepRecord, transition: Transition, now: datetime = T0
-) -> bool:
-    [applied] = await store.complete_steps([StepCompletion(step, transition)], now)
-    return applied
-
-
-async def _one_run(store: Store, now: datetime = T0) -> RunRecord:
-    [run] = await start(store, await make_workflow(store), now=now)
-    return run
-
-
 async def _fan_out(store: Store) -> tuple[RunRecord, StepRecord, StepRecord]:
     """A running run whose first step scheduled two parallel branches; both claimed."""
-    run = await _one_run(store)
+    run = await one_run(store)
     first = await claim_one(store)
     branches = (step_to("a", branch="a"), step_to("b", branch="b"))
-    assert await _complete(store, first, succeeded(next_steps=branches))
+    assert await complete(store, first, succeeded(next_steps=branches))
     a, b = sorted(await claim(store), key=lambda s: s.node_id)
     return run, a, b
 
@@ -73,11 +61,11 @@ async def test_claim_takes_only_due_steps(store: Store) -> None:
 
 
 async def test_claim_takes_only_scheduled_or_retrying_steps(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
     # Running: not claimable, however late.
     assert await claim(store, now=at(10)) == []
-    assert await _complete(store, step, succeeded("done"))
+    assert await complete(store, step, succeeded("done"))
     # Succeeded: not claimable either.
     assert await claim(store, now=at(1000)) == []
     assert (await store.get_run(run.id)).status == RunStatus.RUNNING
@@ -96,7 +84,7 @@ async def test_claim_respects_limit_and_oldest_first(store: Store) -> None:
 
 
 async def test_claim_sets_lease_and_counts_attempt_and_claim(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
 
     step = await claim_one(store, now=at(5), worker="w-7")
 
@@ -112,13 +100,13 @@ async def test_claim_sets_lease_and_counts_attempt_and_claim(store: Store) -> No
 
 
 async def test_claim_marks_a_pending_run_running_once(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     first = await claim_one(store, now=at(1))
 
     running = await store.get_run(run.id)
     assert (running.status, running.started_at) == (RunStatus.RUNNING, at(1))
 
-    assert await _complete(store, first, succeeded(next_steps=[step_to("next", at_=at(2))]))
+    assert await complete(store, first, succeeded(next_steps=[step_to("next", at_=at(2))]))
     await claim_one(store, now=at(3))
 
     assert (await store.get_run(run.id)).started_at == at(1)
@@ -145,7 +133,7 @@ async def test_two_claims_never_return_the_same_step(store: Store) -> None:
 
 
 async def test_success_records_output_schedules_next_steps_and_events(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
     transition = succeeded(
         {"id": "lead-1"},
@@ -174,10 +162,10 @@ async def test_success_records_output_schedules_next_steps_and_events(store: Sto
 
 
 async def test_path_ended_without_active_steps_succeeds_the_run(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
 
-    assert await _complete(store, step, succeeded(1, path_ended=True, run_output={"ok": 1}), at(2))
+    assert await complete(store, step, succeeded(1, path_ended=True, run_output={"ok": 1}), at(2))
 
     done = await store.get_run(run.id)
     assert (done.status, done.output, done.error) == (RunStatus.SUCCEEDED, {"ok": 1}, None)
@@ -189,23 +177,23 @@ async def test_path_ended_without_active_steps_succeeds_the_run(store: Store) ->
 async def test_path_ended_waits_for_the_other_branches(store: Store) -> None:
     run, a, b = await _fan_out(store)
 
-    assert await _complete(store, a, succeeded("a", path_ended=True, run_output="from a"))
+    assert await complete(store, a, succeeded("a", path_ended=True, run_output="from a"))
     assert (await store.get_run(run.id)).status == RunStatus.RUNNING
 
-    assert await _complete(store, b, succeeded("b", path_ended=True, run_output="from b"), at(9))
+    assert await complete(store, b, succeeded("b", path_ended=True, run_output="from b"), at(9))
     done = await store.get_run(run.id)
     assert (done.status, done.output, done.finished_at) == (RunStatus.SUCCEEDED, "from b", at(9))
     assert (await event_types(store, run.id)).count("run.succeeded") == 1
 
 
 async def test_fail_run_fails_the_run_and_cancels_scheduled_steps(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     first = await claim_one(store)
     branches = (step_to("a", branch="a"), step_to("b", branch="b"), step_to("c", at_=at(99)))
-    assert await _complete(store, first, succeeded(next_steps=branches))
+    assert await complete(store, first, succeeded(next_steps=branches))
     a = await claim_one(store)
 
-    assert await _complete(store, a, failed_run(), at(4))
+    assert await complete(store, a, failed_run(), at(4))
 
     failed = await store.get_run(run.id)
     # The run's error names the step that failed it (retrying the run restarts from there).
@@ -227,10 +215,10 @@ async def test_fail_run_fails_the_run_and_cancels_scheduled_steps(store: Store) 
 
 
 async def test_retrying_step_is_claimable_again_only_at_retry_at(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
 
-    assert await _complete(store, step, retrying(at(10)), at(1))
+    assert await complete(store, step, retrying(at(10)), at(1))
 
     [waiting] = await store.list_steps(run.id)
     assert (waiting.status, waiting.available_at) == (StepStatus.RETRYING, at(10))
@@ -241,25 +229,25 @@ async def test_retrying_step_is_claimable_again_only_at_retry_at(store: Store) -
     again = await claim_one(store, now=at(10))
     assert again.id == step.id
     assert (again.attempt, again.claims, again.status) == (2, 2, StepStatus.RUNNING)
-    assert await _complete(store, again, succeeded("second time", path_ended=True), at(11))
+    assert await complete(store, again, succeeded("second time", path_ended=True), at(11))
     assert (await store.get_run(run.id)).status == RunStatus.SUCCEEDED
 
 
 async def test_completion_with_a_stale_claim_count_is_discarded(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
     before = await _snapshot(store, run.id)
     stale = replace(step, claims=step.claims - 1)
 
     transition = succeeded("late", next_steps=[step_to("next")], path_ended=True, run_output=1)
-    assert await _complete(store, stale, transition) is False
+    assert await complete(store, stale, transition) is False
 
     assert await _snapshot(store, run.id) == before
-    assert await _complete(store, step, succeeded("on time", path_ended=True))
+    assert await complete(store, step, succeeded("on time", path_ended=True))
 
 
 async def test_completion_after_recovery_is_discarded(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     lost = await claim_one(store, worker="slow")
     assert await store.recover_expired("reaper", now=at(31), max_recoveries=3, lease_s=LEASE_S) == (
         1,
@@ -267,12 +255,12 @@ async def test_completion_after_recovery_is_discarded(store: Store) -> None:
     )
     requeued = await _snapshot(store, run.id)
 
-    assert await _complete(store, lost, succeeded("late", path_ended=True), at(32)) is False
+    assert await complete(store, lost, succeeded("late", path_ended=True), at(32)) is False
     assert await _snapshot(store, run.id) == requeued
 
     retaken = await claim_one(store, now=at(32), worker="fast")
-    assert await _complete(store, lost, succeeded("late", path_ended=True), at(33)) is False
-    assert await _complete(store, retaken, succeeded("fresh", path_ended=True), at(33))
+    assert await complete(store, lost, succeeded("late", path_ended=True), at(33)) is False
+    assert await complete(store, retaken, succeeded("fresh", path_ended=True), at(33))
     [step] = await store.list_steps(run.id)
     assert (step.output, step.attempt, step.claims) == ("fresh", 2, 2)
 
@@ -294,11 +282,11 @@ async def test_completing_a_step_of_a_terminal_run_records_it_and_goes_no_furthe
     store: Store,
 ) -> None:
     run, a, b = await _fan_out(store)
-    assert await _complete(store, a, failed_run(), at(1))
+    assert await complete(store, a, failed_run(), at(1))
     assert (await store.get_run(run.id)).status == RunStatus.FAILED
 
     late = succeeded("b done", next_steps=[step_to("after_b", branch="b")], path_ended=True)
-    assert await _complete(store, b, late, at(2))
+    assert await complete(store, b, late, at(2))
 
     steps = await steps_by_node(store, run.id)
     assert (steps[("b", 0)].status, steps[("b", 0)].output) == (StepStatus.SUCCEEDED, "b done")
@@ -318,15 +306,15 @@ async def test_scheduling_an_existing_next_step_is_ignored(store: Store) -> None
     join = step_to("join", at_=at(1))
 
     # Both branches reach the join; one transition even names it twice.
-    assert await _complete(store, a, succeeded("a", next_steps=[join, join]))
-    assert await _complete(store, b, succeeded("b", next_steps=[step_to("join", at_=at(50))]))
+    assert await complete(store, a, succeeded("a", next_steps=[join, join]))
+    assert await complete(store, b, succeeded("b", next_steps=[step_to("join", at_=at(50))]))
 
     joins = [s for s in await store.list_steps(run.id) if s.node_id == "join"]
     assert [(s.status, s.available_at) for s in joins] == [(StepStatus.SCHEDULED, at(1))]
     # Another iteration or branch of the same node is a different step.
     [joined] = await claim(store, now=at(1))
     again = [step_to("join", iteration=1), step_to("join", branch="x")]
-    assert await _complete(store, joined, succeeded(next_steps=again))
+    assert await complete(store, joined, succeeded(next_steps=again))
     assert len([s for s in await store.list_steps(run.id) if s.node_id == "join"]) == 3
 
 
@@ -346,13 +334,13 @@ async def test_extend_leases_only_for_the_owner(store: Store) -> None:
     assert current[mine.id].lease_expires_at == at(20 + LEASE_S)
     assert current[theirs.id].lease_expires_at == at(LEASE_S)
     # A step no longer held (completed, or reclaimed) is not extended.
-    assert await _complete(store, mine, succeeded())
+    assert await complete(store, mine, succeeded())
     assert await store.extend_leases("me", [mine], now=at(21), lease_s=LEASE_S) == set()
     assert await store.extend_leases("me", [], now=at(21), lease_s=LEASE_S) == set()
 
 
 async def test_release_puts_steps_back_without_counting_the_attempt(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store, worker="me")
 
     assert await store.release_steps("someone-else", [step], at(5)) == 0
@@ -370,7 +358,7 @@ async def test_release_puts_steps_back_without_counting_the_attempt(store: Store
     again = await claim_one(store, now=at(5), worker="other")
     assert (again.id, again.attempt, again.claims) == (step.id, 1, 2)
     # The released claim is stale now.
-    assert await _complete(store, step, succeeded()) is False
+    assert await complete(store, step, succeeded()) is False
 
 
 # -- recovery ------------------------------------------------------------------------------
@@ -406,7 +394,7 @@ async def test_recover_expired_requeues_expired_leases(store: Store) -> None:
 
 
 async def test_recover_expired_hands_poison_steps_to_the_caller(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     await claim_one(store, now=T0)
     assert await store.recover_expired("r", now=at(31), max_recoveries=1, lease_s=5) == (1, [])
     second = await claim_one(store, now=at(31), worker="crashed-again")
@@ -426,8 +414,8 @@ async def test_recover_expired_hands_poison_steps_to_the_caller(store: Store) ->
     # Nobody else may take it; the reaper's verdict is the one that counts.
     assert await claim(store, now=at(1000)) == []
     assert await store.recover_expired("r", now=at(63), max_recoveries=1, lease_s=5) == (0, [])
-    assert await _complete(store, second, succeeded(path_ended=True), at(63)) is False
-    assert await _complete(store, step, failed_run(), at(63))
+    assert await complete(store, second, succeeded(path_ended=True), at(63)) is False
+    assert await complete(store, step, failed_run(), at(63))
     assert (await store.get_run(run.id)).status == RunStatus.FAILED
 
 
@@ -440,13 +428,13 @@ async def test_load_run_states_latest_output_and_max_iteration_per_node(store: S
     steps = {s.run_id: s for s in await claim(store)}
     first = steps[run.id]
     loop0 = [step_to("loop", iteration=0)]
-    assert await _complete(store, first, succeeded({"start": True}, next_steps=loop0))
+    assert await complete(store, first, succeeded({"start": True}, next_steps=loop0))
     for i in range(2):
         [looped] = await claim(store)
         nxt = [step_to("loop", iteration=i + 1)]
-        assert await _complete(store, looped, succeeded({"i": i}, next_steps=nxt))
+        assert await complete(store, looped, succeeded({"i": i}, next_steps=nxt))
     # loop iteration 2 is scheduled, not finished; the other run's step fails.
-    assert await _complete(store, steps[other.id], failed_run())
+    assert await complete(store, steps[other.id], failed_run())
 
     states = await store.load_run_states([run.id, other.id, RunId("run_missing")])
 
@@ -464,9 +452,9 @@ async def test_load_run_states_latest_output_and_max_iteration_per_node(store: S
 
 
 async def test_list_events_after_cursor(store: Store) -> None:
-    run = await _one_run(store)
+    run = await one_run(store)
     step = await claim_one(store)
-    assert await _complete(store, step, succeeded(path_ended=True))
+    assert await complete(store, step, succeeded(path_ended=True))
     events = await store.list_events(run.id)
     assert [e.type for e in events] == [
         "run.created",
@@ -488,8 +476,8 @@ async def test_queue_depth_counts_steps_by_status(store: Store) -> None:
     assert await store.queue_depth() == {}
     await start(store, await make_workflow(store), 5)
     one, two, three = await claim(store, limit=3)
-    assert await _complete(store, one, succeeded())
-    assert await _complete(store, two, retrying(at(60)))
+    assert await complete(store, one, succeeded())
+    assert await complete(store, two, retrying(at(60)))
 
     assert await store.queue_depth() == {
         "scheduled": 2,
