@@ -16,6 +16,7 @@ from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
 from flowyard.nodes.registry import NodeRegistry, default_registry
+from flowyard.observability import Metrics, PoolStats
 from flowyard.service import FlowyardService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
@@ -39,6 +40,7 @@ class Container:
     service: FlowyardService
     http: httpx.AsyncClient
     clock: Callable[[], datetime] = utc_now
+    metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
 
     def new_worker(self, *, worker_id: str | None = None, concurrency: int | None = None) -> Worker:
@@ -53,7 +55,14 @@ class Container:
             shutdown_grace_s=s.shutdown_grace_s,
         )
         executor = StepExecutor(self.cache, self.expressions, self.http, clock=self.clock)
-        worker = Worker(self.store, executor, config, worker_id=worker_id, clock=self.clock)
+        worker = Worker(
+            self.store,
+            executor,
+            config,
+            worker_id=worker_id,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
         self.workers.append(worker)
         return worker
 
@@ -109,6 +118,9 @@ async def build(
 
     cache = WorkflowCache(validator, load)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    metrics = Metrics()
+    metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
+    service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
     container = Container(
         settings,
         store,
@@ -116,9 +128,10 @@ async def build(
         expressions,
         validator,
         cache,
-        FlowyardService(store, validator, cache, clock=clock),
+        service,
         http,
         clock,
+        metrics,
     )
     container.service.on_enqueue = container.wake_workers
     container.service.on_stop_requested = container.check_worker_leases

@@ -25,6 +25,7 @@ from flowyard.domain.statuses import RunStatus
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
+from flowyard.observability import Metrics
 from flowyard.store.ports import Store
 
 #: Inputs and vars beyond this many bytes (as JSON) are refused: they are stored on every run.
@@ -61,6 +62,7 @@ class FlowyardService:
         clock: Callable[[], datetime],
         on_enqueue: Callable[[], None] | None = None,
         on_stop_requested: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.validator = validator
@@ -68,6 +70,7 @@ class FlowyardService:
         self.clock = clock
         self.on_enqueue = on_enqueue
         self.on_stop_requested = on_stop_requested
+        self.metrics = metrics
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -138,6 +141,8 @@ class FlowyardService:
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
         [(run, created)] = await self.store.start_runs([new], self.clock())
         if created:
+            if self.metrics is not None:
+                self.metrics.runs_started.labels(wf.definition.name).inc()
             self._enqueued()
         return run, created
 
@@ -202,6 +207,9 @@ class FlowyardService:
     ) -> RunRecord:
         """Cancel an unfinished run; running steps are stopped at their next heartbeat."""
         run = await self.store.cancel_run(run_id, actor=actor, reason=reason, now=self.clock())
+        if self.metrics is not None:
+            # Runs that end in a worker are counted by the worker that commits their end.
+            self.metrics.runs_finished.labels(RunStatus.CANCELLED.value).inc()
         if self.on_stop_requested is not None:
             self.on_stop_requested()
         return run

@@ -28,3 +28,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     load_plugins: bool = True
     expression_timeout_s: float = Field(1.0, gt=0)
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Bind address of a standalone worker's --metrics-port server."
+    )
+    metrics_queue_depth_ttl_s: float = Field(
+        5.0, gt=0, description="Queue-depth gauge: seconds between database counts."
+    )
+    stream_queue_size: int = Field(
+        1000, ge=1, le=100_000, description="Events buffered per websocket client."
+    )
+    stream_slow_client_s: float = Field(
+        2.0, gt=0, description="A client whose buffer stays full this long is closed (1013)."
+    )
+    stream_poll_interval_s: float = Field(
+        0.25, gt=0, description="How often streams poll for events without LISTEN (SQLite)."
+    )
+    stream_auth_timeout_s: float = Field(
+        1.0, gt=0, description="How long a websocket may take to send its token message."
+    )

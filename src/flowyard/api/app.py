@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from flowyard import __version__
 from flowyard.api import problems
 from flowyard.api.limits import BodyLimitMiddleware
-from flowyard.api.routers import lifecycle, runs, system, workflows
+from flowyard.api.metrics import HttpMetricsMiddleware
+from flowyard.api.routers import lifecycle, metrics, runs, stream, system, workflows
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 
@@ -56,10 +57,16 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     problems.install(app)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.metrics_enabled:
+        # Outermost: also counts requests the body limit rejects.
+        app.add_middleware(HttpMetricsMiddleware)
 
     app.include_router(system.router)
     app.include_router(system.router, prefix=API_PREFIX, include_in_schema=False)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
+    app.include_router(stream.router, prefix=API_PREFIX)
     return app

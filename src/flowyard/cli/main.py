@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,6 +83,14 @@ def worker(
     db: DbOption = None,
     concurrency: Annotated[int | None, typer.Option(help="Concurrent steps")] = None,
     processes: Annotated[int, typer.Option(help="Worker loops in this process")] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on this port (FLOWYARD_METRICS_HOST; 0: any free)",
+        ),
+    ] = None,
 ) -> None:
     """Run standalone workers against a shared database until SIGTERM/SIGINT."""
     settings = settings_for(db, concurrency=concurrency)
@@ -92,13 +102,45 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop_all, workers)
-        err.print(f"flowyard worker: {len(workers)} loop(s) on {container.store.dialect}")
         try:
-            await asyncio.gather(*(w.run() for w in workers))
+            async with contextlib.AsyncExitStack() as stack:
+                if metrics_port is not None:
+                    await stack.enter_async_context(_serve_metrics(container, metrics_port))
+                err.print(f"flowyard worker: {len(workers)} loop(s) on {container.store.dialect}")
+                await asyncio.gather(*(w.run() for w in workers))
         finally:
             await container.close()
 
     run_async(main)
+
+
+@contextlib.asynccontextmanager
+async def _serve_metrics(container: Container, port: int) -> AsyncIterator[None]:
+    """Serve the container's metrics over HTTP (a daemon thread) and refresh the queue depth
+    in the background, until the context ends."""
+    from prometheus_client import start_http_server
+
+    settings = container.settings
+    server, thread = start_http_server(
+        port, addr=settings.metrics_host, registry=container.metrics.registry
+    )
+    refresher = asyncio.get_running_loop().create_task(
+        container.metrics.refresh_queue_depth_forever(
+            container.store.queue_depth, interval_s=settings.metrics_queue_depth_ttl_s
+        ),
+        name="metrics-queue-depth",
+    )
+    err.print(
+        f"flowyard worker metrics: http://{settings.metrics_host}:{server.server_port}/metrics"
+    )
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        await asyncio.wait([refresher])
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def _stop_all(workers: list[Any]) -> None:

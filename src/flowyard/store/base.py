@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.store import migrate as migrations
@@ -89,6 +90,19 @@ class SqlBase:
                 await conn.execute(sa.text("SELECT 1"))
         except (DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"database unavailable: {exc}") from exc
+
+    def pool_usage(self) -> list[tuple[str, int, int]]:
+        """(engine, connections in use, pool size) of each sized connection pool, read in
+        memory (for metrics). An in-memory SQLite database has no sized pool."""
+        usage = []
+        engines = {"write": self._write, "read": self._read}
+        for name, engine in engines.items():
+            if name == "read" and engine is self._write:
+                continue
+            pool = engine.pool
+            if isinstance(pool, QueuePool):
+                usage.append((name, pool.checkedout(), pool.size()))
+        return usage
 
     async def close(self) -> None:
         """Dispose of the engines."""

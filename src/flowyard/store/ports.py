@@ -60,6 +60,10 @@ class Store(Protocol):
         """Release connections."""
         ...
 
+    def pool_usage(self) -> list[tuple[str, int, int]]:
+        """(engine, connections in use, pool size) per sized pool, without a query."""
+        ...
+
     # -- workflows -------------------------------------------------------------------------
     async def create_workflow(
         self, name: str, description: str | None, definition: dict[str, Any], actor: str | None
@@ -137,6 +141,26 @@ class Store(Protocol):
         self, run_id: RunId, *, after: int = 0, limit: int = 1000
     ) -> list[EventRecord]:
         """Events of a run after an event-id cursor."""
+        ...
+
+    async def read_events(
+        self,
+        *,
+        after: int,
+        upto: int,
+        run_id: RunId | None = None,
+        workflow_id: WorkflowId | None = None,
+        status: RunStatus | None = None,
+        limit: int = 500,
+    ) -> list[EventRecord]:
+        """Events with ``after < id <= upto`` in id order, filtered by run, by workflow and by
+        the run's current status."""
+        ...
+
+    async def event_horizon(self) -> int | None:
+        """The highest event id H such that every event with an id <= H is committed or will
+        never be (ids can commit out of order on PostgreSQL); None when it cannot be known
+        now (an event-writing transaction is still open). Streams deliver only up to H."""
         ...
 
     # -- queue -----------------------------------------------------------------------------

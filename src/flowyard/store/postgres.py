@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +16,21 @@ from flowyard.store.sql import SqlStore
 #: serialization_failure, deadlock_detected, lock_not_available, admin/crash shutdown,
 #: cannot_connect_now: worth retrying the transaction.
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
+
+
+#: The newest id handed out by the event sequence (NULL before the first event).
+_LAST_EVENT_ID = sa.text(
+    "SELECT pg_sequence_last_value(pg_get_serial_sequence('run_events', 'id')::regclass)"
+)
+#: Transactions that may insert events: INSERT takes ROW EXCLUSIVE on the table while the
+#: statement is parsed, before ``nextval`` hands out its id, and holds it until commit.
+_EVENT_WRITERS = (
+    "SELECT coalesce(array_agg(virtualtransaction), '{}') FROM pg_locks"
+    " WHERE locktype = 'relation' AND relation = 'run_events'::regclass"
+    " AND mode = 'RowExclusiveLock' AND pid <> pg_backend_pid()"
+)
+_WRITERS_AT_HORIZON = sa.text(_EVENT_WRITERS)
+_STILL_OPEN = sa.text(_EVENT_WRITERS + " AND virtualtransaction = ANY(:open)")
 
 
 #: Arbitrary, fixed advisory-lock key that serialises schema migrations.
@@ -54,3 +71,27 @@ class PostgresStore(SqlStore):
         if sqlstate in TRANSIENT_SQLSTATES:
             return True
         return isinstance(exc, OperationalError) and sqlstate is None
+
+    #: How long :meth:`event_horizon` waits for open event-writing transactions.
+    horizon_wait_s = 2.0
+
+    async def event_horizon(self) -> int | None:
+        """Ids come from a sequence, so a transaction can commit id 7 while the one holding
+        id 6 is still open. Read the newest id handed out (S), then the transactions that
+        could hold an id <= S (they hold ROW EXCLUSIVE on ``run_events``), and wait until
+        those have ended: then every id <= S is committed or rolled back. Transactions that
+        start later get ids > S and are not waited for. None if they stay open too long."""
+        async with self._read.connect() as conn:
+            last = await conn.scalar(_LAST_EVENT_ID)
+            open_ = list(await conn.scalar(_WRITERS_AT_HORIZON) or [])
+            deadline = time.monotonic() + self.horizon_wait_s
+            delay = 0.002
+            while open_:
+                await conn.rollback()
+                if time.monotonic() > deadline:
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                open_ = list(await conn.scalar(_STILL_OPEN, {"open": open_}) or [])
+            await conn.rollback()
+        return int(last or 0)

@@ -422,3 +422,43 @@ class SqlStore(QueueOps, LifecycleOps):
             return [event_record(row) for row in rows]
 
         return await self._tx(fn, write=False)
+
+    async def read_events(
+        self,
+        *,
+        after: int,
+        upto: int,
+        run_id: RunId | None = None,
+        workflow_id: WorkflowId | None = None,
+        status: RunStatus | None = None,
+        limit: int = 500,
+    ) -> list[EventRecord]:
+        """Events with ``after < id <= upto`` in id order, of one run, of one workflow's runs
+        and/or of runs currently in ``status`` (the streams' read)."""
+
+        async def fn(conn: AsyncConnection) -> list[EventRecord]:
+            query = sa.select(run_events).where(run_events.c.id > after, run_events.c.id <= upto)
+            if run_id is not None:
+                query = query.where(run_events.c.run_id == run_id)
+            if workflow_id is not None or status is not None:
+                query = query.join(runs, runs.c.id == run_events.c.run_id)
+                if workflow_id is not None:
+                    query = query.where(runs.c.workflow_id == workflow_id)
+                if status is not None:
+                    query = query.where(runs.c.status == status.value)
+            rows = await conn.execute(query.order_by(run_events.c.id).limit(limit))
+            return [event_record(row) for row in rows]
+
+        return await self._tx(fn, write=False)
+
+    async def event_horizon(self) -> int | None:
+        """The highest event id below which every event is committed or never will be.
+
+        SQLite serialises writers (``BEGIN IMMEDIATE``), so ids commit in order and the
+        horizon is the largest committed id. PostgreSQL overrides this."""
+
+        async def fn(conn: AsyncConnection) -> int:
+            value = await conn.scalar(sa.select(sa.func.max(run_events.c.id)))
+            return int(value or 0)
+
+        return await self._tx(fn, write=False)

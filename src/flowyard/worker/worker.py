@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ from flowyard.domain.commands import Transition
 from flowyard.domain.errors import DefinitionError, StoreUnavailable
 from flowyard.domain.ids import RunId, StepId, new_worker_id
 from flowyard.domain.records import StepRecord
+from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.observability import Metrics
 from flowyard.store.ports import RunState, StepCompletion, Store
 from flowyard.worker.execute import StepExecutor
 
@@ -85,8 +88,10 @@ class Worker:
         *,
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics()
         self.executor = executor
         self.config = config or WorkerConfig()
         self.id = worker_id or new_worker_id(f"{socket.gethostname()}:{os.getpid()}")
@@ -162,9 +167,12 @@ class Worker:
                 await self._wait(self._slots, None)
                 continue
             try:
+                started = time.perf_counter()
                 claimed = await self.store.claim_steps(
                     self.id, limit=free, now=self.clock(), lease_s=self.config.lease_s
                 )
+                self.metrics.claim_duration.observe(time.perf_counter() - started)
+                self.metrics.claim_batch.observe(len(claimed))
                 states = (
                     await self.store.load_run_states([s.run_id for s in claimed]) if claimed else {}
                 )
@@ -200,6 +208,7 @@ class Worker:
         )
 
     async def _execute(self, step: StepRecord, state: RunState | None) -> None:
+        started = time.perf_counter()
         try:
             transition = await self.executor.execute(step, state)
         except asyncio.CancelledError:
@@ -211,6 +220,7 @@ class Worker:
             self._tasks.pop(step.id, None)
             self._slots.set()
             return
+        self.metrics.step_duration.labels(step.node_type).observe(time.perf_counter() - started)
         await self._results.put(StepCompletion(step, transition))
 
     # -- committing ------------------------------------------------------------------------
@@ -251,12 +261,29 @@ class Worker:
             if ok:
                 self.stats.committed += 1
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+                self._record(completion)
                 scheduled_now = scheduled_now or bool(completion.transition.next_steps)
             else:
                 self.stats.discarded += 1
         self._slots.set()
         if scheduled_now:
             self._wake.set()
+
+    def _record(self, completion: StepCompletion) -> None:
+        """Metrics of one committed step: its outcome, a retry, the run it settled.
+
+        A run's paths never fork today, so a path that ends settles its run. (A cancelled
+        run's steps lose their lease, so their late results are discarded, not counted.)
+        """
+        step, tr = completion.step, completion.transition
+        m = self.metrics
+        m.steps_finished.labels(step.node_type, tr.step_status.value).inc()
+        if tr.step_status == StepStatus.RETRYING:
+            m.retries.labels(tr.error.type if tr.error else "unknown").inc()
+        if tr.fail_run is not None:
+            m.runs_finished.labels(RunStatus.FAILED.value).inc()
+        elif tr.path_ended:
+            m.runs_finished.labels(RunStatus.SUCCEEDED.value).inc()
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -313,6 +340,7 @@ class Worker:
                 recovered, poison = 0, []
             if recovered:
                 self.stats.recovered += recovered
+                self.metrics.lease_recoveries.inc(recovered)
                 _log.info("worker %s re-queued %d steps whose lease expired", self.id, recovered)
                 self._wake.set()
             if poison:
@@ -323,6 +351,7 @@ class Worker:
                 _log.warning("worker %s: run deadline pass failed: %s", self.id, exc)
                 expired = []
             if expired:
+                self.metrics.runs_finished.labels(RunStatus.TIMED_OUT.value).inc(len(expired))
                 _log.info("worker %s timed out %d runs past their deadline", self.id, len(expired))
             await asyncio.sleep(self.config.reap_interval_s)
 

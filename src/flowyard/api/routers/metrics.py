@@ -1,0 +1,31 @@
+"""``GET /metrics``: Prometheus text format (unauthenticated, like the health checks)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+
+from flowyard.api.deps import ContainerDep
+from flowyard.domain.errors import StoreUnavailable
+from flowyard.observability import CONTENT_TYPE_LATEST
+
+router = APIRouter(tags=["system"])
+_log = logging.getLogger("flowyard.api")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(container: ContainerDep) -> Response:
+    """Process metrics in the Prometheus text exposition format. The queue-depth gauge is
+    counted in the database at most once per ``metrics_queue_depth_ttl_s``."""
+    try:
+        await container.metrics.refresh_queue_depth(
+            container.store.queue_depth, max_age_s=container.settings.metrics_queue_depth_ttl_s
+        )
+    except StoreUnavailable as exc:
+        _log.warning("queue depth not refreshed: %s", exc)
+    return Response(container.metrics.render(), media_type=CONTENT_TYPE_LATEST)

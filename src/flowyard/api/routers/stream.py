@@ -1,0 +1,106 @@
+"""``WS /runs/{id}/stream`` and ``WS /stream``: run events pushed as they are committed.
+
+See :mod:`flowyard.api.stream` for delivery guarantees, backpressure and the auth seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+
+from flowyard.api import stream
+from flowyard.bootstrap import Container
+from flowyard.domain.errors import NotFound
+from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.statuses import RunStatus
+from flowyard.store.factory import normalize_url
+
+router = APIRouter(tags=["runs"])
+
+AfterQuery = Annotated[int, Query(ge=0, description="Resume after this event id")]
+
+
+def _hub(ws: WebSocket, container: Container) -> stream.StreamHub:
+    """The process's hub, created on first use and kept on ``app.state``."""
+    hub: stream.StreamHub | None = getattr(ws.app.state, "stream_hub", None)
+    if hub is None:
+        hub = stream.StreamHub(
+            container.store,
+            normalize_url(container.settings.db_url),
+            poll_interval_s=container.settings.stream_poll_interval_s,
+        )
+        ws.app.state.stream_hub = hub
+    return hub
+
+
+async def _accept(ws: WebSocket, container: Container) -> bool:
+    """Accept, take the token (subprotocol ``bearer.<token>`` or a first message
+    ``{"token": ...}`` within ``stream_auth_timeout_s``) and authenticate; False if refused
+    (the websocket is then closed) or the client left."""
+    token, subprotocol = stream.token_from_subprotocols(list(ws.scope.get("subprotocols", [])))
+    await ws.accept(subprotocol=subprotocol)
+    if token is None:
+        try:
+            text = await asyncio.wait_for(
+                ws.receive_text(), container.settings.stream_auth_timeout_s
+            )
+            token = stream.token_from_message(text)
+        except TimeoutError:
+            token = None
+        except WebSocketDisconnect:
+            return False
+    authenticate: stream.Authenticator = getattr(
+        ws.app.state, "stream_authenticator", stream.allow_any
+    )
+    try:
+        await authenticate(token)
+    except stream.StreamAuthError:
+        await ws.close(stream.CLOSE_UNAUTHORIZED, "unauthorized")
+        return False
+    return True
+
+
+async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> None:
+    container: Container = ws.app.state.container
+    if not await _accept(ws, container):
+        return
+    if filter_.run_id is not None:
+        try:
+            await container.store.get_run(filter_.run_id)
+        except NotFound:
+            await ws.close(stream.CLOSE_UNKNOWN_RUN, "run not found")
+            return
+    settings = container.settings
+    session = stream.StreamSession(
+        ws,
+        _hub(ws, container),
+        filter_,
+        after=after,
+        queue_size=settings.stream_queue_size,
+        slow_client_s=settings.stream_slow_client_s,
+    )
+    await session.run()
+
+
+@router.websocket("/runs/{run_id}/stream")
+async def run_stream(ws: WebSocket, run_id: str, after: AfterQuery = 0) -> None:
+    """Events of one run in id order, after ``after``; closes 1000 once the run is terminal
+    and its events are sent, 4404 for an unknown run, 1013 for a client that fell behind."""
+    await _serve(ws, stream.StreamFilter(run_id=RunId(run_id)), after)
+
+
+@router.websocket("/stream")
+async def all_stream(
+    ws: WebSocket,
+    after: AfterQuery = 0,
+    workflow_id: Annotated[str | None, Query(max_length=40)] = None,
+    status: Annotated[RunStatus | None, Query()] = None,
+) -> None:
+    """Events of every run (of ``workflow_id``; of runs currently in ``status``), in id
+    order after ``after``. Never ends by itself."""
+    filter_ = stream.StreamFilter(
+        workflow_id=WorkflowId(workflow_id) if workflow_id else None, status=status
+    )
+    await _serve(ws, filter_, after)

@@ -1,0 +1,277 @@
+"""Live run events over websockets: a per-process hub and one session per client.
+
+Source of truth is ``run_events``, read by id cursor. The :class:`StreamHub` keeps the
+*event horizon* (every event with an id at or below it is committed or never will be, see
+``Store.event_horizon``) and wakes sessions when it moves: on PostgreSQL when the one shared
+``LISTEN flowyard_events`` connection of the process is notified, on SQLite by polling. A
+session reads its filtered events up to the horizon, so ids are delivered in order and a
+client resuming with ``?after=<last id>`` misses none and repeats none.
+
+Backpressure: each client has a bounded queue; when it stays full for
+``stream_slow_client_s`` the client is closed with 1013 and may resume with its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flowyard.api.schemas import EventPublic
+from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.records import EventRecord
+from flowyard.domain.statuses import RunStatus
+from flowyard.store import Store
+from flowyard.store.notify import EventListener, listen_for_events
+
+_log = logging.getLogger("flowyard.api.stream")
+
+#: Subprotocol the server selects when the client offers it.
+SUBPROTOCOL = "flowyard.v1"
+#: A subprotocol ``bearer.<token>`` carries the token (browsers cannot set headers).
+TOKEN_PREFIX = "bearer."
+#: Close codes.
+CLOSE_NORMAL = 1000
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_INTERNAL = 1011
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_UNKNOWN_RUN = 4404
+#: Event types after which a run may be terminal (its status is then re-read).
+TERMINAL_EVENT_TYPES = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"})
+#: With LISTEN the horizon is still re-read this often (a lost notification costs this much).
+LISTEN_SAFETY_NET_S = 2.0
+
+
+class StreamAuthError(Exception):
+    """The authenticator refused the token: the websocket is closed with 4401."""
+
+
+#: Token (or None) -> principal. Raises :class:`StreamAuthError` to refuse.
+Authenticator = Callable[[str | None], Awaitable[str | None]]
+
+
+async def allow_any(token: str | None) -> str | None:
+    """The placeholder authenticator: accepts any token or none.
+
+    Authentication does not exist yet; when it does, set ``app.state.stream_authenticator``
+    to one that verifies the token (JWT or API key) and refuses otherwise.
+    """
+    return None if token is None else "token"
+
+
+class WebSocketLike(Protocol):
+    """What a session needs of a websocket (starlette's ``WebSocket`` has it)."""
+
+    async def send_text(self, data: str) -> None:
+        """Send one text message."""
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        """The next ASGI message from the client."""
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the connection."""
+
+
+class StreamHub:
+    """Per process (kept on ``app.state``): the shared wake-up source and event horizon.
+
+    Runs only while clients are connected: the first :meth:`acquire` starts the loop (and
+    the PostgreSQL listener), the last :meth:`release` stops it."""
+
+    def __init__(self, store: Store, url: str, *, poll_interval_s: float) -> None:
+        self.store = store
+        self.url = url
+        self.poll_interval_s = poll_interval_s
+        self.horizon = 0
+        self.listening = False
+        self._moved = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._users = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Re-read the horizon now (events were committed)."""
+        self._wake.set()
+
+    async def acquire(self) -> None:
+        """A client connected."""
+        self._users += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="flowyard-stream-hub")
+
+    async def release(self) -> None:
+        """A client left; the last one stops the loop."""
+        self._users -= 1
+        if self._users == 0 and self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_beyond(self, cursor: int) -> int:
+        """The horizon, once it is past ``cursor``."""
+        async with self._moved:
+            await self._moved.wait_for(lambda: self.horizon > cursor)
+            return self.horizon
+
+    async def _run(self) -> None:
+        listener: EventListener | None = await listen_for_events(self.url, self.wake)
+        try:
+            while True:
+                self._wake.clear()
+                self.listening = listener is not None and listener.is_alive()
+                await self._refresh()
+                timeout = LISTEN_SAFETY_NET_S if self.listening else self.poll_interval_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    async def _refresh(self) -> None:
+        try:
+            horizon = await self.store.event_horizon()
+        except Exception:
+            _log.exception("reading the event horizon failed; retrying")
+            return
+        if horizon is not None and horizon > self.horizon:
+            async with self._moved:
+                self.horizon = horizon
+                self._moved.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """What one client follows: one run, or runs of a workflow and/or in a status."""
+
+    run_id: RunId | None = None
+    workflow_id: WorkflowId | None = None
+    status: RunStatus | None = None
+
+
+class SlowClient(Exception):
+    """The client's queue stayed full."""
+
+
+class StreamSession:
+    """One client: a producer reads events into a bounded queue, a sender drains it, a
+    receiver notices the client leaving."""
+
+    def __init__(
+        self,
+        ws: WebSocketLike,
+        hub: StreamHub,
+        filter_: StreamFilter,
+        *,
+        after: int,
+        queue_size: int,
+        slow_client_s: float,
+    ) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.filter = filter_
+        self.cursor = after
+        self.slow_client_s = slow_client_s
+        self.queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(maxsize=queue_size)
+
+    async def run(self) -> None:
+        """Stream until the client leaves, falls behind (1013), or the run ends (1000)."""
+        await self.hub.acquire()
+        produce = asyncio.create_task(self._produce(), name="stream-produce")
+        send = asyncio.create_task(self._send(), name="stream-send")
+        receive = asyncio.create_task(self._receive(), name="stream-receive")
+        tasks = (produce, send, receive)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if produce.done() and produce.exception() is None:
+                await asyncio.wait((send, receive), return_when=asyncio.FIRST_COMPLETED)
+            code = self._close_code(produce, send, receive)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.hub.release()
+        if code is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(code), 5)
+
+    @staticmethod
+    def _close_code(
+        produce: asyncio.Task[None], send: asyncio.Task[None], receive: asyncio.Task[None]
+    ) -> int | None:
+        if receive.done():
+            return None  # the client left
+        if produce.done():
+            exc = produce.exception()
+            if isinstance(exc, SlowClient):
+                return CLOSE_TRY_AGAIN_LATER
+            if exc is not None:
+                _log.error("stream failed", exc_info=exc)
+                return CLOSE_INTERNAL
+        if send.done() and send.exception() is None:
+            return CLOSE_NORMAL
+        return None  # sending failed: the connection is gone
+
+    async def _put(self, item: EventRecord | None) -> None:
+        try:
+            await asyncio.wait_for(self.queue.put(item), self.slow_client_s)
+        except TimeoutError:
+            raise SlowClient from None
+
+    async def _final_horizon(self) -> int | None:
+        """If the followed run is terminal: the horizon its last event is under."""
+        run_id = self.filter.run_id
+        if run_id is None:
+            return None
+        run = await self.hub.store.get_run(run_id)
+        if not RunStatus(run.status).is_terminal:
+            return None
+        return await self.hub.store.event_horizon()
+
+    async def _produce(self) -> None:
+        limit = self.queue.maxsize
+        end_at = await self._final_horizon()
+        while end_at is None or self.cursor < end_at:
+            upto = end_at if end_at is not None else await self.hub.wait_beyond(self.cursor)
+            batch = await self.hub.store.read_events(
+                after=self.cursor,
+                upto=upto,
+                run_id=self.filter.run_id,
+                workflow_id=self.filter.workflow_id,
+                status=self.filter.status,
+                limit=limit,
+            )
+            for event in batch:
+                await self._put(event)
+            self.cursor = batch[-1].id if len(batch) == limit else upto
+            if end_at is None and any(e.type in TERMINAL_EVENT_TYPES for e in batch):
+                end_at = await self._final_horizon()
+        await self._put(None)
+
+    async def _send(self) -> None:
+        while (event := await self.queue.get()) is not None:
+            await self.ws.send_text(EventPublic.of(event).model_dump_json())
+
+    async def _receive(self) -> None:
+        while (await self.ws.receive())["type"] != "websocket.disconnect":
+            pass
+
+
+def token_from_subprotocols(offered: list[str]) -> tuple[str | None, str | None]:
+    """(token, subprotocol to select) from the client's ``Sec-WebSocket-Protocol``."""
+    token = next((p[len(TOKEN_PREFIX) :] for p in offered if p.startswith(TOKEN_PREFIX)), None)
+    return token, SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+
+def token_from_message(text: str) -> str | None:
+    """The token of a first message ``{"token": "..."}`` (None for anything else)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    token = message.get("token") if isinstance(message, dict) else None
+    return token if isinstance(token, str) else None

@@ -1,0 +1,173 @@
+"""Prometheus metrics of one flowyard process.
+
+Every :class:`Metrics` owns its own ``CollectorRegistry`` (never the global default), so two
+containers in one process (tests, embedded use) never share or clash on series. Recording is
+a dictionary lookup and a lock-protected add: cheap enough for the worker's hot path.
+
+This module imports nothing of flowyard's: callers hand in callables (queue depth, pool
+statistics) instead of stores or engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "PoolStats"]
+
+#: Seconds; steps range from an in-memory ``set`` to slow HTTP calls.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_CLAIM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+#: Step statuses always exported by the queue-depth gauge (0 when absent).
+_QUEUE_STATUSES = ("scheduled", "running", "retrying")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Connections of one database connection pool."""
+
+    engine: str
+    in_use: int
+    size: int
+
+
+class _PoolCollector(Collector):
+    """Reads pool statistics at scrape time (in memory, no query)."""
+
+    def __init__(self, source: Callable[[], Iterable[PoolStats]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        in_use = GaugeMetricFamily(
+            "flowyard_db_pool_in_use", "Connections checked out of the pool", labels=["engine"]
+        )
+        size = GaugeMetricFamily(
+            "flowyard_db_pool_size", "Configured size of the connection pool", labels=["engine"]
+        )
+        for stats in self._source():
+            in_use.add_metric([stats.engine], stats.in_use)
+            size.add_metric([stats.engine], stats.size)
+        yield in_use
+        yield size
+
+
+class Metrics:
+    """The metrics of one process (API and/or workers), in a private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs_started = Counter(
+            "flowyard_runs_started", "Runs started", ["workflow"], registry=r
+        )
+        self.runs_finished = Counter(
+            "flowyard_runs_finished", "Runs that reached a final status", ["status"], registry=r
+        )
+        self.steps_finished = Counter(
+            "flowyard_steps_finished",
+            "Step attempts committed, by node type and outcome (step status)",
+            ["node_type", "outcome"],
+            registry=r,
+        )
+        self.step_duration = Histogram(
+            "flowyard_step_duration_seconds",
+            "Execution time of one step attempt (node code, without the commit)",
+            ["node_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.claim_duration = Histogram(
+            "flowyard_claim_duration_seconds",
+            "Time of one claim query",
+            buckets=_CLAIM_BUCKETS,
+            registry=r,
+        )
+        self.claim_batch = Histogram(
+            "flowyard_claim_batch_size",
+            "Steps returned by one claim (0: the queue was empty)",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "flowyard_step_retries",
+            "Step attempts that will be retried",
+            ["error_type"],
+            registry=r,
+        )
+        self.lease_recoveries = Counter(
+            "flowyard_lease_recoveries",
+            "Steps re-queued because their worker's lease expired",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "flowyard_queue_depth", "Steps in the database by status", ["status"], registry=r
+        )
+        self.http_requests = Counter(
+            "flowyard_http_requests",
+            "HTTP requests served, by method, route template and status code",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "flowyard_http_request_duration_seconds",
+            "HTTP request latency, by method and route template",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._queue_refreshed_at: float | None = None
+        self._queue_lock = asyncio.Lock()
+
+    # -- sources read at scrape time --------------------------------------------------------
+
+    def watch_pools(self, source: Callable[[], Iterable[PoolStats]]) -> None:
+        """Export connection-pool gauges read from ``source`` at each scrape."""
+        self.registry.register(_PoolCollector(source))
+
+    def set_queue_depth(self, depth: Mapping[str, int]) -> None:
+        """Replace the queue-depth gauge with ``depth`` (step counts by status)."""
+        for status in {*_QUEUE_STATUSES, *depth}:
+            self.queue_depth.labels(status).set(depth.get(status, 0))
+        self._queue_refreshed_at = time.monotonic()
+
+    async def refresh_queue_depth(
+        self, fetch: Callable[[], Awaitable[dict[str, int]]], *, max_age_s: float
+    ) -> None:
+        """Query the queue depth unless the last answer is younger than ``max_age_s`` (one
+        query per scrape interval at most, however many scrapers). A failed query keeps the
+        previous values."""
+        async with self._queue_lock:
+            last = self._queue_refreshed_at
+            if last is not None and time.monotonic() - last < max_age_s:
+                return
+            self.set_queue_depth(await fetch())
+
+    async def refresh_queue_depth_forever(
+        self, fetch: Callable[[], Awaitable[dict[str, int]]], *, interval_s: float
+    ) -> None:
+        """Background task: refresh the queue depth every ``interval_s`` until cancelled."""
+        while True:
+            try:
+                await self.refresh_queue_depth(fetch, max_age_s=0)
+            except Exception:  # a metrics task must outlive a database hiccup
+                self._queue_refreshed_at = None
+            await asyncio.sleep(interval_s)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
