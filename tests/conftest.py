@@ -10,10 +10,19 @@ import pytest
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
+from support.auth import SECRET_KEY
 from support.http import RecordingServer
 from support.pg import create_database, drop_database, skip_or_fail_without_pg
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _secret_key() -> Iterator[None]:
+    """A master key for every process of the run (no key files beside PostgreSQL tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLOWYARD_SECRET_KEY", SECRET_KEY)
+        yield
 
 
 @pytest.fixture

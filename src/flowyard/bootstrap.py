@@ -17,6 +17,7 @@ from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
 from flowyard.nodes.registry import NodeRegistry, default_registry
 from flowyard.observability import Metrics, PoolStats
+from flowyard.security import AuthService, derive_key, load_master_key
 from flowyard.service import FlowyardService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
@@ -39,6 +40,7 @@ class Container:
     cache: WorkflowCache
     service: FlowyardService
     http: httpx.AsyncClient
+    auth: AuthService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -121,6 +123,13 @@ async def build(
     metrics = Metrics()
     metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
     service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
+    auth = AuthService(
+        store,
+        derive_key(load_master_key(settings), "jwt"),
+        clock=clock,
+        access_ttl_s=settings.access_token_ttl_s,
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+    )
     container = Container(
         settings,
         store,
@@ -130,6 +139,7 @@ async def build(
         cache,
         service,
         http,
+        auth,
         clock,
         metrics,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,3 +47,15 @@ class Settings(BaseSettings):
     stream_auth_timeout_s: float = Field(
         1.0, gt=0, description="How long a websocket may take to send its token message."
     )
+    secret_key: SecretStr | None = Field(
+        None, description="Master key (base64 or hex, >= 32 bytes); else the key file is used."
+    )
+    key_file: str | None = Field(
+        None, description="Master key file (default: next to a SQLite file, or ./flowyard.key)."
+    )
+    access_token_ttl_s: int = Field(900, ge=10, description="Lifetime of access tokens.")
+    refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="Refresh tokens.")
+    admin_password: SecretStr | None = Field(
+        None, description="Password of the admin created at first start (else random, printed)."
+    )
+    metrics_require_auth: bool = Field(False, description="Require a token for GET /metrics.")

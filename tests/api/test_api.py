@@ -18,6 +18,7 @@ from flowyard.api.deps import get_actor
 from flowyard.bootstrap import Container
 from flowyard.domain.ids import RunId
 from flowyard.settings import Settings
+from support.auth import auth_headers
 from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer
 
@@ -56,13 +57,15 @@ def mounted(container: Container, settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def client_for(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+def client_for(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+    )
 
 
 @pytest.fixture
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(mounted(container)) as c:
+    async with client_for(mounted(container), await auth_headers(container)) as c:
         yield c
 
 
@@ -428,9 +431,10 @@ async def test_lifecycle_of_a_pending_run(client: httpx.AsyncClient) -> None:
     history = (await client.get(f"{API}/runs/{run_id}/events")).json()["items"]
     lifecycle = [(e["type"], e["actor"]) for e in history if e["actor"]]
     assert lifecycle == [
-        ("run.paused", "api:127.0.0.1"),
-        ("run.resumed", "api:127.0.0.1"),
-        ("run.cancelled", "api:127.0.0.1"),
+        ("run.created", "user:admin"),
+        ("run.paused", "user:admin"),
+        ("run.resumed", "user:admin"),
+        ("run.cancelled", "user:admin"),
     ]
     assert history[-1]["data"]["reason"] is None
 
@@ -438,7 +442,7 @@ async def test_lifecycle_of_a_pending_run(client: httpx.AsyncClient) -> None:
 async def test_actor_comes_from_one_dependency(container: Container) -> None:
     app = mounted(container)
     app.dependency_overrides[get_actor] = lambda: "user:alice"
-    async with client_for(app) as client:
+    async with client_for(app, await auth_headers(container)) as client:
         await create(client, hello())
         run_id = (await client.post(f"{API}/workflows/hello/runs", json={})).json()["id"]
         await client.post(f"{API}/runs/{run_id}/cancel", json={"reason": "duplicate lead"})
@@ -515,7 +519,7 @@ async def test_node_types(client: httpx.AsyncClient) -> None:
 async def test_request_too_large(container: Container) -> None:
     limit = 2048
     settings = container.settings.model_copy(update={"max_request_bytes": limit})
-    async with client_for(mounted(container, settings)) as client:
+    async with client_for(mounted(container, settings), await auth_headers(container)) as client:
         big = hello()
         big["description"] = "x" * (limit + 1)
         response = await client.post(f"{API}/workflows", json=big)
@@ -534,7 +538,7 @@ async def test_request_too_large(container: Container) -> None:
 
         small = await client.post(f"{API}/workflows", json=hello())
         assert small.status_code == 201
-    async with client_for(mounted(container)) as client:
+    async with client_for(mounted(container), await auth_headers(container)) as client:
         assert (await client.get(f"{API}/workflows")).json()["items"][0]["name"] == "hello"
 
 

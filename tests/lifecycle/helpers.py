@@ -14,8 +14,8 @@ from flowyard.bootstrap import Container
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
-#: The actor of API requests until authentication exists (ASGITransport's client host).
-API_ACTOR = "api:127.0.0.1"
+#: The actor of API requests: the admin of ``support.auth``.
+API_ACTOR = "user:admin"
 
 
 def client_for(container: Container) -> httpx.AsyncClient:

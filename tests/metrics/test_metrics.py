@@ -20,6 +20,7 @@ from prometheus_client.samples import Sample
 from flowyard.api import create_app
 from flowyard.bootstrap import Container
 from flowyard.settings import Settings
+from support.auth import auth_headers
 from support.http import RecordingServer, Reply
 from support.procs import READY_LINE, flowyard_executable
 from support.runs import wait_for_runs
@@ -83,7 +84,10 @@ async def test_metrics_reflect_what_ran(container: Container, http_server: Recor
     app = create_app(container=container)
     app.state.container = container
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    headers = await auth_headers(container)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers=headers
+    ) as client:
         ids = []
         for definition in (hello(), flaky(f"{http_server.url}/x")):
             response = await client.post(f"{API}/workflows", json=definition)
@@ -169,7 +173,11 @@ async def test_metrics_can_be_disabled(container: Container, settings: Settings)
 async def test_standalone_worker_serves_metrics(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'flowyard.db'}"
     log_path = tmp_path / "worker.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWYARD_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLOWYARD_") or k == "FLOWYARD_SECRET_KEY"
+    }
     env.update({"PYTHONUNBUFFERED": "1", "FLOWYARD_LOAD_PLUGINS": "0"})
     args = [flowyard_executable(), "worker", "--db", db, "--metrics-port", "0"]
     with log_path.open("ab") as log:

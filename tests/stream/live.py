@@ -19,23 +19,42 @@ from websockets.typing import Subprotocol
 
 from flowyard.api import create_app
 from flowyard.settings import Settings
+from support.auth import token_for
 
 API = "/api/v1"
-#: The token travels in the subprotocol, so no auth message wait.
-PROTOCOLS = [Subprotocol("flowyard.v1"), Subprotocol("bearer.test")]
+
+
+class WsUrl(str):
+    """A websocket URL that carries the token to offer (in the subprotocol, so the server
+    does not wait for an auth message)."""
+
+    token: str
+
+    def __new__(cls, url: str, token: str) -> WsUrl:
+        """Make one."""
+        made = super().__new__(cls, url)
+        made.token = token
+        return made
+
+
+def protocols(url: str) -> list[Subprotocol]:
+    """The subprotocols to offer for ``url``."""
+    token = getattr(url, "token", "none")
+    return [Subprotocol("flowyard.v1"), Subprotocol(f"bearer.{token}")]
 
 
 @dataclass
 class Live:
-    """A running app: its base URLs and an HTTP client."""
+    """A running app: its base URLs, an admin token and an HTTP client sending it."""
 
     app: FastAPI
     port: int
     http: httpx.AsyncClient
+    token: str
 
-    def ws(self, path: str) -> str:
+    def ws(self, path: str) -> WsUrl:
         """A websocket URL under the API prefix."""
-        return f"ws://127.0.0.1:{self.port}{API}{path}"
+        return WsUrl(f"ws://127.0.0.1:{self.port}{API}{path}", self.token)
 
 
 @contextlib.asynccontextmanager
@@ -55,8 +74,11 @@ async def live_app(settings: Settings) -> AsyncIterator[Live]:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}{API}") as http:
-            yield Live(app, port, http)
+        token = await token_for(app.state.container, "stream-tester")
+        headers = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{port}{API}"
+        async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+            yield Live(app, port, http, token)
     finally:
         server.should_exit = True
         async with asyncio.timeout(20):
@@ -95,13 +117,13 @@ async def collect(
 
 async def stream_all(url: str, *, timeout_s: float = 30) -> Received:
     """Connect and receive until the server closes."""
-    async with connect(url, subprotocols=PROTOCOLS) as ws:
+    async with connect(url, subprotocols=protocols(url)) as ws:
         return await collect(ws, timeout_s=timeout_s)
 
 
 def open_ws(url: str) -> Any:
     """An ``async with`` websocket connection offering a token subprotocol."""
-    return connect(url, subprotocols=PROTOCOLS)
+    return connect(url, subprotocols=protocols(url))
 
 
 def chain(name: str, slow_url: str | None = None, steps: int = 3) -> dict[str, Any]:

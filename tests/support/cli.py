@@ -12,7 +12,11 @@ FLOWYARD = Path(sys.executable).parent / "flowyard"
 
 def cli(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the console script; no colours, no environment-provided database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWYARD_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLOWYARD_") or k == "FLOWYARD_SECRET_KEY"
+    }
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"
     return subprocess.run(

@@ -60,7 +60,11 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         """Spawn the worker; its stdout and stderr go to :attr:`log_path`."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWYARD_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FLOWYARD_") or k == "FLOWYARD_SECRET_KEY"
+        }
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",

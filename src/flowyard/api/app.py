@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from flowyard import __version__
 from flowyard.api import problems
+from flowyard.api import stream as stream_auth
 from flowyard.api.limits import BodyLimitMiddleware
 from flowyard.api.metrics import HttpMetricsMiddleware
-from flowyard.api.routers import lifecycle, metrics, runs, stream, system, workflows
+from flowyard.api.routers import auth, lifecycle, metrics, runs, stream, system, workflows
+from flowyard.api.security import AuditMiddleware, authorize
 from flowyard.bootstrap import Container, build
+from flowyard.security import AuthError
 from flowyard.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -31,6 +35,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         owned = container is None
         built = container or await build(settings)
         app.state.container = built
+        if owned:
+            await first_start(built)
         if settings.load_samples:
             names = await built.load_samples(settings.samples_dir)
             _log.info("loaded %d sample workflows: %s", len(names), ", ".join(names))
@@ -53,10 +59,21 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         lifespan=lifespan,
         openapi_url="/openapi.json",
         docs_url="/docs",
+        dependencies=[Depends(authorize)],
     )
     problems.install(app)
 
+    async def authenticate_stream(token: str | None) -> str | None:
+        try:
+            principal = await app.state.container.auth.authenticate(token)
+        except AuthError as exc:
+            raise stream_auth.StreamAuthError(str(exc)) from None
+        return str(principal.actor)
+
+    app.state.stream_authenticator = authenticate_stream
+
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AuditMiddleware)
     if settings.metrics_enabled:
         # Outermost: also counts requests the body limit rejects.
         app.add_middleware(HttpMetricsMiddleware)
@@ -69,4 +86,18 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
+    app.include_router(auth.router, prefix=API_PREFIX)
     return app
+
+
+async def first_start(container: Container) -> None:
+    """With no user at all, create ``admin``: with ``FLOWYARD_ADMIN_PASSWORD``, or with a
+    random password written once to stderr (never logged)."""
+    secret = container.settings.admin_password
+    password = await container.auth.ensure_admin(secret.get_secret_value() if secret else None)
+    if password is not None:
+        sys.stderr.write(
+            "flowyard: first start: created user 'admin' with password "
+            f"{password}\n(shown once; change it with PATCH /api/v1/users/{{id}})\n"
+        )
+        sys.stderr.flush()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from flowyard.api.security import PrincipalDep
 from flowyard.bootstrap import Container
 from flowyard.service import FlowyardService
 
@@ -25,14 +26,10 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 ServiceDep = Annotated[FlowyardService, Depends(get_service)]
 
 
-def get_actor(request: Request) -> str:
-    """Who is asking, as recorded in run events (``actor``).
-
-    Until authentication exists this is ``api:<client host>``; this is the one place to
-    swap for the authenticated principal.
-    """
-    host = request.client.host if request.client is not None else "unknown"
-    return f"api:{host}"
+def get_actor(principal: PrincipalDep) -> str:
+    """Who is asking, as recorded in run events and the audit log: ``user:<name>`` or
+    ``key:<prefix>``."""
+    return principal.actor
 
 
 ActorDep = Annotated[str, Depends(get_actor)]

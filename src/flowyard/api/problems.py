@@ -105,9 +105,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
-            exc.status_code, "http-error"
-        )
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not-found",
+            405: "method-not-allowed",
+            413: "too-large",
+        }.get(exc.status_code, "http-error")
         response = problem(exc.status_code, code, str(exc.detail), str(exc.detail))
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value

@@ -29,6 +29,7 @@ from flowyard.cli.common import (
     settings_for,
 )
 from flowyard.cli.runs import runs_app
+from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import Problem
 from flowyard.domain.statuses import RunStatus
 
@@ -36,6 +37,8 @@ app = typer.Typer(help="flowyard: durable workflow automation engine.", no_args_
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="api-keys")
 
 
 @app.callback()
@@ -56,7 +59,8 @@ def serve(
     ] = False,
     samples_dir: Annotated[str | None, typer.Option(help="Where the samples are")] = None,
 ) -> None:
-    """Serve the API with in-process workers."""
+    """Serve the API with in-process workers. On an empty database the first start creates
+    the user ``admin`` (FLOWYARD_ADMIN_PASSWORD, or a random password printed once)."""
     import uvicorn
 
     from flowyard.api import create_app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,10 +15,12 @@ from sqlalchemy.pool import QueuePool
 
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.store import migrate as migrations
+from flowyard.store.audit import audit_row, pending_audit
 from flowyard.store.rows import (
     T,
     log,
 )
+from flowyard.store.schema import audit_log
 
 
 class SqlBase:
@@ -43,14 +46,32 @@ class SqlBase:
         """Errors worth retrying the whole transaction for (locks, deadlocks, restarts)."""
         return isinstance(exc, OperationalError)
 
-    async def _tx(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, write: bool = True) -> T:
-        """Run ``fn`` in a transaction, retrying transient failures with jittered backoff."""
+    async def _tx(
+        self,
+        fn: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        write: bool = True,
+        audited: bool = True,
+    ) -> T:
+        """Run ``fn`` in a transaction, retrying transient failures with jittered backoff.
+
+        A write transaction inside an :func:`~flowyard.store.audit.audit_scope` also inserts
+        the scope's pending audit entry, so both commit together (``audited=False`` for
+        bookkeeping writes such as an API key's last-used time)."""
         engine = self._write if write else self._read
         delay = 0.01
         for attempt in range(1, self.tx_attempts + 1):
             try:
                 async with engine.begin() as conn:
-                    return await fn(conn)
+                    result = await fn(conn)
+                    entry = pending_audit() if write and audited else None
+                    if entry is not None:
+                        await conn.execute(
+                            audit_log.insert().values(**audit_row(entry, datetime.now(UTC)))
+                        )
+                if entry is not None:
+                    entry.written = True  # committed with the change
+                return result
             except DBAPIError as exc:
                 if isinstance(exc, IntegrityError) or not self._is_transient(exc):
                     raise

@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from flowyard.domain.auth import (
+    ApiKeyRecord,
+    AuditEntry,
+    AuditRecord,
+    RefreshTokenRecord,
+    Role,
+    UserRecord,
+)
 from flowyard.domain.commands import Transition
 from flowyard.domain.ids import RunId, StepId, WorkflowId
 from flowyard.domain.records import (
@@ -231,4 +239,86 @@ class Store(Protocol):
 
     async def queue_depth(self) -> dict[str, int]:
         """Step counts by status (for metrics and benchmarks)."""
+        ...
+
+    # -- security --------------------------------------------------------------------------
+    async def create_user(
+        self, user_id: str, username: str, password_hash: str, role: Role, now: datetime
+    ) -> UserRecord:
+        """Insert a user (Conflict when the name is taken)."""
+        ...
+
+    async def get_user(self, ref: str) -> UserRecord:
+        """A user by id or username (NotFound)."""
+        ...
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every user by name."""
+        ...
+
+    async def count_users(self) -> int:
+        """How many users exist."""
+        ...
+
+    async def update_user(self, user_id: str, changes: dict[str, Any], now: datetime) -> UserRecord:
+        """Change ``role``, ``disabled`` or ``password_hash`` (NotFound); disabling or a new
+        password revokes the user's refresh tokens."""
+        ...
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete a user (NotFound)."""
+        ...
+
+    async def create_api_key(self, key: ApiKeyRecord) -> ApiKeyRecord:
+        """Insert an API key (hash of its secret only)."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key, newest first."""
+        ...
+
+    async def find_api_key(self, prefix: str) -> ApiKeyRecord | None:
+        """The key with this prefix."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
+        """Revoke a key (NotFound)."""
+        ...
+
+    async def touch_api_key(self, key_id: str, now: datetime) -> None:
+        """Set a key's last-used time."""
+        ...
+
+    async def add_refresh_token(self, token: RefreshTokenRecord) -> None:
+        """Insert a refresh token."""
+        ...
+
+    async def rotate_refresh_token(self, jti: str, new: RefreshTokenRecord, now: datetime) -> str:
+        """Use ``jti`` and add ``new`` to its family: ``ok``, ``reused`` (family revoked) or
+        ``invalid``."""
+        ...
+
+    async def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
+        """A refresh token by id."""
+        ...
+
+    async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
+        """Revoke a refresh-token family."""
+        ...
+
+    async def append_audit(self, entry: AuditEntry, now: datetime) -> None:
+        """Write an audit entry in its own transaction."""
+        ...
+
+    async def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Audit entries newest first, before an id cursor."""
         ...

@@ -22,6 +22,8 @@ from flowyard.domain.records import (
     WorkflowRecord,
 )
 from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.store.audit import note_target
+from flowyard.store.auth import AuthOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.rows import (
@@ -40,7 +42,7 @@ from flowyard.store.rows import (
 from flowyard.store.schema import run_events, runs, steps, workflow_versions, workflows
 
 
-class SqlStore(QueueOps, LifecycleOps):
+class SqlStore(QueueOps, LifecycleOps, AuthOps):
     """Workflows and runs; the queue comes from :class:`QueueOps`, run lifecycle from
     :class:`LifecycleOps`, the plumbing from :class:`SqlBase`."""
 
@@ -58,6 +60,7 @@ class SqlStore(QueueOps, LifecycleOps):
             existing = await conn.execute(sa.select(workflows.c.id).where(workflows.c.name == name))
             if existing.first() is not None:
                 raise Conflict(f"a workflow named {name!r} already exists")
+            note_target("workflow", workflow_id)
             await conn.execute(
                 workflows.insert().values(
                     id=workflow_id,
@@ -324,6 +327,8 @@ class SqlStore(QueueOps, LifecycleOps):
                     first = run_rows[seen_keys[(new.workflow_id, new.idempotency_key)]]
                     result = (run_from_dict(first), False)
                 final.append(result)
+            if len(final) == 1:
+                note_target("run", final[0][0].id)
             return final
 
         try:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from flowyard.api.deps import ServiceDep
+from flowyard.api.deps import ActorDep, ServiceDep
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
     EventPublic,
@@ -34,7 +34,7 @@ router = APIRouter(tags=["runs"])
     },
 )
 async def start_run(
-    service: ServiceDep, workflow_ref: str, body: StartRun, response: Response
+    service: ServiceDep, actor: ActorDep, workflow_ref: str, body: StartRun, response: Response
 ) -> RunPublic:
     """Start a run (202). With a used ``idempotency_key`` the existing run is returned (200)."""
     run, created = await service.start_run(
@@ -43,6 +43,7 @@ async def start_run(
         vars=body.vars,
         idempotency_key=body.idempotency_key,
         version=body.version,
+        actor=actor,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from flowyard.api.deps import ServiceDep
+from flowyard.api.deps import ActorDep, ServiceDep
 from flowyard.api.schemas import (
     Page,
     ProblemItem,
@@ -53,10 +53,10 @@ async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkflowWithVersion)
 async def create_workflow(
-    service: ServiceDep, definition: DefinitionBody, response: Response
+    service: ServiceDep, actor: ActorDep, definition: DefinitionBody, response: Response
 ) -> WorkflowWithVersion:
     """Create a workflow from a definition (its version 1). 422 lists every problem."""
-    record, version = await service.create_workflow(definition)
+    record, version = await service.create_workflow(definition, actor)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}"
     response.headers["ETag"] = f'"{version.version}"'
     return WorkflowWithVersion(
@@ -96,10 +96,14 @@ async def get_workflow(
 
 @router.put("/{workflow_ref}", response_model=WorkflowWithVersion)
 async def update_workflow(
-    service: ServiceDep, workflow_ref: str, definition: DefinitionBody, response: Response
+    service: ServiceDep,
+    actor: ActorDep,
+    workflow_ref: str,
+    definition: DefinitionBody,
+    response: Response,
 ) -> WorkflowWithVersion:
     """Save a new version (versions are immutable). An unchanged definition makes none."""
-    record, version, created = await service.update_workflow(workflow_ref, definition)
+    record, version, created = await service.update_workflow(workflow_ref, definition, actor)
     response.headers["ETag"] = f'"{version.version}"'
     return WorkflowWithVersion(
         workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=created

@@ -1,0 +1,193 @@
+"""Authentication and authorization of requests, and the audit of state-changing ones.
+
+:data:`RULES` is the one table of who may call what: every route of the API has a rule
+(method, path template) -> required role (None: public). A route without a rule is refused
+(403) and a test walks the OpenAPI document to prove every route has one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flowyard.api.metrics import route_template
+from flowyard.domain.auth import AuditEntry, Role
+from flowyard.security import AuthError, Principal
+from flowyard.store.audit import audit_scope, pending_audit
+
+API = "/api/v1"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_log = logging.getLogger("flowyard.api")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Who may call a route, and how its calls are named in the audit log."""
+
+    role: Role | None
+    action: str
+    target: str | None = None
+    #: Public unless ``Settings.metrics_require_auth`` (then ``role`` is required).
+    metrics: bool = False
+
+
+_V, _O, _E, _A = Role.VIEWER, Role.OPERATOR, Role.EDITOR, Role.ADMIN
+
+#: (method, path template) -> rule. The single source of truth for RBAC.
+RULES: dict[tuple[str, str], Rule] = {
+    ("GET", "/healthz"): Rule(None, "health"),
+    ("GET", "/readyz"): Rule(None, "ready"),
+    ("GET", f"{API}/healthz"): Rule(None, "health"),
+    ("GET", f"{API}/readyz"): Rule(None, "ready"),
+    ("GET", "/metrics"): Rule(_V, "metrics", metrics=True),
+    ("GET", "/node-types"): Rule(_V, "node_types.list"),
+    ("GET", f"{API}/node-types"): Rule(_V, "node_types.list"),
+    ("POST", f"{API}/auth/token"): Rule(None, "auth.token"),
+    ("POST", f"{API}/auth/refresh"): Rule(None, "auth.refresh"),
+    ("POST", f"{API}/auth/logout"): Rule(_V, "auth.logout"),
+    ("POST", f"{API}/workflows/validate"): Rule(_V, "workflow.validate"),
+    ("POST", f"{API}/workflows"): Rule(_E, "workflow.create", "workflow"),
+    ("GET", f"{API}/workflows"): Rule(_V, "workflow.list"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}"): Rule(_V, "workflow.get"),
+    ("PUT", f"{API}/workflows/{{workflow_ref}}"): Rule(_E, "workflow.update", "workflow"),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}"): Rule(_E, "workflow.archive", "workflow"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/versions"): Rule(_V, "workflow.versions"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/versions/{{version}}"): Rule(_V, "workflow.version"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/runs"): Rule(_O, "run.start", "workflow"),
+    ("GET", f"{API}/runs"): Rule(_V, "run.list"),
+    ("GET", f"{API}/runs/{{run_id}}"): Rule(_V, "run.get"),
+    ("GET", f"{API}/runs/{{run_id}}/steps"): Rule(_V, "run.steps"),
+    ("GET", f"{API}/runs/{{run_id}}/events"): Rule(_V, "run.events"),
+    ("POST", f"{API}/runs/retry"): Rule(_O, "run.retry_bulk", "run"),
+    ("POST", f"{API}/runs/{{run_id}}/cancel"): Rule(_O, "run.cancel", "run"),
+    ("POST", f"{API}/runs/{{run_id}}/pause"): Rule(_O, "run.pause", "run"),
+    ("POST", f"{API}/runs/{{run_id}}/resume"): Rule(_O, "run.resume", "run"),
+    ("POST", f"{API}/runs/{{run_id}}/retry"): Rule(_O, "run.retry", "run"),
+    ("POST", f"{API}/users"): Rule(_A, "user.create", "user"),
+    ("GET", f"{API}/users"): Rule(_A, "user.list"),
+    ("PATCH", f"{API}/users/{{user_id}}"): Rule(_A, "user.update", "user"),
+    ("DELETE", f"{API}/users/{{user_id}}"): Rule(_A, "user.delete", "user"),
+    ("POST", f"{API}/api-keys"): Rule(_A, "api_key.create", "api_key"),
+    ("GET", f"{API}/api-keys"): Rule(_A, "api_key.list"),
+    ("DELETE", f"{API}/api-keys/{{key_id}}"): Rule(_A, "api_key.revoke", "api_key"),
+    ("GET", f"{API}/audit"): Rule(_A, "audit.list"),
+}
+
+
+def unauthorized(detail: str) -> HTTPException:
+    """401 with ``WWW-Authenticate: Bearer``."""
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def token_of(conn: HTTPConnection) -> str | None:
+    """The bearer token or ``X-API-Key`` of a request."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return conn.headers.get("x-api-key") or None
+
+
+def _note_rule(entry: AuditEntry | None, rule: Rule, conn: HTTPConnection) -> None:
+    if entry is None:
+        return
+    entry.action = rule.action
+    if rule.target is not None:
+        entry.target_type = rule.target
+        params = list(conn.path_params.values())
+        entry.target_id = str(params[0]) if params else None
+
+
+async def authorize(conn: HTTPConnection) -> Principal | None:
+    """Authenticate the request and check the route's rule (401 / 403). Websockets
+    authenticate through the stream authenticator instead."""
+    if conn.scope["type"] != "http":
+        return None
+    rule = RULES.get((conn.scope["method"], route_template(conn.scope)))
+    entry = pending_audit()
+    if rule is None:
+        raise HTTPException(403, "no access rule for this route")
+    _note_rule(entry, rule, conn)
+    container = conn.app.state.container
+    if rule.role is None or (rule.metrics and not container.settings.metrics_require_auth):
+        return None
+    try:
+        principal: Principal = await container.auth.authenticate(token_of(conn))
+    except AuthError as exc:
+        raise unauthorized(str(exc)) from None
+    if entry is not None:
+        entry.actor = principal.actor
+    if not principal.role.allows(rule.role):
+        raise HTTPException(403, f"role {principal.role.value} may not do this")
+    conn.state.principal = principal
+    return principal
+
+
+def get_principal(principal: Annotated[Principal | None, Depends(authorize)]) -> Principal:
+    """The authenticated principal of a protected route."""
+    if principal is None:  # a public route asked for it
+        raise unauthorized("authentication required")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "success"
+    return {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict"}.get(
+        status, "invalid" if status in (400, 413, 422) else "error"
+    )
+
+
+class AuditMiddleware:
+    """Opens an audit scope around every state-changing request. The store writes the entry
+    with the change; an entry left unwritten (a refused or failed request, or one that
+    changed nothing through the store) is written here, in its own transaction, once the
+    response status is known."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request inside an audit scope."""
+        if scope["type"] != "http" or scope["method"] not in STATE_CHANGING:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        entry = AuditEntry(
+            action=f"{scope['method']} {scope['path']}",
+            source_ip=client[0] if client else None,
+        )
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            with audit_scope(entry):
+                await self.app(scope, receive, send_status)
+        finally:
+            if not entry.written:
+                await _write_late(scope, entry, status)
+
+
+async def _write_late(scope: Scope, entry: AuditEntry, status: int) -> None:
+    entry.outcome = _outcome(status)
+    entry.detail = {**(entry.detail or {}), "status": status}
+    container: Any = getattr(scope["app"].state, "container", None)
+    if container is None:
+        return
+    try:
+        await container.store.append_audit(entry, container.clock())
+    except Exception:
+        _log.exception("audit entry not written: %s by %s", entry.action, entry.actor)

@@ -1,0 +1,142 @@
+"""``flowyard users ...`` and ``flowyard api-keys ...``: manage credentials directly in the
+database (like ``runs``). Changes are audited as ``cli:<os user>``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+import typer
+from rich.table import Table
+
+from flowyard.bootstrap import Container
+from flowyard.cli.common import DbOption, cli_actor, err, out, with_container
+from flowyard.domain.auth import ApiKeyRecord, AuditEntry, Role, UserRecord
+from flowyard.security.auth import NewApiKey
+from flowyard.store.audit import audit_scope
+
+T = TypeVar("T")
+
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+
+
+def _audited(
+    db: str | None, action: str, target_type: str, target_id: str | None,
+    fn: Callable[[Container], Awaitable[T]],
+) -> T:  # fmt: skip
+    """Run ``fn`` in an audit scope; the entry is written with the change."""
+
+    async def main(container: Container) -> T:
+        entry = AuditEntry(action, cli_actor(), target_type, target_id, source_ip="cli")
+        with audit_scope(entry):
+            return await fn(container)
+
+    return with_container(db, main)
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[Role, typer.Option(help="Role")] = Role.VIEWER,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Password")
+    ] = "",
+    db: DbOption = None,
+) -> None:
+    """Create a user."""
+
+    async def fn(container: Container) -> UserRecord:
+        return await container.auth.create_user(username, password, role)
+
+    user = _audited(db, "user.create", "user", None, fn)
+    out.print(f"created user {user.username} ({user.role.value}) {user.id}")
+
+
+@users_app.command("list")
+def users_list(db: DbOption = None) -> None:
+    """List users."""
+
+    async def fn(container: Container) -> list[UserRecord]:
+        return await container.store.list_users()
+
+    table = Table("id", "username", "role", "disabled", "created")
+    for u in with_container(db, fn):
+        table.add_row(u.id, u.username, u.role.value, str(u.disabled), u.created_at.isoformat())
+    out.print(table)
+
+
+@users_app.command("set-role")
+def users_set_role(
+    username: Annotated[str, typer.Argument(help="User name or id")],
+    role: Annotated[Role, typer.Argument(help="New role")],
+    db: DbOption = None,
+) -> None:
+    """Change a user's role."""
+
+    async def fn(container: Container) -> UserRecord:
+        return await container.auth.update_user(username, role=role)
+
+    user = _audited(db, "user.update", "user", username, fn)
+    out.print(f"{user.username} is now {user.role.value}")
+
+
+@users_app.command("delete")
+def users_delete(
+    username: Annotated[str, typer.Argument(help="User name or id")], db: DbOption = None
+) -> None:
+    """Delete a user."""
+
+    async def fn(container: Container) -> None:
+        await container.auth.delete_user(username)
+
+    _audited(db, "user.delete", "user", username, fn)
+    out.print(f"deleted user {username}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="What the key is for")],
+    role: Annotated[Role, typer.Option(help="Role")] = Role.VIEWER,
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, help="Expire after this many days")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+
+    async def fn(container: Container) -> NewApiKey:
+        return await container.auth.create_api_key(name, role, expires_at=expires)
+
+    created = _audited(db, "api_key.create", "api_key", None, fn)
+    err.print(f"API key {created.record.id} ({role.value}); shown once, store it now:")
+    out.print(created.key, highlight=False, markup=False)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOption = None) -> None:
+    """List API keys (metadata only)."""
+
+    async def fn(container: Container) -> list[ApiKeyRecord]:
+        return await container.store.list_api_keys()
+
+    table = Table("id", "prefix", "name", "role", "expires", "last used", "revoked")
+    for k in with_container(db, fn):
+        table.add_row(
+            k.id, k.prefix, k.name, k.role.value,
+            *(t.isoformat() if t else "-" for t in (k.expires_at, k.last_used_at, k.revoked_at)),
+        )  # fmt: skip
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id")], db: DbOption = None) -> None:
+    """Revoke an API key."""
+
+    async def fn(container: Container) -> ApiKeyRecord:
+        return await container.store.revoke_api_key(key_id, container.clock())
+
+    _audited(db, "api_key.revoke", "api_key", key_id, fn)
+    out.print(f"revoked {key_id}")

@@ -1,0 +1,98 @@
+"""Security records: roles, users, API keys, refresh tokens and audit entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    """Roles, from most to least powerful: admin > editor > operator > viewer."""
+
+    ADMIN = "admin"
+    EDITOR = "editor"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        """Higher is more powerful."""
+        return {"admin": 4, "editor": 3, "operator": 2, "viewer": 1}[self.value]
+
+    def allows(self, required: Role) -> bool:
+        """True when this role includes ``required``."""
+        return self.rank >= required.rank
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A person who logs in with a password (its argon2 hash never leaves the store layer
+    except to be verified)."""
+
+    id: str
+    username: str
+    password_hash: str
+    role: Role
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A machine credential; only the SHA-256 of its secret is stored."""
+
+    id: str
+    prefix: str
+    hash: str
+    name: str
+    role: Role
+    user_id: str | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRecord:
+    """One refresh token of a rotation family."""
+
+    id: str
+    family_id: str
+    user_id: str
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    """An audit entry being built for one state-changing request or command."""
+
+    action: str
+    actor: str = "anonymous"
+    target_type: str | None = None
+    target_id: str | None = None
+    source_ip: str | None = None
+    outcome: str = "success"
+    detail: dict[str, Any] | None = None
+    #: Set once the entry is in the database (with the change it describes).
+    written: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """A stored audit entry."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target_type: str | None
+    target_id: str | None
+    source_ip: str | None
+    outcome: str
+    detail: dict[str, Any] | None = field(default=None)

@@ -1,0 +1,107 @@
+"""The master key (``FLOWYARD_SECRET_KEY`` or a 0600 key file) and HKDF sub-keys per purpose."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from flowyard.domain.errors import FlowyardError
+from flowyard.settings import Settings
+
+MIN_KEY_BYTES = 32
+
+
+class MasterKeyError(FlowyardError):
+    """The master key is missing, too short or unsafe to use."""
+
+    code = "master-key"
+    title = "Master key unusable"
+
+
+def _decode(text: str) -> bytes:
+    """Hex or (url-safe) base64 text to bytes."""
+    text = text.strip()
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        pass
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        altchars = b"-_" if "-" in text or "_" in text else None
+        return base64.b64decode(padded, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MasterKeyError("the secret key is neither hex nor base64") from exc
+
+
+def default_key_file(db_url: str) -> Path | None:
+    """Next to a SQLite database file, ``./flowyard.key`` for a server database, None for an
+    in-memory database (an ephemeral key)."""
+    if "://" not in db_url:
+        return Path(db_url).with_suffix(".key")
+    if db_url.startswith("sqlite"):
+        database = sa.make_url(db_url).database or ""
+        if database in ("", ":memory:"):
+            return None
+        return Path(database).expanduser().with_suffix(".key")
+    return Path("flowyard.key")
+
+
+def _read_key_file(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise MasterKeyError(
+            f"key file {path} is readable by group or others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+    key = _decode(path.read_text())
+    if len(key) < MIN_KEY_BYTES:
+        raise MasterKeyError(
+            f"key file {path} holds {len(key)} bytes; at least {MIN_KEY_BYTES} needed"
+        )
+    return key
+
+
+def _create_key_file(path: Path) -> bytes:
+    key = secrets.token_bytes(MIN_KEY_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first
+        return _read_key_file(path)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
+
+
+def load_master_key(settings: Settings) -> bytes:
+    """The master key: ``secret_key`` if set, else the key file (created at first start with
+    mode 0600; refused when group/world-readable)."""
+    if settings.secret_key is not None:
+        key = _decode(settings.secret_key.get_secret_value())
+        if len(key) < MIN_KEY_BYTES:
+            raise MasterKeyError(
+                f"FLOWYARD_SECRET_KEY holds {len(key)} bytes; at least {MIN_KEY_BYTES} needed"
+            )
+        return key
+    path = Path(settings.key_file) if settings.key_file else default_key_file(settings.db_url)
+    if path is None:
+        return secrets.token_bytes(MIN_KEY_BYTES)
+    if path.exists():
+        return _read_key_file(path)
+    return _create_key_file(path)
+
+
+def derive_key(master: bytes, purpose: str, length: int = 32) -> bytes:
+    """A sub-key for one purpose (``"jwt"``, ``"vault"``) by HKDF-SHA256."""
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(), length=length, salt=None, info=f"flowyard:{purpose}".encode()
+    )
+    return hkdf.derive(master)

@@ -1,0 +1,369 @@
+"""Users, API keys, refresh tokens and the audit log in the SQL store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flowyard.domain.auth import (
+    ApiKeyRecord,
+    AuditEntry,
+    AuditRecord,
+    RefreshTokenRecord,
+    Role,
+    UserRecord,
+)
+from flowyard.domain.errors import Conflict, NotFound
+from flowyard.store.audit import audit_row, note_target, pending_audit
+from flowyard.store.base import SqlBase
+from flowyard.store.schema import api_keys, audit_log, refresh_tokens, users
+
+
+def _user(row: Row[Any]) -> UserRecord:
+    return UserRecord(
+        row.id,
+        row.username,
+        row.password_hash,
+        Role(row.role),
+        bool(row.disabled),
+        row.created_at,
+        row.updated_at,
+    )
+
+
+def _key(row: Row[Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        row.id,
+        row.prefix,
+        row.hash,
+        row.name,
+        Role(row.role),
+        row.user_id,
+        row.expires_at,
+        row.last_used_at,
+        row.revoked_at,
+        row.created_at,
+    )
+
+
+def _audit(row: Row[Any]) -> AuditRecord:
+    return AuditRecord(
+        row.id,
+        row.at,
+        row.actor,
+        row.action,
+        row.target_type,
+        row.target_id,
+        row.source_ip,
+        row.outcome,
+        row.detail,
+    )
+
+
+def _deny(reason: str) -> None:
+    """Mark the pending audit entry of a refused token exchange."""
+    entry = pending_audit()
+    if entry is not None:
+        entry.outcome = "denied"
+        entry.detail = {"reason": reason}
+
+
+class AuthOps(SqlBase):
+    """Security persistence; every write joins the pending audit entry (see ``_tx``)."""
+
+    # -- users -----------------------------------------------------------------------------
+
+    async def create_user(
+        self, user_id: str, username: str, password_hash: str, role: Role, now: datetime
+    ) -> UserRecord:
+        """Insert a user (Conflict when the name is taken)."""
+
+        async def fn(conn: AsyncConnection) -> UserRecord:
+            note_target("user", user_id)
+            values = {
+                "id": user_id,
+                "username": username,
+                "password_hash": password_hash,
+                "role": role.value,
+                "disabled": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            await conn.execute(users.insert().values(**values))
+            return UserRecord(user_id, username, password_hash, role, False, now, now)
+
+        try:
+            return await self._tx(fn)
+        except IntegrityError as exc:
+            raise Conflict(f"a user named {username!r} already exists") from exc
+
+    async def get_user(self, ref: str) -> UserRecord:
+        """A user by id or username (NotFound)."""
+
+        async def fn(conn: AsyncConnection) -> UserRecord:
+            where = sa.or_(users.c.id == ref, users.c.username == ref)
+            row = (await conn.execute(sa.select(users).where(where))).first()
+            if row is None:
+                raise NotFound(f"user {ref!r} not found")
+            return _user(row)
+
+        return await self._tx(fn, write=False)
+
+    async def list_users(self) -> list[UserRecord]:
+        """Every user by name."""
+
+        async def fn(conn: AsyncConnection) -> list[UserRecord]:
+            rows = await conn.execute(sa.select(users).order_by(users.c.username))
+            return [_user(r) for r in rows]
+
+        return await self._tx(fn, write=False)
+
+    async def count_users(self) -> int:
+        """How many users exist."""
+
+        async def fn(conn: AsyncConnection) -> int:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(users))).one()[0])
+
+        return await self._tx(fn, write=False)
+
+    async def update_user(self, user_id: str, changes: dict[str, Any], now: datetime) -> UserRecord:
+        """Change ``role``, ``disabled`` or ``password_hash`` (NotFound)."""
+        values = {k: (v.value if isinstance(v, Role) else v) for k, v in changes.items()}
+
+        async def fn(conn: AsyncConnection) -> UserRecord:
+            row = (
+                await conn.execute(
+                    users.update()
+                    .where(users.c.id == user_id)
+                    .values(**values, updated_at=now)
+                    .returning(*users.c)
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"user {user_id!r} not found")
+            if changes.get("disabled") or "password_hash" in changes:
+                await conn.execute(
+                    refresh_tokens.update()
+                    .where(
+                        refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None)
+                    )
+                    .values(revoked_at=now)
+                )
+            return _user(row)
+
+        return await self._tx(fn)
+
+    async def delete_user(self, user_id: str) -> None:
+        """Delete a user and its refresh tokens; its API keys stay (user_id cleared)."""
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(refresh_tokens.delete().where(refresh_tokens.c.user_id == user_id))
+            await conn.execute(
+                api_keys.update().where(api_keys.c.user_id == user_id).values(user_id=None)
+            )
+            deleted = await conn.execute(users.delete().where(users.c.id == user_id))
+            if deleted.rowcount == 0:
+                raise NotFound(f"user {user_id!r} not found")
+
+        await self._tx(fn)
+
+    # -- API keys --------------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKeyRecord) -> ApiKeyRecord:
+        """Insert an API key record (its secret's hash only)."""
+
+        async def fn(conn: AsyncConnection) -> ApiKeyRecord:
+            note_target("api_key", key.id)
+            await conn.execute(
+                api_keys.insert().values(
+                    id=key.id,
+                    prefix=key.prefix,
+                    hash=key.hash,
+                    name=key.name,
+                    role=key.role.value,
+                    user_id=key.user_id,
+                    expires_at=key.expires_at,
+                    created_at=key.created_at,
+                )
+            )
+            return key
+
+        return await self._tx(fn)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every API key, newest first."""
+
+        async def fn(conn: AsyncConnection) -> list[ApiKeyRecord]:
+            query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
+            return [_key(r) for r in await conn.execute(query)]
+
+        return await self._tx(fn, write=False)
+
+    async def find_api_key(self, prefix: str) -> ApiKeyRecord | None:
+        """The key with this prefix, if any."""
+
+        async def fn(conn: AsyncConnection) -> ApiKeyRecord | None:
+            row = (
+                await conn.execute(sa.select(api_keys).where(api_keys.c.prefix == prefix))
+            ).first()
+            return None if row is None else _key(row)
+
+        return await self._tx(fn, write=False)
+
+    async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
+        """Revoke a key (NotFound); revoking twice keeps the first time."""
+
+        async def fn(conn: AsyncConnection) -> ApiKeyRecord:
+            await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+            if row is None:
+                raise NotFound(f"API key {key_id!r} not found")
+            return _key(row)
+
+        return await self._tx(fn)
+
+    async def touch_api_key(self, key_id: str, now: datetime) -> None:
+        """Record that a key was used (not audited: bookkeeping)."""
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now)
+            )
+
+        await self._tx(fn, audited=False)
+
+    # -- refresh tokens --------------------------------------------------------------------
+
+    async def add_refresh_token(self, token: RefreshTokenRecord) -> None:
+        """Insert a refresh token."""
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                refresh_tokens.insert().values(
+                    id=token.id,
+                    family_id=token.family_id,
+                    user_id=token.user_id,
+                    expires_at=token.expires_at,
+                )
+            )
+
+        await self._tx(fn)
+
+    async def rotate_refresh_token(self, jti: str, new: RefreshTokenRecord, now: datetime) -> str:
+        """Use refresh token ``jti`` and insert ``new`` in its family: ``"ok"``. A token
+        already used revokes its whole family: ``"reused"``; unknown, revoked or expired:
+        ``"invalid"`` (nothing inserted)."""
+
+        async def fn(conn: AsyncConnection) -> str:
+            row = (
+                await conn.execute(
+                    sa.select(refresh_tokens).where(refresh_tokens.c.id == jti).with_for_update()
+                )
+            ).first()
+            if row is None or row.revoked_at is not None or row.expires_at <= now:
+                _deny("invalid refresh token")
+                return "invalid"
+            if row.used_at is not None:
+                await conn.execute(
+                    refresh_tokens.update()
+                    .where(refresh_tokens.c.family_id == row.family_id)
+                    .values(revoked_at=now)
+                )
+                _deny("refresh token reused: family revoked")
+                return "reused"
+            await conn.execute(
+                refresh_tokens.update().where(refresh_tokens.c.id == jti).values(used_at=now)
+            )
+            await conn.execute(
+                refresh_tokens.insert().values(
+                    id=new.id,
+                    family_id=row.family_id,
+                    user_id=row.user_id,
+                    expires_at=new.expires_at,
+                )
+            )
+            return "ok"
+
+        return await self._tx(fn)
+
+    async def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
+        """A refresh token by id."""
+
+        async def fn(conn: AsyncConnection) -> RefreshTokenRecord | None:
+            row = (
+                await conn.execute(sa.select(refresh_tokens).where(refresh_tokens.c.id == jti))
+            ).first()
+            if row is None:
+                return None
+            return RefreshTokenRecord(
+                row.id, row.family_id, row.user_id, row.expires_at, row.used_at, row.revoked_at
+            )
+
+        return await self._tx(fn, write=False)
+
+    async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
+        """Revoke every token of a family (logout)."""
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                refresh_tokens.update()
+                .where(
+                    refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None)
+                )
+                .values(revoked_at=now)
+            )
+
+        await self._tx(fn)
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry, now: datetime) -> None:
+        """Write an entry on its own (a request that changed nothing: refused or failed)."""
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(audit_log.insert().values(**audit_row(entry, now)))
+
+        await self._tx(fn, audited=False)
+        entry.written = True
+
+    async def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Entries newest first, before an id cursor; ``target`` matches the target id or
+        ``type:id``."""
+        query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        if actor is not None:
+            query = query.where(audit_log.c.actor == actor)
+        if action is not None:
+            query = query.where(audit_log.c.action == action)
+        if target is not None:
+            kind, _, ident = target.rpartition(":")
+            cond = audit_log.c.target_id == ident
+            query = query.where(
+                cond if not kind else sa.and_(cond, audit_log.c.target_type == kind)
+            )
+        if since is not None:
+            query = query.where(audit_log.c.at >= since)
+        if before is not None:
+            query = query.where(audit_log.c.id < before)
+
+        async def fn(conn: AsyncConnection) -> list[AuditRecord]:
+            return [_audit(r) for r in await conn.execute(query)]
+
+        return await self._tx(fn, write=False)
