@@ -30,7 +30,7 @@ from flowyard.cli.common import (
 )
 from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
-from flowyard.domain.errors import Problem
+from flowyard.domain.errors import FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
 
 app = typer.Typer(help="flowyard: durable workflow automation engine.", no_args_is_help=True)
@@ -125,6 +125,9 @@ async def _serve_metrics(container: Container, port: int) -> AsyncIterator[None]
     from prometheus_client import start_http_server
 
     settings = container.settings
+    # Fill the queue-depth gauge before the first scrape can arrive, so it is never missing.
+    with contextlib.suppress(FlowyardError):
+        await container.metrics.refresh_queue_depth(container.store.queue_depth, max_age_s=0)
     server, thread = start_http_server(
         port, addr=settings.metrics_host, registry=container.metrics.registry
     )
