@@ -4,7 +4,7 @@ workflows, start runs, read runs). Routes and commands stay thin on top of it.""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from flowyard.domain.errors import Conflict, FlowyardError, InvalidInput, NotFound, Problem
-from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import (
     EventRecord,
     NewRun,
@@ -24,6 +24,7 @@ from flowyard.domain.records import (
 from flowyard.domain.statuses import RunStatus
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.transitions import first_step
 from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
 from flowyard.observability import Metrics
 from flowyard.store.ports import Store
@@ -159,19 +160,18 @@ class FlowyardService:
         problems = check_run_payload(wf, input, vars)
         if problems:
             raise InvalidInput("the run input is invalid", problems)
-        deadline = None
-        if wf.definition.run_timeout_s is not None:
-            deadline = self.clock() + timedelta(seconds=wf.definition.run_timeout_s)
+        now = self.clock()
+        first = first_step(wf, now)
         return NewRun(
             workflow_id=workflow_id,
             workflow_version=version,
-            start_node=wf.start.id,
-            start_node_type=wf.start.spec.type,
+            start_node=first.node_id,
+            start_node_type=first.node_type,
             input=input,
             vars=vars or {},
             idempotency_key=idempotency_key,
             actor=actor,
-            deadline_at=deadline,
+            deadline_at=run_deadline(wf, now),
         )
 
     async def get_run(self, run_id: str) -> RunDetail:
@@ -230,10 +230,9 @@ class FlowyardService:
         run = await self.store.get_run(run_id)
         wf = await self.cache.get(run.workflow_id, run.workflow_version)
         now = self.clock()
-        deadline = None
-        if wf.definition.run_timeout_s is not None:
-            deadline = now + timedelta(seconds=wf.definition.run_timeout_s)
-        retried = await self.store.retry_run(run_id, actor=actor, now=now, deadline_at=deadline)
+        retried = await self.store.retry_run(
+            run_id, actor=actor, now=now, deadline_at=run_deadline(wf, now)
+        )
         self._enqueued()
         return retried
 
@@ -269,12 +268,12 @@ class FlowyardService:
         if self.on_enqueue is not None:
             self.on_enqueue()
 
-    async def run_ids_done(self, run_ids: Sequence[RunId]) -> bool:
-        """True when every run has ended."""
-        for run_id in run_ids:
-            if not (await self.store.get_run(run_id)).status.is_terminal:
-                return False
-        return True
+
+def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:
+    """When a run started (or restarted) at ``now`` times out, if the workflow sets one."""
+    if wf.definition.run_timeout_s is None:
+        return None
+    return now + timedelta(seconds=wf.definition.run_timeout_s)
 
 
 def check_run_payload(

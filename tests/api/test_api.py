@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -16,11 +15,11 @@ from fastapi import FastAPI
 from flowyard.api import create_app
 from flowyard.api.deps import get_actor
 from flowyard.bootstrap import Container
-from flowyard.domain.ids import RunId
 from flowyard.settings import Settings
 from support.auth import auth_headers
 from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer
+from support.runs import wait_for_runs
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing.json"
 PROBLEM_JSON = "application/problem+json"
@@ -89,18 +88,7 @@ async def create(client: httpx.AsyncClient, definition: dict[str, Any]) -> str:
 
 async def execute(container: Container, run_ids: list[str], timeout_s: float = 30) -> None:
     """Execute runs with an in-process worker until every one has ended."""
-    worker = container.new_worker()
-    finished = False
-
-    async def poll() -> None:
-        nonlocal finished
-        while not await container.service.run_ids_done([RunId(r) for r in run_ids]):
-            await asyncio.sleep(0.02)
-        finished = True
-
-    poller = asyncio.create_task(poll())
-    await worker.run_until(lambda: finished, timeout_s=timeout_s)
-    await poller
+    await wait_for_runs(container, run_ids, timeout_s=timeout_s)
 
 
 # -- workflows --------------------------------------------------------------------------------

@@ -91,10 +91,6 @@ class WorkflowDefinition(_Strict):
     run_timeout_s: float | None = Field(None, gt=0)
     nodes: list[NodeSpec] = Field(min_length=1, max_length=10_000)
 
-    def node_map(self) -> dict[str, NodeSpec]:
-        """Nodes by id (the last one wins for duplicates, which validation reports)."""
-        return {node.id: node for node in self.nodes}
-
 
 def definition_json_schema() -> dict[str, Any]:
     """The JSON Schema of the definition format (exported to ``schema/workflow.schema.json``)."""

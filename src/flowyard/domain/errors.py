@@ -92,16 +92,6 @@ class ErrorInfo:
             "details": self.details,
         }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
-        """Inverse of :meth:`as_dict`."""
-        return cls(
-            type=str(data.get("type", "error")),
-            message=str(data.get("message", "")),
-            transient=bool(data.get("transient", False)),
-            details=dict(data.get("details") or {}),
-        )
-
 
 class NodeError(FlowyardError):
     """A node failed. ``error_type`` is a stable string such as ``http.429`` or ``timeout``."""

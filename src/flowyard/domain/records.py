@@ -122,11 +122,3 @@ class NewRun:
     campaign_id: str | None = None
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """A page of results with an opaque cursor for the next one (None at the end)."""
-
-    items: list[Any]
-    next_cursor: str | None

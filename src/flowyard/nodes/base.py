@@ -9,6 +9,7 @@ with a stable ``error_type``.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -87,7 +88,7 @@ class StepContext:
         return self.expressions.test(condition, self.scope)
 
 
-class NodeType(Generic[C]):
+class NodeType(ABC, Generic[C]):
     """Base class of every node type; subclasses set the class variables and ``execute``."""
 
     type_name: ClassVar[str]
@@ -115,9 +116,9 @@ class NodeType(Generic[C]):
             for pointer, source in engine.find_templates(dict(raw))
         ]
 
+    @abstractmethod
     async def execute(self, ctx: StepContext, config: C) -> NodeOutcome:
         """Run one step. Raise TransientError/PermanentError to fail it."""
-        raise NotImplementedError
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

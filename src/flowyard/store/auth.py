@@ -295,21 +295,6 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn)
 
-    async def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
-        """A refresh token by id."""
-
-        async def fn(conn: AsyncConnection) -> RefreshTokenRecord | None:
-            row = (
-                await conn.execute(sa.select(refresh_tokens).where(refresh_tokens.c.id == jti))
-            ).first()
-            if row is None:
-                return None
-            return RefreshTokenRecord(
-                row.id, row.family_id, row.user_id, row.expires_at, row.used_at, row.revoked_at
-            )
-
-        return await self._tx(fn, write=False)
-
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         """Revoke every token of a family (logout)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from flowyard.store.rows import (
 from flowyard.store.schema import audit_log
 
 
-class SqlBase:
+class SqlBase(ABC):
     """Engines and transactions. Subclasses provide engines, dialect inserts and error
     classification; the operation mixins build on ``_tx``."""
 
@@ -38,9 +39,9 @@ class SqlBase:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    @abstractmethod
     def _insert_ignore(self, table: sa.Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING for this dialect."""
-        raise NotImplementedError
 
     def _is_transient(self, exc: DBAPIError) -> bool:
         """Errors worth retrying the whole transaction for (locks, deadlocks, restarts)."""
@@ -87,10 +88,10 @@ class SqlBase:
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
+    @abstractmethod
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         """Take a database-wide lock before migrating, so workers starting together on a fresh
         database migrate one after the other (each dialect knows its lock)."""
-        raise NotImplementedError
 
     async def migrate(self) -> None:
         """Upgrade the schema to head (Alembic), one process at a time."""

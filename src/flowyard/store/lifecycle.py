@@ -3,6 +3,7 @@ deadlines. Each operation is one transaction that locks the run row first."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -27,13 +28,39 @@ _UNFINISHED_STEPS = ("scheduled", "retrying", "running")
 class LifecycleOps(SqlBase):
     """Operator actions on runs and the enforcement of run deadlines."""
 
-    async def _lock_run(self, conn: AsyncConnection, run_id: str) -> RunRecord:
+    async def _lock_run(
+        self,
+        conn: AsyncConnection,
+        run_id: str,
+        allowed: Collection[RunStatus],
+        refusal: str,
+    ) -> RunRecord:
+        """Lock the run row (every writer locks runs before steps) and check its status."""
         row = (
             await conn.execute(sa.select(runs).where(runs.c.id == run_id).with_for_update())
         ).first()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
-        return run_record(row)
+        run = run_record(row)
+        if run.status not in allowed:
+            raise Conflict(
+                f"run {run_id} is {run.status.value}; {refusal}",
+                detail={"status": run.status.value},
+            )
+        return run
+
+    @staticmethod
+    async def _record(
+        conn: AsyncConnection,
+        run_id: str,
+        kind: str,
+        data: dict[str, Any],
+        now: datetime,
+        actor: str | None,
+    ) -> None:
+        await conn.execute(
+            run_events.insert().values(**event_row(run_id, kind, data, now, actor=actor))
+        )
 
     async def _end_run(
         self,
@@ -71,9 +98,7 @@ class LifecycleOps(SqlBase):
                 error_type=error["type"] if error else None,
             )
         )
-        await conn.execute(
-            run_events.insert().values(**event_row(run.id, event, data, now, actor=actor))
-        )
+        await self._record(conn, run.id, event, data, now, actor)
 
     async def cancel_run(
         self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
@@ -81,12 +106,9 @@ class LifecycleOps(SqlBase):
         """Cancel an unfinished run: no new steps; running steps are asked to stop."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
-            run = await self._lock_run(conn, run_id)
-            if run.status not in _CANCELLABLE:
-                raise Conflict(
-                    f"run {run_id} is {run.status.value}; only unfinished runs can be cancelled",
-                    detail={"status": run.status.value},
-                )
+            run = await self._lock_run(
+                conn, run_id, _CANCELLABLE, "only unfinished runs can be cancelled"
+            )
             await self._end_run(
                 conn,
                 run,
@@ -105,13 +127,9 @@ class LifecycleOps(SqlBase):
         already running finishes, and what it schedules is held too."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
-            run = await self._lock_run(conn, run_id)
-            if run.status not in _PAUSABLE:
-                raise Conflict(
-                    f"run {run_id} is {run.status.value}; only pending, running or "
-                    "waiting runs can be paused",
-                    detail={"status": run.status.value},
-                )
+            run = await self._lock_run(
+                conn, run_id, _PAUSABLE, "only pending, running or waiting runs can be paused"
+            )
             await conn.execute(
                 steps.update()
                 .where(steps.c.run_id == run.id, steps.c.status.in_(["scheduled", "retrying"]))
@@ -122,11 +140,7 @@ class LifecycleOps(SqlBase):
                 .where(runs.c.id == run.id)
                 .values(status=RunStatus.PAUSED.value, updated_at=now)
             )
-            await conn.execute(
-                run_events.insert().values(
-                    **event_row(run.id, "run.paused", {"from": run.status.value}, now, actor=actor)
-                )
-            )
+            await self._record(conn, run.id, "run.paused", {"from": run.status.value}, now, actor)
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)
@@ -135,12 +149,9 @@ class LifecycleOps(SqlBase):
         """Resume a paused run; held steps become claimable at their own ``available_at``."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
-            run = await self._lock_run(conn, run_id)
-            if run.status != RunStatus.PAUSED:
-                raise Conflict(
-                    f"run {run_id} is {run.status.value}, not paused",
-                    detail={"status": run.status.value},
-                )
+            run = await self._lock_run(
+                conn, run_id, (RunStatus.PAUSED,), "not paused, so it cannot be resumed"
+            )
             await conn.execute(
                 steps.update()
                 .where(steps.c.run_id == run.id, steps.c.held == sa.true())
@@ -150,11 +161,7 @@ class LifecycleOps(SqlBase):
             await conn.execute(
                 runs.update().where(runs.c.id == run.id).values(status=status.value, updated_at=now)
             )
-            await conn.execute(
-                run_events.insert().values(
-                    **event_row(run.id, "run.resumed", {"to": status.value}, now, actor=actor)
-                )
-            )
+            await self._record(conn, run.id, "run.resumed", {"to": status.value}, now, actor)
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)
@@ -172,13 +179,9 @@ class LifecycleOps(SqlBase):
         idempotency keys); outputs of steps that succeeded are kept."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
-            run = await self._lock_run(conn, run_id)
-            if run.status not in _RETRYABLE:
-                raise Conflict(
-                    f"run {run_id} is {run.status.value}; only failed, timed-out or "
-                    "cancelled runs can be retried",
-                    detail={"status": run.status.value},
-                )
+            run = await self._lock_run(
+                conn, run_id, _RETRYABLE, "only failed, timed-out or cancelled runs can be retried"
+            )
             failed_step = (run.error or {}).get("details", {}).get("step_id")
             redo = sa.or_(
                 steps.c.status == StepStatus.CANCELLED.value,
@@ -224,21 +227,12 @@ class LifecycleOps(SqlBase):
                     deadline_at=deadline_at,
                 )
             )
-            await conn.execute(
-                run_events.insert().values(
-                    **event_row(
-                        run.id,
-                        "run.retried",
-                        {
-                            "from": run.status.value,
-                            "steps": sorted(r.node_id for r in rows),
-                            "previous_error": run.error,
-                        },
-                        now,
-                        actor=actor,
-                    )
-                )
-            )
+            retried = {
+                "from": run.status.value,
+                "steps": sorted(r.node_id for r in rows),
+                "previous_error": run.error,
+            }
+            await self._record(conn, run.id, "run.retried", retried, now, actor)
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)

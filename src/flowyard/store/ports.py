@@ -298,10 +298,6 @@ class Store(Protocol):
         ``invalid``."""
         ...
 
-    async def get_refresh_token(self, jti: str) -> RefreshTokenRecord | None:
-        """A refresh token by id."""
-        ...
-
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         """Revoke a refresh-token family."""
         ...
