@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format chaos bench clean venv schema
+.PHONY: run test lint typecheck format chaos bench bench-flow clean venv schema
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -47,6 +47,10 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,bench]'
 	$(BIN)/python bench/throughput.py
+
+# Flow control at scale: a 10,000-item map on PostgreSQL, 1,000-node definitions (~1-2 min).
+bench-flow: $(STAMP)
+	$(BIN)/python bench/flow.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

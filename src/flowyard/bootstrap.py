@@ -17,7 +17,14 @@ from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
 from flowyard.nodes.registry import NodeRegistry, default_registry
 from flowyard.observability import Metrics, PoolStats
-from flowyard.security import AuthService, derive_key, load_master_key
+from flowyard.security import (
+    AuthService,
+    CredentialResolver,
+    CredentialService,
+    Vault,
+    derive_key,
+    load_master_key,
+)
 from flowyard.service import FlowyardService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
@@ -41,6 +48,10 @@ class Container:
     service: FlowyardService
     http: httpx.AsyncClient
     auth: AuthService
+    #: The vault's use cases (write-only management, masked reads).
+    credentials: CredentialService
+    #: Decrypts credentials for node execution; handed to workers only.
+    credential_resolver: CredentialResolver
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -56,7 +67,14 @@ class Container:
             max_recoveries=s.max_recoveries,
             shutdown_grace_s=s.shutdown_grace_s,
         )
-        executor = StepExecutor(self.cache, self.expressions, self.http, clock=self.clock)
+        executor = StepExecutor(
+            self.cache,
+            self.expressions,
+            self.http,
+            clock=self.clock,
+            credentials=self.credential_resolver,
+            workflows=self.service,
+        )
         worker = Worker(
             self.store,
             executor,
@@ -123,9 +141,12 @@ async def build(
     metrics = Metrics()
     metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
     service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
+    master = load_master_key(settings)
+    vault = Vault.from_settings(settings, master)
+    credentials = CredentialService(store, vault, clock=clock)
     auth = AuthService(
         store,
-        derive_key(load_master_key(settings), "jwt"),
+        derive_key(master, "jwt"),
         clock=clock,
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
@@ -140,6 +161,8 @@ async def build(
         service,
         http,
         auth,
+        credentials,
+        credentials.resolver(settings.credential_cache_ttl_s),
         clock,
         metrics,
     )

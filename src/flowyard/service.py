@@ -5,27 +5,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
 
-from flowyard.domain.errors import Conflict, FlowyardError, InvalidInput, NotFound, Problem
+from flowyard.domain.errors import (
+    Conflict,
+    DefinitionError,
+    FlowyardError,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    Problem,
+)
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import (
     EventRecord,
     NewRun,
     RunRecord,
+    SignalRecord,
     StepRecord,
     VersionRecord,
     WorkflowRecord,
 )
-from flowyard.domain.statuses import RunStatus
+from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
-from flowyard.engine.transitions import first_step
+from flowyard.engine.transitions import first_step, on_success
 from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
+from flowyard.nodes.base import NodeOutcome, ResolvedWorkflow
+from flowyard.nodes.builtin.state import StateAction, StateConfig
 from flowyard.observability import Metrics
 from flowyard.store.ports import Store
 
@@ -84,15 +95,23 @@ class FlowyardService:
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1)."""
         wf = self.validator.compile(raw)
+        await self.check_credentials(wf)
         definition = _as_json(raw)
         return await self.store.create_workflow(
             wf.definition.name, wf.definition.description, definition, actor
         )
 
     async def update_workflow(
-        self, ref: str, raw: Any, actor: str | None = None, *, expected_version: int | None = None
+        self,
+        ref: str,
+        raw: Any,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+        expected_archived: bool | None = None,
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
-        """Validate and save a new version of an existing workflow."""
+        """Validate and save a new version of an existing workflow; with expectations (an
+        ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
         record = await self.store.get_workflow(ref)
         wf = self.validator.compile(raw)
         if wf.definition.name != record.name:
@@ -100,8 +119,13 @@ class FlowyardService:
                 "the definition's name must match the workflow",
                 [Problem("/name", f"expected {record.name!r}, got {wf.definition.name!r}", "name")],
             )
+        await self.check_credentials(wf)
         version, created = await self.store.add_version(
-            record.id, _as_json(raw), actor, expected_latest=expected_version
+            record.id,
+            _as_json(raw),
+            actor,
+            expected_latest=expected_version,
+            expected_archived=expected_archived,
         )
         return await self.store.get_workflow(record.id), version, created
 
@@ -116,6 +140,37 @@ class FlowyardService:
             record, version = await self.create_workflow(raw, actor)
             return record, version, True
         return await self.update_workflow(existing.id, raw, actor)
+
+    async def check_credentials(self, wf: CompiledWorkflow) -> None:
+        """Every credential the nodes reference must exist (DefinitionError locating each
+        one that does not). Deleting a credential later fails the steps that use it
+        (``credential.not_found``)."""
+        problems: list[Problem] = []
+        exists: dict[str, bool] = {}
+        for index, spec in enumerate(wf.definition.nodes):
+            node = wf.nodes.get(spec.id)
+            if node is None:
+                continue
+            for pointer, name in node.node_type.credential_refs(node.config):
+                if name not in exists:
+                    try:
+                        exists[name] = (await self.store.get_credential(name)).record.name == name
+                    except NotFound:
+                        exists[name] = False
+                if not exists[name]:
+                    problems.append(
+                        Problem(
+                            f"/nodes/{index}{pointer}",
+                            f"no credential named {name!r}",
+                            "unknown_credential",
+                        )
+                    )
+        if problems:
+            count = len(problems)
+            raise DefinitionError(
+                f"the workflow references {count} unknown credential{'s' if count != 1 else ''}",
+                problems,
+            )
 
     async def compiled(self, workflow_id: WorkflowId, version: int) -> CompiledWorkflow:
         """The compiled form of a stored version."""
@@ -210,9 +265,55 @@ class FlowyardService:
         if self.metrics is not None:
             # Runs that end in a worker are counted by the worker that commits their end.
             self.metrics.runs_finished.labels(RunStatus.CANCELLED.value).inc()
+        await self.cancel_orphans()
         if self.on_stop_requested is not None:
             self.on_stop_requested()
         return run
+
+    async def cancel_orphans(self) -> int:
+        """Cancel child runs whose parent ended (and their children, level by level)."""
+        total = 0
+        while cancelled := await self.store.cancel_orphans(self.clock()):
+            total += len(cancelled)
+            if self.metrics is not None:
+                self.metrics.runs_finished.labels(RunStatus.CANCELLED.value).inc(len(cancelled))
+        if total and self.on_stop_requested is not None:
+            self.on_stop_requested()
+        return total
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: Any, *, actor: str | None = None
+    ) -> tuple[SignalRecord, bool]:
+        """Deliver a signal to a run: a step waiting for it wakes now; otherwise it is
+        buffered until the run gets to one. A finished run refuses it (Conflict)."""
+        signal, woke = await self.store.send_signal(
+            run_id, name, payload, actor=actor, now=self.clock()
+        )
+        if woke:
+            self._enqueued()
+        return signal, woke
+
+    async def resolve(self, ref: str, version: int | None) -> ResolvedWorkflow:
+        """The workflow version a sub-workflow step starts (by id or name; None: latest)."""
+        try:
+            record = await self.store.get_workflow(ref)
+            wf = await self.compiled(record.id, version or record.latest_version)
+        except NotFound as exc:
+            raise PermanentError(str(exc), error_type="subworkflow.not_found") from None
+        except DefinitionError as exc:
+            raise PermanentError(exc.message, error_type="subworkflow.invalid") from None
+        if record.archived:
+            raise PermanentError(
+                f"workflow {record.name!r} is archived", error_type="subworkflow.archived"
+            )
+        return ResolvedWorkflow(
+            record.id,
+            version or record.latest_version,
+            record.name,
+            wf.start.id,
+            wf.start.spec.type,
+            wf.definition.run_timeout_s,
+        )
 
     async def pause_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
         """Pause a run: no new step starts until it is resumed; timers keep their deadlines."""
@@ -224,14 +325,38 @@ class FlowyardService:
         self._enqueued()
         return run
 
-    async def retry_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
+    async def retry_run(
+        self, run_id: str, *, actor: str | None = None, use_latest_definition: bool = False
+    ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from its failed step, keeping the
-        outputs of the steps that succeeded. A run timeout starts afresh."""
+        outputs of the steps that succeeded. A run timeout starts afresh. With
+        ``use_latest_definition`` the run moves to its workflow's latest version first
+        (Conflict when a node it must run again is not in that version)."""
         run = await self.store.get_run(run_id)
-        wf = await self.cache.get(run.workflow_id, run.workflow_version)
+        version = run.workflow_version
+        if use_latest_definition:
+            version = (await self.store.get_workflow(run.workflow_id)).latest_version
+        wf = await self.cache.get(run.workflow_id, version)
+        if version != run.workflow_version:
+            steps = await self.store.list_steps(run.id)
+            failed = (run.error or {}).get("details", {}).get("node_id")
+            again = {s.node_id for s in steps if not s.branch and s.status == StepStatus.CANCELLED}
+            missing = sorted(
+                n for n in again | ({failed} if failed else set()) if n not in wf.nodes
+            )
+            if missing:
+                raise Conflict(
+                    f"version {version} of the workflow has no node {missing[0]!r}, which "
+                    f"run {run_id} must run again; retry it on its own version",
+                    detail={"missing_nodes": missing, "version": version},
+                )
         now = self.clock()
         retried = await self.store.retry_run(
-            run_id, actor=actor, now=now, deadline_at=run_deadline(wf, now)
+            run_id,
+            actor=actor,
+            now=now,
+            deadline_at=run_deadline(wf, now),
+            workflow_version=version,
         )
         self._enqueued()
         return retried
@@ -264,9 +389,179 @@ class FlowyardService:
                 result.retried.append(run.id)
         return result
 
+    # -- state machines ----------------------------------------------------------------------
+
+    async def run_actions(self, run_id: str) -> ActionsView:
+        """Where a state-machine run is and which actions it accepts now (each other action
+        of that state is listed under ``unavailable`` with the reason)."""
+        run = await self.store.get_run(run_id)
+        wf = await self.compiled(run.workflow_id, run.workflow_version)
+        states = _state_nodes(wf)
+        steps = [s for s in await self.store.list_steps(run.id) if s.node_id in states]
+        # Read again after the steps: a step and its run's status commit together, so the
+        # run read now is at least as new as the steps.
+        run = await self.store.get_run(run_id)
+        current = _current_state(steps)
+        history = _history(steps)
+        if current is None:
+            last = steps[-1] if steps else None
+            if run.status.is_terminal:
+                final = (
+                    run.status == RunStatus.SUCCEEDED
+                    and last is not None
+                    and states[last.node_id].final
+                )
+                where = "final" if final else "ended"
+                state = last.node_id if last else None
+                return ActionsView(run, state, where, [], [], history)
+            return ActionsView(run, last.node_id if last else None, "moving", [], [], history)
+        config = states[current.node_id]
+        allowed, unavailable = [], []
+        for action in config.actions:
+            reason = _refusal(action, states)
+            if reason is None:
+                allowed.append(action)
+            else:
+                unavailable.append((action, reason))
+        status = "paused" if run.status == RunStatus.PAUSED else "waiting"
+        if status == "paused":
+            unavailable = [(a, "the run is paused") for a in allowed] + unavailable
+            allowed = []
+        return ActionsView(run, current.node_id, status, allowed, unavailable, history)
+
+    async def take_action(
+        self, run_id: str, action_id: str, *, actor: str, payload: Any = None
+    ) -> RunRecord:
+        """Move a state-machine run with a named action. Refused (Conflict, with the reason):
+        a disabled action, an action not allowed from the current state, any action once the
+        run is in a final state or ended, a run that is paused or between states. Of two
+        concurrent actions on one run exactly one wins."""
+        run = await self.store.get_run(run_id)
+        wf = await self.compiled(run.workflow_id, run.workflow_version)
+        states = _state_nodes(wf)
+        known = {a.id for config in states.values() for a in config.actions}
+        if action_id not in known:
+            raise NotFound(f"workflow {wf.definition.name!r} has no action {action_id!r}")
+        view = await self.run_actions(run_id)
+        detail = {"state": view.state, "status": view.status}
+        if view.status in ("final", "ended"):
+            what = f"in the final state {view.state!r}" if view.status == "final" else "ended"
+            raise Conflict(
+                f"run {run_id} is {what} ({run.status.value}); no action can move it",
+                detail=detail,
+            )
+        if view.status == "moving":
+            raise Conflict(
+                f"run {run_id} is between states (running the next state's on-enter "
+                "nodes); try again shortly",
+                detail=detail,
+            )
+        if view.status == "paused":
+            raise Conflict(f"run {run_id} is paused; resume it first", detail=detail)
+        assert view.state is not None
+        action = states[view.state].action(action_id)
+        if action is None:
+            allowed = [a.id for a in view.allowed]
+            raise Conflict(
+                f"action {action_id!r} is not allowed from state {view.state!r} "
+                f"(allowed now: {', '.join(allowed) or 'none'})",
+                detail={**detail, "allowed": allowed},
+            )
+        reason = _refusal(action, states)
+        if reason is not None:
+            raise Conflict(f"action {action_id!r} is refused: {reason}", detail=detail)
+        steps = await self.store.list_steps(run.id)
+        step = _current_state([s for s in steps if s.node_id in states])
+        assert step is not None
+        now = self.clock()
+        [state] = (await self.store.load_run_states([step])).values()
+        output = {
+            "state": view.state,
+            "action": action.id,
+            "to_state": action.to_state,
+            "by": actor,
+            "at": now.isoformat(),
+            "payload": payload,
+        }
+        transition = on_success(
+            wf,
+            step.node_id,
+            NodeOutcome(output=output, next=action.to),
+            iterations=state.iterations,
+            now=now,
+        )
+        transition = replace(
+            transition,
+            extra_events=(
+                (
+                    "state.transition",
+                    {"from": view.state, "to": action.to_state, "action": action.id, "by": actor},
+                ),
+            ),
+        )
+        moved = await self.store.apply_action(step, transition, actor=actor, now=now)
+        self._enqueued()
+        return moved
+
     def _enqueued(self) -> None:
         if self.on_enqueue is not None:
             self.on_enqueue()
+
+
+@dataclass(frozen=True, slots=True)
+class ActionsView:
+    """A state-machine run's position: ``status`` is waiting (in ``state``, ``allowed``
+    actions may be taken), moving (between states), paused, final or ended."""
+
+    run: RunRecord
+    state: str | None
+    status: str
+    allowed: list[StateAction]
+    unavailable: list[tuple[StateAction, str]]
+    history: list[dict[str, Any]]
+
+
+def _state_nodes(wf: CompiledWorkflow) -> dict[str, StateConfig]:
+    states = {
+        node.id: node.config for node in wf.nodes.values() if isinstance(node.config, StateConfig)
+    }
+    if not states:
+        raise Conflict(f"workflow {wf.definition.name!r} is not a state machine: it has no actions")
+    return states
+
+
+def _current_state(steps: list[StepRecord]) -> StepRecord | None:
+    """The state step the run waits in (main path), if it waits in one."""
+    waiting = [
+        s
+        for s in steps
+        if s.status == StepStatus.WAITING and s.waiting_for == "action" and not s.branch
+    ]
+    return waiting[-1] if waiting else None
+
+
+def _history(steps: list[StepRecord]) -> list[dict[str, Any]]:
+    """Every transition taken, oldest first: from, to, action, by, at."""
+    return [
+        {
+            "from": s.output["state"],
+            "to": s.output["to_state"],
+            "action": s.output["action"],
+            "by": s.output["by"],
+            "at": s.output["at"],
+        }
+        for s in sorted(steps, key=lambda s: s.id)
+        if s.status == StepStatus.SUCCEEDED and isinstance(s.output, dict) and "action" in s.output
+    ]
+
+
+def _refusal(action: StateAction, states: dict[str, StateConfig]) -> str | None:
+    if not action.enabled:
+        return f"action {action.id!r} is disabled"
+    target = states.get(action.to_state)
+    if target is not None and not target.enabled:
+        return f"state {action.to_state!r} is disabled"
+    return None
 
 
 def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Any
+
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -47,11 +51,25 @@ class Settings(BaseSettings):
     stream_auth_timeout_s: float = Field(
         1.0, gt=0, description="How long a websocket may take to send its token message."
     )
+    stream_reauth_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Open streams re-check their token this often: a disabled user, revoked "
+        "key (1008) or expired token (4401) is disconnected.",
+    )
     secret_key: SecretStr | None = Field(
         None, description="Master key (base64 or hex, >= 32 bytes); else the key file is used."
     )
     key_file: str | None = Field(
         None, description="Master key file (default: next to a SQLite file, or ./flowyard.key)."
+    )
+    previous_secret_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated former master keys: credentials still encrypted under "
+        "them stay readable (during a key rotation).",
+    )
+    credential_cache_ttl_s: float = Field(
+        5.0, ge=0, description="Workers cache decrypted credentials this long (0: never)."
     )
     access_token_ttl_s: int = Field(900, ge=10, description="Lifetime of access tokens.")
     refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="Refresh tokens.")
@@ -59,3 +77,52 @@ class Settings(BaseSettings):
         None, description="Password of the admin created at first start (else random, printed)."
     )
     metrics_require_auth: bool = Field(False, description="Require a token for GET /metrics.")
+    # -- rate limits, login throttling, CORS (docs/operations.md "Rate limits and CORS") --
+    rate_limit_enabled: bool = Field(True, description="Limit API requests (429 over a limit).")
+    rate_limit_per_ip: str = Field(
+        "1200/minute", description="Requests per client address, e.g. '20/second;1200/minute'."
+    )
+    rate_limit_per_principal: str = Field(
+        "600/minute", description="Requests per presented bearer token or API key."
+    )
+    rate_limit_storage: str = Field(
+        "memory://", description="limits storage: memory:// (per process) or redis://host:port."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxy addresses/networks whose X-Forwarded-For names the client.",
+    )
+    login_max_failures: int = Field(
+        5, ge=0, description="Failed logins of one username per window before 429 (0: off)."
+    )
+    login_max_failures_per_ip: int = Field(
+        20, ge=0, description="Failed logins from one address per window before 429 (0: off)."
+    )
+    login_failure_window_s: int = Field(900, ge=1, description="Window of failed logins.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (none: no CORS headers)."
+    )
+    cors_allow_credentials: bool = Field(False, description="CORS: allow cookies/credentials.")
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _string_list(cls, value: Any) -> Any:
+        """A JSON list or comma-separated values (environment variables are strings)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limit_per_ip", "rate_limit_per_principal")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        """A `limits` string: '600/minute', or several separated by ';'."""
+        try:
+            items = parse_many(value)
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ValueError(f"{value!r} is not a rate limit; write e.g. '600/minute'")
+        return value

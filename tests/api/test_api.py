@@ -181,9 +181,10 @@ async def test_put_makes_versions(client: httpx.AsyncClient) -> None:
 
     versions = await client.get(f"{API}/workflows/{workflow_id}/versions")
     assert versions.status_code == 200
-    assert [v["version"] for v in versions.json()] == [2, 1]
+    assert [v["version"] for v in versions.json()["items"]] == [2, 1]
     greetings = [
-        v["definition"]["nodes"][1]["config"]["values"]["greeting"] for v in versions.json()
+        v["definition"]["nodes"][1]["config"]["values"]["greeting"]
+        for v in versions.json()["items"]
     ]
     assert greetings == ["Hi {{ input.name }}", "Hello {{ input.name }}"]
     one = await client.get(f"{API}/workflows/{workflow_id}/versions/1")
@@ -196,7 +197,7 @@ async def test_put_cannot_rename(client: httpx.AsyncClient) -> None:
     body = assert_problem(response, 422, "invalid-input")
     assert [e["pointer"] for e in body["errors"]] == ["/name"]
     versions = await client.get(f"{API}/workflows/{workflow_id}/versions")
-    assert len(versions.json()) == 1
+    assert len(versions.json()["items"]) == 1
 
 
 async def test_put_invalid_definition(client: httpx.AsyncClient) -> None:
@@ -374,7 +375,7 @@ async def test_run_executes_and_shows_steps_and_events(
     assert len(http_server.to("/crm/accounts" if route == "east" else "/crm/pool")) == 1
 
     steps = (await client.get(f"{API}/runs/{run_id}/steps")).json()
-    assert steps == detail["steps"]
+    assert steps == {"items": detail["steps"], "next_cursor": None}
 
     succeeded = (await client.get(f"{API}/runs", params={"status": "succeeded"})).json()
     assert [r["id"] for r in succeeded["items"]] == [run_id]

@@ -135,7 +135,7 @@ async def test_api_key_shown_once_usable_and_revocable(
     key = created.json()["key"]
     key_id = created.json()["id"]
     assert key.startswith(f"fy_{created.json()['prefix']}_")
-    listed = (await anon.get(f"{API}/api-keys", headers=admin)).json()
+    listed = (await anon.get(f"{API}/api-keys", headers=admin)).json()["items"]
     assert key not in json.dumps(listed)
     assert listed[0]["last_used_at"] is None and "hash" not in listed[0]
 
@@ -144,7 +144,7 @@ async def test_api_key_shown_once_usable_and_revocable(
     assert (await anon.get(f"{API}/runs", headers={"X-API-Key": key})).status_code == 200
     # Its role applies: an operator may not create workflows or users.
     assert (await anon.get(f"{API}/users", headers=bearer)).status_code == 403
-    [meta] = (await anon.get(f"{API}/api-keys", headers=admin)).json()
+    [meta] = (await anon.get(f"{API}/api-keys", headers=admin)).json()["items"]
     assert meta["last_used_at"] is not None
 
     wrong = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")

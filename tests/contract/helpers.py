@@ -91,10 +91,10 @@ async def claim_one(store: Store, *, now: datetime = T0, worker: str = "w1") -> 
 
 
 def step_to(
-    node: str, *, at_: datetime = T0, iteration: int = 0, branch: str = "", node_type: str = "noop"
+    node: str, *, at_: datetime = T0, iteration: int = 0, node_type: str = "noop"
 ) -> NextStep:
     """A next step to schedule."""
-    return NextStep(node, node_type, iteration, at_, branch)
+    return NextStep(node, node_type, iteration, at_)
 
 
 def succeeded(
@@ -173,7 +173,7 @@ async def complete(
     store: Store, step: StepRecord, transition: Transition, now: datetime = T0
 ) -> bool:
     """Complete one claimed step; whether it was applied."""
-    [applied] = await store.complete_steps([StepCompletion(step, transition)], now)
+    [applied] = (await store.complete_steps([StepCompletion(step, transition)], now)).applied
     return applied
 
 

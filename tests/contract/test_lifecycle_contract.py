@@ -313,9 +313,9 @@ async def test_retry_run_restarts_the_failed_and_cancelled_steps_and_keeps_outpu
     store: Store,
 ) -> None:
     run, first = await _running(store)
-    later = step_to("c", at_=at(60), branch="c")
+    later = step_to("c", at_=at(60))
     assert await complete(
-        store, first, succeeded("first-out", next_steps=[step_to("a", branch="a"), later]), at(1)
+        store, first, succeeded("first-out", next_steps=[step_to("a"), later]), at(1)
     )
     [a] = await claim(store, now=at(1))
     assert await complete(store, a, failed_run(), at(2))

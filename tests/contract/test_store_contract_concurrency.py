@@ -76,7 +76,8 @@ async def test_a_run_locked_during_its_claim_still_records_run_started(pg_url: s
         assert (await store.get_run(run.id)).status == RunStatus.PENDING
 
         transition = Transition(StepStatus.SUCCEEDED, next_steps=(NextStep("b", "noop", 0, T0),))
-        assert await store.complete_steps([StepCompletion(step, transition)], at(1)) == [True]
+        done = await store.complete_steps([StepCompletion(step, transition)], at(1))
+        assert done.applied == [True]
 
         started = await store.get_run(run.id)
         assert (started.status, started.started_at) == (RunStatus.RUNNING, T0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 from contract.helpers import (
@@ -32,7 +33,7 @@ async def _fan_out(store: Store) -> tuple[RunRecord, StepRecord, StepRecord]:
     """A running run whose first step scheduled two parallel branches; both claimed."""
     run = await one_run(store)
     first = await claim_one(store)
-    branches = (step_to("a", branch="a"), step_to("b", branch="b"))
+    branches = (step_to("a"), step_to("b"))
     assert await complete(store, first, succeeded(next_steps=branches))
     a, b = sorted(await claim(store), key=lambda s: s.node_id)
     return run, a, b
@@ -141,7 +142,8 @@ async def test_success_records_output_schedules_next_steps_and_events(store: Sto
         extra_events=(("vars.set", {"k": "v"}),),
     )
 
-    assert await store.complete_steps([StepCompletion(step, transition)], at(1)) == [True]
+    done = await store.complete_steps([StepCompletion(step, transition)], at(1))
+    assert done.applied == [True]
 
     steps = await steps_by_node(store, run.id)
     done = steps[("start", 0)]
@@ -189,7 +191,7 @@ async def test_path_ended_waits_for_the_other_branches(store: Store) -> None:
 async def test_fail_run_fails_the_run_and_cancels_scheduled_steps(store: Store) -> None:
     run = await one_run(store)
     first = await claim_one(store)
-    branches = (step_to("a", branch="a"), step_to("b", branch="b"), step_to("c", at_=at(99)))
+    branches = (step_to("a"), step_to("b"), step_to("c", at_=at(99)))
     assert await complete(store, first, succeeded(next_steps=branches))
     a = await claim_one(store)
 
@@ -274,7 +276,8 @@ async def test_a_batch_applies_fresh_completions_and_discards_stale_ones(store: 
         [StepCompletion(one, succeeded("1")), StepCompletion(stale_two, succeeded("2"))], T0
     )
 
-    assert applied == [True, False]
+    assert applied.applied == [True, False]
+    assert applied.settled == {}
     assert await store.queue_depth() == {"succeeded": 1, "running": 1}
 
 
@@ -285,7 +288,7 @@ async def test_completing_a_step_of_a_terminal_run_records_it_and_goes_no_furthe
     assert await complete(store, a, failed_run(), at(1))
     assert (await store.get_run(run.id)).status == RunStatus.FAILED
 
-    late = succeeded("b done", next_steps=[step_to("after_b", branch="b")], path_ended=True)
+    late = succeeded("b done", next_steps=[step_to("after_b")], path_ended=True)
     assert await complete(store, b, late, at(2))
 
     steps = await steps_by_node(store, run.id)
@@ -311,11 +314,11 @@ async def test_scheduling_an_existing_next_step_is_ignored(store: Store) -> None
 
     joins = [s for s in await store.list_steps(run.id) if s.node_id == "join"]
     assert [(s.status, s.available_at) for s in joins] == [(StepStatus.SCHEDULED, at(1))]
-    # Another iteration or branch of the same node is a different step.
+    # Another iteration of the same node is a different step.
     [joined] = await claim(store, now=at(1))
-    again = [step_to("join", iteration=1), step_to("join", branch="x")]
+    again = [step_to("join", iteration=1), step_to("join")]
     assert await complete(store, joined, succeeded(next_steps=again))
-    assert len([s for s in await store.list_steps(run.id) if s.node_id == "join"]) == 3
+    assert len([s for s in await store.list_steps(run.id) if s.node_id == "join"]) == 2
 
 
 # -- leases --------------------------------------------------------------------------------
@@ -436,17 +439,19 @@ async def test_load_run_states_latest_output_and_max_iteration_per_node(store: S
     # loop iteration 2 is scheduled, not finished; the other run's step fails.
     assert await complete(store, steps[other.id], failed_run())
 
-    states = await store.load_run_states([run.id, other.id, RunId("run_missing")])
+    mine, theirs = await store.list_steps(run.id), await store.list_steps(other.id)
+    missing = dataclasses.replace(theirs[0], run_id=RunId("run_missing"))
+    states = await store.load_run_states([*mine, theirs[0], missing])
 
-    assert set(states) == {run.id, other.id}
-    state = states[run.id]
+    assert set(states) == {(run.id, ""), (other.id, "")}
+    state = states[(run.id, "")]
     assert state.run == await store.get_run(run.id)
     assert state.iterations == {"start": 0, "loop": 2}
     assert state.steps["loop"]["output"] == {"i": 1}
     assert state.steps["loop"]["iteration"] == 1
     assert state.steps["start"]["output"] == {"start": True}
     assert state.steps["start"]["status"] == "succeeded"
-    failed = states[other.id].steps["start"]
+    failed = states[(other.id, "")].steps["start"]
     assert (failed["status"], failed["error"]) == ("failed", BOOM.as_dict())
     assert await store.load_run_states([]) == {}
 

@@ -19,7 +19,7 @@ from flowyard.store.schema import metadata
 
 #: Partial indexes of the queue and the statuses their predicates name.
 PARTIAL_INDEXES = {
-    "ix_steps_claimable": ("scheduled", "retrying"),
+    "ix_steps_claimable": ("scheduled", "retrying", "waiting"),
     "ix_steps_leased": ("running",),
 }
 

@@ -11,6 +11,8 @@ from live import Live, chain, collect, history, live_app, open_ws, start, stream
 from websockets.asyncio.client import connect
 
 from flowyard.api.stream import StreamAuthError
+from flowyard.domain.auth import Role
+from flowyard.security import Principal
 from flowyard.settings import Settings
 from support.http import RecordingServer, Reply
 from support.procs import worker_group
@@ -102,11 +104,11 @@ async def test_unknown_run_is_closed_with_4404(tmp_path: Path) -> None:
 async def test_token_in_a_first_message_reaches_the_authenticator(tmp_path: Path) -> None:
     seen: list[str | None] = []
 
-    async def refuse_bad(token: str | None) -> str | None:
+    async def refuse_bad(token: str | None) -> Principal:
         seen.append(token)
         if token != "good":
             raise StreamAuthError
-        return "someone"
+        return Principal("user", "someone", Role.VIEWER)
 
     settings = app_settings(f"sqlite:///{tmp_path / 'f.db'}", stream_auth_timeout_s=2.0)
     async with live_app(settings) as live:

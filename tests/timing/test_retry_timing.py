@@ -11,18 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pytest
 
-from flowyard.bootstrap import Container, build
 from flowyard.domain.definition import RetryPolicy
 from flowyard.domain.errors import ErrorInfo
-from flowyard.domain.ids import RunId
-from flowyard.domain.records import EventRecord, RunRecord, StepRecord
+from flowyard.domain.records import EventRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.retry import backoff_delay
 from flowyard.engine.transitions import on_failure
@@ -30,86 +26,19 @@ from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.registry import default_registry
 from flowyard.settings import Settings
-from flowyard.store import Store
-from flowyard.worker import Worker
 from support.clock import FakeClock
+from support.harness import (
+    built,
+    eventually,
+    run_ends,
+    start_run,
+    step_of,
+    step_reaches,
+    working,
+)
 from support.http import Recorded, RecordingServer, Reply
 
-T = TypeVar("T")
-WAIT_S = 15.0
-
-
 # -- harness -------------------------------------------------------------------------------
-
-
-class ClaimProbe:
-    """Stands in for a worker's store: counts claim passes and the fake instant of each."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.passes: list[tuple[datetime, list[str]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def claim_steps(
-        self, worker_id: str, *, limit: int, now: datetime, lease_s: float
-    ) -> list[StepRecord]:
-        claimed = await self._store.claim_steps(worker_id, limit=limit, now=now, lease_s=lease_s)
-        self.passes.append((now, [s.node_id for s in claimed]))
-        return claimed
-
-    async def passes_at(self, when: datetime, count: int = 3) -> list[str]:
-        """Wait until the worker made ``count`` claim passes at ``when`` or later; returns the
-        nodes those passes claimed."""
-
-        def seen() -> list[tuple[datetime, list[str]]] | None:
-            later = [p for p in self.passes if p[0] >= when]
-            return later if len(later) >= count else None
-
-        later = await eventually(seen, f"{count} claim passes at {when}")
-        return [node for _, nodes in later for node in nodes]
-
-
-async def eventually(check: Callable[[], T | Awaitable[T | None] | None], what: str) -> T:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after WAIT_S."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while True:
-        result = check()
-        value = await result if asyncio.iscoroutine(result) else result
-        if value:
-            return cast(T, value)
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def built(settings: Settings, clock: FakeClock, **overrides: Any) -> AsyncIterator[Container]:
-    """A container on the test database whose service and workers use ``clock``."""
-    container = await build(
-        settings.model_copy(update={"shutdown_grace_s": 2.0, **overrides}), clock=clock
-    )
-    try:
-        yield container
-    finally:
-        await container.close()
-
-
-@asynccontextmanager
-async def working(container: Container) -> AsyncIterator[tuple[Worker, ClaimProbe]]:
-    """One in-process worker running in the background, its store wrapped in a probe."""
-    worker = container.new_worker()
-    probe = ClaimProbe(worker.store)
-    worker.store = cast(Store, probe)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker, probe
-    finally:
-        worker.stop()
-        async with asyncio.timeout(WAIT_S):
-            await task
 
 
 def call(url: str, *, catch: list[dict[str, Any]] | None = None, **node: Any) -> dict[str, Any]:
@@ -140,37 +69,6 @@ def call(url: str, *, catch: list[dict[str, Any]] | None = None, **node: Any) ->
             }
         )
     return {"name": "timing", "start": "start", "nodes": nodes}
-
-
-async def start_run(container: Container, definition: dict[str, Any]) -> RunRecord:
-    record, _, _ = await container.service.save_workflow(definition)
-    run, _ = await container.service.start_run(record.id, {})
-    return run
-
-
-async def step_of(container: Container, run_id: RunId, node_id: str) -> StepRecord | None:
-    found = [s for s in await container.store.list_steps(run_id) if s.node_id == node_id]
-    return found[-1] if found else None
-
-
-async def step_reaches(
-    container: Container, run_id: RunId, node_id: str, status: StepStatus, attempt: int
-) -> StepRecord:
-    """Wait until ``node_id``'s step is committed with ``status`` after attempt ``attempt``."""
-
-    async def check() -> StepRecord | None:
-        step = await step_of(container, run_id, node_id)
-        return step if step and (step.status, step.attempt) == (status, attempt) else None
-
-    return await eventually(check, f"{node_id} {status.value} after attempt {attempt}")
-
-
-async def run_ends(container: Container, run_id: RunId) -> RunRecord:
-    async def check() -> RunRecord | None:
-        run = await container.store.get_run(run_id)
-        return run if run.status.is_terminal else None
-
-    return await eventually(check, f"run {run_id} to end")
 
 
 def events_of(events: list[EventRecord], kind: str, node_id: str = "call") -> list[EventRecord]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flowyard.domain.definition import definition_json_schema
+from flowyard.domain.state_machine import definition_json_schema
 
 ROOT = Path(__file__).parents[2]
 

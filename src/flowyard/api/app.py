@@ -11,14 +11,23 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from flowyard import __version__
-from flowyard.api import problems
-from flowyard.api import stream as stream_auth
+from flowyard.api import cors, openapi, problems
 from flowyard.api.limits import BodyLimitMiddleware
 from flowyard.api.metrics import HttpMetricsMiddleware
-from flowyard.api.routers import auth, lifecycle, metrics, runs, stream, system, workflows
+from flowyard.api.ratelimit import RateLimitMiddleware, RateLimits
+from flowyard.api.routers import (
+    auth,
+    credentials,
+    flow,
+    lifecycle,
+    metrics,
+    runs,
+    stream,
+    system,
+    workflows,
+)
 from flowyard.api.security import AuditMiddleware, authorize
 from flowyard.bootstrap import Container, build
-from flowyard.security import AuthError
 from flowyard.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -29,6 +38,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     """Build the app. Without a ``container`` one is built (and closed) by the lifespan,
     with ``settings.workers`` in-process workers."""
     settings = settings or (container.settings if container else Settings())
+    # Parsed now: a wrong limit, proxy or storage setting fails the start, not a request.
+    rate_limits = RateLimits.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +62,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                 await asyncio.gather(*tasks, return_exceptions=True)
             if owned:
                 await built.close()
+            await rate_limits.close()
 
     app = FastAPI(
         title="flowyard",
@@ -62,18 +74,17 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         dependencies=[Depends(authorize)],
     )
     problems.install(app)
-
-    async def authenticate_stream(token: str | None) -> str | None:
-        try:
-            principal = await app.state.container.auth.authenticate(token)
-        except AuthError as exc:
-            raise stream_auth.StreamAuthError(str(exc)) from None
-        return str(principal.actor)
-
-    app.state.stream_authenticator = authenticate_stream
+    openapi.install(app)  # problem responses, security and examples completed from RULES
+    # WebSockets authenticate in the stream router (api/stream.py), with the same checks.
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware)
+    app.state.rate_limits = rate_limits  # also the login throttle's
+    if settings.rate_limit_enabled:
+        # Outside the audit (refusals are not audited), inside CORS (a 429 carries CORS
+        # headers, so a browser script can read Retry-After) and metrics (429s are counted).
+        app.add_middleware(RateLimitMiddleware, limits=rate_limits)
+    cors.install(app, settings)
     if settings.metrics_enabled:
         # Outermost: also counts requests the body limit rejects.
         app.add_middleware(HttpMetricsMiddleware)
@@ -84,9 +95,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.include_router(metrics.router)
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
+    app.include_router(flow.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     app.include_router(auth.router, prefix=API_PREFIX)
+    app.include_router(credentials.router, prefix=API_PREFIX)
     return app
 
 

@@ -10,13 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flowyard.api.schemas import ProblemDetails
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
     FlowyardError,
     InvalidInput,
     NotFound,
+    PreconditionFailed,
     StoreUnavailable,
 )
 from flowyard.engine.validation import pointer_from_loc
@@ -25,13 +25,15 @@ PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://flowyard.dev/problems/"
 #: Members RFC 9457 defines: an error's detail never overwrites them.
 RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
-_PROBLEM_SCHEMA = ProblemDetails.model_json_schema()
+#: The one schema of every problem response, a component referenced by ``$ref``.
+PROBLEM_SCHEMA_REF = "#/components/schemas/ProblemDetails"
 _log = logging.getLogger("flowyard.api")
 
 _STATUS: list[tuple[type[FlowyardError], int]] = [
     (DefinitionError, 422),
     (InvalidInput, 422),
     (NotFound, 404),
+    (PreconditionFailed, 412),  # before Conflict: it is one
     (Conflict, 409),
     (StoreUnavailable, 503),
 ]
@@ -43,20 +45,97 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
-def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for problem answers with these statuses."""
-    descriptions = {
-        404: "Not found.",
-        409: "Conflicts with the current state (the problem says which).",
-        422: "Invalid input; `errors` locates every problem.",
-    }
+def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": TYPE_BASE + code, "title": title, "status": status, "detail": detail, **extra}
+
+
+#: Problem answers as documented in OpenAPI: status -> (description, example). Declared once;
+#: routes pick theirs with :func:`documented`, and :mod:`flowyard.api.openapi` adds the ones
+#: every protected route (401, 403) or every route with input (422) can give.
+PROBLEM_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
+    401: (
+        "Missing, invalid or expired credentials (`WWW-Authenticate: Bearer`).",
+        _example(401, "unauthorized", "missing credentials", "missing credentials"),
+    ),
+    403: (
+        "The caller's role may not do this.",
+        _example(403, "forbidden", "role viewer may not do this", "role viewer may not do this"),
+    ),
+    404: (
+        "Not found.",
+        _example(404, "not-found", "Not found", "workflow 'lead-routing' not found"),
+    ),
+    409: (
+        "Conflicts with the current state (the problem says which).",
+        _example(
+            409,
+            "conflict",
+            "Conflict",
+            "run run_01J0000000000000000000000 already ended",
+            current_status="succeeded",
+        ),
+    ),
+    412: (
+        "`If-Match` does not match the current ETag: the resource changed since it was read. "
+        "Nothing was saved; `current_etag` and `latest_version` say what is current.",
+        _example(
+            412,
+            "precondition-failed",
+            "Precondition failed",
+            'workflow \'lead-routing\' is at ETag "3" (version 3), not "2"',
+            current_etag='"3"',
+            latest_version=3,
+            archived=False,
+        ),
+    ),
+    413: (
+        "The request body is over `FLOWYARD_MAX_REQUEST_BYTES`.",
+        _example(413, "too-large", "request body too large", "request body too large"),
+    ),
+    422: (
+        "Invalid input; `errors` locates every problem.",
+        _example(
+            422,
+            "invalid-input",
+            "Invalid input",
+            "the request is invalid",
+            errors=[
+                {
+                    "pointer": "/idempotency_key",
+                    "in": "body",
+                    "location": "body.idempotency_key",
+                    "message": "String should have at most 200 characters",
+                    "code": "string_too_long",
+                }
+            ],
+        ),
+    ),
+    429: (
+        "Too many requests: retry after `Retry-After` seconds.",
+        _example(429, "rate-limited", "Too many requests", "rate limit exceeded", retry_after=12),
+    ),
+    503: (
+        "The database is unavailable; retry later.",
+        _example(503, "store-unavailable", "Store unavailable", "database unavailable"),
+    ),
+}
+
+
+def problem_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """The OpenAPI response object of a problem answer with ``status``."""
+    default, example = PROBLEM_RESPONSES.get(
+        status, ("Problem.", _example(status, "http-error", "Problem", "the request failed"))
+    )
     return {
-        status: {
-            "description": descriptions.get(status, "Problem."),
-            "content": {PROBLEM_JSON: {"schema": _PROBLEM_SCHEMA}},
-        }
-        for status in statuses
+        "description": description or default,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_SCHEMA_REF}, "example": example}},
     }
+
+
+def documented(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem answers with these statuses; a keyword
+    ``d404="..."`` overrides the description of one status."""
+    return {status: problem_response(status, descriptions.get(f"d{status}")) for status in statuses}
 
 
 def status_for(exc: FlowyardError) -> int:
@@ -110,6 +189,7 @@ def install(app: FastAPI) -> None:
             403: "forbidden",
             404: "not-found",
             405: "method-not-allowed",
+            412: "precondition-failed",
             413: "too-large",
         }.get(exc.status_code, "http-error")
         response = problem(exc.status_code, code, str(exc.detail), str(exc.detail))

@@ -1,9 +1,14 @@
-"""Request and response models of the API (separate from storage records)."""
+"""Request and response models of the API (separate from storage records).
+
+Every model a route reads or returns carries an example (``json_schema_extra``), shown in
+``/docs``; ``tests/api/test_openapi_docs.py`` walks ``/openapi.json`` to keep it so.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,14 +21,64 @@ from flowyard.domain.records import (
 )
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+# -- example values shared by the models' examples ---------------------------------------------
+
+WORKFLOW_ID = "wf_01jh5k2v3m4n5p6q7r8s9t0vwx"
+RUN_ID = "run_01jh5m9a7bc2d3e4f5g6h7j8k9"
+AT = "2025-01-15T09:30:00Z"
+LATER = "2025-01-15T09:30:01Z"
+
+#: A small valid definition (``examples/`` holds real ones).
+EXAMPLE_DEFINITION: dict[str, Any] = {
+    "name": "hello",
+    "start": "start",
+    "nodes": [
+        {"id": "start", "type": "trigger", "next": "greet"},
+        {
+            "id": "greet",
+            "type": "set",
+            "config": {"values": {"greeting": "Hello {{ input.name }}"}},
+            "next": "done",
+        },
+        {"id": "done", "type": "end", "config": {"output": "{{ steps.greet.output }}"}},
+    ],
+}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+def example_of(model: type[BaseModel]) -> Any:
+    """The first example a model declares (None without one)."""
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    return examples[0] if isinstance(examples, list) and examples else None
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+WORKFLOW_EXAMPLE: dict[str, Any] = {
+    "id": WORKFLOW_ID,
+    "name": "hello",
+    "description": None,
+    "latest_version": 2,
+    "archived": False,
+    "created_at": AT,
+    "updated_at": LATER,
+}
+
+
 class WorkflowPublic(_Out):
     """A workflow and its newest version number."""
+
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [WORKFLOW_EXAMPLE]}
+    )
 
     id: str
     name: str
@@ -39,8 +94,22 @@ class WorkflowPublic(_Out):
         return cls.model_validate(record)
 
 
+VERSION_EXAMPLE: dict[str, Any] = {
+    "workflow_id": WORKFLOW_ID,
+    "version": 2,
+    "checksum": "9f2c4e1b7a3d5f60",
+    "created_at": LATER,
+    "created_by": "user:admin",
+    "definition": EXAMPLE_DEFINITION,
+}
+
+
 class VersionPublic(_Out):
     """One immutable version."""
+
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [VERSION_EXAMPLE]}
+    )
 
     workflow_id: str
     version: int
@@ -56,18 +125,49 @@ class VersionPublic(_Out):
 
 
 class WorkflowWithVersion(BaseModel):
-    """Answer to creating or updating a workflow."""
+    """Answer to creating, reading or updating a workflow. The response's ``ETag`` header
+    identifies this state: send it back in ``If-Match`` to update or archive safely."""
+
+    model_config = _examples(
+        {"workflow": WORKFLOW_EXAMPLE, "version": VERSION_EXAMPLE, "created": True}
+    )
 
     workflow: WorkflowPublic
     version: VersionPublic
     created: bool = Field(description="False when the definition equals the latest version.")
 
 
+def _page_examples(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """A concrete page (``Page[RunPublic]``) shows one item of its type's example."""
+    annotation = cls.model_fields["items"].annotation
+    (item_type,) = get_args(annotation) or (None,)
+    item = example_of(item_type) if isinstance(item_type, type) else None
+    if item is not None:
+        schema["examples"] = [{"items": [item], "next_cursor": "opaque-cursor-of-the-next-page"}]
+
+
 class Page(BaseModel, Generic[T]):
-    """A page of items with the cursor of the next page (null at the end)."""
+    """A page of items with the cursor of the next page (null on the last page). Pass it
+    back as ``cursor`` for the next page; the same filters must be sent again."""
+
+    model_config = ConfigDict(json_schema_extra=_page_examples)
 
     items: list[T]
-    next_cursor: str | None = None
+    next_cursor: str | None = Field(
+        None, description="Cursor of the next page; null when this page is the last."
+    )
+
+
+def paged(
+    rows: Sequence[R], limit: int, cursor: Callable[[R], object]
+) -> tuple[list[R], str | None]:
+    """The first ``limit`` rows and the cursor of the next page.
+
+    Routes ask the store for ``limit + 1`` rows: only a row beyond the page proves that a
+    next page exists, so a last page exactly ``limit`` long has no ``next_cursor`` (and no
+    client fetches an empty page to find out)."""
+    page = list(rows[:limit])
+    return page, (str(cursor(page[-1])) if len(rows) > limit and page else None)
 
 
 class ProblemItem(BaseModel):
@@ -81,6 +181,20 @@ class ProblemItem(BaseModel):
 class ValidationReport(BaseModel):
     """Answer of ``POST /workflows/validate``."""
 
+    model_config = _examples(
+        {"valid": True, "errors": []},
+        {
+            "valid": False,
+            "errors": [
+                {
+                    "pointer": "/nodes/1/next",
+                    "message": "no node has id 'nowhere'",
+                    "code": "dangling_edge",
+                }
+            ],
+        },
+    )
+
     valid: bool
     errors: list[ProblemItem]
 
@@ -88,7 +202,19 @@ class ValidationReport(BaseModel):
 class StartRun(BaseModel):
     """Start a run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "input": {"email": "lead@example.com", "region": "East Coast"},
+                    "vars": {"east_manager": "005xx000001Sv6Q"},
+                    "idempotency_key": "lead-42",
+                },
+                {"input": {"name": "Ada"}, "version": 1},
+            ]
+        },
+    )
 
     input: Any = Field(
         default_factory=dict,
@@ -106,8 +232,29 @@ class StartRun(BaseModel):
     version: int | None = Field(None, ge=1, description="Pin a version; latest when omitted.")
 
 
+STEP_EXAMPLE: dict[str, Any] = {
+    "id": 1042,
+    "node_id": "greet",
+    "node_type": "set",
+    "branch": "",
+    "iteration": 0,
+    "status": "succeeded",
+    "attempt": 1,
+    "available_at": AT,
+    "created_at": AT,
+    "started_at": AT,
+    "finished_at": LATER,
+    "lease_owner": None,
+    "output": {"greeting": "Hello Ada"},
+    "error": None,
+    "recoveries": 0,
+}
+
+
 class StepPublic(_Out):
     """One step of a run."""
+
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [STEP_EXAMPLE]})
 
     id: int
     node_id: str
@@ -131,8 +278,21 @@ class StepPublic(_Out):
         return cls.model_validate(record)
 
 
+EVENT_EXAMPLE: dict[str, Any] = {
+    "id": 5311,
+    "run_id": RUN_ID,
+    "step_id": 1042,
+    "type": "step.succeeded",
+    "data": {"node_id": "greet", "attempt": 1},
+    "actor": None,
+    "created_at": LATER,
+}
+
+
 class EventPublic(_Out):
     """One history entry."""
+
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [EVENT_EXAMPLE]})
 
     id: int
     run_id: str
@@ -148,8 +308,28 @@ class EventPublic(_Out):
         return cls.model_validate(record)
 
 
+RUN_EXAMPLE: dict[str, Any] = {
+    "id": RUN_ID,
+    "workflow_id": WORKFLOW_ID,
+    "workflow_version": 2,
+    "status": "succeeded",
+    "input": {"name": "Ada"},
+    "vars": {},
+    "output": {"greeting": "Hello Ada"},
+    "error": None,
+    "error_type": None,
+    "idempotency_key": "lead-42",
+    "created_at": AT,
+    "started_at": AT,
+    "finished_at": LATER,
+    "updated_at": LATER,
+}
+
+
 class RunPublic(_Out):
     """A run's status and result."""
+
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [RUN_EXAMPLE]})
 
     id: str
     workflow_id: str
@@ -175,7 +355,14 @@ class RunPublic(_Out):
 
 
 class RunDetailPublic(RunPublic):
-    """A run with its steps and events."""
+    """A run with its steps and (first 1,000) events."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [{**RUN_EXAMPLE, "steps": [STEP_EXAMPLE], "events": [EVENT_EXAMPLE]}]
+        },
+    )
 
     steps: list[StepPublic]
     events: list[EventPublic]
@@ -184,7 +371,19 @@ class RunDetailPublic(RunPublic):
 class ProblemDetails(BaseModel):
     """An RFC 9457 problem (``application/problem+json``); extension members may follow."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://flowyard.dev/problems/not-found",
+                    "title": "Not found",
+                    "status": 404,
+                    "detail": "workflow 'lead-routing' not found",
+                }
+            ]
+        },
+    )
 
     type: str = Field(description="Stable URI of the problem type.")
     title: str
@@ -192,10 +391,68 @@ class ProblemDetails(BaseModel):
     detail: str
 
 
+class ListDiff(BaseModel):
+    """Items (by id) added, removed and changed (field -> {from, to})."""
+
+    added: list[str]
+    removed: list[str]
+    changed: dict[str, dict[str, dict[str, Any]]]
+
+
+class VersionDiff(BaseModel):
+    """What changed between two versions of a workflow."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "workflow_id": "wf_01jd0c3v8w2m4x5y6z7a8b9c0d",
+                    "from_version": 1,
+                    "to_version": 2,
+                    "identical": False,
+                    "fields": {"description": {"from": None, "to": "Routes leads by region"}},
+                    "nodes": {
+                        "added": ["notify"],
+                        "removed": [],
+                        "changed": {"route": {"next": {"from": "done", "to": "notify"}}},
+                    },
+                    "states": None,
+                    "actions": None,
+                }
+            ]
+        }
+    )
+
+    workflow_id: str
+    from_version: int
+    to_version: int
+    identical: bool
+    fields: dict[str, dict[str, Any]]
+    nodes: ListDiff | None = None
+    states: ListDiff | None = None
+    actions: ListDiff | None = None
+
+
+class RetryRun(BaseModel):
+    """Optional body of ``POST /runs/{id}/retry``."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"use_latest_definition": True}]}
+    )
+
+    use_latest_definition: bool = Field(
+        False,
+        description="Move the run to its workflow's latest version first (409 when a node it "
+        "must run again is not in that version).",
+    )
+
+
 class CancelRun(BaseModel):
     """Optional body of ``POST /runs/{id}/cancel``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "duplicate lead"}]}
+    )
 
     reason: str | None = Field(
         None, max_length=500, description="Why the run is cancelled (kept in its history)."
@@ -205,7 +462,15 @@ class CancelRun(BaseModel):
 class BulkRetryRequest(BaseModel):
     """Which ended runs to retry (the dead-letter queue)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"status": "failed", "workflow": "lead-routing", "error_type": "http.5*"},
+                {"status": "timed_out", "limit": 500},
+            ]
+        },
+    )
 
     status: Literal["failed", "timed_out", "cancelled"] = Field(
         "failed", description="Status of the runs to retry."
@@ -232,6 +497,70 @@ class SkippedRun(BaseModel):
 class BulkRetryResult(BaseModel):
     """Outcome of a bulk retry."""
 
+    model_config = _examples(
+        {
+            "matched": 2,
+            "retried": [RUN_ID],
+            "skipped": [
+                {
+                    "run_id": "run_01jh5m9a7bc2d3e4f5g6h7j8ka",
+                    "reason": "run run_01jh5m9a7bc2d3e4f5g6h7j8ka has nothing to re-run",
+                }
+            ],
+        }
+    )
+
     matched: int = Field(description="Runs that matched the filter (up to the limit).")
     retried: list[str] = Field(description="Ids of the runs started again.")
     skipped: list[SkippedRun]
+
+
+# -- system -----------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """The process is up."""
+
+    model_config = _examples({"status": "ok", "version": "0.1.0"})
+
+    status: Literal["ok"]
+    version: str
+
+
+class Readiness(BaseModel):
+    """The database answers and its schema is current."""
+
+    model_config = _examples({"status": "ready", "database": "postgresql"})
+
+    status: Literal["ready"]
+    database: str = Field(description="The store's dialect: `sqlite` or `postgresql`.")
+
+
+class NodeTypePublic(BaseModel):
+    """A registered node type and the JSON Schema of its ``config`` (node packs may add
+    members)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "set",
+                    "description": "Set values in the step output.",
+                    "terminal": False,
+                    "branching": False,
+                    "config_schema": {
+                        "type": "object",
+                        "properties": {"values": {"type": "object"}},
+                        "required": ["values"],
+                    },
+                }
+            ]
+        },
+    )
+
+    type: str
+    description: str
+    terminal: bool
+    branching: bool
+    config_schema: dict[str, Any]

@@ -58,6 +58,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", f"{API}/workflows/{{workflow_ref}}"): Rule(_E, "workflow.archive", "workflow"),
     ("GET", f"{API}/workflows/{{workflow_ref}}/versions"): Rule(_V, "workflow.versions"),
     ("GET", f"{API}/workflows/{{workflow_ref}}/versions/{{version}}"): Rule(_V, "workflow.version"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/versions/{{version}}/diff/{{other}}"): Rule(
+        _V, "workflow.diff"
+    ),
     ("POST", f"{API}/workflows/{{workflow_ref}}/runs"): Rule(_O, "run.start", "workflow"),
     ("GET", f"{API}/runs"): Rule(_V, "run.list"),
     ("GET", f"{API}/runs/{{run_id}}"): Rule(_V, "run.get"),
@@ -68,6 +71,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/runs/{{run_id}}/pause"): Rule(_O, "run.pause", "run"),
     ("POST", f"{API}/runs/{{run_id}}/resume"): Rule(_O, "run.resume", "run"),
     ("POST", f"{API}/runs/{{run_id}}/retry"): Rule(_O, "run.retry", "run"),
+    ("POST", f"{API}/runs/{{run_id}}/signals/{{name}}"): Rule(_O, "run.signal", "run"),
+    ("GET", f"{API}/runs/{{run_id}}/signals"): Rule(_V, "run.signals"),
+    ("GET", f"{API}/runs/{{run_id}}/actions"): Rule(_V, "run.actions"),
+    ("POST", f"{API}/runs/{{run_id}}/actions/{{action}}"): Rule(_O, "run.action", "run"),
     ("POST", f"{API}/users"): Rule(_A, "user.create", "user"),
     ("GET", f"{API}/users"): Rule(_A, "user.list"),
     ("PATCH", f"{API}/users/{{user_id}}"): Rule(_A, "user.update", "user"),
@@ -76,6 +83,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/api-keys"): Rule(_A, "api_key.list"),
     ("DELETE", f"{API}/api-keys/{{key_id}}"): Rule(_A, "api_key.revoke", "api_key"),
     ("GET", f"{API}/audit"): Rule(_A, "audit.list"),
+    # WebSockets (not in OpenAPI): checked by the stream router when the token arrives.
+    ("WS", f"{API}/runs/{{run_id}}/stream"): Rule(_V, "stream.run"),
+    ("WS", f"{API}/stream"): Rule(_V, "stream.all"),
+    ("GET", f"{API}/credential-types"): Rule(_E, "credential.types"),
+    ("POST", f"{API}/credentials"): Rule(_A, "credential.create", "credential"),
+    ("GET", f"{API}/credentials"): Rule(_E, "credential.list"),
+    ("GET", f"{API}/credentials/{{name}}"): Rule(_E, "credential.get"),
+    ("PUT", f"{API}/credentials/{{name}}"): Rule(_A, "credential.update", "credential"),
+    ("DELETE", f"{API}/credentials/{{name}}"): Rule(_A, "credential.delete", "credential"),
 }
 
 
@@ -141,9 +157,14 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def _outcome(status: int) -> str:
     if status < 400:
         return "success"
-    return {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict"}.get(
-        status, "invalid" if status in (400, 413, 422) else "error"
-    )
+    return {
+        401: "unauthenticated",
+        403: "forbidden",
+        404: "not_found",
+        409: "conflict",
+        412: "conflict",
+        429: "throttled",
+    }.get(status, "invalid" if status in (400, 413, 422) else "error")
 
 
 class AuditMiddleware:

@@ -9,6 +9,12 @@ client resuming with ``?after=<last id>`` misses none and repeats none.
 
 Backpressure: each client has a bounded queue; when it stays full for
 ``stream_slow_client_s`` the client is closed with 1013 and may resume with its cursor.
+
+Access: a client authenticates with the same tokens as HTTP and needs the role of the
+route's ``("WS", path)`` rule in :data:`flowyard.api.security.RULES`. Missing, invalid or
+expired credentials close with 4401; a disabled or deleted user, a revoked API key or a role
+too low with 1008 (policy violation). An open stream re-checks its token every
+``stream_reauth_interval_s``, so revoking access also ends the streams already open.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flowyard.api.schemas import EventPublic
+from flowyard.domain.auth import Role
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import EventRecord
 from flowyard.domain.statuses import RunStatus
+from flowyard.security.auth import AccessRevoked, AuthError, AuthService, Principal
 from flowyard.store import Store
 from flowyard.store.notify import EventListener, listen_for_events
 
@@ -36,6 +44,7 @@ SUBPROTOCOL = "flowyard.v1"
 TOKEN_PREFIX = "bearer."
 #: Close codes.
 CLOSE_NORMAL = 1000
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL = 1011
 CLOSE_UNAUTHORIZED = 4401
@@ -47,20 +56,39 @@ LISTEN_SAFETY_NET_S = 2.0
 
 
 class StreamAuthError(Exception):
-    """The authenticator refused the token: the websocket is closed with 4401."""
+    """The token or the principal is refused: the websocket is closed with ``code`` (4401:
+    not authenticated; 1008: access refused or withdrawn)."""
+
+    def __init__(self, reason: str = "unauthorized", code: int = CLOSE_UNAUTHORIZED) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
 
 
 #: Token (or None) -> principal. Raises :class:`StreamAuthError` to refuse.
-Authenticator = Callable[[str | None], Awaitable[str | None]]
+Authenticator = Callable[[str | None], Awaitable[Principal]]
+#: Re-checks an open stream's access: None while allowed, else the close code.
+Guard = Callable[[], Awaitable[int | None]]
 
 
-async def allow_any(token: str | None) -> str | None:
-    """The placeholder authenticator: accepts any token or none.
+def authenticator_for(auth: AuthService) -> Authenticator:
+    """The authenticator over the app's :class:`AuthService` (the same checks as HTTP)."""
 
-    Authentication does not exist yet; when it does, set ``app.state.stream_authenticator``
-    to one that verifies the token (JWT or API key) and refuses otherwise.
-    """
-    return None if token is None else "token"
+    async def authenticate(token: str | None) -> Principal:
+        try:
+            return await auth.authenticate(token)
+        except AccessRevoked as exc:
+            raise StreamAuthError(str(exc), CLOSE_POLICY_VIOLATION) from None
+        except AuthError as exc:
+            raise StreamAuthError(str(exc)) from None
+
+    return authenticate
+
+
+def require_role(principal: Principal, role: Role | None) -> None:
+    """Refuse (1008) a principal whose role is below ``role``."""
+    if role is not None and not principal.role.allows(role):
+        raise StreamAuthError(f"role {principal.role.value} may not stream", CLOSE_POLICY_VIOLATION)
 
 
 class WebSocketLike(Protocol):
@@ -170,26 +198,32 @@ class StreamSession:
         after: int,
         queue_size: int,
         slow_client_s: float,
+        guard: Guard | None = None,
+        guard_interval_s: float = 30.0,
     ) -> None:
         self.ws = ws
         self.hub = hub
         self.filter = filter_
         self.cursor = after
         self.slow_client_s = slow_client_s
+        self.guard = guard
+        self.guard_interval_s = guard_interval_s
         self.queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(maxsize=queue_size)
 
     async def run(self) -> None:
-        """Stream until the client leaves, falls behind (1013), or the run ends (1000)."""
+        """Stream until the client leaves, falls behind (1013), loses its access (1008 or
+        4401), or the run ends (1000)."""
         await self.hub.acquire()
         produce = asyncio.create_task(self._produce(), name="stream-produce")
         send = asyncio.create_task(self._send(), name="stream-send")
         receive = asyncio.create_task(self._receive(), name="stream-receive")
-        tasks = (produce, send, receive)
+        watch = asyncio.create_task(self._watch(), name="stream-watch")
+        tasks = (produce, send, receive, watch)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if produce.done() and produce.exception() is None:
-                await asyncio.wait((send, receive), return_when=asyncio.FIRST_COMPLETED)
-            code = self._close_code(produce, send, receive)
+            if produce.done() and produce.exception() is None and not watch.done():
+                await asyncio.wait((send, receive, watch), return_when=asyncio.FIRST_COMPLETED)
+            code = watch.result() if watch.done() else self._close_code(produce, send, receive)
         finally:
             for task in tasks:
                 task.cancel()
@@ -259,6 +293,23 @@ class StreamSession:
     async def _receive(self) -> None:
         while (await self.ws.receive())["type"] != "websocket.disconnect":
             pass
+
+    async def _watch(self) -> int:
+        """Re-check access every ``guard_interval_s``; the close code once it is refused (a
+        failing check, say the database is down, keeps the stream and is tried again)."""
+        guard = self.guard
+        if guard is None:
+            await asyncio.Event().wait()  # nothing to watch: wait to be cancelled
+            raise AssertionError("unreachable")
+        while True:
+            await asyncio.sleep(self.guard_interval_s)
+            try:
+                code = await guard()
+            except Exception:
+                _log.warning("re-checking a stream's access failed; retrying", exc_info=True)
+                continue
+            if code is not None:
+                return code
 
 
 def token_from_subprotocols(offered: list[str]) -> tuple[str | None, str | None]:

@@ -28,6 +28,7 @@ from flowyard.cli.common import (
     run_json,
     settings_for,
 )
+from flowyard.cli.credentials import credentials_app
 from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
@@ -39,6 +40,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(runs_app, name="runs")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
+app.add_typer(credentials_app, name="credentials")
 
 
 @app.callback()
@@ -191,7 +193,7 @@ def schema(
     ] = None,
 ) -> None:
     """Print the JSON Schema of the workflow definition format."""
-    from flowyard.domain.definition import definition_json_schema
+    from flowyard.domain.state_machine import definition_json_schema
 
     text = json.dumps(definition_json_schema(), indent=2, sort_keys=True) + "\n"
     if output is None:

@@ -7,7 +7,7 @@ engine code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flowyard.domain.errors import ErrorInfo
@@ -16,24 +16,118 @@ from flowyard.domain.statuses import StepStatus
 
 @dataclass(frozen=True, slots=True)
 class NextStep:
-    """A step to schedule: node, iteration (loops) and when it becomes due."""
+    """A step to schedule (in the branch of the step that schedules it): node, iteration
+    (loops) and when it becomes due."""
 
     node_id: str
     node_type: str
     iteration: int
     available_at: datetime
-    branch: str = ""
+
+
+#: ``available_at`` of a step that waits without a timer (only a wake-up moves it).
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Park the step (status ``waiting``) until ``until`` (None: no timer) or a wake-up.
+
+    ``on`` names what wakes it: ``signal:<name>``, ``action`` (state machines), ``branches``
+    (parallel/map), ``child`` (sub-workflow) or ``timer``. ``data`` is kept on the step for
+    the store (e.g. a join policy).
+    """
+
+    until: datetime | None
+    on: str
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BranchStart:
+    """One branch of a fork: a parallel branch (by name) or a map item (by index)."""
+
+    name: str
+    start_node: str
+    start_type: str
+    item: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPolicy:
+    """When a fork is done. ``all``: every branch finished; ``any``: one succeeded;
+    ``n_of``: ``n`` succeeded. Failures beyond ``tolerated_failures`` end it early (the
+    rest is cancelled) unless ``continue_on_error``. At most ``max_concurrency`` branches
+    run at once (None: all)."""
+
+    mode: str = "all"
+    n: int | None = None
+    max_concurrency: int | None = None
+    tolerated_failures: int = 0
+    continue_on_error: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, kept on the waiting step."""
+        return {
+            "mode": self.mode,
+            "n": self.n,
+            "max_concurrency": self.max_concurrency,
+            "tolerated_failures": self.tolerated_failures,
+            "continue_on_error": self.continue_on_error,
+        }
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> JoinPolicy:
+        """Back from :meth:`as_dict`."""
+        return cls(**(data or {}))
+
+    def done(self, *, succeeded: int, failed: int, unfinished: int) -> bool:
+        """True when the fork needs no more branches to finish."""
+        if unfinished == 0:
+            return True
+        if not self.continue_on_error and failed > self.tolerated_failures:
+            return True
+        if self.mode == "any":
+            return succeeded >= 1
+        if self.mode == "n_of":
+            need = self.n or 1
+            return succeeded >= need or succeeded + unfinished < need
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Start branches inside the run and wait for them (the step waits on ``branches``)."""
+
+    branches: tuple[BranchStart, ...]
+    join: JoinPolicy
+    kind: str = "parallel"  # or "map": branch items are in the scope as ``item``/``index``
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """Start a run of another workflow as a child and wait for it (``child``)."""
+
+    workflow_id: str
+    workflow_version: int
+    start_node: str
+    start_type: str
+    input: Any
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
     """Everything one step completion changes, applied by the store in one transaction.
 
-    - ``step_status``: SUCCEEDED, FAILED or RETRYING (then ``retry_at`` is set).
+    - ``step_status``: SUCCEEDED, FAILED, RETRYING (then ``retry_at`` is set) or WAITING
+      (then ``wait`` is set, and ``fork``/``child`` when it waits for branches/a child run).
     - ``next_steps``: steps to schedule.
-    - ``path_ended``: this path has nowhere to go; the run succeeds with ``run_output`` when no
-      other step of it is still active.
-    - ``fail_run``: the run fails with this error (its other pending steps are cancelled).
+    - ``path_ended``: this path has nowhere to go. On the main path the run succeeds with
+      ``run_output`` when no other step of it is still active; inside a branch, the branch
+      succeeds with it.
+    - ``fail_run``: the run fails with this error (its other pending steps are cancelled);
+      inside a branch, only the branch fails and its fork decides.
     """
 
     step_status: StepStatus
@@ -46,3 +140,9 @@ class Transition:
     fail_run: ErrorInfo | None = None
     event: tuple[str, dict[str, Any]] = ("step.succeeded", {})
     extra_events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    #: With step_status WAITING: what the step waits for (and fork/child say what to start).
+    wait: Wait | None = None
+    fork: Fork | None = None
+    child: ChildRun | None = None
+    #: A buffered signal this step took (marked consumed in the same transaction).
+    consume_signal: int | None = None

@@ -90,11 +90,3 @@ class WorkflowDefinition(_Strict):
     defaults: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
     run_timeout_s: float | None = Field(None, gt=0)
     nodes: list[NodeSpec] = Field(min_length=1, max_length=10_000)
-
-
-def definition_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the definition format (exported to ``schema/workflow.schema.json``)."""
-    schema = WorkflowDefinition.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://flowyard.dev/schema/workflow.schema.json"
-    return schema

@@ -67,6 +67,14 @@ class Conflict(FlowyardError):
     title = "Conflict"
 
 
+class PreconditionFailed(Conflict):
+    """A conditional request's precondition (``If-Match``) does not hold: the resource
+    changed since the client read it. A :class:`Conflict`, answered with HTTP 412."""
+
+    code = "precondition-failed"
+    title = "Precondition failed"
+
+
 class StoreUnavailable(FlowyardError):
     """The database cannot be reached or answered with a transient failure."""
 

@@ -80,6 +80,11 @@ class StepRecord:
     error: dict[str, Any] | None
     recoveries: int
     claims: int
+    #: A waiting step's timer (kept while a wake-up makes it due earlier).
+    wait_until: datetime | None = None
+    #: What a waiting step waits for (``signal:<name>``, ``action``, ``branches``, ...).
+    waiting_for: str | None = None
+    wait_data: dict[str, Any] | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -122,3 +127,29 @@ class NewRun:
     campaign_id: str | None = None
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """A named message delivered to a run (buffered until a waiting step takes it)."""
+
+    id: int
+    run_id: RunId
+    name: str
+    payload: Any
+    sent_by: str | None
+    created_at: datetime
+    consumed_at: datetime | None = None
+    step_id: StepId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BranchResult:
+    """How one branch of a fork (or a child run) ended, in branch order."""
+
+    name: str
+    index: int
+    status: str
+    output: Any
+    error: dict[str, Any] | None
+    child_run_id: RunId | None = None

@@ -39,6 +39,9 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     RETRYING = "retrying"
+    #: Parked until ``wait_until`` (a timer) or a wake-up (a signal, an action, finished
+    #: branches or a child run); claimable again once ``available_at`` passes.
+    WAITING = "waiting"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
     TIMED_OUT = "timed_out"
@@ -50,9 +53,9 @@ class StepStatus(StrEnum):
 
 
 #: Steps a worker may claim once ``available_at`` has passed.
-CLAIMABLE_STEP_STATUSES = frozenset({StepStatus.SCHEDULED, StepStatus.RETRYING})
+CLAIMABLE_STEP_STATUSES = frozenset({StepStatus.SCHEDULED, StepStatus.RETRYING, StepStatus.WAITING})
 #: Steps that still keep their run alive.
-ACTIVE_STEP_STATUSES = frozenset({StepStatus.SCHEDULED, StepStatus.RETRYING, StepStatus.RUNNING})
+ACTIVE_STEP_STATUSES = CLAIMABLE_STEP_STATUSES | {StepStatus.RUNNING}
 TERMINAL_STEP_STATUSES = frozenset(
     {
         StepStatus.SUCCEEDED,

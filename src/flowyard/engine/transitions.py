@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from flowyard.domain.commands import NextStep, Transition
@@ -37,8 +38,10 @@ def on_success(
     iterations: Mapping[str, int],
     now: datetime,
 ) -> Transition:
-    """Decide what follows a successful step."""
+    """Decide what follows a successful step (or a step that parks itself)."""
     node = wf.node(node_id)
+    if outcome.wait is not None:
+        return _park(wf, node_id, outcome)
     target = outcome.next if outcome.next is not None else node.spec.next
     event = ("step.succeeded", {"node_id": node_id, "next": target})
     if outcome.end or target is None:
@@ -48,6 +51,7 @@ def on_success(
             path_ended=True,
             run_output=outcome.output,
             event=event,
+            consume_signal=outcome.consume_signal,
         )
     if target not in wf.nodes:
         # Only a node type that returns an undeclared target can get here; validation
@@ -62,7 +66,41 @@ def on_success(
             StepStatus.SUCCEEDED, output=outcome.output, fail_run=scheduled, event=event
         )
     return Transition(
-        StepStatus.SUCCEEDED, output=outcome.output, next_steps=(scheduled,), event=event
+        StepStatus.SUCCEEDED,
+        output=outcome.output,
+        next_steps=(scheduled,),
+        event=event,
+        consume_signal=outcome.consume_signal,
+    )
+
+
+def _park(wf: CompiledWorkflow, node_id: str, outcome: NodeOutcome) -> Transition:
+    """A step that waits (a timer, a signal, its branches or a child run)."""
+    wait = outcome.wait
+    assert wait is not None
+    fork = outcome.fork
+    if fork is not None:  # branch starts get their node types from the definition
+        fork = replace(
+            fork,
+            branches=tuple(
+                replace(b, start_type=wf.node(b.start_node).spec.type) for b in fork.branches
+            ),
+        )
+    data: dict[str, object] = {"node_id": node_id, "on": wait.on}
+    if wait.until is not None:
+        data["until"] = wait.until.isoformat()
+    if outcome.fork is not None:
+        data["branches"] = len(outcome.fork.branches)
+    if outcome.child is not None:
+        data["workflow_id"] = outcome.child.workflow_id
+        data["workflow_version"] = outcome.child.workflow_version
+    return Transition(
+        StepStatus.WAITING,
+        wait=wait,
+        fork=fork,
+        child=outcome.child,
+        consume_signal=outcome.consume_signal,
+        event=("step.waiting", data),
     )
 
 

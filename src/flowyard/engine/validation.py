@@ -12,7 +12,9 @@ from pydantic import ValidationError
 
 from flowyard.domain.definition import NODE_ID_PATTERN, NodeSpec, WorkflowDefinition
 from flowyard.domain.errors import DefinitionError, Problem
+from flowyard.domain.state_machine import is_state_machine
 from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow
+from flowyard.engine.state_machine import compile_state_machine
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import NodeType, Route
 from flowyard.nodes.registry import NodeRegistry
@@ -84,6 +86,8 @@ class DefinitionValidator:
 
     def validate(self, raw: Any) -> ValidationResult:
         """Validate ``raw`` (parsed JSON) and compile it when it has no problem."""
+        if is_state_machine(raw):
+            return self._validate_state_machine(raw)
         result = ValidationResult()
         if not isinstance(raw, Mapping):
             result.problems.append(
@@ -113,6 +117,17 @@ class DefinitionValidator:
         if definition is not None and not result.problems:
             result.workflow = self._compile(definition, infos)
         result.problems.sort(key=lambda p: _pointer_key(p.pointer))
+        return result
+
+    def _validate_state_machine(self, raw: dict[str, Any]) -> ValidationResult:
+        """Check the states/actions form, then its compiled graph (problems point into the
+        states/actions form either way)."""
+        compiled = compile_state_machine(raw)
+        if compiled.graph is None:
+            compiled.problems.sort(key=lambda p: _pointer_key(p.pointer))
+            return ValidationResult(problems=compiled.problems)
+        result = self.validate(compiled.graph)
+        result.problems = [compiled.locate(p) for p in result.problems]
         return result
 
     def compile(self, raw: Any) -> CompiledWorkflow:
@@ -273,6 +288,7 @@ class DefinitionValidator:
                         "unguarded_cycle",
                     )
                 )
+        _check_regions(infos, start, problems)
 
     @staticmethod
     def _check_input_schema(schema: dict[str, Any], problems: list[Problem]) -> None:
@@ -380,6 +396,46 @@ def _cycles(edges: Mapping[str, list[str]]) -> list[set[str]]:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
     return result
+
+
+def _check_regions(infos: dict[str, _NodeInfo], start: str, problems: list[Problem]) -> None:
+    """Every node belongs to one region: the main path, or one branch of one fork
+    (``parallel`` branches, a ``map``'s per-item sub-graph). A node reached from two regions
+    would run inside a branch and again after the join."""
+    owner: dict[str, str] = {}
+    reported: set[str] = set()
+    regions = [(start, "the main path")]
+    while regions:
+        root, region = regions.pop(0)
+        stack, seen = [root], set()
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id not in infos:
+                continue
+            seen.add(node_id)
+            if owner.setdefault(node_id, region) != region:
+                if node_id not in reported:
+                    reported.add(node_id)
+                    problems.append(
+                        Problem(
+                            f"/nodes/{infos[node_id].index}",
+                            f"node {node_id!r} is reached from {owner[node_id]} and from "
+                            f"{region}: a branch ends where its path ends, and the fork's "
+                            "'next' continues after the join",
+                            "shared_node",
+                        )
+                    )
+                continue
+            info = infos[node_id]
+            forks: set[str] = set()
+            if info.node_type is not None and info.routes_known:
+                for route in info.node_type.branch_routes(info.config):
+                    forks.add(route.target)
+                    regions.append((route.target, f"branch {route.target!r} of {node_id!r}"))
+            stack.extend(r.target for r in info.routes if r.target not in forks)
+            stack.extend(rule.next for rule in info.spec.catch)
+            if info.spec.next is not None:
+                stack.append(info.spec.next)
 
 
 def _pointer_key(pointer: str) -> list[tuple[int, int | str]]:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from flowyard.domain.commands import ChildRun, Fork, Wait
+from flowyard.domain.credentials import ResolvedCredential
+from flowyard.domain.errors import PermanentError
+from flowyard.domain.records import BranchResult, SignalRecord
 from flowyard.expressions import ExpressionEngine
 
 C = TypeVar("C", bound=BaseModel)
@@ -54,12 +59,48 @@ class NodeOutcome:
     """What a successful execution produced.
 
     ``next`` overrides the node's static ``next`` (branching nodes choose it); ``end`` ends
-    this path of the run with ``output`` as the run output candidate.
+    this path of the run with ``output`` as the run output candidate. ``wait`` parks the step:
+    it runs again when its timer passes or something wakes it (``fork``/``child`` also say
+    what to start first).
     """
 
     output: Any = None
     next: str | None = None
     end: bool = False
+    #: Park the step instead of finishing it (a timer, a signal, a join, a child run).
+    wait: Wait | None = None
+    fork: Fork | None = None
+    child: ChildRun | None = None
+    #: The id of the buffered signal this execution took.
+    consume_signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedWorkflow:
+    """A workflow version a sub-workflow step may start."""
+
+    workflow_id: str
+    version: int
+    name: str
+    start_node: str
+    start_type: str
+    run_timeout_s: float | None = None
+
+
+class WorkflowResolver(Protocol):
+    """Looks a workflow up by id or name (and version; None: latest) for sub-workflows."""
+
+    async def resolve(self, ref: str, version: int | None) -> ResolvedWorkflow:
+        """The version to start; raises PermanentError when there is none."""
+        ...
+
+
+class CredentialSource(Protocol):
+    """Resolves credentials by name, inside a worker only (the vault is wired in bootstrap)."""
+
+    async def get(self, name: str) -> ResolvedCredential:
+        """The decrypted credential; PermanentError(``credential.not_found``) when unknown."""
+        ...
 
 
 @dataclass(slots=True)
@@ -78,6 +119,36 @@ class StepContext:
     expressions: ExpressionEngine
     http: httpx.AsyncClient
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("flowyard.node"))
+    #: Resolves credentials by name (None outside a worker); see :meth:`credential`.
+    credentials: CredentialSource | None = None
+    #: The worker's clock (injectable: tests move it instead of sleeping).
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Set when this step waited before and now runs again (its timer, what it waits for).
+    wait_until: datetime | None = None
+    waiting_for: str | None = None
+    #: ``steps.branch`` of this step ('' on the main path).
+    branch: str = ""
+    #: Signals delivered to the run and not yet taken, oldest first.
+    signals: Sequence[SignalRecord] = ()
+    #: When the step waited for branches or a child run: how each ended, in order.
+    children: Sequence[BranchResult] | None = None
+    #: Resolves the workflows a sub-workflow step starts (None outside a worker).
+    workflows: WorkflowResolver | None = None
+
+    @property
+    def resumed(self) -> bool:
+        """True when the step waited before (this is its wake-up)."""
+        return self.waiting_for is not None
+
+    async def credential(self, name: str) -> ResolvedCredential:
+        """The credential called ``name``. Its secret values are redacted from whatever the
+        step outputs or raises (the worker does it); never log them."""
+        if self.credentials is None:
+            raise PermanentError(
+                f"no credential source to resolve {name!r} (credentials resolve in workers)",
+                error_type="credential.unavailable",
+            )
+        return await self.credentials.get(name)
 
     def render(self, value: Any) -> Any:
         """Render every template inside ``value`` against the run scope."""
@@ -105,6 +176,16 @@ class NodeType(ABC, Generic[C]):
 
     def routes(self, config: C) -> list[Route]:
         """Targets named in the config (beyond the node's ``next``)."""
+        return []
+
+    def credential_refs(self, config: C) -> list[tuple[str, str]]:
+        """``(pointer relative to the node, credential name)`` of every credential the config
+        references, so a save can check they exist."""
+        return []
+
+    def branch_routes(self, config: C) -> list[Route]:
+        """The routes (among :meth:`routes`) that start a branch of a fork: the nodes they
+        lead to run inside the branch and must not be shared with the outer path."""
         return []
 
     def expressions(

@@ -34,7 +34,7 @@ _CLAIM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 _BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 #: Step statuses always exported by the queue-depth gauge (0 when absent).
-_QUEUE_STATUSES = ("scheduled", "running", "retrying")
+_QUEUE_STATUSES = ("scheduled", "running", "retrying", "waiting")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,23 @@
-"""Security: the master key and its sub-keys, passwords, tokens, API keys and principals."""
+"""Security: the master key and its sub-keys, passwords, tokens, API keys, principals and
+the credentials vault."""
 
 from flowyard.security.auth import AuthError, AuthService, Principal, TokenPair
+from flowyard.security.credentials import CredentialResolver, CredentialService, CredentialView
 from flowyard.security.keys import MasterKeyError, derive_key, load_master_key
+from flowyard.security.vault import Rotation, Vault, VaultError
 
 __all__ = [
     "AuthError",
     "AuthService",
+    "CredentialResolver",
+    "CredentialService",
+    "CredentialView",
     "MasterKeyError",
     "Principal",
+    "Rotation",
     "TokenPair",
+    "Vault",
+    "VaultError",
     "derive_key",
     "load_master_key",
 ]

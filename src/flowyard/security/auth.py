@@ -32,6 +32,11 @@ class AuthError(Exception):
     """Credentials are missing, invalid, expired or revoked (HTTP 401)."""
 
 
+class AccessRevoked(AuthError):
+    """Credentials that were genuine are no longer accepted: the user was disabled or
+    deleted, or the API key revoked. Still 401 over HTTP; a WebSocket closes with 1008."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is asking: a user (by JWT) or an API key."""
@@ -211,7 +216,7 @@ class AuthService:
         except (VerificationError, InvalidHashError):
             raise AuthError("invalid username or password") from None
         if user.disabled:
-            raise AuthError("user is disabled")
+            raise AccessRevoked("user is disabled")
         token, record = self._refresh_token(user)
         await self.store.add_refresh_token(record)
         return TokenPair(self.access_token(user), token, self.access_ttl_s)
@@ -237,9 +242,9 @@ class AuthService:
         try:
             user = await self.store.get_user(username)
         except NotFound:
-            raise AuthError("unknown user") from None
+            raise AccessRevoked("unknown user") from None
         if user.disabled:
-            raise AuthError("user is disabled")
+            raise AccessRevoked("user is disabled")
         return user
 
     # -- API keys --------------------------------------------------------------------------
@@ -277,7 +282,7 @@ class AuthService:
             raise AuthError("invalid API key")
         now = self.clock()
         if record.revoked_at is not None:
-            raise AuthError("API key revoked")
+            raise AccessRevoked("API key revoked")
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthError("API key expired")
         # last_used_at to the minute: a write per request would tax every machine client.

@@ -105,3 +105,32 @@ def derive_key(master: bytes, purpose: str, length: int = 32) -> bytes:
         algorithm=hashes.SHA256(), length=length, salt=None, info=f"flowyard:{purpose}".encode()
     )
     return hkdf.derive(master)
+
+
+def parse_key(text: str, what: str) -> bytes:
+    """A master key given as hex or base64 text (``what`` names its source in errors)."""
+    key = _decode(text)
+    if len(key) < MIN_KEY_BYTES:
+        raise MasterKeyError(f"{what} holds {len(key)} bytes; at least {MIN_KEY_BYTES} needed")
+    return key
+
+
+def key_file_path(settings: Settings) -> Path | None:
+    """The key file in use: None when ``secret_key`` is set or the key is ephemeral."""
+    if settings.secret_key is not None:
+        return None
+    return Path(settings.key_file) if settings.key_file else default_key_file(settings.db_url)
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in an existing key file (refused when group/world-readable or too short)."""
+    return _read_key_file(path)
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write ``key`` to a new file, mode 0600, flushed to disk (FileExistsError if present)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+        f.flush()
+        os.fsync(f.fileno())

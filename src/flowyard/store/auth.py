@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
@@ -114,12 +114,26 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn, write=False)
 
-    async def list_users(self) -> list[UserRecord]:
-        """Every user by name."""
+    async def list_users(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        role: Role | None = None,
+        disabled: bool | None = None,
+    ) -> list[UserRecord]:
+        """Users by name (every one without ``limit``), after a username cursor, optionally
+        of one role and/or disabled or not."""
+        query = sa.select(users).order_by(users.c.username).limit(limit)
+        if after is not None:
+            query = query.where(users.c.username > after)
+        if role is not None:
+            query = query.where(users.c.role == role.value)
+        if disabled is not None:
+            query = query.where(users.c.disabled == (sa.true() if disabled else sa.false()))
 
         async def fn(conn: AsyncConnection) -> list[UserRecord]:
-            rows = await conn.execute(sa.select(users).order_by(users.c.username))
-            return [_user(r) for r in rows]
+            return [_user(r) for r in await conn.execute(query)]
 
         return await self._tx(fn, write=False)
 
@@ -131,11 +145,37 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn, write=False)
 
+    async def _keep_an_admin(
+        self, conn: AsyncConnection, user_id: str, action: Literal["demote", "disable", "delete"]
+    ) -> None:
+        """Conflict when ``user_id`` is the last enabled admin: nobody could administer users
+        any more. Every enabled admin row is locked first (in id order, so two transactions
+        never deadlock): of two admins demoting each other at once, the second waits, then
+        sees the first change and is refused. SQLite serialises writers anyway."""
+        admins = (
+            await conn.execute(
+                sa.select(users.c.id, users.c.username)
+                .where(users.c.role == Role.ADMIN.value, users.c.disabled == sa.false())
+                .order_by(users.c.id)
+                .with_for_update()
+            )
+        ).all()
+        if [a.id for a in admins] == [user_id]:
+            raise Conflict(
+                f"cannot {action} {admins[0].username!r}: it is the last enabled admin "
+                "(make another user admin first)",
+                detail={"reason": "last_admin"},
+            )
+
     async def update_user(self, user_id: str, changes: dict[str, Any], now: datetime) -> UserRecord:
-        """Change ``role``, ``disabled`` or ``password_hash`` (NotFound)."""
+        """Change ``role``, ``disabled`` or ``password_hash`` (NotFound); demoting or disabling
+        the last enabled admin is a Conflict."""
         values = {k: (v.value if isinstance(v, Role) else v) for k, v in changes.items()}
+        demote = "role" in changes and Role(changes["role"]) is not Role.ADMIN
 
         async def fn(conn: AsyncConnection) -> UserRecord:
+            if demote or changes.get("disabled"):
+                await self._keep_an_admin(conn, user_id, "demote" if demote else "disable")
             row = (
                 await conn.execute(
                     users.update()
@@ -159,9 +199,11 @@ class AuthOps(SqlBase):
         return await self._tx(fn)
 
     async def delete_user(self, user_id: str) -> None:
-        """Delete a user and its refresh tokens; its API keys stay (user_id cleared)."""
+        """Delete a user and its refresh tokens; its API keys stay (user_id cleared). The last
+        enabled admin cannot be deleted (Conflict)."""
 
         async def fn(conn: AsyncConnection) -> None:
+            await self._keep_an_admin(conn, user_id, "delete")
             await conn.execute(refresh_tokens.delete().where(refresh_tokens.c.user_id == user_id))
             await conn.execute(
                 api_keys.update().where(api_keys.c.user_id == user_id).values(user_id=None)
@@ -195,11 +237,34 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn)
 
-    async def list_api_keys(self) -> list[ApiKeyRecord]:
-        """Every API key, newest first."""
+    async def list_api_keys(
+        self,
+        *,
+        limit: int | None = None,
+        before: tuple[datetime, str] | None = None,
+        role: Role | None = None,
+        revoked: bool | None = None,
+    ) -> list[ApiKeyRecord]:
+        """API keys newest first (every one without ``limit``), after the ``(created_at,
+        id)`` of the previous page's last key, optionally of one role and revoked or not."""
+        query = (
+            sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id).limit(limit)
+        )
+        if before is not None:
+            at, key_id = before
+            query = query.where(
+                sa.or_(
+                    api_keys.c.created_at < at,
+                    sa.and_(api_keys.c.created_at == at, api_keys.c.id > key_id),
+                )
+            )
+        if role is not None:
+            query = query.where(api_keys.c.role == role.value)
+        if revoked is not None:
+            column = api_keys.c.revoked_at
+            query = query.where(column.is_not(None) if revoked else column.is_(None))
 
         async def fn(conn: AsyncConnection) -> list[ApiKeyRecord]:
-            query = sa.select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id)
             return [_key(r) for r in await conn.execute(query)]
 
         return await self._tx(fn, write=False)

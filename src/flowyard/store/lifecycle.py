@@ -15,14 +15,14 @@ from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import event_row, run_record
+from flowyard.store.flow import FlowWriter, drop_fork
+from flowyard.store.rows import ACTIVE, PENDING, event_row, run_record
 from flowyard.store.schema import run_events, runs, steps
 
 #: Runs that may be cancelled / paused / retried.
 _CANCELLABLE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
 _PAUSABLE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 _RETRYABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
-_UNFINISHED_STEPS = ("scheduled", "retrying", "running")
 
 
 class LifecycleOps(SqlBase):
@@ -78,7 +78,7 @@ class LifecycleOps(SqlBase):
         # step is no longer 'running'), and its next heartbeat tells it to stop the step.
         await conn.execute(
             steps.update()
-            .where(steps.c.run_id == run.id, steps.c.status.in_(_UNFINISHED_STEPS))
+            .where(steps.c.run_id == run.id, steps.c.status.in_(ACTIVE))
             .values(
                 status=StepStatus.CANCELLED.value,
                 finished_at=now,
@@ -99,6 +99,13 @@ class LifecycleOps(SqlBase):
             )
         )
         await self._record(conn, run.id, event, data, now, actor)
+        if run.parent_run_id is not None:  # a child run: its parent's step hears of it
+            events: list[dict[str, Any]] = []
+            flow = FlowWriter(self, conn, now, events)
+            await flow.settle_children([run.id])
+            await flow.flush()
+            if events:
+                await conn.execute(run_events.insert(), events)
 
     async def cancel_run(
         self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
@@ -132,7 +139,7 @@ class LifecycleOps(SqlBase):
             )
             await conn.execute(
                 steps.update()
-                .where(steps.c.run_id == run.id, steps.c.status.in_(["scheduled", "retrying"]))
+                .where(steps.c.run_id == run.id, steps.c.status.in_(PENDING))
                 .values(held=True)
             )
             await conn.execute(
@@ -173,22 +180,37 @@ class LifecycleOps(SqlBase):
         actor: str | None,
         now: datetime,
         deadline_at: datetime | None = None,
+        workflow_version: int | None = None,
     ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from where it stopped: the step that
-        failed it and the steps cancelled with it start again (attempts reset, same
-        idempotency keys); outputs of steps that succeeded are kept."""
+        failed it and the main-path steps cancelled with it start again (attempts reset,
+        same idempotency keys); outputs of steps that succeeded are kept. A fork among them
+        starts its branches afresh (the old ones and their child runs are dropped). With
+        ``workflow_version`` the run moves to that version of its workflow."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
             run = await self._lock_run(
                 conn, run_id, _RETRYABLE, "only failed, timed-out or cancelled runs can be retried"
             )
             failed_step = (run.error or {}).get("details", {}).get("step_id")
-            redo = sa.or_(
-                steps.c.status == StepStatus.CANCELLED.value,
-                sa.and_(steps.c.id == failed_step, steps.c.status == StepStatus.FAILED.value)
-                if failed_step is not None
-                else sa.false(),
+            redo = sa.and_(
+                steps.c.branch == "",
+                sa.or_(
+                    steps.c.status == StepStatus.CANCELLED.value,
+                    sa.and_(steps.c.id == failed_step, steps.c.status == StepStatus.FAILED.value)
+                    if failed_step is not None
+                    else sa.false(),
+                ),
             )
+            forks = await conn.execute(
+                sa.select(steps.c.id, steps.c.branch).where(
+                    steps.c.run_id == run.id,
+                    redo,
+                    steps.c.waiting_for.in_(("branches", "child")),
+                )
+            )
+            for fork in forks:
+                await drop_fork(conn, run.id, fork.branch, fork.id, now)
             rows = list(
                 await conn.execute(
                     steps.update()
@@ -205,6 +227,9 @@ class LifecycleOps(SqlBase):
                         lease_owner=None,
                         lease_expires_at=None,
                         held=False,
+                        wait_until=None,
+                        waiting_for=None,
+                        wait_data=None,
                     )
                     .returning(steps.c.id, steps.c.node_id)
                 )
@@ -225,6 +250,7 @@ class LifecycleOps(SqlBase):
                     finished_at=None,
                     updated_at=now,
                     deadline_at=deadline_at,
+                    workflow_version=workflow_version or run.workflow_version,
                 )
             )
             retried = {
@@ -232,6 +258,8 @@ class LifecycleOps(SqlBase):
                 "steps": sorted(r.node_id for r in rows),
                 "previous_error": run.error,
             }
+            if workflow_version is not None and workflow_version != run.workflow_version:
+                retried["workflow_version"] = {"from": run.workflow_version, "to": workflow_version}
             await self._record(conn, run.id, "run.retried", retried, now, actor)
             return await self._reload(conn, run_id)
 

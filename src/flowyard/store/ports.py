@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -16,16 +16,19 @@ from flowyard.domain.auth import (
     UserRecord,
 )
 from flowyard.domain.commands import Transition
+from flowyard.domain.credentials import CredentialRecord, CredentialType, StoredCredential
 from flowyard.domain.ids import RunId, StepId, WorkflowId
 from flowyard.domain.records import (
+    BranchResult,
     EventRecord,
     NewRun,
     RunRecord,
+    SignalRecord,
     StepRecord,
     VersionRecord,
     WorkflowRecord,
 )
-from flowyard.domain.statuses import RunStatus
+from flowyard.domain.statuses import RunStatus, StepStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,23 @@ class RunState:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Highest iteration seen per node (loops).
     iterations: dict[str, int] = field(default_factory=dict)
+    #: The branch ('' : main path) and, inside a map, the item and its index.
+    branch: str = ""
+    item: Any = None
+    index: int | None = None
+    #: Signals delivered to the run and not taken yet, oldest first.
+    signals: list[SignalRecord] = field(default_factory=list)
+    #: Results of the forks of woken steps, by step id.
+    children: dict[int, list[BranchResult]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResult:
+    """What a batch of completions did: which were applied (False: stale, discarded) and
+    which runs it ended, with their final status."""
+
+    applied: list[bool]
+    settled: dict[RunId, RunStatus] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -86,14 +106,24 @@ class Store(Protocol):
         actor: str | None,
         *,
         expected_latest: int | None = None,
+        expected_archived: bool | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Add a version; returns (version, created). An identical definition returns the
-        latest version with created=False. Conflict when ``expected_latest`` is stale."""
+        latest version with created=False. PreconditionFailed (a Conflict) when
+        ``expected_latest`` / ``expected_archived`` do not hold, checked atomically with the
+        write."""
         ...
 
-    async def archive_workflow(self, workflow_id: WorkflowId) -> WorkflowRecord:
+    async def archive_workflow(
+        self,
+        workflow_id: WorkflowId,
+        *,
+        expected_latest: int | None = None,
+        expected_archived: bool | None = None,
+    ) -> WorkflowRecord:
         """Archive a workflow (NotFound): hidden from lists, refuses new runs; a new version
-        un-archives it."""
+        un-archives it. Archiving an archived workflow changes nothing. PreconditionFailed as
+        in :meth:`add_version`."""
         ...
 
     async def get_workflow(self, ref: str) -> WorkflowRecord:
@@ -112,8 +142,10 @@ class Store(Protocol):
         """A version (latest when None) (NotFound)."""
         ...
 
-    async def list_versions(self, workflow_id: WorkflowId) -> list[VersionRecord]:
-        """All versions, newest first."""
+    async def list_versions(
+        self, workflow_id: WorkflowId, *, limit: int | None = None, before: int | None = None
+    ) -> list[VersionRecord]:
+        """Versions newest first (all without ``limit``), below a version-number cursor."""
         ...
 
     # -- runs ------------------------------------------------------------------------------
@@ -141,8 +173,17 @@ class Store(Protocol):
         (exact, or a prefix ending in ``*``)."""
         ...
 
-    async def list_steps(self, run_id: RunId) -> list[StepRecord]:
-        """Steps of a run in creation order."""
+    async def list_steps(
+        self,
+        run_id: RunId,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+        status: StepStatus | None = None,
+        node_id: str | None = None,
+    ) -> list[StepRecord]:
+        """Steps of a run in creation order (all without ``limit``), after a step-id cursor,
+        optionally only in ``status`` or of ``node_id``."""
         ...
 
     async def list_events(
@@ -178,14 +219,42 @@ class Store(Protocol):
         """Claim up to ``limit`` due steps with a lease."""
         ...
 
-    async def load_run_states(self, run_ids: Sequence[RunId]) -> dict[RunId, RunState]:
-        """Runs and their finished step outputs, for building expression scopes."""
+    async def load_run_states(
+        self, claimed: Sequence[StepRecord]
+    ) -> dict[tuple[RunId, str], RunState]:
+        """What executing these steps needs, per (run, branch): the run, the finished steps
+        visible from the branch (the main path, enclosing branches and its own), the map
+        item, the run's buffered signals and, for steps woken from a fork, its results."""
+        ...
+
+    async def apply_action(
+        self, step: StepRecord, transition: Transition, *, actor: str, now: datetime
+    ) -> RunRecord:
+        """Complete the waiting state step with an action's transition, if it still waits
+        unchanged (else Conflict): of concurrent actions exactly one wins."""
+        ...
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: Any, *, actor: str | None, now: datetime
+    ) -> tuple[SignalRecord, bool]:
+        """Deliver a signal (buffered until taken); True when it woke a waiting step.
+        NotFound for an unknown run, Conflict for a finished one."""
+        ...
+
+    async def list_signals(
+        self, run_id: str, *, limit: int = 1000, after: int | None = None
+    ) -> list[SignalRecord]:
+        """Signals of a run, oldest first (after the id ``after``)."""
+        ...
+
+    async def cancel_orphans(self, now: datetime, *, limit: int = 500) -> list[RunId]:
+        """Cancel active child runs whose parent ended or whose branch was cancelled."""
         ...
 
     async def complete_steps(
         self, completions: Sequence[StepCompletion], now: datetime
-    ) -> list[bool]:
-        """Apply completions in one transaction; a stale one (lease lost) is discarded: False."""
+    ) -> CompletionResult:
+        """Apply completions in one transaction; a stale one (lease lost) is discarded."""
         ...
 
     async def extend_leases(
@@ -228,9 +297,11 @@ class Store(Protocol):
         actor: str | None,
         now: datetime,
         deadline_at: datetime | None = None,
+        workflow_version: int | None = None,
     ) -> RunRecord:
         """Restart a failed/timed-out/cancelled run from its failed and cancelled steps,
-        keeping succeeded outputs (Conflict if not retryable or nothing to re-run)."""
+        keeping succeeded outputs (Conflict if not retryable or nothing to re-run); on
+        ``workflow_version`` when given."""
         ...
 
     async def expire_runs(self, *, now: datetime, limit: int = 500) -> list[RunId]:
@@ -252,8 +323,16 @@ class Store(Protocol):
         """A user by id or username (NotFound)."""
         ...
 
-    async def list_users(self) -> list[UserRecord]:
-        """Every user by name."""
+    async def list_users(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        role: Role | None = None,
+        disabled: bool | None = None,
+    ) -> list[UserRecord]:
+        """Users by name (all without ``limit``) after a username cursor, optionally filtered
+        by role and disabled flag."""
         ...
 
     async def count_users(self) -> int:
@@ -262,19 +341,28 @@ class Store(Protocol):
 
     async def update_user(self, user_id: str, changes: dict[str, Any], now: datetime) -> UserRecord:
         """Change ``role``, ``disabled`` or ``password_hash`` (NotFound); disabling or a new
-        password revokes the user's refresh tokens."""
+        password revokes the user's refresh tokens. Demoting or disabling the last enabled
+        admin is a Conflict, checked in the same transaction."""
         ...
 
     async def delete_user(self, user_id: str) -> None:
-        """Delete a user (NotFound)."""
+        """Delete a user (NotFound; Conflict for the last enabled admin)."""
         ...
 
     async def create_api_key(self, key: ApiKeyRecord) -> ApiKeyRecord:
         """Insert an API key (hash of its secret only)."""
         ...
 
-    async def list_api_keys(self) -> list[ApiKeyRecord]:
-        """Every API key, newest first."""
+    async def list_api_keys(
+        self,
+        *,
+        limit: int | None = None,
+        before: tuple[datetime, str] | None = None,
+        role: Role | None = None,
+        revoked: bool | None = None,
+    ) -> list[ApiKeyRecord]:
+        """API keys newest first (all without ``limit``) after a ``(created_at, id)`` cursor,
+        optionally filtered by role and revocation."""
         ...
 
     async def find_api_key(self, prefix: str) -> ApiKeyRecord | None:
@@ -317,4 +405,44 @@ class Store(Protocol):
         limit: int = 100,
     ) -> list[AuditRecord]:
         """Audit entries newest first, before an id cursor."""
+        ...
+
+    # -- credentials (ciphertext only; see flowyard.security.vault) -------------------------
+    async def create_credential(
+        self, record: CredentialRecord, ciphertext: bytes
+    ) -> CredentialRecord:
+        """Insert a credential (Conflict when the name is taken)."""
+        ...
+
+    async def get_credential(self, ref: str) -> StoredCredential:
+        """A credential by id or name (NotFound)."""
+        ...
+
+    async def list_credentials(
+        self, *, limit: int = 50, after: str | None = None, type: CredentialType | None = None
+    ) -> list[StoredCredential]:
+        """Credentials by name after a name cursor, optionally of one type."""
+        ...
+
+    async def update_credential(
+        self,
+        cred_id: str,
+        changes: dict[str, Any],
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> StoredCredential:
+        """Change ``ciphertext``/``key_id``/``description``; version + 1 (NotFound; Conflict
+        when ``expected_version`` is stale)."""
+        ...
+
+    async def delete_credential(self, cred_id: str) -> None:
+        """Delete a credential (NotFound)."""
+        ...
+
+    async def reencrypt_credentials(
+        self, fn: Callable[[StoredCredential], tuple[bytes, str] | None]
+    ) -> int:
+        """Re-encrypt every credential in one transaction with what ``fn`` returns (None:
+        keep the row); an exception from ``fn`` changes nothing. Returns the count."""
         ...

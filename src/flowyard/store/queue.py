@@ -9,24 +9,29 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.commands import NEVER, ChildRun, Fork, Transition
+from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.ids import RunId, StepId
-from flowyard.domain.records import (
-    StepRecord,
-)
+from flowyard.domain.records import RunRecord, SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.ports import RunState, StepCompletion
+from flowyard.store.flow import FlowWriter, ancestors, load_branch_results, signal_record
+from flowyard.store.ports import CompletionResult, RunState, StepCompletion
 from flowyard.store.rows import (
     ACTIVE,
     CLAIMABLE,
     LEASED,
+    PENDING,
     chunks,
     event_row,
     log,
     run_record,
     step_record,
 )
-from flowyard.store.schema import run_events, runs, steps
+from flowyard.store.schema import branches, run_events, runs, signals, steps
+
+_FINISHED = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
+_UNFINISHED_RESULTS = (StepStatus.RETRYING, StepStatus.WAITING)
 
 
 class QueueOps(SqlBase):
@@ -63,7 +68,12 @@ class QueueOps(SqlBase):
             claimed = [step_record(row) for row in await conn.execute(claim)]
             if not claimed:
                 return []
-            await self._mark_runs_started(conn, {s.run_id for s in claimed}, now)
+            await self._mark_runs_started(
+                conn,
+                {s.run_id for s in claimed},
+                {s.run_id for s in claimed if s.waiting_for is not None},
+                now,
+            )
             await conn.execute(
                 run_events.insert(),
                 [
@@ -82,8 +92,9 @@ class QueueOps(SqlBase):
         return await self._tx(fn)
 
     async def _mark_runs_started(
-        self, conn: AsyncConnection, run_ids: set[RunId], now: datetime
+        self, conn: AsyncConnection, run_ids: set[RunId], woken: set[RunId], now: datetime
     ) -> None:
+        """Pending runs start (with their event); waiting runs whose step woke run again."""
         # SKIP LOCKED: a run row locked by a completion is left alone (the completion marks it
         # running itself), so a claim never waits on a run lock and cannot deadlock.
         pending = (
@@ -102,18 +113,75 @@ class QueueOps(SqlBase):
             await conn.execute(
                 run_events.insert(), [event_row(run_id, "run.started", {}, now) for run_id in ids]
             )
+        if woken:
+            waiting = (
+                sa.select(runs.c.id)
+                .where(runs.c.id.in_(sorted(woken)), runs.c.status == RunStatus.WAITING.value)
+                .with_for_update(skip_locked=True)
+            )
+            await conn.execute(
+                runs.update()
+                .where(runs.c.id.in_(waiting.scalar_subquery()))
+                .values(status=RunStatus.RUNNING.value, updated_at=now)
+            )
 
-    async def load_run_states(self, run_ids: Sequence[RunId]) -> dict[RunId, RunState]:
-        """Runs and the latest finished execution of each of their nodes."""
+    async def load_run_states(
+        self, claimed: Sequence[StepRecord]
+    ) -> dict[tuple[RunId, str], RunState]:
+        """Runs and, per branch, the latest finished execution of each node visible from it."""
+        wanted: dict[RunId, set[str]] = {}
+        for step in claimed:
+            wanted.setdefault(step.run_id, set()).add(step.branch)
+        woken = [s.id for s in claimed if s.waiting_for in ("branches", "child")]
 
-        async def fn(conn: AsyncConnection) -> dict[RunId, RunState]:
-            states: dict[RunId, RunState] = {}
-            for chunk in chunks(sorted(set(run_ids)), 500):
-                for row in await conn.execute(sa.select(runs).where(runs.c.id.in_(chunk))):
-                    states[RunId(row.id)] = RunState(run_record(row))
+        async def fn(conn: AsyncConnection) -> dict[tuple[RunId, str], RunState]:
+            states: dict[tuple[RunId, str], RunState] = {}
+            for chunk in chunks(sorted(wanted), 500):
+                found = {
+                    RunId(row.id): run_record(row)
+                    for row in await conn.execute(sa.select(runs).where(runs.c.id.in_(chunk)))
+                }
+                pending: dict[RunId, list[SignalRecord]] = {}
+                for row in await conn.execute(
+                    sa.select(signals)
+                    .where(signals.c.run_id.in_(list(found)), signals.c.consumed_at.is_(None))
+                    .order_by(signals.c.id)
+                ):
+                    pending.setdefault(RunId(row.run_id), []).append(signal_record(row))
+                for run_id, run in found.items():
+                    for branch in wanted[run_id]:
+                        states[(run_id, branch)] = RunState(
+                            run, branch=branch, signals=pending.get(run_id, [])
+                        )
+                await self._load_steps(conn, states, found)
+            if woken:
+                results = await load_branch_results(conn, woken)
+                for step in claimed:
+                    state = states.get((step.run_id, step.branch))
+                    if state is not None and step.id in results:
+                        state.children[step.id] = results[step.id]
+            return states
+
+        return await self._tx(fn, write=False)
+
+    @staticmethod
+    async def _load_steps(
+        conn: AsyncConnection,
+        states: dict[tuple[RunId, str], RunState],
+        found: dict[RunId, RunRecord],
+    ) -> None:
+        """Fill each state with the finished steps of its branch and enclosing ones (and the
+        map item of its branch)."""
+        visible: dict[RunId, dict[str, list[RunState]]] = {}
+        for (run_id, branch), state in states.items():
+            if run_id in found:
+                for key in ancestors(branch):
+                    visible.setdefault(run_id, {}).setdefault(key, []).append(state)
+        for run_id, by_branch in visible.items():
+            keys = sorted(by_branch)
+            for key_chunk in chunks(keys, 200):
                 rows = await conn.execute(
                     sa.select(
-                        steps.c.run_id,
                         steps.c.node_id,
                         steps.c.iteration,
                         steps.c.status,
@@ -121,36 +189,95 @@ class QueueOps(SqlBase):
                         steps.c.error,
                         steps.c.branch,
                     )
-                    .where(steps.c.run_id.in_(chunk))
+                    .where(steps.c.run_id == run_id, steps.c.branch.in_(key_chunk))
                     .order_by(steps.c.id)
                 )
                 for row in rows:
-                    state = states.get(RunId(row.run_id))
-                    if state is None:
-                        continue
-                    previous = state.iterations.get(row.node_id, -1)
-                    state.iterations[row.node_id] = max(previous, row.iteration)
-                    if row.status in (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value):
-                        state.steps[row.node_id] = {
-                            "output": row.output,
-                            "error": row.error,
-                            "status": row.status,
-                            "iteration": row.iteration,
-                        }
-            return states
-
-        return await self._tx(fn, write=False)
+                    for state in by_branch[row.branch]:
+                        previous = state.iterations.get(row.node_id, -1)
+                        state.iterations[row.node_id] = max(previous, row.iteration)
+                        if row.status in _FINISHED:
+                            state.steps[row.node_id] = {
+                                "output": row.output,
+                                "error": row.error,
+                                "status": row.status,
+                                "iteration": row.iteration,
+                            }
+            inner = [k for k in keys if k]
+            for key_chunk in chunks(inner, 200):
+                rows = await conn.execute(
+                    sa.select(branches.c.key, branches.c.idx, branches.c.item).where(
+                        branches.c.run_id == run_id,
+                        branches.c.key.in_(key_chunk),
+                        branches.c.kind == "map",
+                    )
+                )
+                items = {row.key: row for row in rows}
+                for key in key_chunk:
+                    for state in by_branch[key]:
+                        # The innermost enclosing map item wins: keys sort outer first.
+                        if key in items:
+                            state.item, state.index = items[key].item, items[key].idx
 
     async def complete_steps(
         self, completions: Sequence[StepCompletion], now: datetime
-    ) -> list[bool]:
+    ) -> CompletionResult:
         """Record step results, schedule what follows and settle runs: one transaction, and a
         fixed number of statements however large the batch (the write lock is held briefly)."""
         if not completions:
-            return []
+            return CompletionResult([])
 
-        async def fn(conn: AsyncConnection) -> list[bool]:
+        async def fn(conn: AsyncConnection) -> CompletionResult:
             return await _BatchCompletion(self, conn, completions, now).apply()
+
+        return await self._tx(fn)
+
+    async def apply_action(
+        self, step: StepRecord, transition: Transition, *, actor: str, now: datetime
+    ) -> RunRecord:
+        """Move a run out of the state it waits in (``step``): in one transaction, take the
+        waiting step as if claimed (only if it is still waiting, unchanged: of two
+        concurrent actions exactly one wins, the other gets Conflict) and complete it."""
+
+        async def fn(conn: AsyncConnection) -> RunRecord:
+            row = (
+                await conn.execute(
+                    sa.select(runs.c.status).where(runs.c.id == step.run_id).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"run {step.run_id!r} not found")
+            taken = (
+                await conn.execute(
+                    steps.update()
+                    .where(
+                        steps.c.id == step.id,
+                        steps.c.status == StepStatus.WAITING.value,
+                        steps.c.claims == step.claims,
+                        steps.c.held == sa.false(),
+                    )
+                    .values(
+                        status=StepStatus.RUNNING.value,
+                        claims=steps.c.claims + 1,
+                        attempt=steps.c.attempt + 1,
+                        lease_owner=actor[:100],
+                        lease_expires_at=now,
+                        started_at=now,
+                    )
+                    .returning(*steps.c)
+                )
+            ).first()
+            if taken is None or RunStatus(row.status).is_terminal:
+                raise Conflict(
+                    f"run {step.run_id} has moved on meanwhile (another action won, or it was "
+                    "paused or ended); list its actions again",
+                    detail={"state": step.node_id},
+                )
+            completion = StepCompletion(step_record(taken), transition)
+            await _BatchCompletion(self, conn, [completion], now, actor).apply()
+            return run_record(
+                (await conn.execute(sa.select(runs).where(runs.c.id == step.run_id))).one()
+            )
 
         return await self._tx(fn)
 
@@ -317,6 +444,18 @@ _STEP_UPDATE = (
             sa.bindparam("b_available_at", type_=steps.c.available_at.type), steps.c.available_at
         ),
         held=sa.bindparam("b_held", type_=sa.Boolean()),
+        wait_until=sa.bindparam("b_wait_until", type_=steps.c.wait_until.type),
+        waiting_for=sa.bindparam("b_waiting_for", type_=steps.c.waiting_for.type),
+        wait_data=sa.bindparam("b_wait_data", type_=steps.c.wait_data.type),
+    )
+)
+
+_CONSUME_SIGNAL = (
+    signals.update()
+    .where(signals.c.id == sa.bindparam("b_id"), signals.c.consumed_at.is_(None))
+    .values(
+        consumed_at=sa.bindparam("b_at", type_=signals.c.consumed_at.type),
+        step_id=sa.bindparam("b_step"),
     )
 )
 
@@ -326,7 +465,8 @@ class _BatchCompletion:
 
     Order of work: lock the runs (sorted, like every writer: run rows before step rows),
     read the steps' claim tokens, decide per completion in batch order, then write: step
-    results, next steps, cancellations of failed runs, run settlements, events.
+    results, next steps, forks and child runs, branch results and joins, cancellations of
+    failed runs, run settlements, events.
     """
 
     def __init__(
@@ -335,7 +475,9 @@ class _BatchCompletion:
         conn: AsyncConnection,
         completions: Sequence[StepCompletion],
         now: datetime,
+        actor: str | None = None,
     ) -> None:
+        self.actor = actor
         self.ops = ops
         self.conn = conn
         self.completions = completions
@@ -346,11 +488,24 @@ class _BatchCompletion:
         self.run_updates: dict[str, dict[str, Any]] = {}
         self.failed_runs: set[str] = set()
         self.ended_paths: dict[str, Any] = {}  # run id -> output of the last path that ended
+        self.consumed: list[dict[str, Any]] = []
+        self.forks: list[tuple[StepRecord, Fork, bool]] = []
+        self.children: list[tuple[StepRecord, ChildRun]] = []
+        self.branch_results: list[tuple[str, str, str, Any, Any]] = []
+        self.open: set[tuple[str, str]] = set()
+        self.flow = FlowWriter(ops, conn, now, self.events)
+        self.settled: dict[RunId, RunStatus] = {}
 
-    async def apply(self) -> list[bool]:
-        """Write the batch; returns which completions were applied (False: stale)."""
+    async def apply(self) -> CompletionResult:
+        """Write the batch; returns which completions were applied (False: stale) and the
+        runs it ended."""
         run_status = await self._lock_runs()
         tokens = await self._claim_tokens()
+        in_branches = {
+            (str(c.step.run_id), c.step.branch) for c in self.completions if c.step.branch
+        }
+        if in_branches:
+            self.open = await self.flow.open_branches(in_branches)
         applied: list[bool] = []
         for completion in self.completions:
             step = completion.step
@@ -362,7 +517,7 @@ class _BatchCompletion:
             self._decide(completion, run_status)
             applied.append(True)
         await self._write()
-        return applied
+        return CompletionResult(applied, self.settled)
 
     async def _lock_runs(self) -> dict[str, str]:
         status: dict[str, str] = {}
@@ -387,41 +542,60 @@ class _BatchCompletion:
             tokens.update({row.id: row.claims for row in rows})
         return tokens
 
+    def _step_row(self, step: StepRecord, tr: Transition, paused: bool) -> dict[str, Any]:
+        wait = tr.wait
+        parked = tr.step_status == StepStatus.WAITING
+        wait_data: dict[str, Any] | None = step.wait_data
+        if wait is not None:
+            wait_data = dict(wait.data or {})
+            if tr.fork is not None:
+                wait_data["join"] = tr.fork.join.as_dict()
+            elif tr.child is not None:
+                wait_data["join"] = {"mode": "all"}
+        return {
+            "b_id": step.id,
+            "b_status": tr.step_status.value,
+            "b_output": tr.output,
+            "b_error": tr.error.as_dict() if tr.error else None,
+            "b_finished_at": None if tr.step_status in _UNFINISHED_RESULTS else self.now,
+            "b_available_at": ((wait.until or NEVER) if wait else None) or tr.retry_at,
+            # A backoff or a wait that ends during a pause waits for the resume.
+            "b_held": paused and (tr.retry_at is not None or parked),
+            "b_wait_until": wait.until if wait else step.wait_until,
+            "b_waiting_for": wait.on if wait else step.waiting_for,
+            "b_wait_data": wait_data,
+        }
+
     def _decide(self, completion: StepCompletion, run_status: dict[str, str]) -> None:
         step, tr = completion.step, completion.transition
         now = self.now
         status = run_status[step.run_id]
         paused = status == RunStatus.PAUSED.value
-        self.step_rows.append(
-            {
-                "b_id": step.id,
-                "b_status": tr.step_status.value,
-                "b_output": tr.output,
-                "b_error": tr.error.as_dict() if tr.error else None,
-                "b_finished_at": None if tr.step_status == StepStatus.RETRYING else now,
-                "b_available_at": tr.retry_at,
-                # A backoff that ends during a pause waits for the resume.
-                "b_held": paused and tr.retry_at is not None,
-            }
-        )
+        self.step_rows.append(self._step_row(step, tr, paused))
+        if tr.consume_signal is not None:
+            self.consumed.append({"b_id": tr.consume_signal, "b_at": now, "b_step": step.id})
         if status == RunStatus.PENDING.value:
             # The claim skipped this run (row locked meanwhile): start it here, with its event.
             run_status[step.run_id] = status = RunStatus.RUNNING.value
             self._update_run(step.run_id, status=status, started_at=step.started_at or now)
             self.events.append(event_row(step.run_id, "run.started", {}, now))
-        self.events.append(event_row(step.run_id, tr.event[0], tr.event[1], now, step_id=step.id))
+        self.events.append(
+            event_row(step.run_id, tr.event[0], tr.event[1], now, step_id=step.id, actor=self.actor)
+        )
         self.events.extend(
-            event_row(step.run_id, kind, data, now, step_id=step.id)
+            event_row(step.run_id, kind, data, now, step_id=step.id, actor=self.actor)
             for kind, data in tr.extra_events
         )
         if RunStatus(status).is_terminal:
             return  # the run ended meanwhile (e.g. failed by another branch): the step only
+        if step.branch and (step.run_id, step.branch) not in self.open:
+            return  # its branch was cancelled (the fork is done): nothing follows
         self.next_rows.extend(
             {
                 "run_id": step.run_id,
                 "node_id": n.node_id,
                 "node_type": n.node_type,
-                "branch": n.branch,
+                "branch": step.branch,
                 "iteration": n.iteration,
                 "status": StepStatus.SCHEDULED.value,
                 "attempt": 0,
@@ -434,10 +608,24 @@ class _BatchCompletion:
             }
             for n in tr.next_steps
         )
+        if tr.fork is not None:
+            self.forks.append((step, tr.fork, paused))
+        if tr.child is not None:
+            self.children.append((step, tr.child))
+        parked_alone = tr.wait is not None and tr.fork is None and tr.child is None
+        if parked_alone and status == RunStatus.RUNNING.value:
+            run_status[step.run_id] = RunStatus.WAITING.value
+            self._update_run(step.run_id, status=RunStatus.WAITING.value)
         if tr.fail_run is not None:
             error = tr.fail_run.as_dict()
-            # Remember which step failed the run: retrying the run restarts from it.
+            # Remember which step failed: retrying the run restarts from it.
             error["details"] = {**error["details"], "step_id": step.id, "node_id": step.node_id}
+            if step.branch:
+                self.branch_results.append((step.run_id, step.branch, "failed", None, error))
+                self.events.append(
+                    event_row(step.run_id, "branch.failed", {"branch": step.branch}, now)
+                )
+                return
             run_status[step.run_id] = RunStatus.FAILED.value
             self.failed_runs.add(step.run_id)
             self.ended_paths.pop(step.run_id, None)
@@ -450,7 +638,12 @@ class _BatchCompletion:
             )
             self.events.append(event_row(step.run_id, "run.failed", {"error": error}, now))
         elif tr.path_ended:
-            self.ended_paths[step.run_id] = tr.run_output
+            if step.branch:
+                self.branch_results.append(
+                    (step.run_id, step.branch, "succeeded", tr.run_output, None)
+                )
+            else:
+                self.ended_paths[step.run_id] = tr.run_output
 
     def _update_run(self, run_id: str, **values: Any) -> None:
         self.run_updates.setdefault(run_id, {}).update(values, updated_at=self.now)
@@ -459,17 +652,25 @@ class _BatchCompletion:
         conn, now = self.conn, self.now
         if self.step_rows:
             await conn.execute(_STEP_UPDATE, self.step_rows)
+        if self.consumed:
+            await conn.execute(_CONSUME_SIGNAL, self.consumed)
         if self.next_rows:
             await conn.execute(self.ops._insert_ignore(steps), self.next_rows)
+        for parent, fork, paused in self.forks:
+            await self.flow.start_fork(parent, fork, paused)
+        for parent, child in self.children:
+            await self.flow.start_child(parent, child, None)
+        await self.flow.finish_branches(self.branch_results)
         if self.failed_runs:
             await conn.execute(
                 steps.update()
                 .where(
                     steps.c.run_id.in_(sorted(self.failed_runs)),
-                    steps.c.status.in_(["scheduled", "retrying"]),
+                    steps.c.status.in_(PENDING),
                 )
                 .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
             )
+        self.settled.update((RunId(r), RunStatus.FAILED) for r in self.failed_runs)
         if self.ended_paths:
             active = await conn.execute(
                 sa.select(steps.c.run_id)
@@ -479,6 +680,7 @@ class _BatchCompletion:
             still_active = {row.run_id for row in active}
             for run_id, output in self.ended_paths.items():
                 if run_id not in still_active:
+                    self.settled[RunId(run_id)] = RunStatus.SUCCEEDED
                     self._update_run(
                         run_id, status=RunStatus.SUCCEEDED.value, output=output, finished_at=now
                     )
@@ -496,5 +698,7 @@ class _BatchCompletion:
                 .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in columns})
             )
             await conn.execute(stmt, params)
+        await self.flow.settle_children(list(self.settled))
+        await self.flow.flush()
         if self.events:
             await conn.execute(run_events.insert(), self.events)

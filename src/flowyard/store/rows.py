@@ -21,15 +21,19 @@ from flowyard.domain.records import (
     VersionRecord,
     WorkflowRecord,
 )
-from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.domain.statuses import ACTIVE_STEP_STATUSES, RunStatus, StepStatus
+from flowyard.store.schema import CLAIMABLE_SQL, CLAIMABLE_STATUSES
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # Literal predicates (not bound parameters) so the planners can use the partial indexes.
-CLAIMABLE = sa.text("steps.status IN ('scheduled', 'retrying') AND NOT steps.held")
+CLAIMABLE = sa.text(f"steps.{CLAIMABLE_SQL.replace(' held', ' steps.held')}")
 LEASED = sa.text("steps.status = 'running'")
-ACTIVE = ("scheduled", "retrying", "running")
+#: Steps not yet finished that are not running (cancelling a run cancels these).
+PENDING = CLAIMABLE_STATUSES
+#: Steps that keep their run alive.
+ACTIVE = tuple(sorted(s.value for s in ACTIVE_STEP_STATUSES))
 
 
 def definition_checksum(definition: dict[str, Any]) -> str:
@@ -103,6 +107,9 @@ def step_record(row: Row[Any]) -> StepRecord:
         error=row.error,
         recoveries=row.recoveries,
         claims=row.claims,
+        wait_until=row.wait_until,
+        waiting_for=row.waiting_for,
+        wait_data=row.wait_data,
     )
 
 

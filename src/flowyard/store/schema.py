@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from flowyard.domain.statuses import CLAIMABLE_STEP_STATUSES
+
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC text)."""
@@ -40,7 +42,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 #: Which steps a worker may claim (once due). Also the partial index's predicate: the claim
 #: query uses the same literal text so both planners pick the index.
-CLAIMABLE_SQL = "status IN ('scheduled', 'retrying') AND NOT held"
+CLAIMABLE_STATUSES = tuple(sorted(s.value for s in CLAIMABLE_STEP_STATUSES))
+CLAIMABLE_SQL = f"status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) AND NOT held"
 
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -103,6 +106,7 @@ runs = sa.Table(
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
     sa.Index(None, "campaign_id"),
+    sa.Index(None, "parent_run_id"),
     sa.Index(None, "status", "error_type"),
     sa.Index(
         "ix_runs_deadline",
@@ -137,6 +141,10 @@ steps = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
+    # A waiting step: its timer, what wakes it, and what the store needs to know (a join).
+    sa.Column("wait_until", UTCDateTime, nullable=True),
+    sa.Column("waiting_for", sa.String(200), nullable=True),
+    sa.Column("wait_data", JSONType, nullable=True),
     sa.UniqueConstraint("run_id", "branch", "node_id", "iteration"),
     # The claim query: only claimable rows are indexed, so the index stays small however
     # much history accumulates.
@@ -165,6 +173,47 @@ run_events = sa.Table(
     sa.Column("actor", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index(None, "run_id", "id"),
+)
+
+# -- flow control (migration 0006) -------------------------------------------------------------
+
+signals = sa.Table(
+    "signals",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("payload", JSONType, nullable=True),
+    sa.Column("sent_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("consumed_at", UTCDateTime, nullable=True),
+    sa.Column("step_id", BigIntId, nullable=True),
+    sa.Index(None, "run_id", "consumed_at"),
+)
+
+#: Branches of forks (parallel branches, map items) and child runs of sub-workflow steps.
+#: ``key`` is the ``steps.branch`` value of the branch's steps.
+branches = sa.Table(
+    "branches",
+    metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("parent_step_id", BigIntId, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # parallel | map | child
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("item", JSONType, nullable=True),
+    sa.Column("start_node", sa.String(64), nullable=False),
+    sa.Column("start_type", sa.String(128), nullable=False),
+    # pending (not started: max_concurrency) | running | succeeded | failed | cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("output", JSONType, nullable=True),
+    sa.Column("error", JSONType, nullable=True),
+    sa.Column("child_run_id", sa.String(40), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Index(None, "parent_step_id", "status", "idx"),
+    sa.Index(None, "child_run_id"),
 )
 
 # -- security (migration 0004) ----------------------------------------------------------------
@@ -223,4 +272,23 @@ audit_log = sa.Table(
     sa.Index(None, "actor", "id"),
     sa.Index(None, "action", "id"),
     sa.Index(None, "at"),
+)
+
+# -- credentials (migration 0005) -------------------------------------------------------------
+
+#: The vault: a credential's data is only ever stored encrypted (AES-256-GCM, bound to the
+#: row's id and type); ``key_id`` names the vault key that encrypted it (a fingerprint).
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )

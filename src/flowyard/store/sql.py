@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
 from flowyard.domain.ids import RunId, WorkflowId, new_run_id, new_workflow_id
 from flowyard.domain.records import (
     EventRecord,
@@ -24,6 +24,8 @@ from flowyard.domain.records import (
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.audit import note_target
 from flowyard.store.auth import AuthOps
+from flowyard.store.credentials import CredentialOps
+from flowyard.store.flow import FlowOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.rows import (
@@ -42,7 +44,7 @@ from flowyard.store.rows import (
 from flowyard.store.schema import run_events, runs, steps, workflow_versions, workflows
 
 
-class SqlStore(QueueOps, LifecycleOps, AuthOps):
+class SqlStore(QueueOps, LifecycleOps, FlowOps, AuthOps, CredentialOps):
     """Workflows and runs; the queue comes from :class:`QueueOps`, run lifecycle from
     :class:`LifecycleOps`, the plumbing from :class:`SqlBase`."""
 
@@ -97,25 +99,16 @@ class SqlStore(QueueOps, LifecycleOps, AuthOps):
         actor: str | None,
         *,
         expected_latest: int | None = None,
+        expected_archived: bool | None = None,
     ) -> tuple[VersionRecord, bool]:
-        """Append a version unless it equals the latest one."""
+        """Append a version unless it equals the latest one. The expectations are checked
+        under the workflow's row lock (PreconditionFailed)."""
         now = utc_now()
         checksum = definition_checksum(definition)
 
         async def fn(conn: AsyncConnection) -> tuple[VersionRecord, bool]:
-            row = (
-                await conn.execute(
-                    sa.select(workflows).where(workflows.c.id == workflow_id).with_for_update()
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"workflow {workflow_id!r} not found")
+            row = await self._locked_workflow(conn, workflow_id, expected_latest, expected_archived)
             latest = row.latest_version
-            if expected_latest is not None and expected_latest != latest:
-                raise Conflict(
-                    f"workflow {workflow_id!r} is at version {latest}, not {expected_latest}",
-                    detail={"latest_version": latest},
-                )
             current = (
                 await conn.execute(
                     sa.select(workflow_versions).where(
@@ -154,19 +147,57 @@ class SqlStore(QueueOps, LifecycleOps, AuthOps):
         except IntegrityError as exc:
             raise Conflict(f"workflow {workflow_id!r} was changed concurrently; retry") from exc
 
-    async def archive_workflow(self, workflow_id: WorkflowId) -> WorkflowRecord:
-        """Archive a workflow: hidden from lists, no new runs; versions and runs are kept."""
+    async def _locked_workflow(
+        self,
+        conn: AsyncConnection,
+        workflow_id: WorkflowId,
+        expected_latest: int | None,
+        expected_archived: bool | None,
+    ) -> Any:
+        """The workflow's row, locked for the transaction (PostgreSQL ``FOR UPDATE``; SQLite
+        writers are serialised), if it meets the expectations of a conditional request."""
+        row = (
+            await conn.execute(
+                sa.select(workflows).where(workflows.c.id == workflow_id).with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        if (expected_latest is not None and expected_latest != row.latest_version) or (
+            expected_archived is not None and expected_archived != bool(row.archived)
+        ):
+            state = " (archived)" if row.archived else ""
+            raise PreconditionFailed(
+                f"workflow {row.name!r} is at version {row.latest_version}{state}",
+                detail={"latest_version": row.latest_version, "archived": bool(row.archived)},
+            )
+        return row
+
+    async def archive_workflow(
+        self,
+        workflow_id: WorkflowId,
+        *,
+        expected_latest: int | None = None,
+        expected_archived: bool | None = None,
+    ) -> WorkflowRecord:
+        """Archive a workflow: hidden from lists, no new runs; versions and runs are kept.
+        The expectations are checked under the workflow's row lock (PreconditionFailed)."""
         now = utc_now()
 
         async def fn(conn: AsyncConnection) -> WorkflowRecord:
+            if expected_latest is not None or expected_archived is not None:
+                await self._locked_workflow(conn, workflow_id, expected_latest, expected_archived)
             row = (
                 await conn.execute(
                     workflows.update()
-                    .where(workflows.c.id == workflow_id)
+                    .where(workflows.c.id == workflow_id, workflows.c.archived == sa.false())
                     .values(archived=True, updated_at=now)
                     .returning(*workflows.c)
                 )
             ).first()
+            if row is None:  # unknown, or archived already (left as it is)
+                query = sa.select(workflows).where(workflows.c.id == workflow_id)
+                row = (await conn.execute(query)).first()
             if row is None:
                 raise NotFound(f"workflow {workflow_id!r} not found")
             return workflow_record(row)
@@ -221,16 +252,21 @@ class SqlStore(QueueOps, LifecycleOps, AuthOps):
 
         return await self._tx(fn, write=False)
 
-    async def list_versions(self, workflow_id: WorkflowId) -> list[VersionRecord]:
-        """Every version, newest first."""
+    async def list_versions(
+        self, workflow_id: WorkflowId, *, limit: int | None = None, before: int | None = None
+    ) -> list[VersionRecord]:
+        """Versions newest first (every one without ``limit``), below a version cursor."""
+        query = (
+            sa.select(workflow_versions)
+            .where(workflow_versions.c.workflow_id == workflow_id)
+            .order_by(workflow_versions.c.version.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(workflow_versions.c.version < before)
 
         async def fn(conn: AsyncConnection) -> list[VersionRecord]:
-            rows = await conn.execute(
-                sa.select(workflow_versions)
-                .where(workflow_versions.c.workflow_id == workflow_id)
-                .order_by(workflow_versions.c.version.desc())
-            )
-            return [version_record(row) for row in rows]
+            return [version_record(row) for row in await conn.execute(query)]
 
         return await self._tx(fn, write=False)
 
@@ -401,14 +437,27 @@ class SqlStore(QueueOps, LifecycleOps, AuthOps):
 
         return await self._tx(fn, write=False)
 
-    async def list_steps(self, run_id: RunId) -> list[StepRecord]:
-        """Steps of a run in creation order."""
+    async def list_steps(
+        self,
+        run_id: RunId,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+        status: StepStatus | None = None,
+        node_id: str | None = None,
+    ) -> list[StepRecord]:
+        """Steps of a run in creation order (every one without ``limit``), after a step-id
+        cursor, optionally in one status or of one node."""
+        query = sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id).limit(limit)
+        if after is not None:
+            query = query.where(steps.c.id > after)
+        if status is not None:
+            query = query.where(steps.c.status == status.value)
+        if node_id is not None:
+            query = query.where(steps.c.node_id == node_id)
 
         async def fn(conn: AsyncConnection) -> list[StepRecord]:
-            rows = await conn.execute(
-                sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)
-            )
-            return [step_record(row) for row in rows]
+            return [step_record(row) for row in await conn.execute(query)]
 
         return await self._tx(fn, write=False)
 

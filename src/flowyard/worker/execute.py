@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from flowyard.domain.commands import Transition
+from flowyard.domain.credentials import ResolvedCredential, redact, redact_result
 from flowyard.domain.errors import (
     DefinitionError,
     ErrorInfo,
@@ -26,7 +27,7 @@ from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.transitions import on_failure, on_success
 from flowyard.expressions import ExpressionEngine, ExpressionError
-from flowyard.nodes.base import StepContext
+from flowyard.nodes.base import CredentialSource, StepContext, WorkflowResolver
 from flowyard.store.ports import RunState
 
 _log = logging.getLogger("flowyard.worker")
@@ -39,6 +40,8 @@ def build_scope(wf: CompiledWorkflow, state: RunState) -> dict[str, Any]:
         "input": run.input,
         "vars": {**wf.definition.vars, **(run.vars or {})},
         "steps": state.steps,
+        "item": state.item,
+        "index": state.index,
         "run": {
             "id": run.id,
             "workflow_id": run.workflow_id,
@@ -60,6 +63,20 @@ def _classify(exc: Exception) -> ErrorInfo:
     return ErrorInfo("internal", f"{exc.__class__.__name__}: {exc}", transient=True)
 
 
+class _RecordingSource:
+    """Hands credentials to one step and remembers their secret values, to redact them from
+    what the step produces."""
+
+    def __init__(self, source: CredentialSource) -> None:
+        self.source = source
+        self.secrets: set[str] = set()
+
+    async def get(self, name: str) -> ResolvedCredential:
+        resolved = await self.source.get(name)
+        self.secrets.update(resolved.secrets)
+        return resolved
+
+
 class StepExecutor:
     """Turns a claimed step into a :class:`Transition`."""
 
@@ -71,7 +88,11 @@ class StepExecutor:
         *,
         clock: Callable[[], datetime],
         rand: Callable[[], float] = random.random,
+        credentials: CredentialSource | None = None,
+        workflows: WorkflowResolver | None = None,
     ) -> None:
+        self.credentials = credentials
+        self.workflows = workflows
         self.cache = cache
         self.expressions = expressions
         self.http = http
@@ -79,7 +100,20 @@ class StepExecutor:
         self.rand = rand
 
     async def execute(self, step: StepRecord, state: RunState | None) -> Transition:
-        """Run the step's node and decide what follows. Never raises (but cancellation)."""
+        """Run the step's node and decide what follows. Never raises (but cancellation).
+
+        The secret values of every credential the node resolved are redacted from the
+        transition (output, error, events) before it leaves here, so step rows, run rows and
+        events never hold them."""
+        recorder = _RecordingSource(self.credentials) if self.credentials is not None else None
+        transition = await self._execute(step, state, recorder)
+        if recorder is not None and recorder.secrets:
+            return redact_result(transition, recorder.secrets)
+        return transition
+
+    async def _execute(
+        self, step: StepRecord, state: RunState | None, recorder: _RecordingSource | None
+    ) -> Transition:
         if state is None or state.run.status.is_terminal:
             return Transition(
                 StepStatus.CANCELLED,
@@ -108,6 +142,14 @@ class StepExecutor:
             scope=build_scope(wf, state),
             expressions=self.expressions,
             http=self.http,
+            credentials=recorder,
+            now=self.clock(),
+            wait_until=step.wait_until,
+            waiting_for=step.waiting_for,
+            branch=step.branch,
+            signals=state.signals,
+            children=state.children.get(step.id),
+            workflows=self.workflows,
         )
         try:
             if node.timeout_s is not None:
@@ -120,7 +162,12 @@ class StepExecutor:
         except Exception as exc:
             error = _classify(exc)
             if not isinstance(exc, NodeError | ExpressionError | TimeoutError):
-                _log.warning("node %s of run %s raised %r", step.node_id, step.run_id, exc)
+                _log.warning(
+                    "node %s of run %s raised %s",
+                    step.node_id,
+                    step.run_id,
+                    redact(repr(exc), recorder.secrets if recorder else ()),
+                )
             return self._failed(wf, step, state, error)
         return on_success(wf, step.node_id, outcome, iterations=state.iterations, now=self.clock())
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from flowyard.domain.commands import Transition
 from flowyard.domain.errors import DefinitionError, StoreUnavailable
-from flowyard.domain.ids import RunId, StepId, new_worker_id
+from flowyard.domain.ids import StepId, new_worker_id
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.observability import Metrics
@@ -173,9 +173,7 @@ class Worker:
                 )
                 self.metrics.claim_duration.observe(time.perf_counter() - started)
                 self.metrics.claim_batch.observe(len(claimed))
-                states = (
-                    await self.store.load_run_states([s.run_id for s in claimed]) if claimed else {}
-                )
+                states = await self.store.load_run_states(claimed) if claimed else {}
             except StoreUnavailable as exc:
                 _log.warning("worker %s: store unavailable, backing off: %s", self.id, exc)
                 await self._wait(self._wake, min(backoff, 5.0))
@@ -183,7 +181,7 @@ class Worker:
                 continue
             backoff = self.config.poll_interval_s
             for step in claimed:
-                self._start(step, states.get(step.run_id))
+                self._start(step, states.get((step.run_id, step.branch)))
             if len(claimed) < free:
                 # Less than we could take: the queue is (nearly) empty, so wait for a wake-up.
                 self._wake.clear()
@@ -243,7 +241,7 @@ class Worker:
         delay = 0.1
         while True:
             try:
-                applied = await self.store.complete_steps(batch, self.clock())
+                result = await self.store.complete_steps(batch, self.clock())
                 break
             except StoreUnavailable as exc:
                 # Results are only in memory until committed: keep trying. If we die here the
@@ -254,7 +252,9 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         scheduled_now = False
-        for completion, ok in zip(batch, applied, strict=True):
+        for ended in result.settled.values():
+            self.metrics.runs_finished.labels(ended.value).inc()
+        for completion, ok in zip(batch, result.applied, strict=True):
             self._held.pop(completion.step.id, None)
             self._tasks.pop(completion.step.id, None)
             status = completion.transition.step_status.value
@@ -262,7 +262,9 @@ class Worker:
                 self.stats.committed += 1
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
                 self._record(completion)
-                scheduled_now = scheduled_now or bool(completion.transition.next_steps)
+                tr = completion.transition
+                # Next steps, forks and child runs are claimable at once.
+                scheduled_now = scheduled_now or bool(tr.next_steps or tr.fork or tr.child)
             else:
                 self.stats.discarded += 1
         self._slots.set()
@@ -270,20 +272,14 @@ class Worker:
             self._wake.set()
 
     def _record(self, completion: StepCompletion) -> None:
-        """Metrics of one committed step: its outcome, a retry, the run it settled.
-
-        A run's paths never fork today, so a path that ends settles its run. (A cancelled
-        run's steps lose their lease, so their late results are discarded, not counted.)
-        """
+        """Metrics of one committed step: its outcome and a retry. (The runs a batch ended
+        are counted from the store's answer: with branches, a path that ends does not
+        always end its run.)"""
         step, tr = completion.step, completion.transition
         m = self.metrics
         m.steps_finished.labels(step.node_type, tr.step_status.value).inc()
         if tr.step_status == StepStatus.RETRYING:
             m.retries.labels(tr.error.type if tr.error else "unknown").inc()
-        if tr.fail_run is not None:
-            m.runs_finished.labels(RunStatus.FAILED.value).inc()
-        elif tr.path_ended:
-            m.runs_finished.labels(RunStatus.SUCCEEDED.value).inc()
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -353,12 +349,20 @@ class Worker:
             if expired:
                 self.metrics.runs_finished.labels(RunStatus.TIMED_OUT.value).inc(len(expired))
                 _log.info("worker %s timed out %d runs past their deadline", self.id, len(expired))
+            try:
+                # Children of ended runs (a crash between a cancel and its cascade).
+                orphans = await self.store.cancel_orphans(self.clock())
+            except StoreUnavailable as exc:
+                _log.warning("worker %s: orphan pass failed: %s", self.id, exc)
+                orphans = []
+            if orphans:
+                self.metrics.runs_finished.labels(RunStatus.CANCELLED.value).inc(len(orphans))
             await asyncio.sleep(self.config.reap_interval_s)
 
     async def _fail_poison(self, poison: list[StepRecord]) -> None:
-        states = await self.store.load_run_states([s.run_id for s in poison])
+        states = await self.store.load_run_states(poison)
         for step in poison:
-            state = states.get(RunId(step.run_id))
+            state = states.get((step.run_id, step.branch))
             wf = None
             if state is not None:
                 with contextlib.suppress(DefinitionError):

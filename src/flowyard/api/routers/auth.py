@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Response, status
+from fastapi import APIRouter, Depends, Form, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ContainerDep
 from flowyard.api.problems import documented
-from flowyard.api.schemas import Page
+from flowyard.api.ratelimit import RateLimits, get_rate_limits, too_many_requests
+from flowyard.api.schemas import AT, LATER, Page, paged
 from flowyard.api.security import PrincipalDep, unauthorized
 from flowyard.domain.auth import ApiKeyRecord, AuditRecord, Role, UserRecord
+from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.security import AuthError, TokenPair
 from flowyard.store.audit import pending_audit
 
 router = APIRouter()
 
 Username = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
+USER_ID = "usr_4f1c2a9d8e7b4c3a9f0e1d2c3b4a5968"
+KEY_ID = "key_8a7b6c5d4e3f4a1b9c8d7e6f5a4b3c2d"
+ACCESS_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiJ9.c2ln"
+REFRESH_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXAiOiJyZWZyZXNoIn0.c2ln"
 
 
 class TokenResponse(BaseModel):
     """An OAuth2 bearer token pair."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": ACCESS_TOKEN,
+                    "refresh_token": REFRESH_TOKEN,
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                }
+            ]
+        }
+    )
 
     access_token: str
     refresh_token: str
@@ -42,23 +62,43 @@ class TokenResponse(BaseModel):
 class RefreshRequest(BaseModel):
     """A refresh token to rotate or revoke."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"refresh_token": REFRESH_TOKEN}]},
+    )
     refresh_token: str = Field(min_length=1, max_length=4096)
 
 
 class UserCreate(BaseModel):
     """A new user."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"username": "ada", "password": "correct horse battery staple", "role": "editor"}
+            ]
+        },
+    )
     username: Username
     password: str = Field(min_length=8, max_length=1024)
     role: Role = Role.VIEWER
 
 
 class UserUpdate(BaseModel):
-    """Changes to a user."""
+    """Changes to a user. Demoting, disabling or deleting the last enabled admin is refused
+    (409)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"role": "operator"},
+                {"disabled": True},
+                {"password": "a new long passphrase"},
+            ]
+        },
+    )
     role: Role | None = None
     disabled: bool | None = None
     password: str | None = Field(None, min_length=8, max_length=1024)
@@ -66,6 +106,21 @@ class UserUpdate(BaseModel):
 
 class UserPublic(BaseModel):
     """A user (never its password hash)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": USER_ID,
+                    "username": "ada",
+                    "role": "editor",
+                    "disabled": False,
+                    "created_at": AT,
+                    "updated_at": LATER,
+                }
+            ]
+        }
+    )
 
     id: str
     username: str
@@ -90,14 +145,36 @@ class UserPublic(BaseModel):
 class ApiKeyCreate(BaseModel):
     """A new API key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "ci-deploy", "role": "editor", "expires_at": "2026-01-15T00:00:00Z"}
+            ]
+        },
+    )
     name: str = Field(min_length=1, max_length=200)
     role: Role = Role.VIEWER
     expires_at: datetime | None = None
 
 
+API_KEY_EXAMPLE: dict[str, Any] = {
+    "id": KEY_ID,
+    "prefix": "3f9a0c1d2e4b",
+    "name": "ci-deploy",
+    "role": "editor",
+    "user_id": USER_ID,
+    "expires_at": "2026-01-15T00:00:00Z",
+    "last_used_at": None,
+    "revoked_at": None,
+    "created_at": AT,
+}
+
+
 class ApiKeyPublic(BaseModel):
     """An API key's metadata (never its secret or hash)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [API_KEY_EXAMPLE]})
 
     id: str
     prefix: str
@@ -128,11 +205,40 @@ class ApiKeyPublic(BaseModel):
 class ApiKeyCreated(ApiKeyPublic):
     """A created key: ``key`` is shown this once and cannot be read again."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **API_KEY_EXAMPLE,
+                    "key": "fy_3f9a0c1d2e4b_Zr8n0cW3yQmV7tKx1pLs9dHf2uJ6aB4eGi5oN0qRw8E",
+                }
+            ]
+        }
+    )
+
     key: str
 
 
 class AuditPublic(BaseModel):
     """One audit entry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 981,
+                    "at": AT,
+                    "actor": "user:admin",
+                    "action": "workflow.update",
+                    "target_type": "workflow",
+                    "target_id": "wf_01jh5k2v3m4n5p6q7r8s9t0vwx",
+                    "source_ip": "10.0.4.17",
+                    "outcome": "success",
+                    "detail": None,
+                }
+            ]
+        }
+    )
 
     id: int
     at: datetime
@@ -169,21 +275,60 @@ def _note_actor(actor: str) -> None:
 # -- /auth ---------------------------------------------------------------------------------
 
 
-@router.post("/auth/token", response_model=TokenResponse, tags=["auth"])
+TOKEN_FORM_EXAMPLE = {
+    "requestBody": {
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "example": {"username": "admin", "password": "correct horse battery staple"}
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "/auth/token",
+    response_model=TokenResponse,
+    tags=["auth"],
+    summary="Log in (OAuth2 password flow)",
+    responses=documented(401, 429, d401="Wrong username or password, or a disabled user."),
+    openapi_extra=TOKEN_FORM_EXAMPLE,
+)
 async def token(
     container: ContainerDep,
+    request: Request,
+    limits: Annotated[RateLimits, Depends(get_rate_limits)],
     username: Annotated[str, Form(max_length=128)],
     password: Annotated[str, Form(max_length=1024)],
-) -> TokenResponse:
-    """OAuth2 password flow: a short-lived access token and a refresh token (401 otherwise)."""
+) -> TokenResponse | Response:
+    """OAuth2 password flow: a short-lived access token and a refresh token (401 otherwise).
+
+    After ``login_max_failures`` failures of one username, or ``login_max_failures_per_ip``
+    from one address, within ``login_failure_window_s``: 429 with ``Retry-After``, before the
+    password is checked. A successful login forgets the username's failures."""
     _note_actor(f"user:{username}")
+    ip = limits.client_ip(request.scope)
+    refusal = await limits.login_refusal(username, ip)
+    if refusal is not None:
+        detail = f"too many failed logins; retry after {refusal.retry_after}s"
+        # Retry-After only: the RateLimit-* headers describe the API's request limits.
+        return too_many_requests(refusal, detail, limit_headers=False)
     try:
-        return TokenResponse.of(await container.auth.login(username, password))
+        pair = await container.auth.login(username, password)
     except AuthError as exc:
+        await limits.login_failed(username, ip)
         raise unauthorized(str(exc)) from None
+    await limits.login_succeeded(username)
+    return TokenResponse.of(pair)
 
 
-@router.post("/auth/refresh", response_model=TokenResponse, tags=["auth"])
+@router.post(
+    "/auth/refresh",
+    response_model=TokenResponse,
+    tags=["auth"],
+    summary="Rotate a refresh token",
+    responses=documented(401, d401="The refresh token is invalid, expired, revoked or reused."),
+)
 async def refresh(container: ContainerDep, body: RefreshRequest) -> TokenResponse:
     """Rotate a refresh token: the old one is used up. Presenting a used one again revokes
     its whole family (every token descended from the same login): 401."""
@@ -193,7 +338,9 @@ async def refresh(container: ContainerDep, body: RefreshRequest) -> TokenRespons
         raise unauthorized(str(exc)) from None
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
+@router.post(
+    "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], summary="Log out"
+)
 async def logout(container: ContainerDep, _: PrincipalDep, body: RefreshRequest) -> Response:
     """Revoke the refresh token's family."""
     try:
@@ -211,25 +358,46 @@ async def logout(container: ContainerDep, _: PrincipalDep, body: RefreshRequest)
     status_code=status.HTTP_201_CREATED,
     response_model=UserPublic,
     tags=["users"],
-    responses=documented(409, 422),
+    summary="Create a user",
+    responses=documented(409, 422, d409="The username is taken."),
 )
 async def create_user(container: ContainerDep, body: UserCreate) -> UserPublic:
     """Create a user (admin)."""
     return UserPublic.of(await container.auth.create_user(body.username, body.password, body.role))
 
 
-@router.get("/users", response_model=list[UserPublic], tags=["users"])
-async def list_users(container: ContainerDep) -> list[UserPublic]:
-    """Every user (admin)."""
-    return [UserPublic.of(u) for u in await container.store.list_users()]
+@router.get("/users", response_model=Page[UserPublic], tags=["users"], summary="List users")
+async def list_users(
+    container: ContainerDep,
+    role: Annotated[Role | None, Query(description="Only users with this role")] = None,
+    disabled: Annotated[bool | None, Query(description="Only disabled (or enabled) users")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=128, description="`next_cursor` (a username)")
+    ] = None,
+) -> Page[UserPublic]:
+    """Users by name, a page at a time (admin)."""
+    rows = await container.store.list_users(
+        limit=limit + 1, after=cursor, role=role, disabled=disabled
+    )
+    users, next_cursor = paged(rows, limit, lambda u: u.username)
+    return Page[UserPublic](items=[UserPublic.of(u) for u in users], next_cursor=next_cursor)
+
+
+LAST_ADMIN = "It is the last enabled admin (`reason: last_admin`): make another user admin first."
 
 
 @router.patch(
-    "/users/{user_id}", response_model=UserPublic, tags=["users"], responses=documented(404, 422)
+    "/users/{user_id}",
+    response_model=UserPublic,
+    tags=["users"],
+    summary="Change a user",
+    responses=documented(404, 409, 422, d409="Demoting or disabling: " + LAST_ADMIN),
 )
 async def update_user(container: ContainerDep, user_id: str, body: UserUpdate) -> UserPublic:
     """Change a user's role, disabled flag or password (admin). Disabling or a new password
-    revokes the user's refresh tokens."""
+    revokes the user's refresh tokens. The last enabled admin cannot be demoted or disabled
+    (409, `reason: last_admin`)."""
     user = await container.auth.update_user(
         user_id, role=body.role, disabled=body.disabled, password=body.password
     )
@@ -240,10 +408,12 @@ async def update_user(container: ContainerDep, user_id: str, body: UserUpdate) -
     "/users/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["users"],
-    responses=documented(404),
+    summary="Delete a user",
+    responses=documented(404, 409, d409=LAST_ADMIN),
 )
 async def delete_user(container: ContainerDep, user_id: str) -> Response:
-    """Delete a user (admin)."""
+    """Delete a user (admin); its API keys stay. The last enabled admin cannot be deleted
+    (409, `reason: last_admin`)."""
     await container.auth.delete_user(user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -256,7 +426,7 @@ async def delete_user(container: ContainerDep, user_id: str) -> Response:
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     tags=["api-keys"],
-    responses=documented(422),
+    summary="Create an API key",
 )
 async def create_api_key(
     container: ContainerDep, principal: PrincipalDep, body: ApiKeyCreate
@@ -268,16 +438,52 @@ async def create_api_key(
     return ApiKeyCreated(**ApiKeyPublic.of(created.record).model_dump(), key=created.key)
 
 
-@router.get("/api-keys", response_model=list[ApiKeyPublic], tags=["api-keys"])
-async def list_api_keys(container: ContainerDep) -> list[ApiKeyPublic]:
-    """API keys' metadata (admin)."""
-    return [ApiKeyPublic.of(k) for k in await container.store.list_api_keys()]
+def _key_cursor(key: ApiKeyRecord) -> str:
+    """Opaque and URL-safe: the (created_at, id) of the page's last key."""
+    raw = f"{key.created_at.isoformat()}~{key.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_key_cursor(cursor: str) -> tuple[datetime, str]:
+    parsed: datetime | None = None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, sep, key_id = raw.partition("~")
+        parsed = datetime.fromisoformat(at)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        sep = key_id = ""
+    if not sep or not key_id or parsed is None:
+        raise InvalidInput(
+            "invalid cursor: pass back the `next_cursor` of the previous page",
+            [Problem("", f"cursor {cursor!r} was not issued by this list", "invalid_cursor")],
+        )
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), key_id
+
+
+@router.get(
+    "/api-keys", response_model=Page[ApiKeyPublic], tags=["api-keys"], summary="List API keys"
+)
+async def list_api_keys(
+    container: ContainerDep,
+    role: Annotated[Role | None, Query(description="Only keys with this role")] = None,
+    revoked: Annotated[bool | None, Query(description="Only revoked (or live) keys")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor`")] = None,
+) -> Page[ApiKeyPublic]:
+    """API keys' metadata, newest first, a page at a time (admin)."""
+    before = _parse_key_cursor(cursor) if cursor is not None else None
+    rows = await container.store.list_api_keys(
+        limit=limit + 1, before=before, role=role, revoked=revoked
+    )
+    keys, next_cursor = paged(rows, limit, _key_cursor)
+    return Page[ApiKeyPublic](items=[ApiKeyPublic.of(k) for k in keys], next_cursor=next_cursor)
 
 
 @router.delete(
     "/api-keys/{key_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     tags=["api-keys"],
+    summary="Revoke an API key",
     responses=documented(404),
 )
 async def revoke_api_key(container: ContainerDep, key_id: str) -> Response:
@@ -289,7 +495,9 @@ async def revoke_api_key(container: ContainerDep, key_id: str) -> Response:
 # -- /audit --------------------------------------------------------------------------------
 
 
-@router.get("/audit", response_model=Page[AuditPublic], tags=["audit"])
+@router.get(
+    "/audit", response_model=Page[AuditPublic], tags=["audit"], summary="Read the audit log"
+)
 async def list_audit(
     container: ContainerDep,
     actor: Annotated[str | None, Query(max_length=200)] = None,
@@ -298,14 +506,14 @@ async def list_audit(
         str | None, Query(max_length=240, description="Target id, or `type:id`")
     ] = None,
     since: datetime | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[int | None, Query(ge=1, description="Entry id cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    cursor: Annotated[int | None, Query(ge=1, description="`next_cursor` (an entry id)")] = None,
 ) -> Page[AuditPublic]:
-    """The audit log, newest first (admin)."""
+    """The audit log, newest first, a page at a time (admin)."""
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    items = await container.store.list_audit(
-        actor=actor, action=action, target=target, since=since, before=cursor, limit=limit
+    rows = await container.store.list_audit(
+        actor=actor, action=action, target=target, since=since, before=cursor, limit=limit + 1
     )
-    next_cursor = str(items[-1].id) if len(items) == limit else None
+    items, next_cursor = paged(rows, limit, lambda a: a.id)
     return Page[AuditPublic](items=[AuditPublic.of(a) for a in items], next_cursor=next_cursor)

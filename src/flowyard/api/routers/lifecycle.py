@@ -13,6 +13,7 @@ from flowyard.api.schemas import (
     BulkRetryRequest,
     BulkRetryResult,
     CancelRun,
+    RetryRun,
     RunPublic,
     SkippedRun,
 )
@@ -98,10 +99,17 @@ async def resume_run(service: ServiceDep, actor: ActorDep, run_id: str) -> RunPu
     "/runs/{run_id}/retry",
     response_model=RunPublic,
     summary="Retry a run from its failed step",
-    responses=documented(404, 409),
+    responses=documented(404, 409, 422),
 )
-async def retry_run(service: ServiceDep, actor: ActorDep, run_id: str) -> RunPublic:
+async def retry_run(
+    service: ServiceDep,
+    actor: ActorDep,
+    run_id: str,
+    body: Annotated[RetryRun | None, Body()] = None,
+) -> RunPublic:
     """Run a failed, timed-out or cancelled run again from the step that stopped it, with
-    the same idempotency keys; outputs of the steps that succeeded are kept. 409 for a run
-    in any other status."""
-    return RunPublic.of(await service.retry_run(run_id, actor=actor))
+    the same idempotency keys; outputs of the steps that succeeded are kept. With
+    ``use_latest_definition`` the run moves to the workflow's latest version first. 409 for
+    a run in any other status, or when that version lacks a node the run must run again."""
+    latest = body.use_latest_definition if body else False
+    return RunPublic.of(await service.retry_run(run_id, actor=actor, use_latest_definition=latest))

@@ -15,9 +15,11 @@ from flowyard.api.schemas import (
     RunPublic,
     StartRun,
     StepPublic,
+    paged,
 )
+from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.domain.ids import RunId
-from flowyard.domain.statuses import RunStatus
+from flowyard.domain.statuses import RunStatus, StepStatus
 
 router = APIRouter(tags=["runs"])
 
@@ -26,11 +28,19 @@ router = APIRouter(tags=["runs"])
     "/workflows/{workflow_ref}/runs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunPublic,
+    summary="Start a run",
     responses={
         200: {
             "description": "A run with this idempotency key exists; it is returned.",
             "model": RunPublic,
-        }
+        },
+        **documented(
+            404,
+            409,
+            422,
+            d409="The workflow is archived.",
+            d422="The input does not match the workflow's input_schema.",
+        ),
     },
 )
 async def start_run(
@@ -51,15 +61,20 @@ async def start_run(
     return RunPublic.of(run)
 
 
-@router.get("/runs", response_model=Page[RunPublic], responses=documented(404, 422))
+@router.get(
+    "/runs",
+    response_model=Page[RunPublic],
+    summary="List runs",
+    responses=documented(404, d404="The `workflow` filter names no workflow."),
+)
 async def list_runs(
     service: ServiceDep,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
     workflow: Annotated[
         str | None, Query(max_length=200, description="Workflow id or name")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 50,
+    cursor: Annotated[str | None, Query(max_length=64, description="`next_cursor`")] = None,
     error_type: Annotated[
         str | None,
         Query(
@@ -69,17 +84,21 @@ async def list_runs(
         ),
     ] = None,
 ) -> Page[RunPublic]:
-    """Runs, newest first, filtered by status, workflow and error type."""
-    runs = await service.list_runs(
-        status=status_, workflow=workflow, limit=limit, before=cursor, error_type=error_type
+    """Runs, newest first, filtered by status, workflow and error type, a page at a time
+    (`next_cursor` is null on the last page)."""
+    rows = await service.list_runs(
+        status=status_, workflow=workflow, limit=limit + 1, before=cursor, error_type=error_type
     )
-    next_cursor = runs[-1].id if len(runs) == limit else None
+    runs, next_cursor = paged(rows, limit, lambda r: r.id)
     return Page[RunPublic](items=[RunPublic.of(r) for r in runs], next_cursor=next_cursor)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetailPublic)
+@router.get(
+    "/runs/{run_id}", response_model=RunDetailPublic, summary="Get a run", responses=documented(404)
+)
 async def get_run(service: ServiceDep, run_id: str) -> RunDetailPublic:
-    """A run with its steps and events."""
+    """A run with its steps and (first 1,000) events; page through more with
+    `GET /runs/{id}/steps` and `GET /runs/{id}/events`."""
     detail = await service.get_run(run_id)
     base = RunPublic.of(detail.run).model_dump()
     return RunDetailPublic(
@@ -89,22 +108,60 @@ async def get_run(service: ServiceDep, run_id: str) -> RunDetailPublic:
     )
 
 
-@router.get("/runs/{run_id}/steps", response_model=list[StepPublic])
-async def list_steps(service: ServiceDep, run_id: str) -> list[StepPublic]:
-    """Per-node state of a run."""
+@router.get(
+    "/runs/{run_id}/steps",
+    response_model=Page[StepPublic],
+    summary="List a run's steps",
+    responses=documented(404),
+)
+async def list_steps(
+    service: ServiceDep,
+    run_id: str,
+    status_: Annotated[
+        StepStatus | None, Query(alias="status", description="Only steps in this status")
+    ] = None,
+    node_id: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="Only steps of this node")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 500,
+    cursor: Annotated[int | None, Query(ge=0, description="`next_cursor` (a step id)")] = None,
+) -> Page[StepPublic]:
+    """Per-node state of a run, in creation order, a page at a time."""
     run = await service.store.get_run(run_id)
-    return [StepPublic.of(s) for s in await service.store.list_steps(run.id)]
+    rows = await service.store.list_steps(
+        run.id, limit=limit + 1, after=cursor, status=status_, node_id=node_id
+    )
+    steps, next_cursor = paged(rows, limit, lambda s: s.id)
+    return Page[StepPublic](items=[StepPublic.of(s) for s in steps], next_cursor=next_cursor)
 
 
-@router.get("/runs/{run_id}/events", response_model=Page[EventPublic])
+@router.get(
+    "/runs/{run_id}/events",
+    response_model=Page[EventPublic],
+    summary="List a run's events",
+    responses=documented(404),
+)
 async def list_events(
     service: ServiceDep,
     run_id: str,
-    after: Annotated[int, Query(ge=0, description="Event id cursor")] = 0,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    cursor: Annotated[
+        int | None, Query(ge=0, description="`next_cursor`: events after this event id")
+    ] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=0, deprecated=True, description="The same as `cursor` (older name)"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=5000, description="Page size")] = 1000,
 ) -> Page[EventPublic]:
-    """History of a run in commit order, after an event-id cursor."""
+    """History of a run in commit order, after an event-id cursor, a page at a time. The
+    ids are the same cursors the streams resume from (`?after=`)."""
+    if cursor is not None and after is not None and cursor != after:
+        raise InvalidInput(
+            "give the event cursor once: `cursor` and `after` differ",
+            [Problem("", "`cursor` and `after` differ", "conflicting_cursor")],
+        )
     run = await service.store.get_run(run_id)
-    events = await service.store.list_events(RunId(run.id), after=after, limit=limit)
-    next_cursor = str(events[-1].id) if len(events) == limit else None
+    start = cursor if cursor is not None else after or 0
+    rows = await service.store.list_events(RunId(run.id), after=start, limit=limit + 1)
+    events, next_cursor = paged(rows, limit, lambda e: e.id)
     return Page[EventPublic](items=[EventPublic.of(e) for e in events], next_cursor=next_cursor)

@@ -1,6 +1,7 @@
 """``WS /runs/{id}/stream`` and ``WS /stream``: run events pushed as they are committed.
 
-See :mod:`flowyard.api.stream` for delivery guarantees, backpressure and the auth seam.
+See :mod:`flowyard.api.stream` for delivery guarantees, backpressure and access. Who may
+stream is in :data:`flowyard.api.security.RULES` under ``("WS", path)``, like every route.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from flowyard.api import stream
+from flowyard.api.metrics import route_template
+from flowyard.api.security import RULES
 from flowyard.bootstrap import Container
 from flowyard.domain.errors import NotFound
 from flowyard.domain.ids import RunId, WorkflowId
@@ -35,10 +38,11 @@ def _hub(ws: WebSocket, container: Container) -> stream.StreamHub:
     return hub
 
 
-async def _accept(ws: WebSocket, container: Container) -> bool:
+async def _accept(ws: WebSocket, container: Container) -> stream.Guard | None:
     """Accept, take the token (subprotocol ``bearer.<token>`` or a first message
-    ``{"token": ...}`` within ``stream_auth_timeout_s``) and authenticate; False if refused
-    (the websocket is then closed) or the client left."""
+    ``{"token": ...}`` within ``stream_auth_timeout_s``), authenticate and check the route's
+    rule. The guard that re-checks access later; None if refused (the websocket is then
+    closed: 4401 unauthenticated, 1008 access refused) or the client left."""
     token, subprotocol = stream.token_from_subprotocols(list(ws.scope.get("subprotocols", [])))
     await ws.accept(subprotocol=subprotocol)
     if token is None:
@@ -50,21 +54,37 @@ async def _accept(ws: WebSocket, container: Container) -> bool:
         except TimeoutError:
             token = None
         except WebSocketDisconnect:
-            return False
+            return None
     authenticate: stream.Authenticator = getattr(
-        ws.app.state, "stream_authenticator", stream.allow_any
-    )
-    try:
-        await authenticate(token)
-    except stream.StreamAuthError:
-        await ws.close(stream.CLOSE_UNAUTHORIZED, "unauthorized")
-        return False
-    return True
+        ws.app.state, "stream_authenticator", None
+    ) or stream.authenticator_for(container.auth)
+    rule = RULES.get(("WS", route_template(ws.scope)))
+
+    async def refusal() -> stream.StreamAuthError | None:
+        if rule is None:  # fail closed, like an HTTP route without a rule
+            return stream.StreamAuthError("no access rule", stream.CLOSE_POLICY_VIOLATION)
+        try:
+            stream.require_role(await authenticate(token), rule.role)
+        except stream.StreamAuthError as exc:
+            return exc
+        return None
+
+    async def guard() -> int | None:
+        refused = await refusal()
+        return None if refused is None else refused.code
+
+    refused = await refusal()
+    if refused is not None:
+        # A close reason is at most 123 bytes.
+        await ws.close(refused.code, refused.reason.encode()[:123].decode(errors="ignore"))
+        return None
+    return guard
 
 
 async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> None:
     container: Container = ws.app.state.container
-    if not await _accept(ws, container):
+    guard = await _accept(ws, container)
+    if guard is None:
         return
     if filter_.run_id is not None:
         try:
@@ -80,6 +100,8 @@ async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> Non
         after=after,
         queue_size=settings.stream_queue_size,
         slow_client_s=settings.stream_slow_client_s,
+        guard=guard,
+        guard_interval_s=settings.stream_reauth_interval_s,
     )
     await session.run()
 

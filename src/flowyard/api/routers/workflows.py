@@ -1,134 +1,323 @@
-"""/workflows: definitions and their versions."""
+"""/workflows: definitions and their versions.
+
+Conditional requests: a workflow's ``ETag`` is ``"<latest version>"`` (``"<latest
+version>-archived"`` while archived: archiving changes the representation but makes no
+version). ``PUT`` and ``DELETE`` honour ``If-Match`` (412 when it does not match, checked in
+the store's transaction, so of two writers that read the same ETag exactly one wins); ``GET``
+honours ``If-None-Match`` (304).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.problems import documented
 from flowyard.api.schemas import (
+    EXAMPLE_DEFINITION,
     Page,
     ProblemItem,
     ValidationReport,
+    VersionDiff,
     VersionPublic,
     WorkflowPublic,
     WorkflowWithVersion,
+    paged,
 )
-from flowyard.domain.errors import NotFound
+from flowyard.domain.errors import NotFound, PreconditionFailed
+from flowyard.domain.records import WorkflowRecord
+from flowyard.engine.diff import diff_definitions, is_empty
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
-EXAMPLE = {
-    "name": "hello",
-    "start": "start",
-    "nodes": [
-        {"id": "start", "type": "trigger", "next": "greet"},
-        {
-            "id": "greet",
-            "type": "set",
-            "config": {"values": {"greeting": "Hello {{ input.name }}"}},
-            "next": "done",
-        },
-        {"id": "done", "type": "end", "config": {"output": "{{ steps.greet.output }}"}},
-    ],
-}
 DefinitionBody = Annotated[
     dict[str, Any],
     Body(
         description="A workflow definition (see schema/workflow.schema.json).",
-        openapi_examples={"hello": {"summary": "Three nodes", "value": EXAMPLE}},
+        openapi_examples={"hello": {"summary": "Three nodes", "value": EXAMPLE_DEFINITION}},
     ),
 ]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description='Only if the workflow\'s ETag is still this one (`"3"`), or `*`. '
+        "Send it to avoid overwriting a change you have not seen: 412 otherwise.",
+        examples=['"3"'],
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        description="304 (no body) when the workflow's ETag is one of these.",
+        examples=['"3"'],
+    ),
+]
+ETAG_HEADER = {
+    "ETag": {
+        "description": 'The workflow\'s state: `"<latest version>"`, or '
+        '`"<latest version>-archived"` while archived. Send it back in `If-Match`.',
+        "schema": {"type": "string", "example": '"3"'},
+    }
+}
+_TAG = re.compile(r'(?:W/)?"[^"]*"|[^,\s]+')
 
 
-@router.post("/validate", response_model=ValidationReport)
+def etag(record: WorkflowRecord) -> str:
+    """The strong entity tag of a workflow's current state."""
+    state = "-archived" if record.archived else ""
+    return f'"{record.latest_version}{state}"'
+
+
+def _tags(header: str, *, weak: bool) -> list[str]:
+    """The entity tags of an ``If-Match`` / ``If-None-Match`` value. Weak tags (``W/"3"``)
+    compare equal to their strong twin only where ``weak`` comparison applies (RFC 9110);
+    a bare ``3`` is taken as ``"3"``."""
+    found = []
+    for tag in _TAG.findall(header):
+        if tag.startswith("W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        found.append(tag if tag.startswith('"') else f'"{tag}"')
+    return found
+
+
+def _stale(record: WorkflowRecord, sent: str) -> PreconditionFailed:
+    current = etag(record)
+    return PreconditionFailed(
+        f"workflow {record.name!r} is at ETag {current} (version {record.latest_version}"
+        f"{', archived' if record.archived else ''}), not {sent.strip()}: it changed since "
+        "you read it; GET it again and retry",
+        detail={
+            "current_etag": current,
+            "latest_version": record.latest_version,
+            "archived": record.archived,
+        },
+    )
+
+
+def _expectations(record: WorkflowRecord, if_match: str | None) -> tuple[int | None, bool | None]:
+    """What the store must find for the write to go ahead: ``(latest_version, archived)``
+    of the ETag that matched (None, None: no ``If-Match``, or ``*``)."""
+    if if_match is None or if_match.strip() == "*":
+        return None, None
+    if etag(record) not in _tags(if_match, weak=False):
+        raise _stale(record, if_match)
+    return record.latest_version, record.archived
+
+
+@router.post(
+    "/validate",
+    response_model=ValidationReport,
+    summary="Validate a definition without saving it",
+)
 async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> ValidationReport:
-    """Validate a definition without saving it; every problem comes with a JSON pointer."""
+    """Validate a definition without saving it; every problem comes with a JSON pointer.
+    The answer is 200 either way: `valid` says which."""
     result = service.validate(definition)
     return ValidationReport(
         valid=result.ok, errors=[ProblemItem(**p.as_dict()) for p in result.problems]
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=WorkflowWithVersion)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WorkflowWithVersion,
+    summary="Create a workflow",
+    responses={
+        201: {"headers": ETAG_HEADER},
+        **documented(
+            409, 422, d409="A workflow with this name exists.", d422="Invalid definition."
+        ),
+    },
+)
 async def create_workflow(
     service: ServiceDep, actor: ActorDep, definition: DefinitionBody, response: Response
 ) -> WorkflowWithVersion:
-    """Create a workflow from a definition (its version 1). 422 lists every problem."""
+    """Create a workflow from a definition (its version 1), with `Location` and `ETag: "1"`.
+    422 lists every problem of the definition."""
     record, version = await service.create_workflow(definition, actor)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}"
-    response.headers["ETag"] = f'"{version.version}"'
+    response.headers["ETag"] = etag(record)
     return WorkflowWithVersion(
         workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=True
     )
 
 
-@router.get("", response_model=Page[WorkflowPublic])
+@router.get("", response_model=Page[WorkflowPublic], summary="List workflows")
 async def list_workflows(
     service: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    include_archived: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor`")] = None,
+    include_archived: Annotated[bool, Query(description="Also archived workflows")] = False,
 ) -> Page[WorkflowPublic]:
-    """Workflows by name."""
-    items = await service.store.list_workflows(
-        limit=limit, after=cursor, include_archived=include_archived
+    """Workflows by name, a page at a time (`next_cursor` is null on the last page)."""
+    rows = await service.store.list_workflows(
+        limit=limit + 1, after=cursor, include_archived=include_archived
     )
-    next_cursor = items[-1].name if len(items) == limit else None
+    items, next_cursor = paged(rows, limit, lambda w: w.name)
     return Page[WorkflowPublic](
         items=[WorkflowPublic.of(w) for w in items], next_cursor=next_cursor
     )
 
 
-@router.get("/{workflow_ref}", response_model=WorkflowWithVersion)
+@router.get(
+    "/{workflow_ref}",
+    response_model=WorkflowWithVersion,
+    summary="Get a workflow",
+    responses={
+        200: {"headers": ETAG_HEADER},
+        304: {"description": "`If-None-Match` matched: the copy the client has is current."},
+        **documented(404),
+    },
+)
 async def get_workflow(
-    service: ServiceDep, workflow_ref: str, response: Response
-) -> WorkflowWithVersion:
-    """A workflow (by id or name) with its latest version."""
+    service: ServiceDep, workflow_ref: str, response: Response, if_none_match: IfNoneMatch = None
+) -> WorkflowWithVersion | Response:
+    """A workflow (by id or name) with its latest version and its `ETag`. With
+    `If-None-Match` naming the current ETag (or `*`): 304 without a body."""
     record = await service.store.get_workflow(workflow_ref)
-    version = await service.store.get_version(record.id)
-    response.headers["ETag"] = f'"{version.version}"'
+    tag = etag(record)
+    if if_none_match is not None and (
+        if_none_match.strip() == "*" or tag in _tags(if_none_match, weak=True)
+    ):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+    version = await service.store.get_version(record.id, record.latest_version)
+    response.headers["ETag"] = tag
     return WorkflowWithVersion(
         workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=False
     )
 
 
-@router.put("/{workflow_ref}", response_model=WorkflowWithVersion)
+@router.put(
+    "/{workflow_ref}",
+    response_model=WorkflowWithVersion,
+    summary="Save a new version",
+    responses={
+        200: {"headers": ETAG_HEADER},
+        **documented(404, 412, 422, d422="Invalid definition, or its name is not the workflow's."),
+    },
+)
 async def update_workflow(
     service: ServiceDep,
     actor: ActorDep,
     workflow_ref: str,
     definition: DefinitionBody,
     response: Response,
+    if_match: IfMatch = None,
 ) -> WorkflowWithVersion:
-    """Save a new version (versions are immutable). An unchanged definition makes none."""
-    record, version, created = await service.update_workflow(workflow_ref, definition, actor)
-    response.headers["ETag"] = f'"{version.version}"'
+    """Save a new version (versions are immutable); an unchanged definition makes none
+    (`created: false`). Saving un-archives an archived workflow.
+
+    Send `If-Match` with the `ETag` you read: when someone saved (or archived) since, the
+    answer is 412 and nothing is saved. Without it the last writer wins."""
+    record = await service.store.get_workflow(workflow_ref)
+    expected_version, expected_archived = _expectations(record, if_match)
+    try:
+        updated, version, created = await service.update_workflow(
+            record.id,
+            definition,
+            actor,
+            expected_version=expected_version,
+            expected_archived=expected_archived,
+        )
+    except PreconditionFailed:
+        assert if_match is not None  # only a conditional request has expectations
+        raise _stale(await service.store.get_workflow(record.id), if_match) from None
+    response.headers["ETag"] = etag(updated)
     return WorkflowWithVersion(
-        workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=created
+        workflow=WorkflowPublic.of(updated), version=VersionPublic.of(version), created=created
     )
 
 
-@router.delete("/{workflow_ref}", response_model=WorkflowPublic)
-async def archive_workflow(service: ServiceDep, workflow_ref: str) -> WorkflowPublic:
+@router.delete(
+    "/{workflow_ref}",
+    response_model=WorkflowPublic,
+    summary="Archive a workflow",
+    responses={200: {"headers": ETAG_HEADER}, **documented(404, 412)},
+)
+async def archive_workflow(
+    service: ServiceDep, workflow_ref: str, response: Response, if_match: IfMatch = None
+) -> WorkflowPublic:
     """Archive a workflow: it leaves the list and refuses new runs; its versions and runs stay.
-    Saving a new version brings it back."""
+    Saving a new version brings it back. Honours `If-Match` like `PUT` (412)."""
     record = await service.store.get_workflow(workflow_ref)
-    return WorkflowPublic.of(await service.store.archive_workflow(record.id))
+    expected_version, expected_archived = _expectations(record, if_match)
+    try:
+        archived = await service.store.archive_workflow(
+            record.id, expected_latest=expected_version, expected_archived=expected_archived
+        )
+    except PreconditionFailed:
+        assert if_match is not None
+        raise _stale(await service.store.get_workflow(record.id), if_match) from None
+    response.headers["ETag"] = etag(archived)
+    return WorkflowPublic.of(archived)
 
 
-@router.get("/{workflow_ref}/versions", response_model=list[VersionPublic])
-async def list_versions(service: ServiceDep, workflow_ref: str) -> list[VersionPublic]:
-    """Every version, newest first."""
+@router.get(
+    "/{workflow_ref}/versions",
+    response_model=Page[VersionPublic],
+    summary="List a workflow's versions",
+    responses=documented(404),
+)
+async def list_versions(
+    service: ServiceDep,
+    workflow_ref: str,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 50,
+    cursor: Annotated[
+        int | None, Query(ge=1, description="`next_cursor`: versions below this one")
+    ] = None,
+) -> Page[VersionPublic]:
+    """Versions, newest first, a page at a time."""
     record = await service.store.get_workflow(workflow_ref)
-    return [VersionPublic.of(v) for v in await service.store.list_versions(record.id)]
+    rows = await service.store.list_versions(record.id, limit=limit + 1, before=cursor)
+    items, next_cursor = paged(rows, limit, lambda v: v.version)
+    return Page[VersionPublic](items=[VersionPublic.of(v) for v in items], next_cursor=next_cursor)
 
 
-@router.get("/{workflow_ref}/versions/{version}", response_model=VersionPublic)
+@router.get(
+    "/{workflow_ref}/versions/{version}",
+    response_model=VersionPublic,
+    summary="Get one version",
+    responses=documented(404),
+)
 async def get_version(service: ServiceDep, workflow_ref: str, version: int) -> VersionPublic:
-    """One version."""
+    """One immutable version."""
     record = await service.store.get_workflow(workflow_ref)
     if version < 1:
         raise NotFound(f"workflow {workflow_ref!r} has no version {version}")
     return VersionPublic.of(await service.store.get_version(record.id, version))
+
+
+@router.get(
+    "/{workflow_ref}/versions/{version}/diff/{other}",
+    response_model=VersionDiff,
+    summary="Diff two versions",
+    responses=documented(404),
+)
+async def diff_versions(
+    service: ServiceDep, workflow_ref: str, version: int, other: int
+) -> VersionDiff:
+    """What changed from ``version`` to ``other``: top-level fields, and the nodes (or the
+    states and actions) added, removed and changed, field by field."""
+    record = await service.store.get_workflow(workflow_ref)
+    for number in (version, other):
+        if number < 1:
+            raise NotFound(f"workflow {workflow_ref!r} has no version {number}")
+    old = await service.store.get_version(record.id, version)
+    new = await service.store.get_version(record.id, other)
+    diff = diff_definitions(old.definition, new.definition)
+    return VersionDiff(
+        workflow_id=record.id,
+        from_version=version,
+        to_version=other,
+        identical=is_empty(diff),
+        fields=diff["fields"],
+        nodes=diff.get("nodes"),
+        states=diff.get("states"),
+        actions=diff.get("actions"),
+    )

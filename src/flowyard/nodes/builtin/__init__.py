@@ -10,10 +10,32 @@ from flowyard.nodes.builtin.basic import (
     SetNode,
     TriggerNode,
 )
+from flowyard.nodes.builtin.flow import (
+    DelayNode,
+    MapNode,
+    ParallelNode,
+    SubworkflowNode,
+    WaitForSignalNode,
+)
 from flowyard.nodes.builtin.http import HttpNode
+from flowyard.nodes.builtin.state import StateNode
 from flowyard.nodes.registry import NodeRegistry
 
-BUILTIN_TYPES = (TriggerNode, ConditionNode, SetNode, HttpNode, LogNode, EndNode, FailNode)
+BUILTIN_TYPES = (
+    TriggerNode,
+    ConditionNode,
+    SetNode,
+    HttpNode,
+    LogNode,
+    EndNode,
+    FailNode,
+    DelayNode,
+    WaitForSignalNode,
+    ParallelNode,
+    MapNode,
+    SubworkflowNode,
+    StateNode,
+)
 
 
 def register_builtins(registry: NodeRegistry) -> None:

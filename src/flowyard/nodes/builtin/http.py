@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import time
@@ -10,6 +11,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, model_validator
 
+from flowyard.domain.credentials import NAME_PATTERN, CredentialType, ResolvedCredential
 from flowyard.domain.errors import PermanentError, TransientError
 from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
 
@@ -33,6 +35,13 @@ class HttpConfig(NodeConfig):
     )
     max_response_bytes: int = Field(10 * 1024 * 1024, gt=0, le=100 * 1024 * 1024)
     follow_redirects: bool = False
+    credential: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="Name of a credential to authenticate with: bearer (Authorization: Bearer), "
+        "basic (Authorization: Basic) or api_key_header (its header). Resolved by the worker; "
+        "its secrets are redacted from the step's output and errors.",
+    )
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpConfig:
@@ -67,10 +76,16 @@ class HttpNode(NodeType[HttpConfig]):
     config_model = HttpConfig
     description = "Calls an HTTP endpoint. Output: {status, headers, body}."
 
+    def credential_refs(self, config: HttpConfig) -> list[tuple[str, str]]:
+        """The ``credential`` of the config, if any."""
+        return [("/config/credential", config.credential)] if config.credential else []
+
     async def execute(self, ctx: StepContext, config: HttpConfig) -> NodeOutcome:
         """Render the request, send it and classify the answer."""
         url = str(ctx.render(config.url))
         headers = {str(k): str(v) for k, v in ctx.render(config.headers).items()}
+        if config.credential:
+            _authenticate(headers, await ctx.credential(config.credential))
         if config.idempotency_header and config.idempotency_header not in headers:
             headers[config.idempotency_header] = ctx.idempotency_key
         kwargs: dict[str, Any] = {"headers": headers, "params": ctx.render(config.query)}
@@ -105,6 +120,32 @@ class HttpNode(NodeType[HttpConfig]):
                 error_type="http.network",
             ) from exc
         return _classify(config.method, url, response, raw)
+
+
+def _set_header(headers: dict[str, str], name: str, value: str) -> None:
+    """Set ``name`` replacing any spelling of it already there (header names ignore case)."""
+    for key in [k for k in headers if k.lower() == name.lower()]:
+        del headers[key]
+    headers[name] = value
+
+
+def _authenticate(headers: dict[str, str], credential: ResolvedCredential) -> None:
+    """Add the credential's header; it wins over a header of the same name in the config."""
+    values = credential.values
+    if credential.type is CredentialType.BEARER:
+        _set_header(headers, "Authorization", f"Bearer {values['token']}")
+    elif credential.type is CredentialType.BASIC:
+        pair = f"{values['username']}:{values['password']}".encode()
+        _set_header(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
+    elif credential.type is CredentialType.API_KEY_HEADER:
+        _set_header(headers, str(values["header"]), str(values["value"]))
+    else:
+        raise PermanentError(
+            f"credential {credential.name!r} is of type {credential.type.value}; the http node "
+            "takes bearer, basic or api_key_header",
+            error_type="credential.type",
+            details={"credential": credential.name, "type": credential.type.value},
+        )
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:

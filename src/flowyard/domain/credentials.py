@@ -1,0 +1,308 @@
+"""Credentials: typed secret bundles that nodes reference by name.
+
+Each :class:`CredentialType` has a pydantic model (``extra="forbid"``) whose secret fields are
+:class:`pydantic.SecretStr` and whose other fields are plain. The models are used to validate
+what users send; the vault encrypts the validated data (plain and secret fields alike) and
+reads return only :func:`mask` of it. :class:`ResolvedCredential` is what a node gets at run
+time; :func:`redact` removes its secret values from anything a step produces.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, ValidationError
+
+from flowyard.domain.errors import InvalidInput, Problem
+from flowyard.domain.ids import new_ulid
+
+T = TypeVar("T")
+
+#: A credential's name: how node configs refer to it.
+NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+#: What reads show in place of a secret value.
+MASK = "********"
+#: What redaction puts in place of a secret value inside step outputs, errors and events.
+REDACTED = "***"
+
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=8192)]
+Plain = Annotated[str, Field(min_length=1, max_length=2048)]
+HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
+HttpsUrl = Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$", max_length=2048)]
+
+
+class CredentialType(StrEnum):
+    """The kinds of credential the vault holds."""
+
+    SALESFORCE_OAUTH = "salesforce_oauth"
+    SMTP = "smtp"
+    API_KEY_HEADER = "api_key_header"
+    BASIC = "basic"
+    BEARER = "bearer"
+    TWILIO = "twilio"
+    CUSTOM = "custom"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SalesforceOAuthData(_Data):
+    """OAuth 2.0 refresh-token flow of a Salesforce connected app."""
+
+    instance_url: HttpsUrl
+    client_id: Plain
+    client_secret: Secret
+    refresh_token: Secret
+    token_url: HttpsUrl | None = None
+
+
+class SmtpData(_Data):
+    """An SMTP relay; ``username``/``password`` only where it authenticates."""
+
+    host: Plain
+    port: int = Field(587, ge=1, le=65535)
+    username: Plain | None = None
+    password: Secret | None = None
+    starttls: bool = True
+
+
+class ApiKeyHeaderData(_Data):
+    """A key sent in a request header."""
+
+    header: HeaderName = "X-API-Key"
+    value: Secret
+
+
+class BasicData(_Data):
+    """HTTP basic authentication."""
+
+    username: Plain
+    password: Secret
+
+
+class BearerData(_Data):
+    """A bearer token (``Authorization: Bearer <token>``)."""
+
+    token: Secret
+
+
+class TwilioData(_Data):
+    """A Twilio account."""
+
+    account_sid: Plain
+    auth_token: Secret
+
+
+CustomKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+
+
+class CustomData(RootModel[dict[CustomKey, Secret]]):
+    """Free-form: up to 50 named values, every one of them secret."""
+
+    model_config = ConfigDict(frozen=True)
+    root: dict[CustomKey, Secret] = Field(min_length=1, max_length=50)
+
+
+MODELS: dict[CredentialType, type[BaseModel]] = {
+    CredentialType.SALESFORCE_OAUTH: SalesforceOAuthData,
+    CredentialType.SMTP: SmtpData,
+    CredentialType.API_KEY_HEADER: ApiKeyHeaderData,
+    CredentialType.BASIC: BasicData,
+    CredentialType.BEARER: BearerData,
+    CredentialType.TWILIO: TwilioData,
+    CredentialType.CUSTOM: CustomData,
+}
+
+
+def _reveal(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_is_secret(arg) for arg in get_args(annotation))
+
+
+#: Secret field names per type (``custom``: every key, see :func:`secret_fields`).
+SECRET_FIELDS: dict[CredentialType, frozenset[str]] = {
+    type_: frozenset(
+        name for name, info in model.model_fields.items() if _is_secret(info.annotation)
+    )
+    for type_, model in MODELS.items()
+    if type_ is not CredentialType.CUSTOM
+}
+
+
+def secret_fields(type_: CredentialType, data: Mapping[str, Any]) -> frozenset[str]:
+    """Names of the secret fields of ``data`` (every key of a ``custom`` credential)."""
+    if type_ is CredentialType.CUSTOM:
+        return frozenset(data)
+    return SECRET_FIELDS[type_]
+
+
+def parse_data(type_: CredentialType, raw: Any, *, pointer: str = "/data") -> dict[str, Any]:
+    """Validate ``raw`` against the type's model: the data with secrets revealed (JSON
+    values), defaults filled in. :class:`InvalidInput` locates every problem without echoing
+    any value."""
+    model = MODELS[type_]
+    try:
+        parsed = model.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                pointer + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in loc),
+                err["msg"],
+                str(err["type"]),
+            )
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+            for loc in [err["loc"]]
+        ]
+        raise InvalidInput(f"invalid {type_.value} credential data", problems) from None
+    items = parsed.root.items() if isinstance(parsed, RootModel) else iter(parsed)
+    return {name: _reveal(value) for name, value in items}
+
+
+def mask(type_: CredentialType, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What reads show: plain fields as they are, secret fields as ``MASK`` (unset ones as
+    null)."""
+    secret = secret_fields(type_, data)
+    return {
+        name: (MASK if value is not None else None) if name in secret else value
+        for name, value in data.items()
+    }
+
+
+def is_valid_name(name: str) -> bool:
+    """True when ``name`` matches :data:`NAME_PATTERN`."""
+    return bool(_NAME.match(name))
+
+
+def new_credential_id() -> str:
+    """A fresh credential id (``cred_`` prefix, time-ordered)."""
+    return "cred_" + new_ulid()
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRecord:
+    """A credential's metadata (its data is only ever stored encrypted)."""
+
+    id: str
+    name: str
+    type: CredentialType
+    description: str | None
+    key_id: str
+    created_at: datetime
+    updated_at: datetime
+    created_by: str | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCredential:
+    """A credential row: metadata and the ciphertext of its data."""
+
+    record: CredentialRecord
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCredential:
+    """A decrypted credential as a node uses it: plain values of every field, and the secret
+    strings (including derived forms such as a basic-auth header value) that must never leave
+    the step."""
+
+    name: str
+    type: CredentialType
+    values: Mapping[str, Any]
+    secrets: frozenset[str] = field(default_factory=frozenset)
+
+    def __repr__(self) -> str:
+        return f"ResolvedCredential(name={self.name!r}, type={self.type.value!r}, values=<hidden>)"
+
+    @classmethod
+    def of(cls, name: str, type_: CredentialType, data: Mapping[str, Any]) -> ResolvedCredential:
+        """From decrypted data: collects the secret values and their derived forms."""
+        names = secret_fields(type_, data)
+        secrets = {str(data[n]) for n in names if data.get(n) not in (None, "")}
+        if type_ is CredentialType.BASIC:
+            pair = f"{data['username']}:{data['password']}".encode()
+            secrets.add(base64.b64encode(pair).decode())
+        return cls(name, type_, dict(data), frozenset(secrets))
+
+
+def _redact_str(text: str, ordered: list[str]) -> str:
+    for secret in ordered:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of every secret replaced by ``REDACTED``, through
+    dicts (keys too), lists, tuples and strings. Longest secrets first, so a secret that
+    contains another is removed whole."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    if not ordered:
+        return value
+    return _redact(value, ordered)
+
+
+def _redact(value: Any, ordered: list[str]) -> Any:
+    if isinstance(value, str):
+        return _redact_str(value, ordered)
+    if isinstance(value, Mapping):
+        return {
+            (_redact_str(k, ordered) if isinstance(k, str) else k): _redact(v, ordered)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(v, ordered) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact(v, ordered) for v in value)
+    return value
+
+
+#: Fields of result dataclasses (transitions, errors, waits, forks, child runs) that carry
+#: user data and are redacted whole; other fields (statuses, node ids, error types, times)
+#: are structure and stay as they are, except nested dataclasses, which are walked.
+DATA_FIELDS = frozenset({"output", "run_output", "message", "details", "data", "item", "input"})
+
+
+def redact_result(value: T, secrets: Iterable[str]) -> T:
+    """A result dataclass (e.g. a step's ``Transition``) with every secret removed from its
+    data fields (:data:`DATA_FIELDS`) and from event data, recursively through nested
+    dataclasses and tuples of them."""
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    if not ordered:
+        return value
+    result: T = _redact_result(value, ordered)
+    return result
+
+
+def _redact_result(obj: Any, ordered: list[str]) -> Any:
+    if isinstance(obj, tuple):
+        return tuple(_redact_result(item, ordered) for item in obj)
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        value = getattr(obj, f.name)
+        if f.name in DATA_FIELDS:
+            changes[f.name] = _redact(value, ordered)
+        elif f.name == "event" and isinstance(value, tuple) and len(value) == 2:
+            changes[f.name] = (value[0], _redact(value[1], ordered))
+        elif f.name == "extra_events" and isinstance(value, tuple):
+            changes[f.name] = tuple((kind, _redact(data, ordered)) for kind, data in value)
+        elif isinstance(value, tuple) or dataclasses.is_dataclass(value):
+            changes[f.name] = _redact_result(value, ordered)
+    return dataclasses.replace(obj, **changes) if changes else obj

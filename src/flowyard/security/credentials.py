@@ -1,0 +1,229 @@
+"""Credential use cases over the store and the vault: write-only management (reads return
+metadata and a mask) and resolution by name, for workers only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flowyard.domain.credentials import (
+    NAME_PATTERN,
+    CredentialRecord,
+    CredentialType,
+    ResolvedCredential,
+    StoredCredential,
+    is_valid_name,
+    mask,
+    new_credential_id,
+    parse_data,
+)
+from flowyard.domain.errors import (
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    Problem,
+    StoreUnavailable,
+    TransientError,
+)
+from flowyard.security.vault import Vault, VaultError
+from flowyard.store.ports import Store
+
+MAX_DESCRIPTION = 500
+
+
+class _Unset:
+    """Marker: an argument that was not given (None is a value: clear the description)."""
+
+
+UNSET = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialView:
+    """What reads return: metadata and the masked data (None when it cannot be decrypted,
+    ``problem`` then says why)."""
+
+    record: CredentialRecord
+    data: dict[str, Any] | None
+    problem: str | None = None
+
+
+def _check_name(name: str) -> None:
+    if not is_valid_name(name):
+        raise InvalidInput(
+            "invalid credential name",
+            [Problem("/name", f"must match {NAME_PATTERN}", "string_pattern_mismatch")],
+        )
+
+
+def _check_description(description: str | None) -> None:
+    if description is not None and len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(
+            "description too long",
+            [Problem("/description", f"at most {MAX_DESCRIPTION} characters", "too_long")],
+        )
+
+
+class CredentialService:
+    """Create, read (masked), replace and delete credentials; every value is encrypted before
+    it reaches the store."""
+
+    def __init__(self, store: Store, vault: Vault, *, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.vault = vault
+        self.clock = clock
+
+    def view(self, stored: StoredCredential) -> CredentialView:
+        """The masked view of a row."""
+        try:
+            data = self.vault.open(stored)
+        except VaultError as exc:
+            return CredentialView(stored.record, None, exc.message)
+        return CredentialView(stored.record, mask(stored.record.type, data))
+
+    async def create(
+        self,
+        name: str,
+        type_: CredentialType,
+        data: Any,
+        *,
+        description: str | None = None,
+        actor: str | None = None,
+    ) -> CredentialView:
+        """Validate, encrypt and store a new credential (Conflict on a taken name)."""
+        _check_name(name)
+        _check_description(description)
+        plain = parse_data(type_, data)
+        cred_id = new_credential_id()
+        ciphertext, key_id = self.vault.encrypt(cred_id, type_, plain)
+        now = self.clock()
+        record = CredentialRecord(
+            cred_id, name, type_, description, key_id, now, now, actor, version=1
+        )
+        await self.store.create_credential(record, ciphertext)
+        return CredentialView(record, mask(type_, plain))
+
+    async def get(self, ref: str) -> CredentialView:
+        """A credential by name or id, masked (NotFound)."""
+        return self.view(await self.store.get_credential(ref))
+
+    async def list(
+        self, *, limit: int = 50, after: str | None = None, type_: CredentialType | None = None
+    ) -> list[CredentialView]:
+        """Credentials by name, masked."""
+        rows = await self.store.list_credentials(limit=limit, after=after, type=type_)
+        return [self.view(row) for row in rows]
+
+    async def update(
+        self,
+        ref: str,
+        *,
+        data: Any = None,
+        description: str | _Unset | None = UNSET,
+        expected_version: int | None = None,
+    ) -> CredentialView:
+        """Replace the data (whole: secrets are never read back to merge) and/or the
+        description; the version goes up (NotFound; Conflict when ``expected_version`` is
+        stale)."""
+        current = await self.store.get_credential(ref)
+        record = current.record
+        changes: dict[str, Any] = {}
+        plain: dict[str, Any] | None = None
+        if data is not None:
+            plain = parse_data(record.type, data)
+            changes["ciphertext"], changes["key_id"] = self.vault.encrypt(
+                record.id, record.type, plain
+            )
+        if not isinstance(description, _Unset):
+            _check_description(description)
+            changes["description"] = description
+        if not changes:
+            raise InvalidInput(
+                "nothing to change", [Problem("", "give data and/or description", "empty")]
+            )
+        updated = await self.store.update_credential(
+            record.id, changes, self.clock(), expected_version=expected_version
+        )
+        if plain is not None:
+            return CredentialView(updated.record, mask(record.type, plain))
+        return self.view(updated)
+
+    async def delete(self, ref: str) -> None:
+        """Delete a credential by name or id (NotFound). Workflows that reference it fail
+        their step with ``credential.not_found`` from then on."""
+        current = await self.store.get_credential(ref)
+        await self.store.delete_credential(current.record.id)
+
+    def resolver(self, ttl_s: float = 5.0) -> CredentialResolver:
+        """A resolver for workers."""
+        return CredentialResolver(self.store, self.vault, ttl_s=ttl_s)
+
+
+class CredentialResolver:
+    """Decrypts credentials by name for node execution (a ``CredentialSource``).
+
+    A decrypted credential is cached in this process for ``ttl_s`` seconds (default 5), so a
+    burst of steps costs one query; a change or deletion reaches workers within that time.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        *,
+        ttl_s: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.ttl_s = ttl_s
+        self.monotonic = monotonic
+        self._cache: dict[str, tuple[float, ResolvedCredential]] = {}
+
+    async def get(self, name: str) -> ResolvedCredential:
+        """The credential called ``name``, decrypted. Fails the step permanently when it does
+        not exist (``credential.not_found``) or cannot be decrypted
+        (``credential.unreadable``); transiently when the database is unavailable."""
+        now = self.monotonic()
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            stored = await self.store.get_credential(name)
+        except NotFound:
+            self._cache.pop(name, None)
+            raise PermanentError(
+                f"no credential named {name!r}",
+                error_type="credential.not_found",
+                details={"credential": name},
+            ) from None
+        except StoreUnavailable as exc:
+            raise TransientError(
+                f"credential {name!r} could not be read: {exc.message}",
+                error_type="credential.unavailable",
+            ) from None
+        if stored.record.name != name:  # an id was given: names only
+            raise PermanentError(
+                f"no credential named {name!r}",
+                error_type="credential.not_found",
+                details={"credential": name},
+            )
+        try:
+            data = self.vault.open(stored)
+        except VaultError as exc:
+            raise PermanentError(
+                f"credential {name!r} cannot be decrypted: {exc.message}",
+                error_type="credential.unreadable",
+                details={"credential": name, "key_id": stored.record.key_id},
+            ) from None
+        resolved = ResolvedCredential.of(name, stored.record.type, data)
+        if self.ttl_s > 0:
+            self._cache[name] = (now + self.ttl_s, resolved)
+        return resolved
+
+    def clear(self) -> None:
+        """Forget cached credentials."""
+        self._cache.clear()

@@ -1,0 +1,617 @@
+"""Flow control in the SQL store: signals, forks (parallel branches, map items), child runs
+and the joins that wake a waiting step when its branches are done.
+
+A fork's branches are rows of ``branches``; the steps of branch ``key`` carry
+``steps.branch = key``, where ``key = f"{parent.branch}/{parent.id}.{name}"``. So every
+step and sub-branch under a fork shares the prefix ``f"{parent.branch}/{parent.id}."``:
+cancelling what is left of a fork is one prefix match, however deep it nests.
+
+Joins are decided here, in the transaction that records the branch result, with the
+:class:`~flowyard.domain.commands.JoinPolicy` kept on the waiting step. Waking the parent
+step makes it claimable; the node then reads the results (in branch order) and decides its
+own outcome. Counting uses aggregates: a map over 10,000 items never loads its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flowyard.domain.commands import ChildRun, Fork, JoinPolicy
+from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.ids import RunId, StepId, new_run_id
+from flowyard.domain.records import BranchResult, SignalRecord, StepRecord
+from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.store.base import SqlBase
+from flowyard.store.rows import PENDING, chunks, event_row
+from flowyard.store.schema import branches, run_events, runs, signals, steps
+
+#: Branch statuses.
+B_PENDING, B_RUNNING = "pending", "running"
+B_SUCCEEDED, B_FAILED, B_CANCELLED = "succeeded", "failed", "cancelled"
+B_OPEN = (B_PENDING, B_RUNNING)
+_JOINABLE = ("branches", "child")
+
+
+def branch_key(parent: StepRecord, name: str) -> str:
+    """``steps.branch`` of the steps of branch ``name`` of ``parent``'s fork."""
+    return f"{parent.branch}/{parent.id}.{name}"
+
+
+def fork_prefix(branch: str, step_id: int) -> str:
+    """What every branch key under the fork of step ``step_id`` starts with."""
+    return f"{branch}/{step_id}."
+
+
+def ancestors(branch: str) -> list[str]:
+    """``branch`` and every enclosing branch, outermost ('' : the main path) first."""
+    found = [""]
+    pos = branch.find("/", 1)
+    while pos != -1:
+        found.append(branch[:pos])
+        pos = branch.find("/", pos + 1)
+    if branch:
+        found.append(branch)
+    return found
+
+
+def signal_record(row: Any) -> SignalRecord:
+    return SignalRecord(
+        id=row.id,
+        run_id=RunId(row.run_id),
+        name=row.name,
+        payload=row.payload,
+        sent_by=row.sent_by,
+        created_at=row.created_at,
+        consumed_at=row.consumed_at,
+        step_id=StepId(row.step_id) if row.step_id is not None else None,
+    )
+
+
+def _step_row(
+    run_id: str, node_id: str, node_type: str, branch: str, now: datetime, held: bool
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "node_id": node_id,
+        "node_type": node_type,
+        "branch": branch,
+        "iteration": 0,
+        "status": StepStatus.SCHEDULED.value,
+        "attempt": 0,
+        "priority": 0,
+        "available_at": now,
+        "claims": 0,
+        "recoveries": 0,
+        "held": held,
+        "created_at": now,
+    }
+
+
+@dataclass
+class FlowWriter:
+    """Fork, child-run and join writes of one transaction (a completion batch or a
+    lifecycle operation). Collect, then :meth:`flush`."""
+
+    ops: SqlBase
+    conn: AsyncConnection
+    now: datetime
+    events: list[dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        self.parents: set[int] = set()
+        self.settled_children: set[str] = set()
+
+    async def start_fork(self, parent: StepRecord, fork: Fork, held: bool) -> None:
+        """Insert the branch rows and start the first ``max_concurrency`` of them."""
+        limit = fork.join.max_concurrency or len(fork.branches)
+        rows, first = [], []
+        for idx, spec in enumerate(fork.branches):
+            key = branch_key(parent, spec.name)
+            started = idx < limit
+            rows.append(
+                {
+                    "run_id": parent.run_id,
+                    "key": key,
+                    "parent_step_id": parent.id,
+                    "kind": fork.kind,
+                    "name": spec.name,
+                    "idx": idx,
+                    "item": spec.item,
+                    "start_node": spec.start_node,
+                    "start_type": spec.start_type,
+                    "status": B_RUNNING if started else B_PENDING,
+                    "output": None,
+                    "error": None,
+                    "child_run_id": None,
+                    "created_at": self.now,
+                    "finished_at": None,
+                }
+            )
+            if started:
+                first.append(
+                    _step_row(parent.run_id, spec.start_node, spec.start_type, key, self.now, held)
+                )
+        for chunk in chunks(rows, 2000):
+            await self.conn.execute(self.ops._insert_ignore(branches), list(chunk))
+        for chunk in chunks(first, 2000):
+            await self.conn.execute(self.ops._insert_ignore(steps), list(chunk))
+
+    async def start_child(self, parent: StepRecord, child: ChildRun, actor: str | None) -> None:
+        """Create the child run (idempotent per parent step) and its branch row."""
+        key = f"child:{parent.id}"
+        existing = (
+            await self.conn.execute(
+                sa.select(runs.c.id).where(
+                    runs.c.workflow_id == child.workflow_id, runs.c.idempotency_key == key
+                )
+            )
+        ).scalar()
+        run_id = existing or new_run_id()
+        if existing is None:
+            await self.conn.execute(
+                runs.insert().values(
+                    id=run_id,
+                    workflow_id=child.workflow_id,
+                    workflow_version=child.workflow_version,
+                    status=RunStatus.PENDING.value,
+                    input=child.input,
+                    vars={},
+                    idempotency_key=key,
+                    parent_run_id=parent.run_id,
+                    deadline_at=child.deadline_at,
+                    created_at=self.now,
+                    updated_at=self.now,
+                )
+            )
+            await self.conn.execute(
+                steps.insert().values(
+                    **_step_row(run_id, child.start_node, child.start_type, "", self.now, False)
+                )
+            )
+            self.events.append(
+                event_row(
+                    run_id,
+                    "run.created",
+                    {
+                        "workflow_version": child.workflow_version,
+                        "parent_run_id": parent.run_id,
+                        "parent_step_id": parent.id,
+                    },
+                    self.now,
+                    actor=actor,
+                )
+            )
+        await self.conn.execute(
+            self.ops._insert_ignore(branches).values(
+                run_id=parent.run_id,
+                key=branch_key(parent, "child"),
+                parent_step_id=parent.id,
+                kind="child",
+                name="child",
+                idx=0,
+                start_node=child.start_node,
+                start_type=child.start_type,
+                status=B_RUNNING,
+                child_run_id=run_id,
+                created_at=self.now,
+            )
+        )
+
+    async def open_branches(self, run_keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (run, branch key) pairs are still running (and every enclosing
+        branch too): steps of a closed branch finish without scheduling anything."""
+        wanted: set[tuple[str, str]] = set()
+        for run_id, key in run_keys:
+            wanted.update((run_id, k) for k in ancestors(key) if k)
+        is_open: set[tuple[str, str]] = set()
+        by_run: dict[str, list[str]] = {}
+        for run_id, key in wanted:
+            by_run.setdefault(run_id, []).append(key)
+        for run_id, keys in by_run.items():
+            for chunk in chunks(sorted(keys), 500):
+                rows = await self.conn.execute(
+                    sa.select(branches.c.key).where(
+                        branches.c.run_id == run_id,
+                        branches.c.key.in_(chunk),
+                        branches.c.status == B_RUNNING,
+                    )
+                )
+                is_open.update((run_id, row.key) for row in rows)
+        return {
+            (run_id, key)
+            for run_id, key in run_keys
+            if all((run_id, k) in is_open for k in ancestors(key) if k)
+        }
+
+    async def finish_branches(self, results: Sequence[tuple[str, str, str, Any, Any]]) -> None:
+        """Record (run, key, status, output, error) of finished branches; cancel what is left
+        inside a failed one; their forks are evaluated at :meth:`flush`."""
+        if not results:
+            return
+        await self.conn.execute(
+            branches.update()
+            .where(
+                branches.c.run_id == sa.bindparam("b_run_id"),
+                branches.c.key == sa.bindparam("b_key"),
+                branches.c.status == B_RUNNING,
+            )
+            .values(
+                status=sa.bindparam("b_status"),
+                output=sa.bindparam("b_output", type_=branches.c.output.type),
+                error=sa.bindparam("b_error", type_=branches.c.error.type),
+                finished_at=self.now,
+            ),
+            [
+                {"b_run_id": r, "b_key": k, "b_status": s, "b_output": o, "b_error": e}
+                for r, k, s, o, e in results
+            ],
+        )
+        for run_id, key, status, _, _ in results:
+            if status == B_FAILED:
+                await self._cancel_under(run_id, key + "/")
+        by_run: dict[str, list[str]] = {}
+        for run_id, key, *_ in results:
+            by_run.setdefault(run_id, []).append(key)
+        for run_id, keys in by_run.items():
+            for chunk in chunks(sorted(keys), 500):
+                rows = await self.conn.execute(
+                    sa.select(branches.c.parent_step_id).where(
+                        branches.c.run_id == run_id, branches.c.key.in_(chunk)
+                    )
+                )
+                self.parents.update(row.parent_step_id for row in rows)
+
+    async def settle_children(self, run_ids: Sequence[str]) -> None:
+        """Runs that just ended: if they are child runs, record them as their parent's
+        branch results."""
+        if not run_ids:
+            return
+        for chunk in chunks(sorted(set(run_ids)), 500):
+            rows = await self.conn.execute(
+                sa.select(runs.c.id, runs.c.status, runs.c.output, runs.c.error).where(
+                    runs.c.id.in_(chunk), runs.c.parent_run_id.is_not(None)
+                )
+            )
+            for row in rows:
+                status = B_SUCCEEDED if row.status == RunStatus.SUCCEEDED.value else B_FAILED
+                error = row.error
+                if status == B_FAILED and error is None:
+                    error = {
+                        "type": f"child.{row.status}",
+                        "message": f"the child run {row.id} ended {row.status}",
+                        "transient": False,
+                        "details": {},
+                    }
+                updated = await self.conn.execute(
+                    branches.update()
+                    .where(branches.c.child_run_id == row.id, branches.c.status == B_RUNNING)
+                    .values(status=status, output=row.output, error=error, finished_at=self.now)
+                    .returning(branches.c.parent_step_id)
+                )
+                self.parents.update(r.parent_step_id for r in updated)
+
+    async def _cancel_under(self, run_id: str, prefix: str) -> None:
+        """Cancel open branches and unfinished steps whose branch starts with ``prefix``;
+        child runs of those branches are cancelled by :meth:`FlowOps.cancel_orphans`."""
+        await self.conn.execute(
+            branches.update()
+            .where(
+                branches.c.run_id == run_id,
+                branches.c.key.startswith(prefix, autoescape=True),
+                branches.c.status.in_(B_OPEN),
+            )
+            .values(status=B_CANCELLED, finished_at=self.now)
+        )
+        await self.conn.execute(
+            steps.update()
+            .where(
+                steps.c.run_id == run_id,
+                steps.c.branch.startswith(prefix, autoescape=True),
+                steps.c.status.in_(PENDING),
+            )
+            .values(status=StepStatus.CANCELLED.value, finished_at=self.now, held=False)
+        )
+
+    async def flush(self) -> None:
+        """Evaluate the joins of every fork touched: wake done ones (cancelling what is
+        left of them), start more branches of the others (``max_concurrency``)."""
+        pending = sorted(self.parents)
+        self.parents = set()
+        for chunk in chunks(pending, 500):
+            parents = {
+                row.id: row
+                for row in await self.conn.execute(
+                    sa.select(
+                        steps.c.id,
+                        steps.c.run_id,
+                        steps.c.branch,
+                        steps.c.node_id,
+                        steps.c.held,
+                        steps.c.wait_data,
+                    ).where(
+                        steps.c.id.in_(chunk),
+                        steps.c.status == StepStatus.WAITING.value,
+                        steps.c.waiting_for.in_(_JOINABLE),
+                    )
+                )
+            }
+            if not parents:
+                continue
+            counts: dict[int, dict[str, int]] = {}
+            for row in await self.conn.execute(
+                sa.select(branches.c.parent_step_id, branches.c.status, sa.func.count())
+                .where(branches.c.parent_step_id.in_(sorted(parents)))
+                .group_by(branches.c.parent_step_id, branches.c.status)
+            ):
+                counts.setdefault(row[0], {})[row[1]] = int(row[2])
+            for step_id, parent in parents.items():
+                await self._join(parent, counts.get(step_id, {}))
+
+    async def _join(self, parent: Any, count: dict[str, int]) -> None:
+        policy = JoinPolicy.of((parent.wait_data or {}).get("join"))
+        running, waiting = count.get(B_RUNNING, 0), count.get(B_PENDING, 0)
+        succeeded, failed = count.get(B_SUCCEEDED, 0), count.get(B_FAILED, 0)
+        if policy.done(succeeded=succeeded, failed=failed, unfinished=running + waiting):
+            if running + waiting:
+                await self._cancel_under(parent.run_id, fork_prefix(parent.branch, parent.id))
+            await self.conn.execute(
+                steps.update()
+                .where(steps.c.id == parent.id, steps.c.status == StepStatus.WAITING.value)
+                .values(available_at=self.now)
+            )
+            self.events.append(
+                event_row(
+                    parent.run_id,
+                    "branches.joined",
+                    {
+                        "node_id": parent.node_id,
+                        "succeeded": succeeded,
+                        "failed": failed,
+                        "cancelled": count.get(B_CANCELLED, 0) + running + waiting,
+                    },
+                    self.now,
+                    step_id=parent.id,
+                )
+            )
+            return
+        free = (policy.max_concurrency or 0) - running
+        if waiting and free > 0:
+            rows = list(
+                await self.conn.execute(
+                    sa.select(branches.c.key, branches.c.start_node, branches.c.start_type)
+                    .where(branches.c.parent_step_id == parent.id, branches.c.status == B_PENDING)
+                    .order_by(branches.c.idx)
+                    .limit(free)
+                )
+            )
+            await self.conn.execute(
+                branches.update()
+                .where(
+                    branches.c.run_id == parent.run_id, branches.c.key.in_([r.key for r in rows])
+                )
+                .values(status=B_RUNNING)
+            )
+            await self.conn.execute(
+                self.ops._insert_ignore(steps),
+                [
+                    _step_row(
+                        parent.run_id,
+                        r.start_node,
+                        r.start_type,
+                        r.key,
+                        self.now,
+                        bool(parent.held),
+                    )
+                    for r in rows
+                ],
+            )
+
+
+class FlowOps(SqlBase):
+    """Signals, branch results and child-run housekeeping."""
+
+    async def send_signal(
+        self, run_id: str, name: str, payload: Any, *, actor: str | None, now: datetime
+    ) -> tuple[SignalRecord, bool]:
+        """Deliver a signal: buffered until a step waiting for it takes it; wakes such a step
+        at once. Returns the signal and whether a waiting step was woken. A finished run
+        refuses it (Conflict)."""
+
+        async def fn(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
+            row = (
+                await conn.execute(
+                    sa.select(runs.c.id, runs.c.status).where(runs.c.id == run_id).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            if RunStatus(row.status).is_terminal:
+                raise Conflict(f"run {run_id} has ended ({row.status}); it takes no signals")
+            inserted = (
+                await conn.execute(
+                    signals.insert()
+                    .values(
+                        run_id=run_id, name=name, payload=payload, sent_by=actor, created_at=now
+                    )
+                    .returning(*signals.c)
+                )
+            ).one()
+            woken = await conn.execute(
+                steps.update()
+                .where(
+                    steps.c.run_id == run_id,
+                    steps.c.status == StepStatus.WAITING.value,
+                    steps.c.waiting_for == f"signal:{name}",
+                )
+                .values(available_at=now)
+                .returning(steps.c.id)
+            )
+            woke = bool(woken.all())
+            await conn.execute(
+                run_events.insert().values(
+                    **event_row(
+                        run_id,
+                        "signal.received",
+                        {"name": name, "signal_id": inserted.id, "buffered": not woke},
+                        now,
+                        actor=actor,
+                    )
+                )
+            )
+            return signal_record(inserted), woke
+
+        return await self._tx(fn)
+
+    async def list_signals(
+        self, run_id: str, *, limit: int = 1000, after: int | None = None
+    ) -> list[SignalRecord]:
+        """Signals of a run, oldest first (after the id ``after``)."""
+        query = sa.select(signals).where(signals.c.run_id == run_id)
+        if after is not None:
+            query = query.where(signals.c.id > after)
+
+        async def fn(conn: AsyncConnection) -> list[SignalRecord]:
+            rows = await conn.execute(query.order_by(signals.c.id).limit(limit))
+            return [signal_record(row) for row in rows]
+
+        return await self._tx(fn, write=False)
+
+    async def cancel_orphans(self, now: datetime, *, limit: int = 500) -> list[RunId]:
+        """Child runs still active whose parent run has ended or whose branch was cancelled:
+        cancel them (with their steps). Returns their ids (callers repeat until empty:
+        children of cancelled children come next)."""
+        parent = runs.alias("parent")
+        active = [s.value for s in RunStatus if not s.is_terminal]
+        orphan = (
+            sa.select(runs.c.id)
+            .join(parent, parent.c.id == runs.c.parent_run_id)
+            .where(
+                runs.c.status.in_(active),
+                sa.or_(
+                    parent.c.status.in_([s.value for s in RunStatus if s.is_terminal]),
+                    sa.exists().where(
+                        branches.c.child_run_id == runs.c.id, branches.c.status == B_CANCELLED
+                    ),
+                ),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+
+        async def fn(conn: AsyncConnection) -> list[RunId]:
+            ids = [RunId(r) for r in (await conn.execute(orphan)).scalars().all()]
+            if not ids:
+                return []
+            locked = (
+                (
+                    await conn.execute(
+                        sa.select(runs.c.id)
+                        .where(runs.c.id.in_(ids), runs.c.status.in_(active))
+                        .order_by(runs.c.id)
+                        .with_for_update()
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not locked:
+                return []
+            await conn.execute(
+                runs.update()
+                .where(runs.c.id.in_(locked))
+                .values(
+                    status=RunStatus.CANCELLED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    error=None,
+                )
+            )
+            await conn.execute(
+                steps.update()
+                .where(steps.c.run_id.in_(locked), steps.c.status.in_(PENDING))
+                .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
+            )
+            await conn.execute(
+                run_events.insert(),
+                [
+                    event_row(r, "run.cancelled", {"reason": "the parent run ended"}, now)
+                    for r in locked
+                ],
+            )
+            return [RunId(r) for r in locked]
+
+        return await self._tx(fn)
+
+
+async def drop_fork(
+    conn: AsyncConnection, run_id: str, branch: str, step_id: int, now: datetime
+) -> None:
+    """Forget the branches of a fork step that will run again: cancel its child runs that
+    are still active, delete its branch rows and the steps under them."""
+    prefix = fork_prefix(branch, step_id)
+    under_steps = steps.c.branch.startswith(prefix, autoescape=True)
+    under_keys = branches.c.key.startswith(prefix, autoescape=True)
+    children = (
+        (
+            await conn.execute(
+                sa.select(branches.c.child_run_id).where(
+                    branches.c.run_id == run_id, under_keys, branches.c.child_run_id.is_not(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if children:
+        active = [s.value for s in RunStatus if not s.is_terminal]
+        await conn.execute(
+            runs.update()
+            .where(runs.c.id.in_(children), runs.c.status.in_(active))
+            .values(status=RunStatus.CANCELLED.value, finished_at=now, updated_at=now)
+        )
+        await conn.execute(
+            steps.update()
+            .where(steps.c.run_id.in_(children), steps.c.status.in_(PENDING))
+            .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
+        )
+    await conn.execute(steps.delete().where(steps.c.run_id == run_id, under_steps))
+    await conn.execute(branches.delete().where(branches.c.run_id == run_id, under_keys))
+
+
+async def load_branch_results(
+    conn: AsyncConnection, step_ids: Sequence[int]
+) -> dict[int, list[BranchResult]]:
+    """How each branch of these fork steps ended, in branch order."""
+    results: dict[int, list[BranchResult]] = {}
+    for chunk in chunks(sorted(set(step_ids)), 100):
+        rows = await conn.execute(
+            sa.select(
+                branches.c.parent_step_id,
+                branches.c.name,
+                branches.c.idx,
+                branches.c.status,
+                branches.c.output,
+                branches.c.error,
+                branches.c.child_run_id,
+            )
+            .where(branches.c.parent_step_id.in_(chunk))
+            .order_by(branches.c.parent_step_id, branches.c.idx)
+        )
+        for row in rows:
+            results.setdefault(row.parent_step_id, []).append(
+                BranchResult(
+                    row.name,
+                    row.idx,
+                    row.status,
+                    row.output,
+                    row.error,
+                    RunId(row.child_run_id) if row.child_run_id else None,
+                )
+            )
+    return results

@@ -1,0 +1,157 @@
+"""``flowyard users ...`` and ``flowyard api-keys ...`` as real subprocesses: success paths,
+the key shown once, and clear messages with a non-zero exit for bad roles, unknown users or
+keys, and the last admin."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowyard.bootstrap import build
+from flowyard.domain.auth import Role
+from flowyard.security import AuthError, Principal
+from flowyard.settings import Settings
+from support.auth import PASSWORD
+from support.cli import cli
+
+KEY = re.compile(r"^fy_([0-9a-f]+)_(\S+)$")
+
+
+@pytest.fixture(autouse=True)
+def wide_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Rich tables as wide as needed: ids are never elided in the output checked here."""
+    monkeypatch.setenv("COLUMNS", "300")
+    yield
+
+
+def ok(workdir: Path, db: str, *args: str) -> str:
+    result = cli(workdir, *args, "--db", db)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+def authenticate(db: str, key: str) -> Principal:
+    async def main() -> Principal:
+        container = await build(Settings(db_url=db, workers=0, load_plugins=False))
+        try:
+            return await container.auth.authenticate(key)
+        finally:
+            await container.close()
+
+    return asyncio.run(main())
+
+
+def test_users_create_list_set_role_delete(workdir: Path, db: str) -> None:
+    created = ok(
+        workdir, db, "users", "create", "alice", "--role", "editor", "--password", PASSWORD
+    )
+    assert re.search(r"created user alice \(editor\) usr_\w+", created)
+    ok(workdir, db, "users", "create", "bob", "--password", PASSWORD)  # default role: viewer
+
+    listed = ok(workdir, db, "users", "list")
+    assert re.search(r"alice\s*│\s*editor\s*│\s*False", listed), listed
+    assert re.search(r"bob\s*│\s*viewer", listed), listed
+    assert PASSWORD not in listed and "argon2" not in listed
+
+    assert "alice is now operator" in ok(workdir, db, "users", "set-role", "alice", "operator")
+    assert re.search(r"alice\s*│\s*operator", ok(workdir, db, "users", "list"))
+
+    assert "deleted user bob" in ok(workdir, db, "users", "delete", "bob")
+    assert "bob" not in ok(workdir, db, "users", "list")
+
+
+def test_password_from_the_prompt(workdir: Path, db: str) -> None:
+    result = cli(workdir, "users", "create", "carol", "--db", db, stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.returncode == 0, result.stderr
+    assert "created user carol (viewer)" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("users", "create", "dave", "--role", "superuser", "--password", PASSWORD),
+        ("users", "set-role", "dave", "root"),
+        ("api-keys", "create", "ci", "--role", "owner"),
+    ],
+)
+def test_a_bad_role_is_refused_with_the_choices(workdir: Path, db: str, args: tuple[str]) -> None:
+    ok(workdir, db, "users", "create", "dave", "--password", PASSWORD)
+    result = cli(workdir, *args, "--db", db)
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())  # rich boxes and wraps it
+    assert "Invalid value" in message
+    for role in Role:
+        assert role.value in message
+    assert re.search(r"dave\s*│\s*viewer", ok(workdir, db, "users", "list"))  # unchanged
+
+
+@pytest.mark.parametrize(
+    "args", [("users", "set-role", "ghost", "viewer"), ("users", "delete", "ghost")]
+)
+def test_an_unknown_user_exits_1(workdir: Path, db: str, args: tuple[str]) -> None:
+    result = cli(workdir, *args, "--db", db)
+    assert result.returncode == 1
+    assert "error: user 'ghost' not found" in result.stderr
+
+
+def test_invalid_users_are_refused(workdir: Path, db: str) -> None:
+    short = cli(workdir, "users", "create", "erin", "--password", "short", "--db", db)
+    assert short.returncode == 2
+    assert "password too short" in short.stderr and "/password" in short.stderr
+    ok(workdir, db, "users", "create", "erin", "--password", PASSWORD)
+    again = cli(workdir, "users", "create", "erin", "--password", PASSWORD, "--db", db)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+
+def test_the_last_admin_cannot_be_demoted_or_deleted(workdir: Path, db: str) -> None:
+    ok(workdir, db, "users", "create", "root", "--role", "admin", "--password", PASSWORD)
+    for args in (("set-role", "root", "editor"), ("delete", "root")):
+        result = cli(workdir, "users", *args, "--db", db)
+        assert result.returncode == 1, args
+        message = " ".join(result.stderr.split())
+        assert "'root'" in message and "last enabled admin" in message, message
+    ok(workdir, db, "users", "create", "spare", "--role", "admin", "--password", PASSWORD)
+    assert "root is now editor" in ok(workdir, db, "users", "set-role", "root", "editor")
+    refused = cli(workdir, "users", "delete", "spare", "--db", db)
+    assert refused.returncode == 1 and "last enabled admin" in refused.stderr
+
+
+def test_api_keys_create_list_revoke(workdir: Path, db: str) -> None:
+    result = cli(workdir, "api-keys", "create", "ci-deploy", "--role", "operator", "--db", db)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    match = KEY.match(key)
+    assert match, result.stdout  # stdout is the key alone (scriptable)
+    prefix, secret = match.groups()
+    assert "shown once" in result.stderr and key not in result.stderr
+    key_id = re.search(r"API key (key_\w+) \(operator\)", result.stderr)
+    assert key_id, result.stderr
+
+    principal = authenticate(db, key)
+    assert (principal.kind, principal.name, principal.role) == ("key", prefix, Role.OPERATOR)
+
+    listed = ok(workdir, db, "api-keys", "list")
+    assert key_id.group(1) in listed and prefix in listed and "ci-deploy" in listed
+    assert secret not in listed  # never shown again
+    assert re.search(r"operator\s*│\s*-\s*│", listed), listed  # no expiry
+
+    expiring = ok(workdir, db, "api-keys", "create", "temp", "--expires-days", "3")
+    assert KEY.match(expiring.strip())
+
+    assert f"revoked {key_id.group(1)}" in ok(workdir, db, "api-keys", "revoke", key_id.group(1))
+    with pytest.raises(AuthError, match="revoked"):
+        authenticate(db, key)
+    row = next(line for line in ok(workdir, db, "api-keys", "list").splitlines() if prefix in line)
+    assert re.search(r"\d{4}-\d\d-\d\dT", row.rsplit("│", 2)[-2]), row  # revoked at
+
+
+def test_revoking_an_unknown_key_exits_1(workdir: Path, db: str) -> None:
+    result = cli(workdir, "api-keys", "revoke", "key_nosuch", "--db", db)
+    assert result.returncode == 1
+    assert "error: API key 'key_nosuch' not found" in result.stderr

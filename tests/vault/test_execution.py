@@ -1,0 +1,202 @@
+"""Credentials at run time: the http node authenticates with them, the worker resolves them,
+and their secrets are redacted from outputs, errors, events, the database and the logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from flowyard.bootstrap import Container
+from flowyard.domain.credentials import CredentialType
+from flowyard.domain.statuses import RunStatus
+from flowyard.service import RunDetail
+from support.auth import auth_headers
+from support.dbdump import dump_database
+from support.http import Recorded, RecordingServer, Reply
+from support.runs import run_definition, wait_for_runs
+
+TOKEN = "tok-ABCDEF-0123456789"
+PASSWORD = "pw-ZYXWVU-9876543210"
+API_KEY = "key-QWERTY-5647382910"
+
+
+def echo(status: int = 200) -> Any:
+    """A handler answering with every request header it got."""
+
+    def handler(rec: Recorded) -> Reply:
+        return Reply(status, {"headers": rec.headers, "said": f"you sent {rec.headers}"})
+
+    return handler
+
+
+def workflow(url: str, credential: str, **config: Any) -> dict[str, Any]:
+    return {
+        "name": f"call-{credential}",
+        "start": "call",
+        "nodes": [
+            {
+                "id": "call",
+                "type": "http",
+                "config": {"url": url, "credential": credential, **config},
+                "retry": {"max_attempts": 1},
+            }
+        ],
+    }
+
+
+async def add_credentials(container: Container) -> None:
+    svc = container.credentials
+    await svc.create("tok", CredentialType.BEARER, {"token": TOKEN})
+    await svc.create("erp", CredentialType.BASIC, {"username": "svc", "password": PASSWORD})
+    await svc.create(
+        "weather", CredentialType.API_KEY_HEADER, {"header": "X-Key", "value": API_KEY}
+    )
+    await svc.create("mail", CredentialType.SMTP, {"host": "smtp.x", "password": PASSWORD})
+
+
+def text_of(detail: RunDetail) -> str:
+    parts: list[Any] = [detail.run.output, detail.run.error]
+    parts += [(s.output, s.error) for s in detail.steps]
+    parts += [e.data for e in detail.events]
+    return json.dumps(parts, default=str)
+
+
+def assert_clean(text: str) -> None:
+    basic = base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
+    for secret in (TOKEN, PASSWORD, API_KEY, basic):
+        assert secret not in text
+
+
+async def test_each_type_sends_its_header_and_the_echo_is_redacted(
+    container: Container, http_server: RecordingServer
+) -> None:
+    await add_credentials(container)
+    http_server.on("/echo", echo())
+    url = f"{http_server.url}/echo"
+    expected = {
+        "tok": ("Authorization", f"Bearer {TOKEN}"),
+        "erp": ("Authorization", "Basic " + base64.b64encode(f"svc:{PASSWORD}".encode()).decode()),
+        "weather": ("X-Key", API_KEY),
+    }
+    for name, (header, value) in expected.items():
+        before = len(http_server.requests)
+        # A header of the same name in the config loses to the credential.
+        detail = await run_definition(
+            container, workflow(url, name, headers={header.lower(): "from-config"})
+        )
+        assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+        [request] = http_server.requests[before:]
+        assert request.headers[header] == value
+        assert "from-config" not in request.headers.values()
+        output = detail.steps[0].output
+        assert output["body"]["headers"][header] == (
+            "Bearer ***" if name == "tok" else ("Basic ***" if name == "erp" else "***")
+        )
+        assert "***" in output["body"]["said"]
+        assert_clean(text_of(detail))
+
+
+async def test_an_error_echoing_the_secret_is_redacted(
+    container: Container, http_server: RecordingServer
+) -> None:
+    await add_credentials(container)
+    http_server.on("/fail", echo(400))
+    detail = await run_definition(container, workflow(f"{http_server.url}/fail", "tok"))
+    assert detail.run.status is RunStatus.FAILED
+    step_error = detail.steps[0].error
+    assert step_error is not None and step_error["type"] == "http.400"
+    assert step_error["details"]["body"]["headers"]["Authorization"] == "Bearer ***"
+    assert detail.run.error is not None and "***" in json.dumps(detail.run.error)
+    failed = [e for e in detail.events if e.type == "step.failed"]
+    assert failed and "Bearer ***" in json.dumps(failed[0].data)
+    assert_clean(text_of(detail))
+
+
+async def test_unknown_and_unusable_credentials_fail_the_step(
+    container: Container, http_server: RecordingServer
+) -> None:
+    await add_credentials(container)
+    url = f"{http_server.url}/x"
+    wrong = await run_definition(container, workflow(url, "mail"))
+    assert wrong.run.status is RunStatus.FAILED
+    assert wrong.steps[0].error is not None and wrong.steps[0].error["type"] == "credential.type"
+
+    record, _, _ = await container.service.save_workflow(workflow(url, "tok"))
+    await container.credentials.delete("tok")
+    container.credential_resolver.clear()
+    run, _ = await container.service.start_run(record.id, {})
+    await wait_for_runs(container, [run.id])
+    gone = await container.service.get_run(run.id)
+    assert gone.run.status is RunStatus.FAILED
+    error = gone.steps[0].error
+    assert error is not None and error["type"] == "credential.not_found"
+    assert error["transient"] is False
+    assert len(http_server.requests) == 0  # nothing was sent without its credential
+
+
+async def test_resolution_is_cached_briefly(container: Container) -> None:
+    await add_credentials(container)
+    clock = [0.0]
+    resolver = container.credentials.resolver(ttl_s=5)
+    resolver.monotonic = lambda: clock[0]
+    assert (await resolver.get("tok")).values["token"] == TOKEN
+    await container.credentials.update("tok", data={"token": "newer"})
+    assert (await resolver.get("tok")).values["token"] == TOKEN  # still cached
+    clock[0] = 5.1
+    assert (await resolver.get("tok")).values["token"] == "newer"
+
+
+async def test_the_secret_is_nowhere_in_database_logs_or_audit(
+    anon: httpx.AsyncClient,
+    container: Container,
+    http_server: RecordingServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    admin = await auth_headers(container)
+    for body in (
+        {"name": "tok", "type": "bearer", "data": {"token": TOKEN}},
+        {"name": "erp", "type": "basic", "data": {"username": "svc", "password": PASSWORD}},
+        {"name": "weather", "type": "api_key_header", "data": {"value": API_KEY}},
+    ):
+        made = await anon.post("/api/v1/credentials", json=body, headers=admin)
+        assert made.status_code == 201, made.text
+    await anon.put(
+        "/api/v1/credentials/tok", json={"data": {"token": TOKEN}, "version": 1}, headers=admin
+    )
+    await anon.post(  # refused: the secret in a 422 must not leak either
+        "/api/v1/credentials",
+        json={"name": "bad", "type": "bearer", "data": {"token": TOKEN, "x": PASSWORD}},
+        headers=admin,
+    )
+    http_server.on("/ok", echo())
+    http_server.on("/fail", echo(400))
+    runs = [
+        await run_definition(container, workflow(f"{http_server.url}/ok", "tok")),
+        await run_definition(container, workflow(f"{http_server.url}/fail", "erp")),
+        await run_definition(container, workflow(f"{http_server.url}/ok", "weather")),
+    ]
+    assert [r.run.status for r in runs] == [
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.SUCCEEDED,
+    ]
+    assert len(http_server.requests) == 3
+
+    dump = await dump_database(container.settings.db_url)
+    assert "== credentials" in dump and "cred_" in dump  # the dump is real
+    assert "Bearer ***" in dump and "Basic ***" in dump
+    assert_clean(dump)
+    assert_clean(caplog.text)
+    audit = await anon.get("/api/v1/audit", params={"limit": 500}, headers=admin)
+    assert "credential.create" in audit.text
+    assert_clean(audit.text)
+    for run in runs:
+        response = await anon.get(f"/api/v1/runs/{run.run.id}", headers=admin)
+        assert response.status_code == 200
+        assert_clean(response.text)

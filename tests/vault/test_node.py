@@ -1,0 +1,102 @@
+"""The http node with a credential source but no worker: headers per type, refusals, and
+the executor-free failure when there is no source."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from flowyard.domain.credentials import CredentialType, ResolvedCredential
+from flowyard.domain.errors import PermanentError
+from flowyard.expressions import ExpressionEngine
+from flowyard.nodes.base import CredentialSource, StepContext
+from flowyard.nodes.registry import default_registry
+from support.http import RecordingServer
+
+REGISTRY = default_registry(load_plugins=False)
+
+
+class Source:
+    """A fixed set of credentials."""
+
+    def __init__(self, **creds: tuple[CredentialType, dict[str, Any]]) -> None:
+        self.creds = creds
+
+    async def get(self, name: str) -> ResolvedCredential:
+        if name not in self.creds:
+            raise PermanentError(f"no credential named {name!r}", error_type="credential.not_found")
+        type_, data = self.creds[name]
+        return ResolvedCredential.of(name, type_, data)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as c:
+        yield c
+
+
+def ctx(client: httpx.AsyncClient, source: CredentialSource | None) -> StepContext:
+    return StepContext(
+        run_id="run_1",
+        workflow_id="wf_1",
+        workflow_version=1,
+        node_id="n",
+        step_id=1,
+        attempt=1,
+        iteration=0,
+        idempotency_key="run_1:n:0",
+        scope={"input": {}, "vars": {}, "steps": {}, "run": {}},
+        expressions=ExpressionEngine(),
+        http=client,
+        credentials=source,
+    )
+
+
+async def call(
+    client: httpx.AsyncClient, source: CredentialSource | None, url: str, credential: str
+) -> None:
+    node = REGISTRY.get("http")
+    assert node is not None
+    config = node.parse_config({"url": url, "credential": credential})
+    assert node.credential_refs(config) == [("/config/credential", credential)]
+    await node.execute(ctx(client, source), config)
+
+
+async def test_headers_per_type(client: httpx.AsyncClient, http_server: RecordingServer) -> None:
+    source = Source(
+        b=(CredentialType.BEARER, {"token": "t0k"}),
+        u=(CredentialType.BASIC, {"username": "a", "password": "b"}),
+        k=(CredentialType.API_KEY_HEADER, {"header": "X-Token", "value": "v4l"}),
+        tw=(CredentialType.TWILIO, {"account_sid": "AC1", "auth_token": "x"}),
+    )
+    url = f"{http_server.url}/h"
+    await call(client, source, url, "b")
+    await call(client, source, url, "u")
+    await call(client, source, url, "k")
+    got = [r.headers for r in http_server.to("/h")]
+    assert got[0]["Authorization"] == "Bearer t0k"
+    assert got[1]["Authorization"] == "Basic YTpi"  # base64("a:b")
+    assert got[2]["X-Token"] == "v4l"
+
+    with pytest.raises(PermanentError) as wrong:
+        await call(client, source, url, "tw")
+    assert wrong.value.error_type == "credential.type"
+    with pytest.raises(PermanentError) as missing:
+        await call(client, source, url, "nope")
+    assert missing.value.error_type == "credential.not_found"
+    with pytest.raises(PermanentError) as no_source:
+        await call(client, None, url, "b")
+    assert no_source.value.error_type == "credential.unavailable"
+    assert len(http_server.to("/h")) == 3
+
+
+def test_nodes_without_credentials_reference_none() -> None:
+    node = REGISTRY.get("http")
+    assert node is not None
+    assert node.credential_refs(node.parse_config({"url": "http://x"})) == []
+    other = REGISTRY.get("set")
+    assert other is not None
+    assert other.credential_refs(other.parse_config({"values": {"a": 1}})) == []
