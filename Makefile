@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck format chaos bench bench-flow clean venv schema
+.PHONY: run test lint typecheck format chaos fuzz bench bench-flow clean venv schema
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -43,6 +43,10 @@ schema: $(STAMP)
 chaos: FLOWYARD_CHAOS_RUNS ?= 2000
 chaos: $(STAMP)
 	FLOWYARD_CHAOS_RUNS=$(FLOWYARD_CHAOS_RUNS) $(BIN)/python -m pytest -q -s tests/chaos $(PYTEST_ARGS)
+
+# schemathesis against a real server (50 examples per operation, every phase but stateful).
+fuzz: $(STAMP)
+	cd tests && ../$(BIN)/python -m support.fuzz $(FUZZ_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,bench]'

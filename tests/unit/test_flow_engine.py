@@ -159,3 +159,13 @@ def test_a_node_shared_by_a_branch_and_the_main_path_is_a_problem() -> None:
     assert [(p.pointer, p.code) for p in problems] == [("/nodes/4", "shared_node")]
     del leaky["nodes"][2]["next"]
     assert validator.validate(leaky).ok
+
+
+def test_problem_pointers_with_unicode_digits_sort_without_error() -> None:
+    from flowyard.engine.validation import DefinitionValidator
+    from flowyard.expressions import ExpressionEngine
+    from flowyard.nodes.registry import default_registry
+
+    validator = DefinitionValidator(default_registry(load_plugins=False), ExpressionEngine())
+    result = validator.validate({"¹": 1, "²": 2, "name": "x"})  # found by schemathesis
+    assert {p.pointer for p in result.problems} >= {"/¹", "/²"}

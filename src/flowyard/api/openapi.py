@@ -92,6 +92,7 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
             responses.setdefault("401", problem_response(401))
             responses.setdefault("403", problem_response(403, needs))
     if "requestBody" in operation:
+        responses.setdefault("400", problem_response(400))
         responses.setdefault("413", problem_response(413))
     if "requestBody" in operation or operation.get("parameters"):
         responses.setdefault("422", problem_response(422))

@@ -53,6 +53,15 @@ def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> d
 #: routes pick theirs with :func:`documented`, and :mod:`flowyard.api.openapi` adds the ones
 #: every protected route (401, 403) or every route with input (422) can give.
 PROBLEM_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
+    400: (
+        "The body could not be read (not UTF-8, not parseable).",
+        _example(
+            400,
+            "bad-request",
+            "Bad Request",
+            "There was an error parsing the body",
+        ),
+    ),
     401: (
         "Missing, invalid or expired credentials (`WWW-Authenticate: Bearer`).",
         _example(401, "unauthorized", "missing credentials", "missing credentials"),

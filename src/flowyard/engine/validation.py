@@ -440,4 +440,4 @@ def _check_regions(infos: dict[str, _NodeInfo], start: str, problems: list[Probl
 
 def _pointer_key(pointer: str) -> list[tuple[int, int | str]]:
     """Sort pointers in document order (numeric tokens as numbers)."""
-    return [(0, int(t)) if t.isdigit() else (1, t) for t in pointer.split("/")]
+    return [(0, int(t)) if t.isascii() and t.isdigit() else (1, t) for t in pointer.split("/")]
