@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Parallel test processes: most tests wait on I/O (databases, subprocesses, polling).
+PYTEST_WORKERS ?= 4
 
 .PHONY: run test lint typecheck format chaos fuzz bench bench-flow clean venv schema
 
@@ -33,7 +35,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 schema: $(STAMP)
 	$(BIN)/flowyard schema -o schema/workflow.schema.json
