@@ -231,3 +231,43 @@ async def test_an_unknown_subworkflow_fails_the_step(container: Container) -> No
     assert detail.run.error is not None
     assert detail.run.error["type"] == "subworkflow.not_found"
     await wait_for_runs(container, [detail.run.id])
+
+
+async def test_retrying_a_cancelled_parent_starts_a_new_child(container: Container) -> None:
+    waiting = graph(
+        "child-flow",
+        node("start", "trigger", "hold"),
+        node("hold", "wait_for_signal", "done", signal="go"),
+        node("done", "end", output={"value": 7}),
+    )
+    await container.service.save_workflow(waiting)
+    record, _, _ = await container.service.save_workflow(PARENT)
+    parent, _ = await container.service.start_run(record.id, {"n": 1})
+    worker = container.new_worker()
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def children(status: RunStatus) -> list[RunId]:
+            runs = await container.store.list_runs(limit=10)
+            return [r.id for r in runs if r.parent_run_id and r.status == status]
+
+        async def one_waiting() -> list[RunId]:
+            return await children(RunStatus.WAITING)
+
+        [first] = await eventually(one_waiting, "the first child to wait")
+        await container.service.cancel_run(parent.id, actor="test")
+        await container.service.retry_run(parent.id, actor="test")
+        [second] = await eventually(one_waiting, "a second child to wait")
+        assert second != first
+        await container.service.send_signal(second, "go", None)
+
+        async def parent_done() -> bool:
+            return (await container.store.get_run(parent.id)).status.is_terminal
+
+        await eventually(parent_done, "the parent to end")
+    finally:
+        worker.stop()
+        await task
+    done = await container.store.get_run(parent.id)
+    assert (done.status, done.output) == (RunStatus.SUCCEEDED, {"doubled": 7})
+    assert (await container.store.get_run(first)).status == RunStatus.CANCELLED

@@ -190,3 +190,32 @@ async def test_a_delay_until_a_future_timestamp_and_a_bad_duration(settings: Set
         clock.set(later)
         ended = await run_ends(container, run.id)
     assert ended.output == later.isoformat()
+
+
+async def test_pause_and_resume_during_a_wait_keep_the_timer_and_the_waiting_status(
+    settings: Settings,
+) -> None:
+    clock = FakeClock()
+    async with built(settings, clock) as container, working(container):
+        run = await start(container, CAMPAIGN, LEAD)
+        before = await parked(container, run.id, "wait_reply", 0)
+        await container.service.pause_run(run.id, actor="test")
+        _, woke = await container.service.send_signal(run.id, "reply_received", {"text": "yes"})
+        assert woke  # due now, but held while paused
+        clock.advance(HOUR)
+        resumed = await container.service.resume_run(run.id, actor="test")
+        assert resumed.status in (RunStatus.WAITING, RunStatus.RUNNING)
+        ended = await run_ends(container, run.id)
+        steps = {s.node_id: s for s in await container.store.list_steps(run.id)}
+    assert ended.output == {"outcome": "meeting", "reply": "yes"}
+    assert steps["wait_reply"].wait_until == before.wait_until
+
+
+async def test_resuming_a_run_that_only_waits_shows_it_waiting(settings: Settings) -> None:
+    clock = FakeClock()
+    async with built(settings, clock) as container, working(container):
+        run = await start(container, CAMPAIGN, LEAD)
+        await parked(container, run.id, "wait_reply", 0)
+        await container.service.pause_run(run.id, actor="test")
+        resumed = await container.service.resume_run(run.id, actor="test")
+        assert resumed.status == RunStatus.WAITING

@@ -144,7 +144,8 @@ class FlowWriter:
 
     async def start_child(self, parent: StepRecord, child: ChildRun, actor: str | None) -> None:
         """Create the child run (idempotent per parent step) and its branch row."""
-        key = f"child:{parent.id}"
+        # One child per execution of the step (a retried run starts a new child).
+        key = f"child:{parent.id}:{parent.claims}"
         existing = (
             await self.conn.execute(
                 sa.select(runs.c.id).where(

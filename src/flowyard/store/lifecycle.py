@@ -164,7 +164,19 @@ class LifecycleOps(SqlBase):
                 .where(steps.c.run_id == run.id, steps.c.held == sa.true())
                 .values(held=False)
             )
-            status = RunStatus.RUNNING if run.started_at is not None else RunStatus.PENDING
+            status = RunStatus.PENDING
+            if run.started_at is not None:
+                busy = await conn.execute(
+                    sa.select(steps.c.id)
+                    .where(
+                        steps.c.run_id == run.id,
+                        steps.c.status.in_(ACTIVE),
+                        steps.c.status != StepStatus.WAITING.value,
+                    )
+                    .limit(1)
+                )
+                # Only parked steps left (a timer, a signal, an action): it waits again.
+                status = RunStatus.RUNNING if busy.first() else RunStatus.WAITING
             await conn.execute(
                 runs.update().where(runs.c.id == run.id).values(status=status.value, updated_at=now)
             )

@@ -128,11 +128,20 @@ class QueueOps(SqlBase):
     async def load_run_states(
         self, claimed: Sequence[StepRecord]
     ) -> dict[tuple[RunId, str], RunState]:
-        """Runs and, per branch, the latest finished execution of each node visible from it."""
+        """Runs and, per branch, the latest finished execution of each node visible from it.
+
+        A fixed number of queries per 500 runs: runs, their steps on the branches in view,
+        and only when needed the map items, buffered signals (for steps that wait for one)
+        and fork results (for woken fork steps)."""
         wanted: dict[RunId, set[str]] = {}
         for step in claimed:
             wanted.setdefault(step.run_id, set()).add(step.branch)
         woken = [s.id for s in claimed if s.waiting_for in ("branches", "child")]
+        listening = {
+            s.run_id
+            for s in claimed
+            if s.node_type in SIGNAL_NODE_TYPES or (s.waiting_for or "").startswith("signal:")
+        }
 
         async def fn(conn: AsyncConnection) -> dict[tuple[RunId, str], RunState]:
             states: dict[tuple[RunId, str], RunState] = {}
@@ -141,19 +150,13 @@ class QueueOps(SqlBase):
                     RunId(row.id): run_record(row)
                     for row in await conn.execute(sa.select(runs).where(runs.c.id.in_(chunk)))
                 }
-                pending: dict[RunId, list[SignalRecord]] = {}
-                for row in await conn.execute(
-                    sa.select(signals)
-                    .where(signals.c.run_id.in_(list(found)), signals.c.consumed_at.is_(None))
-                    .order_by(signals.c.id)
-                ):
-                    pending.setdefault(RunId(row.run_id), []).append(signal_record(row))
+                pending = await _pending_signals(conn, [r for r in found if r in listening])
                 for run_id, run in found.items():
                     for branch in wanted[run_id]:
                         states[(run_id, branch)] = RunState(
                             run, branch=branch, signals=pending.get(run_id, [])
                         )
-                await self._load_steps(conn, states, found)
+                await _load_steps(conn, [s for k, s in states.items() if k[0] in found])
             if woken:
                 results = await load_branch_results(conn, woken)
                 for step in claimed:
@@ -163,61 +166,6 @@ class QueueOps(SqlBase):
             return states
 
         return await self._tx(fn, write=False)
-
-    @staticmethod
-    async def _load_steps(
-        conn: AsyncConnection,
-        states: dict[tuple[RunId, str], RunState],
-        found: dict[RunId, RunRecord],
-    ) -> None:
-        """Fill each state with the finished steps of its branch and enclosing ones (and the
-        map item of its branch)."""
-        visible: dict[RunId, dict[str, list[RunState]]] = {}
-        for (run_id, branch), state in states.items():
-            if run_id in found:
-                for key in ancestors(branch):
-                    visible.setdefault(run_id, {}).setdefault(key, []).append(state)
-        for run_id, by_branch in visible.items():
-            keys = sorted(by_branch)
-            for key_chunk in chunks(keys, 200):
-                rows = await conn.execute(
-                    sa.select(
-                        steps.c.node_id,
-                        steps.c.iteration,
-                        steps.c.status,
-                        steps.c.output,
-                        steps.c.error,
-                        steps.c.branch,
-                    )
-                    .where(steps.c.run_id == run_id, steps.c.branch.in_(key_chunk))
-                    .order_by(steps.c.id)
-                )
-                for row in rows:
-                    for state in by_branch[row.branch]:
-                        previous = state.iterations.get(row.node_id, -1)
-                        state.iterations[row.node_id] = max(previous, row.iteration)
-                        if row.status in _FINISHED:
-                            state.steps[row.node_id] = {
-                                "output": row.output,
-                                "error": row.error,
-                                "status": row.status,
-                                "iteration": row.iteration,
-                            }
-            inner = [k for k in keys if k]
-            for key_chunk in chunks(inner, 200):
-                rows = await conn.execute(
-                    sa.select(branches.c.key, branches.c.idx, branches.c.item).where(
-                        branches.c.run_id == run_id,
-                        branches.c.key.in_(key_chunk),
-                        branches.c.kind == "map",
-                    )
-                )
-                items = {row.key: row for row in rows}
-                for key in key_chunk:
-                    for state in by_branch[key]:
-                        # The innermost enclosing map item wins: keys sort outer first.
-                        if key in items:
-                            state.item, state.index = items[key].item, items[key].idx
 
     async def complete_steps(
         self, completions: Sequence[StepCompletion], now: datetime
@@ -430,6 +378,81 @@ class QueueOps(SqlBase):
         return await self._tx(fn, write=False)
 
 
+#: Node types that read the run's buffered signals on their first execution.
+SIGNAL_NODE_TYPES = frozenset({"wait_for_signal"})
+
+
+async def _pending_signals(
+    conn: AsyncConnection, run_ids: Sequence[RunId]
+) -> dict[RunId, list[SignalRecord]]:
+    pending: dict[RunId, list[SignalRecord]] = {}
+    if not run_ids:
+        return pending
+    rows = await conn.execute(
+        sa.select(signals)
+        .where(signals.c.run_id.in_(run_ids), signals.c.consumed_at.is_(None))
+        .order_by(signals.c.id)
+    )
+    for row in rows:
+        pending.setdefault(RunId(row.run_id), []).append(signal_record(row))
+    return pending
+
+
+async def _load_steps(conn: AsyncConnection, states: Sequence[RunState]) -> None:
+    """Fill each state with the finished steps of its branch and the enclosing ones, and
+    the item of its innermost map branch. One query for all the runs: branch keys below
+    the main path hold a step id, so each names one run only."""
+    visible: dict[tuple[str, str], list[RunState]] = {}
+    for state in states:
+        for key in ancestors(state.branch):
+            visible.setdefault((state.run.id, key), []).append(state)
+    if not visible:
+        return
+    run_ids = sorted({run_id for run_id, _ in visible})
+    keys = sorted({key for _, key in visible})
+    rows = await conn.execute(
+        sa.select(
+            steps.c.run_id,
+            steps.c.node_id,
+            steps.c.iteration,
+            steps.c.status,
+            steps.c.output,
+            steps.c.error,
+            steps.c.branch,
+        )
+        .where(steps.c.run_id.in_(run_ids), steps.c.branch.in_(keys))
+        .order_by(steps.c.id)
+    )
+    for row in rows:
+        for state in visible.get((row.run_id, row.branch), ()):
+            previous = state.iterations.get(row.node_id, -1)
+            state.iterations[row.node_id] = max(previous, row.iteration)
+            if row.status in _FINISHED:
+                state.steps[row.node_id] = {
+                    "output": row.output,
+                    "error": row.error,
+                    "status": row.status,
+                    "iteration": row.iteration,
+                }
+    inner = [k for k in keys if k]
+    if not inner:
+        return
+    items = {
+        (row.run_id, row.key): row
+        for row in await conn.execute(
+            sa.select(branches.c.run_id, branches.c.key, branches.c.idx, branches.c.item).where(
+                branches.c.run_id.in_(run_ids), branches.c.key.in_(inner), branches.c.kind == "map"
+            )
+        )
+    }
+    for state in states:
+        for key in reversed(ancestors(state.branch)):  # the innermost map branch wins
+            item = items.get((state.run.id, key))
+            if item is not None:
+                state.item, state.index = item.item, item.idx
+                break
+
+
 _STEP_UPDATE = (
     steps.update()
     .where(steps.c.id == sa.bindparam("b_id"))
@@ -495,6 +518,7 @@ class _BatchCompletion:
         self.open: set[tuple[str, str]] = set()
         self.flow = FlowWriter(ops, conn, now, self.events)
         self.settled: dict[RunId, RunStatus] = {}
+        self.children_runs: set[str] = set()  # runs of the batch that are child runs
 
     async def apply(self) -> CompletionResult:
         """Write the batch; returns which completions were applied (False: stale) and the
@@ -524,12 +548,15 @@ class _BatchCompletion:
         run_ids = sorted({c.step.run_id for c in self.completions})
         for chunk in chunks(run_ids, 500):
             rows = await self.conn.execute(
-                sa.select(runs.c.id, runs.c.status)
+                sa.select(runs.c.id, runs.c.status, runs.c.parent_run_id)
                 .where(runs.c.id.in_(chunk))
                 .order_by(runs.c.id)
                 .with_for_update()
             )
-            status.update({row.id: row.status for row in rows})
+            for row in rows:
+                status[row.id] = row.status
+                if row.parent_run_id is not None:
+                    self.children_runs.add(row.id)
         return status
 
     async def _claim_tokens(self) -> dict[int, int]:
@@ -698,7 +725,7 @@ class _BatchCompletion:
                 .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in columns})
             )
             await conn.execute(stmt, params)
-        await self.flow.settle_children(list(self.settled))
+        await self.flow.settle_children([r for r in self.settled if r in self.children_runs])
         await self.flow.flush()
         if self.events:
             await conn.execute(run_events.insert(), self.events)
