@@ -88,6 +88,27 @@ def login(base: str) -> str:
     return token
 
 
+def known_ids(base: str, token: str, workdir: Path) -> Path:
+    """A schemathesis config naming a real workflow and run, so the operations on one are
+    exercised beyond 404."""
+    headers = {"Authorization": f"Bearer {token}"}
+    started = httpx.post(
+        f"{base}/api/v1/workflows/approval-state-machine/runs",
+        json={"input": {"document": "fuzz.pdf", "author": "fuzz"}},
+        headers=headers,
+    )
+    started.raise_for_status()
+    config = workdir / "schemathesis.toml"
+    config.write_text(
+        "[parameters]\n"
+        f'run_id = "{started.json()["id"]}"\n'
+        'workflow_ref = "approval-state-machine"\n'
+        'name = "reply_received"\n'
+        'action = "submit"\n'
+    )
+    return config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=50)
@@ -106,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = login(base)
             command = [
                 str(BIN / "schemathesis"),
+                "--config-file",
+                str(known_ids(base, token, workdir)),
                 "run",
                 f"{base}/openapi.json",
                 "--header",

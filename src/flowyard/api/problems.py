@@ -84,6 +84,10 @@ PROBLEM_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
             current_status="succeeded",
         ),
     ),
+    415: (
+        "The body's media type is not accepted (send `application/json`).",
+        _example(415, "unsupported-media-type", "Unsupported Media Type", "send JSON"),
+    ),
     412: (
         "`If-Match` does not match the current ETag: the resource changed since it was read. "
         "Nothing was saved; `current_etag` and `latest_version` say what is current.",
@@ -200,6 +204,7 @@ def install(app: FastAPI) -> None:
             405: "method-not-allowed",
             412: "precondition-failed",
             413: "too-large",
+            415: "unsupported-media-type",
         }.get(exc.status_code, "http-error")
         response = problem(exc.status_code, code, str(exc.detail), str(exc.detail))
         for key, value in (exc.headers or {}).items():

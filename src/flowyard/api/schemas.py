@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.domain.records import (
@@ -56,6 +57,13 @@ def example_of(model: type[BaseModel]) -> Any:
     extra = model.model_config.get("json_schema_extra")
     examples = extra.get("examples") if isinstance(extra, dict) else None
     return examples[0] if isinstance(examples, list) and examples else None
+
+
+#: Bounds of integers that reach the database: ids are 64-bit, versions 32-bit (a larger
+#: value is a 422, not a database overflow).
+MAX_ID = 2**63 - 1
+MAX_VERSION = 2**31 - 1
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="A version number")]
 
 
 class _Out(BaseModel):
@@ -229,7 +237,9 @@ class StartRun(BaseModel):
         max_length=200,
         description="Starting twice with one key returns the first run.",
     )
-    version: int | None = Field(None, ge=1, description="Pin a version; latest when omitted.")
+    version: int | None = Field(
+        None, ge=1, le=MAX_VERSION, description="Pin a version; latest when omitted."
+    )
 
 
 STEP_EXAMPLE: dict[str, Any] = {

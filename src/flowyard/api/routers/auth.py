@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowyard.api.deps import ContainerDep
 from flowyard.api.problems import documented
 from flowyard.api.ratelimit import RateLimits, get_rate_limits, too_many_requests
-from flowyard.api.schemas import AT, LATER, Page, paged
+from flowyard.api.schemas import AT, LATER, MAX_ID, Page, paged
 from flowyard.api.security import PrincipalDep, unauthorized
 from flowyard.domain.auth import ApiKeyRecord, AuditRecord, Role, UserRecord
 from flowyard.domain.errors import InvalidInput, Problem
@@ -507,7 +507,9 @@ async def list_audit(
     ] = None,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
-    cursor: Annotated[int | None, Query(ge=1, description="`next_cursor` (an entry id)")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="`next_cursor` (an entry id)")
+    ] = None,
 ) -> Page[AuditPublic]:
     """The audit log, newest first, a page at a time (admin)."""
     if since is not None and since.tzinfo is None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ActorDep
 from flowyard.api.problems import documented
-from flowyard.api.schemas import Page
+from flowyard.api.schemas import MAX_VERSION, Page
 from flowyard.domain.credentials import MODELS, NAME_PATTERN, CredentialType
 from flowyard.security import CredentialService, CredentialView
 from flowyard.security.credentials import MAX_DESCRIPTION, UNSET
@@ -116,7 +116,10 @@ class CredentialUpdate(BaseModel):
         None, max_length=MAX_DESCRIPTION, description="Omit to keep; null clears it."
     )
     version: int | None = Field(
-        None, ge=1, description="The version this change is based on: 409 if it is stale."
+        None,
+        ge=1,
+        le=MAX_VERSION,
+        description="The version this change is based on: 409 if it is stale.",
     )
 
 

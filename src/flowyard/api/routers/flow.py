@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ActorDep, ServiceDep
 from flowyard.api.problems import documented
-from flowyard.api.schemas import Page, paged
+from flowyard.api.schemas import MAX_ID, Page, paged
 from flowyard.domain.records import SignalRecord
 from flowyard.domain.state_machine import ACTION_ID_PATTERN
 from flowyard.service import ActionsView
@@ -74,9 +74,10 @@ class SignalPublic(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SignalPublic,
     summary="Send a signal to a run",
-    responses=documented(404, 409, 413, 422),
+    responses=documented(404, 409, 413, 415, 422),
 )
 async def send_signal(
+    request: Request,
     service: ServiceDep,
     actor: ActorDep,
     run_id: str,
@@ -91,7 +92,12 @@ async def send_signal(
 ) -> SignalPublic:
     """Deliver a named signal (e.g. ``reply_received``). A step waiting for it wakes now;
     otherwise it is buffered, not lost, and the next ``wait_for_signal`` for that name takes
-    it. A finished run refuses signals (409)."""
+    it. A finished run refuses signals (409); a body that is not JSON, 415."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if isinstance(payload, bytes | bytearray) or not (
+        kind == "application/json" or kind.endswith("+json")
+    ):
+        raise HTTPException(415, f"the payload must be JSON (application/json), not {kind}")
     signal, woke = await service.send_signal(run_id, name, payload, actor=actor)
     return SignalPublic.of(signal, woke)
 
@@ -106,7 +112,7 @@ async def list_signals(
     service: ServiceDep,
     run_id: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=0)] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> Page[SignalPublic]:
     """Signals delivered to the run, oldest first, with the step that took each."""
     await service.store.get_run(run_id)  # 404 for an unknown run

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 from flowyard.api.deps import ActorDep, ServiceDep
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
+    MAX_ID,
     EventPublic,
     Page,
     RunDetailPublic,
@@ -124,7 +125,9 @@ async def list_steps(
         str | None, Query(min_length=1, max_length=200, description="Only steps of this node")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 500,
-    cursor: Annotated[int | None, Query(ge=0, description="`next_cursor` (a step id)")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="`next_cursor` (a step id)")
+    ] = None,
 ) -> Page[StepPublic]:
     """Per-node state of a run, in creation order, a page at a time."""
     run = await service.store.get_run(run_id)
@@ -145,11 +148,12 @@ async def list_events(
     service: ServiceDep,
     run_id: str,
     cursor: Annotated[
-        int | None, Query(ge=0, description="`next_cursor`: events after this event id")
+        int | None,
+        Query(ge=0, le=MAX_ID, description="`next_cursor`: events after this event id"),
     ] = None,
     after: Annotated[
         int | None,
-        Query(ge=0, deprecated=True, description="The same as `cursor` (older name)"),
+        Query(ge=0, le=MAX_ID, deprecated=True, description="The same as `cursor` (older name)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=5000, description="Page size")] = 1000,
 ) -> Page[EventPublic]:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from flowyard.api import stream
 from flowyard.api.metrics import route_template
+from flowyard.api.schemas import MAX_ID
 from flowyard.api.security import RULES
 from flowyard.bootstrap import Container
 from flowyard.domain.errors import NotFound
@@ -22,7 +23,7 @@ from flowyard.store.factory import normalize_url
 
 router = APIRouter(tags=["runs"])
 
-AfterQuery = Annotated[int, Query(ge=0, description="Resume after this event id")]
+AfterQuery = Annotated[int, Query(ge=0, le=MAX_ID, description="Resume after this event id")]
 
 
 def _hub(ws: WebSocket, container: Container) -> stream.StreamHub:

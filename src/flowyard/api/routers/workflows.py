@@ -18,10 +18,12 @@ from flowyard.api.deps import ActorDep, ServiceDep
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
     EXAMPLE_DEFINITION,
+    MAX_VERSION,
     Page,
     ProblemItem,
     ValidationReport,
     VersionDiff,
+    VersionPath,
     VersionPublic,
     WorkflowPublic,
     WorkflowWithVersion,
@@ -269,7 +271,8 @@ async def list_versions(
     workflow_ref: str,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 50,
     cursor: Annotated[
-        int | None, Query(ge=1, description="`next_cursor`: versions below this one")
+        int | None,
+        Query(ge=1, le=MAX_VERSION, description="`next_cursor`: versions below this one"),
     ] = None,
 ) -> Page[VersionPublic]:
     """Versions, newest first, a page at a time."""
@@ -285,7 +288,9 @@ async def list_versions(
     summary="Get one version",
     responses=documented(404),
 )
-async def get_version(service: ServiceDep, workflow_ref: str, version: int) -> VersionPublic:
+async def get_version(
+    service: ServiceDep, workflow_ref: str, version: VersionPath
+) -> VersionPublic:
     """One immutable version."""
     record = await service.store.get_workflow(workflow_ref)
     if version < 1:
@@ -300,7 +305,7 @@ async def get_version(service: ServiceDep, workflow_ref: str, version: int) -> V
     responses=documented(404),
 )
 async def diff_versions(
-    service: ServiceDep, workflow_ref: str, version: int, other: int
+    service: ServiceDep, workflow_ref: str, version: VersionPath, other: VersionPath
 ) -> VersionDiff:
     """What changed from ``version`` to ``other``: top-level fields, and the nodes (or the
     states and actions) added, removed and changed, field by field."""
