@@ -45,7 +45,7 @@ async def test_parallel_enrichment_joins_every_branch(container: Container) -> N
     assert steps["enrich"].status == StepStatus.SUCCEEDED
     assert set(steps["enrich"].output) == {"company", "person", "score"}
     # Branch steps carry their branch; the main path does not.
-    assert steps["company_segment"].branch.endswith(".company")
+    assert steps["company_segment"].branch.startswith(f"/{steps['enrich'].id}.")
     assert steps["combine"].branch == ""
 
 

@@ -25,6 +25,9 @@ class NextStep:
     available_at: datetime
 
 
+#: Longest ``steps.branch``: each nesting level of forks adds ``/<step id>.<index>``.
+MAX_BRANCH_KEY = 200
+
 #: ``available_at`` of a step that waits without a timer (only a wake-up moves it).
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 and the joins that wake a waiting step when its branches are done.
 
 A fork's branches are rows of ``branches``; the steps of branch ``key`` carry
-``steps.branch = key``, where ``key = f"{parent.branch}/{parent.id}.{name}"``. So every
+``steps.branch = key``, where ``key = f"{parent.branch}/{parent.id}.{index}"``. So every
 step and sub-branch under a fork shares the prefix ``f"{parent.branch}/{parent.id}."``:
 cancelling what is left of a fork is one prefix match, however deep it nests.
 
@@ -28,7 +28,7 @@ from flowyard.domain.ids import RunId, StepId, new_run_id
 from flowyard.domain.records import BranchResult, SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import PENDING, chunks, event_row
+from flowyard.store.rows import ACTIVE, PENDING, chunks, event_row
 from flowyard.store.schema import branches, run_events, runs, signals, steps
 
 #: Branch statuses.
@@ -38,9 +38,10 @@ B_OPEN = (B_PENDING, B_RUNNING)
 _JOINABLE = ("branches", "child")
 
 
-def branch_key(parent: StepRecord, name: str) -> str:
-    """``steps.branch`` of the steps of branch ``name`` of ``parent``'s fork."""
-    return f"{parent.branch}/{parent.id}.{name}"
+def branch_key(parent: StepRecord, index: int) -> str:
+    """``steps.branch`` of the steps of the ``index``-th branch of ``parent``'s fork (by
+    position, not name: keys stay short however long the names, see MAX_BRANCH_KEY)."""
+    return f"{parent.branch}/{parent.id}.{index}"
 
 
 def fork_prefix(branch: str, step_id: int) -> str:
@@ -58,6 +59,12 @@ def ancestors(branch: str) -> list[str]:
     if branch:
         found.append(branch)
     return found
+
+
+def under(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
+    """``column`` starts with ``prefix``, case-sensitively on every backend (SQLite's LIKE
+    ignores ASCII case, and branch names "a" and "A" are different branches)."""
+    return sa.func.substr(column, 1, len(prefix)) == prefix
 
 
 def signal_record(row: Any) -> SignalRecord:
@@ -112,7 +119,7 @@ class FlowWriter:
         limit = fork.join.max_concurrency or len(fork.branches)
         rows, first = [], []
         for idx, spec in enumerate(fork.branches):
-            key = branch_key(parent, spec.name)
+            key = branch_key(parent, idx)
             started = idx < limit
             rows.append(
                 {
@@ -191,7 +198,7 @@ class FlowWriter:
         await self.conn.execute(
             self.ops._insert_ignore(branches).values(
                 run_id=parent.run_id,
-                key=branch_key(parent, "child"),
+                key=branch_key(parent, 0),
                 parent_step_id=parent.id,
                 kind="child",
                 name="child",
@@ -298,13 +305,16 @@ class FlowWriter:
                 self.parents.update(r.parent_step_id for r in updated)
 
     async def _cancel_under(self, run_id: str, prefix: str) -> None:
-        """Cancel open branches and unfinished steps whose branch starts with ``prefix``;
-        child runs of those branches are cancelled by :meth:`FlowOps.cancel_orphans`."""
+        """Cancel open branches and unfinished steps whose branch starts with ``prefix``.
+        Running steps are cancelled too (like a cancelled run's): their worker's completion
+        is discarded and its heartbeat stops them, so nothing of a closed branch keeps the
+        run alive. Child runs of those branches are cancelled by
+        :meth:`FlowOps.cancel_orphans`."""
         await self.conn.execute(
             branches.update()
             .where(
                 branches.c.run_id == run_id,
-                branches.c.key.startswith(prefix, autoescape=True),
+                under(branches.c.key, prefix),
                 branches.c.status.in_(B_OPEN),
             )
             .values(status=B_CANCELLED, finished_at=self.now)
@@ -313,10 +323,16 @@ class FlowWriter:
             steps.update()
             .where(
                 steps.c.run_id == run_id,
-                steps.c.branch.startswith(prefix, autoescape=True),
-                steps.c.status.in_(PENDING),
+                under(steps.c.branch, prefix),
+                steps.c.status.in_(ACTIVE),
             )
-            .values(status=StepStatus.CANCELLED.value, finished_at=self.now, held=False)
+            .values(
+                status=StepStatus.CANCELLED.value,
+                finished_at=self.now,
+                held=False,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
         )
 
     async def flush(self) -> None:
@@ -556,8 +572,8 @@ async def drop_fork(
     """Forget the branches of a fork step that will run again: cancel its child runs that
     are still active, delete its branch rows and the steps under them."""
     prefix = fork_prefix(branch, step_id)
-    under_steps = steps.c.branch.startswith(prefix, autoescape=True)
-    under_keys = branches.c.key.startswith(prefix, autoescape=True)
+    under_steps = under(steps.c.branch, prefix)
+    under_keys = under(branches.c.key, prefix)
     children = (
         (
             await conn.execute(

@@ -31,7 +31,7 @@ from flowyard.store.rows import (
 from flowyard.store.schema import branches, run_events, runs, signals, steps
 
 _FINISHED = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
-_UNFINISHED_RESULTS = (StepStatus.RETRYING, StepStatus.WAITING)
+_UNFINISHED_RESULTS = (StepStatus.RETRYING, StepStatus.WAITING, StepStatus.SCHEDULED)
 
 
 class QueueOps(SqlBase):
@@ -483,6 +483,14 @@ _CONSUME_SIGNAL = (
 )
 
 
+def _again(step: StepRecord, reason: str) -> Transition:
+    """Run the step again now (not counted as a failure): what it decided is void."""
+    return Transition(
+        StepStatus.SCHEDULED,
+        event=("step.rescheduled", {"node_id": step.node_id, "reason": reason}),
+    )
+
+
 class _BatchCompletion:
     """Applies a batch of completions with set-based statements.
 
@@ -519,17 +527,22 @@ class _BatchCompletion:
         self.flow = FlowWriter(ops, conn, now, self.events)
         self.settled: dict[RunId, RunStatus] = {}
         self.children_runs: set[str] = set()  # runs of the batch that are child runs
+        self.signal_waits: list[tuple[int, str, str]] = []  # (step, run, signal name)
+        self.parked_runs: set[str] = set()  # a step parked (a timer, a signal, an action)
+        self.busy_runs: set[str] = set()  # a step scheduled more work
+        self.run_status: dict[str, str] = {}
 
     async def apply(self) -> CompletionResult:
         """Write the batch; returns which completions were applied (False: stale) and the
         runs it ended."""
-        run_status = await self._lock_runs()
+        run_status = self.run_status = await self._lock_runs()
         tokens = await self._claim_tokens()
         in_branches = {
             (str(c.step.run_id), c.step.branch) for c in self.completions if c.step.branch
         }
         if in_branches:
             self.open = await self.flow.open_branches(in_branches)
+        free = await self._free_signals()
         applied: list[bool] = []
         for completion in self.completions:
             step = completion.step
@@ -538,10 +551,28 @@ class _BatchCompletion:
                 applied.append(False)
                 continue
             tokens.pop(step.id)  # a duplicate inside the batch is stale too
+            taken = completion.transition.consume_signal
+            if taken is not None:
+                if taken in free:
+                    free.discard(taken)
+                else:  # another step took that signal first: run this one again
+                    completion = StepCompletion(step, _again(step, "its signal was taken"))
             self._decide(completion, run_status)
             applied.append(True)
         await self._write()
         return CompletionResult(applied, self.settled)
+
+    async def _free_signals(self) -> set[int]:
+        """Of the signals this batch takes, those still untaken (the run locks keep it so)."""
+        wanted = sorted(
+            {c.transition.consume_signal for c in self.completions} - {None}  # type: ignore[type-var]
+        )
+        if not wanted:
+            return set()
+        rows = await self.conn.execute(
+            sa.select(signals.c.id).where(signals.c.id.in_(wanted), signals.c.consumed_at.is_(None))
+        )
+        return {row.id for row in rows}
 
     async def _lock_runs(self) -> dict[str, str]:
         status: dict[str, str] = {}
@@ -585,9 +616,12 @@ class _BatchCompletion:
             "b_output": tr.output,
             "b_error": tr.error.as_dict() if tr.error else None,
             "b_finished_at": None if tr.step_status in _UNFINISHED_RESULTS else self.now,
-            "b_available_at": ((wait.until or NEVER) if wait else None) or tr.retry_at,
+            "b_available_at": self.now
+            if tr.step_status == StepStatus.SCHEDULED
+            else ((wait.until or NEVER) if wait else None) or tr.retry_at,
             # A backoff or a wait that ends during a pause waits for the resume.
-            "b_held": paused and (tr.retry_at is not None or parked),
+            "b_held": paused
+            and (tr.retry_at is not None or parked or tr.step_status == StepStatus.SCHEDULED),
             "b_wait_until": wait.until if wait else step.wait_until,
             "b_waiting_for": wait.on if wait else step.waiting_for,
             "b_wait_data": wait_data,
@@ -639,10 +673,12 @@ class _BatchCompletion:
             self.forks.append((step, tr.fork, paused))
         if tr.child is not None:
             self.children.append((step, tr.child))
-        parked_alone = tr.wait is not None and tr.fork is None and tr.child is None
-        if parked_alone and status == RunStatus.RUNNING.value:
-            run_status[step.run_id] = RunStatus.WAITING.value
-            self._update_run(step.run_id, status=RunStatus.WAITING.value)
+        if tr.wait is not None and tr.wait.on.startswith("signal:"):
+            self.signal_waits.append((step.id, step.run_id, tr.wait.on.removeprefix("signal:")))
+        if tr.wait is not None and tr.fork is None and tr.child is None:
+            self.parked_runs.add(step.run_id)
+        if tr.next_steps or tr.fork is not None or tr.child is not None:
+            self.busy_runs.add(step.run_id)
         if tr.fail_run is not None:
             error = tr.fail_run.as_dict()
             # Remember which step failed: retrying the run restarts from it.
@@ -672,6 +708,36 @@ class _BatchCompletion:
             else:
                 self.ended_paths[step.run_id] = tr.run_output
 
+    async def _waiting_or_running(self) -> None:
+        """A run is 'waiting' while every unfinished step of it is parked, else 'running'.
+        Checked only for runs whose steps parked or scheduled work in this batch."""
+        live = {
+            r
+            for r in self.parked_runs | self.busy_runs
+            if self.run_status.get(r) in (RunStatus.RUNNING.value, RunStatus.WAITING.value)
+        }
+        if not live:
+            return
+        doubtful = sorted(live - self.busy_runs)  # parked only: look at the other steps
+        busy = set(self.busy_runs & live)
+        for chunk in chunks(doubtful, 500):
+            rows = await self.conn.execute(
+                sa.select(steps.c.run_id)
+                .where(
+                    steps.c.run_id.in_(chunk),
+                    steps.c.status.in_(
+                        [StepStatus.SCHEDULED.value, StepStatus.RETRYING.value, "running"]
+                    ),
+                )
+                .distinct()
+            )
+            busy.update(row.run_id for row in rows)
+        for run_id in live:
+            wanted = RunStatus.RUNNING.value if run_id in busy else RunStatus.WAITING.value
+            if self.run_status[run_id] != wanted:
+                self.run_status[run_id] = wanted
+                self._update_run(run_id, status=wanted)
+
     def _update_run(self, run_id: str, **values: Any) -> None:
         self.run_updates.setdefault(run_id, {}).update(values, updated_at=self.now)
 
@@ -681,6 +747,22 @@ class _BatchCompletion:
             await conn.execute(_STEP_UPDATE, self.step_rows)
         if self.consumed:
             await conn.execute(_CONSUME_SIGNAL, self.consumed)
+        for step_id, run_id, name in self.signal_waits:
+            # A signal sent while the step ran (after it looked) finds no waiting step to
+            # wake; sending locks the run like this transaction, so checking here closes it.
+            await conn.execute(
+                steps.update()
+                .where(
+                    steps.c.id == step_id,
+                    steps.c.status == StepStatus.WAITING.value,
+                    sa.exists().where(
+                        signals.c.run_id == run_id,
+                        signals.c.name == name,
+                        signals.c.consumed_at.is_(None),
+                    ),
+                )
+                .values(available_at=now)
+            )
         if self.next_rows:
             await conn.execute(self.ops._insert_ignore(steps), self.next_rows)
         for parent, fork, paused in self.forks:
@@ -688,6 +770,7 @@ class _BatchCompletion:
         for parent, child in self.children:
             await self.flow.start_child(parent, child, None)
         await self.flow.finish_branches(self.branch_results)
+        await self._waiting_or_running()
         if self.failed_runs:
             await conn.execute(
                 steps.update()

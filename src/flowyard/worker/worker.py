@@ -16,11 +16,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from flowyard.domain.commands import Transition
-from flowyard.domain.errors import DefinitionError, StoreUnavailable
+from flowyard.domain.errors import DefinitionError, ErrorInfo, StoreUnavailable
 from flowyard.domain.ids import StepId, new_worker_id
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
@@ -251,6 +251,19 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                # The database refused the batch (not a connection problem): one result in
+                # it cannot be stored. Find it, store its step as failed, keep the others.
+                if len(batch) > 1:
+                    for completion in batch:
+                        await self._commit([completion])
+                    return
+                batch = [self._uncommittable(batch[0], exc)]
+                if batch[0].transition.event[0] == "step.uncommittable":
+                    _log.exception("worker %s: dropping a result nobody can store", self.id)
+                    self._held.pop(batch[0].step.id, None)
+                    self._tasks.pop(batch[0].step.id, None)
+                    return
         scheduled_now = False
         for ended in result.settled.values():
             self.metrics.runs_finished.labels(ended.value).inc()
@@ -270,6 +283,36 @@ class Worker:
         self._slots.set()
         if scheduled_now:
             self._wake.set()
+
+    def _uncommittable(self, completion: StepCompletion, exc: Exception) -> StepCompletion:
+        """The failure that replaces a result the database refused (the second refusal of
+        the same step gives up: its lease expires and recovery takes over)."""
+        step = completion.step
+        if completion.transition.error is not None and (
+            completion.transition.error.type == "engine.commit"
+        ):
+            event = ("step.uncommittable", {"node_id": step.node_id})
+            return StepCompletion(step, replace(completion.transition, event=event))
+        _log.error(
+            "worker %s: the result of step %s (%s) cannot be stored: %s",
+            self.id,
+            step.id,
+            step.node_id,
+            exc,
+        )
+        error = ErrorInfo(
+            "engine.commit",
+            f"the step's result could not be stored: {exc.__class__.__name__}",
+            False,
+            {"node_id": step.node_id},
+        )
+        failed = Transition(
+            StepStatus.FAILED,
+            error=error,
+            fail_run=error,
+            event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
+        )
+        return StepCompletion(step, failed)
 
     def _record(self, completion: StepCompletion) -> None:
         """Metrics of one committed step: its outcome and a retry. (The runs a batch ended

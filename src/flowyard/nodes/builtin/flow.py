@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flowyard.domain.commands import BranchStart, ChildRun, Fork, JoinPolicy, Wait
+from flowyard.domain.commands import (
+    MAX_BRANCH_KEY,
+    BranchStart,
+    ChildRun,
+    Fork,
+    JoinPolicy,
+    Wait,
+)
 from flowyard.domain.definition import NodeIdStr
 from flowyard.domain.durations import parse_duration, parse_timestamp
 from flowyard.domain.errors import PermanentError
@@ -33,6 +40,15 @@ def _literal_duration(value: Duration | None) -> Duration | None:
         return value
     parse_duration(value)
     return value
+
+
+def _check_depth(ctx: StepContext, branches: int) -> None:
+    """Refuse a fork nested so deep that its branch keys would not fit."""
+    if len(ctx.branch) + len(f"/{ctx.step_id}.{branches}") > MAX_BRANCH_KEY:
+        raise PermanentError(
+            f"forks nest too deep here ({ctx.branch.count('/')} levels)",
+            error_type="fork.too_deep",
+        )
 
 
 def _render_duration(ctx: StepContext, value: Duration) -> float:
@@ -216,6 +232,7 @@ class ParallelNode(NodeType[ParallelConfig]):
     async def execute(self, ctx: StepContext, config: ParallelConfig) -> NodeOutcome:
         """Fork, then (woken) join."""
         if ctx.children is None:
+            _check_depth(ctx, len(config.branches))
             policy = JoinPolicy(
                 mode=config.join,
                 n=config.n,
@@ -284,6 +301,7 @@ class MapNode(NodeType[MapConfig]):
                 )
             if not items:
                 return NodeOutcome(output=[])
+            _check_depth(ctx, len(items))
             tolerated = math.floor(len(items) * config.tolerated_failure_percentage / 100)
             policy = JoinPolicy(
                 max_concurrency=config.max_concurrency, tolerated_failures=tolerated
@@ -328,6 +346,7 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
         if ctx.children is None:
             if ctx.workflows is None:
                 raise PermanentError("no workflow resolver", error_type="subworkflow.unavailable")
+            _check_depth(ctx, 1)
             target = await ctx.workflows.resolve(config.workflow, config.version)
             deadline = (
                 ctx.now + timedelta(seconds=target.run_timeout_s) if target.run_timeout_s else None
