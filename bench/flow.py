@@ -15,7 +15,10 @@
    run -> its ``finished_at``; for the separate runs ``min(started_at) -> max(finished_at)``.
    Peak RSS is each worker's ``VmHWM`` (``/proc/<pid>/status``) read just before it is
    stopped (``VmRSS`` is sampled every 0.2 s as well). The idle baseline is one worker on an
-   empty database, read the same way 2 s after it reported ready.
+   empty database, read the same way 2 s after it reported ready. *First result*: drain start
+   -> the first item done (map: first branch finished; separate: first run finished).
+   ``--analyze`` runs ``ANALYZE`` once the map's branch rows exist (separate: after the bulk
+   start); by default the fresh database has no planner statistics during the drain.
 
 2. **Definition** (in-process; SQLite for the store): a generated graph of 1,000 nodes
    (a chain of ``set`` nodes, every 10th a ``condition`` that branches into two ``set``
@@ -27,8 +30,9 @@
    Peer: the same document checked by plain ``jsonschema`` against
    ``schema/workflow.schema.json`` (structure only; validator built once).
 
-    python bench/flow.py                                   # everything (~2 min on 2 cores)
+    python bench/flow.py                                   # everything (~1 min on 2 cores)
     python bench/flow.py --items 2000 --skip-definition    # quick map check
+    python bench/flow.py --analyze --skip-definition       # with planner statistics
     python bench/flow.py --skip-map --json out.json
 """
 

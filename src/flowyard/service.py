@@ -427,7 +427,7 @@ class FlowyardService:
         if status == "paused":
             unavailable = [(a, "the run is paused") for a in allowed] + unavailable
             allowed = []
-        return ActionsView(run, current.node_id, status, allowed, unavailable, history)
+        return ActionsView(run, current.node_id, status, allowed, unavailable, history, current)
 
     async def take_action(
         self, run_id: str, action_id: str, *, actor: str, payload: Any = None
@@ -470,9 +470,11 @@ class FlowyardService:
         reason = _refusal(action, states)
         if reason is not None:
             raise Conflict(f"action {action_id!r} is refused: {reason}", detail=detail)
-        steps = await self.store.list_steps(run.id)
-        step = _current_state([s for s in steps if s.node_id in states])
-        assert step is not None
+        # The step read with the view: the action was checked against its state, and the
+        # store applies it only if that very step still waits (else Conflict).
+        step = view.step
+        if step is None:
+            raise Conflict(f"run {run_id} is not waiting in a state; try again", detail=detail)
         now = self.clock()
         [state] = (await self.store.load_run_states([step])).values()
         output = {
@@ -519,6 +521,8 @@ class ActionsView:
     allowed: list[StateAction]
     unavailable: list[tuple[StateAction, str]]
     history: list[dict[str, Any]]
+    #: The state step the run waits in (what an action completes), when it waits.
+    step: StepRecord | None = None
 
 
 def _state_nodes(wf: CompiledWorkflow) -> dict[str, StateConfig]:

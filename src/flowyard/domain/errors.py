@@ -75,6 +75,14 @@ class PreconditionFailed(Conflict):
     title = "Precondition failed"
 
 
+class StoreRejected(FlowyardError):
+    """The database refused the data of a write (too large, not encodable, a constraint):
+    retrying the same write cannot succeed."""
+
+    code = "store-rejected"
+    title = "Data refused by the database"
+
+
 class StoreUnavailable(FlowyardError):
     """The database cannot be reached or answered with a transient failure."""
 

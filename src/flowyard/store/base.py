@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -42,6 +43,10 @@ class SqlBase(ABC):
     @abstractmethod
     def _insert_ignore(self, table: sa.Table) -> Any:
         """INSERT ... ON CONFLICT DO NOTHING for this dialect."""
+
+    @abstractmethod
+    async def _refresh_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
+        """Update the planner's statistics of ``tables`` after a bulk insert."""
 
     def _is_transient(self, exc: DBAPIError) -> bool:
         """Errors worth retrying the whole transaction for (locks, deadlocks, restarts)."""
@@ -81,7 +86,7 @@ class SqlBase(ABC):
                 log.debug("transient database error (attempt %d): %s", attempt, exc.orig)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
-            except OSError as exc:
+            except (OSError, PoolTimeout) as exc:  # no connection (yet): try again
                 if attempt == self.tx_attempts:
                     raise StoreUnavailable(f"database unavailable: {exc}") from exc
                 await asyncio.sleep(delay)

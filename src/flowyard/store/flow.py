@@ -28,7 +28,7 @@ from flowyard.domain.ids import RunId, StepId, new_run_id
 from flowyard.domain.records import BranchResult, SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import ACTIVE, PENDING, chunks, event_row
+from flowyard.store.rows import ACTIVE, chunks, event_row
 from flowyard.store.schema import branches, run_events, runs, signals, steps
 
 #: Branch statuses.
@@ -36,6 +36,8 @@ B_PENDING, B_RUNNING = "pending", "running"
 B_SUCCEEDED, B_FAILED, B_CANCELLED = "succeeded", "failed", "cancelled"
 B_OPEN = (B_PENDING, B_RUNNING)
 _JOINABLE = ("branches", "child")
+#: A fork this large refreshes the planner's statistics (PostgreSQL).
+BULK_FORK = 1000
 
 
 def branch_key(parent: StepRecord, index: int) -> str:
@@ -112,7 +114,8 @@ class FlowWriter:
 
     def __post_init__(self) -> None:
         self.parents: set[int] = set()
-        self.settled_children: set[str] = set()
+        #: Runs whose joins started more branches (they have work due now).
+        self.started_runs: set[str] = set()
 
     async def start_fork(self, parent: StepRecord, fork: Fork, held: bool) -> None:
         """Insert the branch rows and start the first ``max_concurrency`` of them."""
@@ -148,15 +151,18 @@ class FlowWriter:
             await self.conn.execute(self.ops._insert_ignore(branches), list(chunk))
         for chunk in chunks(first, 2000):
             await self.conn.execute(self.ops._insert_ignore(steps), list(chunk))
+        if len(rows) >= BULK_FORK:
+            await self.ops._refresh_statistics(self.conn, ("branches", "steps"))
 
     async def start_child(self, parent: StepRecord, child: ChildRun, actor: str | None) -> None:
         """Create the child run (idempotent per parent step) and its branch row."""
-        # One child per execution of the step (a retried run starts a new child).
-        key = f"child:{parent.id}:{parent.claims}"
+        # The branch row names the child: one per fork of the step (a retried run drops the
+        # old branch and starts a new child). No idempotency key: callers could take it.
         existing = (
             await self.conn.execute(
-                sa.select(runs.c.id).where(
-                    runs.c.workflow_id == child.workflow_id, runs.c.idempotency_key == key
+                sa.select(branches.c.child_run_id).where(
+                    branches.c.run_id == parent.run_id,
+                    branches.c.key == branch_key(parent, 0),
                 )
             )
         ).scalar()
@@ -170,7 +176,6 @@ class FlowWriter:
                     status=RunStatus.PENDING.value,
                     input=child.input,
                     vars={},
-                    idempotency_key=key,
                     parent_run_id=parent.run_id,
                     deadline_at=child.deadline_at,
                     created_at=self.now,
@@ -260,9 +265,11 @@ class FlowWriter:
                 for r, k, s, o, e in results
             ],
         )
-        for run_id, key, status, _, _ in results:
-            if status == B_FAILED:
-                await self._cancel_under(run_id, key + "/")
+        failed = [
+            (run_id, key + "/") for run_id, key, status, _, _ in results if status == B_FAILED
+        ]
+        if failed:
+            await self._cancel_under_failed(failed)
         by_run: dict[str, list[str]] = {}
         for run_id, key, *_ in results:
             by_run.setdefault(run_id, []).append(key)
@@ -334,6 +341,30 @@ class FlowWriter:
                 lease_expires_at=None,
             )
         )
+
+    async def _cancel_under_failed(self, prefixes: list[tuple[str, str]]) -> None:
+        """What nested forks left open under failed branches: one query to find whether any
+        exists (usually none), then one cancellation per such branch."""
+        for chunk in chunks(prefixes, 200):
+            nested = await self.conn.execute(
+                sa.select(branches.c.run_id, branches.c.key).where(
+                    branches.c.status.in_(B_OPEN),
+                    sa.or_(
+                        *(
+                            sa.and_(branches.c.run_id == run_id, under(branches.c.key, prefix))
+                            for run_id, prefix in chunk
+                        )
+                    ),
+                )
+            )
+            open_under = {
+                (row.run_id, prefix)
+                for row in nested
+                for r, prefix in chunk
+                if row.run_id == r and row.key.startswith(prefix)
+            }
+            for run_id, prefix in sorted(open_under):
+                await self._cancel_under(run_id, prefix)
 
     async def flush(self) -> None:
         """Evaluate the joins of every fork touched: wake done ones (cancelling what is
@@ -407,6 +438,7 @@ class FlowWriter:
                     .limit(free)
                 )
             )
+            self.started_runs.add(parent.run_id)
             await self.conn.execute(
                 branches.update()
                 .where(
@@ -443,7 +475,9 @@ class FlowOps(SqlBase):
         async def fn(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
             row = (
                 await conn.execute(
-                    sa.select(runs.c.id, runs.c.status).where(runs.c.id == run_id).with_for_update()
+                    sa.select(runs.c.id, runs.c.status)
+                    .where(runs.c.id == run_id)
+                    .with_for_update(key_share=True)
                 )
             ).first()
             if row is None:
@@ -531,7 +565,7 @@ class FlowOps(SqlBase):
                         sa.select(runs.c.id)
                         .where(runs.c.id.in_(ids), runs.c.status.in_(active))
                         .order_by(runs.c.id)
-                        .with_for_update()
+                        .with_for_update(key_share=True)
                     )
                 )
                 .scalars()
@@ -549,11 +583,7 @@ class FlowOps(SqlBase):
                     error=None,
                 )
             )
-            await conn.execute(
-                steps.update()
-                .where(steps.c.run_id.in_(locked), steps.c.status.in_(PENDING))
-                .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
-            )
+            await conn.execute(_cancel_steps_of(locked, now))
             await conn.execute(
                 run_events.insert(),
                 [
@@ -587,18 +617,45 @@ async def drop_fork(
     )
     if children:
         active = [s.value for s in RunStatus if not s.is_terminal]
-        await conn.execute(
-            runs.update()
-            .where(runs.c.id.in_(children), runs.c.status.in_(active))
-            .values(status=RunStatus.CANCELLED.value, finished_at=now, updated_at=now)
+        ended = (
+            (
+                await conn.execute(
+                    runs.update()
+                    .where(runs.c.id.in_(children), runs.c.status.in_(active))
+                    .values(status=RunStatus.CANCELLED.value, finished_at=now, updated_at=now)
+                    .returning(runs.c.id)
+                )
+            )
+            .scalars()
+            .all()
         )
-        await conn.execute(
-            steps.update()
-            .where(steps.c.run_id.in_(children), steps.c.status.in_(PENDING))
-            .values(status=StepStatus.CANCELLED.value, finished_at=now, held=False)
-        )
+        if ended:
+            await conn.execute(_cancel_steps_of(ended, now))
+            await conn.execute(
+                run_events.insert(),
+                [
+                    event_row(r, "run.cancelled", {"reason": "its parent runs again"}, now)
+                    for r in ended
+                ],
+            )
     await conn.execute(steps.delete().where(steps.c.run_id == run_id, under_steps))
     await conn.execute(branches.delete().where(branches.c.run_id == run_id, under_keys))
+
+
+def _cancel_steps_of(run_ids: Sequence[str], now: datetime) -> sa.Update:
+    """Cancel every unfinished step of these runs, running ones too (their workers' results
+    are then discarded and their heartbeats stop them), as a direct cancel does."""
+    return (
+        steps.update()
+        .where(steps.c.run_id.in_(list(run_ids)), steps.c.status.in_(ACTIVE))
+        .values(
+            status=StepStatus.CANCELLED.value,
+            finished_at=now,
+            held=False,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
 
 
 async def load_branch_results(

@@ -37,7 +37,9 @@ class LifecycleOps(SqlBase):
     ) -> RunRecord:
         """Lock the run row (every writer locks runs before steps) and check its status."""
         row = (
-            await conn.execute(sa.select(runs).where(runs.c.id == run_id).with_for_update())
+            await conn.execute(
+                sa.select(runs).where(runs.c.id == run_id).with_for_update(key_share=True)
+            )
         ).first()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
@@ -290,7 +292,7 @@ class LifecycleOps(SqlBase):
                 )
                 .order_by(runs.c.deadline_at)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)
             )
             expired: list[RunId] = []
             for row in await conn.execute(due):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,13 @@ class PostgresStore(SqlStore):
         await conn.execute(
             sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
         )
+
+    async def _refresh_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
+        # A fresh database has no statistics until autovacuum's first pass (a minute or
+        # more): a large fork's lookups by (run, key) would scan every branch row meanwhile.
+        # ANALYZE inside this transaction counts its own inserts.
+        for table in tables:
+            await conn.execute(sa.text(f"ANALYZE {table}"))
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()

@@ -7,10 +7,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.commands import NEVER, ChildRun, Fork, Transition
-from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.errors import Conflict, NotFound, StoreRejected
 from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.records import RunRecord, SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
@@ -100,7 +107,7 @@ class QueueOps(SqlBase):
         pending = (
             sa.select(runs.c.id)
             .where(runs.c.id.in_(sorted(run_ids)), runs.c.status == RunStatus.PENDING.value)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, key_share=True)
         )
         started = await conn.execute(
             runs.update()
@@ -117,7 +124,7 @@ class QueueOps(SqlBase):
             waiting = (
                 sa.select(runs.c.id)
                 .where(runs.c.id.in_(sorted(woken)), runs.c.status == RunStatus.WAITING.value)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)
             )
             await conn.execute(
                 runs.update()
@@ -178,7 +185,13 @@ class QueueOps(SqlBase):
         async def fn(conn: AsyncConnection) -> CompletionResult:
             return await _BatchCompletion(self, conn, completions, now).apply()
 
-        return await self._tx(fn)
+        try:
+            return await self._tx(fn)
+        except (DataError, IntegrityError, StatementError) as exc:
+            if isinstance(exc, OperationalError | InterfaceError):
+                raise
+            # Not a connection problem: the data of a result cannot be stored as it is.
+            raise StoreRejected(f"the database refused the batch: {exc}") from exc
 
     async def apply_action(
         self, step: StepRecord, transition: Transition, *, actor: str, now: datetime
@@ -190,7 +203,9 @@ class QueueOps(SqlBase):
         async def fn(conn: AsyncConnection) -> RunRecord:
             row = (
                 await conn.execute(
-                    sa.select(runs.c.status).where(runs.c.id == step.run_id).with_for_update()
+                    sa.select(runs.c.status)
+                    .where(runs.c.id == step.run_id)
+                    .with_for_update(key_share=True)
                 )
             ).first()
             if row is None:
@@ -361,7 +376,7 @@ class QueueOps(SqlBase):
                 sa.select(runs.c.id, runs.c.status)
                 .where(runs.c.id.in_(chunk))
                 .order_by(runs.c.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
             paused.update(row.id for row in rows if row.status == RunStatus.PAUSED.value)
         return paused
@@ -527,7 +542,7 @@ class _BatchCompletion:
         self.flow = FlowWriter(ops, conn, now, self.events)
         self.settled: dict[RunId, RunStatus] = {}
         self.children_runs: set[str] = set()  # runs of the batch that are child runs
-        self.signal_waits: list[tuple[int, str, str]] = []  # (step, run, signal name)
+        self.signal_waits: list[int] = []  # steps that parked waiting for a signal
         self.parked_runs: set[str] = set()  # a step parked (a timer, a signal, an action)
         self.busy_runs: set[str] = set()  # a step scheduled more work
         self.run_status: dict[str, str] = {}
@@ -582,7 +597,7 @@ class _BatchCompletion:
                 sa.select(runs.c.id, runs.c.status, runs.c.parent_run_id)
                 .where(runs.c.id.in_(chunk))
                 .order_by(runs.c.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
             for row in rows:
                 status[row.id] = row.status
@@ -674,7 +689,7 @@ class _BatchCompletion:
         if tr.child is not None:
             self.children.append((step, tr.child))
         if tr.wait is not None and tr.wait.on.startswith("signal:"):
-            self.signal_waits.append((step.id, step.run_id, tr.wait.on.removeprefix("signal:")))
+            self.signal_waits.append(step.id)
         if tr.wait is not None and tr.fork is None and tr.child is None:
             self.parked_runs.add(step.run_id)
         if tr.next_steps or tr.fork is not None or tr.child is not None:
@@ -738,6 +753,22 @@ class _BatchCompletion:
                 self.run_status[run_id] = wanted
                 self._update_run(run_id, status=wanted)
 
+    async def _write_run_updates(self) -> None:
+        """One statement per distinct set of columns (started / failed / succeeded runs)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for run_id, values in self.run_updates.items():
+            groups.setdefault(tuple(sorted(values)), []).append(
+                {"b_run_id": run_id, **{f"b_{k}": v for k, v in values.items()}}
+            )
+        self.run_updates = {}
+        for columns, params in groups.items():
+            stmt = (
+                runs.update()
+                .where(runs.c.id == sa.bindparam("b_run_id"))
+                .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in columns})
+            )
+            await self.conn.execute(stmt, params)
+
     def _update_run(self, run_id: str, **values: Any) -> None:
         self.run_updates.setdefault(run_id, {}).update(values, updated_at=self.now)
 
@@ -747,17 +778,17 @@ class _BatchCompletion:
             await conn.execute(_STEP_UPDATE, self.step_rows)
         if self.consumed:
             await conn.execute(_CONSUME_SIGNAL, self.consumed)
-        for step_id, run_id, name in self.signal_waits:
+        if self.signal_waits:
             # A signal sent while the step ran (after it looked) finds no waiting step to
             # wake; sending locks the run like this transaction, so checking here closes it.
             await conn.execute(
                 steps.update()
                 .where(
-                    steps.c.id == step_id,
+                    steps.c.id.in_(sorted(self.signal_waits)),
                     steps.c.status == StepStatus.WAITING.value,
                     sa.exists().where(
-                        signals.c.run_id == run_id,
-                        signals.c.name == name,
+                        signals.c.run_id == steps.c.run_id,
+                        sa.literal("signal:") + signals.c.name == steps.c.waiting_for,
                         signals.c.consumed_at.is_(None),
                     ),
                 )
@@ -770,7 +801,6 @@ class _BatchCompletion:
         for parent, child in self.children:
             await self.flow.start_child(parent, child, None)
         await self.flow.finish_branches(self.branch_results)
-        await self._waiting_or_running()
         if self.failed_runs:
             await conn.execute(
                 steps.update()
@@ -795,20 +825,11 @@ class _BatchCompletion:
                         run_id, status=RunStatus.SUCCEEDED.value, output=output, finished_at=now
                     )
                     self.events.append(event_row(run_id, "run.succeeded", {}, now))
-        # One statement per distinct set of columns (started / failed / succeeded runs).
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for run_id, values in self.run_updates.items():
-            groups.setdefault(tuple(sorted(values)), []).append(
-                {"b_run_id": run_id, **{f"b_{k}": v for k, v in values.items()}}
-            )
-        for columns, params in groups.items():
-            stmt = (
-                runs.update()
-                .where(runs.c.id == sa.bindparam("b_run_id"))
-                .values({c: sa.bindparam(f"b_{c}", type_=runs.c[c].type) for c in columns})
-            )
-            await conn.execute(stmt, params)
+        await self._write_run_updates()
         await self.flow.settle_children([r for r in self.settled if r in self.children_runs])
         await self.flow.flush()
+        self.busy_runs |= self.flow.started_runs
+        await self._waiting_or_running()
+        await self._write_run_updates()
         if self.events:
             await conn.execute(run_events.insert(), self.events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ class SqliteStore(SqlStore):
         # the upgrade commits. Alembic keeps its context in a module global, so it must never
         # run twice at once, in one process or several.
         await conn.execute(sa.text("SELECT 1"))
+
+    async def _refresh_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
+        """Nothing to do: SQLite's planner uses the indexes without statistics."""
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from flowyard.domain.commands import Transition
-from flowyard.domain.errors import DefinitionError, ErrorInfo, StoreUnavailable
+from flowyard.domain.errors import DefinitionError, ErrorInfo, StoreRejected, StoreUnavailable
 from flowyard.domain.ids import StepId, new_worker_id
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
@@ -251,7 +251,7 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception as exc:
+            except StoreRejected as exc:
                 # The database refused the batch (not a connection problem): one result in
                 # it cannot be stored. Find it, store its step as failed, keep the others.
                 if len(batch) > 1:
@@ -264,6 +264,11 @@ class Worker:
                     self._held.pop(batch[0].step.id, None)
                     self._tasks.pop(batch[0].step.id, None)
                     return
+            except Exception:
+                # Unknown trouble: keep the results and try again, as for an outage.
+                _log.exception("worker %s: committing %d results failed", self.id, len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         scheduled_now = False
         for ended in result.settled.values():
             self.metrics.runs_finished.labels(ended.value).inc()
