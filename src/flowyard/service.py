@@ -3,6 +3,7 @@ workflows, start runs, read runs). Routes and commands stay thin on top of it.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -94,7 +95,7 @@ class FlowyardService:
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1)."""
-        wf = self.validator.compile(raw)
+        wf = await asyncio.to_thread(self.validator.compile, raw)
         await self.check_credentials(wf)
         definition = _as_json(raw)
         return await self.store.create_workflow(
@@ -113,7 +114,7 @@ class FlowyardService:
         """Validate and save a new version of an existing workflow; with expectations (an
         ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
         record = await self.store.get_workflow(ref)
-        wf = self.validator.compile(raw)
+        wf = await asyncio.to_thread(self.validator.compile, raw)
         if wf.definition.name != record.name:
             raise InvalidInput(
                 "the definition's name must match the workflow",
@@ -133,7 +134,7 @@ class FlowyardService:
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Create the workflow, or add a version when the definition changed (by name)."""
-        wf = self.validator.compile(raw)
+        wf = await asyncio.to_thread(self.validator.compile, raw)
         try:
             existing = await self.store.get_workflow(wf.definition.name)
         except NotFound:

@@ -35,7 +35,10 @@ class WorkflowCache:
         async with self._lock:
             found = self._items.get(key)
             if found is None:
-                found = self._validator.compile(await self._loader(workflow_id, version))
+                raw = await self._loader(workflow_id, version)
+                # Compiling a large definition's templates takes a while (~0.5 s for 1,000
+                # nodes): off the event loop, so the steps in flight keep running meanwhile.
+                found = await asyncio.to_thread(self._validator.compile, raw)
                 self._items[key] = found
                 while len(self._items) > self._size:
                     self._items.popitem(last=False)

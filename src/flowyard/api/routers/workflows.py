@@ -9,6 +9,7 @@ honours ``If-None-Match`` (304).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any
 
@@ -119,7 +120,7 @@ def _expectations(record: WorkflowRecord, if_match: str | None) -> tuple[int | N
 async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> ValidationReport:
     """Validate a definition without saving it; every problem comes with a JSON pointer.
     The answer is 200 either way: `valid` says which."""
-    result = service.validate(definition)
+    result = await asyncio.to_thread(service.validate, definition)  # off the event loop
     return ValidationReport(
         valid=result.ok, errors=[ProblemItem(**p.as_dict()) for p in result.problems]
     )
