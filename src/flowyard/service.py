@@ -294,8 +294,22 @@ class FlowyardService:
             self._enqueued()
         return signal, woke
 
-    async def resolve(self, ref: str, version: int | None) -> ResolvedWorkflow:
-        """The workflow version a sub-workflow step starts (by id or name; None: latest)."""
+    async def resolve(
+        self, ref: str, version: int | None, *, parent_run_id: str
+    ) -> ResolvedWorkflow:
+        """The workflow version a sub-workflow step starts (by id or name; None: latest).
+        Refused beyond MAX_SUBWORKFLOW_DEPTH nested child runs (a workflow that calls itself
+        would otherwise start runs without end)."""
+        depth = 0
+        ancestor: str | None = parent_run_id
+        while ancestor is not None:
+            depth += 1
+            if depth > MAX_SUBWORKFLOW_DEPTH:
+                raise PermanentError(
+                    f"sub-workflows nest deeper than {MAX_SUBWORKFLOW_DEPTH} runs here",
+                    error_type="subworkflow.too_deep",
+                )
+            ancestor = (await self.store.get_run(ancestor)).parent_run_id
         try:
             record = await self.store.get_workflow(ref)
             wf = await self.compiled(record.id, version or record.latest_version)
@@ -567,6 +581,10 @@ def _refusal(action: StateAction, states: dict[str, StateConfig]) -> str | None:
     if target is not None and not target.enabled:
         return f"state {action.to_state!r} is disabled"
     return None
+
+
+#: How deep child runs may nest (a run, its child, the child's child, ...).
+MAX_SUBWORKFLOW_DEPTH = 10
 
 
 def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:

@@ -271,3 +271,19 @@ async def test_retrying_a_cancelled_parent_starts_a_new_child(container: Contain
     done = await container.store.get_run(parent.id)
     assert (done.status, done.output) == (RunStatus.SUCCEEDED, {"doubled": 7})
     assert (await container.store.get_run(first)).status == RunStatus.CANCELLED
+
+
+async def test_a_workflow_calling_itself_stops_at_the_depth_limit(container: Container) -> None:
+    recursive = graph(
+        "child-flow",
+        node("start", "trigger", "again"),
+        node("again", "subworkflow", "done", workflow="child-flow"),
+        node("done", "end"),
+    )
+    detail = await run_definition(container, recursive, {}, timeout_s=60)
+    assert detail.run.status == RunStatus.FAILED
+    runs = await container.store.list_runs(limit=50)
+    assert len(runs) == 11  # the run and 10 nested children, the deepest refused
+    deepest = [r for r in runs if r.error_type == "subworkflow.too_deep"]
+    assert len(deepest) == 1
+    assert all(r.status == RunStatus.FAILED for r in runs)

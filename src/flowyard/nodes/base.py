@@ -90,8 +90,11 @@ class ResolvedWorkflow:
 class WorkflowResolver(Protocol):
     """Looks a workflow up by id or name (and version; None: latest) for sub-workflows."""
 
-    async def resolve(self, ref: str, version: int | None) -> ResolvedWorkflow:
-        """The version to start; raises PermanentError when there is none."""
+    async def resolve(
+        self, ref: str, version: int | None, *, parent_run_id: str
+    ) -> ResolvedWorkflow:
+        """The version to start as a child of ``parent_run_id``; raises PermanentError when
+        there is none, or when child runs already nest too deep there."""
         ...
 
 

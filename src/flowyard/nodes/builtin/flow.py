@@ -347,7 +347,9 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
             if ctx.workflows is None:
                 raise PermanentError("no workflow resolver", error_type="subworkflow.unavailable")
             _check_depth(ctx, 1)
-            target = await ctx.workflows.resolve(config.workflow, config.version)
+            target = await ctx.workflows.resolve(
+                config.workflow, config.version, parent_run_id=ctx.run_id
+            )
             deadline = (
                 ctx.now + timedelta(seconds=target.run_timeout_s) if target.run_timeout_s else None
             )
