@@ -49,7 +49,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flowyard.bootstrap import build
 from flowyard.domain.ids import WorkflowId
-from flowyard.domain.records import NewRun
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.registry import default_registry
@@ -74,6 +72,7 @@ from throughput import (
     _ratio,
     _rows,
     _tail,
+    bulk_start,
     fresh_database,
     spawn,
     stop,
@@ -422,25 +421,7 @@ async def bench_map(url: str, args: argparse.Namespace, log: Path) -> MapResult:
 async def bench_separate(url: str, args: argparse.Namespace, log: Path) -> MapResult:
     """The same N items as N runs of ``trigger -> set -> end``."""
     res = MapResult("separate", args.items, args.procs, args.concurrency, args.worker_concurrency)
-    container = await build(Settings(db_url=url, load_plugins=False))
-    try:
-        record, version, _ = await container.service.save_workflow(SEPARATE_WORKFLOW, "bench")
-        new_runs = [
-            NewRun(
-                workflow_id=record.id,
-                workflow_version=version.version,
-                start_node="trigger",
-                start_node_type="trigger",
-                input={"i": i},
-            )
-            for i in range(args.items)
-        ]
-        t0 = time.perf_counter()
-        for lo in range(0, len(new_runs), CHUNK):
-            await container.store.start_runs(new_runs[lo : lo + CHUNK], datetime.now(UTC))
-        res.start_s = time.perf_counter() - t0
-    finally:
-        await container.close()
+    res.start_s = await bulk_start(url, SEPARATE_WORKFLOW, args.items)
     engine = _engine(url)
     if args.analyze:
         await analyze(engine)

@@ -221,15 +221,12 @@ async def _rows(engine: AsyncEngine, sql: str) -> list[Any]:
 # -- flowyard --------------------------------------------------------------------------------
 
 
-async def bench_flowyard(
-    backend: str, procs: int, args: argparse.Namespace, location: str, log: Path
-) -> Result:
-    """Bulk start N runs, drain them with K ``flowyard worker`` processes."""
-    res = Result(backend, procs, "flowyard", args.runs, args.concurrency)
-    url = _flowyard_url(backend, location)
+async def bulk_start(url: str, workflow: dict[str, Any], count: int) -> float:
+    """Save ``workflow`` and start ``count`` runs of it (input ``{"i": i}``) in chunks of
+    CHUNK; returns the seconds the starts took."""
     container = await build(Settings(db_url=url, load_plugins=False))
     try:
-        record, version, _ = await container.service.save_workflow(WORKFLOW, "bench")
+        record, version, _ = await container.service.save_workflow(workflow, "bench")
         new_runs = [
             NewRun(
                 workflow_id=record.id,
@@ -238,14 +235,23 @@ async def bench_flowyard(
                 start_node_type="trigger",
                 input={"i": i},
             )
-            for i in range(args.runs)
+            for i in range(count)
         ]
         t0 = time.perf_counter()
         for lo in range(0, len(new_runs), CHUNK):
             await container.store.start_runs(new_runs[lo : lo + CHUNK], datetime.now(UTC))
-        res.start_s = time.perf_counter() - t0
+        return time.perf_counter() - t0
     finally:
         await container.close()
+
+
+async def bench_flowyard(
+    backend: str, procs: int, args: argparse.Namespace, location: str, log: Path
+) -> Result:
+    """Bulk start N runs, drain them with K ``flowyard worker`` processes."""
+    res = Result(backend, procs, "flowyard", args.runs, args.concurrency)
+    url = _flowyard_url(backend, location)
+    res.start_s = await bulk_start(url, WORKFLOW, args.runs)
 
     env = {
         **os.environ,

@@ -78,7 +78,7 @@ async def test_a_batch_of_parked_signal_waits_is_a_fixed_number_of_statements(
     settings: Settings,
 ) -> None:
     """The campaign case (many runs parking on wait_for_signal in one batch): the new
-    lost-wake-up check in _BatchCompletion._write is one UPDATE per parked wait."""
+    lost-wake-up check in BatchCompletion._write is one UPDATE per parked wait."""
     async with driven(settings) as d:
         record, _, _ = await d.c.service.save_workflow(WAITS)
         for i in range(RUNS):
