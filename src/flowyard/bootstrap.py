@@ -111,8 +111,9 @@ class Container:
         return loaded
 
     async def close(self) -> None:
-        """Release the HTTP pool and the database."""
+        """Release the HTTP pool, the expression threads and the database."""
         await self.http.aclose()
+        self.expressions.close()
         await self.store.close()
 
 

@@ -8,10 +8,13 @@ with cooperative time and size budgets.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -190,6 +193,16 @@ class ExpressionEngine:
         self._lock = threading.Lock()
         self._hits = 0
         self._misses = 0
+        # Evaluation never runs on an event loop: the async entry points hand it to these
+        # threads, so one costly expression cannot stall a server's requests or a worker's
+        # claims and commits (the sandbox's budgets bound how long a thread stays busy).
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._limits.threads, thread_name_prefix="flowyard-expr"
+        )
+
+    def close(self) -> None:
+        """Stop the evaluation threads (pending evaluations finish first)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     @property
     def limits(self) -> ExpressionLimits:
@@ -247,6 +260,40 @@ class ExpressionEngine:
             return self._render_value(value, scope)
         except RecursionError:
             raise ExpressionError("value is nested too deeply", "", "limit") from None
+
+    async def render_value_async(self, value: Any, scope: Mapping[str, Any]) -> Any:
+        """:meth:`render_value` on the engine's threads (a value without templates is
+        returned at once, without a thread hop)."""
+        if not self._has_template(value):
+            return value
+        return await self._offload(self.render_value, value, scope)
+
+    async def test_async(self, source: str, scope: Mapping[str, Any]) -> bool:
+        """:meth:`test` on the engine's threads."""
+        result: bool = await self._offload(self.test, source, scope)
+        return result
+
+    async def evaluate_async(self, source: str, scope: Mapping[str, Any]) -> Any:
+        """:meth:`evaluate` on the engine's threads."""
+        return await self._offload(self.evaluate, source, scope)
+
+    async def _offload(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _has_template(self, value: Any) -> bool:
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                if self.is_template(item):
+                    return True
+            elif isinstance(item, Mapping):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list | tuple):
+                pending.extend(item)
+        return False
 
     @staticmethod
     def is_template(value: str) -> bool:

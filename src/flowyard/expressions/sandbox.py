@@ -66,17 +66,21 @@ class ExpressionLimits:
             mapping an expression produces.
         max_range: Longest sequence ``range()`` may build.
         cache_size: Number of compiled sources kept per engine (LRU).
+        threads: Threads that evaluate for the async entry points (never the event loop).
     """
 
     timeout_s: float = 1.0
     max_output_chars: int = 1_000_000
     max_range: int = 10_000
     cache_size: int = 4096
+    threads: int = 4
 
     def __post_init__(self) -> None:
         """Reject limits that would disable the sandbox's budgets."""
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if self.threads < 1:
+            raise ValueError("threads must be at least 1")
         if self.max_output_chars <= 0 or self.max_range < 0 or self.cache_size < 0:
             raise ValueError("size limits must be non-negative (max_output_chars positive)")
 

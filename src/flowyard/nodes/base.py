@@ -153,13 +153,18 @@ class StepContext:
             )
         return await self.credentials.get(name)
 
-    def render(self, value: Any) -> Any:
-        """Render every template inside ``value`` against the run scope."""
-        return self.expressions.render_value(value, self.scope)
+    async def render(self, value: Any, scope: Mapping[str, Any] | None = None) -> Any:
+        """Render every template inside ``value`` against the run scope (or ``scope``).
 
-    def test(self, condition: str) -> bool:
-        """Evaluate a condition against the run scope."""
-        return self.expressions.test(condition, self.scope)
+        Evaluation runs off the event loop (the engine's own threads), so an expensive
+        template never stalls other steps, claims or commits of this process."""
+        return await self.expressions.render_value_async(
+            value, self.scope if scope is None else scope
+        )
+
+    async def test(self, condition: str) -> bool:
+        """Evaluate a condition against the run scope (off the event loop)."""
+        return await self.expressions.test_async(condition, self.scope)
 
 
 class NodeType(ABC, Generic[C]):

@@ -291,4 +291,19 @@ credentials = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    #: Origins (``scheme://host[:port]``) the credential may be sent to (migration 0007).
+    sa.Column("allowed_origins", JSONType, nullable=True),
+)
+
+# -- failed logins (migration 0007) --------------------------------------------------------
+
+#: Failed password logins per throttle key (a username and client, or a client), kept in the
+#: database so every API process sees the same counts.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("last_at", UTCDateTime, nullable=False),
 )

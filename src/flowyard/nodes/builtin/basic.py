@@ -76,7 +76,7 @@ class ConditionNode(NodeType[ConditionConfig]):
     async def execute(self, ctx: StepContext, config: ConditionConfig) -> NodeOutcome:
         """Evaluate the cases in order."""
         for index, case in enumerate(config.cases):
-            if ctx.test(case.when):
+            if await ctx.test(case.when):
                 return NodeOutcome(output={"case": index, "next": case.next}, next=case.next)
         if config.default is not None:
             return NodeOutcome(output={"case": None, "next": config.default}, next=config.default)
@@ -101,7 +101,7 @@ class SetNode(NodeType[SetConfig]):
 
     async def execute(self, ctx: StepContext, config: SetConfig) -> NodeOutcome:
         """Render every value."""
-        return NodeOutcome(output=ctx.render(config.values))
+        return NodeOutcome(output=await ctx.render(config.values))
 
 
 class LogConfig(NodeConfig):
@@ -120,7 +120,7 @@ class LogNode(NodeType[LogConfig]):
 
     async def execute(self, ctx: StepContext, config: LogConfig) -> NodeOutcome:
         """Render and log."""
-        message = str(ctx.render(config.message))
+        message = str(await ctx.render(config.message))
         ctx.logger.log(
             logging.getLevelNamesMapping()[config.level.upper()],
             "run %s node %s: %s",
@@ -147,7 +147,7 @@ class EndNode(NodeType[EndConfig]):
 
     async def execute(self, ctx: StepContext, config: EndConfig) -> NodeOutcome:
         """Render the output."""
-        return NodeOutcome(output=ctx.render(config.output), end=True)
+        return NodeOutcome(output=await ctx.render(config.output), end=True)
 
 
 class FailConfig(NodeConfig):
@@ -167,4 +167,4 @@ class FailNode(NodeType[FailConfig]):
 
     async def execute(self, ctx: StepContext, config: FailConfig) -> NodeOutcome:
         """Raise the configured error."""
-        raise PermanentError(str(ctx.render(config.message)), error_type=config.error)
+        raise PermanentError(str(await ctx.render(config.message)), error_type=config.error)

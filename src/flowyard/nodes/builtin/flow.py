@@ -51,8 +51,8 @@ def _check_depth(ctx: StepContext, branches: int) -> None:
         )
 
 
-def _render_duration(ctx: StepContext, value: Duration) -> float:
-    rendered = ctx.render(value)
+async def _render_duration(ctx: StepContext, value: Duration) -> float:
+    rendered = await ctx.render(value)
     try:
         return parse_duration(rendered)
     except ValueError as exc:
@@ -91,10 +91,10 @@ class DelayNode(NodeType[DelayConfig]):
         if ctx.resumed and ctx.wait_until is not None:
             until = ctx.wait_until
         elif config.duration is not None:
-            until = ctx.now + timedelta(seconds=_render_duration(ctx, config.duration))
+            until = ctx.now + timedelta(seconds=await _render_duration(ctx, config.duration))
         else:
             try:
-                until = parse_timestamp(ctx.render(config.until))
+                until = parse_timestamp(await ctx.render(config.until))
             except ValueError as exc:
                 raise PermanentError(str(exc), error_type="config.timestamp") from None
         if ctx.now >= until:
@@ -149,7 +149,7 @@ class WaitForSignalNode(NodeType[WaitForSignalConfig]):
                 )
         until = ctx.wait_until if ctx.resumed else None
         if not ctx.resumed and config.timeout is not None:
-            until = ctx.now + timedelta(seconds=_render_duration(ctx, config.timeout))
+            until = ctx.now + timedelta(seconds=await _render_duration(ctx, config.timeout))
         if until is not None and ctx.now >= until:
             if config.on_timeout is not None:
                 return NodeOutcome(
@@ -289,7 +289,7 @@ class MapNode(NodeType[MapConfig]):
     async def execute(self, ctx: StepContext, config: MapConfig) -> NodeOutcome:
         """Fork over the items, then (woken) gather."""
         if ctx.children is None:
-            items = ctx.render(config.items)
+            items = await ctx.render(config.items)
             if not isinstance(items, list):
                 raise PermanentError(
                     f"map items must be a list, got {type(items).__name__}",
@@ -358,7 +358,7 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
                 target.version,
                 target.start_node,
                 target.start_type,
-                ctx.render(config.input) if config.input is not None else {},
+                await ctx.render(config.input) if config.input is not None else {},
                 deadline,
             )
             return NodeOutcome(wait=Wait(None, "child"), child=child)
@@ -373,4 +373,4 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
         if config.output is None:
             return NodeOutcome(output=result.output)
         scope = {**ctx.scope, "child": {"output": result.output, "run_id": result.child_run_id}}
-        return NodeOutcome(output=ctx.expressions.render_value(config.output, scope))
+        return NodeOutcome(output=await ctx.render(config.output, scope))

@@ -82,18 +82,18 @@ class HttpNode(NodeType[HttpConfig]):
 
     async def execute(self, ctx: StepContext, config: HttpConfig) -> NodeOutcome:
         """Render the request, send it and classify the answer."""
-        url = str(ctx.render(config.url))
-        headers = {str(k): str(v) for k, v in ctx.render(config.headers).items()}
+        url = str(await ctx.render(config.url))
+        headers = {str(k): str(v) for k, v in (await ctx.render(config.headers)).items()}
         if config.credential:
             _authenticate(headers, await ctx.credential(config.credential))
         if config.idempotency_header and config.idempotency_header not in headers:
             headers[config.idempotency_header] = ctx.idempotency_key
-        kwargs: dict[str, Any] = {"headers": headers, "params": ctx.render(config.query)}
+        kwargs: dict[str, Any] = {"headers": headers, "params": await ctx.render(config.query)}
         if config.json_body is not None:
-            kwargs["content"] = json.dumps(ctx.render(config.json_body)).encode()
+            kwargs["content"] = json.dumps(await ctx.render(config.json_body)).encode()
             headers.setdefault("Content-Type", "application/json")
         elif config.body is not None:
-            kwargs["content"] = str(ctx.render(config.body)).encode()
+            kwargs["content"] = str(await ctx.render(config.body)).encode()
         try:
             request = ctx.http.build_request(config.method, url, timeout=config.timeout_s, **kwargs)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
