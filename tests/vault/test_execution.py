@@ -49,12 +49,21 @@ def workflow(url: str, credential: str, **config: Any) -> dict[str, Any]:
     }
 
 
-async def add_credentials(container: Container) -> None:
+async def add_credentials(container: Container, origin: str = "https://x.example") -> None:
     svc = container.credentials
-    await svc.create("tok", CredentialType.BEARER, {"token": TOKEN})
-    await svc.create("erp", CredentialType.BASIC, {"username": "svc", "password": PASSWORD})
+    origins = [origin]
+    await svc.create("tok", CredentialType.BEARER, {"token": TOKEN}, allowed_origins=origins)
     await svc.create(
-        "weather", CredentialType.API_KEY_HEADER, {"header": "X-Key", "value": API_KEY}
+        "erp",
+        CredentialType.BASIC,
+        {"username": "svc", "password": PASSWORD},
+        allowed_origins=origins,
+    )
+    await svc.create(
+        "weather",
+        CredentialType.API_KEY_HEADER,
+        {"header": "X-Key", "value": API_KEY},
+        allowed_origins=origins,
     )
     await svc.create("mail", CredentialType.SMTP, {"host": "smtp.x", "password": PASSWORD})
 
@@ -75,7 +84,7 @@ def assert_clean(text: str) -> None:
 async def test_each_type_sends_its_header_and_the_echo_is_redacted(
     container: Container, http_server: RecordingServer
 ) -> None:
-    await add_credentials(container)
+    await add_credentials(container, http_server.url)
     http_server.on("/echo", echo())
     url = f"{http_server.url}/echo"
     expected = {
@@ -104,7 +113,7 @@ async def test_each_type_sends_its_header_and_the_echo_is_redacted(
 async def test_an_error_echoing_the_secret_is_redacted(
     container: Container, http_server: RecordingServer
 ) -> None:
-    await add_credentials(container)
+    await add_credentials(container, http_server.url)
     http_server.on("/fail", echo(400))
     detail = await run_definition(container, workflow(f"{http_server.url}/fail", "tok"))
     assert detail.run.status is RunStatus.FAILED
@@ -120,7 +129,7 @@ async def test_an_error_echoing_the_secret_is_redacted(
 async def test_unknown_and_unusable_credentials_fail_the_step(
     container: Container, http_server: RecordingServer
 ) -> None:
-    await add_credentials(container)
+    await add_credentials(container, http_server.url)
     url = f"{http_server.url}/x"
     wrong = await run_definition(container, workflow(url, "mail"))
     assert wrong.run.status is RunStatus.FAILED
@@ -164,6 +173,7 @@ async def test_the_secret_is_nowhere_in_database_logs_or_audit(
         {"name": "erp", "type": "basic", "data": {"username": "svc", "password": PASSWORD}},
         {"name": "weather", "type": "api_key_header", "data": {"value": API_KEY}},
     ):
+        body["allowed_origins"] = [http_server.url]
         made = await anon.post("/api/v1/credentials", json=body, headers=admin)
         assert made.status_code == 201, made.text
     await anon.put(

@@ -20,16 +20,19 @@ REGISTRY = default_registry(load_plugins=False)
 
 
 class Source:
-    """A fixed set of credentials."""
+    """A fixed set of credentials, each allowed for ``origins``."""
 
-    def __init__(self, **creds: tuple[CredentialType, dict[str, Any]]) -> None:
+    def __init__(
+        self, origins: tuple[str, ...] = (), **creds: tuple[CredentialType, dict[str, Any]]
+    ) -> None:
+        self.origins = origins
         self.creds = creds
 
     async def get(self, name: str) -> ResolvedCredential:
         if name not in self.creds:
             raise PermanentError(f"no credential named {name!r}", error_type="credential.not_found")
         type_, data = self.creds[name]
-        return ResolvedCredential.of(name, type_, data)
+        return ResolvedCredential.of(name, type_, data, self.origins)
 
 
 @pytest.fixture
@@ -67,6 +70,7 @@ async def call(
 
 async def test_headers_per_type(client: httpx.AsyncClient, http_server: RecordingServer) -> None:
     source = Source(
+        (http_server.url,),
         b=(CredentialType.BEARER, {"token": "t0k"}),
         u=(CredentialType.BASIC, {"username": "a", "password": "b"}),
         k=(CredentialType.API_KEY_HEADER, {"header": "X-Token", "value": "v4l"}),
