@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -82,7 +83,8 @@ def credentials_list(
     table = Table("name", "type", "allowed origins", "description", "key id", "version", "id")
     for view in with_container(db, fn):
         table.add_row(*(escape(cell) for cell in _row(view)))
-    out.print(table)
+    # Piped output is not cut at 80 columns (origins and ids would be).
+    (out if out.is_terminal else Console(width=240)).print(table)
 
 
 @credentials_app.command("show")

@@ -135,7 +135,7 @@ def redirect_request(request: httpx.Request, response: httpx.Response) -> httpx.
     if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
         method = "GET"
     headers = httpx.Headers(request.headers)
-    headers.pop("host", None)  # recomputed from the new URL
+    headers["Host"] = url.netloc.decode("ascii")
     if (url.scheme, url.host, url.port) != (request.url.scheme, request.url.host, request.url.port):
         for name in CROSS_ORIGIN_STRIPPED:
             headers.pop(name, None)
@@ -143,6 +143,7 @@ def redirect_request(request: httpx.Request, response: httpx.Response) -> httpx.
         for name in _BODY_HEADERS:
             headers.pop(name, None)
         return httpx.Request(method, url, headers=headers, extensions=request.extensions)
+    # (Given a stream, httpx keeps the headers as they are: Host is set above.)
     return httpx.Request(
         method, url, headers=headers, stream=request.stream, extensions=request.extensions
     )
