@@ -3,6 +3,7 @@ the executor-free failure when there is no source."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,8 @@ from flowyard.domain.errors import PermanentError
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.base import CredentialSource, StepContext
 from flowyard.nodes.registry import default_registry
-from support.http import RecordingServer
+from flowyard.outbound import AuthContext, Outbound, check_origin
+from support.http import RecordingServer, Reply
 
 REGISTRY = default_registry(load_plugins=False)
 
@@ -104,3 +106,58 @@ def test_nodes_without_credentials_reference_none() -> None:
     other = REGISTRY.get("set")
     assert other is not None
     assert other.credential_refs(other.parse_config({"values": {"a": 1}})) == []
+
+
+class RefreshTokenAuth:
+    """What a provider integration registers: an OAuth refresh-token exchange done inside the
+    outbound layer (its token URL checked against the credential's origins like any hop)."""
+
+    def header_names(self, credential: ResolvedCredential) -> frozenset[str]:
+        return frozenset({"authorization"})
+
+    async def headers(
+        self, credential: ResolvedCredential, url: httpx.URL, ctx: AuthContext
+    ) -> dict[str, str]:
+        token_url = httpx.URL(str(credential.values["token_url"]))
+        check_origin(credential, token_url)
+        request = ctx.outbound.build_request(
+            "POST",
+            token_url,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": credential.values["refresh_token"],
+            },
+        )
+        response = await ctx.outbound.send(request)
+        access = str(json.loads(await response.aread())["access_token"])
+        await response.aclose()
+        ctx.remember(access)
+        return {"Authorization": f"Bearer {access}"}
+
+
+async def test_integrations_authenticate_inside_the_outbound_layer(
+    client: httpx.AsyncClient, http_server: RecordingServer
+) -> None:
+    http_server.on("/token", lambda _: Reply(200, {"access_token": "acc-123456789"}))
+    data = {
+        "instance_url": "https://acme.my.salesforce.com",
+        "client_id": "c",
+        "client_secret": "cs",
+        "refresh_token": "rt-987654321",
+        "token_url": f"{http_server.url}/token",
+    }
+    outbound = Outbound(client)
+    outbound.authenticators.register(CredentialType.SALESFORCE_OAUTH, RefreshTokenAuth())
+    remembered: list[str] = []
+    step = ctx(client, Source((http_server.url,), sf=(CredentialType.SALESFORCE_OAUTH, data)))
+    step.outbound, step.remember_secret = outbound, remembered.append
+    request = client.build_request("GET", f"{http_server.url}/api")
+    response = await step.send(request, credential="sf")
+    await response.aclose()
+    [token_call] = http_server.to("/token")
+    assert b"refresh_token=rt-987654321" in token_call.body
+    assert http_server.to("/api")[0].headers["Authorization"] == "Bearer acc-123456789"
+    assert remembered == ["acc-123456789"]
+    assert await step.credential_info("sf") == {
+        k: v for k, v in data.items() if k not in ("client_secret", "refresh_token")
+    }
