@@ -266,3 +266,20 @@ async def test_the_container_client_applies_the_settings(
         await container.close()
     assert detail.run.status is RunStatus.SUCCEEDED
     assert len(server.requests) == 1
+
+
+async def test_redirect_loops_are_bounded(server: RecordingServer) -> None:
+    server.on("/loop", lambda _: Reply(302, {}, {"Location": "/loop"}))
+    server.on("/ftp", lambda _: Reply(302, {}, {"Location": "ftp://files.example.com/x"}))
+    async with guarded_client(EgressPolicy(DENY, ["127.0.0.1"])) as client:
+        with pytest.raises(PermanentError) as loop:
+            await call(client, f"{server.url}/loop", follow_redirects=True)
+        assert loop.value.error_type == "http.too_many_redirects"
+        assert len(server.to("/loop")) == 21
+        with pytest.raises(PermanentError) as scheme:
+            await call(client, f"{server.url}/ftp", follow_redirects=True)
+        assert scheme.value.error_type == "http.invalid_redirect"
+        # Without follow_redirects the redirect is the answer (a 3xx fails the step).
+        with pytest.raises(PermanentError) as plain:
+            await call(client, f"{server.url}/loop")
+        assert plain.value.error_type == "http.302"
