@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The samples call fake services on 127.0.0.1:9900, which the default egress policy refuses.
 run: $(STAMP)
-	$(BIN)/flowyard serve --load-samples
+	FLOWYARD_EGRESS_ALLOW=$${FLOWYARD_EGRESS_ALLOW:-127.0.0.1:9900} $(BIN)/flowyard serve --load-samples
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

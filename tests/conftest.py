@@ -17,11 +17,18 @@ from support.pg import create_database, drop_database, skip_or_fail_without_pg
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+#: The suite's fakes listen on loopback, which the default egress policy refuses: trust it
+#: (tests of the policy itself build their own settings).
+LOOPBACK_ALLOW = "127.0.0.1,localhost,::1"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _secret_key() -> Iterator[None]:
-    """A master key for every process of the run (no key files beside PostgreSQL tests)."""
+    """A master key for every process of the run (no key files beside PostgreSQL tests),
+    and the loopback fakes on the egress allow-list."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLOWYARD_SECRET_KEY", SECRET_KEY)
+        mp.setenv("FLOWYARD_EGRESS_ALLOW", LOOPBACK_ALLOW)
         yield
 
 

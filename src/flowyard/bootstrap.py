@@ -17,6 +17,7 @@ from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
 from flowyard.nodes.registry import NodeRegistry, default_registry
 from flowyard.observability import Metrics, PoolStats
+from flowyard.outbound import EgressPolicy, Outbound, guarded_client
 from flowyard.security import (
     AuthService,
     CredentialResolver,
@@ -52,6 +53,8 @@ class Container:
     credentials: CredentialService
     #: Decrypts credentials for node execution; handed to workers only.
     credential_resolver: CredentialResolver
+    #: Outbound requests of nodes over ``http`` (credential application, redirects).
+    outbound: Outbound
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -74,6 +77,7 @@ class Container:
             clock=self.clock,
             credentials=self.credential_resolver,
             workflows=self.service,
+            outbound=self.outbound,
         )
         worker = Worker(
             self.store,
@@ -138,7 +142,12 @@ async def build(
         return (await store.get_version(WorkflowId(workflow_id), version)).definition
 
     cache = WorkflowCache(validator, load)
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    # The one outbound client of the process: every node and integration request goes
+    # through its egress-guarded transport (FLOWYARD_EGRESS_POLICY / FLOWYARD_EGRESS_ALLOW).
+    http = guarded_client(
+        EgressPolicy.from_settings(settings),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    )
     metrics = Metrics()
     metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
     service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
@@ -164,6 +173,7 @@ async def build(
         auth,
         credentials,
         credentials.resolver(settings.credential_cache_ttl_s),
+        Outbound(http),
         clock,
         metrics,
     )

@@ -597,8 +597,9 @@ def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:
 def check_run_payload(
     wf: CompiledWorkflow, input: Any, vars: dict[str, Any] | None
 ) -> list[Problem]:
-    """Problems with a run's input and vars (size, and the workflow's input schema)."""
-    problems: list[Problem] = []
+    """Problems with a run's input and vars (size, the workflow's input schema, and vars
+    that feed where a credential goes: a run start may not set those)."""
+    problems: list[Problem] = wf.var_guard.problems(vars)
     size = len(json.dumps({"input": input, "vars": vars}, default=str))
     if size > MAX_RUN_PAYLOAD_BYTES:
         problems.append(

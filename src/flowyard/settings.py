@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
@@ -103,6 +103,30 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (none: no CORS headers)."
     )
     cors_allow_credentials: bool = Field(False, description="CORS: allow cookies/credentials.")
+    # -- outbound: egress policy of node requests (docs/security.md "Egress") --
+    egress_policy: Literal["deny_private", "allow_all"] = Field(
+        "deny_private",
+        description="deny_private: outbound requests may not connect to loopback, private, "
+        "link-local, multicast or reserved addresses (checked after DNS, on every redirect); "
+        "allow_all: no check.",
+    )
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts the operator trusts despite deny_private (comma list or JSON): "
+        "host names, host:port, IP addresses or CIDR networks.",
+    )
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _egress_allow(cls, value: Any) -> Any:
+        """A JSON list or comma-separated entries (each entry is checked when the outbound
+        client is built: flowyard.outbound.egress)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ def cli(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.Completed
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("FLOWYARD_") or k == "FLOWYARD_SECRET_KEY"
+        if not k.startswith("FLOWYARD_") or k in ("FLOWYARD_SECRET_KEY", "FLOWYARD_EGRESS_ALLOW")
     }
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"

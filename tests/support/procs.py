@@ -63,7 +63,8 @@ class WorkerProcess:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("FLOWYARD_") or k == "FLOWYARD_SECRET_KEY"
+            if not k.startswith("FLOWYARD_")
+            or k in ("FLOWYARD_SECRET_KEY", "FLOWYARD_EGRESS_ALLOW")
         }
         env.update(
             {

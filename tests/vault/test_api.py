@@ -15,7 +15,13 @@ from support.auth import auth_headers
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
 SECRET = "sk-live-9f8e7d6c5b4a"
-BEARER = {"name": "crm", "type": "bearer", "description": "CRM", "data": {"token": SECRET}}
+BEARER = {
+    "name": "crm",
+    "type": "bearer",
+    "description": "CRM",
+    "data": {"token": SECRET},
+    "allowed_origins": ["https://crm.example.com"],
+}
 SMTP = {
     "name": "mail",
     "type": "smtp",
@@ -39,6 +45,7 @@ async def test_create_and_read_are_masked(anon: httpx.AsyncClient, container: Co
     assert made.status_code == 201, made.text
     body = made.json()
     assert body["data"] == {"token": "********"}
+    assert body["allowed_origins"] == ["https://crm.example.com"]
     assert body["name"] == "crm" and body["type"] == "bearer" and body["version"] == 1
     assert body["created_by"] == "user:admin" and body["key_id"]
     assert made.headers["location"] == f"{API}/credentials/crm"
@@ -65,6 +72,7 @@ async def test_list_pages_and_filters(anon: httpx.AsyncClient, container: Contai
     for n in range(5):
         body = {"name": f"c{n}", "type": "bearer" if n % 2 else "basic"}
         body["data"] = {"token": "t"} if n % 2 else {"username": "u", "password": "p"}
+        body["allowed_origins"] = ["https://x.example"]
         assert (await anon.post(f"{API}/credentials", json=body, headers=admin)).status_code == 201
     page = (await anon.get(f"{API}/credentials", params={"limit": 2}, headers=admin)).json()
     assert [c["name"] for c in page["items"]] == ["c0", "c1"] and page["next_cursor"] == "c1"

@@ -49,9 +49,17 @@ async def _seed(db_url: str) -> dict[str, str]:
     container = await build(settings(db_url))
     try:
         svc = container.credentials
-        await svc.create(NAMES[0], CredentialType.BEARER, {"token": SECRET})
-        await svc.create(NAMES[1], CredentialType.BASIC, {"username": "u", "password": SECRET})
-        await svc.create(NAMES[2], CredentialType.CUSTOM, {"k": SECRET})
+        origins = ["https://api.example.com"]
+        await svc.create(
+            NAMES[0], CredentialType.BEARER, {"token": SECRET}, allowed_origins=origins
+        )
+        await svc.create(
+            NAMES[1],
+            CredentialType.BASIC,
+            {"username": "u", "password": SECRET},
+            allowed_origins=origins,
+        )
+        await svc.create(NAMES[2], CredentialType.CUSTOM, {"k": SECRET}, allowed_origins=origins)
         return {v.record.name: v.record.key_id for v in await svc.list()}
     finally:
         await container.close()
@@ -173,7 +181,9 @@ def test_rotate_with_secret_key_env(
     async def late_write() -> None:
         container = await build(settings(db_url, secret_key=SECRET_KEY))
         try:
-            await container.credentials.create("late", CredentialType.BEARER, {"token": SECRET})
+            await container.credentials.create(
+                "late", CredentialType.BEARER, {"token": SECRET}, allowed_origins=["https://x.io"]
+            )
         finally:
             await container.close()
 
@@ -217,15 +227,16 @@ def test_crud_commands(db_url: str, runner: CliRunner, tmp_path: Path) -> None:
     made = runner.invoke(
         app,
         ["credentials", "create", "erp", "--type", "basic", "--data-file", str(data),
-         "--description", "ERP", "--db", db_url],
+         "--description", "ERP", "--allowed-origin", "https://erp.example.com", "--db", db_url],
     )  # fmt: skip
     assert made.exit_code == 0, made.output
     assert "created credential erp (basic) cred_" in made.stdout
     from_stdin = runner.invoke(
         app,
-        ["credentials", "create", "tok", "--type", "bearer", "--data-file", "-", "--db", db_url],
+        ["credentials", "create", "tok", "--type", "bearer", "--data-file", "-",
+         "--allowed-origin", "https://a.example", "--db", db_url],
         input=json.dumps({"token": SECRET}),
-    )
+    )  # fmt: skip
     assert from_stdin.exit_code == 0, from_stdin.output
 
     listed = runner.invoke(app, ["credentials", "list", "--db", db_url])
@@ -248,6 +259,8 @@ def test_crud_commands(db_url: str, runner: CliRunner, tmp_path: Path) -> None:
             "basic",
             "--data-file",
             str(data),
+            "--allowed-origin",
+            "https://erp.example.com",
             "--db",
             db_url,
         ],

@@ -3,9 +3,12 @@ blobs bound to their row, the keyring, masks and redaction."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import secrets
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -195,3 +198,25 @@ def test_redact_walks_values_and_transitions() -> None:
     assert clean.error is not None and clean.error.type == "http.400"
     assert clean.event[0] == "step.failed"
     assert redact_result(transition, set()) is transition
+
+
+def test_redact_catches_case_encodings_and_derived_forms() -> None:
+    secret = "s3cr3t/Value+Token"
+    pair = base64.b64encode(f"user:{secret}".encode()).decode()
+    echoes = {
+        "upper": f"BEARER {secret.upper()}",
+        "lower": secret.lower(),
+        "b64": base64.b64encode(secret.encode()).decode(),
+        "b64url": base64.urlsafe_b64encode(b"x" + secret.encode()).decode(),
+        "pair": f"basic {pair.lower()}",
+        "quoted": quote(secret, safe=""),
+        "plus": quote_plus(secret),
+        "json": json.dumps({"v": secret})[6:-1],
+    }
+    clean = redact(echoes, {secret})
+    for name, value in clean.items():
+        assert REDACTED in value, name
+        assert secret.lower() not in value.lower(), name
+    assert clean["upper"] == f"BEARER {REDACTED}"
+    # Short secrets are matched as they are (any case) but not in encoded forms.
+    assert redact("ab AB " + base64.b64encode(b"ab").decode(), {"ab"}) == "*** *** YWI="

@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -49,12 +50,21 @@ def workflow(url: str, credential: str, **config: Any) -> dict[str, Any]:
     }
 
 
-async def add_credentials(container: Container) -> None:
+async def add_credentials(container: Container, origin: str = "https://x.example") -> None:
     svc = container.credentials
-    await svc.create("tok", CredentialType.BEARER, {"token": TOKEN})
-    await svc.create("erp", CredentialType.BASIC, {"username": "svc", "password": PASSWORD})
+    origins = [origin]
+    await svc.create("tok", CredentialType.BEARER, {"token": TOKEN}, allowed_origins=origins)
     await svc.create(
-        "weather", CredentialType.API_KEY_HEADER, {"header": "X-Key", "value": API_KEY}
+        "erp",
+        CredentialType.BASIC,
+        {"username": "svc", "password": PASSWORD},
+        allowed_origins=origins,
+    )
+    await svc.create(
+        "weather",
+        CredentialType.API_KEY_HEADER,
+        {"header": "X-Key", "value": API_KEY},
+        allowed_origins=origins,
     )
     await svc.create("mail", CredentialType.SMTP, {"host": "smtp.x", "password": PASSWORD})
 
@@ -75,7 +85,7 @@ def assert_clean(text: str) -> None:
 async def test_each_type_sends_its_header_and_the_echo_is_redacted(
     container: Container, http_server: RecordingServer
 ) -> None:
-    await add_credentials(container)
+    await add_credentials(container, http_server.url)
     http_server.on("/echo", echo())
     url = f"{http_server.url}/echo"
     expected = {
@@ -104,7 +114,7 @@ async def test_each_type_sends_its_header_and_the_echo_is_redacted(
 async def test_an_error_echoing_the_secret_is_redacted(
     container: Container, http_server: RecordingServer
 ) -> None:
-    await add_credentials(container)
+    await add_credentials(container, http_server.url)
     http_server.on("/fail", echo(400))
     detail = await run_definition(container, workflow(f"{http_server.url}/fail", "tok"))
     assert detail.run.status is RunStatus.FAILED
@@ -120,7 +130,7 @@ async def test_an_error_echoing_the_secret_is_redacted(
 async def test_unknown_and_unusable_credentials_fail_the_step(
     container: Container, http_server: RecordingServer
 ) -> None:
-    await add_credentials(container)
+    await add_credentials(container, http_server.url)
     url = f"{http_server.url}/x"
     wrong = await run_definition(container, workflow(url, "mail"))
     assert wrong.run.status is RunStatus.FAILED
@@ -164,6 +174,7 @@ async def test_the_secret_is_nowhere_in_database_logs_or_audit(
         {"name": "erp", "type": "basic", "data": {"username": "svc", "password": PASSWORD}},
         {"name": "weather", "type": "api_key_header", "data": {"value": API_KEY}},
     ):
+        body["allowed_origins"] = [http_server.url]
         made = await anon.post("/api/v1/credentials", json=body, headers=admin)
         assert made.status_code == 201, made.text
     await anon.put(
@@ -200,3 +211,91 @@ async def test_the_secret_is_nowhere_in_database_logs_or_audit(
         response = await anon.get(f"/api/v1/runs/{run.run.id}", headers=admin)
         assert response.status_code == 200
         assert_clean(response.text)
+
+
+def transformed(secret: str) -> dict[str, str]:
+    """The forms of ``secret`` an upstream may echo back."""
+    raw = secret.encode()
+    return {
+        "upper": secret.upper(),
+        "lower": secret.lower(),
+        "b64": base64.b64encode(raw).decode(),
+        "b64url": base64.urlsafe_b64encode(b"~~" + raw).decode(),
+        "quoted": quote(f"token={secret}&x=1", safe=""),
+    }
+
+
+def assert_no_form(text: str, secrets: list[str]) -> None:
+    for secret in secrets:
+        for name, form in transformed(secret).items():
+            core = form[2:-2] if name.startswith("b64") else form  # alignment-independent part
+            assert core not in text, (name, form)
+            assert secret.lower() not in text.lower()
+
+
+async def test_transformed_echoes_never_reach_the_database_or_the_api(
+    anon: httpx.AsyncClient, container: Container, http_server: RecordingServer
+) -> None:
+    """An upstream echoing the credential in upper case, base64 (of the value or of the
+    basic pair) or URL-encoded: none of it reaches step rows, run rows, events or the API,
+    nor the scope of the next step."""
+    await add_credentials(container, http_server.url)
+
+    def mangle(status: int) -> Any:
+        def handler(rec: Recorded) -> Reply:
+            # The forms of what this request carried (an upstream can only echo that).
+            auth = rec.headers.get("Authorization", "")
+            received = [rec.headers.get("X-Key", "")]
+            if auth.startswith("Bearer "):
+                received.append(auth.removeprefix("Bearer "))
+            if auth.startswith("Basic "):
+                pair = base64.b64decode(auth.removeprefix("Basic ")).decode()
+                received += [pair, pair.split(":", 1)[1]]
+            forms = [transformed(secret) for secret in received if secret]
+            return Reply(
+                status,
+                {"auth": auth.upper(), "forms": forms, "basic": auth.split(" ")[-1].lower()},
+                {"X-Echo": auth.upper() or "none"},
+            )
+
+        return handler
+
+    http_server.on("/ok", mangle(200))
+    http_server.on("/fail", mangle(400))
+    admin = await auth_headers(container)
+    details = []
+    for path, name in (("/ok", "tok"), ("/ok", "erp"), ("/fail", "weather"), ("/fail", "erp")):
+        definition = workflow(f"{http_server.url}{path}", name)
+        definition["name"] = f"mangle-{name}-{path[1:]}"
+        definition["nodes"][0]["next"] = "copy"
+        definition["nodes"][0]["catch"] = [{"errors": ["*"], "next": "copy"}]
+        definition["nodes"].append(
+            {"id": "copy", "type": "set", "config": {"values": {"seen": "{{ steps.call }}"}}}
+        )
+        details.append(await run_definition(container, definition))
+    assert [d.run.status for d in details] == [RunStatus.SUCCEEDED] * 4
+    assert details[0].steps[0].output["body"]["auth"] == "BEARER ***"
+    secrets = [TOKEN, PASSWORD, API_KEY]
+    for detail in details:
+        assert_no_form(text_of(detail), secrets)
+        for path in ("", "/steps", "/events"):
+            response = await anon.get(f"/api/v1/runs/{detail.run.id}{path}", headers=admin)
+            assert response.status_code == 200
+            assert_no_form(response.text, secrets)
+    assert_no_form(await dump_database(container.settings.db_url), secrets)
+
+
+async def test_the_stored_output_is_what_the_node_type_declares(
+    container: Container, http_server: RecordingServer
+) -> None:
+    detail = await run_definition(
+        container,
+        {"name": "plain", "start": "call", "nodes": [
+            {"id": "call", "type": "http", "config": {"url": f"{http_server.url}/p"}}
+        ]},
+    )  # fmt: skip
+    output = detail.steps[0].output
+    assert set(output) == {"status", "headers", "body"} and output["body"] == {"ok": True}
+    schema = container.registry.describe()
+    http_entry = next(e for e in schema if e["type"] == "http")
+    assert set(http_entry["output_schema"]["properties"]) == {"status", "headers", "body"}

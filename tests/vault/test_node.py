@@ -3,6 +3,7 @@ the executor-free failure when there is no source."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,22 +15,26 @@ from flowyard.domain.errors import PermanentError
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.base import CredentialSource, StepContext
 from flowyard.nodes.registry import default_registry
-from support.http import RecordingServer
+from flowyard.outbound import AuthContext, Outbound, check_origin
+from support.http import RecordingServer, Reply
 
 REGISTRY = default_registry(load_plugins=False)
 
 
 class Source:
-    """A fixed set of credentials."""
+    """A fixed set of credentials, each allowed for ``origins``."""
 
-    def __init__(self, **creds: tuple[CredentialType, dict[str, Any]]) -> None:
+    def __init__(
+        self, origins: tuple[str, ...] = (), **creds: tuple[CredentialType, dict[str, Any]]
+    ) -> None:
+        self.origins = origins
         self.creds = creds
 
     async def get(self, name: str) -> ResolvedCredential:
         if name not in self.creds:
             raise PermanentError(f"no credential named {name!r}", error_type="credential.not_found")
         type_, data = self.creds[name]
-        return ResolvedCredential.of(name, type_, data)
+        return ResolvedCredential.of(name, type_, data, self.origins)
 
 
 @pytest.fixture
@@ -67,6 +72,7 @@ async def call(
 
 async def test_headers_per_type(client: httpx.AsyncClient, http_server: RecordingServer) -> None:
     source = Source(
+        (http_server.url,),
         b=(CredentialType.BEARER, {"token": "t0k"}),
         u=(CredentialType.BASIC, {"username": "a", "password": "b"}),
         k=(CredentialType.API_KEY_HEADER, {"header": "X-Token", "value": "v4l"}),
@@ -100,3 +106,58 @@ def test_nodes_without_credentials_reference_none() -> None:
     other = REGISTRY.get("set")
     assert other is not None
     assert other.credential_refs(other.parse_config({"values": {"a": 1}})) == []
+
+
+class RefreshTokenAuth:
+    """What a provider integration registers: an OAuth refresh-token exchange done inside the
+    outbound layer (its token URL checked against the credential's origins like any hop)."""
+
+    def header_names(self, credential: ResolvedCredential) -> frozenset[str]:
+        return frozenset({"authorization"})
+
+    async def headers(
+        self, credential: ResolvedCredential, url: httpx.URL, ctx: AuthContext
+    ) -> dict[str, str]:
+        token_url = httpx.URL(str(credential.values["token_url"]))
+        check_origin(credential, token_url)
+        request = ctx.outbound.build_request(
+            "POST",
+            token_url,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": credential.values["refresh_token"],
+            },
+        )
+        response = await ctx.outbound.send(request)
+        access = str(json.loads(await response.aread())["access_token"])
+        await response.aclose()
+        ctx.remember(access)
+        return {"Authorization": f"Bearer {access}"}
+
+
+async def test_integrations_authenticate_inside_the_outbound_layer(
+    client: httpx.AsyncClient, http_server: RecordingServer
+) -> None:
+    http_server.on("/token", lambda _: Reply(200, {"access_token": "acc-123456789"}))
+    data = {
+        "instance_url": "https://acme.my.salesforce.com",
+        "client_id": "c",
+        "client_secret": "cs",
+        "refresh_token": "rt-987654321",
+        "token_url": f"{http_server.url}/token",
+    }
+    outbound = Outbound(client)
+    outbound.authenticators.register(CredentialType.SALESFORCE_OAUTH, RefreshTokenAuth())
+    remembered: list[str] = []
+    step = ctx(client, Source((http_server.url,), sf=(CredentialType.SALESFORCE_OAUTH, data)))
+    step.outbound, step.remember_secret = outbound, remembered.append
+    request = client.build_request("GET", f"{http_server.url}/api")
+    response = await step.send(request, credential="sf")
+    await response.aclose()
+    [token_call] = http_server.to("/token")
+    assert b"refresh_token=rt-987654321" in token_call.body
+    assert http_server.to("/api")[0].headers["Authorization"] == "Bearer acc-123456789"
+    assert remembered == ["acc-123456789"]
+    assert await step.credential_info("sf") == {
+        k: v for k, v in data.items() if k not in ("client_secret", "refresh_token")
+    }

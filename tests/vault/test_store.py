@@ -18,6 +18,7 @@ from flowyard.store import Store, normalize_url
 from flowyard.store.schema import credentials
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ORIGINS = ["https://api.example.com"]
 
 
 def clock() -> datetime:
@@ -32,15 +33,21 @@ def service(store: Store, master: bytes | None = None, *previous: bytes) -> Cred
 async def test_create_get_list_update_delete(store: Store) -> None:
     svc = service(store)
     made = await svc.create(
-        "erp", CredentialType.BASIC, {"username": "u", "password": "pw-1"}, actor="user:a"
+        "erp",
+        CredentialType.BASIC,
+        {"username": "u", "password": "pw-1"},
+        actor="user:a",
+        allowed_origins=ORIGINS,
     )
     assert made.data == {"username": "u", "password": "********"}
     assert made.record.id.startswith("cred_") and made.record.version == 1
     for ref in ("erp", made.record.id):
         got = await svc.get(ref)
         assert got.record == made.record and got.data == made.data
-    await svc.create("tok", CredentialType.BEARER, {"token": "t-1"})
-    await svc.create("a-key", CredentialType.API_KEY_HEADER, {"value": "v"})
+    await svc.create("tok", CredentialType.BEARER, {"token": "t-1"}, allowed_origins=ORIGINS)
+    await svc.create(
+        "a-key", CredentialType.API_KEY_HEADER, {"value": "v"}, allowed_origins=ORIGINS
+    )
 
     names = [v.record.name for v in await svc.list()]
     assert names == ["a-key", "erp", "tok"]
@@ -48,7 +55,7 @@ async def test_create_get_list_update_delete(store: Store) -> None:
     assert [v.record.name for v in await svc.list(type_=CredentialType.BEARER)] == ["tok"]
 
     with pytest.raises(Conflict):
-        await svc.create("erp", CredentialType.BEARER, {"token": "x"})
+        await svc.create("erp", CredentialType.BEARER, {"token": "x"}, allowed_origins=ORIGINS)
 
     updated = await svc.update("erp", data={"username": "u2", "password": "pw-2"})
     assert updated.record.version == 2 and updated.data == {
@@ -75,8 +82,12 @@ async def test_create_get_list_update_delete(store: Store) -> None:
 
 async def test_a_ciphertext_moved_to_another_row_is_refused(store: Store, db_url: str) -> None:
     svc = service(store)
-    a = await svc.create("a", CredentialType.BEARER, {"token": "token-of-a"})
-    b = await svc.create("b", CredentialType.BEARER, {"token": "token-of-b"})
+    a = await svc.create(
+        "a", CredentialType.BEARER, {"token": "token-of-a"}, allowed_origins=ORIGINS
+    )
+    b = await svc.create(
+        "b", CredentialType.BEARER, {"token": "token-of-b"}, allowed_origins=ORIGINS
+    )
     engine = create_async_engine(normalize_url(db_url))
     try:
         async with engine.begin() as conn:
@@ -103,7 +114,9 @@ async def test_reencrypt_is_all_or_nothing(store: Store) -> None:
     old_master = secrets.token_bytes(32)
     svc = service(store, old_master)
     for n in range(5):
-        await svc.create(f"c{n}", CredentialType.BEARER, {"token": f"t{n}"})
+        await svc.create(
+            f"c{n}", CredentialType.BEARER, {"token": f"t{n}"}, allowed_origins=ORIGINS
+        )
     calls = 0
 
     def explode(stored: StoredCredential) -> tuple[bytes, str] | None:
@@ -138,6 +151,13 @@ async def test_store_record_round_trip(store: Store) -> None:
     assert await store.create_credential(record, b"\x00\x01blob") == record
     stored = await store.get_credential("x")
     assert stored == StoredCredential(record, b"\x00\x01blob")
+    origins = await store.update_credential(
+        "cred_x", {"allowed_origins": ["https://a.example", "https://*.b.example"]}, NOW
+    )
+    assert origins.record.allowed_origins == ("https://a.example", "https://*.b.example")
+    assert (
+        await store.get_credential("x")
+    ).record.allowed_origins == origins.record.allowed_origins
     with pytest.raises(ValueError):
         await store.update_credential("cred_x", {"name": "y"}, NOW)
     with pytest.raises(NotFound):

@@ -574,3 +574,6 @@ class NodeTypePublic(BaseModel):
     terminal: bool
     branching: bool
     config_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None = Field(
+        None, description="JSON Schema of the step output, when the type declares it."
+    )

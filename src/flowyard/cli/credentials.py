@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -46,9 +47,20 @@ credentials_app = typer.Typer(
 NEW_KEY_ENV = "FLOWYARD_NEW_SECRET_KEY"
 
 
+OriginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-origin",
+        help="An origin (scheme://host[:port]; '*.' for subdomains) the credential may be sent "
+        "to; repeat for several. Required for bearer, basic, api_key_header and custom.",
+    ),
+]
+
+
 def _row(view: CredentialView) -> list[str]:
     r = view.record
-    return [r.name, r.type.value, r.description or "", r.key_id, str(r.version), r.id]
+    origins = " ".join(view.allowed_origins) or "(none: refused)"
+    return [r.name, r.type.value, origins, r.description or "", r.key_id, str(r.version), r.id]
 
 
 @credentials_app.command("list")
@@ -68,10 +80,11 @@ def credentials_list(
                 return views
             after = page[-1].record.name
 
-    table = Table("name", "type", "description", "key id", "version", "id")
+    table = Table("name", "type", "allowed origins", "description", "key id", "version", "id")
     for view in with_container(db, fn):
         table.add_row(*(escape(cell) for cell in _row(view)))
-    out.print(table)
+    # Piped output is not cut at 80 columns (origins and ids would be).
+    (out if out.is_terminal else Console(width=240)).print(table)
 
 
 @credentials_app.command("show")
@@ -92,6 +105,7 @@ def credentials_show(
         "description": r.description,
         "data": view.data,
         "problem": view.problem,
+        "allowed_origins": list(view.allowed_origins),
         "key_id": r.key_id,
         "version": r.version,
         "created_by": r.created_by,
@@ -109,6 +123,7 @@ def credentials_create(
         Path, typer.Option("--data-file", help="JSON object of the type's fields ('-': stdin)")
     ],
     description: Annotated[str | None, typer.Option(help="What it is for")] = None,
+    allowed_origin: OriginOption = None,
     db: DbOption = None,
 ) -> None:
     """Create a credential from a JSON file or stdin (kept off the command line, so the
@@ -119,11 +134,42 @@ def credentials_create(
         entry = AuditEntry("credential.create", cli_actor(), "credential", None, source_ip="cli")
         with audit_scope(entry):
             return await container.credentials.create(
-                name, type_, data, description=description, actor=cli_actor()
+                name,
+                type_,
+                data,
+                description=description,
+                actor=cli_actor(),
+                allowed_origins=allowed_origin or None,
             )
 
     view = with_container(db, fn)
     out.print(f"created credential {view.record.name} ({view.record.type.value}) {view.record.id}")
+    out.print(f"allowed origins: {' '.join(view.allowed_origins)}")
+
+
+@credentials_app.command("set-origins")
+def credentials_set_origins(
+    name: Annotated[str, typer.Argument(help="Credential name")],
+    allowed_origin: OriginOption = None,
+    default: Annotated[
+        bool,
+        typer.Option("--default", help="Provider types: back to the provider's own endpoints."),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Replace the origins a credential may be sent to (e.g. for a credential made before
+    origins existed, which is refused until they are set)."""
+    if default == bool(allowed_origin):
+        fail("give --allowed-origin (one or more) or --default")
+    origins = None if default else list(allowed_origin or [])
+
+    async def fn(container: Container) -> CredentialView:
+        entry = AuditEntry("credential.update", cli_actor(), "credential", name, source_ip="cli")
+        with audit_scope(entry):
+            return await container.credentials.update(name, allowed_origins=origins)
+
+    view = with_container(db, fn)
+    out.print(f"credential {view.record.name}: allowed origins {' '.join(view.allowed_origins)}")
 
 
 @credentials_app.command("delete")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar, get_args
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, ValidationError
 
@@ -203,6 +205,9 @@ class CredentialRecord:
     updated_at: datetime
     created_by: str | None
     version: int
+    #: Normalised origins the credential may be sent to; None when never set (rows from
+    #: before migration 0007, provider credentials left to their defaults).
+    allowed_origins: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,58 +220,108 @@ class StoredCredential:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedCredential:
-    """A decrypted credential as a node uses it: plain values of every field, and the secret
-    strings (including derived forms such as a basic-auth header value) that must never leave
-    the step."""
+    """A decrypted credential as the outbound layer uses it (``flowyard.outbound``): plain
+    values of every field, the secret strings (including derived forms such as a basic-auth
+    header value) that must never leave the step, and the origins it may be sent to (empty:
+    none, it is refused everywhere). Node code never reads ``values``: it hands the
+    credential's name to ``StepContext.send``."""
 
     name: str
     type: CredentialType
     values: Mapping[str, Any]
     secrets: frozenset[str] = field(default_factory=frozenset)
+    allowed_origins: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"ResolvedCredential(name={self.name!r}, type={self.type.value!r}, values=<hidden>)"
 
+    @property
+    def public_values(self) -> dict[str, Any]:
+        """The plain (non-secret) fields, e.g. a Salesforce ``instance_url``."""
+        hidden = secret_fields(self.type, self.values)
+        return {k: v for k, v in self.values.items() if k not in hidden}
+
     @classmethod
-    def of(cls, name: str, type_: CredentialType, data: Mapping[str, Any]) -> ResolvedCredential:
+    def of(
+        cls,
+        name: str,
+        type_: CredentialType,
+        data: Mapping[str, Any],
+        allowed_origins: tuple[str, ...] = (),
+    ) -> ResolvedCredential:
         """From decrypted data: collects the secret values and their derived forms."""
         names = secret_fields(type_, data)
         secrets = {str(data[n]) for n in names if data.get(n) not in (None, "")}
         if type_ is CredentialType.BASIC:
             pair = f"{data['username']}:{data['password']}".encode()
             secrets.add(base64.b64encode(pair).decode())
-        return cls(name, type_, dict(data), frozenset(secrets))
+        return cls(name, type_, dict(data), frozenset(secrets), tuple(allowed_origins))
 
 
-def _redact_str(text: str, ordered: list[str]) -> str:
-    for secret in ordered:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+#: Secrets at least this long are also matched in encoded forms (base64 at any alignment,
+#: URL-encoding, JSON escaping); the encodings of shorter values would match ordinary text.
+MIN_ENCODED_SECRET = 6
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The forms of ``secret`` that redaction removes (each matched in any letter case): the
+    value itself, its URL-encodings, its JSON-escaped form, and its base64 (standard and
+    URL-safe) at each of the three alignments it can have inside a longer base64 text, so
+    ``base64(user:password)`` or ``base64(secret)`` echoed back are caught too."""
+    forms = {secret}
+    if len(secret) < MIN_ENCODED_SECRET:
+        return forms
+    forms.update({quote(secret, safe=""), quote(secret), quote_plus(secret)})
+    forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    forms.add(json.dumps(secret)[1:-1])
+    raw = secret.encode()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        # Characters that depend on the secret's bits only: skip those mixed with the
+        # bytes before it, and the last one, mixed with the bytes after it.
+        core = encoded[-(-8 * shift // 6) : (8 * (shift + len(raw))) // 6]
+        if len(core) >= MIN_ENCODED_SECRET:
+            forms.update({core, core.translate(_URLSAFE)})
+    return forms
+
+
+def _pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern matching every form of every secret, longest first (a secret that
+    contains another is removed whole); None when there is nothing to match."""
+    forms = {form for s in secrets if s for form in secret_forms(s) if form}
+    if not forms:
+        return None
+    ordered = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(re.escape(form) for form in ordered), re.IGNORECASE)
+
+
+def _redact_str(text: str, pattern: re.Pattern[str]) -> str:
+    return pattern.sub(REDACTED, text)
 
 
 def redact(value: Any, secrets: Iterable[str]) -> Any:
-    """``value`` with every occurrence of every secret replaced by ``REDACTED``, through
-    dicts (keys too), lists, tuples and strings. Longest secrets first, so a secret that
-    contains another is removed whole."""
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-    if not ordered:
+    """``value`` with every occurrence of every secret, in any letter case and in the
+    encoded forms of :func:`secret_forms`, replaced by ``REDACTED``, through dicts (keys
+    too), lists, tuples and strings."""
+    pattern = _pattern(secrets)
+    if pattern is None:
         return value
-    return _redact(value, ordered)
+    return _redact(value, pattern)
 
 
-def _redact(value: Any, ordered: list[str]) -> Any:
+def _redact(value: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(value, str):
-        return _redact_str(value, ordered)
+        return _redact_str(value, pattern)
     if isinstance(value, Mapping):
         return {
-            (_redact_str(k, ordered) if isinstance(k, str) else k): _redact(v, ordered)
+            (_redact_str(k, pattern) if isinstance(k, str) else k): _redact(v, pattern)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_redact(v, ordered) for v in value]
+        return [_redact(v, pattern) for v in value]
     if isinstance(value, tuple):
-        return tuple(_redact(v, ordered) for v in value)
+        return tuple(_redact(v, pattern) for v in value)
     return value
 
 
@@ -280,16 +335,16 @@ def redact_result(value: T, secrets: Iterable[str]) -> T:
     """A result dataclass (e.g. a step's ``Transition``) with every secret removed from its
     data fields (:data:`DATA_FIELDS`) and from event data, recursively through nested
     dataclasses and tuples of them."""
-    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
-    if not ordered:
+    pattern = _pattern(secrets)
+    if pattern is None:
         return value
-    result: T = _redact_result(value, ordered)
+    result: T = _redact_result(value, pattern)
     return result
 
 
-def _redact_result(obj: Any, ordered: list[str]) -> Any:
+def _redact_result(obj: Any, pattern: re.Pattern[str]) -> Any:
     if isinstance(obj, tuple):
-        return tuple(_redact_result(item, ordered) for item in obj)
+        return tuple(_redact_result(item, pattern) for item in obj)
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return obj
     changes: dict[str, Any] = {}
@@ -298,11 +353,11 @@ def _redact_result(obj: Any, ordered: list[str]) -> Any:
             continue
         value = getattr(obj, f.name)
         if f.name in DATA_FIELDS:
-            changes[f.name] = _redact(value, ordered)
+            changes[f.name] = _redact(value, pattern)
         elif f.name == "event" and isinstance(value, tuple) and len(value) == 2:
-            changes[f.name] = (value[0], _redact(value[1], ordered))
+            changes[f.name] = (value[0], _redact(value[1], pattern))
         elif f.name == "extra_events" and isinstance(value, tuple):
-            changes[f.name] = tuple((kind, _redact(data, ordered)) for kind, data in value)
+            changes[f.name] = tuple((kind, _redact(data, pattern)) for kind, data in value)
         elif isinstance(value, tuple) or dataclasses.is_dataclass(value):
-            changes[f.name] = _redact_result(value, ordered)
+            changes[f.name] = _redact_result(value, pattern)
     return dataclasses.replace(obj, **changes) if changes else obj

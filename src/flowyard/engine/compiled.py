@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from flowyard.domain.definition import CatchRule, NodeSpec, RetryPolicy, WorkflowDefinition
+from flowyard.domain.errors import Problem
+from flowyard.expressions.references import keys_read
 from flowyard.nodes.base import NodeType
 
 #: Used when neither the node nor the workflow sets a policy: transient failures get a few
@@ -40,11 +43,86 @@ class CompiledNode:
 
 
 @dataclass(frozen=True, slots=True)
+class VarGuard:
+    """The definition ``vars`` a run start may not set: those read by the templates that
+    decide where a credentialed request goes (its URL, headers, query). ``names`` maps each
+    to the node reading it; ``every`` names a node whose templates use ``vars`` in a way that
+    could read any key (then no var may be set at run start)."""
+
+    names: Mapping[str, str] = field(default_factory=dict)
+    every: str | None = None
+
+    def problems(self, run_vars: Mapping[str, Any] | None) -> list[Problem]:
+        """One problem per run-start var this guard refuses, at ``/vars/<name>``."""
+        problems: list[Problem] = []
+        for name in run_vars or {}:
+            node = self.every if self.every is not None else self.names.get(name)
+            if node is None:
+                continue
+            token = str(name).replace("~", "~0").replace("/", "~1")
+            problems.append(
+                Problem(
+                    f"/vars/{token}",
+                    f"var {name!r} feeds where node {node!r} sends its credential (URL, "
+                    "headers or query); a run start may not set it: change it in the "
+                    "definition",
+                    "protected_var",
+                )
+            )
+        return problems
+
+
+def guard_vars(nodes: Mapping[str, CompiledNode]) -> VarGuard:
+    """The :class:`VarGuard` of compiled nodes (each node type names the config fields that
+    decide where its credential goes: ``request_target_pointers``)."""
+    names: dict[str, str] = {}
+    for node_id, node in nodes.items():
+        for pointer in node.node_type.request_target_pointers(node.config):
+            for source in _templates(_at(node.spec.config, pointer)):
+                read = keys_read(source, "vars")
+                if read is None:
+                    return VarGuard(names, every=node_id)
+                for name in read:
+                    names.setdefault(name, node_id)
+    return VarGuard(names)
+
+
+def _at(config: Mapping[str, Any], pointer: str) -> Any:
+    """The raw config value at a node-relative ``/config/...`` pointer (None if absent)."""
+    value: Any = config
+    for token in pointer.removeprefix("/config").split("/")[1:]:
+        key = token.replace("~1", "/").replace("~0", "~")
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _templates(value: Any) -> list[str]:
+    """Every template string inside ``value`` (dict keys included)."""
+    found: list[str] = []
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "{{" in item or "{%" in item:
+                found.append(item)
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledWorkflow:
     """A validated definition with everything resolved; immutable and cacheable per version."""
 
     definition: WorkflowDefinition
     nodes: dict[str, CompiledNode]
+    #: Run-start vars that may not be set (see :class:`VarGuard`).
+    var_guard: VarGuard = field(default_factory=VarGuard)
 
     @property
     def start(self) -> CompiledNode:

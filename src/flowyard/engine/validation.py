@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from flowyard.domain.definition import NODE_ID_PATTERN, NodeSpec, WorkflowDefinition
 from flowyard.domain.errors import DefinitionError, Problem
 from flowyard.domain.state_machine import is_state_machine
-from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow
+from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow, guard_vars
 from flowyard.engine.state_machine import compile_state_machine
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import NodeType, Route
@@ -316,7 +316,7 @@ class DefinitionValidator:
                 timeout_s=info.spec.timeout_s or definition.defaults.timeout_s,
                 in_cycle=node_id in in_cycle,
             )
-        return CompiledWorkflow(definition=definition, nodes=nodes)
+        return CompiledWorkflow(definition=definition, nodes=nodes, var_guard=guard_vars(nodes))
 
 
 def _targets(info: _NodeInfo) -> list[str]:

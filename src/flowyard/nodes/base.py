@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
@@ -23,6 +23,7 @@ from flowyard.domain.credentials import ResolvedCredential
 from flowyard.domain.errors import PermanentError
 from flowyard.domain.records import BranchResult, SignalRecord
 from flowyard.expressions import ExpressionEngine
+from flowyard.outbound import Outbound
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -99,7 +100,8 @@ class WorkflowResolver(Protocol):
 
 
 class CredentialSource(Protocol):
-    """Resolves credentials by name, inside a worker only (the vault is wired in bootstrap)."""
+    """Resolves credentials by name, inside a worker only (the vault is wired in bootstrap).
+    What it returns goes to the outbound layer, never to node code."""
 
     async def get(self, name: str) -> ResolvedCredential:
         """The decrypted credential; PermanentError(``credential.not_found``) when unknown."""
@@ -137,21 +139,47 @@ class StepContext:
     children: Sequence[BranchResult] | None = None
     #: Resolves the workflows a sub-workflow step starts (None outside a worker).
     workflows: WorkflowResolver | None = None
+    #: The outbound layer (credential application, redirects); None: one over ``http``.
+    outbound: Outbound | None = None
+    #: Adds a secret derived while sending (an OAuth access token) to what is redacted.
+    remember_secret: Callable[[str], None] | None = None
 
     @property
     def resumed(self) -> bool:
         """True when the step waited before (this is its wake-up)."""
         return self.waiting_for is not None
 
-    async def credential(self, name: str) -> ResolvedCredential:
-        """The credential called ``name``. Its secret values are redacted from whatever the
-        step outputs or raises (the worker does it); never log them."""
+    async def _resolve(self, name: str) -> ResolvedCredential:
         if self.credentials is None:
             raise PermanentError(
                 f"no credential source to resolve {name!r} (credentials resolve in workers)",
                 error_type="credential.unavailable",
             )
         return await self.credentials.get(name)
+
+    async def credential_info(self, name: str) -> dict[str, Any]:
+        """The plain (non-secret) fields of the credential called ``name`` (e.g. an
+        ``instance_url`` to build URLs with); its secrets stay in the outbound layer."""
+        return (await self._resolve(name)).public_values
+
+    async def send(
+        self,
+        request: httpx.Request,
+        *,
+        credential: str | None = None,
+        follow_redirects: bool = False,
+    ) -> httpx.Response:
+        """Send ``request`` through the outbound layer (streamed: read and close the
+        response). With ``credential``, the credential of that name is attached at send time
+        to each hop whose origin it admits (``credential.origin_not_allowed`` when the
+        request's own origin is not one); the node never sees its values. Every hop obeys
+        the egress policy of the client."""
+        resolved = await self._resolve(credential) if credential is not None else None
+        outbound = self.outbound if self.outbound is not None else Outbound(self.http)
+        remember = self.remember_secret if self.remember_secret is not None else _ignore
+        return await outbound.send(
+            request, credential=resolved, follow_redirects=follow_redirects, remember=remember
+        )
 
     async def render(self, value: Any, scope: Mapping[str, Any] | None = None) -> Any:
         """Render every template inside ``value`` against the run scope (or ``scope``).
@@ -167,11 +195,19 @@ class StepContext:
         return await self.expressions.test_async(condition, self.scope)
 
 
+def _ignore(_: str) -> None:
+    return None
+
+
 class NodeType(ABC, Generic[C]):
     """Base class of every node type; subclasses set the class variables and ``execute``."""
 
     type_name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]] = EmptyConfig
+    #: The shape of the output, when the type declares it: the worker stores exactly what
+    #: this model admits (unknown keys dropped; a mismatch fails the step), and
+    #: ``GET /node-types`` serves its JSON Schema as ``output_schema``.
+    output_model: ClassVar[type[BaseModel] | None] = None
     description: ClassVar[str] = ""
     #: Terminal node types end a path; a ``next`` on them is a definition error.
     terminal: ClassVar[bool] = False
@@ -189,6 +225,12 @@ class NodeType(ABC, Generic[C]):
     def credential_refs(self, config: C) -> list[tuple[str, str]]:
         """``(pointer relative to the node, credential name)`` of every credential the config
         references, so a save can check they exist."""
+        return []
+
+    def request_target_pointers(self, config: C) -> list[str]:
+        """Pointers (relative to the node, e.g. ``/config/url``) of the config fields that
+        decide where a credentialed request goes (URL, headers, query), when the node sends
+        a credential. Run-start ``vars`` may not set the vars these templates read."""
         return []
 
     def branch_routes(self, config: C) -> list[Route]:
@@ -218,4 +260,7 @@ class NodeType(ABC, Generic[C]):
             "terminal": cls.terminal,
             "branching": cls.branching,
             "config_schema": cls.config_model.model_json_schema(),
+            "output_schema": (
+                cls.output_model.model_json_schema() if cls.output_model is not None else None
+            ),
         }

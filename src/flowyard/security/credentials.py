@@ -4,7 +4,7 @@ metadata and a mask) and resolution by name, for workers only."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,8 @@ from flowyard.domain.errors import (
     StoreUnavailable,
     TransientError,
 )
+from flowyard.outbound import HTTP_STYLE, OriginError, parse_origin, provider_origins
+from flowyard.outbound.origins import MAX_ORIGINS
 from flowyard.security.vault import Vault, VaultError
 from flowyard.store.ports import Store
 
@@ -44,11 +46,64 @@ UNSET = _Unset()
 @dataclass(frozen=True, slots=True)
 class CredentialView:
     """What reads return: metadata and the masked data (None when it cannot be decrypted,
-    ``problem`` then says why)."""
+    ``problem`` then says why), and the origins the credential may be sent to (the
+    provider's defaults when none were set; empty: none, it is refused everywhere)."""
 
     record: CredentialRecord
     data: dict[str, Any] | None
     problem: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+
+
+def effective_origins(record: CredentialRecord, data: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The origins a credential may be sent to: those an admin set, else (provider types)
+    the provider's own endpoints from its data, else none."""
+    if record.allowed_origins is not None:
+        return record.allowed_origins
+    if data is None:
+        return ()
+    try:
+        return tuple(provider_origins(record.type, data) or ())
+    except (OriginError, KeyError, ValueError):
+        return ()
+
+
+def check_origins(type_: CredentialType, origins: Sequence[str] | None) -> list[str] | None:
+    """Normalised ``origins`` (InvalidInput locating each bad one under
+    ``/allowed_origins``); None (provider defaults) only for provider types."""
+    if origins is None:
+        if type_ in HTTP_STYLE:
+            raise InvalidInput(
+                f"a {type_.value} credential needs allowed_origins",
+                [
+                    Problem(
+                        "/allowed_origins",
+                        f"required for {type_.value} credentials: the origins "
+                        "(scheme://host[:port], e.g. https://api.example.com) it may be sent to",
+                        "missing",
+                    )
+                ],
+            )
+        return None
+    problems: list[Problem] = []
+    normal: list[str] = []
+    if not origins:
+        problems.append(
+            Problem("/allowed_origins", "give at least one origin (or omit it)", "too_short")
+        )
+    if len(origins) > MAX_ORIGINS:
+        problems.append(Problem("/allowed_origins", f"at most {MAX_ORIGINS}", "too_long"))
+    for index, text in enumerate(origins[:MAX_ORIGINS]):
+        try:
+            origin = str(parse_origin(text))
+        except OriginError as exc:
+            problems.append(Problem(f"/allowed_origins/{index}", str(exc), "origin"))
+            continue
+        if origin not in normal:
+            normal.append(origin)
+    if problems:
+        raise InvalidInput("invalid allowed_origins", problems)
+    return normal
 
 
 def _check_name(name: str) -> None:
@@ -78,11 +133,14 @@ class CredentialService:
 
     def view(self, stored: StoredCredential) -> CredentialView:
         """The masked view of a row."""
+        record = stored.record
         try:
             data = self.vault.open(stored)
         except VaultError as exc:
-            return CredentialView(stored.record, None, exc.message)
-        return CredentialView(stored.record, mask(stored.record.type, data))
+            return CredentialView(record, None, exc.message, effective_origins(record, None))
+        return CredentialView(
+            record, mask(record.type, data), None, effective_origins(record, data)
+        )
 
     async def create(
         self,
@@ -92,19 +150,32 @@ class CredentialService:
         *,
         description: str | None = None,
         actor: str | None = None,
+        allowed_origins: Sequence[str] | None = None,
     ) -> CredentialView:
-        """Validate, encrypt and store a new credential (Conflict on a taken name)."""
+        """Validate, encrypt and store a new credential (Conflict on a taken name).
+        ``allowed_origins`` is required for the http-style types; provider types default to
+        their own endpoints."""
         _check_name(name)
         _check_description(description)
         plain = parse_data(type_, data)
+        origins = check_origins(type_, allowed_origins)
         cred_id = new_credential_id()
         ciphertext, key_id = self.vault.encrypt(cred_id, type_, plain)
         now = self.clock()
         record = CredentialRecord(
-            cred_id, name, type_, description, key_id, now, now, actor, version=1
+            cred_id,
+            name,
+            type_,
+            description,
+            key_id,
+            now,
+            now,
+            actor,
+            version=1,
+            allowed_origins=None if origins is None else tuple(origins),
         )
         await self.store.create_credential(record, ciphertext)
-        return CredentialView(record, mask(type_, plain))
+        return CredentialView(record, mask(type_, plain), None, effective_origins(record, plain))
 
     async def get(self, ref: str) -> CredentialView:
         """A credential by name or id, masked (NotFound)."""
@@ -123,11 +194,12 @@ class CredentialService:
         *,
         data: Any = None,
         description: str | _Unset | None = UNSET,
+        allowed_origins: Sequence[str] | _Unset | None = UNSET,
         expected_version: int | None = None,
     ) -> CredentialView:
-        """Replace the data (whole: secrets are never read back to merge) and/or the
-        description; the version goes up (NotFound; Conflict when ``expected_version`` is
-        stale)."""
+        """Replace the data (whole: secrets are never read back to merge), the description
+        and/or the allowed origins (None: the provider's defaults, for provider types); the
+        version goes up (NotFound; Conflict when ``expected_version`` is stale)."""
         current = await self.store.get_credential(ref)
         record = current.record
         changes: dict[str, Any] = {}
@@ -140,15 +212,23 @@ class CredentialService:
         if not isinstance(description, _Unset):
             _check_description(description)
             changes["description"] = description
+        if not isinstance(allowed_origins, _Unset):
+            changes["allowed_origins"] = check_origins(record.type, allowed_origins)
         if not changes:
             raise InvalidInput(
-                "nothing to change", [Problem("", "give data and/or description", "empty")]
+                "nothing to change",
+                [Problem("", "give data, description and/or allowed_origins", "empty")],
             )
         updated = await self.store.update_credential(
             record.id, changes, self.clock(), expected_version=expected_version
         )
         if plain is not None:
-            return CredentialView(updated.record, mask(record.type, plain))
+            return CredentialView(
+                updated.record,
+                mask(record.type, plain),
+                None,
+                effective_origins(updated.record, plain),
+            )
         return self.view(updated)
 
     async def delete(self, ref: str) -> None:
@@ -219,7 +299,9 @@ class CredentialResolver:
                 error_type="credential.unreadable",
                 details={"credential": name, "key_id": stored.record.key_id},
             ) from None
-        resolved = ResolvedCredential.of(name, stored.record.type, data)
+        resolved = ResolvedCredential.of(
+            name, stored.record.type, data, effective_origins(stored.record, data)
+        )
         if self.ttl_s > 0:
             self._cache[name] = (now + self.ttl_s, resolved)
         return resolved

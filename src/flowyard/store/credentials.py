@@ -19,7 +19,15 @@ from flowyard.store.base import SqlBase
 from flowyard.store.schema import credentials
 
 #: Columns ``update_credential`` may change.
-UPDATABLE = frozenset({"ciphertext", "key_id", "description"})
+UPDATABLE = frozenset({"ciphertext", "key_id", "description", "allowed_origins"})
+
+
+def _origins(value: Any) -> tuple[str, ...] | None:
+    """The stored origins; anything but a list of strings (a hand-edited row) reads as
+    unset, which refuses the credential at use rather than guessing."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
 
 
 def _stored(row: Row[Any]) -> StoredCredential:
@@ -33,6 +41,7 @@ def _stored(row: Row[Any]) -> StoredCredential:
         row.updated_at,
         row.created_by,
         row.version,
+        _origins(row.allowed_origins),
     )
     return StoredCredential(record, bytes(row.ciphertext))
 
@@ -63,6 +72,9 @@ class CredentialOps(SqlBase):
                     created_by=record.created_by,
                     created_at=record.created_at,
                     updated_at=record.updated_at,
+                    allowed_origins=(
+                        None if record.allowed_origins is None else list(record.allowed_origins)
+                    ),
                 )
             )
             return record
@@ -106,8 +118,9 @@ class CredentialOps(SqlBase):
         *,
         expected_version: int | None = None,
     ) -> StoredCredential:
-        """Change ``ciphertext`` + ``key_id`` and/or ``description``; the version goes up by
-        one (NotFound; Conflict when ``expected_version`` is stale)."""
+        """Change ``ciphertext`` + ``key_id``, ``description`` and/or ``allowed_origins`` (a
+        list, or None); the version goes up by one (NotFound; Conflict when
+        ``expected_version`` is stale)."""
         unknown = set(changes) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")

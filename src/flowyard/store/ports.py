@@ -432,8 +432,8 @@ class Store(Protocol):
         *,
         expected_version: int | None = None,
     ) -> StoredCredential:
-        """Change ``ciphertext``/``key_id``/``description``; version + 1 (NotFound; Conflict
-        when ``expected_version`` is stale)."""
+        """Change ``ciphertext``/``key_id``/``description``/``allowed_origins``; version + 1
+        (NotFound; Conflict when ``expected_version`` is stale)."""
         ...
 
     async def delete_credential(self, cred_id: str) -> None:

@@ -4,6 +4,7 @@ transition. No database access here; the worker commits what this returns."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from flowyard.domain.commands import Transition
 from flowyard.domain.credentials import ResolvedCredential, redact, redact_result
@@ -27,7 +29,14 @@ from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.transitions import on_failure, on_success
 from flowyard.expressions import ExpressionEngine, ExpressionError
-from flowyard.nodes.base import CredentialSource, StepContext, WorkflowResolver
+from flowyard.nodes.base import (
+    CredentialSource,
+    NodeOutcome,
+    NodeType,
+    StepContext,
+    WorkflowResolver,
+)
+from flowyard.outbound import Outbound
 from flowyard.store.ports import RunState
 
 _log = logging.getLogger("flowyard.worker")
@@ -64,8 +73,8 @@ def _classify(exc: Exception) -> ErrorInfo:
 
 
 class _RecordingSource:
-    """Hands credentials to one step and remembers their secret values, to redact them from
-    what the step produces."""
+    """Hands credentials to one step (for the outbound layer) and remembers their secret
+    values, and those derived while sending, to redact them from what the step produces."""
 
     def __init__(self, source: CredentialSource) -> None:
         self.source = source
@@ -75,6 +84,29 @@ class _RecordingSource:
         resolved = await self.source.get(name)
         self.secrets.update(resolved.secrets)
         return resolved
+
+    def remember(self, secret: str) -> None:
+        """Redact ``secret`` too (e.g. an access token an authenticator obtained)."""
+        if secret:
+            self.secrets.add(secret)
+
+
+def declared_output(node_type: NodeType[Any], outcome: NodeOutcome) -> NodeOutcome:
+    """The outcome with its output reduced to what the node type's ``output_model`` admits
+    (keys it does not declare are dropped); a node type breaking its own declaration fails
+    the step (``node.output_invalid``)."""
+    model = node_type.output_model
+    if model is None or outcome.output is None:
+        return outcome
+    try:
+        output = model.model_validate(outcome.output).model_dump(mode="json")
+    except ValidationError as exc:
+        raise PermanentError(
+            f"the {node_type.type_name} node produced an output its type does not declare "
+            f"({exc.error_count()} problem(s))",
+            error_type="node.output_invalid",
+        ) from None
+    return dataclasses.replace(outcome, output=output)
 
 
 class StepExecutor:
@@ -90,12 +122,14 @@ class StepExecutor:
         rand: Callable[[], float] = random.random,
         credentials: CredentialSource | None = None,
         workflows: WorkflowResolver | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self.credentials = credentials
         self.workflows = workflows
         self.cache = cache
         self.expressions = expressions
         self.http = http
+        self.outbound = outbound if outbound is not None else Outbound(http)
         self.clock = clock
         self.rand = rand
 
@@ -150,6 +184,8 @@ class StepExecutor:
             signals=state.signals,
             children=state.children.get(step.id),
             workflows=self.workflows,
+            outbound=self.outbound,
+            remember_secret=recorder.remember if recorder is not None else None,
         )
         try:
             if node.timeout_s is not None:
@@ -157,6 +193,7 @@ class StepExecutor:
                     outcome = await node.node_type.execute(ctx, node.config)
             else:
                 outcome = await node.node_type.execute(ctx, node.config)
+            outcome = declared_output(node.node_type, outcome)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

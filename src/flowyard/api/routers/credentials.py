@@ -21,6 +21,12 @@ router = APIRouter(tags=["credentials"])
 CredentialName = Annotated[
     str, Field(pattern=NAME_PATTERN, description="How node configs refer to the credential.")
 ]
+ORIGINS_HELP = (
+    "Origins (scheme://host[:port]; a leading '*.' admits every subdomain) the credential may "
+    "be sent to; a request elsewhere fails with credential.origin_not_allowed. Required for "
+    "bearer, basic, api_key_header and custom; provider types default to their own endpoints."
+)
+Origins = Annotated[list[Annotated[str, Field(max_length=300)]], Field(max_length=50)]
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "bearer": {
@@ -30,6 +36,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "type": "bearer",
             "description": "CRM API token",
             "data": {"token": "eyJhbGciOi..."},
+            "allowed_origins": ["https://crm.example.com"],
         },
     },
     "basic": {
@@ -38,6 +45,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "name": "legacy-erp",
             "type": "basic",
             "data": {"username": "svc-flowyard", "password": "s3cret"},
+            "allowed_origins": ["https://erp.example.com:8443"],
         },
     },
     "api_key_header": {
@@ -46,6 +54,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "name": "weather",
             "type": "api_key_header",
             "data": {"header": "X-API-Key", "value": "k-123"},
+            "allowed_origins": ["https://api.weather.example", "https://*.weather.example"],
         },
     },
     "smtp": {
@@ -92,6 +101,7 @@ class CredentialCreate(BaseModel):
         description="The fields of the type; secret ones are write-only.",
         json_schema_extra={"writeOnly": True},
     )
+    allowed_origins: Origins | None = Field(None, description=ORIGINS_HELP)
 
 
 class CredentialUpdate(BaseModel):
@@ -104,6 +114,7 @@ class CredentialUpdate(BaseModel):
             "examples": [
                 {"data": {"token": "new-token"}, "version": 1},
                 {"description": "rotated quarterly"},
+                {"allowed_origins": ["https://crm.example.com"]},
             ]
         },
     )
@@ -114,6 +125,11 @@ class CredentialUpdate(BaseModel):
     )
     description: str | None = Field(
         None, max_length=MAX_DESCRIPTION, description="Omit to keep; null clears it."
+    )
+    allowed_origins: Origins | None = Field(
+        None,
+        description="Omit to keep; null: the provider's defaults (provider types only). "
+        + ORIGINS_HELP,
     )
     version: int | None = Field(
         None,
@@ -136,6 +152,7 @@ class CredentialPublic(BaseModel):
                     "type": "basic",
                     "description": None,
                     "data": {"username": "svc-flowyard", "password": "********"},
+                    "allowed_origins": ["https://erp.example.com:8443"],
                     "key_id": "3f9a0c1d2e4b5a69",
                     "version": 1,
                     "created_by": "user:admin",
@@ -153,6 +170,10 @@ class CredentialPublic(BaseModel):
         description="Masked data; null when it cannot be decrypted (see `problem`)."
     )
     problem: str | None = Field(None, description="Why the data cannot be decrypted.")
+    allowed_origins: list[str] = Field(
+        description="Where the credential may be sent (normalised; the provider's defaults "
+        "when none were set). Empty: nowhere, an admin must set them."
+    )
     key_id: str = Field(description="Fingerprint of the vault key that encrypts the data.")
     version: int
     created_by: str | None
@@ -170,6 +191,7 @@ class CredentialPublic(BaseModel):
             description=r.description,
             data=view.data,
             problem=view.problem,
+            allowed_origins=list(view.allowed_origins),
             key_id=r.key_id,
             version=r.version,
             created_by=r.created_by,
@@ -229,7 +251,12 @@ async def create_credential(
 ) -> CredentialPublic:
     """Create a credential (admin). Its data is encrypted at rest and never returned."""
     view = await _credentials(request).create(
-        body.name, body.type, body.data, description=body.description, actor=actor
+        body.name,
+        body.type,
+        body.data,
+        description=body.description,
+        actor=actor,
+        allowed_origins=body.allowed_origins,
     )
     response.headers["Location"] = f"/api/v1/credentials/{view.record.name}"
     return CredentialPublic.of(view)
@@ -262,11 +289,15 @@ async def get_credential(request: Request, name: str) -> CredentialPublic:
 async def update_credential(
     request: Request, name: str, body: CredentialUpdate
 ) -> CredentialPublic:
-    """Replace the data and/or description (admin); the version goes up by one. Workers
-    see the change within ``FLOWYARD_CREDENTIAL_CACHE_TTL_S`` (5 s)."""
-    description = body.description if "description" in body.model_fields_set else UNSET
+    """Replace the data, description and/or allowed origins (admin); the version goes up by
+    one. Workers see the change within ``FLOWYARD_CREDENTIAL_CACHE_TTL_S`` (5 s)."""
+    given = body.model_fields_set
     view = await _credentials(request).update(
-        name, data=body.data, description=description, expected_version=body.version
+        name,
+        data=body.data,
+        description=body.description if "description" in given else UNSET,
+        allowed_origins=body.allowed_origins if "allowed_origins" in given else UNSET,
+        expected_version=body.version,
     )
     return CredentialPublic.of(view)
 

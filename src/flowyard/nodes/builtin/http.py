@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import json
 import time
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flowyard.domain.credentials import NAME_PATTERN, CredentialType, ResolvedCredential
+from flowyard.domain.credentials import NAME_PATTERN
 from flowyard.domain.errors import PermanentError, TransientError
 from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
 
@@ -39,8 +38,9 @@ class HttpConfig(NodeConfig):
         None,
         pattern=NAME_PATTERN,
         description="Name of a credential to authenticate with: bearer (Authorization: Bearer), "
-        "basic (Authorization: Basic) or api_key_header (its header). Resolved by the worker; "
-        "its secrets are redacted from the step's output and errors.",
+        "basic (Authorization: Basic) or api_key_header (its header). Attached by the worker at "
+        "send time, only to origins the credential allows (on redirects too); its secrets are "
+        "redacted from the step's output and errors.",
     )
 
     @model_validator(mode="after")
@@ -65,6 +65,16 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
+class HttpOutput(BaseModel):
+    """What an http step stores: the final response's status, headers and decoded body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: int = Field(description="HTTP status of the (last) response.")
+    headers: dict[str, str] = Field(description="Response headers (lower-case names).")
+    body: Any = Field(description="The body: parsed JSON when the response says JSON, else text.")
+
+
 class HttpNode(NodeType[HttpConfig]):
     """Send a request; output ``{status, headers, body}``.
 
@@ -74,18 +84,24 @@ class HttpNode(NodeType[HttpConfig]):
 
     type_name = "http"
     config_model = HttpConfig
+    output_model = HttpOutput
     description = "Calls an HTTP endpoint. Output: {status, headers, body}."
 
     def credential_refs(self, config: HttpConfig) -> list[tuple[str, str]]:
         """The ``credential`` of the config, if any."""
         return [("/config/credential", config.credential)] if config.credential else []
 
+    def request_target_pointers(self, config: HttpConfig) -> list[str]:
+        """URL, headers and query decide where the credential goes."""
+        if not config.credential:
+            return []
+        return ["/config/url", "/config/headers", "/config/query"]
+
     async def execute(self, ctx: StepContext, config: HttpConfig) -> NodeOutcome:
-        """Render the request, send it and classify the answer."""
+        """Render the request, send it (the outbound layer attaches the credential) and
+        classify the answer."""
         url = str(await ctx.render(config.url))
         headers = {str(k): str(v) for k, v in (await ctx.render(config.headers)).items()}
-        if config.credential:
-            _authenticate(headers, await ctx.credential(config.credential))
         if config.idempotency_header and config.idempotency_header not in headers:
             headers[config.idempotency_header] = ctx.idempotency_key
         kwargs: dict[str, Any] = {"headers": headers, "params": await ctx.render(config.query)}
@@ -101,8 +117,8 @@ class HttpNode(NodeType[HttpConfig]):
                 f"invalid request: {exc}", error_type="http.invalid_request"
             ) from exc
         try:
-            response = await ctx.http.send(
-                request, stream=True, follow_redirects=config.follow_redirects
+            response = await ctx.send(
+                request, credential=config.credential, follow_redirects=config.follow_redirects
             )
             try:
                 raw = await _read_limited(response, config.max_response_bytes)
@@ -120,32 +136,6 @@ class HttpNode(NodeType[HttpConfig]):
                 error_type="http.network",
             ) from exc
         return _classify(config.method, url, response, raw)
-
-
-def _set_header(headers: dict[str, str], name: str, value: str) -> None:
-    """Set ``name`` replacing any spelling of it already there (header names ignore case)."""
-    for key in [k for k in headers if k.lower() == name.lower()]:
-        del headers[key]
-    headers[name] = value
-
-
-def _authenticate(headers: dict[str, str], credential: ResolvedCredential) -> None:
-    """Add the credential's header; it wins over a header of the same name in the config."""
-    values = credential.values
-    if credential.type is CredentialType.BEARER:
-        _set_header(headers, "Authorization", f"Bearer {values['token']}")
-    elif credential.type is CredentialType.BASIC:
-        pair = f"{values['username']}:{values['password']}".encode()
-        _set_header(headers, "Authorization", "Basic " + base64.b64encode(pair).decode())
-    elif credential.type is CredentialType.API_KEY_HEADER:
-        _set_header(headers, str(values["header"]), str(values["value"]))
-    else:
-        raise PermanentError(
-            f"credential {credential.name!r} is of type {credential.type.value}; the http node "
-            "takes bearer, basic or api_key_header",
-            error_type="credential.type",
-            details={"credential": credential.name, "type": credential.type.value},
-        )
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:

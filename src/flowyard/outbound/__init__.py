@@ -1,0 +1,48 @@
+"""Outbound requests: where credentials may go (origins), how they are attached (at send
+time, per hop), and where requests may connect at all (the egress policy).
+
+A layer between ``nodes`` (and provider integrations) and the store: it imports only the
+domain, the settings and httpx/httpcore.
+"""
+
+from __future__ import annotations
+
+from flowyard.domain.egress import EgressPolicyKind
+from flowyard.outbound.auth import (
+    AuthContext,
+    Authenticator,
+    Authenticators,
+    OriginNotAllowed,
+    check_origin,
+)
+from flowyard.outbound.egress import EgressDenied, EgressPolicy, guarded_client
+from flowyard.outbound.origins import (
+    HTTP_STYLE,
+    Origin,
+    OriginError,
+    normalize_origins,
+    origin_of,
+    parse_origin,
+    provider_origins,
+)
+from flowyard.outbound.send import Outbound
+
+__all__ = [
+    "HTTP_STYLE",
+    "AuthContext",
+    "Authenticator",
+    "Authenticators",
+    "EgressDenied",
+    "EgressPolicy",
+    "EgressPolicyKind",
+    "Origin",
+    "OriginError",
+    "OriginNotAllowed",
+    "Outbound",
+    "check_origin",
+    "guarded_client",
+    "normalize_origins",
+    "origin_of",
+    "parse_origin",
+    "provider_origins",
+]
