@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             _log.info("loaded %d sample workflows: %s", len(names), ", ".join(names))
         workers = [built.new_worker() for _ in range(settings.workers)] if owned else []
         tasks = [asyncio.create_task(w.run(), name=f"worker-{w.id}") for w in workers]
+        app.state.workers = workers  # stopped early by begin_shutdown()
         try:
             yield
         finally:
@@ -101,6 +102,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server stopped accepting connections: the in-process workers stop claiming now
+    and drain during the server's grace period, not in a second one after it (the lifespan
+    then only waits for them)."""
+    for worker in getattr(app.state, "workers", ()):
+        worker.stop()
 
 
 async def first_start(container: Container) -> None:
