@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated, Any
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class MetricsAccess(StrEnum):
+    """Who may read ``GET /metrics`` without a token (a viewer token always may)."""
+
+    LOOPBACK = "loopback"
+    TOKEN = "token"
+    PUBLIC = "public"
 
 
 class Settings(BaseSettings):
@@ -76,7 +85,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, description="Password of the admin created at first start (else random, printed)."
     )
-    metrics_require_auth: bool = Field(False, description="Require a token for GET /metrics.")
+    metrics_require_auth: bool | None = Field(
+        None, description="Deprecated: true is metrics_access=token, false is public."
+    )
     # -- rate limits, login throttling, CORS (docs/operations.md "Rate limits and CORS") --
     rate_limit_enabled: bool = Field(True, description="Limit API requests (429 over a limit).")
     rate_limit_per_ip: str = Field(
@@ -103,6 +114,36 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (none: no CORS headers)."
     )
     cors_allow_credentials: bool = Field(False, description="CORS: allow cookies/credentials.")
+
+    # -- surface: who may read GET /metrics (docs/operations.md) --
+    metrics_access: MetricsAccess | None = Field(
+        None,
+        description="GET /metrics without a token: 'loopback' (default: only clients on "
+        "127.0.0.1/::1, behind trusted_proxies the forwarded client; others need a viewer "
+        "token), 'token' (always a viewer token) or 'public' (anyone).",
+    )
+
+    @property
+    def metrics_policy(self) -> MetricsAccess:
+        """The effective ``metrics_access``: as set, else from the deprecated
+        ``metrics_require_auth`` (true: token, false: public), else loopback."""
+        if self.metrics_access is not None:
+            return self.metrics_access
+        if self.metrics_require_auth is not None:
+            return MetricsAccess.TOKEN if self.metrics_require_auth else MetricsAccess.PUBLIC
+        return MetricsAccess.LOOPBACK
+
+    @model_validator(mode="after")
+    def _one_metrics_access(self) -> Settings:
+        """``metrics_access`` and the deprecated ``metrics_require_auth`` may not disagree."""
+        if self.metrics_access is not None and self.metrics_require_auth is not None:
+            implied = MetricsAccess.TOKEN if self.metrics_require_auth else MetricsAccess.PUBLIC
+            if implied is not self.metrics_access:
+                raise ValueError(
+                    f"metrics_access={self.metrics_access.value} and metrics_require_auth="
+                    f"{str(self.metrics_require_auth).lower()} disagree: set metrics_access only"
+                )
+        return self
 
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
