@@ -147,6 +147,8 @@ class StreamHub:
             task, self._task = self._task, None
             task.cancel()
             await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                _log.error("the stream hub failed", exc_info=task.exception())
 
     async def wait_beyond(self, cursor: int) -> int:
         """The horizon, once it is past ``cursor``."""
