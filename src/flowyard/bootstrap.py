@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from flowyard import __version__
 from flowyard.domain.errors import FlowyardError
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
@@ -148,7 +149,7 @@ async def build(
         EgressPolicy.from_settings(settings),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
-    metrics = Metrics()
+    metrics = Metrics(version=__version__)
     metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
     service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
     master = load_master_key(settings)

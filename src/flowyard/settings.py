@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class MetricsAccess(StrEnum):
+    """Who may read ``GET /metrics`` without a token (a viewer token always may)."""
+
+    LOOPBACK = "loopback"
+    TOKEN = "token"
+    PUBLIC = "public"
 
 
 class Settings(BaseSettings):
@@ -76,7 +85,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = Field(
         None, description="Password of the admin created at first start (else random, printed)."
     )
-    metrics_require_auth: bool = Field(False, description="Require a token for GET /metrics.")
+    metrics_require_auth: bool | None = Field(
+        None, description="Deprecated: true is metrics_access=token, false is public."
+    )
     # -- rate limits, login throttling, CORS (docs/operations.md "Rate limits and CORS") --
     rate_limit_enabled: bool = Field(True, description="Limit API requests (429 over a limit).")
     rate_limit_per_ip: str = Field(
@@ -116,19 +127,37 @@ class Settings(BaseSettings):
         "host names, host:port, IP addresses or CIDR networks.",
     )
 
-    @field_validator("egress_allow", mode="before")
-    @classmethod
-    def _egress_allow(cls, value: Any) -> Any:
-        """A JSON list or comma-separated entries (each entry is checked when the outbound
-        client is built: flowyard.outbound.egress)."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    # -- surface: who may read GET /metrics (docs/operations.md) --
+    metrics_access: MetricsAccess | None = Field(
+        None,
+        description="GET /metrics without a token: 'loopback' (default: only clients on "
+        "127.0.0.1/::1, behind trusted_proxies the forwarded client; others need a viewer "
+        "token), 'token' (always a viewer token) or 'public' (anyone).",
+    )
 
-    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @property
+    def metrics_policy(self) -> MetricsAccess:
+        """The effective ``metrics_access``: as set, else from the deprecated
+        ``metrics_require_auth`` (true: token, false: public), else loopback."""
+        if self.metrics_access is not None:
+            return self.metrics_access
+        if self.metrics_require_auth is not None:
+            return MetricsAccess.TOKEN if self.metrics_require_auth else MetricsAccess.PUBLIC
+        return MetricsAccess.LOOPBACK
+
+    @model_validator(mode="after")
+    def _one_metrics_access(self) -> Settings:
+        """``metrics_access`` and the deprecated ``metrics_require_auth`` may not disagree."""
+        if self.metrics_access is not None and self.metrics_require_auth is not None:
+            implied = MetricsAccess.TOKEN if self.metrics_require_auth else MetricsAccess.PUBLIC
+            if implied is not self.metrics_access:
+                raise ValueError(
+                    f"metrics_access={self.metrics_access.value} and metrics_require_auth="
+                    f"{str(self.metrics_require_auth).lower()} disagree: set metrics_access only"
+                )
+        return self
+
+    @field_validator("trusted_proxies", "cors_origins", "egress_allow", mode="before")
     @classmethod
     def _string_list(cls, value: Any) -> Any:
         """A JSON list or comma-separated values (environment variables are strings)."""

@@ -488,7 +488,7 @@ async def test_openapi_documents_lifecycle(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("prefix", ["", API])
 async def test_health_and_readiness(client: httpx.AsyncClient, prefix: str) -> None:
     health = await client.get(f"{prefix}/healthz")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200 and health.json() == {"status": "ok"}  # no version
     ready = await client.get(f"{prefix}/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
@@ -497,12 +497,33 @@ async def test_health_and_readiness(client: httpx.AsyncClient, prefix: str) -> N
 async def test_node_types(client: httpx.AsyncClient) -> None:
     response = await client.get(f"{API}/node-types")
     assert response.status_code == 200
-    types = {t["type"]: t for t in response.json()}
+    page = response.json()
+    assert page["next_cursor"] is None  # every built-in type fits the default page
+    types = {t["type"]: t for t in page["items"]}
     assert {"trigger", "condition", "set", "http", "log", "end", "fail"} <= set(types)
+    assert [t["type"] for t in page["items"]] == sorted(types)
     http_schema = types["http"]["config_schema"]
     assert "url" in http_schema["properties"] and "url" in http_schema["required"]
     assert "cases" in types["condition"]["config_schema"]["properties"]
     assert types["end"]["terminal"] is True and types["condition"]["branching"] is True
+
+
+async def test_node_types_are_paged_under_the_api_prefix_only(client: httpx.AsyncClient) -> None:
+    everything = (await client.get(f"{API}/node-types")).json()["items"]
+    walked: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, str | int] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        response = await client.get(f"{API}/node-types", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= 3
+        walked += [t["type"] for t in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert walked == [t["type"] for t in everything]
+    assert (await client.get(f"{API}/node-types", params={"limit": 0})).status_code == 422
+    assert (await client.get("/node-types")).status_code == 404  # removed from the root
 
 
 async def test_request_too_large(container: Container) -> None:

@@ -24,11 +24,8 @@ PROBLEM_REF = "#/components/schemas/ProblemDetails"
 METHODS = ("get", "put", "post", "delete", "patch")
 #: Operations with a path parameter that cannot be unknown (none today).
 NO_404: set[tuple[str, str]] = set()
-#: Lists answered as a bare array, not a page: the fixed registries, and a run's signals (a
-#: handful per run, from the flow-control router; to be paged like steps when that changes).
+#: Lists answered as a bare array, not a page: the fixed registry of credential types.
 UNPAGED = {
-    ("GET", "/node-types"),
-    ("GET", "/api/v1/node-types"),
     ("GET", "/api/v1/credential-types"),
 }
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
-from flowyard import __version__
-from flowyard.api import cors, openapi, problems
+from flowyard.api import cors, docs, openapi, problems
+from flowyard.api.headers import SecurityHeadersMiddleware
 from flowyard.api.limits import BodyLimitMiddleware
 from flowyard.api.metrics import HttpMetricsMiddleware
 from flowyard.api.ratelimit import RateLimitMiddleware, RateLimits
@@ -31,6 +31,8 @@ from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 
 API_PREFIX = "/api/v1"
+#: ``info.version`` of the OpenAPI document.
+API_VERSION = "1"
 _log = logging.getLogger("flowyard.api")
 
 
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
             _log.info("loaded %d sample workflows: %s", len(names), ", ".join(names))
         workers = [built.new_worker() for _ in range(settings.workers)] if owned else []
         tasks = [asyncio.create_task(w.run(), name=f"worker-{w.id}") for w in workers]
+        app.state.workers = workers  # stopped early by begin_shutdown()
         try:
             yield
         finally:
@@ -66,15 +69,19 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
     app = FastAPI(
         title="flowyard",
-        version=__version__,
+        # The version of the API (its /api/v1 contract), not of the build: the document is
+        # public, and the build is told only through /metrics (flowyard_build_info).
+        version=API_VERSION,
         description="Durable workflow automation engine. Errors are RFC 9457 problem details.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's pages load their assets from a CDN: see api/docs.py
+        redoc_url=None,
         dependencies=[Depends(authorize)],
     )
     problems.install(app)
     openapi.install(app)  # problem responses, security and examples completed from RULES
+    docs.install(app)  # /docs and /redoc with local assets
     # WebSockets authenticate in the stream router (api/stream.py), with the same checks.
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
@@ -86,11 +93,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.add_middleware(RateLimitMiddleware, limits=rate_limits)
     cors.install(app, settings)
     if settings.metrics_enabled:
-        # Outermost: also counts requests the body limit rejects.
+        # Outside the others: also counts requests the body limit rejects.
         app.add_middleware(HttpMetricsMiddleware)
+    # Outermost: every answer carries them, refusals (413, 429) and CORS preflights included.
+    app.add_middleware(SecurityHeadersMiddleware)
 
     app.include_router(system.router)
     app.include_router(system.router, prefix=API_PREFIX, include_in_schema=False)
+    app.include_router(system.registry_router, prefix=API_PREFIX)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
     app.include_router(workflows.router, prefix=API_PREFIX)
@@ -101,6 +111,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server stopped accepting connections: the in-process workers stop claiming now
+    and drain during the server's grace period, not in a second one after it (the lifespan
+    then only waits for them)."""
+    for worker in getattr(app.state, "workers", ()):
+        worker.stop()
 
 
 async def first_start(container: Container) -> None:

@@ -1,12 +1,16 @@
-"""HTTP request metrics: a pure ASGI middleware (streams and WebSockets pass untouched)."""
+"""HTTP request metrics: a pure ASGI middleware (streams and WebSockets pass untouched), and
+who may read them without a token."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flowyard.api.ratelimit import RateLimits
 from flowyard.observability import Metrics
+from flowyard.settings import MetricsAccess, Settings
 
 #: Route label of requests no route matched (raw paths would explode the label set).
 UNMATCHED = "<unmatched>"
@@ -77,3 +81,25 @@ def _container_metrics(scope: Scope) -> Metrics | None:
     container = getattr(getattr(app, "state", None), "container", None)
     metrics = getattr(container, "metrics", None)
     return metrics if isinstance(metrics, Metrics) else None
+
+
+def metrics_without_token(scope: Scope, settings: Settings, limits: RateLimits) -> bool:
+    """Whether this request may read ``GET /metrics`` without a token (see
+    ``Settings.metrics_access``). The client address is the rate limiter's: the peer, or
+    behind ``trusted_proxies`` the forwarded client, so a proxy on the same host does not
+    make every client local."""
+    policy = settings.metrics_policy
+    if policy is MetricsAccess.LOOPBACK:
+        return is_loopback(limits.client_ip(scope))
+    return policy is MetricsAccess.PUBLIC
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback (a dual-stack socket's view of 127.0.0.1)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "unknown" (no peer address): not known to be local
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback

@@ -84,7 +84,10 @@ def _complete_operation(method: str, path: str, operation: dict[str, Any]) -> No
         needs = f"Needs the `{rule.role.value}` role or higher."
         if rule.metrics:
             operation["security"] = [{}, {"bearer": []}, {"apiKey": []}]
-            when = " Only with `FLOWYARD_METRICS_REQUIRE_AUTH=true`."
+            when = (
+                " Only for clients not on loopback (`FLOWYARD_METRICS_ACCESS=loopback`, the"
+                " default), for every client (`token`), or never (`public`)."
+            )
             responses.setdefault("401", problem_response(401, _describe(401) + when))
             responses.setdefault("403", problem_response(403, needs + when))
         else:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from flowyard.api.headers import security_headers
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -214,4 +215,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "internal", "Internal error", "an unexpected error occurred")
+        response = problem(500, "internal", "Internal error", "an unexpected error occurred")
+        # Sent by the outermost error middleware, past the security headers middleware.
+        response.raw_headers.extend(security_headers(request.scope["path"]))
+        return response

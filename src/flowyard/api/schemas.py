@@ -531,10 +531,9 @@ class BulkRetryResult(BaseModel):
 class Health(BaseModel):
     """The process is up."""
 
-    model_config = _examples({"status": "ok", "version": "0.1.0"})
+    model_config = _examples({"status": "ok"})
 
     status: Literal["ok"]
-    version: str
 
 
 class Readiness(BaseModel):

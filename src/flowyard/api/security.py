@@ -15,7 +15,7 @@ from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flowyard.api.metrics import route_template
+from flowyard.api.metrics import metrics_without_token, route_template
 from flowyard.domain.auth import AuditEntry, Role
 from flowyard.security import AuthError, Principal
 from flowyard.store.audit import audit_scope, pending_audit
@@ -32,7 +32,7 @@ class Rule:
     role: Role | None
     action: str
     target: str | None = None
-    #: Public unless ``Settings.metrics_require_auth`` (then ``role`` is required).
+    #: ``role`` is required unless ``Settings.metrics_access`` lets this client in without.
     metrics: bool = False
 
 
@@ -45,7 +45,6 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/healthz"): Rule(None, "health"),
     ("GET", f"{API}/readyz"): Rule(None, "ready"),
     ("GET", "/metrics"): Rule(_V, "metrics", metrics=True),
-    ("GET", "/node-types"): Rule(_V, "node_types.list"),
     ("GET", f"{API}/node-types"): Rule(_V, "node_types.list"),
     ("POST", f"{API}/auth/token"): Rule(None, "auth.token"),
     ("POST", f"{API}/auth/refresh"): Rule(None, "auth.refresh"),
@@ -130,7 +129,10 @@ async def authorize(conn: HTTPConnection) -> Principal | None:
         raise HTTPException(403, "no access rule for this route")
     _note_rule(entry, rule, conn)
     container = conn.app.state.container
-    if rule.role is None or (rule.metrics and not container.settings.metrics_require_auth):
+    if rule.role is None or (
+        rule.metrics
+        and metrics_without_token(conn.scope, container.settings, conn.app.state.rate_limits)
+    ):
         return None
     try:
         principal: Principal = await container.auth.authenticate(token_of(conn))

@@ -7,6 +7,12 @@ Source of truth is ``run_events``, read by id cursor. The :class:`StreamHub` kee
 session reads its filtered events up to the horizon, so ids are delivered in order and a
 client resuming with ``?after=<last id>`` misses none and repeats none.
 
+Cancellation: every timeout here is ``asyncio.timeout``, never ``asyncio.wait_for``. On
+Python 3.11 ``wait_for`` swallows a cancellation that arrives just as the awaited call
+completes (a ``queue.put`` that found room, a wake-up that was just set): a producer then
+outlived its session, waiting on the hub forever, and held the hub and the server's shutdown
+with it.
+
 Backpressure: each client has a bounded queue; when it stays full for
 ``stream_slow_client_s`` the client is closed with 1013 and may resume with its cursor.
 
@@ -53,6 +59,8 @@ CLOSE_UNKNOWN_RUN = 4404
 TERMINAL_EVENT_TYPES = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"})
 #: With LISTEN the horizon is still re-read this often (a lost notification costs this much).
 LISTEN_SAFETY_NET_S = 2.0
+#: How long closing a websocket may take (a client that does not read cannot block us).
+CLOSE_TIMEOUT_S = 5.0
 
 
 class StreamAuthError(Exception):
@@ -132,13 +140,15 @@ class StreamHub:
             self._task = asyncio.create_task(self._run(), name="flowyard-stream-hub")
 
     async def release(self) -> None:
-        """A client left; the last one stops the loop."""
+        """A client left; the last one stops the loop (and waits until it has stopped, unless
+        the caller is cancelled meanwhile: the loop is stopping either way)."""
         self._users -= 1
         if self._users == 0 and self._task is not None:
             task, self._task = self._task, None
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                _log.error("the stream hub failed", exc_info=task.exception())
 
     async def wait_beyond(self, cursor: int) -> int:
         """The horizon, once it is past ``cursor``."""
@@ -155,7 +165,8 @@ class StreamHub:
                 await self._refresh()
                 timeout = LISTEN_SAFETY_NET_S if self.listening else self.poll_interval_s
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
         finally:
             if listener is not None:
                 await listener.close()
@@ -225,13 +236,16 @@ class StreamSession:
                 await asyncio.wait((send, receive, watch), return_when=asyncio.FIRST_COMPLETED)
             code = watch.result() if watch.done() else self._close_code(produce, send, receive)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.hub.release()
+            try:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                await self.hub.release()
         if code is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(code), 5)
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.ws.close(code)
 
     @staticmethod
     def _close_code(
@@ -252,7 +266,8 @@ class StreamSession:
 
     async def _put(self, item: EventRecord | None) -> None:
         try:
-            await asyncio.wait_for(self.queue.put(item), self.slow_client_s)
+            async with asyncio.timeout(self.slow_client_s):
+                await self.queue.put(item)
         except TimeoutError:
             raise SlowClient from None
 

@@ -62,10 +62,9 @@ def serve(
     samples_dir: Annotated[str | None, typer.Option(help="Where the samples are")] = None,
 ) -> None:
     """Serve the API with in-process workers. On an empty database the first start creates
-    the user ``admin`` (FLOWYARD_ADMIN_PASSWORD, or a random password printed once)."""
-    import uvicorn
-
-    from flowyard.api import create_app
+    the user ``admin`` (FLOWYARD_ADMIN_PASSWORD, or a random password printed once).
+    SIGTERM or Ctrl+C stops it within FLOWYARD_SHUTDOWN_GRACE_S."""
+    from flowyard.api.server import serve as serve_api
 
     settings = settings_for(
         db,
@@ -76,12 +75,9 @@ def serve(
         samples_dir=samples_dir,
     )
     logging.getLogger("flowyard").setLevel(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-    )
+    code = serve_api(settings)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

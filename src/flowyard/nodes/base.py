@@ -253,7 +253,7 @@ class NodeType(ABC, Generic[C]):
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        """The registry entry served at ``GET /node-types``."""
+        """The registry entry served at ``GET /api/v1/node-types``."""
         return {
             "type": cls.type_name,
             "description": cls.description,

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from flowyard.observability.metrics import CONTENT_TYPE_LATEST, Metrics, PoolStats
+from flowyard.observability.metrics import TEXT_CONTENT_TYPE, Metrics, PoolStats
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "PoolStats"]
+__all__ = ["TEXT_CONTENT_TYPE", "Metrics", "PoolStats"]

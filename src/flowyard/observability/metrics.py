@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -26,7 +25,14 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "PoolStats"]
+__all__ = ["TEXT_CONTENT_TYPE", "Metrics", "PoolStats"]
+
+#: What :meth:`Metrics.render` produces: the Prometheus text format 0.0.4, which every
+#: scraper reads (Prometheus 2 and 3, the agents that scrape the same format). It is
+#: prometheus_client's own answer to a scraper that does not negotiate; its
+#: ``CONTENT_TYPE_LATEST`` says ``version=1.0.0`` for the same bytes, which older scrapers
+#: do not know.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Seconds; steps range from an in-memory ``set`` to slow HTTP calls.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -69,9 +75,16 @@ class _PoolCollector(Collector):
 class Metrics:
     """The metrics of one process (API and/or workers), in a private registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, version: str | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if version is not None:
+            # The build is told to those who may read metrics, not to anyone asking /healthz.
+            Gauge(
+                "flowyard_build_info", "The running flowyard version", ["version"], registry=r
+            ).labels(version).set(1)
         self.runs_started = Counter(
             "flowyard_runs_started", "Runs started", ["workflow"], registry=r
         )
@@ -169,5 +182,5 @@ class Metrics:
             await asyncio.sleep(interval_s)
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format."""
+        """The registry in the Prometheus text format 0.0.4 (:data:`TEXT_CONTENT_TYPE`)."""
         return generate_latest(self.registry)

@@ -48,9 +48,8 @@ async def _accept(ws: WebSocket, container: Container) -> stream.Guard | None:
     await ws.accept(subprotocol=subprotocol)
     if token is None:
         try:
-            text = await asyncio.wait_for(
-                ws.receive_text(), container.settings.stream_auth_timeout_s
-            )
+            async with asyncio.timeout(container.settings.stream_auth_timeout_s):
+                text = await ws.receive_text()
             token = stream.token_from_message(text)
         except TimeoutError:
             token = None

@@ -1,16 +1,15 @@
-"""Health checks and the node-type registry."""
+"""Health checks, and the node-type registry."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from flowyard import __version__
 from flowyard.api.deps import ContainerDep
 from flowyard.api.problems import PROBLEM_JSON, TYPE_BASE, problem, problem_response
-from flowyard.api.schemas import Health, NodeTypePublic, Readiness
+from flowyard.api.schemas import Health, NodeTypePublic, Page, Readiness, paged
 from flowyard.domain.errors import StoreUnavailable
 
 router = APIRouter(tags=["system"])
@@ -28,8 +27,9 @@ NOT_READY["content"][PROBLEM_JSON]["example"] = {
 
 @router.get("/healthz", response_model=Health, summary="Liveness")
 async def healthz() -> dict[str, str]:
-    """The process is up (no database access)."""
-    return {"status": "ok", "version": __version__}
+    """The process is up (no database access). It does not tell the version: that is the
+    ``flowyard_build_info`` series of ``GET /metrics``, for those who may read metrics."""
+    return {"status": "ok"}
 
 
 @router.get(
@@ -50,7 +50,22 @@ async def readyz(container: ContainerDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "database": container.store.dialect})
 
 
-@router.get("/node-types", response_model=list[NodeTypePublic], summary="List node types")
-async def node_types(container: ContainerDep) -> list[dict[str, Any]]:
-    """Every registered node type with its config JSON Schema, by type name."""
-    return container.registry.describe()
+#: Served under ``/api/v1`` only (the health checks above also at the root, for probes).
+registry_router = APIRouter(tags=["node-types"])
+
+
+@registry_router.get("/node-types", response_model=Page[NodeTypePublic], summary="List node types")
+async def node_types(
+    container: ContainerDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=128, description="`next_cursor` (a type name)")
+    ] = None,
+) -> Page[NodeTypePublic]:
+    """Every registered node type with the JSON Schema of its ``config``, by type name, a
+    page at a time."""
+    rows = [d for d in container.registry.describe() if cursor is None or d["type"] > cursor]
+    items, next_cursor = paged(rows[: limit + 1], limit, lambda d: d["type"])
+    return Page[NodeTypePublic](
+        items=[NodeTypePublic.model_validate(d) for d in items], next_cursor=next_cursor
+    )
