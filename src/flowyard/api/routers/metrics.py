@@ -7,10 +7,11 @@ import logging
 from fastapi import APIRouter, Response
 
 from flowyard.api.deps import ContainerDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.observability import CONTENT_TYPE_LATEST
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=StrictJSONRoute)
 _log = logging.getLogger("flowyard.api")
 
 
