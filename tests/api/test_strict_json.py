@@ -5,6 +5,7 @@ JSON pointer), and nothing of such a request is stored. On SQLite and PostgreSQL
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from fastapi.routing import APIRoute
 from flowyard.api import create_app
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.bootstrap import Container
+from flowyard.domain.errors import InvalidInput
 from flowyard.settings import Settings
 from support.auth import auth_headers
 
@@ -230,3 +232,30 @@ async def test_a_valid_surrogate_pair_is_text(client: httpx.AsyncClient) -> None
     started = await client.post(f"{API}/workflows/hello/runs", content=body, headers=JSON)
     assert started.status_code == 202, started.text
     assert started.json()["input"] == {"x": "\U0001f600"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/run_%00",
+        "/workflows/a%00b",
+        "/workflows/a%00b/versions",
+        "/runs?workflow=a%00",
+        "/runs?cursor=%00",
+    ],
+)
+async def test_nul_in_a_path_or_query_parameter(client: httpx.AsyncClient, path: str) -> None:
+    """PostgreSQL cannot take U+0000 in text: refused (422), not a failed query (500)."""
+    response = await client.get(API + path)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["code"] == "nul_character"
+
+
+async def test_the_service_checks_run_payloads(container: Container) -> None:
+    """Callers other than the API (the CLI, samples, plugins) get the same refusal."""
+    record, _, _ = await container.service.save_workflow(HELLO)
+    with pytest.raises(InvalidInput) as caught:
+        await container.service.start_run(record.id, {"x": [math.nan]}, vars={"v": "\ud800"})
+    found = [(p.pointer, p.code) for p in caught.value.problems]
+    assert found == [("/input/x/0", "non_finite_number"), ("/vars/v", "lone_surrogate")]
+    assert await container.store.list_runs(limit=10) == []

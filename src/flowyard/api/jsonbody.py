@@ -6,7 +6,8 @@ a JSON body before FastAPI does: a body that breaks the rules (a lone surrogate,
 NaN/Infinity or ``1e999``, nesting deeper than 64 levels) is answered 422 problem+json with
 a JSON pointer to each place, before anything is stored. A body that is not JSON at all is
 left to FastAPI, which answers as it always has (422 ``json_invalid`` for a syntax error,
-400 for bytes that are not UTF-8).
+400 for bytes that are not UTF-8). A path or query parameter holding U+0000 is refused (422)
+too.
 """
 
 from __future__ import annotations
@@ -52,6 +53,28 @@ def refusal(exc: jsonvalue.JsonValueError) -> InvalidInput:
     return InvalidInput(f"the body is not acceptable JSON: {exc}", problems)
 
 
+def refuse_nul_parameters(request: Request) -> None:
+    """Refuse U+0000 in a path or query parameter (422): PostgreSQL cannot take it in text,
+    so it would fail the query (500) instead of finding nothing."""
+    for where, items in (
+        ("path", list(request.path_params.items())),
+        ("query", request.query_params.multi_items()),
+    ):
+        for name, value in items:
+            if isinstance(value, str) and "\x00" in name + value:
+                label = jsonvalue.clean_text(name)
+                raise InvalidInput(
+                    f"the {where} parameter {label!r} contains U+0000",
+                    [
+                        Problem(
+                            "",
+                            f"{where} parameter {label!r}: U+0000 is not allowed",
+                            "nul_character",
+                        )
+                    ],
+                )
+
+
 class StrictJSONRoute(APIRoute):
     """An API route whose JSON body is parsed strictly (422 with pointers otherwise)."""
 
@@ -65,6 +88,7 @@ class StrictJSONRoute(APIRoute):
 
         async def strict_handler(request: Request) -> Response:
             request = StrictJSONRequest(request.scope, request.receive)
+            refuse_nul_parameters(request)
             if takes_json and is_json(request.headers.get("content-type")):
                 try:
                     if await request.body():
