@@ -329,6 +329,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: One decoder, built once (``json.loads`` with hooks builds a new one per call).
+_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def _may_hold_bad_characters(text: str) -> bool:
     if "\\u" in text and _BAD_ESCAPE.search(text) is not None:
         return True
@@ -347,16 +351,33 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
     text holds a suspicious escape or more brackets than ``max_depth``."""
     text = _text(data)
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _STRICT.decode(text)
     except _NonFinite:
         value = json.loads(text)  # again, to say where
         check(value, max_depth=max_depth)
         raise AssertionError("unreachable: the parser found a non-finite number") from None
     except RecursionError:
         raise JsonValueError([_too_deep_at(text, max_depth)]) from None
-    if _may_hold_bad_characters(text) or text.count("[") + text.count("{") > max_depth:
+    if _may_hold_bad_characters(text) or (
+        text.count("[") + text.count("{") > max_depth and _deeper_than(value, max_depth)
+    ):
         check(value, max_depth=max_depth)
     return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a parsed document (dicts and lists only) nests deeper than ``limit``: its
+    containers are visited, its scalars only looked at."""
+    stack = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = container.values() if type(container) is dict else container
+        for item in items:
+            if type(item) is dict or type(item) is list:
+                stack.append((item, depth + 1))
+    return False
 
 
 def clean_text(text: str) -> str:
