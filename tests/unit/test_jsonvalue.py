@@ -142,7 +142,21 @@ def test_stored_values_are_cut_at_the_stored_depth() -> None:
     assert loads_stored(json.dumps(nested(STORED_MAX_DEPTH))) == nested(STORED_MAX_DEPTH)
     cut = loads_stored(json.dumps(nested(900)))
     assert cut == nested(STORED_MAX_DEPTH, truncated_marker(STORED_MAX_DEPTH))
-    assert loads_stored("[" * 100_000 + "]" * 100_000) == truncated_marker(STORED_MAX_DEPTH)
+    deepest = loads_stored("[" * 100_000 + "]" * 100_000)
+    assert deepest == nested(STORED_MAX_DEPTH, truncated_marker(STORED_MAX_DEPTH))
+
+
+def test_deep_rows_are_cut_before_parsing() -> None:
+    """The parser recurses on top of its caller's stack (an async driver's greenlet is deep
+    already): a 900-level row read from 600 frames down still comes back cut, not lost."""
+
+    text = "[" * 900 + "]" * 900
+
+    def from_depth(frames: int) -> Any:
+        return loads_stored(text) if frames == 0 else from_depth(frames - 1)
+
+    cut = nested(STORED_MAX_DEPTH - 1, [truncated_marker(STORED_MAX_DEPTH)])
+    assert from_depth(600) == cut
 
 
 def test_the_fast_path_parser_refuses_what_the_slow_path_repairs() -> None:

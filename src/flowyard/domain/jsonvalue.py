@@ -420,6 +420,29 @@ def _replace_lone_escape(match: re.Match[str]) -> str:
     return "\\ufffd" if match.group(1) else match.group()
 
 
+def _cut_deep(text: str, max_depth: int) -> str:
+    """``text`` with every container nested deeper than ``max_depth`` replaced by
+    :func:`truncated_marker` (as a JSON string), so that parsing it never recurses deeper
+    than ``max_depth``: the parser's recursion counts on top of the caller's stack (an
+    async driver's greenlet is already deep), so a 900-level row can fail to parse at all."""
+    marker = json.dumps(truncated_marker(max_depth))
+    pieces: list[str] = []
+    depth, kept, cut_from = 0, 0, -1
+    for match in _STRUCTURE.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth == max_depth + 1:
+                cut_from = match.start()
+        elif token in ("]", "}"):
+            if depth == max_depth + 1:
+                pieces += [text[kept:cut_from], marker]
+                kept = match.end()
+            depth -= 1
+    pieces.append(text[kept:])
+    return "".join(pieces)
+
+
 def loads_stored(text: str | bytes) -> Any:
     """The store's JSON deserializer: a stored value, repaired if an older version stored
     what cannot be served (see the module docstring).
@@ -428,8 +451,8 @@ def loads_stored(text: str | bytes) -> Any:
     checked to give identical values) refuses NaN/Infinity tokens, lone surrogate escapes
     and nesting deeper than :data:`STORED_MAX_DEPTH` by itself, so a good row costs one
     parse and nothing else. Only a refused row takes the slow path: lone surrogate escapes
-    are rewritten in the text, NaN/Infinity read as null, and the parsed value is cut at
-    :data:`STORED_MAX_DEPTH`."""
+    are rewritten in the text, containers deeper than :data:`STORED_MAX_DEPTH` cut from it,
+    and NaN/Infinity read as null."""
     try:
         return pydantic_core.from_json(text, allow_inf_nan=False)
     except ValueError:
@@ -438,9 +461,11 @@ def loads_stored(text: str | bytes) -> Any:
         text = text.decode()
     if "\\u" in text:
         text = _SURROGATE_ESCAPE.sub(_replace_lone_escape, text)
+    if text.count("[") + text.count("{") > STORED_MAX_DEPTH:
+        text = _cut_deep(text, STORED_MAX_DEPTH)
     try:
         value = json.loads(text, parse_constant=lambda _: None)
-    except RecursionError:
+    except RecursionError:  # only with a caller already ~800 frames deep
         return truncated_marker(STORED_MAX_DEPTH)
     if isinstance(value, dict | list) and problems(value, max_depth=STORED_MAX_DEPTH, limit=1):
         value = repair(value, max_depth=STORED_MAX_DEPTH)
