@@ -66,8 +66,10 @@ _BAD_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _SURROGATE_ESCAPE = re.compile(
     r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
 )
-#: Tokens that matter to nesting: strings (skipped whole), brackets, commas and colons.
+#: Tokens that locate a place: strings (skipped whole), brackets, commas and colons.
 _STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+#: Tokens that matter to depth alone: strings (skipped whole) and brackets.
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def truncated_marker(max_depth: int) -> str:
@@ -93,11 +95,6 @@ class JsonValueError(ValueError):
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(f"{first.message} at {where}{more}")
         self.problems = problems
-
-    @property
-    def first(self) -> JsonProblem:
-        """The first problem in document order."""
-        return self.problems[0]
 
 
 def escape_token(token: str | int) -> str:
@@ -428,7 +425,7 @@ def _cut_deep(text: str, max_depth: int) -> str:
     marker = json.dumps(truncated_marker(max_depth))
     pieces: list[str] = []
     depth, kept, cut_from = 0, 0, -1
-    for match in _STRUCTURE.finditer(text):
+    for match in _NESTING.finditer(text):
         token = match.group()
         if token in ("[", "{"):
             depth += 1
