@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 
+from flowyard.domain import jsonvalue
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -597,9 +598,16 @@ def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:
 def check_run_payload(
     wf: CompiledWorkflow, input: Any, vars: dict[str, Any] | None
 ) -> list[Problem]:
-    """Problems with a run's input and vars (size, the workflow's input schema, and vars
-    that feed where a credential goes: a run start may not set those)."""
-    problems: list[Problem] = wf.var_guard.problems(vars)
+    """Problems with a run's input and vars (strict JSON, size, the workflow's input schema,
+    and vars that feed where a credential goes: a run start may not set those)."""
+    problems: list[Problem] = [
+        Problem(p.pointer, p.message, p.code)
+        for name, value in (("/input", input), ("/vars", vars))
+        for p in jsonvalue.problems(value, prefix=name)
+    ]
+    if problems:
+        return problems
+    problems.extend(wf.var_guard.problems(vars))
     size = len(json.dumps({"input": input, "vars": vars}, default=str))
     if size > MAX_RUN_PAYLOAD_BYTES:
         problems.append(

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flowyard.bootstrap import Container, build
+from flowyard.domain import jsonvalue
 from flowyard.domain.errors import FlowyardError, InvalidInput, Problem
 from flowyard.settings import Settings
 
@@ -82,27 +83,32 @@ def with_container(db: str | None, fn: Callable[[Container], Awaitable[T]]) -> T
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file (``-``: stdin); exit 2 with where it is broken."""
+    """Parse a JSON file (``-``: stdin) strictly (:func:`flowyard.domain.jsonvalue.loads`);
+    exit 2 with where it is broken."""
     try:
         text = path.read_text() if str(path) != "-" else sys.stdin.read()
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}", code=2)
     try:
-        return json.loads(text)
+        return jsonvalue.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=2)
+    except jsonvalue.JsonValueError as exc:
+        fail(f"{path} is not acceptable JSON: {exc}", code=2)
 
 
 def parse_json_option(value: str | None, name: str) -> Any:
-    """An option holding JSON, or ``@file``; exit 2 when it is not JSON."""
+    """An option holding JSON, or ``@file``, parsed strictly; exit 2 when it is not JSON."""
     if value is None:
         return None
     if value.startswith("@"):
         return read_json(Path(value[1:]))
     try:
-        return json.loads(value)
+        return jsonvalue.loads(value)
     except json.JSONDecodeError as exc:
         fail(f"{name} is not valid JSON: {exc.msg} at column {exc.colno}", code=2)
+    except jsonvalue.JsonValueError as exc:
+        fail(f"{name} is not acceptable JSON: {exc}", code=2)
 
 
 async def run_json(container: Container, run_id: str) -> dict[str, Any]:

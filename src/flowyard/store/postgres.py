@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from flowyard.domain.jsonvalue import loads_stored
 from flowyard.store.sql import SqlStore
 
 #: serialization_failure, deadlock_detected, lock_not_available, admin/crash shutdown,
@@ -52,6 +53,9 @@ class PostgresStore(SqlStore):
             max_overflow=pool_size,
             pool_pre_ping=True,
             pool_recycle=1800,
+            # The asyncpg dialect decodes json/jsonb with it too. jsonb never held a lone
+            # surrogate or NaN, but older rows may be nested deeper than the API can serve.
+            json_deserializer=loads_stored,
         )
         return cls(url, engine)
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from flowyard.domain.jsonvalue import loads_stored
 from flowyard.store.sql import SqlStore
 
 BUSY_TIMEOUT_MS = 30_000
@@ -72,16 +73,31 @@ class SqliteStore(SqlStore):
         if memory:
             # One shared connection, or every pooled connection would see its own empty DB.
             engine = create_async_engine(
-                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+                url,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+                json_deserializer=loads_stored,
             )
             _configure(engine, begin="BEGIN IMMEDIATE", memory=True)
             return cls(url, engine)
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000}
+        # Rows an older version wrote may hold what the API cannot serve: read them repaired.
         write = create_async_engine(
-            url, connect_args=connect_args, pool_size=1, max_overflow=0, pool_timeout=60
+            url,
+            connect_args=connect_args,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            json_deserializer=loads_stored,
         )
-        read = create_async_engine(url, connect_args=connect_args, pool_size=5, max_overflow=5)
+        read = create_async_engine(
+            url,
+            connect_args=connect_args,
+            pool_size=5,
+            max_overflow=5,
+            json_deserializer=loads_stored,
+        )
         _configure(write, begin="BEGIN IMMEDIATE", memory=False)
         _configure(read, begin="BEGIN", memory=False)
         return cls(url, write, read)

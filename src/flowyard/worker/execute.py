@@ -38,6 +38,7 @@ from flowyard.nodes.base import (
 )
 from flowyard.outbound import Outbound
 from flowyard.store.ports import RunState
+from flowyard.worker.storable import storable
 
 _log = logging.getLogger("flowyard.worker")
 
@@ -138,12 +139,30 @@ class StepExecutor:
 
         The secret values of every credential the node resolved are redacted from the
         transition (output, error, events) before it leaves here, so step rows, run rows and
-        events never hold them."""
+        events never hold them; then what it stores is made storable
+        (:func:`~flowyard.worker.storable.storable`)."""
         recorder = _RecordingSource(self.credentials) if self.credentials is not None else None
         transition = await self._execute(step, state, recorder)
         if recorder is not None and recorder.secrets:
-            return redact_result(transition, recorder.secrets)
-        return transition
+            transition = redact_result(transition, recorder.secrets)
+        checked = storable(transition)
+        if isinstance(checked, ErrorInfo):
+            return await self._unstorable(step, state, checked)
+        return checked
+
+    async def _unstorable(
+        self, step: StepRecord, state: RunState | None, error: ErrorInfo
+    ) -> Transition:
+        """The step's result cannot be stored (see :mod:`flowyard.worker.storable`): it
+        fails with ``error``, through its retry and catch rules like any node error."""
+        if state is None:
+            return _fail_run(step, error)
+        try:
+            wf = await self.cache.get(state.run.workflow_id, state.run.workflow_version)
+        except DefinitionError:
+            return _fail_run(step, error)
+        failed = storable(self._failed(wf, step, state, error))
+        return failed if isinstance(failed, Transition) else _fail_run(step, error)
 
     async def _execute(
         self, step: StepRecord, state: RunState | None, recorder: _RecordingSource | None

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ContainerDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.ratelimit import RateLimits, get_rate_limits, too_many_requests
 from flowyard.api.schemas import AT, LATER, MAX_ID, Page, paged
@@ -19,7 +20,7 @@ from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.security import AuthError, TokenPair
 from flowyard.store.audit import pending_audit
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 Username = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
 USER_ID = "usr_4f1c2a9d8e7b4c3a9f0e1d2c3b4a5968"

@@ -10,13 +10,14 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ActorDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import MAX_VERSION, Page
 from flowyard.domain.credentials import MODELS, NAME_PATTERN, CredentialType
 from flowyard.security import CredentialService, CredentialView
 from flowyard.security.credentials import MAX_DESCRIPTION, UNSET
 
-router = APIRouter(tags=["credentials"])
+router = APIRouter(tags=["credentials"], route_class=StrictJSONRoute)
 
 CredentialName = Annotated[
     str, Field(pattern=NAME_PATTERN, description="How node configs refer to the credential.")

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import MAX_ID, Page, paged
 from flowyard.domain.records import SignalRecord
 from flowyard.domain.state_machine import ACTION_ID_PATTERN
 from flowyard.service import ActionsView
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 SignalName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$", examples=["reply_received"])]
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
     BulkRetryRequest,
@@ -19,7 +20,7 @@ from flowyard.api.schemas import (
 )
 from flowyard.domain.statuses import RunStatus
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 
 # Declared before the ``/runs/{run_id}/...`` routes: ``retry`` is not a run id.

@@ -8,10 +8,11 @@ import logging
 from fastapi import APIRouter, Response
 
 from flowyard.api.deps import ContainerDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.observability import TEXT_CONTENT_TYPE
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=StrictJSONRoute)
 _log = logging.getLogger("flowyard.api")
 
 

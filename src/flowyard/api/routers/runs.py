@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
     MAX_ID,
@@ -22,7 +23,7 @@ from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.domain.ids import RunId
 from flowyard.domain.statuses import RunStatus, StepStatus
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 
 @router.post(

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from flowyard.api import stream
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.metrics import route_template
 from flowyard.api.schemas import MAX_ID
 from flowyard.api.security import RULES
@@ -21,7 +22,7 @@ from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.statuses import RunStatus
 from flowyard.store.factory import normalize_url
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 AfterQuery = Annotated[int, Query(ge=0, le=MAX_ID, description="Resume after this event id")]
 

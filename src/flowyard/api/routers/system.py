@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from flowyard.api.deps import ContainerDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import PROBLEM_JSON, TYPE_BASE, problem, problem_response
 from flowyard.api.schemas import Health, NodeTypePublic, Page, Readiness, paged
 from flowyard.domain.errors import StoreUnavailable
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=StrictJSONRoute)
 
 NOT_READY = problem_response(
     503, "Not ready: the database does not answer or migrations are pending."

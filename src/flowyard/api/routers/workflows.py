@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
     EXAMPLE_DEFINITION,
@@ -34,7 +35,7 @@ from flowyard.domain.errors import NotFound, PreconditionFailed
 from flowyard.domain.records import WorkflowRecord
 from flowyard.engine.diff import diff_definitions, is_empty
 
-router = APIRouter(prefix="/workflows", tags=["workflows"])
+router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=StrictJSONRoute)
 
 DefinitionBody = Annotated[
     dict[str, Any],

@@ -1,0 +1,116 @@
+"""What a step may store: its results made storable before the worker commits them.
+
+A node hands back whatever the outside world sent (an HTTP response parsed as JSON, a
+plugin's output, an error with the upstream body in its details). Every transition passes
+through :func:`storable` once, in the executor, so no step row, run row or event ever holds
+a value the API cannot serve (see :mod:`flowyard.domain.jsonvalue`). The rule:
+
+- a lone surrogate or U+0000 in any string or key becomes U+FFFD: the text around it is
+  kept, and nothing a reader could use is lost (PostgreSQL cannot store U+0000 at all);
+- a non-finite number (NaN, Infinity, an overflowing ``1e999``) in what a step produces
+  (its output, a child run's input, a map item, wait data) fails the step with the
+  permanent error ``output.invalid``; nesting deeper than 64 levels there fails it with
+  ``output.too_deep``. Both name the place with a JSON pointer in ``details.pointer``; a
+  node's ``catch`` may route them like any other error. Replacing a number by null would
+  change what later steps decide on, so it is not done silently;
+- in an error (type, message, details) and in event data, which describe a failure that is
+  being recorded anyway, the same problems are repaired instead: non-finite numbers become
+  null and too deep containers the string ``[truncated: nested deeper than 64 levels]``.
+
+Types JSON does not have (a set, bytes) are left to the store: the database refuses them
+and the worker fails the step with ``engine.commit`` (``Worker._uncommittable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from flowyard.domain import jsonvalue
+from flowyard.domain.commands import Transition
+from flowyard.domain.errors import ErrorInfo
+
+OUTPUT_INVALID = "output.invalid"
+OUTPUT_TOO_DEEP = "output.too_deep"
+
+#: Event data holds an error as ``{"error": {"details": ...}}``: two levels more than the
+#: error's own details, which are cut at :data:`~flowyard.domain.jsonvalue.MAX_DEPTH`.
+_EVENT_DEPTH = jsonvalue.MAX_DEPTH + 2
+
+
+def _value(value: Any) -> Any | jsonvalue.JsonProblem:
+    """``value`` with its characters repaired, or the problem that makes it unstorable."""
+    if not jsonvalue.problems(value, limit=1):
+        return value  # the common case: one walk, no copy
+    fatal = jsonvalue.problems(value, limit=1, ignore=jsonvalue.CHARACTER_PROBLEMS)
+    if fatal:
+        return fatal[0]
+    return jsonvalue.repair(value)
+
+
+def _repaired(value: Any, max_depth: int = jsonvalue.MAX_DEPTH) -> Any:
+    if not jsonvalue.problems(value, max_depth=max_depth, limit=1):
+        return value
+    return jsonvalue.repair(value, max_depth=max_depth)
+
+
+def _error(error: ErrorInfo | None) -> ErrorInfo | None:
+    if error is None:
+        return None
+    type_, message = jsonvalue.clean_text(error.type), jsonvalue.clean_text(error.message)
+    details = _repaired(error.details)
+    if type_ is error.type and message is error.message and details is error.details:
+        return error
+    return ErrorInfo(type_, message, error.transient, details)
+
+
+def _refusal(where: str, problem: jsonvalue.JsonProblem) -> ErrorInfo:
+    pointer = where + problem.pointer
+    too_deep = problem.code == jsonvalue.TOO_DEEP
+    return ErrorInfo(
+        OUTPUT_TOO_DEEP if too_deep else OUTPUT_INVALID,
+        f"the step's result cannot be stored: {problem.message} at {pointer}",
+        False,
+        {"pointer": pointer, "problem": problem.code},
+    )
+
+
+def storable(transition: Transition) -> Transition | ErrorInfo:
+    """``transition`` with what it would store made storable, or the error the step fails
+    with instead (``output.invalid``, ``output.too_deep``)."""
+    changes: dict[str, Any] = {}
+    for name in ("output", "run_output"):
+        checked = _value(getattr(transition, name))
+        if isinstance(checked, jsonvalue.JsonProblem):
+            return _refusal("/output", checked)
+        changes[name] = checked
+    if transition.child is not None:
+        checked = _value(transition.child.input)
+        if isinstance(checked, jsonvalue.JsonProblem):
+            return _refusal("/child/input", checked)
+        if checked is not transition.child.input:
+            changes["child"] = replace(transition.child, input=checked)
+    if transition.fork is not None:
+        branches = []
+        for index, branch in enumerate(transition.fork.branches):
+            checked = _value(branch.item)
+            if isinstance(checked, jsonvalue.JsonProblem):
+                return _refusal(f"/branches/{index}/item", checked)
+            branches.append(branch if checked is branch.item else replace(branch, item=checked))
+        if any(new is not old for new, old in zip(branches, transition.fork.branches, strict=True)):
+            changes["fork"] = replace(transition.fork, branches=tuple(branches))
+    if transition.wait is not None and transition.wait.data is not None:
+        checked = _value(transition.wait.data)
+        if isinstance(checked, jsonvalue.JsonProblem):
+            return _refusal("/wait/data", checked)
+        if checked is not transition.wait.data:
+            changes["wait"] = replace(transition.wait, data=checked)
+    changes["error"] = _error(transition.error)
+    changes["fail_run"] = _error(transition.fail_run)
+    events = (transition.event, *transition.extra_events)
+    repaired = [(kind, _repaired(data, _EVENT_DEPTH)) for kind, data in events]
+    if any(new[1] is not old[1] for new, old in zip(repaired, events, strict=True)):
+        changes["event"] = repaired[0]
+        changes["extra_events"] = tuple(repaired[1:])
+    changes = {k: v for k, v in changes.items() if v is not getattr(transition, k)}
+    return replace(transition, **changes) if changes else transition
