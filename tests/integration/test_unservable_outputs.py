@@ -109,6 +109,19 @@ async def test_unstorable_outputs_fail_the_step(
     assert served["error"]["type"] == error_type
 
 
+async def test_a_body_deeper_than_the_parser_fails_like_any_too_deep_output(
+    container: Container, http_server: RecordingServer
+) -> None:
+    """Deeper than Python's JSON parser can go (RecursionError): the same permanent
+    ``output.too_deep``, not an internal error retried in vain."""
+    detail = await run_against(container, http_server, Reply(200, nested(5000)))
+    assert detail.run.status == RunStatus.FAILED
+    assert detail.run.error_type == "output.too_deep"
+    step = next(s for s in detail.steps if s.node_id == "call")
+    assert step.attempt == 1
+    await assert_servable(container, detail.run.id)
+
+
 async def test_an_unstorable_output_takes_the_catch_route(
     container: Container, http_server: RecordingServer
 ) -> None:

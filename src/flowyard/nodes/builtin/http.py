@@ -160,6 +160,12 @@ def _decode_body(response: httpx.Response, raw: bytes) -> Any:
             return json.loads(text)
         except ValueError:
             return text
+        except RecursionError:
+            # Deeper than the parser's stack: the same answer as any output too deep to store
+            # (worker/storable.py), not an internal error retried in vain.
+            raise PermanentError(
+                "the response body is nested too deeply to store", error_type="output.too_deep"
+            ) from None
     return text
 
 
