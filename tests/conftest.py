@@ -18,10 +18,15 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _secret_key() -> Iterator[None]:
-    """A master key for every process of the run (no key files beside PostgreSQL tests)."""
+def _secret_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A master key for every process of the run (no key files beside PostgreSQL tests),
+    and a data directory of the run's own: a default database or key file never lands in
+    the real home directory."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLOWYARD_SECRET_KEY", SECRET_KEY)
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        mp.delenv("FLOWYARD_DB", raising=False)
+        mp.delenv("FLOWYARD_DB_URL", raising=False)
         yield
 
 
