@@ -27,10 +27,7 @@ def run_lead(
 ) -> subprocess.CompletedProcess[str]:
     lead = json.dumps({"region": region, "email": "a@b.c"})
     args = ["run", str(LEAD_ROUTING), "--db", db, "--input", lead, "--vars", crm_vars(server)]
-    if "--json" not in extra and "--human" not in extra:
-        args.append("--json")
-    extra = tuple(e for e in extra if e != "--human")
-    return cli(cwd, *args, *extra)
+    return cli(cwd, *args, "--json", *extra)
 
 
 def assert_lead_routed(

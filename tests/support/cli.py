@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 FLOWYARD = Path(sys.executable).parent / "flowyard"
+#: Settings of the test session that the subprocesses keep (the master key; the egress
+#: allow-list of the loopback fakes, ``FLOWYARD_EGRESS_*``).
+_PASSED = frozenset({"FLOWYARD_SECRET_KEY"})
 
 
 def cli_env(cwd: Path, env: Mapping[str, str | None] | None = None) -> dict[str, str]:
@@ -18,7 +21,7 @@ def cli_env(cwd: Path, env: Mapping[str, str | None] | None = None) -> dict[str,
     base = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("FLOWYARD_") or k == "FLOWYARD_SECRET_KEY"
+        if not k.startswith("FLOWYARD_") or k in _PASSED or k.startswith("FLOWYARD_EGRESS_")
     }
     base.pop("FORCE_COLOR", None)
     base["NO_COLOR"] = "1"
