@@ -72,6 +72,9 @@ def runs_list(
             ]
         )
         return
+    if not runs:
+        err.print("no runs match", highlight=False)
+        return
     # Ids are what users copy into ``runs show``: never truncate or wrap them.
     table = Table(
         Column("run", no_wrap=True, min_width=30),
