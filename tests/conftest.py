@@ -23,12 +23,16 @@ LOOPBACK_ALLOW = "127.0.0.1,localhost,::1"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _secret_key() -> Iterator[None]:
+def _secret_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A master key for every process of the run (no key files beside PostgreSQL tests),
-    and the loopback fakes on the egress allow-list."""
+    the loopback fakes on the egress allow-list, and a data directory of the run's own: a
+    default database or key file never lands in the real home directory."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLOWYARD_SECRET_KEY", SECRET_KEY)
         mp.setenv("FLOWYARD_EGRESS_ALLOW", LOOPBACK_ALLOW)
+        mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        mp.delenv("FLOWYARD_DB", raising=False)
+        mp.delenv("FLOWYARD_DB_URL", raising=False)
         yield
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from flowyard import __version__
-from flowyard.domain.errors import FlowyardError
+from flowyard.domain.errors import FlowyardError, NotFound
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
@@ -23,10 +23,9 @@ from flowyard.security import (
     AuthService,
     CredentialResolver,
     CredentialService,
-    Vault,
     derive_key,
-    load_master_key,
 )
+from flowyard.security.keycheck import open_vault
 from flowyard.service import FlowyardService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
@@ -102,18 +101,30 @@ class Container:
             worker.check_leases()
 
     async def load_samples(self, directory: str | Path) -> list[str]:
-        """Save every ``*.json`` definition of ``directory``; returns the names loaded."""
+        """Create the workflow of every ``*.json`` definition of ``directory`` that does not
+        exist yet; returns the names created. A workflow of that name that exists (edited,
+        or archived) is left as it is: samples seed a database, they never overwrite it."""
         loaded = []
         for path in sorted(Path(directory).glob("*.json")):
             try:
-                record, _, _ = await self.service.save_workflow(
-                    json.loads(path.read_text()), "samples"
-                )
+                raw = json.loads(path.read_text())
+                name = raw.get("name") if isinstance(raw, dict) else None
+                if isinstance(name, str) and await self._workflow_exists(name):
+                    _log.info("sample %s not loaded: workflow %r exists", path, name)
+                    continue
+                record, _ = await self.service.create_workflow(raw, "samples")
             except (FlowyardError, ValueError) as exc:
                 _log.error("sample %s not loaded: %s", path, exc)
                 continue
             loaded.append(record.name)
         return loaded
+
+    async def _workflow_exists(self, name: str) -> bool:
+        try:
+            await self.store.get_workflow(name)
+        except NotFound:
+            return False
+        return True
 
     async def close(self) -> None:
         """Release the HTTP pool, the expression threads and the database."""
@@ -126,13 +137,23 @@ async def build(
     settings: Settings,
     *,
     migrate: bool = True,
+    check_keys: bool = True,
     registry: NodeRegistry | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> Container:
-    """Build (and by default migrate) everything for ``settings``."""
+    """Build (and by default migrate) everything for ``settings``.
+
+    With ``check_keys`` the start is refused when the database holds credentials encrypted
+    under a master key this process does not have (a lost key file is never replaced);
+    without it those credentials stay unreadable (commands that delete them)."""
     store = open_store(settings.db_url, pool_size=settings.db_pool_size)
-    if migrate:
-        await store.migrate()
+    try:
+        if migrate:
+            await store.migrate()
+        master, vault = await open_vault(settings, store, check=check_keys)
+    except BaseException:
+        await store.close()
+        raise
     registry = registry or default_registry(load_plugins=settings.load_plugins)
     expressions = ExpressionEngine(ExpressionLimits(timeout_s=settings.expression_timeout_s))
     validator = DefinitionValidator(registry, expressions)
@@ -152,8 +173,6 @@ async def build(
     metrics = Metrics(version=__version__)
     metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
     service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
-    master = load_master_key(settings)
-    vault = Vault.from_settings(settings, master)
     credentials = CredentialService(store, vault, clock=clock)
     auth = AuthService(
         store,

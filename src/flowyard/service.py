@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 
 from flowyard.domain import jsonvalue
+from flowyard.domain.commands import RetryFrom
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -35,6 +36,7 @@ from flowyard.domain.records import (
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.restart import failure_cause, retry_start
 from flowyard.engine.transitions import first_step, on_success
 from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
 from flowyard.nodes.base import NodeOutcome, ResolvedWorkflow
@@ -62,6 +64,14 @@ class RunDetail:
     run: RunRecord
     steps: list[StepRecord]
     events: list[EventRecord]
+
+    @property
+    def cause(self) -> StepRecord | None:
+        """The step whose error explains a failed run (the caught call behind a ``fail``
+        node, else the failing step); None unless the run failed in a step."""
+        if self.run.status != RunStatus.FAILED:
+            return None
+        return failure_cause(self.run.error, self.steps)
 
 
 class FlowyardService:
@@ -95,13 +105,28 @@ class FlowyardService:
     async def create_workflow(
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord]:
-        """Validate and save a new workflow (version 1)."""
+        """Validate and save a new workflow (version 1). A name taken by an archived
+        workflow is a Conflict that says so and how to bring it back."""
         wf = await asyncio.to_thread(self.validator.compile, raw)
         await self.check_credentials(wf)
         definition = _as_json(raw)
+        await self._refuse_archived_name(wf.definition.name)
         return await self.store.create_workflow(
             wf.definition.name, wf.definition.description, definition, actor
         )
+
+    async def _refuse_archived_name(self, name: str) -> None:
+        try:
+            existing = await self.store.get_workflow(name)
+        except NotFound:
+            return
+        if existing.archived and existing.name == name:
+            raise Conflict(
+                f"a workflow named {name!r} already exists and is archived; restore it by "
+                f"saving a new version (PUT /api/v1/workflows/{name}, or flowyard run FILE), "
+                "or choose another name",
+                detail={"workflow_id": existing.id, "archived": True},
+            )
 
     async def update_workflow(
         self,
@@ -345,18 +370,35 @@ class FlowyardService:
         self, run_id: str, *, actor: str | None = None, use_latest_definition: bool = False
     ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from its failed step, keeping the
-        outputs of the steps that succeeded. A run timeout starts afresh. With
-        ``use_latest_definition`` the run moves to its workflow's latest version first
-        (Conflict when a node it must run again is not in that version)."""
+        outputs of the steps that succeeded. A run that failed in a ``fail`` node reached by
+        a ``catch`` route restarts from the caught step instead, and the error branch's
+        steps are discarded (:func:`flowyard.engine.restart.retry_start`). A run timeout
+        starts afresh. With ``use_latest_definition`` the run moves to its workflow's latest
+        version first (Conflict when a node it must run again is not in that version)."""
         run = await self.store.get_run(run_id)
+        steps = await self.store.list_steps(run.id)
+        start = retry_start(run.error, steps) if run.status == RunStatus.FAILED else None
+        restart = (
+            RetryFrom(start.step.id, start.failed_step, start.discard)
+            if start is not None and start.caught
+            else None
+        )
         version = run.workflow_version
         if use_latest_definition:
             version = (await self.store.get_workflow(run.workflow_id)).latest_version
         wf = await self.cache.get(run.workflow_id, version)
         if version != run.workflow_version:
-            steps = await self.store.list_steps(run.id)
-            failed = (run.error or {}).get("details", {}).get("node_id")
-            again = {s.node_id for s in steps if not s.branch and s.status == StepStatus.CANCELLED}
+            failed = (
+                start.step.node_id
+                if start is not None
+                else (run.error or {}).get("details", {}).get("node_id")
+            )
+            dropped = set(start.discard) if start is not None else set()
+            again = {
+                s.node_id
+                for s in steps
+                if not s.branch and s.status == StepStatus.CANCELLED and s.id not in dropped
+            }
             missing = sorted(
                 n for n in again | ({failed} if failed else set()) if n not in wf.nodes
             )
@@ -373,6 +415,7 @@ class FlowyardService:
             now=now,
             deadline_at=run_deadline(wf, now),
             workflow_version=version,
+            restart=restart,
         )
         self._enqueued()
         return retried

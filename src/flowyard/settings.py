@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import platformdirs
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -19,12 +21,31 @@ class MetricsAccess(StrEnum):
     PUBLIC = "public"
 
 
+# -- firsthour: one default database location (the platform's data directory) --
+def data_dir() -> Path:
+    """Where flowyard keeps its files unless told otherwise: the platform's user data
+    directory (``$XDG_DATA_HOME/flowyard``, by default ``~/.local/share/flowyard`` on Linux)."""
+    return Path(platformdirs.user_data_dir("flowyard", appauthor=False))
+
+
+def default_db_url() -> str:
+    """The database used when neither ``--db``, ``FLOWYARD_DB`` nor ``FLOWYARD_DB_URL`` is
+    given: ``flowyard.db`` in :func:`data_dir`, wherever the command runs."""
+    return f"sqlite:///{data_dir() / 'flowyard.db'}"
+
+
 class Settings(BaseSettings):
     """Every knob of a flowyard process. Built once per process and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="FLOWYARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FLOWYARD_", extra="ignore", validate_by_name=True)
 
-    db_url: str = Field("sqlite:///./flowyard.db", description="sqlite:///path or postgresql://...")
+    db_url: str = Field(
+        default_factory=default_db_url,
+        # FLOWYARD_DB is the short name; FLOWYARD_DB_URL stays accepted (FLOWYARD_DB wins).
+        validation_alias=AliasChoices("FLOWYARD_DB", "FLOWYARD_DB_URL"),
+        description="sqlite:///path, a file path, or postgresql://... "
+        "(default: flowyard.db in the data directory)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=0, le=64, description="In-process workers started by 'serve'.")
@@ -70,7 +91,9 @@ class Settings(BaseSettings):
         None, description="Master key (base64 or hex, >= 32 bytes); else the key file is used."
     )
     key_file: str | None = Field(
-        None, description="Master key file (default: next to a SQLite file, or ./flowyard.key)."
+        None,
+        description="Master key file (default: next to a SQLite file, else flowyard.key in "
+        "the data directory).",
     )
     previous_secret_keys: SecretStr | None = Field(
         None,

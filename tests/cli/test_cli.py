@@ -27,7 +27,7 @@ def run_lead(
 ) -> subprocess.CompletedProcess[str]:
     lead = json.dumps({"region": region, "email": "a@b.c"})
     args = ["run", str(LEAD_ROUTING), "--db", db, "--input", lead, "--vars", crm_vars(server)]
-    return cli(cwd, *args, *extra)
+    return cli(cwd, *args, "--json", *extra)
 
 
 def assert_lead_routed(

@@ -12,7 +12,7 @@ from typing import Any
 from flowyard.bootstrap import build
 from flowyard.settings import Settings
 from lifecycle.helpers import http_chain
-from support.cli import cli
+from support.cli import cli, messages
 from support.http import RecordingServer, Reply
 from support.runs import wait_for_runs
 
@@ -23,7 +23,7 @@ def start(cwd: Path, db: str, definition: dict[str, Any], *extra: str) -> dict[s
     """``flowyard run`` a definition (pending, or executed with ``--wait``); the run."""
     path = cwd / f"{definition['name']}.json"
     path.write_text(json.dumps(definition))
-    result = cli(cwd, "run", str(path), "--db", db, *extra)
+    result = cli(cwd, "run", str(path), "--db", db, "--json", *extra)
     assert result.returncode in (0, 1), result.stderr
     run: dict[str, Any] = json.loads(result.stdout)
     return run
@@ -66,7 +66,7 @@ def test_cancel(workdir: Path, db: str, http_server: RecordingServer) -> None:
 
     again = cli(workdir, "runs", "cancel", run_id, "--db", db)
     assert again.returncode == 1
-    assert again.stderr.startswith("error: ") and "cancelled" in again.stderr
+    assert messages(again).startswith("error: ") and "cancelled" in again.stderr
     assert "Traceback" not in again.stderr
 
     missing = cli(workdir, "runs", "cancel", "run_nope", "--db", db)
@@ -80,7 +80,7 @@ def test_pause_and_resume(workdir: Path, db: str, http_server: RecordingServer) 
     assert paused.returncode == 0, paused.stderr
     assert "paused" in paused.stdout
     twice = cli(workdir, "runs", "pause", run_id, "--db", db)
-    assert twice.returncode == 1 and twice.stderr.startswith("error: ")
+    assert twice.returncode == 1 and messages(twice).startswith("error: ")
     assert "paused" in twice.stderr
 
     resumed = cli(workdir, "runs", "resume", run_id, "--db", db)
@@ -116,7 +116,7 @@ def test_retry_from_the_failed_step(workdir: Path, db: str, http_server: Recordi
     assert lifecycle_events(run) == [("run.retried", ACTOR)]
     again = cli(workdir, "runs", "retry", run_id, "--db", db)
     assert again.returncode == 1
-    assert again.stderr.startswith("error: ") and "succeeded" in again.stderr
+    assert messages(again).startswith("error: ") and "succeeded" in again.stderr
 
 
 def failing_runs(workdir: Path, db: str, server: RecordingServer) -> dict[str, str]:

@@ -18,6 +18,7 @@ from flowyard.cli.main import app
 from flowyard.domain.auth import Role
 from flowyard.domain.credentials import CredentialType
 from flowyard.security import AuthError
+from flowyard.security.keycheck import LostMasterKey
 from flowyard.security.keys import read_key_file, write_key_file
 from flowyard.security.vault import key_id_of, vault_key
 from flowyard.settings import Settings
@@ -167,8 +168,13 @@ def test_rotate_with_secret_key_env(
     assert set(after.values()) == {key_id_of(vault_key(bytes.fromhex(new_key)))}
     assert read_all(db_url, secret_key=new_key, previous_secret_keys=SECRET_KEY) == after
 
+    # A process that starts on the old key alone is refused; one that was already running
+    # (built before the rotation: no start check) reads nothing.
+    with pytest.raises(LostMasterKey, match="FLOWYARD_SECRET_KEY is not the key"):
+        asyncio.run(build(settings(db_url, secret_key=SECRET_KEY)))
+
     async def with_old_key_only() -> str:
-        container = await build(settings(db_url, secret_key=SECRET_KEY))
+        container = await build(settings(db_url, secret_key=SECRET_KEY), check_keys=False)
         try:
             view = await container.credentials.get(NAMES[0])
             return view.problem or ""
@@ -179,7 +185,7 @@ def test_rotate_with_secret_key_env(
 
     # A process still on the old key writes a row under it; ``reencrypt`` moves it over.
     async def late_write() -> None:
-        container = await build(settings(db_url, secret_key=SECRET_KEY))
+        container = await build(settings(db_url, secret_key=SECRET_KEY), check_keys=False)
         try:
             await container.credentials.create(
                 "late", CredentialType.BEARER, {"token": SECRET}, allowed_origins=["https://x.io"]

@@ -125,6 +125,13 @@ async def first_start(container: Container) -> None:
     """With no user at all, create ``admin``: with ``FLOWYARD_ADMIN_PASSWORD``, or with a
     random password written once to stderr (never logged)."""
     secret = container.settings.admin_password
+    if secret is not None and await container.store.count_users() > 0:
+        # Said at every start, never the value: the variable only seeds an empty database.
+        _log.warning(
+            "FLOWYARD_ADMIN_PASSWORD is set but ignored: this database already has users, "
+            "so no admin is created and no password is changed (change a password with "
+            "PATCH /api/v1/users/{id}); unset it to silence this warning"
+        )
     password = await container.auth.ensure_admin(secret.get_secret_value() if secret else None)
     if password is not None:
         sys.stderr.write(

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from flowyard.bootstrap import Container, build
 from flowyard.domain import jsonvalue
 from flowyard.domain.errors import FlowyardError, InvalidInput, Problem
-from flowyard.settings import Settings
+from flowyard.settings import Settings, data_dir
+from flowyard.store.display import display_url
 
 T = TypeVar("T")
 
@@ -27,16 +29,48 @@ err = Console(stderr=True)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Database URL (default: FLOWYARD_DB_URL or sqlite:///./flowyard.db)"),
+    typer.Option(
+        "--db",
+        help="Database: a sqlite:///path, a file path or a postgresql:// URL",
+        show_default=f"FLOWYARD_DB, FLOWYARD_DB_URL, else {data_dir() / 'flowyard.db'}",
+    ),
 ]
 
 
 def settings_for(db: str | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment, with the flags that were given."""
+    """Settings from the environment, with the flags that were given (a bad setting: one
+    line and exit 2)."""
     values = {k: v for k, v in overrides.items() if v is not None}
     if db is not None:
         values["db_url"] = db
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        if not where.upper().startswith("FLOWYARD_"):
+            where = f"{where} (FLOWYARD_{where.upper()})"
+        fail(f"invalid setting {where}: {first['msg']}", code=2)
+
+
+def announce_database(settings: Settings) -> None:
+    """Say on stderr which database this command uses (never its password), and warn when
+    a ``./flowyard.db`` left by an older flowyard sits where the command runs."""
+    err.print(
+        f"flowyard: database {display_url(settings.db_url)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    legacy = Path("flowyard.db")
+    if "db_url" not in settings.model_fields_set and legacy.is_file():
+        err.print(
+            f"flowyard: note: {legacy.resolve()} is not used (the default database now lives "
+            f"in {data_dir()}); pass --db {legacy} or set FLOWYARD_DB to use it",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def cli_actor() -> str:
@@ -59,21 +93,35 @@ def fail(message: str, problems: list[Problem] | None = None, code: int = 1) -> 
 
 
 def run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; flowyard errors exit 2 (invalid input) or 1 (anything else)."""
+    """Run a coroutine; flowyard errors (a database that cannot be opened, a lost master
+    key, a refused input...) print one line and exit 2 (invalid input) or 1 (anything else);
+    Ctrl-C exits 130."""
     try:
         return asyncio.run(coro_fn())
     except InvalidInput as exc:
         fail(exc.message, exc.problems, code=2)
     except FlowyardError as exc:
         fail(exc.message)
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        raise typer.Exit(130) from None
 
 
-def with_container(db: str | None, fn: Callable[[Container], Awaitable[T]]) -> T:
+async def open_container(settings: Settings, *, check_keys: bool = True) -> Container:
+    """Say which database is used, then build a container on it."""
+    announce_database(settings)
+    return await build(settings, check_keys=check_keys)
+
+
+def with_container(
+    db: str | None, fn: Callable[[Container], Awaitable[T]], *, check_keys: bool = True
+) -> T:
     """Build a container on ``db``, run ``fn`` with it and close it (errors as in
     :func:`run_async`)."""
+    settings = settings_for(db)
 
     async def main() -> T:
-        container = await build(settings_for(db))
+        container = await open_container(settings, check_keys=check_keys)
         try:
             return await fn(container)
         finally:
@@ -115,11 +163,16 @@ async def run_json(container: Container, run_id: str) -> dict[str, Any]:
     """A run with its steps and events, as printed by ``run`` and ``runs show``."""
     detail = await container.service.get_run(run_id)
     run = detail.run
+    cause = detail.cause
     return {
         "run_id": run.id,
         "status": run.status.value,
         "output": run.output,
         "error": run.error,
+        # The step whose error explains a failure (the caught call behind a fail node).
+        "cause": None
+        if cause is None
+        else {"node_id": cause.node_id, "attempt": cause.attempt, "error": cause.error},
         "steps": [
             {
                 "node_id": s.node_id,

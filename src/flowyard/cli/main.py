@@ -15,12 +15,13 @@ from typing import Annotated, Any
 
 import typer
 
-from flowyard.bootstrap import Container, build
+from flowyard.bootstrap import Container
 from flowyard.cli.common import (
     DbOption,
     cli_actor,
     err,
     fail,
+    open_container,
     out,
     parse_json_option,
     read_json,
@@ -29,10 +30,13 @@ from flowyard.cli.common import (
     settings_for,
 )
 from flowyard.cli.credentials import credentials_app
+from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
-from flowyard.domain.errors import FlowyardError, Problem
+from flowyard.domain.errors import DefinitionError, FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
+from flowyard.service import RunDetail
+from flowyard.settings import Settings
 
 app = typer.Typer(help="flowyard: durable workflow automation engine.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -50,16 +54,35 @@ def _main(log_level: Annotated[str, typer.Option(help="Logging level")] = "WARNI
     )
 
 
+def _default(name: str) -> str:
+    """A setting's default and its environment variable, for ``--help``."""
+    field = Settings.model_fields[name]
+    return f"{field.get_default(call_default_factory=True)}, or FLOWYARD_{name.upper()}"
+
+
 @app.command()
 def serve(
     db: DbOption = None,
-    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="Port")] = None,
-    workers: Annotated[int | None, typer.Option(help="In-process workers (0: API only)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address", show_default=_default("host"))
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port", show_default=_default("port"))] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="In-process workers (0: API only)", show_default=_default("workers")),
+    ] = None,
     load_samples: Annotated[
-        bool, typer.Option("--load-samples/--no-load-samples", help="Load examples/*.json")
+        bool,
+        typer.Option(
+            "--load-samples/--no-load-samples",
+            help="Create the sample workflows that do not exist yet (never overwrites)",
+            show_default="no, or FLOWYARD_LOAD_SAMPLES",
+        ),
     ] = False,
-    samples_dir: Annotated[str | None, typer.Option(help="Where the samples are")] = None,
+    samples_dir: Annotated[
+        str | None,
+        typer.Option(help="Where the samples are", show_default=_default("samples_dir")),
+    ] = None,
 ) -> None:
     """Serve the API with in-process workers. On an empty database the first start creates
     the user ``admin`` (FLOWYARD_ADMIN_PASSWORD, or a random password printed once).
@@ -75,6 +98,14 @@ def serve(
         samples_dir=samples_dir,
     )
     logging.getLogger("flowyard").setLevel(settings.log_level)
+
+    async def preflight() -> None:
+        # Open, migrate and check the master key here, so that a database that cannot be
+        # opened or a lost key file is one line, not a traceback from the ASGI lifespan.
+        container = await open_container(settings)
+        await container.close()
+
+    run_async(preflight)
     code = serve_api(settings)
     if code:
         raise typer.Exit(code)
@@ -83,7 +114,9 @@ def serve(
 @app.command()
 def worker(
     db: DbOption = None,
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent steps")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Concurrent steps", show_default=_default("concurrency"))
+    ] = None,
     processes: Annotated[int, typer.Option(help="Worker loops in this process")] = 1,
     metrics_port: Annotated[
         int | None,
@@ -99,7 +132,7 @@ def worker(
     logging.getLogger("flowyard").setLevel(settings.log_level)
 
     async def main() -> None:
-        container = await build(settings)
+        container = await open_container(settings)
         workers = [container.new_worker() for _ in range(max(1, processes))]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -157,8 +190,10 @@ def _stop_all(workers: list[Any]) -> None:
 def db_upgrade(db: DbOption = None) -> None:
     """Apply pending migrations."""
 
+    settings = settings_for(db)
+
     async def main() -> None:
-        container = await build(settings_for(db))
+        container = await open_container(settings)
         await container.close()
 
     run_async(main)
@@ -166,13 +201,27 @@ def db_upgrade(db: DbOption = None) -> None:
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Definition JSON ('-' for stdin)")]) -> None:
-    """Validate a definition: every problem with its JSON pointer; exit 1 if any."""
+def validate(
+    file: Annotated[Path, typer.Argument(help="Definition JSON ('-' for stdin)")],
+    db: DbOption = None,
+) -> None:
+    """Validate a definition: every problem with its JSON pointer; exit 1 if any. The answer
+    is the one saving it would get: credentials are looked up in the database."""
+    raw = read_json(file)
+    settings = settings_for(db)
 
     async def main() -> list[Problem]:
-        container = await build(settings_for("sqlite:///:memory:"), migrate=False)
+        container = await open_container(settings)
         try:
-            return container.validator.validate(read_json(file)).problems
+            # Structure and expressions, then the credential check create_workflow makes.
+            result = await asyncio.to_thread(container.service.validate, raw)
+            if not result.ok or result.workflow is None:
+                return result.problems
+            try:
+                await container.service.check_credentials(result.workflow)
+            except DefinitionError as exc:
+                return exc.problems
+            return []
         finally:
             await container.close()
 
@@ -206,21 +255,30 @@ def run(
         str | None, typer.Option("--vars", help="Vars JSON overriding the workflow's")
     ] = None,
     wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Execute here and print the result")
+        bool,
+        typer.Option(
+            "--wait/--no-wait", help="Execute here, showing each step, and print the result"
+        ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 300.0,
     db: DbOption = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the run, its steps and events as JSON")
+    ] = False,
 ) -> None:
-    """Save the definition (new version if changed), start a run, and with --wait execute it
-    with an embedded worker and print the result."""
+    """Save the definition (new version if changed) and start a run. With --wait, execute it
+    with an embedded worker, showing each step as it finishes, then the run's status and,
+    if it failed, the step that caused it (exit 1)."""
     run_input = parse_json_option(input, "--input") if input is not None else {}
     run_vars = parse_json_option(vars, "--vars")
     if run_vars is not None and not isinstance(run_vars, dict):
         fail("--vars must be a JSON object", code=2)
+    settings = settings_for(db)
+    reporter = None if as_json else StepReporter(out)
 
-    async def main() -> dict[str, Any]:
-        container = await build(settings_for(db))
+    async def main() -> tuple[dict[str, Any], RunDetail]:
+        container = await open_container(settings)
         try:
             if file.exists() or str(file) == "-":
                 record, _, _ = await container.service.save_workflow(read_json(file), cli_actor())
@@ -231,35 +289,28 @@ def run(
                 ref, run_input, vars=run_vars, idempotency_key=idempotency_key, actor=cli_actor()
             )
             if wait:
-                await _wait_for(container, run_record.id, timeout)
-            return await run_json(container, run_record.id)
+                if reporter is not None:
+                    out.print(f"run {run_record.id} started", highlight=False)
+                await wait_for(container, run_record.id, timeout, reporter)
+            detail = await container.service.get_run(run_record.id)
+            return await run_json(container, run_record.id), detail
         finally:
             await container.close()
 
-    result = run_async(main)
-    out.print_json(data=result)
+    result, detail = run_async(main)
+    if as_json:
+        out.print_json(data=result)
+    elif wait:
+        hint = f"flowyard runs retry {detail.run.id} --wait" + (f" --db {db}" if db else "")
+        print_summary(out, detail, hint)
+    else:
+        out.print(
+            f"run {detail.run.id} {detail.run.status.value}: a worker executes it "
+            "(flowyard serve or flowyard worker), or start it with --wait",
+            highlight=False,
+        )
     if wait and result["status"] != RunStatus.SUCCEEDED:
         raise typer.Exit(1)
-
-
-async def _wait_for(container: Container, run_id: str, timeout: float) -> None:
-    worker = container.new_worker()
-    done = False
-
-    async def check() -> None:
-        nonlocal done
-        while not done:
-            done = (await container.store.get_run(run_id)).status.is_terminal
-            if not done:
-                await asyncio.sleep(0.05)
-
-    checker = asyncio.create_task(check())
-    try:
-        await worker.run_until(lambda: done, timeout_s=timeout)
-    except TimeoutError:
-        fail(f"run {run_id} did not finish within {timeout:g} s (it stays in the database)")
-    finally:
-        checker.cancel()
 
 
 def main() -> None:

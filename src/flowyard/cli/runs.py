@@ -12,9 +12,10 @@ from rich.table import Column, Table
 
 from flowyard.bootstrap import Container
 from flowyard.cli.common import DbOption, cli_actor, err, out, run_json, with_container
+from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
-from flowyard.service import BulkRetry
+from flowyard.service import BulkRetry, RunDetail
 
 runs_app = typer.Typer(help="Inspect runs and act on them.", no_args_is_help=True)
 
@@ -44,19 +45,24 @@ def runs_list(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first, with their workflow's name."""
 
-    async def main(container: Container) -> list[RunRecord]:
-        return await container.service.list_runs(
+    async def main(container: Container) -> tuple[list[RunRecord], dict[str, str]]:
+        found = await container.service.list_runs(
             status=status, workflow=workflow, error_type=error_type, limit=limit
         )
+        names: dict[str, str] = {}
+        for workflow_id in {r.workflow_id for r in found}:
+            names[workflow_id] = (await container.store.get_workflow(workflow_id)).name
+        return found, names
 
-    runs = with_container(db, main)
+    runs, names = with_container(db, main)
     if as_json:
         out.print_json(
             data=[
                 {
                     "id": r.id,
+                    "workflow": names[r.workflow_id],
                     "workflow_id": r.workflow_id,
                     "status": r.status.value,
                     "error_type": r.error_type,
@@ -66,10 +72,13 @@ def runs_list(
             ]
         )
         return
+    if not runs:
+        err.print("no runs match", highlight=False)
+        return
     # Ids are what users copy into ``runs show``: never truncate or wrap them.
     table = Table(
         Column("run", no_wrap=True, min_width=30),
-        Column("workflow", no_wrap=True, min_width=29),
+        Column("workflow", no_wrap=True),
         "version",
         "status",
         "error",
@@ -78,7 +87,7 @@ def runs_list(
     for r in runs:
         table.add_row(
             r.id,
-            r.workflow_id,
+            names[r.workflow_id],
             str(r.workflow_version),
             r.status.value,
             r.error_type or "",
@@ -125,13 +134,38 @@ def runs_resume(run_id: RunIdArg, db: DbOption = None) -> None:
 
 
 @runs_app.command("retry")
-def runs_retry(run_id: RunIdArg, db: DbOption = None) -> None:
+def runs_retry(
+    run_id: RunIdArg,
+    db: DbOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait/--no-wait", help="Execute it here, showing each step, until it ends"),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 300.0,
+) -> None:
     """Retry a failed, timed-out or cancelled run from its failed step.
 
-    The steps that succeeded keep their outputs. Exit 1 for a run in another status.
+    The steps that succeeded keep their outputs. A run that failed in a ``fail`` node reached
+    through a ``catch`` route restarts from the caught step (its error branch runs again
+    only if that step fails again). Exit 1 for a run in another status, or with --wait when
+    the retried run does not succeed.
     """
-    run = with_container(db, lambda c: c.service.retry_run(run_id, actor=cli_actor()))
-    _report(run, "retried")
+    reporter = StepReporter(out) if wait else None
+
+    async def retry(container: Container) -> RunDetail:
+        run = await container.service.retry_run(run_id, actor=cli_actor())
+        _report(run, "retried")
+        if wait:
+            await wait_for(container, run.id, timeout, reporter)
+        return await container.service.get_run(run.id)
+
+    detail = with_container(db, retry)
+    if wait:
+        print_summary(
+            out, detail, f"flowyard runs retry {run_id} --wait" + (f" --db {db}" if db else "")
+        )
+        if detail.run.status != RunStatus.SUCCEEDED:
+            raise typer.Exit(1)
 
 
 @runs_app.command("retry-failed")

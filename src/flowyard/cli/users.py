@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
-from rich.table import Table
+from rich.console import Console
+from rich.table import Column, Table
 
 from flowyard.bootstrap import Container
 from flowyard.cli.common import DbOption, cli_actor, err, out, with_container
@@ -116,19 +117,48 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(db: DbOption = None) -> None:
-    """List API keys (metadata only)."""
+def keys_list(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """List API keys (metadata only), with whole ids (what ``revoke`` takes)."""
 
     async def fn(container: Container) -> list[ApiKeyRecord]:
         return await container.store.list_api_keys()
 
-    table = Table("id", "prefix", "name", "role", "expires", "last used", "revoked")
-    for k in with_container(db, fn):
+    keys = with_container(db, fn)
+
+    def when(t: datetime | None) -> str | None:
+        return t.isoformat() if t else None
+
+    if as_json:
+        out.print_json(
+            data=[
+                {
+                    "id": k.id,
+                    "prefix": k.prefix,
+                    "name": k.name,
+                    "role": k.role.value,
+                    "expires_at": when(k.expires_at),
+                    "last_used_at": when(k.last_used_at),
+                    "revoked_at": when(k.revoked_at),
+                }
+                for k in keys
+            ]
+        )
+        return
+    # Ids are what users copy into ``revoke``: never truncate or wrap them.
+    table = Table(
+        Column("id", no_wrap=True, min_width=len(keys[0].id) if keys else 2),
+        "prefix", "name", "role", "expires", "last used", "revoked",
+    )  # fmt: skip
+    for k in keys:
         table.add_row(
             k.id, k.prefix, k.name, k.role.value,
-            *(t.isoformat() if t else "-" for t in (k.expires_at, k.last_used_at, k.revoked_at)),
+            *(when(t) or "-" for t in (k.expires_at, k.last_used_at, k.revoked_at)),
         )  # fmt: skip
-    out.print(table)
+    # Piped output has no width to fit: do not squeeze the table into 80 columns.
+    (out if out.is_terminal else Console(width=200)).print(table)
 
 
 @keys_app.command("revoke")

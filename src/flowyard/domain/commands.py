@@ -149,3 +149,19 @@ class Transition:
     child: ChildRun | None = None
     #: A buffered signal this step took (marked consumed in the same transaction).
     consume_signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryFrom:
+    """A retry that restarts a caught step rather than the one that failed the run (decided
+    by the engine, see ``flowyard.engine.restart``; the store records it).
+
+    - ``step_id``: the main-path step run again.
+    - ``failed_step_id``: the step the run's error names; the retry is refused (Conflict)
+      when the run failed elsewhere meanwhile.
+    - ``discard``: the main-path steps after ``step_id`` (the error branch), deleted.
+    """
+
+    step_id: int
+    failed_step_id: int
+    discard: tuple[int, ...] = ()

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from flowyard.domain.errors import FlowyardError
-from flowyard.settings import Settings
+from flowyard.settings import Settings, data_dir
 
 MIN_KEY_BYTES = 32
 
@@ -42,19 +42,27 @@ def _decode(text: str) -> bytes:
 
 
 def default_key_file(db_url: str) -> Path | None:
-    """Next to a SQLite database file, ``./flowyard.key`` for a server database, None for an
-    in-memory database (an ephemeral key)."""
+    """Next to a SQLite database file, ``flowyard.key`` in the data directory for a server
+    database (never the current directory: every command finds the same key wherever it
+    runs), None for an in-memory database (an ephemeral key)."""
     if "://" not in db_url:
-        return Path(db_url).with_suffix(".key")
+        return Path(db_url).expanduser().with_suffix(".key")
     if db_url.startswith("sqlite"):
         database = sa.make_url(db_url).database or ""
         if database in ("", ":memory:"):
             return None
         return Path(database).expanduser().with_suffix(".key")
-    return Path("flowyard.key")
+    return data_dir() / "flowyard.key"
 
 
 def _read_key_file(path: Path) -> bytes:
+    try:
+        return _read_key_file_unchecked(path)
+    except OSError as exc:
+        raise MasterKeyError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
+
+
+def _read_key_file_unchecked(path: Path) -> bytes:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise MasterKeyError(
@@ -69,16 +77,35 @@ def _read_key_file(path: Path) -> bytes:
     return key
 
 
-def _create_key_file(path: Path) -> bytes:
-    key = secrets.token_bytes(MIN_KEY_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _create_key_file(path: Path, key: bytes | None = None) -> bytes:
+    key = key or secrets.token_bytes(MIN_KEY_BYTES)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process created it first
         return _read_key_file(path)
+    except OSError as exc:
+        raise MasterKeyError(f"cannot create key file {path}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
     return key
+
+
+def create_key_file(path: Path, key: bytes) -> bytes:
+    """Write ``key`` to a new 0600 key file at ``path`` and return it; when another process
+    created the file first, return the key it holds instead."""
+    return _create_key_file(path, key)
+
+
+def master_key_candidate(settings: Settings) -> tuple[bytes, Path | None]:
+    """The master key without writing anything: ``(key, None)`` when it comes from
+    ``secret_key``, an existing key file or is ephemeral; ``(a new random key, path)`` when
+    the key file does not exist yet, so the caller can check the database before creating it
+    (:func:`create_key_file`)."""
+    path = key_file_path(settings)
+    if settings.secret_key is not None or path is None or path.exists():
+        return load_master_key(settings), None
+    return secrets.token_bytes(MIN_KEY_BYTES), path
 
 
 def load_master_key(settings: Settings) -> bytes:

@@ -165,6 +165,14 @@ class Vault:
             )
         return key
 
+    def can_decrypt(self, key_id: str) -> bool:
+        """Whether the keyring holds the key ``key_id`` (reloading it once, like a read)."""
+        try:
+            self._key(key_id)
+        except VaultError:
+            return False
+        return True
+
     def encrypt(
         self,
         cred_id: str,

@@ -18,6 +18,7 @@ from sqlalchemy.pool import QueuePool
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.store import migrate as migrations
 from flowyard.store.audit import audit_row, pending_audit
+from flowyard.store.display import display_url
 from flowyard.store.rows import (
     T,
     log,
@@ -98,12 +99,36 @@ class SqlBase(ABC):
         """Take a database-wide lock before migrating, so workers starting together on a fresh
         database migrate one after the other (each dialect knows its lock)."""
 
+    def _open_hint(self, exc: BaseException) -> str:
+        """What to do when opening the database failed with ``exc`` (dialects know more)."""
+        return "check --db, FLOWYARD_DB or FLOWYARD_DB_URL"
+
+    def _cannot_open(self, exc: BaseException) -> StoreUnavailable:
+        """One clear line for a database that cannot be opened: which one, why, what to do."""
+        if isinstance(exc, DBAPIError):
+            reason = str(exc.orig).strip()
+        elif isinstance(exc, ConnectionRefusedError):
+            reason = "connection refused"
+        elif isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror
+        else:
+            reason = str(exc) or type(exc).__name__
+        where = display_url(self.url)
+        return StoreUnavailable(
+            f"cannot open the database {where}: {reason}; {self._open_hint(exc)}"
+        )
+
     async def migrate(self) -> None:
-        """Upgrade the schema to head (Alembic), one process at a time."""
-        async with self._write.connect() as conn:
-            await self._lock_migrations(conn)
-            await conn.run_sync(migrations.upgrade)
-            await conn.commit()
+        """Upgrade the schema to head (Alembic), one process at a time. A database that cannot
+        be opened, or whose schema is newer than this code, is a StoreUnavailable that says
+        why."""
+        try:
+            async with self._write.connect() as conn:
+                await self._lock_migrations(conn)
+                await conn.run_sync(migrations.upgrade)
+                await conn.commit()
+        except (DBAPIError, OSError, PoolTimeout) as exc:
+            raise self._cannot_open(exc) from exc
 
     async def schema_is_current(self) -> bool:
         """True when the database is at the newest migration."""

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.commands import RetryFrom
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord
@@ -195,18 +196,27 @@ class LifecycleOps(SqlBase):
         now: datetime,
         deadline_at: datetime | None = None,
         workflow_version: int | None = None,
+        restart: RetryFrom | None = None,
     ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from where it stopped: the step that
         failed it and the main-path steps cancelled with it start again (attempts reset,
         same idempotency keys); outputs of steps that succeeded are kept. A fork among them
         starts its branches afresh (the old ones and their child runs are dropped). With
-        ``workflow_version`` the run moves to that version of its workflow."""
+        ``workflow_version`` the run moves to that version of its workflow. With
+        ``restart`` (the engine's decision) the caught step it names starts again instead,
+        and the error branch's steps it lists are deleted."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
             run = await self._lock_run(
                 conn, run_id, _RETRYABLE, "only failed, timed-out or cancelled runs can be retried"
             )
             failed_step = (run.error or {}).get("details", {}).get("step_id")
+            discarded: list[str] = []
+            if restart is not None:
+                if failed_step != restart.failed_step_id:
+                    raise Conflict(f"run {run_id} changed while it was being retried; try again")
+                discarded = await self._discard_steps(conn, run.id, restart.discard, now)
+                failed_step = restart.step_id
             redo = sa.and_(
                 steps.c.branch == "",
                 sa.or_(
@@ -267,17 +277,41 @@ class LifecycleOps(SqlBase):
                     workflow_version=workflow_version or run.workflow_version,
                 )
             )
-            retried = {
+            retried: dict[str, Any] = {
                 "from": run.status.value,
                 "steps": sorted(r.node_id for r in rows),
                 "previous_error": run.error,
             }
+            if discarded:
+                retried["discarded"] = discarded
             if workflow_version is not None and workflow_version != run.workflow_version:
                 retried["workflow_version"] = {"from": run.workflow_version, "to": workflow_version}
             await self._record(conn, run.id, "run.retried", retried, now, actor)
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)
+
+    @staticmethod
+    async def _discard_steps(
+        conn: AsyncConnection, run_id: str, step_ids: Collection[int], now: datetime
+    ) -> list[str]:
+        """Delete main-path steps a retry leaves behind (an error branch), with the branches
+        and child runs of any fork among them; their node ids, in order."""
+        if not step_ids:
+            return []
+        where = sa.and_(steps.c.run_id == run_id, steps.c.branch == "", steps.c.id.in_(step_ids))
+        rows = list(
+            await conn.execute(
+                sa.select(steps.c.id, steps.c.node_id, steps.c.branch, steps.c.waiting_for)
+                .where(where)
+                .order_by(steps.c.id)
+            )
+        )
+        for row in rows:
+            if row.waiting_for in ("branches", "child"):
+                await drop_fork(conn, run_id, row.branch, row.id, now)
+        await conn.execute(steps.delete().where(where))
+        return [row.node_id for row in rows]
 
     async def expire_runs(self, *, now: datetime, limit: int = 500) -> list[RunId]:
         """Time out unfinished runs whose deadline passed (``run_timeout_s``)."""

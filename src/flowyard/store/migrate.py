@@ -9,6 +9,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+
+from flowyard.domain.errors import StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -23,7 +26,20 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
 
 
 def upgrade(connection: sa.Connection) -> None:
-    """Upgrade the database behind ``connection`` to head."""
+    """Upgrade the database behind ``connection`` to head. A database at a revision this
+    code does not know (migrated by a newer flowyard) is refused, untouched."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is not None:
+        try:
+            known = ScriptDirectory.from_config(alembic_config()).get_revision(current)
+        except CommandError:
+            known = None
+        if known is None:
+            raise StoreUnavailable(
+                f"the database schema is at revision {current!r}, which this version of "
+                f"flowyard (newest revision {head_revision()!r}) does not know: a newer "
+                "flowyard migrated it. Upgrade flowyard (downgrades are not supported)."
+            )
     command.upgrade(alembic_config(connection), "head")
 
 

@@ -15,7 +15,7 @@ from flowyard.domain.auth import (
     Role,
     UserRecord,
 )
-from flowyard.domain.commands import Transition
+from flowyard.domain.commands import RetryFrom, Transition
 from flowyard.domain.credentials import CredentialRecord, CredentialType, StoredCredential
 from flowyard.domain.ids import RunId, StepId, WorkflowId
 from flowyard.domain.records import (
@@ -298,10 +298,11 @@ class Store(Protocol):
         now: datetime,
         deadline_at: datetime | None = None,
         workflow_version: int | None = None,
+        restart: RetryFrom | None = None,
     ) -> RunRecord:
         """Restart a failed/timed-out/cancelled run from its failed and cancelled steps,
         keeping succeeded outputs (Conflict if not retryable or nothing to re-run); on
-        ``workflow_version`` when given."""
+        ``workflow_version`` when given; from ``restart``'s caught step when given."""
         ...
 
     async def expire_runs(self, *, now: datetime, limit: int = 500) -> list[RunId]:

@@ -76,6 +76,20 @@ class PostgresStore(SqlStore):
     def _insert_ignore(self, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()
 
+    def _open_hint(self, exc: BaseException) -> str:
+        sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+        url = sa.make_url(self.url)
+        if sqlstate == "3D000":  # invalid_catalog_name
+            return (
+                f"create it first: createdb -h {url.host or 'localhost'} -p {url.port or 5432} "
+                f"-U {url.username or 'postgres'} {url.database}"
+            )
+        if sqlstate in ("28P01", "28000"):  # invalid_password, invalid_authorization
+            return "check the user name and password in the URL"
+        if isinstance(exc, OSError):
+            return "is PostgreSQL running and listening there?"
+        return super()._open_hint(exc)
+
     def _is_transient(self, exc: DBAPIError) -> bool:
         if exc.connection_invalidated or isinstance(exc, InterfaceError):
             return True

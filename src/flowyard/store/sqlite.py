@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from flowyard.domain.errors import StoreUnavailable
 from flowyard.domain.jsonvalue import loads_stored
 from flowyard.store.sql import SqlStore
 
@@ -58,6 +60,30 @@ def _configure(engine: AsyncEngine, *, begin: str, memory: bool) -> None:
         conn.exec_driver_sql(begin)
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file owner-only (0600) before SQLite opens it, and its directory
+    0700 when it does not exist. SQLite gives its -wal and -shm files the mode of the
+    database file, so they are owner-only too. An existing file keeps its mode."""
+    try:
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.parent.is_dir():  # the database exists (or another process just made it)
+            return
+        raise _cannot_create(path, "a file is in the way of its directory") from None
+    except OSError as exc:
+        raise _cannot_create(path, exc.strerror or str(exc)) from exc
+    os.close(fd)  # an empty file is an empty SQLite database
+
+
+def _cannot_create(path: Path, reason: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"cannot create the database {path}: {reason}; choose a writable location with --db "
+        "or FLOWYARD_DB"
+    )
+
+
 class SqliteStore(SqlStore):
     """The embedded store. Writers serialise on ``BEGIN IMMEDIATE`` (no lock upgrades, so no
     SQLITE_BUSY deadlocks); readers use deferred transactions and never block writers in WAL."""
@@ -80,7 +106,7 @@ class SqliteStore(SqlStore):
             )
             _configure(engine, begin="BEGIN IMMEDIATE", memory=True)
             return cls(url, engine)
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(database).expanduser())
         connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000}
         # Rows an older version wrote may hold what the API cannot serve: read them repaired.
         write = create_async_engine(
@@ -117,3 +143,8 @@ class SqliteStore(SqlStore):
     def _is_transient(self, exc: DBAPIError) -> bool:
         message = str(exc.orig).lower()
         return isinstance(exc, OperationalError) and ("locked" in message or "busy" in message)
+
+    def _open_hint(self, exc: BaseException) -> str:
+        if "unable to open" in str(exc).lower() or isinstance(exc, PermissionError):
+            return "check that its directory exists and is writable, or choose another --db"
+        return super()._open_hint(exc)

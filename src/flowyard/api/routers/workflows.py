@@ -103,6 +103,18 @@ def _stale(record: WorkflowRecord, sent: str) -> PreconditionFailed:
     )
 
 
+def definition_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The definition in a ``PUT`` body: the body itself, or the ``version.definition`` of
+    a body shaped like a ``GET`` answer (read, edit, write back). A definition always has
+    ``nodes`` or ``states`` at its top, never ``workflow`` and ``version``."""
+    version = body.get("version")
+    if set(body) >= {"workflow", "version"} and isinstance(version, dict):
+        inner = version.get("definition")
+        if isinstance(inner, dict):
+            return inner
+    return body
+
+
 def _expectations(record: WorkflowRecord, if_match: str | None) -> tuple[int | None, bool | None]:
     """What the store must find for the write to go ahead: ``(latest_version, archived)``
     of the ETag that matched (None, None: no ``If-Match``, or ``*``)."""
@@ -215,7 +227,9 @@ async def update_workflow(
     if_match: IfMatch = None,
 ) -> WorkflowWithVersion:
     """Save a new version (versions are immutable); an unchanged definition makes none
-    (`created: false`). Saving un-archives an archived workflow.
+    (`created: false`). Saving un-archives an archived workflow. The body is the bare
+    definition, or what `GET` answers (`{"workflow": ..., "version": {"definition": ...}}`):
+    then its `version.definition` is saved.
 
     Send `If-Match` with the `ETag` you read: when someone saved (or archived) since, the
     answer is 412 and nothing is saved. Without it the last writer wins."""
@@ -224,7 +238,7 @@ async def update_workflow(
     try:
         updated, version, created = await service.update_workflow(
             record.id,
-            definition,
+            definition_of(definition),
             actor,
             expected_version=expected_version,
             expected_archived=expected_archived,
