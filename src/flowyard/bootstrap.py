@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from flowyard import __version__
+from flowyard.domain import jsonvalue
 from flowyard.domain.errors import FlowyardError, NotFound
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
@@ -107,7 +107,7 @@ class Container:
         loaded = []
         for path in sorted(Path(directory).glob("*.json")):
             try:
-                raw = json.loads(path.read_text())
+                raw = jsonvalue.loads(path.read_text())
                 name = raw.get("name") if isinstance(raw, dict) else None
                 if isinstance(name, str) and await self._workflow_exists(name):
                     _log.info("sample %s not loaded: workflow %r exists", path, name)
