@@ -23,6 +23,7 @@ from flowyard.security import (
     AuthService,
     CredentialResolver,
     CredentialService,
+    ThrottlePolicy,
     derive_key,
 )
 from flowyard.security.keycheck import open_vault
@@ -180,6 +181,14 @@ async def build(
         clock=clock,
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        password_min_score=settings.password_min_score,
+        throttle=ThrottlePolicy(
+            free_failures=settings.login_free_failures,
+            free_failures_per_address=settings.login_free_failures_per_ip,
+            backoff_base_s=settings.login_backoff_base_s,
+            backoff_max_s=settings.login_backoff_max_s,
+            forget_after_s=settings.login_failure_window_s,
+        ),
     )
     container = Container(
         settings,

@@ -126,13 +126,6 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Proxy addresses/networks whose X-Forwarded-For names the client.",
     )
-    login_max_failures: int = Field(
-        5, ge=0, description="Failed logins of one username per window before 429 (0: off)."
-    )
-    login_max_failures_per_ip: int = Field(
-        20, ge=0, description="Failed logins from one address per window before 429 (0: off)."
-    )
-    login_failure_window_s: int = Field(900, ge=1, description="Window of failed logins.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS (none: no CORS headers)."
     )
@@ -148,6 +141,30 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts the operator trusts despite deny_private (comma list or JSON): "
         "host names, host:port, IP addresses or CIDR networks.",
+    )
+    # -- auth: login throttling and password strength (notes/auth.md) --
+    # Replaces login_max_failures / login_max_failures_per_ip (a 15-minute lockout).
+    login_free_failures: int = Field(
+        3, ge=0, description="Failed logins of one username from one address before backoff."
+    )
+    login_free_failures_per_ip: int = Field(
+        20, ge=0, description="Failed logins from one address (any username) before backoff."
+    )
+    login_backoff_base_s: float = Field(
+        1.0, gt=0, description="First backoff wait; it doubles with every further failure."
+    )
+    login_backoff_max_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Longest backoff wait (0: no login throttling). A correct password is "
+        "never refused longer than this after the client's last attempt.",
+    )
+    login_failure_window_s: int = Field(
+        900, ge=1, description="Failed logins are forgotten this long after the last attempt."
+    )
+    password_min_score: int = Field(
+        3, ge=0, le=4, description="zxcvbn strength (0-4) a new password needs (0: length only)."
     )
 
     # -- surface: who may read GET /metrics (docs/operations.md) --

@@ -134,9 +134,11 @@ async def test_runs_steps_and_events(client: httpx.AsyncClient, container: Conta
 
 
 async def test_users(client: httpx.AsyncClient, container: Container) -> None:
-    for name, role in (("dora", Role.VIEWER), ("bob", Role.EDITOR), ("carl", Role.VIEWER)):
-        await container.auth.create_user(name, PASSWORD, role)
-    await container.auth.update_user("carl", disabled=True)
+    made = {
+        name: await container.auth.create_user(name, PASSWORD, role)
+        for name, role in (("dora", Role.VIEWER), ("bob", Role.EDITOR), ("carl", Role.VIEWER))
+    }
+    await container.auth.update_user(made["carl"].id, disabled=True)
     await assert_pages(client, "/users", ["admin", "bob", "carl", "dora"], key="username")
     await assert_pages(client, "/users", ["carl", "dora"], key="username", role="viewer")
     await assert_pages(client, "/users", ["carl"], key="username", disabled="true")

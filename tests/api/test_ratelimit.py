@@ -129,6 +129,49 @@ async def test_refused_requests_are_not_counted(container: Container, fake_time:
         assert_429(await c.get(f"{API}/runs"), retry_after=25)
 
 
+async def test_a_refusal_by_one_window_counts_in_no_other(
+    container: Container, fake_time: FakeTime
+) -> None:
+    """Every limit is checked before any is counted: requests the minute limit refuses do
+    not fill the 10-second window, so the minute limit's reset is the only wait."""
+    app = app_with(container, fake_time, rate_limit_per_ip="2 per 10 seconds;3/minute")
+    async with client(app) as c:
+        for at in (0, 0, 11):
+            fake_time.now = 2_000_000_000.0 + at
+            assert (await c.get(f"{API}/runs")).status_code == 401
+        for at in (58, 59):  # the minute is full (0, 0, 11)
+            fake_time.now = 2_000_000_000.0 + at
+            assert_429(await c.get(f"{API}/runs"))
+        fake_time.now = 2_000_000_000.0 + 60.5  # the two requests of t=0 have left
+        assert (await c.get(f"{API}/runs")).status_code == 401
+
+
+async def test_a_burst_refused_by_the_address_uses_none_of_the_credentials_budget(
+    container: Container, fake_time: FakeTime
+) -> None:
+    """2,000 requests of one token (1,408 refused) used to keep the token refused long after
+    the address window had moved on: refusals counted against the credential."""
+    app = app_with(
+        container,
+        fake_time,
+        rate_limit_per_ip="2/second",
+        rate_limit_per_principal="5/minute",
+    )
+    headers = await auth_headers(container)
+    async with client(app) as c:
+        answers = [(await c.get(f"{API}/runs", headers=headers)).status_code for _ in range(40)]
+        assert answers == [200, 200] + [429] * 38
+        fake_time.advance(1.5)  # the address window has moved on
+        for _ in range(2):
+            assert (await c.get(f"{API}/runs", headers=headers)).status_code == 200
+        fake_time.advance(1.5)
+        assert (await c.get(f"{API}/runs", headers=headers)).status_code == 200
+        refused = await c.get(f"{API}/runs", headers=headers)  # 5 in the minute: the token's
+        assert "credential" in assert_429(refused)["detail"]
+        fake_time.advance(61)
+        assert (await c.get(f"{API}/runs", headers=headers)).status_code == 200
+
+
 async def test_window_moves_on(container: Container, fake_time: FakeTime) -> None:
     app = app_with(container, fake_time, rate_limit_per_ip="2/minute")
     async with client(app) as c:

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from flowyard.api import create_app
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import Role
 from flowyard.store import normalize_url
@@ -82,7 +83,7 @@ async def test_change_and_audit_commit_together(
     assert again.status_code == 409
     entries = await audit(anon, admin, action="user.create")
     assert [e["outcome"] for e in entries] == ["conflict", "success"]
-    assert entries[1]["target_id"] == (await container.store.get_user("x")).id
+    assert entries[1]["target_id"] == (await container.store.get_user_by_name("x")).id
 
 
 async def test_secrets_never_reach_the_database_or_logs(
@@ -122,3 +123,22 @@ async def test_secrets_never_reach_the_database_or_logs(
     for secret in (secret_password, key_secret, key):
         assert secret not in text
         assert secret not in caplog.text
+
+
+async def test_source_ip_is_the_client_behind_a_trusted_proxy(container: Container) -> None:
+    """The audit names the client exactly as the rate limits do (``trusted_proxies``)."""
+    admin = await auth_headers(container)
+    forwarded = {**admin, "X-Forwarded-For": "198.51.100.23, 10.0.0.9"}
+    ips = []
+    for trusted in (["127.0.0.1", "10.0.0.0/8"], []):
+        settings = container.settings.model_copy(update={"trusted_proxies": trusted})
+        app = create_app(settings, container=container)
+        app.state.container = container
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            made = await c.post(f"{API}/workflows/validate", json=HELLO, headers=forwarded)
+            assert made.status_code == 200, made.text
+            [entry] = await audit(c, admin, action="workflow.validate", limit=1)
+            ips.append(entry["source_ip"])
+    # Behind the trusted proxies: the right-most untrusted hop; else the peer itself.
+    assert ips == ["198.51.100.23", "127.0.0.1"]

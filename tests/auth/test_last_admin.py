@@ -28,7 +28,7 @@ def assert_last_admin(response: httpx.Response, username: str) -> None:
 
 async def test_the_last_admin_is_kept(anon: httpx.AsyncClient, container: Container) -> None:
     admin = await auth_headers(container)  # creates 'admin', the only admin
-    user = await container.store.get_user("admin")
+    user = await container.store.get_user_by_name("admin")
     for method, body in (
         ("PATCH", {"role": "editor"}),
         ("PATCH", {"disabled": True}),
@@ -37,17 +37,20 @@ async def test_the_last_admin_is_kept(anon: httpx.AsyncClient, container: Contai
     ):
         response = await anon.request(method, f"{API}/users/{user.id}", json=body, headers=admin)
         assert_last_admin(response, "admin")
-    kept = await container.store.get_user("admin")
+    kept = await container.store.get_user_by_name("admin")
     assert (kept.role, kept.disabled, kept.password_hash) == (
         Role.ADMIN,
         False,
         user.password_hash,
     )
-    # What does not remove the last admin still works.
+    # What does not remove the last admin still works (a new password ends the sessions).
     allowed = await anon.patch(
-        f"{API}/users/admin", json={"role": "admin", "password": "another password"}, headers=admin
+        f"{API}/users/{user.id}",
+        json={"role": "admin", "password": "another password"},
+        headers=admin,
     )
     assert allowed.status_code == 200, allowed.text
+    admin = await auth_headers(container)
     audit = (await anon.get(f"{API}/audit", params={"action": "user.delete"}, headers=admin)).json()
     assert audit["items"][0]["outcome"] == "conflict"
 
@@ -56,21 +59,22 @@ async def test_another_enabled_admin_lifts_the_protection(
     anon: httpx.AsyncClient, container: Container
 ) -> None:
     admin = await auth_headers(container)
-    await container.auth.create_user("backup", PASSWORD, Role.ADMIN)
-    await container.auth.create_user("asleep", PASSWORD, Role.ADMIN)
-    await container.auth.update_user("asleep", disabled=True)  # two enabled admins: allowed
+    backup_id = (await container.auth.create_user("backup", PASSWORD, Role.ADMIN)).id
+    asleep = await container.auth.create_user("asleep", PASSWORD, Role.ADMIN)
+    await container.auth.update_user(asleep.id, disabled=True)  # two enabled admins: allowed
 
-    demoted = await anon.patch(f"{API}/users/admin", json={"role": "viewer"}, headers=admin)
+    admin_id = (await container.store.get_user_by_name("admin")).id
+    demoted = await anon.patch(f"{API}/users/{admin_id}", json={"role": "viewer"}, headers=admin)
     assert demoted.status_code == 200, demoted.text
     # 'backup' is now the last enabled admin: the disabled one does not count.
     backup = await auth_headers(container, "backup")
     assert_last_admin(
-        await anon.patch(f"{API}/users/backup", json={"disabled": True}, headers=backup),
+        await anon.patch(f"{API}/users/{backup_id}", json={"disabled": True}, headers=backup),
         "backup",
     )
-    assert_last_admin(await anon.delete(f"{API}/users/backup", headers=backup), "backup")
+    assert_last_admin(await anon.delete(f"{API}/users/{backup_id}", headers=backup), "backup")
     # Deleting or demoting admins that are disabled is fine.
-    assert (await anon.delete(f"{API}/users/asleep", headers=backup)).status_code == 204
+    assert (await anon.delete(f"{API}/users/{asleep.id}", headers=backup)).status_code == 204
 
 
 async def test_unknown_user_is_still_404(anon: httpx.AsyncClient, container: Container) -> None:

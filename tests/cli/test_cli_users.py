@@ -109,6 +109,59 @@ def test_invalid_users_are_refused(workdir: Path, db: str) -> None:
     assert "already exists" in again.stderr
 
 
+def test_weak_passwords_are_refused_with_the_reason(workdir: Path, db: str) -> None:
+    weak = cli(workdir, "users", "create", "gail", "--password", "password", "--db", db)
+    assert weak.returncode == 2
+    message = " ".join(weak.stderr.split())
+    assert "password too weak" in message and "common password" in message, message
+    assert "gail" not in ok(workdir, db, "users", "list")
+
+
+def test_set_password_by_name(workdir: Path, db: str) -> None:
+    ok(workdir, db, "users", "create", "hugo", "--password", PASSWORD)
+    weak = cli(workdir, "users", "set-password", "hugo", "--password", "hugo1234", "--db", db)
+    assert weak.returncode == 2 and "password too weak" in weak.stderr
+    new = "a quiet lighthouse keeps nine ledgers"
+    changed = cli(workdir, "users", "set-password", "hugo", "--db", db, stdin=f"{new}\n{new}\n")
+    assert changed.returncode == 0, changed.stderr
+    assert "password of hugo changed" in changed.stdout
+
+    async def login(password: str) -> None:
+        container = await build(Settings(db_url=db, workers=0, load_plugins=False))
+        try:
+            await container.auth.login("hugo", password)
+        finally:
+            await container.close()
+
+    asyncio.run(login(new))
+    with pytest.raises(AuthError):
+        asyncio.run(login(PASSWORD))
+
+
+def test_users_are_named_by_name_and_audited_by_id(workdir: Path, db: str) -> None:
+    made = ok(workdir, db, "users", "create", "ivy", "--password", PASSWORD)
+    ivy_id = re.search(r"(usr_\w+)", made)
+    assert ivy_id
+    # Another user named like ivy's id is a different user to the CLI.
+    ok(workdir, db, "users", "create", ivy_id.group(1), "--password", PASSWORD)
+    assert "is now editor" in ok(workdir, db, "users", "set-role", ivy_id.group(1), "editor")
+    listed = ok(workdir, db, "users", "list")
+    assert re.search(r"ivy\s*│\s*viewer", listed), listed
+
+    async def audit() -> list[tuple[str, str | None]]:
+        container = await build(Settings(db_url=db, workers=0, load_plugins=False))
+        try:
+            entries = await container.store.list_audit(action="user.update")
+            return [(e.outcome, e.target_id) for e in entries]
+        finally:
+            await container.close()
+
+    other = ok(workdir, db, "users", "list")
+    other_id = re.search(rf"(usr_\w+)\s*│\s*{ivy_id.group(1)}", other)
+    assert other_id, other
+    assert asyncio.run(audit()) == [("success", other_id.group(1))]
+
+
 def test_the_last_admin_cannot_be_demoted_or_deleted(workdir: Path, db: str) -> None:
     ok(workdir, db, "users", "create", "root", "--role", "admin", "--password", PASSWORD)
     for args in (("set-role", "root", "editor"), ("delete", "root")):

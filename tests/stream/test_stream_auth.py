@@ -53,6 +53,11 @@ def test_every_websocket_route_has_a_rule(tmp_path: Path) -> None:
         assert RULES[("WS", path)].role is Role.VIEWER, path
 
 
+async def user_id(container: Container, username: str) -> str:
+    """The id of ``username`` (the service takes ids)."""
+    return (await container.store.get_user_by_name(username)).id
+
+
 async def test_a_viewer_streams(tmp_path: Path) -> None:
     async with live_app(app_settings(f"sqlite:///{tmp_path / 'f.db'}")) as live:
         _, (run_id,) = await start(live, chain("watched", steps=1))
@@ -76,9 +81,9 @@ async def test_withdrawn_access_closes_1008(tmp_path: Path) -> None:
     async with live_app(app_settings(f"sqlite:///{tmp_path / 'f.db'}", workers=0)) as live:
         container = container_of(live)
         disabled = await token_for(container, "gone-quiet", Role.VIEWER)
-        await container.auth.update_user("gone-quiet", disabled=True)
+        await container.auth.update_user(await user_id(container, "gone-quiet"), disabled=True)
         deleted = await token_for(container, "gone", Role.VIEWER)
-        await container.auth.delete_user("gone")
+        await container.auth.delete_user(await user_id(container, "gone"))
         key = await container.auth.create_api_key("ci", Role.VIEWER)
         await container.store.revoke_api_key(key.record.id, container.clock())
         results = [
@@ -128,9 +133,9 @@ async def test_an_open_stream_is_closed_when_access_is_withdrawn(
             if withdraw == "revoke":
                 await container.store.revoke_api_key(key.record.id, container.clock())
             elif withdraw == "disable":
-                await container.auth.update_user("watcher", disabled=True)
+                await container.auth.update_user(await user_id(container, "watcher"), disabled=True)
             else:
-                await container.auth.delete_user("watcher")
+                await container.auth.delete_user(await user_id(container, "watcher"))
             rest = await collect(ws, timeout_s=5)
     assert first.events[0]["run_id"] == run_id
     assert rest.close_code == 1008

@@ -13,12 +13,13 @@ SECRET_KEY = "11" * 32
 
 
 async def token_for(container: Container, username: str = "admin", role: Role = Role.ADMIN) -> str:
-    """An access token of ``username`` (created with ``role`` unless it exists)."""
+    """An access token of ``username`` (created with ``role`` unless it exists), of a new
+    session (as a login makes, without the password check and its throttle)."""
     try:
-        user = await container.store.get_user(username)
+        user = await container.store.get_user_by_name(username)
     except NotFound:
         user = await container.auth.create_user(username, PASSWORD, role)
-    return container.auth.access_token(user)
+    return (await container.auth.issue_tokens(user)).access_token
 
 
 async def auth_headers(

@@ -28,6 +28,7 @@ from flowyard.api.routers import (
 )
 from flowyard.api.security import AuditMiddleware, authorize
 from flowyard.bootstrap import Container, build
+from flowyard.domain.errors import InvalidInput
 from flowyard.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -49,7 +50,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         built = container or await build(settings)
         app.state.container = built
         if owned:
-            await first_start(built)
+            try:
+                await first_start(built)
+            except StartupRefused:
+                await built.close()
+                raise
         if settings.load_samples:
             names = await built.load_samples(settings.samples_dir)
             _log.info("loaded %d sample workflows: %s", len(names), ", ".join(names))
@@ -85,8 +90,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     # WebSockets authenticate in the stream router (api/stream.py), with the same checks.
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(AuditMiddleware)
-    app.state.rate_limits = rate_limits  # also the login throttle's
+    app.add_middleware(AuditMiddleware, trusted_proxies=rate_limits.trusted_proxies)
+    app.state.rate_limits = rate_limits  # also the client address of logins and the audit
     if settings.rate_limit_enabled:
         # Outside the audit (refusals are not audited), inside CORS (a 429 carries CORS
         # headers, so a browser script can read Retry-After) and metrics (429s are counted).
@@ -121,21 +126,48 @@ def begin_shutdown(app: FastAPI) -> None:
         worker.stop()
 
 
+class StartupRefused(RuntimeError):
+    """The server must not start as configured (the message says what to change)."""
+
+
+async def check_first_start(container: Container) -> None:
+    """Refuse (:class:`StartupRefused`, one clear line) a ``FLOWYARD_ADMIN_PASSWORD`` that the
+    first start would refuse as too weak; ``flowyard serve`` asks before it starts serving."""
+    secret = container.settings.admin_password
+    if secret is None or await container.store.count_users() > 0:
+        return
+    try:
+        container.auth.check_password(secret.get_secret_value(), "admin")
+    except InvalidInput as exc:
+        reasons = "; ".join(p.message for p in exc.problems) or exc.message
+        raise StartupRefused(
+            f"FLOWYARD_ADMIN_PASSWORD is too weak for the first admin: {reasons.rstrip('.')}. "
+            "Set a stronger one, or unset it to get a random password printed once."
+        ) from None
+
+
 async def first_start(container: Container) -> None:
     """With no user at all, create ``admin``: with ``FLOWYARD_ADMIN_PASSWORD``, or with a
-    random password written once to stderr (never logged)."""
+    random password written once to stderr (never logged). A weak
+    ``FLOWYARD_ADMIN_PASSWORD`` stops the start (:class:`StartupRefused`)."""
     secret = container.settings.admin_password
     if secret is not None and await container.store.count_users() > 0:
         # Said at every start, never the value: the variable only seeds an empty database.
         _log.warning(
             "FLOWYARD_ADMIN_PASSWORD is set but ignored: this database already has users, "
             "so no admin is created and no password is changed (change a password with "
-            "PATCH /api/v1/users/{id}); unset it to silence this warning"
+            "POST /api/v1/auth/password, or an admin's PATCH /api/v1/users/{id}); unset it "
+            "to silence this warning"
         )
+    try:
+        await check_first_start(container)
+    except StartupRefused as exc:
+        _log.error("%s", exc)
+        raise
     password = await container.auth.ensure_admin(secret.get_secret_value() if secret else None)
     if password is not None:
         sys.stderr.write(
             "flowyard: first start: created user 'admin' with password "
-            f"{password}\n(shown once; change it with PATCH /api/v1/users/{{id}})\n"
+            f"{password}\n(shown once; change it with POST /api/v1/auth/password)\n"
         )
         sys.stderr.flush()

@@ -1,4 +1,5 @@
-"""Rate limits of the API and login throttling, with the `limits` library.
+"""Rate limits of the API, with the `limits` library (login throttling is elsewhere: in the
+database, :mod:`flowyard.security.throttle`).
 
 Every request counts against its client address (``rate_limit_per_ip``); one that presents a
 credential (a bearer token or ``X-API-Key``) also counts against that credential
@@ -12,7 +13,12 @@ The strategy is the *moving window*: a request is allowed when fewer than ``N`` 
 allowed in the last window, so there is no burst of ``2N`` across a fixed window's boundary,
 ``Retry-After`` is exact (when the oldest counted request leaves the window), and refused
 requests are not recorded (a client that keeps knocking is not locked out for longer). It
-keeps one timestamp per counted request, which is fine at API rates.
+keeps one timestamp per counted request, which is fine at API rates. A request is checked
+against *every* limit that applies (each of several windows, its credential's and its
+address's) before it is counted against any: a request one limit refuses counts against
+none, so refusals never push another window's reset further away. (Between the check and
+the count another process may fill a window; that request is then refused but was counted
+by the limits checked before: a race of one request, not a growing debt.)
 
 Storage is any async storage of `limits` (``memory://`` per process, ``redis://host:port``
 shared by every process; the ``async+`` prefix is added when missing). A storage error lets
@@ -31,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItem, RateLimitItemPerSecond, parse_many
+from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError, StorageError
@@ -60,6 +66,8 @@ _LOGGED_MAX = 10_000
 _log = logging.getLogger("flowyard.api.ratelimit")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Limits and the storage key they count under, e.g. ``(per_ip, ("ip", "10.0.0.7"))``.
+LimitGroup = tuple[Sequence[RateLimitItem], tuple[str, ...]]
 
 
 def parse_limits(name: str, value: str) -> list[RateLimitItem]:
@@ -190,7 +198,7 @@ def too_many_requests(verdict: Verdict, detail: str, *, limit_headers: bool = Tr
 
 
 class RateLimits:
-    """One app's limits and their storage, shared by the middleware and the login route."""
+    """One app's limits and their storage, used by the middleware."""
 
     def __init__(
         self,
@@ -199,8 +207,6 @@ class RateLimits:
         per_ip: Sequence[RateLimitItem],
         per_principal: Sequence[RateLimitItem],
         trusted_proxies: Sequence[Network] = (),
-        login_per_username: RateLimitItem | None = None,
-        login_per_ip: RateLimitItem | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
@@ -208,8 +214,6 @@ class RateLimits:
         self.per_ip = tuple(per_ip)
         self.per_principal = tuple(per_principal)
         self.trusted_proxies = tuple(trusted_proxies)
-        self.login_per_username = login_per_username
-        self.login_per_ip = login_per_ip
         #: Wall clock (the storages keep epoch timestamps); tests replace it.
         self.clock = clock
         self._logged: dict[str, float] = {}
@@ -218,7 +222,6 @@ class RateLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         """Parse and check every setting: ValueError names the one that is wrong."""
-        window = settings.login_failure_window_s
         return cls(
             open_storage(settings.rate_limit_storage),
             per_ip=parse_limits("rate_limit_per_ip", settings.rate_limit_per_ip),
@@ -226,8 +229,6 @@ class RateLimits:
                 "rate_limit_per_principal", settings.rate_limit_per_principal
             ),
             trusted_proxies=parse_networks("trusted_proxies", settings.trusted_proxies),
-            login_per_username=_per_window(settings.login_max_failures, window),
-            login_per_ip=_per_window(settings.login_max_failures_per_ip, window),
         )
 
     def client_ip(self, scope: Scope) -> str:
@@ -239,70 +240,34 @@ class RateLimits:
         reset_s = max(0.0, stats.reset_time - self.clock())
         return Verdict(allowed, item.amount, stats.remaining, reset_s)
 
-    async def hit(self, items: Iterable[RateLimitItem], *key: str) -> Verdict:
-        """Count one request against the items, shortest window first, and stop at the first
-        that refuses it (its verdict); else the verdict with the fewest requests left."""
-        verdicts = []
-        for item in sorted(items, key=lambda i: i.get_expiry()):
-            allowed = await self.limiter.hit(item, NAMESPACE, *key)
-            verdict = await self._verdict(item, allowed, NAMESPACE, *key)
-            if not allowed:
-                return verdict
-            verdicts.append(verdict)
-        return _tightest(verdicts)
-
-    async def check(self, item: RateLimitItem, *key: str) -> Verdict:
-        """The item's state, counting nothing."""
-        allowed = await self.limiter.test(item, NAMESPACE, *key)
-        return await self._verdict(item, allowed, NAMESPACE, *key)
-
-    async def clear(self, item: RateLimitItem, *key: str) -> None:
-        """Forget the item's counted requests."""
-        await self.limiter.clear(item, NAMESPACE, *key)
-
-    # -- login throttling ------------------------------------------------------------------
-
-    def _login_keys(self, username: str, ip: str) -> list[tuple[RateLimitItem, tuple[str, ...]]]:
-        keys: list[tuple[RateLimitItem, tuple[str, ...]]] = []
-        if self.login_per_username is not None:
-            keys.append((self.login_per_username, ("login-user", credential_key(username))))
-        if self.login_per_ip is not None:
-            keys.append((self.login_per_ip, ("login-ip", ip)))
-        return keys
-
-    async def login_refusal(self, username: str, ip: str) -> Verdict | None:
-        """A refusing verdict when ``username`` or ``ip`` failed too often, else None."""
-        try:
+    async def hit_all(self, groups: Sequence[LimitGroup]) -> tuple[int | None, list[Verdict]]:
+        """Check one request against every item of every group ``(items, key)`` first,
+        counting nothing. At the first group that refuses it: ``(its index, [its
+        refusal])``. Else the request is counted against every item: ``(None, one verdict
+        per group)``, each group's tightest (refused only if another process filled a
+        window between the check and the count)."""
+        for index, (items, key) in enumerate(groups):
             refused = [
-                verdict
-                for item, key in self._login_keys(username, ip)
-                if not (verdict := await self.check(item, *key)).allowed
+                await self._verdict(item, False, NAMESPACE, *key)
+                for item in items
+                if not await self.limiter.test(item, NAMESPACE, *key)
             ]
-        except StorageError as exc:
-            self.storage_failed(exc)
-            return None
-        if not refused:
-            return None
-        verdict = _tightest(refused)
-        self.log_refusal(f"login {ip}", verdict, "failed-login")
-        return verdict
+            if refused:
+                return index, [_tightest(refused)]
+        verdicts = []
+        for items, key in groups:
+            counted = []
+            for item in items:
+                allowed = await self.limiter.hit(item, NAMESPACE, *key)
+                counted.append(await self._verdict(item, allowed, NAMESPACE, *key))
+            verdicts.append(_tightest(counted))
+        return None, verdicts
 
-    async def login_failed(self, username: str, ip: str) -> None:
-        """Count a failed login against the username and the address."""
-        try:
-            for item, key in self._login_keys(username, ip):
-                await self.limiter.hit(item, NAMESPACE, *key)
-        except StorageError as exc:
-            self.storage_failed(exc)
-
-    async def login_succeeded(self, username: str) -> None:
-        """A successful login forgets the username's failures (not the address's)."""
-        if self.login_per_username is None:
-            return
-        try:
-            await self.clear(self.login_per_username, "login-user", credential_key(username))
-        except StorageError as exc:
-            self.storage_failed(exc)
+    async def hit(self, items: Iterable[RateLimitItem], *key: str) -> Verdict:
+        """Count one request against all ``items`` unless one of them refuses it; the
+        verdict (the refusal, or the tightest)."""
+        _, verdicts = await self.hit_all([(tuple(items), key)])
+        return verdicts[0]
 
     # -- logging and closing ---------------------------------------------------------------
 
@@ -339,10 +304,6 @@ class RateLimits:
                 await result
 
 
-def _per_window(amount: int, window_s: int) -> RateLimitItem | None:
-    return RateLimitItemPerSecond(amount, window_s) if amount > 0 else None
-
-
 def _tightest(verdicts: Sequence[Verdict]) -> Verdict:
     refused = [v for v in verdicts if not v.allowed]
     if refused:
@@ -373,30 +334,33 @@ class RateLimitMiddleware:
         ip = self.limits.client_ip(scope)
         credential = presented_credential(scope)
         key = credential_key(credential) if credential is not None else None
-        by_key: Verdict | None = None
-        by_ip: Verdict | None = None
+        # The credential first: its refusal is the one reported. Nothing is counted unless
+        # every limit allows the request, so a refused request uses up no budget (neither the
+        # address's, which other clients behind it share, nor the credential's).
+        groups: list[LimitGroup] = [(self.limits.per_ip, ("ip", ip))]
+        if key is not None:
+            groups.insert(0, (self.limits.per_principal, ("principal", key)))
         try:
-            # The credential first: a request it refuses does not use up the address's
-            # budget, which other clients behind the same address share.
-            if key is not None:
-                by_key = await self.limits.hit(self.limits.per_principal, "principal", key)
-            if by_key is None or by_key.allowed:
-                by_ip = await self.limits.hit(self.limits.per_ip, "ip", ip)
+            refused_by, verdicts = await self.limits.hit_all(groups)
         except StorageError as exc:
             self.limits.storage_failed(exc)
             await self.app(scope, receive, send)
             return
-        if key is not None and by_key is not None and not by_key.allowed:
-            # Logs name a credential by a prefix of its hash, never by itself.
-            self.limits.log_refusal(f"principal {key[:12]}", by_key, "per-principal")
-            await self._refuse(scope, receive, send, by_key, "this credential")
+        if refused_by is None and not all(v.allowed for v in verdicts):
+            # Another process filled a window between the check and the count.
+            refused_by = next(i for i, v in enumerate(verdicts) if not v.allowed)
+            verdicts = [verdicts[refused_by]]
+        if refused_by is not None:
+            [refusal] = verdicts
+            if key is not None and refused_by == 0:
+                # Logs name a credential by a prefix of its hash, never by itself.
+                self.limits.log_refusal(f"principal {key[:12]}", refusal, "per-principal")
+                await self._refuse(scope, receive, send, refusal, "this credential")
+            else:
+                self.limits.log_refusal(f"ip {ip}", refusal, "per-ip")
+                await self._refuse(scope, receive, send, refusal, "this client address")
             return
-        assert by_ip is not None
-        if not by_ip.allowed:
-            self.limits.log_refusal(f"ip {ip}", by_ip, "per-ip")
-            await self._refuse(scope, receive, send, by_ip, "this client address")
-            return
-        verdict = by_ip if by_key is None else _tightest([by_key, by_ip])
+        verdict = _tightest(verdicts)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowyard.api.metrics import metrics_without_token, route_template
+from flowyard.api.ratelimit import Network, client_ip
 from flowyard.domain.auth import AuditEntry, Role
 from flowyard.security import AuthError, Principal
 from flowyard.store.audit import audit_scope, pending_audit
@@ -49,6 +51,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/auth/token"): Rule(None, "auth.token"),
     ("POST", f"{API}/auth/refresh"): Rule(None, "auth.refresh"),
     ("POST", f"{API}/auth/logout"): Rule(_V, "auth.logout"),
+    ("POST", f"{API}/auth/password"): Rule(_V, "auth.password", "user"),
     ("POST", f"{API}/workflows/validate"): Rule(_V, "workflow.validate"),
     ("POST", f"{API}/workflows"): Rule(_E, "workflow.create", "workflow"),
     ("GET", f"{API}/workflows"): Rule(_V, "workflow.list"),
@@ -173,20 +176,21 @@ class AuditMiddleware:
     """Opens an audit scope around every state-changing request. The store writes the entry
     with the change; an entry left unwritten (a refused or failed request, or one that
     changed nothing through the store) is written here, in its own transaction, once the
-    response status is known."""
+    response status is known. ``source_ip`` is the client address exactly as the rate
+    limits see it (:func:`~flowyard.api.ratelimit.client_ip` with ``trusted_proxies``)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network] = ()) -> None:
         self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the request inside an audit scope."""
         if scope["type"] != "http" or scope["method"] not in STATE_CHANGING:
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
         entry = AuditEntry(
             action=f"{scope['method']} {scope['path']}",
-            source_ip=client[0] if client else None,
+            source_ip=client_ip(scope, self.trusted_proxies) if scope.get("client") else None,
         )
         status = 500
 

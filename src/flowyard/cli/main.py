@@ -87,6 +87,7 @@ def serve(
     """Serve the API with in-process workers. On an empty database the first start creates
     the user ``admin`` (FLOWYARD_ADMIN_PASSWORD, or a random password printed once).
     SIGTERM or Ctrl+C stops it within FLOWYARD_SHUTDOWN_GRACE_S."""
+    from flowyard.api.app import StartupRefused, check_first_start
     from flowyard.api.server import serve as serve_api
 
     settings = settings_for(
@@ -100,10 +101,16 @@ def serve(
     logging.getLogger("flowyard").setLevel(settings.log_level)
 
     async def preflight() -> None:
-        # Open, migrate and check the master key here, so that a database that cannot be
-        # opened or a lost key file is one line, not a traceback from the ASGI lifespan.
+        # Open, migrate and check the master key (and a first admin password) here, so that
+        # a database that cannot be opened, a lost key file or a weak FLOWYARD_ADMIN_PASSWORD
+        # is one line, not a traceback from the ASGI lifespan.
         container = await open_container(settings)
-        await container.close()
+        try:
+            await check_first_start(container)
+        except StartupRefused as exc:
+            fail(str(exc))
+        finally:
+            await container.close()
 
     run_async(preflight)
     code = serve_api(settings)

@@ -15,7 +15,7 @@ from flowyard.bootstrap import Container
 from flowyard.cli.common import DbOption, cli_actor, err, out, with_container
 from flowyard.domain.auth import ApiKeyRecord, AuditEntry, Role, UserRecord
 from flowyard.security.auth import NewApiKey
-from flowyard.store.audit import audit_scope
+from flowyard.store.audit import audit_scope, note_target
 
 T = TypeVar("T")
 
@@ -68,31 +68,59 @@ def users_list(db: DbOption = None) -> None:
     out.print(table)
 
 
+async def _by_name(container: Container, username: str) -> UserRecord:
+    """The user named ``username`` (the CLI names users; the API takes ids). The audit entry
+    names the user by id."""
+    user = await container.store.get_user_by_name(username)
+    note_target("user", user.id)
+    return user
+
+
 @users_app.command("set-role")
 def users_set_role(
-    username: Annotated[str, typer.Argument(help="User name or id")],
+    username: Annotated[str, typer.Argument(help="User name")],
     role: Annotated[Role, typer.Argument(help="New role")],
     db: DbOption = None,
 ) -> None:
     """Change a user's role."""
 
     async def fn(container: Container) -> UserRecord:
-        return await container.auth.update_user(username, role=role)
+        user = await _by_name(container, username)
+        return await container.auth.update_user(user.id, role=role)
 
-    user = _audited(db, "user.update", "user", username, fn)
+    user = _audited(db, "user.update", "user", None, fn)
     out.print(f"{user.username} is now {user.role.value}")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    username: Annotated[str, typer.Argument(help="User name")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Password")
+    ] = "",
+    db: DbOption = None,
+) -> None:
+    """Set a user's password (a weak one is refused); the user's sessions end."""
+
+    async def fn(container: Container) -> UserRecord:
+        user = await _by_name(container, username)
+        return await container.auth.update_user(user.id, password=password)
+
+    user = _audited(db, "user.update", "user", None, fn)
+    out.print(f"password of {user.username} changed; its sessions have ended")
 
 
 @users_app.command("delete")
 def users_delete(
-    username: Annotated[str, typer.Argument(help="User name or id")], db: DbOption = None
+    username: Annotated[str, typer.Argument(help="User name")], db: DbOption = None
 ) -> None:
     """Delete a user."""
 
     async def fn(container: Container) -> None:
-        await container.auth.delete_user(username)
+        user = await _by_name(container, username)
+        await container.auth.delete_user(user.id)
 
-    _audited(db, "user.delete", "user", username, fn)
+    _audited(db, "user.delete", "user", None, fn)
     out.print(f"deleted user {username}")
 
 

@@ -68,6 +68,18 @@ class RefreshTokenRecord:
     revoked_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class LoginFailures:
+    """Failed (or still unresolved) login attempts counted against one throttle key: a
+    username from a client address, or a client address. ``last_at`` is the last attempt
+    let through; the throttle's wait is measured from it."""
+
+    key: str
+    failures: int
+    first_at: datetime
+    last_at: datetime
+
+
 @dataclass(slots=True)
 class AuditEntry:
     """An audit entry being built for one state-changing request or command."""

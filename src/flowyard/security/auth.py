@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
@@ -12,16 +13,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from flowyard.domain.auth import ApiKeyRecord, RefreshTokenRecord, Role, UserRecord
 from flowyard.domain.errors import InvalidInput, NotFound, Problem
+from flowyard.security.passwords import PasswordHashing, check_strength
+from flowyard.security.throttle import LoginThrottle, ThrottlePolicy
 from flowyard.store.ports import Store
 
 API_KEY_PREFIX = "fy_"
 ALGORITHM = "HS256"
-MIN_PASSWORD = 8
+#: Every token carries these; a token issued before user ids and sessions were in tokens
+#: (no ``name``, no ``fam``) is refused: its holder logs in again.
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "fam", "name"]
+#: The one answer to a failed login, whatever the reason (no user, wrong password, disabled).
+INVALID_LOGIN = "invalid username or password"
+
+_log = logging.getLogger("flowyard.security")
 
 
 #: How stale an API key's last_used_at may get before it is written again.
@@ -29,7 +36,12 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 class AuthError(Exception):
-    """Credentials are missing, invalid, expired or revoked (HTTP 401)."""
+    """Credentials are missing, invalid, expired or revoked (HTTP 401). ``reason`` says why
+    for the audit log when the message must not (a failed login)."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AccessRevoked(AuthError):
@@ -78,15 +90,6 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def check_password(password: str) -> None:
-    """Refuse passwords shorter than ``MIN_PASSWORD``."""
-    if len(password) < MIN_PASSWORD:
-        raise InvalidInput(
-            "password too short",
-            [Problem("/password", f"at least {MIN_PASSWORD} characters", "too_short")],
-        )
-
-
 class AuthService:
     """Users, tokens and API keys over the store."""
 
@@ -98,55 +101,93 @@ class AuthService:
         clock: Callable[[], datetime],
         access_ttl_s: int = 900,
         refresh_ttl_s: int = 14 * 24 * 3600,
+        password_min_score: int = 3,
+        throttle: ThrottlePolicy | None = None,
     ) -> None:
         self.store = store
         self._key = jwt_key
         self.clock = clock
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
-        self._hasher = PasswordHasher()
+        self.password_min_score = password_min_score
+        self.passwords = PasswordHashing()
+        self.throttle = LoginThrottle(store, throttle or ThrottlePolicy(), clock=self._now)
+
+    def _now(self) -> datetime:
+        return self.clock()  # late-bound: tests move ``clock``
+
+    def check_password(
+        self, password: str, username: str = "", *, pointer: str = "/password"
+    ) -> None:
+        """InvalidInput (422, with zxcvbn's feedback) unless ``password`` is strong enough
+        for ``username``."""
+        check_strength(
+            password, min_score=self.password_min_score, user_inputs=[username], pointer=pointer
+        )
 
     # -- users -----------------------------------------------------------------------------
 
     async def create_user(self, username: str, password: str, role: Role) -> UserRecord:
-        """Create a user with an argon2 password hash."""
-        check_password(password)
-        pw_hash = self._hasher.hash(password)
+        """Create a user with an argon2 password hash (a weak password is refused)."""
+        self.check_password(password, username)
+        pw_hash = await self.passwords.hash(password)
         return await self.store.create_user(_new_id("usr"), username, pw_hash, role, self.clock())
 
     async def update_user(
         self,
-        ref: str,
+        user_id: str,
         *,
         role: Role | None = None,
         disabled: bool | None = None,
         password: str | None = None,
     ) -> UserRecord:
-        """Change a user's role, disabled flag or password."""
-        user = await self.store.get_user(ref)
+        """Change a user's role, disabled flag or password (by id). Disabling or a new
+        password ends every session of the user: refresh tokens and access tokens."""
+        user = await self.store.get_user_by_id(user_id)
         changes: dict[str, Any] = {}
         if role is not None:
             changes["role"] = role
         if disabled is not None:
             changes["disabled"] = disabled
         if password is not None:
-            check_password(password)
-            changes["password_hash"] = self._hasher.hash(password)
+            self.check_password(password, user.username)
+            changes["password_hash"] = await self.passwords.hash(password)
         return await self.store.update_user(user.id, changes, self.clock())
 
-    async def delete_user(self, ref: str) -> None:
-        """Delete a user."""
-        user = await self.store.get_user(ref)
-        await self.store.delete_user(user.id)
+    async def delete_user(self, user_id: str) -> None:
+        """Delete a user (by id)."""
+        await self.store.delete_user(user_id)
 
     async def ensure_admin(self, password: str | None) -> str | None:
         """First start: with no user at all, create ``admin`` with ``password`` (or a random
-        one, returned so it can be shown once). None when users exist."""
+        one, returned so it can be shown once). None when users exist. A weak ``password``
+        is refused (InvalidInput)."""
         if await self.store.count_users() > 0:
             return None
         chosen = password or secrets.token_urlsafe(18)
         await self.create_user("admin", chosen, Role.ADMIN)
         return None if password else chosen
+
+    async def change_password(
+        self, user_id: str, current: str, new: str, *, client: str
+    ) -> TokenPair:
+        """Self-service: with the current password (throttled like a login), set a new one.
+        Every session of the user ends; the answer is a fresh token pair (a new session)."""
+        try:
+            user = await self.store.get_user_by_id(user_id)
+        except NotFound:
+            raise AccessRevoked("unknown user") from None
+        self.check_password(new, user.username, pointer="/new_password")
+        await self.throttle.claim(user.username, client)
+        if not await self.passwords.verify(user.password_hash, current):
+            raise InvalidInput(
+                "the current password is wrong",
+                [Problem("/current_password", "does not match", "wrong_password")],
+            )
+        await self.throttle.succeeded(user.username, client)
+        changes = {"password_hash": await self.passwords.hash(new)}
+        changed = await self.store.update_user(user.id, changes, self.clock())
+        return await self.issue_tokens(changed)
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -159,34 +200,39 @@ class AuthService:
                 token,
                 self._key,
                 algorithms=[ALGORITHM],
-                options={"require": ["exp", "iat", "sub", "jti"]},
+                options={"require": REQUIRED_CLAIMS},
             )
         except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from exc
+            # The library's words stay in the log: they describe our token format to anyone.
+            _log.debug("token refused: %s", exc)
+            raise AuthError("invalid token") from None
         if claims.get("typ") != typ:
             raise AuthError("wrong token type")
         return claims
 
-    def access_token(self, user: UserRecord) -> str:
-        """A short-lived access JWT for ``user``."""
+    def _access_token(self, user: UserRecord, family_id: str) -> str:
+        """A short-lived access JWT of ``user`` in the session ``family_id``."""
         now = self.clock()
         return self._encode(
             {
-                "sub": user.username,
-                "uid": user.id,
+                "sub": user.id,
+                "name": user.username,
                 "role": user.role.value,
                 "typ": "access",
                 "jti": uuid.uuid4().hex,
+                "fam": family_id,
                 "iat": now,
                 "exp": now + timedelta(seconds=self.access_ttl_s),
             }
         )
 
-    def _refresh_token(self, user: UserRecord) -> tuple[str, RefreshTokenRecord]:
+    def _refresh_token(
+        self, user: UserRecord, family_id: str | None = None
+    ) -> tuple[str, RefreshTokenRecord]:
         now = self.clock()
         record = RefreshTokenRecord(
             uuid.uuid4().hex,
-            uuid.uuid4().hex,
+            family_id or uuid.uuid4().hex,
             user.id,
             now + timedelta(seconds=self.refresh_ttl_s),
             None,
@@ -194,7 +240,8 @@ class AuthService:
         )
         token = self._encode(
             {
-                "sub": user.username,
+                "sub": user.id,
+                "name": user.username,
                 "typ": "refresh",
                 "jti": record.id,
                 "fam": record.family_id,
@@ -204,43 +251,55 @@ class AuthService:
         )
         return token, record
 
-    async def login(self, username: str, password: str) -> TokenPair:
-        """Check a password; a new token pair (new refresh family)."""
-        try:
-            user = await self.store.get_user(username)
-        except NotFound:
-            self._hasher.hash(password)  # same work either way: no user enumeration by timing
-            raise AuthError("invalid username or password") from None
-        try:
-            self._hasher.verify(user.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            raise AuthError("invalid username or password") from None
-        if user.disabled:
-            raise AccessRevoked("user is disabled")
+    async def issue_tokens(self, user: UserRecord) -> TokenPair:
+        """A new session of ``user``: a refresh token of a new family and an access token of
+        it (no password check: callers have done theirs)."""
         token, record = self._refresh_token(user)
         await self.store.add_refresh_token(record)
-        return TokenPair(self.access_token(user), token, self.access_ttl_s)
+        return TokenPair(self._access_token(user, record.family_id), token, self.access_ttl_s)
+
+    async def login(self, username: str, password: str, *, client: str = "unknown") -> TokenPair:
+        """Check a password; a new token pair (new refresh family). Throttled per (username,
+        ``client``) and per ``client`` (:class:`~flowyard.security.throttle.LoginThrottled`).
+        An unknown user, a wrong password and a disabled user are one answer, after the same
+        work (a hash is verified either way); ``AuthError.reason`` tells them apart for the
+        audit log only."""
+        await self.throttle.claim(username, client)
+        try:
+            user: UserRecord | None = await self.store.get_user_by_name(username)
+        except NotFound:
+            user = None
+        matches = await self.passwords.verify(user.password_hash if user else None, password)
+        if user is None:
+            raise AuthError(INVALID_LOGIN, reason="unknown_user")
+        if not matches:
+            raise AuthError(INVALID_LOGIN, reason="wrong_password")
+        if user.disabled:
+            raise AuthError(INVALID_LOGIN, reason="disabled")
+        await self.throttle.succeeded(username, client)
+        return await self.issue_tokens(user)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate: the old token is used up; reusing a used token revokes its family."""
         claims = self._decode(refresh_token, "refresh")
         user = await self._active_user(str(claims["sub"]))
-        token, record = self._refresh_token(user)
+        family_id = str(claims["fam"])
+        token, record = self._refresh_token(user, family_id)
         outcome = await self.store.rotate_refresh_token(str(claims["jti"]), record, self.clock())
         if outcome == "reused":
             raise AuthError("refresh token reused; its family is revoked")
         if outcome != "ok":
             raise AuthError("refresh token revoked or expired")
-        return TokenPair(self.access_token(user), token, self.access_ttl_s)
+        return TokenPair(self._access_token(user, family_id), token, self.access_ttl_s)
 
     async def logout(self, refresh_token: str) -> None:
-        """Revoke the refresh token's family."""
+        """Revoke the refresh token's family: its refresh and access tokens stop working."""
         claims = self._decode(refresh_token, "refresh")
         await self.store.revoke_refresh_family(str(claims["fam"]), self.clock())
 
-    async def _active_user(self, username: str) -> UserRecord:
+    async def _active_user(self, user_id: str) -> UserRecord:
         try:
-            user = await self.store.get_user(username)
+            user = await self.store.get_user_by_id(user_id)
         except NotFound:
             raise AccessRevoked("unknown user") from None
         if user.disabled:
@@ -257,7 +316,19 @@ class AuthService:
         user_id: str | None = None,
         expires_at: datetime | None = None,
     ) -> NewApiKey:
-        """Create a key ``fy_<prefix>_<secret>``; only the hash of the secret is stored."""
+        """Create a key ``fy_<prefix>_<secret>``; only the hash of the secret is stored. An
+        ``expires_at`` must have a time zone and lie in the future (InvalidInput)."""
+        if expires_at is not None:
+            if expires_at.tzinfo is None or expires_at.utcoffset() is None:
+                raise InvalidInput(
+                    "expires_at needs a time zone",
+                    [Problem("/expires_at", "add a UTC offset, e.g. Z", "naive_datetime")],
+                )
+            if expires_at <= self.clock():
+                raise InvalidInput(
+                    "expires_at is in the past",
+                    [Problem("/expires_at", "must be in the future", "in_the_past")],
+                )
         prefix = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         record = ApiKeyRecord(
@@ -297,5 +368,12 @@ class AuthService:
         if token.startswith(API_KEY_PREFIX):
             return await self._api_key_principal(token)
         claims = self._decode(token, "access")
-        user = await self._active_user(str(claims["sub"]))
+        try:
+            user, live = await self.store.session_user(str(claims["sub"]), str(claims["fam"]))
+        except NotFound:
+            raise AccessRevoked("unknown user") from None
+        if user.disabled:
+            raise AccessRevoked("user is disabled")
+        if not live:
+            raise AccessRevoked("session ended (logged out, or the password changed)")
         return Principal("user", user.username, user.role, user.id)

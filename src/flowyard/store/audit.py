@@ -52,7 +52,7 @@ def audit_row(entry: AuditEntry, at: Any) -> dict[str, Any]:
         "action": entry.action[:100],
         "target_type": entry.target_type,
         "target_id": entry.target_id[:200] if entry.target_id else None,
-        "source_ip": entry.source_ip,
+        "source_ip": entry.source_ip[:64] if entry.source_ip else None,
         "outcome": entry.outcome,
         "detail": entry.detail,
     }

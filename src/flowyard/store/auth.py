@@ -81,7 +81,8 @@ class AuthOps(SqlBase):
     async def create_user(
         self, user_id: str, username: str, password_hash: str, role: Role, now: datetime
     ) -> UserRecord:
-        """Insert a user (Conflict when the name is taken)."""
+        """Insert a user (Conflict when the name is taken; the refusal's audit entry then
+        names the existing user)."""
 
         async def fn(conn: AsyncConnection) -> UserRecord:
             note_target("user", user_id)
@@ -100,17 +101,53 @@ class AuthOps(SqlBase):
         try:
             return await self._tx(fn)
         except IntegrityError as exc:
+            # The refusal is about the user who has the name, not the id this insert made.
+            existing: str | None
+            try:
+                existing = (await self.get_user_by_name(username)).id
+            except NotFound:  # deleted since
+                existing = None
+            entry = pending_audit()
+            if entry is not None:
+                entry.target_id = existing
             raise Conflict(f"a user named {username!r} already exists") from exc
 
-    async def get_user(self, ref: str) -> UserRecord:
-        """A user by id or username (NotFound)."""
-
+    async def _one_user(self, where: Any, what: str) -> UserRecord:
         async def fn(conn: AsyncConnection) -> UserRecord:
-            where = sa.or_(users.c.id == ref, users.c.username == ref)
             row = (await conn.execute(sa.select(users).where(where))).first()
             if row is None:
-                raise NotFound(f"user {ref!r} not found")
+                raise NotFound(f"user {what} not found")
             return _user(row)
+
+        return await self._tx(fn, write=False)
+
+    async def get_user_by_id(self, user_id: str) -> UserRecord:
+        """The user with this id (NotFound). Never matches a username."""
+        return await self._one_user(users.c.id == user_id, repr(user_id))
+
+    async def get_user_by_name(self, username: str) -> UserRecord:
+        """The user with this username (NotFound). Never matches an id."""
+        return await self._one_user(users.c.username == username, repr(username))
+
+    async def session_user(self, user_id: str, family_id: str) -> tuple[UserRecord, bool]:
+        """The user of an access token and whether its session (refresh-token family) is
+        still live: the family has a token of this user that is not revoked. One query on
+        the users primary key and the ``refresh_tokens.family_id`` index (NotFound)."""
+        live = (
+            sa.exists()
+            .where(
+                refresh_tokens.c.family_id == family_id,
+                refresh_tokens.c.user_id == users.c.id,
+                refresh_tokens.c.revoked_at.is_(None),
+            )
+            .label("live")
+        )
+
+        async def fn(conn: AsyncConnection) -> tuple[UserRecord, bool]:
+            row = (await conn.execute(sa.select(users, live).where(users.c.id == user_id))).first()
+            if row is None:
+                raise NotFound(f"user {user_id!r} not found")
+            return _user(row), bool(row.live)
 
         return await self._tx(fn, write=False)
 

@@ -11,6 +11,7 @@ from flowyard.domain.auth import (
     ApiKeyRecord,
     AuditEntry,
     AuditRecord,
+    LoginFailures,
     RefreshTokenRecord,
     Role,
     UserRecord,
@@ -320,8 +321,17 @@ class Store(Protocol):
         """Insert a user (Conflict when the name is taken)."""
         ...
 
-    async def get_user(self, ref: str) -> UserRecord:
-        """A user by id or username (NotFound)."""
+    async def get_user_by_id(self, user_id: str) -> UserRecord:
+        """The user with this id (NotFound); never matches a username."""
+        ...
+
+    async def get_user_by_name(self, username: str) -> UserRecord:
+        """The user with this username (NotFound); never matches an id."""
+        ...
+
+    async def session_user(self, user_id: str, family_id: str) -> tuple[UserRecord, bool]:
+        """The user of an access token (NotFound) and whether its refresh-token family still
+        has a token of this user that is not revoked (the session is live). One query."""
         ...
 
     async def list_users(
@@ -389,6 +399,33 @@ class Store(Protocol):
 
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         """Revoke a refresh-token family."""
+        ...
+
+    async def claim_login_attempt(
+        self,
+        keys: Sequence[str],
+        now: datetime,
+        *,
+        forget_before: datetime,
+        wait: Callable[[Sequence[LoginFailures]], float],
+    ) -> float:
+        """Atomically (across processes): ``wait(counts)`` of the keys (in ``keys`` order;
+        rows last attempted before ``forget_before`` count as none); when > 0 it is returned
+        and nothing changes, else each key counts one more failure at ``now`` and 0.0 is
+        returned."""
+        ...
+
+    async def forgive_login_attempt(self, clear: Sequence[str], discount: Sequence[str]) -> None:
+        """A claimed attempt succeeded: delete ``clear``'s counts, take one failure back from
+        ``discount``'s."""
+        ...
+
+    async def login_failures(self, keys: Sequence[str]) -> list[LoginFailures]:
+        """The stored counts of ``keys``."""
+        ...
+
+    async def prune_login_failures(self, before: datetime) -> int:
+        """Delete counts last attempted before ``before``; how many."""
         ...
 
     async def append_audit(self, entry: AuditEntry, now: datetime) -> None:

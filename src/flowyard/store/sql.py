@@ -27,6 +27,7 @@ from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
 from flowyard.store.flow import FlowOps
 from flowyard.store.lifecycle import LifecycleOps
+from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.rows import (
     chunks,
@@ -44,7 +45,7 @@ from flowyard.store.rows import (
 from flowyard.store.schema import run_events, runs, steps, workflow_versions, workflows
 
 
-class SqlStore(QueueOps, LifecycleOps, FlowOps, AuthOps, CredentialOps):
+class SqlStore(QueueOps, LifecycleOps, FlowOps, AuthOps, LoginOps, CredentialOps):
     """Workflows and runs; the queue comes from :class:`QueueOps`, run lifecycle from
     :class:`LifecycleOps`, the plumbing from :class:`SqlBase`."""
 

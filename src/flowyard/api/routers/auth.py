@@ -6,18 +6,28 @@ import base64
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import (
+    APIRouter,
+    Depends,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from flowyard.api.deps import ContainerDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
-from flowyard.api.ratelimit import RateLimits, get_rate_limits, too_many_requests
+from flowyard.api.ratelimit import RateLimits, Verdict, get_rate_limits, too_many_requests
 from flowyard.api.schemas import AT, LATER, MAX_ID, Page, paged
 from flowyard.api.security import PrincipalDep, unauthorized
 from flowyard.domain.auth import ApiKeyRecord, AuditRecord, Role, UserRecord
 from flowyard.domain.errors import InvalidInput, Problem
-from flowyard.security import AuthError, TokenPair
+from flowyard.security import AuthError, LoginThrottled, TokenPair
 from flowyard.store.audit import pending_audit
 
 router = APIRouter(route_class=StrictJSONRoute)
@@ -60,6 +70,31 @@ class TokenResponse(BaseModel):
         )
 
 
+PASSWORD_RULE = (
+    "At least 8 characters and a zxcvbn strength of at least `password_min_score` (3 of 4 by "
+    "default), the username counting as a known word; a weak one is refused (422) with "
+    "zxcvbn's feedback."
+)
+
+
+class PasswordChange(BaseModel):
+    """The caller's current password and the new one."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "correct horse battery staple",
+                    "new_password": "a quiet lighthouse keeps nine ledgers",
+                }
+            ]
+        },
+    )
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024, description=PASSWORD_RULE)
+
+
 class RefreshRequest(BaseModel):
     """A refresh token to rotate or revoke."""
 
@@ -82,7 +117,7 @@ class UserCreate(BaseModel):
         },
     )
     username: Username
-    password: str = Field(min_length=8, max_length=1024)
+    password: str = Field(min_length=8, max_length=1024, description=PASSWORD_RULE)
     role: Role = Role.VIEWER
 
 
@@ -102,7 +137,7 @@ class UserUpdate(BaseModel):
     )
     role: Role | None = None
     disabled: bool | None = None
-    password: str | None = Field(None, min_length=8, max_length=1024)
+    password: str | None = Field(None, min_length=8, max_length=1024, description=PASSWORD_RULE)
 
 
 class UserPublic(BaseModel):
@@ -156,7 +191,9 @@ class ApiKeyCreate(BaseModel):
     )
     name: str = Field(min_length=1, max_length=200)
     role: Role = Role.VIEWER
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = Field(
+        None, description="When the key stops working: in the future, with a time zone."
+    )
 
 
 API_KEY_EXAMPLE: dict[str, Any] = {
@@ -287,12 +324,29 @@ TOKEN_FORM_EXAMPLE = {
 }
 
 
+def _throttled(exc: LoginThrottled) -> Response:
+    # Retry-After only: the RateLimit-* headers describe the API's request limits.
+    verdict = Verdict(False, 0, 0, float(exc.retry_after))
+    return too_many_requests(verdict, str(exc), limit_headers=False)
+
+
+def _note_failure(exc: AuthError) -> None:
+    """Why a login failed, for the audit log only (the answer is the same every time)."""
+    entry = pending_audit()
+    if entry is not None and exc.reason is not None:
+        entry.detail = {**(entry.detail or {}), "reason": exc.reason}
+
+
 @router.post(
     "/auth/token",
     response_model=TokenResponse,
     tags=["auth"],
     summary="Log in (OAuth2 password flow)",
-    responses=documented(401, 429, d401="Wrong username or password, or a disabled user."),
+    responses=documented(
+        401,
+        429,
+        d401="Wrong username or password, or a disabled user (one answer for all three).",
+    ),
     openapi_extra=TOKEN_FORM_EXAMPLE,
 )
 async def token(
@@ -304,22 +358,21 @@ async def token(
 ) -> TokenResponse | Response:
     """OAuth2 password flow: a short-lived access token and a refresh token (401 otherwise).
 
-    After ``login_max_failures`` failures of one username, or ``login_max_failures_per_ip``
-    from one address, within ``login_failure_window_s``: 429 with ``Retry-After``, before the
-    password is checked. A successful login forgets the username's failures."""
+    Failed logins are throttled with a capped backoff, per (username, client address) after
+    ``login_free_failures`` and per client address after ``login_free_failures_per_ip``: an
+    attempt that comes too soon gets 429 with ``Retry-After`` (never more than
+    ``login_backoff_max_s``) before the password is checked. A successful login forgets the
+    (username, address) failures. An unknown user, a wrong password and a disabled user get
+    the same 401."""
     _note_actor(f"user:{username}")
-    ip = limits.client_ip(request.scope)
-    refusal = await limits.login_refusal(username, ip)
-    if refusal is not None:
-        detail = f"too many failed logins; retry after {refusal.retry_after}s"
-        # Retry-After only: the RateLimit-* headers describe the API's request limits.
-        return too_many_requests(refusal, detail, limit_headers=False)
+    client = limits.client_ip(request.scope)
     try:
-        pair = await container.auth.login(username, password)
+        pair = await container.auth.login(username, password, client=client)
+    except LoginThrottled as exc:
+        return _throttled(exc)
     except AuthError as exc:
-        await limits.login_failed(username, ip)
+        _note_failure(exc)
         raise unauthorized(str(exc)) from None
-    await limits.login_succeeded(username)
     return TokenResponse.of(pair)
 
 
@@ -343,12 +396,53 @@ async def refresh(container: ContainerDep, body: RefreshRequest) -> TokenRespons
     "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], summary="Log out"
 )
 async def logout(container: ContainerDep, _: PrincipalDep, body: RefreshRequest) -> Response:
-    """Revoke the refresh token's family."""
+    """End the session of the refresh token: its family of refresh tokens, and every access
+    token issued with them, stop working (401) at once."""
     try:
         await container.auth.logout(body.refresh_token)
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/auth/password",
+    response_model=TokenResponse,
+    tags=["auth"],
+    summary="Change your own password",
+    responses=documented(
+        422,
+        429,
+        d422="The new password is too weak (zxcvbn's feedback), or the current one is wrong "
+        "(`/current_password`).",
+    ),
+)
+async def change_password(
+    container: ContainerDep,
+    request: Request,
+    principal: PrincipalDep,
+    limits: Annotated[RateLimits, Depends(get_rate_limits)],
+    body: PasswordChange,
+) -> TokenResponse | Response:
+    """Any logged-in user changes its own password with the current one. Wrong current
+    passwords are throttled like logins (429, shared with them). Every session of the user
+    ends (its refresh and access tokens, this request's included); the answer is a new
+    token pair. API keys have no password (403)."""
+    if principal.kind != "user" or principal.user_id is None:
+        raise HTTPException(403, "only a user logged in with a password can change it")
+    entry = pending_audit()
+    if entry is not None:
+        entry.target_id = principal.user_id
+    client = limits.client_ip(request.scope)
+    try:
+        pair = await container.auth.change_password(
+            principal.user_id, body.current_password, body.new_password, client=client
+        )
+    except LoginThrottled as exc:
+        return _throttled(exc)
+    except AuthError as exc:
+        raise unauthorized(str(exc)) from None
+    return TokenResponse.of(pair)
 
 
 # -- /users --------------------------------------------------------------------------------
@@ -385,6 +479,14 @@ async def list_users(
     return Page[UserPublic](items=[UserPublic.of(u) for u in users], next_cursor=next_cursor)
 
 
+UserId = Annotated[
+    str,
+    Path(
+        max_length=64,
+        description="The user's id (`usr_...`, see `GET /users`); never its username.",
+        examples=[USER_ID],
+    ),
+]
 LAST_ADMIN = "It is the last enabled admin (`reason: last_admin`): make another user admin first."
 
 
@@ -395,10 +497,10 @@ LAST_ADMIN = "It is the last enabled admin (`reason: last_admin`): make another 
     summary="Change a user",
     responses=documented(404, 409, 422, d409="Demoting or disabling: " + LAST_ADMIN),
 )
-async def update_user(container: ContainerDep, user_id: str, body: UserUpdate) -> UserPublic:
+async def update_user(container: ContainerDep, user_id: UserId, body: UserUpdate) -> UserPublic:
     """Change a user's role, disabled flag or password (admin). Disabling or a new password
-    revokes the user's refresh tokens. The last enabled admin cannot be demoted or disabled
-    (409, `reason: last_admin`)."""
+    ends the user's sessions (refresh and access tokens). The last enabled admin cannot be
+    demoted or disabled (409, `reason: last_admin`)."""
     user = await container.auth.update_user(
         user_id, role=body.role, disabled=body.disabled, password=body.password
     )
@@ -412,7 +514,7 @@ async def update_user(container: ContainerDep, user_id: str, body: UserUpdate) -
     summary="Delete a user",
     responses=documented(404, 409, d409=LAST_ADMIN),
 )
-async def delete_user(container: ContainerDep, user_id: str) -> Response:
+async def delete_user(container: ContainerDep, user_id: UserId) -> Response:
     """Delete a user (admin); its API keys stay. The last enabled admin cannot be deleted
     (409, `reason: last_admin`)."""
     await container.auth.delete_user(user_id)
@@ -428,11 +530,13 @@ async def delete_user(container: ContainerDep, user_id: str) -> Response:
     response_model=ApiKeyCreated,
     tags=["api-keys"],
     summary="Create an API key",
+    responses=documented(422, d422="`expires_at` without a time zone, or not in the future."),
 )
 async def create_api_key(
     container: ContainerDep, principal: PrincipalDep, body: ApiKeyCreate
 ) -> ApiKeyCreated:
-    """Create an API key (admin). The key is in this response only: store it now."""
+    """Create an API key (admin). The key is in this response only: store it now. A key
+    past its `expires_at` is refused (401)."""
     created = await container.auth.create_api_key(
         body.name, body.role, user_id=principal.user_id, expires_at=body.expires_at
     )

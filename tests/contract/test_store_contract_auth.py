@@ -1,0 +1,142 @@
+"""The store contract, security part: users by id or by name (never either), live sessions
+of access tokens, the audit target of a refused create, and the failed-login counters shared
+by API processes (atomic claims, forgiving, forgetting, pruning)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from contract.helpers import T0, at
+from flowyard.domain.auth import AuditEntry, LoginFailures, RefreshTokenRecord, Role
+from flowyard.domain.errors import Conflict, NotFound
+from flowyard.store import Store, open_store
+from flowyard.store.audit import audit_scope
+
+KEYS = ["user:abc@10.0.0.1", "addr:10.0.0.1"]
+
+
+def no_wait(_: Sequence[LoginFailures]) -> float:
+    return 0.0
+
+
+async def test_users_by_id_and_by_name_never_either(store: Store) -> None:
+    first = await store.create_user("usr_1", "ada", "h", Role.ADMIN, T0)
+    # A user named exactly like the first one's id.
+    second = await store.create_user("usr_2", "usr_1", "h", Role.VIEWER, T0)
+    assert (await store.get_user_by_id("usr_1")).username == "ada"
+    assert (await store.get_user_by_name("usr_1")).id == second.id
+    assert (await store.get_user_by_name("ada")).id == first.id
+    with pytest.raises(NotFound):
+        await store.get_user_by_id("ada")
+    with pytest.raises(NotFound):
+        await store.get_user_by_name("usr_2")
+
+
+async def test_a_refused_create_names_the_existing_user_in_the_audit(store: Store) -> None:
+    made = await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
+    entry = AuditEntry("user.create", "user:root", "user")
+    with audit_scope(entry), pytest.raises(Conflict):
+        await store.create_user("usr_9", "ada", "h", Role.VIEWER, T0)
+    assert not entry.written
+    assert (entry.target_type, entry.target_id) == ("user", made.id)
+
+
+async def test_a_session_is_live_until_its_family_is_revoked(store: Store) -> None:
+    user = await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
+    other = await store.create_user("usr_2", "bob", "h", Role.VIEWER, T0)
+    await store.add_refresh_token(RefreshTokenRecord("t1", "fam1", user.id, at(3600), None, None))
+    await store.add_refresh_token(RefreshTokenRecord("t2", "fam2", user.id, at(3600), None, None))
+    assert await store.session_user(user.id, "fam1") == (user, True)
+    # A family of another user, or none at all, is no session of this one.
+    assert (await store.session_user(other.id, "fam1"))[1] is False
+    assert (await store.session_user(user.id, "nosuch"))[1] is False
+    # Rotation keeps the session live.
+    new = RefreshTokenRecord("t3", "ignored", user.id, at(7200), None, None)
+    assert await store.rotate_refresh_token("t1", new, at(10)) == "ok"
+    assert (await store.session_user(user.id, "fam1"))[1] is True
+    # Logout ends one session; a new password ends them all.
+    await store.revoke_refresh_family("fam1", at(20))
+    assert (await store.session_user(user.id, "fam1"))[1] is False
+    assert (await store.session_user(user.id, "fam2"))[1] is True
+    await store.update_user(user.id, {"password_hash": "h2"}, at(30))
+    assert (await store.session_user(user.id, "fam2"))[1] is False
+    with pytest.raises(NotFound):
+        await store.session_user("usr_9", "fam2")
+
+
+async def test_claims_count_and_a_wait_changes_nothing(store: Store) -> None:
+    seen: list[list[tuple[str, int]]] = []
+
+    def record(counts: Sequence[LoginFailures]) -> float:
+        seen.append([(c.key, c.failures) for c in counts])
+        return 0.0
+
+    for n in range(3):
+        assert await store.claim_login_attempt(KEYS, at(n), forget_before=T0, wait=record) == 0
+    # In the keys' order, the counts before each attempt.
+    assert seen == [[(KEYS[0], n), (KEYS[1], n)] for n in range(3)]
+    rows = await store.login_failures(KEYS)
+    assert [(r.key, r.failures, r.first_at, r.last_at) for r in rows] == [
+        (KEYS[1], 3, T0, at(2)),
+        (KEYS[0], 3, T0, at(2)),
+    ]
+    waited = await store.claim_login_attempt(KEYS, at(3), forget_before=T0, wait=lambda _: 4.5)
+    assert waited == 4.5
+    assert await store.login_failures(KEYS) == rows  # a refused attempt counts nothing
+
+
+async def test_counts_older_than_the_window_are_forgotten(store: Store) -> None:
+    for n in range(3):
+        await store.claim_login_attempt(KEYS, at(n), forget_before=T0, wait=no_wait)
+    seen: list[int] = []
+
+    def record(counts: Sequence[LoginFailures]) -> float:
+        seen.extend(c.failures for c in counts)
+        return 0.0
+
+    await store.claim_login_attempt(KEYS, at(1000), forget_before=at(100), wait=record)
+    assert seen == [0, 0]
+    rows = await store.login_failures(KEYS)
+    assert {(r.failures, r.first_at, r.last_at) for r in rows} == {(1, at(1000), at(1000))}
+    assert await store.prune_login_failures(at(1000)) == 0
+    assert await store.prune_login_failures(at(1001)) == 2
+    assert await store.login_failures(KEYS) == []
+
+
+async def test_forgiving_clears_one_key_and_takes_one_attempt_back_from_another(
+    store: Store,
+) -> None:
+    for n in range(2):
+        await store.claim_login_attempt(KEYS, at(n), forget_before=T0, wait=no_wait)
+    await store.forgive_login_attempt([KEYS[0]], [KEYS[1]])
+    assert [(r.key, r.failures) for r in await store.login_failures(KEYS)] == [(KEYS[1], 1)]
+    await store.forgive_login_attempt([], [KEYS[1]])
+    assert await store.login_failures(KEYS) == []  # no failure left: no row
+
+
+async def test_parallel_claims_from_separate_processes_serialise(store: Store, db_url: str) -> None:
+    """Eight stores (eight API processes) claim at once: the policy sees every earlier claim,
+    so only the free attempts pass, even for keys that had no row yet."""
+    stores = [open_store(db_url, pool_size=2) for _ in range(8)]
+
+    def three_free(counts: Sequence[LoginFailures]) -> float:
+        return 0.0 if all(c.failures < 3 for c in counts) else 1.0
+
+    try:
+        for own in stores:
+            await own.ping()
+        waits = await asyncio.gather(
+            *(
+                own.claim_login_attempt(KEYS, at(1), forget_before=T0, wait=three_free)
+                for own in stores
+                for _ in range(3)
+            )
+        )
+    finally:
+        for own in stores:
+            await own.close()
+    assert sorted(waits) == [0.0] * 3 + [1.0] * 21
+    assert {r.failures for r in await store.login_failures(KEYS)} == {3}
