@@ -251,6 +251,16 @@ async def test_nul_in_a_path_or_query_parameter(client: httpx.AsyncClient, path:
     assert response.json()["errors"][0]["code"] == "nul_character"
 
 
+@pytest.mark.parametrize("field", ["username", "password"])
+async def test_nul_in_a_login_form_field(client: httpx.AsyncClient, field: str) -> None:
+    """The login form is not JSON, but its fields reach the database (the user lookup and
+    the throttle's key): U+0000 is refused (422), not a failed query (500)."""
+    form = {"username": "admin", "password": "whatever-it-is", field: "ad\x00min"}
+    response = await client.post(f"{API}/auth/token", data=form)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["code"] == "nul_character"
+
+
 async def test_the_service_checks_run_payloads(container: Container) -> None:
     """Callers other than the API (the CLI, samples, plugins) get the same refusal."""
     record, _, _ = await container.service.save_workflow(HELLO)

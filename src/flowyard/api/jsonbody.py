@@ -6,8 +6,8 @@ a JSON body before FastAPI does: a body that breaks the rules (a lone surrogate,
 NaN/Infinity or ``1e999``, nesting deeper than 64 levels) is answered 422 problem+json with
 a JSON pointer to each place, before anything is stored. A body that is not JSON at all is
 left to FastAPI, which answers as it always has (422 ``json_invalid`` for a syntax error,
-400 for bytes that are not UTF-8). A path or query parameter holding U+0000 is refused (422)
-too.
+400 for bytes that are not UTF-8). A path, query or form parameter holding U+0000 is refused
+(422) too.
 """
 
 from __future__ import annotations
@@ -53,12 +53,13 @@ def refusal(exc: jsonvalue.JsonValueError) -> InvalidInput:
     return InvalidInput(f"the body is not acceptable JSON: {exc}", problems)
 
 
-def refuse_nul_parameters(request: Request) -> None:
-    """Refuse U+0000 in a path or query parameter (422): PostgreSQL cannot take it in text,
-    so it would fail the query (500) instead of finding nothing."""
+def refuse_nul_parameters(request: Request, form: list[tuple[str, Any]] | None = None) -> None:
+    """Refuse U+0000 in a path, query or form parameter (422): PostgreSQL cannot take it in
+    text, so it would fail the query (500) instead of finding nothing."""
     for where, items in (
         ("path", list(request.path_params.items())),
         ("query", request.query_params.multi_items()),
+        ("form", form or []),
     ):
         for name, value in items:
             if isinstance(value, str) and "\x00" in name + value:
@@ -82,13 +83,16 @@ class StrictJSONRoute(APIRoute):
         """FastAPI's handler, given a :class:`StrictJSONRequest` parsed up front."""
         handler = super().get_route_handler()
         # As FastAPI decides: a body field that is not a form is read as JSON.
-        takes_json = self.body_field is not None and not isinstance(
+        takes_form = self.body_field is not None and isinstance(
             self.body_field.field_info, params.Form
         )
+        takes_json = self.body_field is not None and not takes_form
 
         async def strict_handler(request: Request) -> Response:
             request = StrictJSONRequest(request.scope, request.receive)
-            refuse_nul_parameters(request)
+            # The form is parsed once: Starlette keeps it for FastAPI's own read.
+            form = list((await request.form()).multi_items()) if takes_form else None
+            refuse_nul_parameters(request, form)
             if takes_json and is_json(request.headers.get("content-type")):
                 try:
                     if await request.body():

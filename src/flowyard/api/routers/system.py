@@ -52,7 +52,7 @@ async def readyz(container: ContainerDep) -> JSONResponse:
 
 
 #: Served under ``/api/v1`` only (the health checks above also at the root, for probes).
-registry_router = APIRouter(tags=["node-types"])
+registry_router = APIRouter(tags=["node-types"], route_class=StrictJSONRoute)
 
 
 @registry_router.get("/node-types", response_model=Page[NodeTypePublic], summary="List node types")
