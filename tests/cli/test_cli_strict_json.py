@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import cli
+from support.cli import cli, messages
 
 LEAD_ROUTING = Path(__file__).parents[2] / "examples" / "lead_routing.json"
 
@@ -38,7 +38,7 @@ def test_json_options_are_strict(
 ) -> None:
     result = cli(workdir, "run", str(LEAD_ROUTING), "--db", db, option, value)
     assert result.returncode == 2, result.stdout
-    assert_one_line(result.stderr, f"{option} is not acceptable JSON", f" at {where}")
+    assert_one_line(messages(result), f"{option} is not acceptable JSON", f" at {where}")
     listed = cli(workdir, "runs", "list", "--db", db, "--json")
     assert json.loads(listed.stdout) == []
 
@@ -51,6 +51,6 @@ def test_definition_files_are_strict(workdir: Path, db: str) -> None:
     for command in (["validate", str(path)], ["run", str(path), "--db", db]):
         result = cli(workdir, *command)
         assert result.returncode == 2, (command, result.stdout)
-        assert_one_line(result.stderr, "nan.json is not acceptable JSON", " at /vars/limit")
+        assert_one_line(messages(result), "nan.json is not acceptable JSON", " at /vars/limit")
     listed = cli(workdir, "runs", "list", "--db", db, "--json")
     assert json.loads(listed.stdout) == []

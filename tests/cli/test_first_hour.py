@@ -230,7 +230,8 @@ def test_validate_looks_up_credentials_like_saving(workdir: Path, db: str) -> No
 
     created = cli(
         workdir, "credentials", "create", "crm", "--type", "bearer", "--data-file", "-",
-        "--db", db, stdin=json.dumps({"token": "t0k3n-value"}),
+        "--allowed-origin", "https://crm.example.com", "--db", db,
+        stdin=json.dumps({"token": "t0k3n-value"}),
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     valid = cli(workdir, "validate", str(path), "--db", db)
@@ -275,7 +276,8 @@ def test_a_lost_key_file_refuses_the_start_and_is_not_replaced(workdir: Path, db
     env: dict[str, str | None] = {"FLOWYARD_SECRET_KEY": None}
     created = cli(
         workdir, "credentials", "create", "crm", "--type", "bearer", "--data-file", "-",
-        "--db", db, stdin=json.dumps({"token": "t0k3n-value"}), env=env,
+        "--allowed-origin", "https://crm.example.com", "--db", db,
+        stdin=json.dumps({"token": "t0k3n-value"}), env=env,
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     key_file = Path(db.removeprefix("sqlite:///")).with_suffix(".key")
@@ -303,7 +305,8 @@ def test_a_lost_key_file_refuses_the_start_and_is_not_replaced(workdir: Path, db
 def test_the_wrong_key_is_refused(workdir: Path, db: str) -> None:
     created = cli(
         workdir, "credentials", "create", "crm", "--type", "bearer", "--data-file", "-",
-        "--db", db, stdin=json.dumps({"token": "t0k3n-value"}),
+        "--allowed-origin", "https://crm.example.com", "--db", db,
+        stdin=json.dumps({"token": "t0k3n-value"}),
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     result = cli(workdir, "runs", "list", "--db", db, env={"FLOWYARD_SECRET_KEY": "cd" * 32})

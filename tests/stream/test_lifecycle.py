@@ -138,7 +138,8 @@ async def test_no_stream_task_is_left_after_sessions_closed_in_every_way(tmp_pat
         withdrawn = live.ws("/stream")
         withdrawn.token = await token_for(container, "withdrawn", Role.VIEWER)
         async with open_ws(expiring) as ws_expiring, open_ws(withdrawn) as ws_withdrawn:
-            await container.auth.update_user("withdrawn", disabled=True)
+            user = await container.store.get_user_by_name("withdrawn")
+            await container.auth.update_user(user.id, disabled=True)
             codes["withdrawn"] = [(await collect(ws_withdrawn, timeout_s=10)).close_code]
             codes["expired"] = [(await collect(ws_expiring, timeout_s=10)).close_code]
 

@@ -95,12 +95,17 @@ class _RecordingSource:
 def declared_output(node_type: NodeType[Any], outcome: NodeOutcome) -> NodeOutcome:
     """The outcome with its output reduced to what the node type's ``output_model`` admits
     (keys it does not declare are dropped); a node type breaking its own declaration fails
-    the step (``node.output_invalid``)."""
+    the step (``node.output_invalid``).
+
+    Dumped in Python mode, not JSON mode: JSON mode would turn a NaN from the outside world
+    into null, and fail on a lone surrogate or deep nesting, before
+    :func:`~flowyard.worker.storable.storable` applies the one rule for those. Output models
+    therefore declare JSON types."""
     model = node_type.output_model
     if model is None or outcome.output is None:
         return outcome
     try:
-        output = model.model_validate(outcome.output).model_dump(mode="json")
+        output = model.model_validate(outcome.output).model_dump()
     except ValidationError as exc:
         raise PermanentError(
             f"the {node_type.type_name} node produced an output its type does not declare "
