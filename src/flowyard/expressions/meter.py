@@ -39,6 +39,8 @@ _CLOCK_EVERY = 4096
 #: What an object that is neither a scalar nor a container (an iterator, a range, a loop
 #: object) counts: its ``str()`` is a short description, counted again as output.
 _OPAQUE = 1
+#: A reference to a container that is being sized (only a namespace can hold itself).
+_CYCLE = 5
 _STR_ONLY = frozenset({str})
 _INT_ONLY = frozenset({int, bool})
 _FLOAT_ONLY = frozenset({float})
@@ -59,7 +61,10 @@ class NotEvaluating(Exception):
 
 
 def _int_digits(value: int) -> int:
-    return value.bit_length() * _LOG2_NUM // _LOG2_DEN + 1
+    bits = value.bit_length()
+    # Exact for the integers workflows use; estimated (never low) for huge ones, whose
+    # str() is costly (and refused past 4,300 digits).
+    return len(str(value)) if bits <= 64 else bits * _LOG2_NUM // _LOG2_DEN + 2
 
 
 def _scalar_size(value: Any) -> int | None:
@@ -99,6 +104,7 @@ def _flat_size(chunk: Sequence[Any]) -> int | None:
     if kinds <= _STR_ONLY:
         return sum(map(len, chunk)) + len(chunk)
     if kinds <= _INT_ONLY:
+        # An n-bit integer has between (n - 1) * log10(2) + 1 and n * log10(2) + 1 digits.
         bits = sum(map(int.bit_length, chunk))
         return bits * _LOG2_NUM // _LOG2_DEN + 2 * len(chunk)
     if kinds <= _FLOAT_ONLY:
@@ -298,13 +304,16 @@ class Meter:
             size = _scalar_size(item)
             if size is None:
                 hit = memo.get(id(item))
-                if hit is None:
-                    if id(item) in open_ids:
-                        raise Refused("limit", "a value contains itself")
+                if hit is not None:
+                    size = hit[1]
+                    undefined = undefined or hit[2]
+                elif id(item) in open_ids:
+                    # A namespace holding itself: repr prints such a reference as "{...}"
+                    # (and JSON refuses it).
+                    size = _CYCLE
+                else:
                     child = item
                     break
-                size = hit[1]
-                undefined = undefined or hit[2]
             elif size < 0:
                 size, undefined = 0, True
             total += size + 1
