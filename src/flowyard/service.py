@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import jsonschema
 
 from flowyard.domain.errors import (
+    Busy,
     Conflict,
     DefinitionError,
     FlowyardError,
@@ -43,6 +46,10 @@ from flowyard.store.ports import Store
 
 #: Inputs and vars beyond this many bytes (as JSON) are refused: they are stored on every run.
 MAX_RUN_PAYLOAD_BYTES = 1024 * 1024
+#: Definitions compiled at once per process for validate/create/update, and how long a
+#: request waits for its turn before it is refused (Busy: 503 with Retry-After).
+COMPILE_CONCURRENCY = 2
+COMPILE_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -76,6 +83,8 @@ class FlowyardService:
         on_enqueue: Callable[[], None] | None = None,
         on_stop_requested: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        compile_concurrency: int = COMPILE_CONCURRENCY,
+        compile_wait_s: float = COMPILE_WAIT_S,
     ) -> None:
         self.store = store
         self.validator = validator
@@ -84,18 +93,53 @@ class FlowyardService:
         self.on_enqueue = on_enqueue
         self.on_stop_requested = on_stop_requested
         self.metrics = metrics
+        self.compile_wait_s = compile_wait_s
+        self._compile_slots = asyncio.Semaphore(compile_concurrency)
 
     # -- workflows -------------------------------------------------------------------------
 
-    def validate(self, raw: Any) -> ValidationResult:
-        """Check a definition without saving it."""
-        return self.validator.validate(raw)
+    async def validate(self, raw: Any) -> ValidationResult:
+        """Check a definition without saving it: exactly the problems ``create_workflow``
+        would refuse it for (structure, expressions, compile budget, unknown credentials)."""
+        result = await self._validated(raw)
+        if result.workflow is not None:
+            problems = await self.credential_problems(result.workflow)
+            if problems:
+                return ValidationResult(problems=problems)
+        return result
+
+    @asynccontextmanager
+    async def _compile_slot(self) -> AsyncIterator[None]:
+        """One of the process's compile slots: a request waits ``compile_wait_s`` for it,
+        then is refused (Busy), so costly definitions cannot pile up threads and CPU."""
+        try:
+            async with asyncio.timeout(self.compile_wait_s):
+                await self._compile_slots.acquire()
+        except TimeoutError:
+            budget = self.validator.expressions.limits.compile_budget_s
+            raise Busy(
+                "too many workflow definitions are being compiled right now; retry shortly",
+                retry_after_s=max(1, math.ceil(budget)),
+            ) from None
+        try:
+            yield
+        finally:
+            self._compile_slots.release()
+
+    async def _validated(self, raw: Any) -> ValidationResult:
+        """Validate and compile off the event loop, in a compile slot, within the compile
+        budget (the validator's)."""
+        async with self._compile_slot():
+            return await asyncio.to_thread(self.validator.validate, raw)
+
+    async def _compile(self, raw: Any) -> CompiledWorkflow:
+        return (await self._validated(raw)).compiled()
 
     async def create_workflow(
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1)."""
-        wf = await asyncio.to_thread(self.validator.compile, raw)
+        wf = await self._compile(raw)
         await self.check_credentials(wf)
         definition = _as_json(raw)
         return await self.store.create_workflow(
@@ -114,7 +158,7 @@ class FlowyardService:
         """Validate and save a new version of an existing workflow; with expectations (an
         ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
         record = await self.store.get_workflow(ref)
-        wf = await asyncio.to_thread(self.validator.compile, raw)
+        wf = await self._compile(raw)
         if wf.definition.name != record.name:
             raise InvalidInput(
                 "the definition's name must match the workflow",
@@ -134,7 +178,7 @@ class FlowyardService:
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Create the workflow, or add a version when the definition changed (by name)."""
-        wf = await asyncio.to_thread(self.validator.compile, raw)
+        wf = await self._compile(raw)
         try:
             existing = await self.store.get_workflow(wf.definition.name)
         except NotFound:
@@ -146,6 +190,17 @@ class FlowyardService:
         """Every credential the nodes reference must exist (DefinitionError locating each
         one that does not). Deleting a credential later fails the steps that use it
         (``credential.not_found``)."""
+        problems = await self.credential_problems(wf)
+        if problems:
+            count = len(problems)
+            raise DefinitionError(
+                f"the workflow references {count} unknown credential{'s' if count != 1 else ''}",
+                problems,
+            )
+
+    async def credential_problems(self, wf: CompiledWorkflow) -> list[Problem]:
+        """A problem (``unknown_credential``) locating each credential reference of ``wf``
+        that names no credential."""
         problems: list[Problem] = []
         exists: dict[str, bool] = {}
         for index, spec in enumerate(wf.definition.nodes):
@@ -166,12 +221,7 @@ class FlowyardService:
                             "unknown_credential",
                         )
                     )
-        if problems:
-            count = len(problems)
-            raise DefinitionError(
-                f"the workflow references {count} unknown credential{'s' if count != 1 else ''}",
-                problems,
-            )
+        return problems
 
     async def compiled(self, workflow_id: WorkflowId, version: int) -> CompiledWorkflow:
         """The compiled form of a stored version."""
