@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         description="Total size of all values one evaluation produces (one node's templates).",
     )
     expression_max_operations: int = Field(
-        1_000_000, ge=1, description="Operations (lookups, calls, loop steps) per evaluation."
+        5_000_000, ge=1, description="Operations (lookups, calls, loop steps) per evaluation."
     )
     expression_threads: int = Field(
         4, ge=1, le=64, description="Threads evaluating expressions (never the event loop)."

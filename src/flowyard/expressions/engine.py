@@ -465,14 +465,23 @@ class ExpressionEngine:
             raise ExpressionError(
                 f"scope must be a mapping, not {type(scope).__name__}", source, "type"
             )
-        with self._metered() as meter:
-            try:
-                context = compiled.template.new_context(dict(scope))
-                if compiled.native:
-                    return self._run_native(meter, compiled.template, context)
-                return self._run_text(meter, compiled.template, context)
-            except Exception as exc:
-                raise _translate(exc, source, compiled.template) from exc
+        # (Not ``_metered()``: this runs for every template, and a generator-based context
+        # manager costs as much as a small evaluation.)
+        meter = active_meter()
+        token = None
+        if meter is None:
+            meter = Meter(self._limits)
+            token = enter(meter)
+        try:
+            context = compiled.template.new_context(dict(scope))
+            if compiled.native:
+                return self._run_native(meter, compiled.template, context)
+            return self._run_text(meter, compiled.template, context)
+        except Exception as exc:
+            raise _translate(exc, source, compiled.template) from exc
+        finally:
+            if token is not None:
+                leave(token)
 
     @staticmethod
     def _run_native(meter: Meter, template: Template, context: Context) -> Any:

@@ -36,7 +36,7 @@ class ExpressionLimits:
     timeout_s: float = 1.0
     max_output_chars: int = 1_000_000
     max_total_chars: int = 5_000_000
-    max_operations: int = 1_000_000
+    max_operations: int = 5_000_000
     max_range: int = 10_000
     cache_size: int = 4096
     threads: int = 4

@@ -36,6 +36,10 @@ _CHUNK = 1024
 _FLAT_MIN = 32
 #: The clock is read after this many items while sizing a large value.
 _CLOCK_EVERY = 4096
+#: ... and every this many operations (a power of two minus one, as a mask): an operation
+#: that builds much is charged, and a large charge reads the clock at once.
+_TICK_CLOCK_MASK = 15
+_LARGE_CHARGE = 4096
 #: What an object that is neither a scalar nor a container (an iterator, a range, a loop
 #: object) counts: its ``str()`` is a short description, counted again as output.
 _OPAQUE = 1
@@ -97,6 +101,31 @@ def _other_size(value: Any) -> int | None:
     return _OPAQUE
 
 
+def _small_flat_size(value: Any) -> int | None:
+    """Size of a short list, tuple or dict of scalars (tags, a row, a record) sized in one
+    loop, without a frame; None when it is long or holds a container or an Undefined."""
+    cls = type(value)
+    if (cls is not dict and cls is not list and cls is not tuple) or len(value) > _FLAT_MIN:
+        return None
+    total = 0
+    if cls is dict:
+        for key, item in value.items():
+            # (Records are string keys and mostly string values: those checks inline.)
+            key_size = len(key) if type(key) is str else _scalar_size(key)
+            item_size = len(item) if type(item) is str else _scalar_size(item)
+            if key_size is None or item_size is None or key_size < 0 or item_size < 0:
+                return None
+            total += key_size + item_size + 2
+        return total
+    if cls is list or cls is tuple:
+        for item in value:
+            size = _scalar_size(item)
+            if size is None or size < 0:
+                return None
+            total += size + 1
+    return total
+
+
 def _flat_size(chunk: Sequence[Any]) -> int | None:
     """Size of a run of items when they are all strings, all integers or all floats
     (computed in C-level passes); None otherwise."""
@@ -149,7 +178,8 @@ class Meter:
             raise Refused(
                 "limit", f"evaluation exceeded the limit of {self.max_operations} operations"
             )
-        self.check_clock()
+        if not self.operations & _TICK_CLOCK_MASK:
+            self.check_clock()
 
     def check_clock(self) -> None:
         """Fail once the evaluation has used up its time."""
@@ -173,6 +203,19 @@ class Meter:
                 "limit",
                 f"evaluation produced more than {self.max_total} characters of values in total",
             )
+        if size >= _LARGE_CHARGE:
+            self.check_clock()
+
+    def output(self, value: Any) -> None:
+        """``{{ value }}`` in text: one operation, sized as text before it is built."""
+        self.tick()
+        if type(value) is str:
+            size = len(value)
+            if size > self.limit:
+                self._too_large(size)
+        else:
+            size = self.text_size(value)
+        self.charge(size)
 
     def text_size(self, value: Any) -> int:
         """Size of ``value`` as text (what ``str()`` or JSON would build), refused above
@@ -220,6 +263,11 @@ class Meter:
         hit = self._memo.get(id(value))
         if hit is not None:
             return hit[1], hit[2], True
+        flat = _small_flat_size(value)
+        if flat is not None:
+            if flat > self.limit:
+                self._too_large(flat)
+            return flat, False, False
         size, undefined = self._walk(value)
         return size, undefined, False
 
@@ -232,6 +280,9 @@ class Meter:
 
     def _children(self, value: Any) -> tuple[Sequence[Any], int]:
         """The items to size inside a container, and the size of its keys."""
+        if type(value) is dict:
+            keys = list(value)
+            return list(value.values()), self._keys_size(keys) + len(keys)
         if isinstance(value, list | tuple):
             return value, 0
         if isinstance(value, Namespace):
@@ -287,7 +338,11 @@ class Meter:
         _, items, pos, total, undefined, slow_until = frame
         count = len(items)
         child = None
+        work = 0
         while pos < count:
+            if work >= _CLOCK_EVERY:
+                self._count_work(work)
+                work = 0
             if pos >= slow_until and count - pos >= _FLAT_MIN:
                 chunk = items[pos : pos + _CHUNK]
                 flat = _flat_size(chunk)
@@ -298,7 +353,7 @@ class Meter:
                     total += flat
                     if total > limit:
                         self._too_large(total)
-                    self._count_work(len(chunk))
+                    work += len(chunk)
                     continue
             item = items[pos]
             size = _scalar_size(item)
@@ -312,15 +367,19 @@ class Meter:
                     # (and JSON refuses it).
                     size = _CYCLE
                 else:
-                    child = item
-                    break
+                    size = _small_flat_size(item)
+                    if size is None:
+                        child = item
+                        break
+                    memo[id(item)] = (item, size, False)
             elif size < 0:
                 size, undefined = 0, True
             total += size + 1
             pos += 1
             if total > limit:
                 self._too_large(total)
-            self._count_work(1)
+            work += 1
+        self._count_work(work)
         frame[2:] = [pos, total, undefined, slow_until]
         return child
 

@@ -253,9 +253,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     @pass_context
     def _finalize(self, context: Context, value: Any) -> Any:
         """``{{ x }}`` in text: ``x`` is sized before Jinja turns it into text."""
-        meter = current_meter()
-        meter.tick()
-        meter.charge(meter.text_size(value))
+        current_meter().output(value)
         return value
 
     # -- operators -------------------------------------------------------
