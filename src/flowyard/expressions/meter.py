@@ -207,15 +207,34 @@ class Meter:
             self.check_clock()
 
     def output(self, value: Any) -> None:
-        """``{{ value }}`` in text: one operation, sized as text before it is built."""
-        self.tick()
+        """``{{ value }}`` in text: one operation, sized as text before it is built, and
+        counted in the total (a ``{% set %}`` block may capture it)."""
+        # tick() and charge() inlined: this runs for every output of every template.
+        self.operations += 1
+        if self.operations > self.max_operations:
+            self.tick()  # raises
         if type(value) is str:
             size = len(value)
             if size > self.limit:
                 self._too_large(size)
         else:
             size = self.text_size(value)
-        self.charge(size)
+        self.total += size
+        if self.total > self.max_total:
+            self.charge(0)  # raises
+        if size >= _LARGE_CHARGE or not self.operations & _TICK_CLOCK_MASK:
+            self.check_clock()
+
+    def step(self, literal: int) -> None:
+        """One pass of a loop that outputs ``literal`` characters of template text."""
+        self.operations += 1
+        self.total += literal
+        if self.operations > self.max_operations:
+            self.tick()  # raises
+        if self.total > self.max_total:
+            self.charge(0)  # raises
+        if not self.operations & _TICK_CLOCK_MASK:
+            self.check_clock()
 
     def text_size(self, value: Any) -> int:
         """Size of ``value`` as text (what ``str()`` or JSON would build), refused above

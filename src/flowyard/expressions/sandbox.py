@@ -135,10 +135,9 @@ def _metered(meter: Meter, iterator: Iterator[Any], literal: int) -> Iterator[An
     # Loops perform no attribute access or calls of their own, so without this a nested
     # loop over data could spin far past the deadline; ``literal`` is the template text
     # one pass of the loop body outputs (a ``{% set %}`` block may capture it).
+    step = meter.step
     for item in iterator:
-        meter.tick()
-        if literal:
-            meter.charge(literal)
+        step(literal)
         yield item
 
 
