@@ -166,6 +166,16 @@ def test_loop_text_captured_by_set_is_bounded(engine: ExpressionEngine) -> None:
     assert peak[0] < 4 * MB
 
 
+def test_loop_text_is_counted_when_output(engine: ExpressionEngine) -> None:
+    """Only the text a loop actually outputs counts: a large block under a rare condition
+    stays allowed, and {% autoescape %} leaves loop text alone as it always did."""
+    text = "<p>" + "x" * 1000 + "</p>"
+    source = "{% for i in range(10000) %}{% if i == 7 %}" + text + "{% endif %}{% endfor %}"
+    assert engine.render(source, {}) == text
+    escaped = "{% autoescape true %}{% for i in range(2) %}<b>{{ '<' }}</b>{% endfor %}"
+    assert engine.render(escaped + "{% endautoescape %}", {}) == "<b>&lt;</b>" * 2
+
+
 def test_total_of_one_evaluation_is_bounded(engine: ExpressionEngine) -> None:
     # Each value is within the size limit; together they are not.
     error = refused(

@@ -131,13 +131,12 @@ def _method(obj: Any) -> tuple[Any, str]:
     return getattr(target, "__self__", None), getattr(target, "__name__", "")
 
 
-def _metered(meter: Meter, iterator: Iterator[Any], literal: int) -> Iterator[Any]:
+def _metered(meter: Meter, iterator: Iterator[Any]) -> Iterator[Any]:
     # Loops perform no attribute access or calls of their own, so without this a nested
-    # loop over data could spin far past the deadline; ``literal`` is the template text
-    # one pass of the loop body outputs (a ``{% set %}`` block may capture it).
-    step = meter.step
+    # loop over data could spin far past the deadline.
+    tick = meter.tick
     for item in iterator:
-        step(literal)
+        tick()
         yield item
 
 
@@ -227,7 +226,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         meter.tick()
         if isinstance(obj, LoopContext) and args:
             # ``loop(children)`` of a recursive loop iterates like the loop itself.
-            args = (_metered(meter, iter(args[0]), 0), *args[1:])
+            args = (_metered(meter, iter(args[0])), *args[1:])
         args = self._precheck_call(meter, obj, args, kwargs)
         value = super().call(context, obj, *args, **kwargs)
         if isinstance(value, Namespace) or _method(obj)[1] in _PASSTHROUGH_METHODS:
@@ -490,11 +489,11 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         return guarded
 
     @pass_context
-    def _iter_guard(self, context: Context, value: Any, literal: int = 0) -> Iterator[Any]:
+    def _iter_guard(self, context: Context, value: Any) -> Iterator[Any]:
         # pass_context keeps the optimizer from running the guard at compile time.
         meter = current_meter()
         meter.tick()
-        return _metered(meter, iter(value), literal)
+        return _metered(meter, iter(value))
 
     @pass_context
     def _size_guard(self, context: Context, value: Any) -> Any:
@@ -520,10 +519,12 @@ class _GuardInjector(NodeTransformer):
 
     def visit_For(self, node: nodes.For, *args: Any, **kwargs: Any) -> nodes.Node:
         self.generic_visit(node, *args, **kwargs)
-        literal = nodes.Const(_literal_chars(node.body), lineno=node.lineno)
-        node.iter = nodes.Filter(
-            node.iter, _ITER_GUARD, [literal], [], None, None, lineno=node.lineno
-        )
+        node.iter = _guard(node.iter, _ITER_GUARD, node.lineno)
+        # Template text inside a loop is output once per pass: as an expression it goes
+        # through ``finalize`` and is counted like ``{{ x }}`` (a ``{% set %}`` block
+        # may capture it). Text of nested loops was converted by their own visit.
+        for output in _outputs(node.body):
+            output.nodes = [_counted_text(part) for part in output.nodes]
         return node
 
     def visit_Concat(self, node: nodes.Concat, *args: Any, **kwargs: Any) -> nodes.Node:
@@ -542,17 +543,16 @@ def _guard(node: nodes.Node | None, name: str, lineno: int) -> nodes.Filter:
     return nodes.Filter(node, name, [], [], None, None, lineno=lineno)
 
 
-def _literal_chars(body: list[nodes.Node]) -> int:
-    """Characters of template text one pass of a loop body outputs at most (a nested loop
-    counts its own text per pass)."""
-    total = 0
-    pending: list[nodes.Node] = list(body)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, nodes.TemplateData):
-            total += len(node.data)
-        elif isinstance(node, nodes.For):
-            pending.extend(node.else_)
-        else:
-            pending.extend(node.iter_child_nodes())
-    return total
+def _outputs(body: list[nodes.Node]) -> Iterator[nodes.Output]:
+    """The output nodes inside a loop body."""
+    for node in body:
+        if isinstance(node, nodes.Output):
+            yield node
+        yield from node.find_all(nodes.Output)
+
+
+def _counted_text(part: nodes.Expr) -> nodes.Expr:
+    if not isinstance(part, nodes.TemplateData):
+        return part
+    # Marked safe as TemplateData is, so an {% autoescape %} block does not escape it.
+    return nodes.MarkSafeIfAutoescape(nodes.Const(part.data), lineno=part.lineno)
