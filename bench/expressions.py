@@ -31,6 +31,7 @@ from typing import Any
 from flowyard.expressions import ExpressionEngine as CurrentEngine
 
 ROOT = Path(__file__).resolve().parents[1]
+# The base revision's package files (this tree has more; only the base's are read).
 FILES = ["__init__.py", "engine.py", "errors.py", "sandbox.py"]
 
 

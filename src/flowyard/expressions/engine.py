@@ -31,78 +31,19 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined
 from jinja2.utils import consume
 
+from .compiling import _check_security, _GuardInjector, compile_deadline
 from .errors import CompileBudgetExceeded, ExpressionError
 from .limits import CacheInfo, ExpressionLimits
 from .meter import Meter, Refused, active_meter, enter, leave
 from .sandbox import (
-    _ATTRIBUTE_FILTERS,
     _EXPRESSION,
-    _FORBIDDEN_TAGS,
     _MAX_SOURCE_CHARS,
     _RESULT,
     _TEMPLATE,
-    _GuardInjector,
     _SandboxEnvironment,
-    compile_deadline,
 )
 
 __all__ = ["CacheInfo", "ExpressionEngine", "ExpressionLimits"]
-
-
-def _is_private(name: Any) -> bool:
-    return isinstance(name, str) and name.startswith("_")
-
-
-def _const_str(node: nodes.Node | None) -> str | None:
-    if isinstance(node, nodes.Const) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def _filter_references(node: nodes.Filter | nodes.Test) -> list[str]:
-    """Names a filter call refers to: its own name and constant attribute paths."""
-    paths: list[str | None] = []
-    first = _const_str(node.args[0]) if node.args else None
-    if node.name in _ATTRIBUTE_FILTERS:
-        paths.append(first)
-    elif node.name == "map" and first == "attr" and len(node.args) > 1:
-        paths.append(_const_str(node.args[1]))
-    paths.extend(_const_str(kw.value) for kw in node.kwargs if kw.key == "attribute")
-    parts = [part for path in paths if path is not None for part in path.split(".")]
-    return [node.name, *parts]
-
-
-def _references(node: nodes.Node) -> list[str]:
-    """Identifiers ``node`` uses to reach into objects or the context."""
-    if isinstance(node, nodes.Getattr | nodes.NSRef):
-        return [node.attr]
-    if isinstance(node, nodes.Getitem):
-        key = _const_str(node.arg)
-        return [] if key is None else [key]
-    if isinstance(node, nodes.Name):
-        # A lone "_" is the conventional throwaway loop variable.
-        return [] if node.name == "_" else [node.name]
-    if isinstance(node, nodes.Filter | nodes.Test):
-        return _filter_references(node)
-    return []
-
-
-def _security_violation(node: nodes.Node) -> str | None:
-    for tag_type, tag in _FORBIDDEN_TAGS:
-        if isinstance(node, tag_type):
-            return f"the '{{% {tag} %}}' tag is not allowed"
-    private = next((name for name in _references(node) if _is_private(name)), None)
-    if private is not None:
-        return f"access to {private!r} is not allowed"
-    return None
-
-
-def _check_security(root: nodes.Node, source: str) -> None:
-    """Refuse private-name access and template-loading tags before anything runs."""
-    for node in chain([root], root.find_all(nodes.Node)):
-        message = _security_violation(node)
-        if message is not None:
-            raise ExpressionError(message, source, "security", node.lineno)
 
 
 def _lone_expression(root: nodes.Template) -> nodes.Expr | None:

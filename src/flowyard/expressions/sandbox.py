@@ -13,20 +13,14 @@ import functools
 import math
 import re
 import string
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any
 
-from jinja2 import nodes
-from jinja2.ext import Extension
-from jinja2.lexer import Token, TokenStream
 from jinja2.runtime import Context, LoopContext, StrictUndefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_context
-from jinja2.visitor import NodeTransformer
 
-from .errors import CompileBudgetExceeded, ExpressionError
+from .compiling import _CONCAT_GUARD, _ITER_GUARD, _SIZE_GUARD, _TokenLimit
 from .limits import ExpressionLimits
 from .meter import MAX_INT_BITS, Meter, Refused, current_meter
 
@@ -39,22 +33,6 @@ _EXPRESSION = "expression"
 _RESULT = "result"
 _TEMPLATE = "template"
 
-# Internal filters injected after the security check; user sources cannot name
-# them because filter names starting with "_" are refused.
-_ITER_GUARD = "_flowyard_iter_guard"
-_SIZE_GUARD = "_flowyard_size_guard"
-_CONCAT_GUARD = "_flowyard_concat"
-
-_FORBIDDEN_TAGS: tuple[tuple[type[nodes.Node], str], ...] = (
-    (nodes.Extends, "extends"),
-    (nodes.Include, "include"),
-    (nodes.Import, "import"),
-    (nodes.FromImport, "from"),
-    (nodes.Macro, "macro"),
-    (nodes.CallBlock, "call"),
-)
-# Filters whose first positional argument is an attribute name or dotted path.
-_ATTRIBUTE_FILTERS = frozenset({"attr", "selectattr", "rejectattr", "groupby"})
 # Non-deterministic output has no place in replayable workflows.
 _REMOVED_FILTERS = frozenset({"random"})
 # Filters that return (part of) their input or a number: nothing new to size, and a
@@ -83,15 +61,6 @@ _PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?"
 _DIGITS = re.compile(r"\d+")
 
 _Precheck = Callable[[Meter, Any, tuple[Any, ...], dict[str, Any]], None]
-
-# The deadline of the compilation running in this context (a definition's compile budget),
-# None without one. Module level for the same reason as the meter's variable.
-_COMPILE_DEADLINE: ContextVar[float | None] = ContextVar("flowyard_compile_deadline", default=None)
-
-
-def compile_deadline() -> ContextVar[float | None]:
-    """The context variable holding the running compilation's deadline."""
-    return _COMPILE_DEADLINE
 
 
 def _arg(params: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
@@ -138,25 +107,6 @@ def _metered(meter: Meter, iterator: Iterator[Any]) -> Iterator[Any]:
     for item in iterator:
         tick()
         yield item
-
-
-class _TokenLimit(Extension):
-    """Counts the tokens of every source compiled, refusing one past the limit, and stops a
-    compilation that runs past its caller's deadline (a definition's compile budget)."""
-
-    def filter_stream(self, stream: TokenStream) -> Iterable[Token]:
-        """The tokens, counted."""
-        limits = cast("_SandboxEnvironment", self.environment).limits
-        cap = limits.max_template_tokens
-        deadline = _COMPILE_DEADLINE.get()
-        for count, token in enumerate(stream, 1):
-            if count > cap:
-                raise ExpressionError(
-                    f"source has more than {cap} tokens (the limit); split it", "", "limit"
-                )
-            if deadline is not None and count % 256 == 0 and time.monotonic() > deadline:
-                raise CompileBudgetExceeded("the compile budget ran out")
-            yield token
 
 
 class _SandboxEnvironment(ImmutableSandboxedEnvironment):
@@ -512,47 +462,3 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         joined: str = (markup_join if context.eval_ctx.autoescape else str_join)(parts)
         meter.charge(len(joined))
         return joined
-
-
-class _GuardInjector(NodeTransformer):
-    """Rewrites a checked AST so loops, ``~`` and ``{% set %}`` blocks obey the budget."""
-
-    def visit_For(self, node: nodes.For, *args: Any, **kwargs: Any) -> nodes.Node:
-        self.generic_visit(node, *args, **kwargs)
-        node.iter = _guard(node.iter, _ITER_GUARD, node.lineno)
-        # Template text inside a loop is output once per pass: as an expression it goes
-        # through ``finalize`` and is counted like ``{{ x }}`` (a ``{% set %}`` block
-        # may capture it). Text of nested loops was converted by their own visit.
-        for output in _outputs(node.body):
-            output.nodes = [_counted_text(part) for part in output.nodes]
-        return node
-
-    def visit_Concat(self, node: nodes.Concat, *args: Any, **kwargs: Any) -> nodes.Node:
-        self.generic_visit(node, *args, **kwargs)
-        parts = nodes.List(list(node.nodes), lineno=node.lineno)
-        return _guard(parts, _CONCAT_GUARD, node.lineno)
-
-    def visit_AssignBlock(self, node: nodes.AssignBlock, *args: Any, **kwargs: Any) -> nodes.Node:
-        self.generic_visit(node, *args, **kwargs)
-        # A filter with no operand applies to the captured block content.
-        node.filter = _guard(node.filter, _SIZE_GUARD, node.lineno)
-        return node
-
-
-def _guard(node: nodes.Node | None, name: str, lineno: int) -> nodes.Filter:
-    return nodes.Filter(node, name, [], [], None, None, lineno=lineno)
-
-
-def _outputs(body: list[nodes.Node]) -> Iterator[nodes.Output]:
-    """The output nodes inside a loop body."""
-    for node in body:
-        if isinstance(node, nodes.Output):
-            yield node
-        yield from node.find_all(nodes.Output)
-
-
-def _counted_text(part: nodes.Expr) -> nodes.Expr:
-    if not isinstance(part, nodes.TemplateData):
-        return part
-    # Marked safe as TemplateData is, so an {% autoescape %} block does not escape it.
-    return nodes.MarkSafeIfAutoescape(nodes.Const(part.data), lineno=part.lineno)
