@@ -166,6 +166,17 @@ def test_loop_text_captured_by_set_is_bounded(engine: ExpressionEngine) -> None:
     assert peak[0] < 4 * MB
 
 
+def test_word_by_word_filters_take_a_share_of_the_limit(engine: ExpressionEngine) -> None:
+    """urlize and wordwrap run per word in Python, where no hook reads the clock: their
+    input is capped so one call ends well within the time limit."""
+    text = "see a.com " * 30_000  # 300,000 characters: ~0.4 s of urlize
+    error = refused(engine.render, "{{ t | urlize }}", {"t": text})
+    assert "urlize" in error.message
+    refused(engine.render, "{{ t | wordwrap(5) }}", {"t": text})
+    assert engine.render("{{ 'see a.com' | urlize }}", {}).startswith("see <a href=")
+    assert engine.render("{{ t | wordwrap(5) | length }}", {"t": "abc def " * 1000}) > 0
+
+
 def test_loop_text_is_counted_when_output(engine: ExpressionEngine) -> None:
     """Only the text a loop actually outputs counts: a large block under a rare condition
     stays allowed, and {% autoescape %} leaves loop text alone as it always did."""
