@@ -173,7 +173,7 @@ def test_word_by_word_filters_take_a_share_of_the_limit(engine: ExpressionEngine
     error = refused(engine.render, "{{ t | urlize }}", {"t": text})
     assert "urlize" in error.message
     refused(engine.render, "{{ t | wordwrap(5) }}", {"t": text})
-    assert engine.render("{{ 'see a.com' | urlize }}", {}).startswith("see <a href=")
+    assert engine.render("{{ 'see www.a.com' | urlize }}", {}).startswith("see <a href=")
     assert engine.render("{{ t | wordwrap(5) | length }}", {"t": "abc def " * 1000}) > 0
 
 
