@@ -5,7 +5,7 @@ text and ``{% set %}`` blocks through the sandbox's meter."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextvars import ContextVar
 from itertools import chain
 from typing import TYPE_CHECKING, Any, cast
@@ -126,12 +126,23 @@ class _GuardInjector(NodeTransformer):
 
     def visit_For(self, node: nodes.For, *args: Any, **kwargs: Any) -> nodes.Node:
         self.generic_visit(node, *args, **kwargs)
-        node.iter = _guard(node.iter, _ITER_GUARD, node.lineno)
-        # Template text inside a loop is output once per pass: as an expression it goes
-        # through ``finalize`` and is counted like ``{{ x }}`` (a ``{% set %}`` block
-        # may capture it). Text of nested loops was converted by their own visit.
-        for output in _outputs(node.body):
-            output.nodes = [_counted_text(part) for part in output.nodes]
+        # Template text a loop outputs counts like ``{{ x }}`` (a ``{% set %}`` block may
+        # capture it): the text output on every pass is counted per pass by the guard
+        # (cheap), text under a condition when it is output (through ``finalize``).
+        every_pass = 0
+        for statement in node.body:
+            if isinstance(statement, nodes.Output):
+                every_pass += sum(
+                    len(part.data)
+                    for part in statement.nodes
+                    if isinstance(part, nodes.TemplateData)
+                )
+            else:
+                _count_when_output(statement)
+        literal = nodes.Const(every_pass, lineno=node.lineno)
+        node.iter = nodes.Filter(
+            node.iter, _ITER_GUARD, [literal], [], None, None, lineno=node.lineno
+        )
         return node
 
     def visit_Concat(self, node: nodes.Concat, *args: Any, **kwargs: Any) -> nodes.Node:
@@ -150,12 +161,18 @@ def _guard(node: nodes.Node | None, name: str, lineno: int) -> nodes.Filter:
     return nodes.Filter(node, name, [], [], None, None, lineno=lineno)
 
 
-def _outputs(body: list[nodes.Node]) -> Iterator[nodes.Output]:
-    """The output nodes inside a loop body."""
-    for node in body:
-        if isinstance(node, nodes.Output):
-            yield node
-        yield from node.find_all(nodes.Output)
+def _count_when_output(statement: nodes.Node) -> None:
+    """Turn the template text under ``statement`` into expressions counted when they are
+    output. A nested loop's body is its own guard's (its ``else`` is not)."""
+    pending = [statement]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, nodes.For):
+            pending.extend(node.else_)
+        elif isinstance(node, nodes.Output):
+            node.nodes = [_counted_text(part) for part in node.nodes]
+        else:
+            pending.extend(node.iter_child_nodes())
 
 
 def _counted_text(part: nodes.Expr) -> nodes.Expr:

@@ -225,6 +225,17 @@ class Meter:
         if size >= _LARGE_CHARGE or not self.operations & _TICK_CLOCK_MASK:
             self.check_clock()
 
+    def step(self, text: int) -> None:
+        """One pass of a loop that outputs ``text`` characters of template text."""
+        self.operations += 1
+        self.total += text
+        if self.operations > self.max_operations:
+            self.tick()  # raises
+        if self.total > self.max_total:
+            self.charge(0)  # raises
+        if not self.operations & _TICK_CLOCK_MASK:
+            self.check_clock()
+
     def text_size(self, value: Any) -> int:
         """Size of ``value`` as text (what ``str()`` or JSON would build), refused above
         the limit before anything is built."""

@@ -104,12 +104,13 @@ def _method(obj: Any) -> tuple[Any, str]:
     return getattr(target, "__self__", None), getattr(target, "__name__", "")
 
 
-def _metered(meter: Meter, iterator: Iterator[Any]) -> Iterator[Any]:
+def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
     # Loops perform no attribute access or calls of their own, so without this a nested
-    # loop over data could spin far past the deadline.
-    tick = meter.tick
+    # loop over data could spin far past the deadline; ``text`` is the template text each
+    # pass outputs.
+    step = meter.step
     for item in iterator:
-        tick()
+        step(text)
         yield item
 
 
@@ -181,7 +182,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         meter.tick()
         if isinstance(obj, LoopContext) and args:
             # ``loop(children)`` of a recursive loop iterates like the loop itself.
-            args = (_metered(meter, iter(args[0])), *args[1:])
+            args = (_metered(meter, iter(args[0]), 0), *args[1:])
         args = self._precheck_call(meter, obj, args, kwargs)
         value = super().call(context, obj, *args, **kwargs)
         if isinstance(value, Namespace) or _method(obj)[1] in _PASSTHROUGH_METHODS:
@@ -456,11 +457,11 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         return guarded
 
     @pass_context
-    def _iter_guard(self, context: Context, value: Any) -> Iterator[Any]:
+    def _iter_guard(self, context: Context, value: Any, text: int = 0) -> Iterator[Any]:
         # pass_context keeps the optimizer from running the guard at compile time.
         meter = current_meter()
         meter.tick()
-        return _metered(meter, iter(value))
+        return _metered(meter, iter(value), text)
 
     @pass_context
     def _size_guard(self, context: Context, value: Any) -> Any:
