@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,10 +107,10 @@ class FlowyardService:
                 return ValidationResult(problems=problems)
         return result
 
-    @asynccontextmanager
-    async def _compile_slot(self) -> AsyncIterator[None]:
-        """One of the process's compile slots: a request waits ``compile_wait_s`` for it,
-        then is refused (Busy), so costly definitions cannot pile up threads and CPU."""
+    async def _validated(self, raw: Any) -> ValidationResult:
+        """Validate and compile off the event loop, in one of the process's compile slots,
+        within the compile budget (the validator's). A request waits ``compile_wait_s`` for
+        a slot, then is refused (Busy), so costly definitions cannot pile up threads."""
         try:
             async with asyncio.timeout(self.compile_wait_s):
                 await self._compile_slots.acquire()
@@ -121,16 +120,16 @@ class FlowyardService:
                 "too many workflow definitions are being compiled right now; retry shortly",
                 retry_after_s=max(1, math.ceil(budget)),
             ) from None
-        try:
-            yield
-        finally:
-            self._compile_slots.release()
+        compiling = asyncio.ensure_future(asyncio.to_thread(self.validator.validate, raw))
+        # The slot is freed when the thread is done, not when the request is: a request
+        # cancelled (client gone) cannot stop its thread, nor start more than the slots.
+        compiling.add_done_callback(self._compile_done)
+        return await asyncio.shield(compiling)
 
-    async def _validated(self, raw: Any) -> ValidationResult:
-        """Validate and compile off the event loop, in a compile slot, within the compile
-        budget (the validator's)."""
-        async with self._compile_slot():
-            return await asyncio.to_thread(self.validator.validate, raw)
+    def _compile_done(self, compiling: asyncio.Future[ValidationResult]) -> None:
+        self._compile_slots.release()
+        if not compiling.cancelled():
+            compiling.exception()  # retrieved: a cancelled request no longer awaits it
 
     async def _compile(self, raw: Any) -> CompiledWorkflow:
         return (await self._validated(raw)).compiled()
