@@ -1,6 +1,6 @@
-"""The sandbox under the expression engine: hooks that meter every operation, prechecks that
-size what an operation would build (or serialise) before it does, the AST pass that makes
-loops, ``~`` and ``{% set %}`` blocks obey the budget, and the token limit of compilation.
+"""The sandbox under the expression engine: hooks that meter every operation, and prechecks
+that size what an operation would build (or serialise) before it does. (What compiling adds,
+the guards these hooks serve among them, is in :mod:`flowyard.expressions.compiling`.)
 
 Every hook takes the running evaluation's :class:`~flowyard.expressions.meter.Meter`. At
 compile time there is none: the hooks then refuse, so Jinja folds no constant through them
