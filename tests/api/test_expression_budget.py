@@ -101,6 +101,14 @@ async def test_api_answers_while_its_worker_meets_hostile_expressions(
     app, client = served
     container: Container = app.state.container
     loop = asyncio.get_running_loop()
+    # Warm up what runs once per process on the loop (the app's middleware stack, lazy
+    # imports, SQL statements compiled on first use): a benign run and a first request.
+    assert (await client.get("/healthz")).status_code == 200
+    record, _, _ = await container.service.save_workflow(one_set_node("benign", "{{ 1 }}"))
+    benign, _ = await container.service.start_run(record.id, {})
+    async with asyncio.timeout(30):
+        while not (await container.store.get_run(benign.id)).status.is_terminal:
+            await asyncio.sleep(0.05)
     run_ids: dict[str, list[str]] = {}
     for name, template in HOSTILE.items():
         record, _, _ = await container.service.save_workflow(one_set_node(name, template))
