@@ -134,6 +134,20 @@ class Container:
         await self.store.close()
 
 
+def expression_limits(settings: Settings) -> ExpressionLimits:
+    """The expression engine's limits from the ``FLOWYARD_EXPRESSION_*`` settings."""
+    return ExpressionLimits(
+        timeout_s=settings.expression_timeout_s,
+        max_output_chars=settings.expression_max_output_chars,
+        max_total_chars=settings.expression_max_total_chars,
+        max_operations=settings.expression_max_operations,
+        threads=settings.expression_threads,
+        compile_budget_s=settings.expression_compile_budget_s,
+        max_templates=settings.expression_max_templates,
+        max_template_tokens=settings.expression_max_template_tokens,
+    )
+
+
 async def build(
     settings: Settings,
     *,
@@ -156,7 +170,7 @@ async def build(
         await store.close()
         raise
     registry = registry or default_registry(load_plugins=settings.load_plugins)
-    expressions = ExpressionEngine(ExpressionLimits(timeout_s=settings.expression_timeout_s))
+    expressions = ExpressionEngine(expression_limits(settings))
     validator = DefinitionValidator(registry, expressions)
 
     async def load(workflow_id: str, version: int) -> dict[str, object]:
@@ -173,7 +187,15 @@ async def build(
     )
     metrics = Metrics(version=__version__)
     metrics.watch_pools(lambda: (PoolStats(*usage) for usage in store.pool_usage()))
-    service = FlowyardService(store, validator, cache, clock=clock, metrics=metrics)
+    service = FlowyardService(
+        store,
+        validator,
+        cache,
+        clock=clock,
+        metrics=metrics,
+        compile_concurrency=settings.expression_compile_concurrency,
+        compile_wait_s=settings.expression_compile_wait_s,
+    )
     credentials = CredentialService(store, vault, clock=clock)
     auth = AuthService(
         store,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ import jsonschema
 from flowyard.domain import jsonvalue
 from flowyard.domain.commands import RetryFrom
 from flowyard.domain.errors import (
+    Busy,
     Conflict,
     DefinitionError,
     FlowyardError,
@@ -46,6 +48,10 @@ from flowyard.store.ports import Store
 
 #: Inputs and vars beyond this many bytes (as JSON) are refused: they are stored on every run.
 MAX_RUN_PAYLOAD_BYTES = 1024 * 1024
+#: Definitions compiled at once per process for validate/create/update, and how long a
+#: request waits for its turn before it is refused (Busy: 503 with Retry-After).
+COMPILE_CONCURRENCY = 2
+COMPILE_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -87,6 +93,8 @@ class FlowyardService:
         on_enqueue: Callable[[], None] | None = None,
         on_stop_requested: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        compile_concurrency: int = COMPILE_CONCURRENCY,
+        compile_wait_s: float = COMPILE_WAIT_S,
     ) -> None:
         self.store = store
         self.validator = validator
@@ -95,19 +103,54 @@ class FlowyardService:
         self.on_enqueue = on_enqueue
         self.on_stop_requested = on_stop_requested
         self.metrics = metrics
+        self.compile_wait_s = compile_wait_s
+        self._compile_slots = asyncio.Semaphore(compile_concurrency)
 
     # -- workflows -------------------------------------------------------------------------
 
-    def validate(self, raw: Any) -> ValidationResult:
-        """Check a definition without saving it."""
-        return self.validator.validate(raw)
+    async def validate(self, raw: Any) -> ValidationResult:
+        """Check a definition without saving it: exactly the problems ``create_workflow``
+        would refuse it for (structure, expressions, compile budget, unknown credentials)."""
+        result = await self._validated(raw)
+        if result.workflow is not None:
+            problems = await self.credential_problems(result.workflow)
+            if problems:
+                return ValidationResult(problems=problems)
+        return result
+
+    async def _validated(self, raw: Any) -> ValidationResult:
+        """Validate and compile off the event loop, in one of the process's compile slots,
+        within the compile budget (the validator's). A request waits ``compile_wait_s`` for
+        a slot, then is refused (Busy), so costly definitions cannot pile up threads."""
+        try:
+            async with asyncio.timeout(self.compile_wait_s):
+                await self._compile_slots.acquire()
+        except TimeoutError:
+            budget = self.validator.expressions.limits.compile_budget_s
+            raise Busy(
+                "too many workflow definitions are being compiled right now; retry shortly",
+                retry_after_s=max(1, math.ceil(budget)),
+            ) from None
+        compiling = asyncio.ensure_future(asyncio.to_thread(self.validator.validate, raw))
+        # The slot is freed when the thread is done, not when the request is: a request
+        # cancelled (client gone) cannot stop its thread, nor start more than the slots.
+        compiling.add_done_callback(self._compile_done)
+        return await asyncio.shield(compiling)
+
+    def _compile_done(self, compiling: asyncio.Future[ValidationResult]) -> None:
+        self._compile_slots.release()
+        if not compiling.cancelled():
+            compiling.exception()  # retrieved: a cancelled request no longer awaits it
+
+    async def _compile(self, raw: Any) -> CompiledWorkflow:
+        return (await self._validated(raw)).compiled()
 
     async def create_workflow(
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1). A name taken by an archived
         workflow is a Conflict that says so and how to bring it back."""
-        wf = await asyncio.to_thread(self.validator.compile, raw)
+        wf = await self._compile(raw)
         await self.check_credentials(wf)
         definition = _as_json(raw)
         await self._refuse_archived_name(wf.definition.name)
@@ -140,7 +183,7 @@ class FlowyardService:
         """Validate and save a new version of an existing workflow; with expectations (an
         ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
         record = await self.store.get_workflow(ref)
-        wf = await asyncio.to_thread(self.validator.compile, raw)
+        wf = await self._compile(raw)
         if wf.definition.name != record.name:
             raise InvalidInput(
                 "the definition's name must match the workflow",
@@ -160,7 +203,7 @@ class FlowyardService:
         self, raw: Any, actor: str | None = None
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Create the workflow, or add a version when the definition changed (by name)."""
-        wf = await asyncio.to_thread(self.validator.compile, raw)
+        wf = await self._compile(raw)
         try:
             existing = await self.store.get_workflow(wf.definition.name)
         except NotFound:
@@ -172,6 +215,17 @@ class FlowyardService:
         """Every credential the nodes reference must exist (DefinitionError locating each
         one that does not). Deleting a credential later fails the steps that use it
         (``credential.not_found``)."""
+        problems = await self.credential_problems(wf)
+        if problems:
+            count = len(problems)
+            raise DefinitionError(
+                f"the workflow references {count} unknown credential{'s' if count != 1 else ''}",
+                problems,
+            )
+
+    async def credential_problems(self, wf: CompiledWorkflow) -> list[Problem]:
+        """A problem (``unknown_credential``) locating each credential reference of ``wf``
+        that names no credential."""
         problems: list[Problem] = []
         exists: dict[str, bool] = {}
         for index, spec in enumerate(wf.definition.nodes):
@@ -192,12 +246,7 @@ class FlowyardService:
                             "unknown_credential",
                         )
                     )
-        if problems:
-            count = len(problems)
-            raise DefinitionError(
-                f"the workflow references {count} unknown credential{'s' if count != 1 else ''}",
-                problems,
-            )
+        return problems
 
     async def compiled(self, workflow_id: WorkflowId, version: int) -> CompiledWorkflow:
         """The compiled form of a stored version."""

@@ -166,6 +166,40 @@ class Settings(BaseSettings):
     password_min_score: int = Field(
         3, ge=0, le=4, description="zxcvbn strength (0-4) a new password needs (0: length only)."
     )
+    # -- expr: expression budgets, compile budget, compile concurrency (notes/expr.md) --
+    # (FLOWYARD_EXPRESSION_TIMEOUT_S, above, is the wall-clock budget of one evaluation.)
+    expression_max_output_chars: int = Field(
+        1_000_000,
+        ge=1,
+        description="Largest value an expression may produce or return, measured deep "
+        "(characters of its compact JSON), and longest rendered text.",
+    )
+    expression_max_total_chars: int = Field(
+        5_000_000,
+        ge=1,
+        description="Total size of all values one evaluation produces (one node's templates).",
+    )
+    expression_max_operations: int = Field(
+        5_000_000, ge=1, description="Operations (lookups, calls, loop steps) per evaluation."
+    )
+    expression_threads: int = Field(
+        4, ge=1, le=64, description="Threads evaluating expressions (never the event loop)."
+    )
+    expression_compile_budget_s: float = Field(
+        5.0, gt=0, description="Time one definition's expressions may take to compile."
+    )
+    expression_max_templates: int = Field(
+        5_000, ge=1, description="Expressions and templates one definition may hold."
+    )
+    expression_max_template_tokens: int = Field(
+        20_000, ge=1, description="Tokens one expression or template may hold."
+    )
+    expression_compile_concurrency: int = Field(
+        2, ge=1, le=64, description="Definitions compiled at once per process (validate/save)."
+    )
+    expression_compile_wait_s: float = Field(
+        2.0, ge=0, description="How long a validate/save waits for a compile slot (then 503)."
+    )
 
     # -- surface: who may read GET /metrics (docs/operations.md) --
     metrics_access: MetricsAccess | None = Field(

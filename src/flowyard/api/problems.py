@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flowyard.api.headers import security_headers
 from flowyard.domain.errors import (
+    Busy,
     Conflict,
     DefinitionError,
     FlowyardError,
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[FlowyardError], int]] = [
     (PreconditionFailed, 412),  # before Conflict: it is one
     (Conflict, 409),
     (StoreUnavailable, 503),
+    (Busy, 503),
 ]
 
 
@@ -173,6 +175,11 @@ def install(app: FastAPI) -> None:
         }
         if isinstance(exc, InvalidInput):
             extra["errors"] = [p.as_dict() for p in exc.problems]
+        if isinstance(exc, Busy):
+            _log.warning("%s %s refused: %s", request.method, request.url.path, exc)
+            response = problem(status, exc.code, exc.title, exc.message, **extra)
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+            return response
         if status >= 500:
             _log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return problem(status, exc.code, exc.title, exc.message, **extra)

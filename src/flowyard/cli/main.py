@@ -33,7 +33,7 @@ from flowyard.cli.credentials import credentials_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
-from flowyard.domain.errors import DefinitionError, FlowyardError, Problem
+from flowyard.domain.errors import FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
 from flowyard.service import RunDetail
 from flowyard.settings import Settings
@@ -220,15 +220,8 @@ def validate(
     async def main() -> list[Problem]:
         container = await open_container(settings)
         try:
-            # Structure and expressions, then the credential check create_workflow makes.
-            result = await asyncio.to_thread(container.service.validate, raw)
-            if not result.ok or result.workflow is None:
-                return result.problems
-            try:
-                await container.service.check_credentials(result.workflow)
-            except DefinitionError as exc:
-                return exc.problems
-            return []
+            # The service's one validation: what POST /workflows would refuse it for.
+            return (await container.service.validate(raw)).problems
         finally:
             await container.close()
 

@@ -75,6 +75,18 @@ class PreconditionFailed(Conflict):
     title = "Precondition failed"
 
 
+class Busy(FlowyardError):
+    """This process is at its bound for a kind of work (compiling definitions): nothing was
+    done; the same request may succeed after ``retry_after_s``."""
+
+    code = "busy"
+    title = "Busy"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, detail={"retry_after": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+
 class StoreRejected(FlowyardError):
     """The database refused the data of a write (too large, not encodable, a constraint):
     retrying the same write cannot succeed."""

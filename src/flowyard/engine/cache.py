@@ -13,14 +13,27 @@ from flowyard.engine.validation import DefinitionValidator
 
 Loader = Callable[[str, int], Awaitable[dict[str, Any]]]
 
+#: A stored version compiled within the compile budget when it was saved; loading it may take
+#: this many times the budget, so a busier machine does not fail runs of a valid workflow.
+STORED_BUDGET_FACTOR = 4
+
 
 class WorkflowCache:
     """A bounded LRU of compiled versions, loading misses through ``loader``."""
 
-    def __init__(self, validator: DefinitionValidator, loader: Loader, *, size: int = 512) -> None:
+    def __init__(
+        self,
+        validator: DefinitionValidator,
+        loader: Loader,
+        *,
+        size: int = 512,
+        budget_s: float | None = None,
+    ) -> None:
         self._validator = validator
         self._loader = loader
         self._size = size
+        limits = validator.expressions.limits
+        self._budget_s = budget_s or limits.compile_budget_s * STORED_BUDGET_FACTOR
         self._items: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
         self._lock = asyncio.Lock()
 
@@ -38,7 +51,9 @@ class WorkflowCache:
                 raw = await self._loader(workflow_id, version)
                 # Compiling a large definition's templates takes a while (~0.5 s for 1,000
                 # nodes): off the event loop, so the steps in flight keep running meanwhile.
-                found = await asyncio.to_thread(self._validator.compile, raw)
+                found = await asyncio.to_thread(
+                    self._validator.compile, raw, budget_s=self._budget_s
+                )
                 self._items[key] = found
                 while len(self._items) > self._size:
                     self._items.popitem(last=False)

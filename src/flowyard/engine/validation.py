@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,8 @@ from flowyard.domain.state_machine import is_state_machine
 from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow, guard_vars
 from flowyard.engine.state_machine import compile_state_machine
 from flowyard.expressions import ExpressionEngine, ExpressionError
-from flowyard.nodes.base import NodeType, Route
+from flowyard.expressions.errors import CompileBudgetExceeded
+from flowyard.nodes.base import ExpressionRef, NodeType, Route
 from flowyard.nodes.registry import NodeRegistry
 
 _NODE_ID = re.compile(NODE_ID_PATTERN)
@@ -56,6 +58,30 @@ class ValidationResult:
         """True when there is no problem."""
         return not self.problems
 
+    def compiled(self) -> CompiledWorkflow:
+        """The compiled workflow; :class:`DefinitionError` with every problem if invalid."""
+        if self.workflow is None:
+            count = len(self.problems)
+            raise DefinitionError(
+                f"the workflow definition has {count} problem{'s' if count != 1 else ''}",
+                self.problems,
+            )
+        return self.workflow
+
+
+@dataclass(slots=True)
+class _CompileBudget:
+    """What compiling one definition's expressions may take: a deadline and a count."""
+
+    budget_s: float
+    max_templates: int
+    deadline: float = 0.0
+    #: Set once the deadline passed: the remaining expressions are not compiled.
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.budget_s
+
 
 @dataclass(slots=True)
 class _NodeInfo:
@@ -84,10 +110,21 @@ class DefinitionValidator:
         self.registry = registry
         self.expressions = expressions
 
-    def validate(self, raw: Any) -> ValidationResult:
-        """Validate ``raw`` (parsed JSON) and compile it when it has no problem."""
+    def validate(self, raw: Any, *, budget_s: float | None = None) -> ValidationResult:
+        """Validate ``raw`` (parsed JSON) and compile it when it has no problem.
+
+        Compiling its expressions may take ``budget_s`` seconds (default: the engine's
+        ``compile_budget_s``) and the definition may hold ``max_templates`` of them; past
+        either, compiling stops, with a problem located at the expression where it did."""
+        limits = self.expressions.limits
+        budget = _CompileBudget(
+            limits.compile_budget_s if budget_s is None else budget_s, limits.max_templates
+        )
+        return self._validate(raw, budget)
+
+    def _validate(self, raw: Any, budget: _CompileBudget) -> ValidationResult:
         if is_state_machine(raw):
-            return self._validate_state_machine(raw)
+            return self._validate_state_machine(raw, budget)
         result = ValidationResult()
         if not isinstance(raw, Mapping):
             result.problems.append(
@@ -104,7 +141,7 @@ class DefinitionValidator:
             nodes = list(enumerate(definition.nodes))
         else:
             nodes, broken = self._salvage_nodes(raw)
-        infos = self._check_nodes(nodes, result.problems)
+        infos = self._check_nodes(nodes, result.problems, budget)
         broken = {node_id: b for node_id, b in broken.items() if node_id not in infos}
         start = definition.start if definition else raw.get("start")
         if infos or broken:  # without any node the graph checks would only add noise
@@ -119,27 +156,22 @@ class DefinitionValidator:
         result.problems.sort(key=lambda p: _pointer_key(p.pointer))
         return result
 
-    def _validate_state_machine(self, raw: dict[str, Any]) -> ValidationResult:
+    def _validate_state_machine(
+        self, raw: dict[str, Any], budget: _CompileBudget
+    ) -> ValidationResult:
         """Check the states/actions form, then its compiled graph (problems point into the
         states/actions form either way)."""
         compiled = compile_state_machine(raw)
         if compiled.graph is None:
             compiled.problems.sort(key=lambda p: _pointer_key(p.pointer))
             return ValidationResult(problems=compiled.problems)
-        result = self.validate(compiled.graph)
+        result = self._validate(compiled.graph, budget)
         result.problems = [compiled.locate(p) for p in result.problems]
         return result
 
-    def compile(self, raw: Any) -> CompiledWorkflow:
+    def compile(self, raw: Any, *, budget_s: float | None = None) -> CompiledWorkflow:
         """Validate and compile, raising :class:`DefinitionError` with every problem."""
-        result = self.validate(raw)
-        if result.workflow is None:
-            count = len(result.problems)
-            raise DefinitionError(
-                f"the workflow definition has {count} problem{'s' if count != 1 else ''}",
-                result.problems,
-            )
-        return result.workflow
+        return self.validate(raw, budget_s=budget_s).compiled()
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -165,9 +197,10 @@ class DefinitionValidator:
         return salvaged, broken
 
     def _check_nodes(
-        self, nodes: list[tuple[int, NodeSpec]], problems: list[Problem]
+        self, nodes: list[tuple[int, NodeSpec]], problems: list[Problem], budget: _CompileBudget
     ) -> dict[str, _NodeInfo]:
         infos: dict[str, _NodeInfo] = {}
+        expressions: list[tuple[str, ExpressionRef]] = []
         for index, spec in nodes:
             base = f"/nodes/{index}"
             if spec.id in infos:
@@ -210,19 +243,58 @@ class DefinitionValidator:
                         "terminal_next",
                     )
                 )
-            for ref in node_type.expressions(info.config, spec.config, self.expressions):
-                try:
-                    if ref.kind == "condition":
-                        self.expressions.check_condition(ref.source)
-                    else:
-                        self.expressions.check_template(ref.source)
-                except ExpressionError as exc:
-                    problems.append(
-                        Problem(
-                            base + ref.pointer, f"invalid expression: {exc.message}", "expression"
-                        )
-                    )
+            expressions.extend(
+                (base + ref.pointer, ref)
+                for ref in node_type.expressions(info.config, spec.config, self.expressions)
+            )
+        problems.extend(self._check_expressions(expressions, budget))
         return infos
+
+    def _check_expressions(
+        self, expressions: list[tuple[str, ExpressionRef]], budget: _CompileBudget
+    ) -> list[Problem]:
+        """Compile every expression within the definition's budget. Over the count limit
+        none is compiled (the definition is refused either way)."""
+        if len(expressions) > budget.max_templates:
+            return [
+                Problem(
+                    expressions[budget.max_templates][0],
+                    f"the definition holds {len(expressions)} expressions and templates, "
+                    f"more than the limit of {budget.max_templates} (this is the first one "
+                    "over it); move parts of it into sub-workflows",
+                    "too_many_expressions",
+                )
+            ]
+        problems = []
+        for done, (pointer, ref) in enumerate(expressions):
+            problem = self._check_expression(ref, pointer, budget, done)
+            if problem is not None:
+                problems.append(problem)
+            if budget.stopped:
+                break
+        return problems
+
+    def _check_expression(
+        self, ref: ExpressionRef, pointer: str, budget: _CompileBudget, done: int
+    ) -> Problem | None:
+        """Compile one expression within the definition's budget."""
+        try:
+            if ref.kind == "condition":
+                self.expressions.check_condition(ref.source, deadline=budget.deadline)
+            else:
+                self.expressions.check_template(ref.source, deadline=budget.deadline)
+        except CompileBudgetExceeded:
+            budget.stopped = True
+            return Problem(
+                pointer,
+                f"compiling the definition's expressions took longer than its budget of "
+                f"{budget.budget_s:g}s: compilation stopped here, after {done} "
+                "expressions; simplify them or split the workflow",
+                "compile_budget",
+            )
+        except ExpressionError as exc:
+            return Problem(pointer, f"invalid expression: {exc.message}", "expression")
+        return None
 
     def _check_graph(
         self,

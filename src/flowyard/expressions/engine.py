@@ -2,8 +2,11 @@
 
 Every workflow condition and template goes through :class:`ExpressionEngine`.
 Sources are checked statically when compiled, so a bad workflow definition is
-rejected before any run, and then executed inside Jinja's immutable sandbox
-with cooperative time and size budgets.
+rejected before any run, and then executed inside Jinja's immutable sandbox under one
+budget per call (:class:`~flowyard.expressions.meter.Meter`): wall time, operations, the
+deep size of every value an operation produces and of the result, and their total.
+Compiling is bounded too: a token limit per source, no constant folding (it would run
+filters without a budget), and an optional deadline from the caller.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -27,81 +31,19 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context, Undefined
 from jinja2.utils import consume
 
-from .errors import ExpressionError
+from .compiling import _check_security, _GuardInjector, compile_deadline
+from .errors import CompileBudgetExceeded, ExpressionError
+from .limits import CacheInfo, ExpressionLimits
+from .meter import Meter, Refused, active_meter, enter, leave
 from .sandbox import (
-    _ATTRIBUTE_FILTERS,
-    _BUDGET,
     _EXPRESSION,
-    _FORBIDDEN_TAGS,
     _MAX_SOURCE_CHARS,
     _RESULT,
     _TEMPLATE,
-    CacheInfo,
-    ExpressionLimits,
-    _Budget,
-    _GuardInjector,
-    _Refused,
     _SandboxEnvironment,
-    _tick,
 )
 
 __all__ = ["CacheInfo", "ExpressionEngine", "ExpressionLimits"]
-
-
-def _is_private(name: Any) -> bool:
-    return isinstance(name, str) and name.startswith("_")
-
-
-def _const_str(node: nodes.Node | None) -> str | None:
-    if isinstance(node, nodes.Const) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def _filter_references(node: nodes.Filter | nodes.Test) -> list[str]:
-    """Names a filter call refers to: its own name and constant attribute paths."""
-    paths: list[str | None] = []
-    first = _const_str(node.args[0]) if node.args else None
-    if node.name in _ATTRIBUTE_FILTERS:
-        paths.append(first)
-    elif node.name == "map" and first == "attr" and len(node.args) > 1:
-        paths.append(_const_str(node.args[1]))
-    paths.extend(_const_str(kw.value) for kw in node.kwargs if kw.key == "attribute")
-    parts = [part for path in paths if path is not None for part in path.split(".")]
-    return [node.name, *parts]
-
-
-def _references(node: nodes.Node) -> list[str]:
-    """Identifiers ``node`` uses to reach into objects or the context."""
-    if isinstance(node, nodes.Getattr | nodes.NSRef):
-        return [node.attr]
-    if isinstance(node, nodes.Getitem):
-        key = _const_str(node.arg)
-        return [] if key is None else [key]
-    if isinstance(node, nodes.Name):
-        # A lone "_" is the conventional throwaway loop variable.
-        return [] if node.name == "_" else [node.name]
-    if isinstance(node, nodes.Filter | nodes.Test):
-        return _filter_references(node)
-    return []
-
-
-def _security_violation(node: nodes.Node) -> str | None:
-    for tag_type, tag in _FORBIDDEN_TAGS:
-        if isinstance(node, tag_type):
-            return f"the '{{% {tag} %}}' tag is not allowed"
-    private = next((name for name in _references(node) if _is_private(name)), None)
-    if private is not None:
-        return f"access to {private!r} is not allowed"
-    return None
-
-
-def _check_security(root: nodes.Node, source: str) -> None:
-    """Refuse private-name access and template-loading tags before anything runs."""
-    for node in chain([root], root.find_all(nodes.Node)):
-        message = _security_violation(node)
-        if message is not None:
-            raise ExpressionError(message, source, "security", node.lineno)
 
 
 def _lone_expression(root: nodes.Template) -> nodes.Expr | None:
@@ -156,7 +98,7 @@ def _translate(exc: Exception, source: str, template: Template | None) -> Expres
     if isinstance(exc, ExpressionError):
         return exc
     line = _template_line(exc, template)
-    if isinstance(exc, _Refused):
+    if isinstance(exc, Refused):
         return ExpressionError(exc.message, source, exc.kind, line)
     kind = next((k for exc_type, k in _ERROR_KINDS if isinstance(exc, exc_type)), "runtime")
     if isinstance(exc, SecurityError | UndefinedError):
@@ -211,13 +153,14 @@ class ExpressionEngine:
 
     # -- validation ------------------------------------------------------
 
-    def check_condition(self, source: str) -> None:
-        """Compile ``source`` as an expression; raise ExpressionError if it is invalid."""
-        self._compiled(_EXPRESSION, source)
+    def check_condition(self, source: str, *, deadline: float | None = None) -> None:
+        """Compile ``source`` as an expression; raise ExpressionError if it is invalid,
+        CompileBudgetExceeded if compiling it runs past ``deadline`` (``time.monotonic``)."""
+        self._compiled(_EXPRESSION, source, deadline)
 
-    def check_template(self, source: str) -> None:
-        """Compile ``source`` as a template; raise ExpressionError if it is invalid."""
-        self._compiled(_TEMPLATE, source)
+    def check_template(self, source: str, *, deadline: float | None = None) -> None:
+        """Compile ``source`` as a template (see :meth:`check_condition`)."""
+        self._compiled(_TEMPLATE, source, deadline)
 
     # -- evaluation ------------------------------------------------------
 
@@ -254,12 +197,29 @@ class ExpressionEngine:
         """Render every template string inside nested dicts, lists and tuples.
 
         Dict keys are rendered only when they are templates; non-template
-        strings and other values are returned as they are.
+        strings and other values are returned as they are. All templates of ``value``
+        share one budget (time, operations, total size): what one node renders is bounded
+        as a whole.
         """
         try:
-            return self._render_value(value, scope)
+            with self._metered():
+                return self._render_value(value, scope)
         except RecursionError:
             raise ExpressionError("value is nested too deeply", "", "limit") from None
+
+    @contextmanager
+    def _metered(self) -> Iterator[Meter]:
+        """The running evaluation's meter, or a new one for the duration."""
+        meter = active_meter()
+        if meter is not None:
+            yield meter
+            return
+        meter = Meter(self._limits)
+        token = enter(meter)
+        try:
+            yield meter
+        finally:
+            leave(token)
 
     async def render_value_async(self, value: Any, scope: Mapping[str, Any]) -> Any:
         """:meth:`render_value` on the engine's threads (a value without templates is
@@ -360,7 +320,7 @@ class ExpressionEngine:
             for index, item in enumerate(value):
                 self._collect_templates(item, f"{pointer}/{index}", found)
 
-    def _compiled(self, kind: str, source: str) -> _Compiled:
+    def _compiled(self, kind: str, source: str, deadline: float | None = None) -> _Compiled:
         if not isinstance(source, str):
             raise _not_a_string(source)
         key = (kind, source)
@@ -372,7 +332,7 @@ class ExpressionEngine:
             else:
                 self._misses += 1
         if entry is None:
-            entry = self._build(kind, source)
+            entry = self._build(kind, source, deadline)
             with self._lock:
                 self._cache[key] = entry
                 while len(self._cache) > self._limits.cache_size:
@@ -382,14 +342,24 @@ class ExpressionEngine:
             raise ExpressionError(*entry.args)
         return entry
 
-    def _build(self, kind: str, source: str) -> _CacheEntry:
+    def _build(self, kind: str, source: str, deadline: float | None) -> _CacheEntry:
         if len(source) > _MAX_SOURCE_CHARS:
             return ExpressionError(
                 f"source is longer than {_MAX_SOURCE_CHARS} characters", "", "limit"
             )
+        # No meter while compiling, even when a compile happens inside an evaluation (a
+        # cache miss): the sandbox hooks then refuse, so Jinja folds no constant by running
+        # a filter, operator or method outside any budget.
+        meter_token = enter(None)
+        deadline_token = compile_deadline().set(deadline)
         try:
             return self._build_unchecked(kind, source)
+        except CompileBudgetExceeded as exc:
+            # Not a property of the source: raised, never cached.
+            raise CompileBudgetExceeded(exc.message, source) from None
         except ExpressionError as exc:
+            if not exc.source:
+                return ExpressionError(exc.message, source, exc.kind, exc.line)
             return exc
         except TemplateSyntaxError as exc:
             return ExpressionError(exc.message or "invalid syntax", source, "syntax", exc.lineno)
@@ -398,6 +368,9 @@ class ExpressionEngine:
         except Exception as exc:
             # Anything else Jinja raises while compiling still means the source is unusable.
             return ExpressionError(f"{type(exc).__name__}: {exc}", source, "syntax")
+        finally:
+            compile_deadline().reset(deadline_token)
+            leave(meter_token)
 
     def _build_unchecked(self, kind: str, source: str) -> _Compiled:
         expr: nodes.Expr | None
@@ -411,6 +384,9 @@ class ExpressionEngine:
             expr = _lone_expression(root)
             if expr is not None:
                 root = _expression_template(expr)
+        deadline = compile_deadline().get()
+        if deadline is not None and time.monotonic() > deadline:
+            raise CompileBudgetExceeded("the compile budget ran out")
         _GuardInjector().visit(root)
         root.set_environment(self._env)
         return _Compiled(self._env.from_string(root), native=expr is not None)
@@ -430,36 +406,49 @@ class ExpressionEngine:
             raise ExpressionError(
                 f"scope must be a mapping, not {type(scope).__name__}", source, "type"
             )
-        timeout = self._limits.timeout_s
-        token = _BUDGET.set(_Budget(time.monotonic() + timeout, timeout))
+        # (Not ``_metered()``: this runs for every template, and a generator-based context
+        # manager costs as much as a small evaluation.)
+        meter = active_meter()
+        token = None
+        if meter is None:
+            meter = Meter(self._limits)
+            token = enter(meter)
         try:
             context = compiled.template.new_context(dict(scope))
             if compiled.native:
-                return self._run_native(compiled.template, context)
-            return self._run_text(compiled.template, context)
+                return self._run_native(meter, compiled.template, context)
+            return self._run_text(meter, compiled.template, context)
         except Exception as exc:
             raise _translate(exc, source, compiled.template) from exc
         finally:
-            _BUDGET.reset(token)
+            if token is not None:
+                leave(token)
 
-    def _run_native(self, template: Template, context: Context) -> Any:
+    @staticmethod
+    def _run_native(meter: Meter, template: Template, context: Context) -> Any:
         consume(template.root_render_func(context))
         value = context.vars[_RESULT]
-        _reject_undefined(value)
+        # The result is what a run stores: sized deep (an input returned as it is too).
+        meter.check_int(value)
+        size, undefined, known = meter.size_of(value)
+        if undefined:
+            _reject_undefined(value)
+        if not known:
+            meter.charge(size)
         if isinstance(value, str) and type(value) is not str:
             # Filters like tojson return Markup; callers expect plain data.
             value = str(value)
-        return self._env.check_size(value)
+        return value
 
-    def _run_text(self, template: Template, context: Context) -> str:
+    def _run_text(self, meter: Meter, template: Template, context: Context) -> str:
         limit = self._limits.max_output_chars
         pieces: list[str] = []
         size = 0
         for chunk in template.root_render_func(context):
             size += len(chunk)
             if size > limit:
-                raise _Refused("limit", f"rendered output exceeds the limit of {limit} characters")
-            _tick()
+                raise Refused("limit", f"rendered output exceeds the limit of {limit} characters")
+            meter.tick()
             pieces.append(chunk)
         return "".join(pieces)
 

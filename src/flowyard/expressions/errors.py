@@ -38,3 +38,15 @@ class ExpressionError(Exception):
         if self.line is None:
             return self.message
         return f"{self.message} (line {self.line})"
+
+
+class CompileBudgetExceeded(ExpressionError):
+    """Compiling ran past the deadline its caller gave (a definition's compile budget).
+
+    Not a property of the source, so it is never cached: the same source may compile
+    within another budget."""
+
+    def __init__(self, message: str, source: str = "", line: int | None = None) -> None:
+        super().__init__(message, source, "limit", line)
+        # ``args`` as the base class expects, so the error survives pickling.
+        self.args = (message, source, line)

@@ -1,5 +1,11 @@
-"""The sandbox under the expression engine: limits, cooperative time budgets, size checks
-on every produced value, and the AST pass that makes loops and concatenations obey them."""
+"""The sandbox under the expression engine: hooks that meter every operation, and prechecks
+that size what an operation would build (or serialise) before it does. (What compiling adds,
+the guards these hooks serve among them, is in :mod:`flowyard.expressions.compiling`.)
+
+Every hook takes the running evaluation's :class:`~flowyard.expressions.meter.Meter`. At
+compile time there is none: the hooks then refuse, so Jinja folds no constant through them
+(it would run a filter or a method without any budget while compiling).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,18 @@ import functools
 import math
 import re
 import string
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from typing import Any
 
-from jinja2 import nodes
-from jinja2.runtime import Context, StrictUndefined
+from jinja2.runtime import Context, LoopContext, StrictUndefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_context
-from jinja2.visitor import NodeTransformer
 
-# Integers this large are never needed by workflow logic and are costly to
-# build and print, so producing one counts as exceeding the budget.
-_MAX_INT_BITS = 100_000
-# Compiling is not covered by the evaluation deadline, so bound its input.
+from .compiling import _CONCAT_GUARD, _ITER_GUARD, _SIZE_GUARD, _TokenLimit
+from .limits import ExpressionLimits
+from .meter import MAX_INT_BITS, Meter, Refused, current_meter
+
+# Compiling is linear in the source and bounded by the token limit; this caps the text.
 _MAX_SOURCE_CHARS = 1_000_000
 # ``tojson(indent=n)`` multiplies output by roughly ``n`` per nesting level.
 _MAX_JSON_INDENT = 64
@@ -31,102 +33,38 @@ _EXPRESSION = "expression"
 _RESULT = "result"
 _TEMPLATE = "template"
 
-# Internal filters injected after the security check; user sources cannot name
-# them because filter names starting with "_" are refused.
-_ITER_GUARD = "_flowyard_iter_guard"
-_SIZE_GUARD = "_flowyard_size_guard"
-
-_FORBIDDEN_TAGS: tuple[tuple[type[nodes.Node], str], ...] = (
-    (nodes.Extends, "extends"),
-    (nodes.Include, "include"),
-    (nodes.Import, "import"),
-    (nodes.FromImport, "from"),
-    (nodes.Macro, "macro"),
-    (nodes.CallBlock, "call"),
-)
-# Filters whose first positional argument is an attribute name or dotted path.
-_ATTRIBUTE_FILTERS = frozenset({"attr", "selectattr", "rejectattr", "groupby"})
 # Non-deterministic output has no place in replayable workflows.
 _REMOVED_FILTERS = frozenset({"random"})
+# Filters that return (part of) their input or a number: nothing new to size, and a
+# large input (a step's output) stays cheap to look into.
+_PASSTHROUGH_FILTERS = frozenset(
+    {"abs", "attr", "count", "d", "default", "first", "float", "int", "last", "length"}
+    | {"max", "min", "round", "wordcount"}
+)
+# Filters that turn their input into text (str(), JSON, repr, URL quoting): the input is
+# sized first, so a large value is refused before it is serialised.
+_SERIALISING_FILTERS = frozenset(
+    {"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower"}
+    | {"pprint", "replace", "safe", "string", "striptags", "title", "tojson", "trim"}
+    | {"truncate", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr"}
+)
+# Filters that work word by word in Python (no hook runs inside them, so the clock is read
+# only after them): their input is capped at this fraction of the size limit, so one call
+# ends well within the time limit (urlize of 1,000,000 characters takes ~1.4 s).
+_WORD_FILTER_SHARE = {"urlize": 10, "wordwrap": 4}
+# Filters that consume an iterator: it is turned into a list first so it can be sized.
+_MATERIALISING_FILTERS = frozenset({"join", "sum"})
+# Filters that turn a string into a list of its characters.
+_CHARACTER_FILTERS = frozenset({"list", "sort", "unique"})
 _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
-_SIZED_TYPES = (str, bytes, list, tuple, dict)
+# Methods that return a part of their object or a view of it (``for k, v in x.items()``):
+# nothing new to size.
+_PASSTHROUGH_METHODS = frozenset({"get", "items", "keys", "values"})
 
 _PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
 
-
-@dataclass(frozen=True)
-class ExpressionLimits:
-    """Resource limits applied to every evaluation and render.
-
-    Attributes:
-        timeout_s: Wall-clock budget of one evaluation, checked cooperatively
-            on attribute access, calls, operators, loop steps and output chunks.
-        max_output_chars: Cap on rendered output and on any string, sequence or
-            mapping an expression produces.
-        max_range: Longest sequence ``range()`` may build.
-        cache_size: Number of compiled sources kept per engine (LRU).
-        threads: Threads that evaluate for the async entry points (never the event loop).
-    """
-
-    timeout_s: float = 1.0
-    max_output_chars: int = 1_000_000
-    max_range: int = 10_000
-    cache_size: int = 4096
-    threads: int = 4
-
-    def __post_init__(self) -> None:
-        """Reject limits that would disable the sandbox's budgets."""
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-        if self.threads < 1:
-            raise ValueError("threads must be at least 1")
-        if self.max_output_chars <= 0 or self.max_range < 0 or self.cache_size < 0:
-            raise ValueError("size limits must be non-negative (max_output_chars positive)")
-
-
-class CacheInfo(NamedTuple):
-    """Counters of the compiled-source cache."""
-
-    hits: int
-    misses: int
-    size: int
-
-
-@dataclass(frozen=True)
-class _Budget:
-    deadline: float
-    timeout_s: float
-
-
-# Module level on purpose: the Python docs advise against creating ContextVars
-# per instance (contexts keep them alive). The variable holds no shared state;
-# each evaluation sets its own value in its own context.
-_BUDGET: ContextVar[_Budget | None] = ContextVar("flowyard_expression_budget", default=None)
-
-
-class _Refused(Exception):
-    """Raised inside sandbox hooks; the engine turns it into an ExpressionError."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def _tick() -> None:
-    """Fail once the current evaluation has used up its time budget."""
-    budget = _BUDGET.get()
-    if budget is not None and time.monotonic() > budget.deadline:
-        raise _Refused("limit", f"evaluation exceeded the time limit of {budget.timeout_s:g}s")
-
-
-def _ticking(iterator: Iterator[Any]) -> Iterator[Any]:
-    # Loops perform no attribute access or calls of their own, so without this
-    # a nested loop over data could spin far past the deadline.
-    for item in iterator:
-        _tick()
-        yield item
+_Precheck = Callable[[Meter, Any, tuple[Any, ...], dict[str, Any]], None]
 
 
 def _arg(params: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
@@ -160,22 +98,48 @@ def _large_literal(digits: str, limit: int) -> bool:
     return len(digits) > len(str(limit)) or int(digits) > limit
 
 
+def _method(obj: Any) -> tuple[Any, str]:
+    """``(bound object, method name)`` of a callable (the sandbox wraps str.format)."""
+    target = getattr(obj, "__wrapped__", obj)
+    return getattr(target, "__self__", None), getattr(target, "__name__", "")
+
+
+def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
+    # Loops perform no attribute access or calls of their own, so without this a nested
+    # loop over data could spin far past the deadline; ``text`` is the template text each
+    # pass outputs.
+    step = meter.step
+    for item in iterator:
+        step(text)
+        yield item
+
+
 class _SandboxEnvironment(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox plus cooperative time and size budgets."""
+    """Jinja's immutable sandbox metered by the evaluation's budget."""
 
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def __init__(self, limits: ExpressionLimits) -> None:
-        super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-        self._limits = limits
-        self._prechecks: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], None]] = {
+        self.limits = limits
+        super().__init__(
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=True,
+            finalize=self._finalize,
+            extensions=[_TokenLimit],
+        )
+        self._prechecks: dict[str, _Precheck] = {
             "center": self._precheck_center,
             "indent": self._precheck_indent,
-            "batch": self._precheck_batch,
-            "slice": self._precheck_slice,
+            "batch": self._precheck_count,
+            "slice": self._precheck_count,
             "tojson": self._precheck_tojson,
             "format": self._precheck_format_filter,
             "replace": self._precheck_replace_filter,
+            "join": self._precheck_join,
+            "sum": self._precheck_sum,
+            **{name: self._word_precheck(name, d) for name, d in _WORD_FILTER_SHARE.items()},
+            **dict.fromkeys(_CHARACTER_FILTERS, self._precheck_characters),
         }
         # Start from an empty namespace so helpers like lipsum/cycler/joiner,
         # whose internals expose module globals, are simply not reachable.
@@ -189,14 +153,15 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         }
         self.filters.clear()
         self.filters.update(guarded)
-        self.filters[_ITER_GUARD] = self._make_iter_guard()
-        self.filters[_SIZE_GUARD] = self._make_size_guard()
+        self.filters[_ITER_GUARD] = self._iter_guard
+        self.filters[_SIZE_GUARD] = self._size_guard
+        self.filters[_CONCAT_GUARD] = self._concat_guard
 
     # -- sandbox hooks ---------------------------------------------------
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """Attribute access; mapping keys win over methods so JSON keys like ``items`` work."""
-        _tick()
+        current_meter().tick()
         if isinstance(obj, Mapping):
             try:
                 return obj[attribute]
@@ -205,81 +170,107 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        """Subscription with a deadline check."""
-        _tick()
-        return super().getitem(obj, argument)
+        """Subscription; a slice builds a copy, which is sized."""
+        meter = current_meter()
+        meter.tick()
+        value = super().getitem(obj, argument)
+        return meter.produce(value) if isinstance(argument, slice) else value
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """Call with a deadline check and size checks before and after."""
-        _tick()
-        self._precheck_call(obj, args, kwargs)
-        return self.check_size(super().call(context, obj, *args, **kwargs))
+        """Call with what it would build sized before, and what it built sized after."""
+        meter = current_meter()
+        meter.tick()
+        if isinstance(obj, LoopContext) and args:
+            # ``loop(children)`` of a recursive loop iterates like the loop itself.
+            args = (_metered(meter, iter(args[0]), 0), *args[1:])
+        args = self._precheck_call(meter, obj, args, kwargs)
+        value = super().call(context, obj, *args, **kwargs)
+        if isinstance(value, Namespace) or _method(obj)[1] in _PASSTHROUGH_METHODS:
+            return value
+        return meter.produce(value)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         """Binary operators that can blow up memory are sized before they run."""
-        _tick()
+        meter = current_meter()
+        meter.tick()
         if operator == "*":
-            self._precheck_multiply(left, right)
-        elif operator == "**":
+            return self._multiply(meter, context, left, right)
+        if operator == "+":
+            return self._add(meter, context, left, right)
+        if operator == "**":
             self._precheck_power(left, right)
         elif operator == "%" and isinstance(left, str):
             self._check_percent(left, right)
-        return self.check_size(super().call_binop(context, operator, left, right))
+            meter.require(len(left) + meter.text_size(right), "%-formatting")
+        return meter.produce(super().call_binop(context, operator, left, right))
 
-    # -- size accounting -------------------------------------------------
-
-    def check_size(self, value: Any) -> Any:
-        """Return ``value`` unless it is larger than the configured limits."""
-        limit = self._limits.max_output_chars
-        if isinstance(value, _SIZED_TYPES) and len(value) > limit:
-            raise _Refused(
-                "limit", f"produced a value of length {len(value)}, above the limit of {limit}"
-            )
-        if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
-            raise _Refused(
-                "limit",
-                f"produced an integer of {value.bit_length()} bits,"
-                f" above the limit of {_MAX_INT_BITS}",
-            )
+    @pass_context
+    def _finalize(self, context: Context, value: Any) -> Any:
+        """``{{ x }}`` in text: ``x`` is sized before Jinja turns it into text."""
+        current_meter().output(value)
         return value
 
-    def _require_len(self, size: Any) -> None:
-        limit = self._limits.max_output_chars
-        if isinstance(size, int) and size > limit:
-            raise _Refused("limit", f"result of size {size} would exceed the limit of {limit}")
+    # -- operators -------------------------------------------------------
 
-    def _precheck_multiply(self, left: Any, right: Any) -> None:
+    def _multiply(self, meter: Meter, context: Context, left: Any, right: Any) -> Any:
         for seq, times in ((left, right), (right, left)):
-            if isinstance(seq, str | bytes | list | tuple) and isinstance(times, int):
-                self._require_len(len(seq) * times)
+            if not isinstance(times, int):
+                continue
+            if isinstance(seq, str | bytes):
+                meter.require(len(seq) * max(times, 0), "the repetition")
+                break
+            if isinstance(seq, list | tuple):
+                size, undefined, _ = meter.size_of(seq)
+                total = size * max(times, 0)
+                meter.require(total, "the repetition")
+                value = super().call_binop(context, "*", left, right)
+                meter.adopt(value, total, undefined)
+                return value
         if isinstance(left, int) and isinstance(right, int):
             bits = left.bit_length() + right.bit_length()
-            if bits > _MAX_INT_BITS:
-                raise _Refused(
-                    "limit", f"product would have up to {bits} bits, above {_MAX_INT_BITS}"
+            if bits > MAX_INT_BITS:
+                raise Refused(
+                    "limit", f"product would have up to {bits} bits, above {MAX_INT_BITS}"
                 )
+        return meter.produce(super().call_binop(context, "*", left, right))
 
-    def _precheck_power(self, left: Any, right: Any) -> None:
+    def _add(self, meter: Meter, context: Context, left: Any, right: Any) -> Any:
+        if isinstance(left, str) and isinstance(right, str):
+            meter.require(len(left) + len(right), "the concatenation")
+        elif (isinstance(left, list) and isinstance(right, list)) or (
+            isinstance(left, tuple) and isinstance(right, tuple)
+        ):
+            size_left, undefined_left, _ = meter.size_of(left)
+            size_right, undefined_right, _ = meter.size_of(right)
+            total = size_left + size_right
+            meter.require(total, "the concatenation")
+            value = super().call_binop(context, "+", left, right)
+            meter.adopt(value, total, undefined_left or undefined_right)
+            return value
+        return meter.produce(super().call_binop(context, "+", left, right))
+
+    @staticmethod
+    def _precheck_power(left: Any, right: Any) -> None:
         if not (isinstance(left, int) and isinstance(right, int)) or right <= 0 or abs(left) <= 1:
             return
         # |left| >= 2, so the result has at least ``right`` bits.
-        bits = right if right > _MAX_INT_BITS else math.log2(abs(left)) * right
-        if bits > _MAX_INT_BITS:
-            raise _Refused(
-                "limit", f"power would have about {bits:.0f} bits, above the limit {_MAX_INT_BITS}"
+        bits = right if right > MAX_INT_BITS else math.log2(abs(left)) * right
+        if bits > MAX_INT_BITS:
+            raise Refused(
+                "limit", f"power would have about {bits:.0f} bits, above the limit {MAX_INT_BITS}"
             )
 
     def _check_percent(self, fmt: str, values: Any) -> None:
-        limit = self._limits.max_output_chars
+        limit = self.limits.max_output_chars
         for match in _PERCENT_SPEC.finditer(fmt):
             for group in match.groups():
                 if group == "*" and _large_ints(values, limit):
-                    raise _Refused("limit", f"format width above the limit of {limit}")
+                    raise Refused("limit", f"format width above the limit of {limit}")
                 if group and group != "*" and _large_literal(group, limit):
-                    raise _Refused("limit", f"format width {group} above the limit of {limit}")
+                    raise Refused("limit", f"format width {group} above the limit of {limit}")
 
     def _check_format(self, fmt: str, args: Any, kwargs: Mapping[str, Any]) -> None:
-        limit = self._limits.max_output_chars
+        limit = self.limits.max_output_chars
         try:
             specs = [spec for _, _, spec, _ in string.Formatter().parse(fmt) if spec]
         except ValueError:
@@ -288,68 +279,141 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             if any(_large_literal(d, limit) for d in _DIGITS.findall(spec)) or (
                 "{" in spec and (_large_ints(args, limit) or _large_ints(kwargs, limit))
             ):
-                raise _Refused("limit", f"format spec {spec!r} exceeds the limit of {limit}")
+                raise Refused("limit", f"format spec {spec!r} exceeds the limit of {limit}")
 
-    def _precheck_call(self, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        # The sandbox hands out wrappers for str.format; look through them.
-        target = getattr(obj, "__wrapped__", obj)
-        owner = getattr(target, "__self__", None)
-        if not isinstance(owner, str):
-            return
-        name = getattr(target, "__name__", "")
+    # -- method calls ----------------------------------------------------
+
+    def _precheck_call(
+        self, meter: Meter, obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """Size what a method of a string or number would build; returns the arguments
+        (an iterator given to ``str.join`` becomes a list, to be sized)."""
+        owner, name = _method(obj)
+        if isinstance(owner, int) and name == "to_bytes":
+            meter.require(_arg(args, kwargs, 0, "length"), "to_bytes")
+        if not isinstance(owner, str | bytes):
+            return args
         if name in _PADDING_METHODS:
-            self._require_len(_arg(args, kwargs, 0, "width"))
+            meter.require(_arg(args, kwargs, 0, "width"), name)
         elif name == "expandtabs":
             tabsize = _arg(args, kwargs, 0, "tabsize")
             if isinstance(tabsize, int):
-                self._require_len(len(owner) + owner.count("\t") * tabsize)
-        elif name == "replace":
+                tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+                meter.require(len(owner) + tabs * tabsize, name)
+        elif isinstance(owner, str):
+            args = self._precheck_str_method(meter, owner, name, args, kwargs)
+        return args
+
+    def _precheck_str_method(
+        self, meter: Meter, owner: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        if name == "replace":
             old, new = _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new")
-            self._require_len(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")))
+            meter.require(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")), name)
         elif name == "format":
             self._check_format(owner, args, kwargs)
+            meter.require(len(owner) + meter.text_size([args, kwargs]), "str.format")
         elif name == "format_map" and args:
-            self._check_format(owner, (), args[0] if isinstance(args[0], Mapping) else {})
+            mapping = args[0] if isinstance(args[0], Mapping) else {}
+            self._check_format(owner, (), mapping)
+            meter.require(len(owner) + meter.text_size(args[0]), "str.format_map")
+        elif name == "join" and args:
+            items = args[0] if isinstance(args[0], Sized) else list(args[0])
+            size = meter.text_size(items) + len(owner) * len(items)
+            meter.require(size, "str.join")
+            args = (items, *args[1:])
+        elif name == "translate" and args and isinstance(args[0], Mapping):
+            longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+            meter.require(len(owner) * max(longest, 1), "str.translate")
+        return args
 
-    # -- filter prechecks (value, params after the value, kwargs) --------
+    # -- filter prechecks (meter, value, params after the value, kwargs) --
 
-    def _precheck_center(self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
-        self._require_len(_arg(params, kw, 0, "width"))
+    def _precheck_center(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        meter.require(_arg(params, kw, 0, "width"), "center")
 
-    def _precheck_indent(self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    def _precheck_indent(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
         width = _arg(params, kw, 0, "width")
         per_line = len(width) if isinstance(width, str) else width
         if isinstance(value, str) and isinstance(per_line, int):
-            self._require_len(len(value) + per_line * (value.count("\n") + 1))
+            meter.require(len(value) + per_line * (value.count("\n") + 1), "indent")
 
-    def _precheck_batch(self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
-        self._require_len(_arg(params, kw, 0, "linecount"))
+    def _precheck_count(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        # batch(linecount) / slice(slices): the size of what each produces
+        meter.require(_arg(params, kw, 0, "linecount") or _arg(params, kw, 0, "slices"))
 
-    def _precheck_slice(self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
-        self._require_len(_arg(params, kw, 0, "slices"))
-
-    def _precheck_tojson(self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    def _precheck_tojson(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
         indent = _arg(params, kw, 0, "indent")
         if isinstance(indent, int) and indent > _MAX_JSON_INDENT:
-            raise _Refused("limit", f"tojson indent above the limit of {_MAX_JSON_INDENT}")
+            raise Refused("limit", f"tojson indent above the limit of {_MAX_JSON_INDENT}")
 
     def _precheck_format_filter(
-        self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
     ) -> None:
         if isinstance(value, str):
             self._check_percent(value, kw or params)
+        meter.require(meter.text_size(value) + meter.text_size([params, kw]), "format")
 
     def _precheck_replace_filter(
-        self, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
     ) -> None:
         if isinstance(value, str):
             old, new = _arg(params, kw, 0, "old"), _arg(params, kw, 1, "new")
-            self._require_len(_replace_size(value, old, new, _arg(params, kw, 2, "count")))
+            size = _replace_size(value, old, new, _arg(params, kw, 2, "count"))
+            meter.require(size, "replace")
+
+    def _precheck_join(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        if _arg(params, kw, 1, "attribute") is not None:
+            return  # joins a part of each item: its result is sized
+        separator = _arg(params, kw, 0, "d")
+        sep = len(separator) if isinstance(separator, str) else 0
+        count = len(value) if isinstance(value, Sized) else 0
+        meter.require(meter.text_size(value) + sep * count, "join")
+
+    def _precheck_sum(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        start = _arg(params, kw, 1, "start")
+        if not isinstance(start, list | tuple) or not isinstance(value, Iterable):
+            return
+        # Summing sequences copies the running total at every step: charge every copy.
+        length = len(start)
+        for item in value:
+            length += len(item) if isinstance(item, Sized) else 0
+            meter.charge(length)
+
+    def _word_precheck(self, name: str, divisor: int) -> _Precheck:
+        cap = self.limits.max_output_chars // divisor
+
+        def precheck(meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
+            size = meter.text_size(value)
+            if size > cap:
+                raise Refused(
+                    "limit", f"{name} of a text of size {size}: the limit for {name} is {cap}"
+                )
+
+        return precheck
+
+    def _precheck_characters(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        if isinstance(value, str):
+            meter.require(2 * len(value), "a list of characters")
 
     # -- helpers installed into the environment --------------------------
 
     def _make_range(self) -> Callable[..., range]:
-        max_range = self._limits.max_range
+        max_range = self.limits.max_range
 
         def bounded_range(*args: int) -> range:
             """Built-in ``range`` that refuses sequences longer than the configured cap."""
@@ -359,7 +423,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             except OverflowError:
                 size = max_range + 1
             if size > max_range:
-                raise _Refused("limit", f"range() of {size} items exceeds the limit of {max_range}")
+                raise Refused("limit", f"range() of {size} items exceeds the limit of {max_range}")
             return result
 
         return bounded_range
@@ -369,57 +433,50 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         # leading argument before the filtered value.
         offset = 0 if getattr(func, "jinja_pass_arg", None) is None else 1
         precheck = self._prechecks.get(name)
-        check_size = self.check_size
+        serialising = name in _SERIALISING_FILTERS
+        materialising = name in _MATERIALISING_FILTERS
+        passthrough = name in _PASSTHROUGH_FILTERS
 
         # functools.wraps also copies ``jinja_pass_arg``, which Jinja relies on.
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            _tick()
-            if precheck is not None and len(args) > offset:
-                precheck(args[offset], args[offset + 1 :], kwargs)
-            return check_size(func(*args, **kwargs))
+            meter = current_meter()
+            meter.tick()
+            if len(args) > offset:
+                value = args[offset]
+                if materialising and not isinstance(value, Sized) and isinstance(value, Iterable):
+                    value = list(value)
+                    args = (*args[:offset], value, *args[offset + 1 :])
+                if serialising:
+                    meter.text_size(value)
+                if precheck is not None:
+                    precheck(meter, value, args[offset + 1 :], kwargs)
+            result = func(*args, **kwargs)
+            return result if passthrough else meter.produce(result)
 
         return guarded
 
-    @staticmethod
-    def _make_iter_guard() -> Callable[..., Iterator[Any]]:
+    @pass_context
+    def _iter_guard(self, context: Context, value: Any, text: int = 0) -> Iterator[Any]:
         # pass_context keeps the optimizer from running the guard at compile time.
-        @pass_context
-        def iter_guard(context: Context, value: Any) -> Iterator[Any]:
-            _tick()
-            return _ticking(iter(value))
+        meter = current_meter()
+        meter.tick()
+        return _metered(meter, iter(value), text)
 
-        return iter_guard
+    @pass_context
+    def _size_guard(self, context: Context, value: Any) -> Any:
+        """A ``{% set %}`` block's captured text."""
+        meter = current_meter()
+        meter.tick()
+        meter.text_size(value)
+        return value
 
-    def _make_size_guard(self) -> Callable[..., Any]:
-        check_size = self.check_size
-
-        @pass_context
-        def size_guard(context: Context, value: Any) -> Any:
-            _tick()
-            return check_size(value)
-
-        return size_guard
-
-
-class _GuardInjector(NodeTransformer):
-    """Rewrites a checked AST so loops, ``~`` and ``{% set %}`` blocks obey the budget."""
-
-    def visit_For(self, node: nodes.For, *args: Any, **kwargs: Any) -> nodes.Node:
-        self.generic_visit(node, *args, **kwargs)
-        node.iter = _guard(node.iter, _ITER_GUARD, node.lineno)
-        return node
-
-    def visit_Concat(self, node: nodes.Concat, *args: Any, **kwargs: Any) -> nodes.Node:
-        self.generic_visit(node, *args, **kwargs)
-        return _guard(node, _SIZE_GUARD, node.lineno)
-
-    def visit_AssignBlock(self, node: nodes.AssignBlock, *args: Any, **kwargs: Any) -> nodes.Node:
-        self.generic_visit(node, *args, **kwargs)
-        # A filter with no operand applies to the captured block content.
-        node.filter = _guard(node.filter, _SIZE_GUARD, node.lineno)
-        return node
-
-
-def _guard(node: nodes.Node | None, name: str, lineno: int) -> nodes.Filter:
-    return nodes.Filter(node, name, [], [], None, None, lineno=lineno)
+    @pass_context
+    def _concat_guard(self, context: Context, parts: list[Any]) -> str:
+        """``a ~ b ~ c``: the parts are sized before they are turned into text."""
+        meter = current_meter()
+        meter.tick()
+        meter.require(sum(meter.text_size(part) for part in parts), "the concatenation (~)")
+        joined: str = (markup_join if context.eval_ctx.autoescape else str_join)(parts)
+        meter.charge(len(joined))
+        return joined

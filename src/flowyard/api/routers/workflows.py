@@ -9,7 +9,6 @@ honours ``If-None-Match`` (304).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Annotated, Any
 
@@ -125,15 +124,25 @@ def _expectations(record: WorkflowRecord, if_match: str | None) -> tuple[int | N
     return record.latest_version, record.archived
 
 
+BUSY = (
+    "Too many definitions are being compiled in this process (validate, create and save "
+    "share a few slots); nothing was done: retry after `Retry-After` seconds."
+)
+
+
 @router.post(
     "/validate",
     response_model=ValidationReport,
     summary="Validate a definition without saving it",
+    responses=documented(503, d503=BUSY),
 )
 async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> ValidationReport:
     """Validate a definition without saving it; every problem comes with a JSON pointer.
-    The answer is 200 either way: `valid` says which."""
-    result = await asyncio.to_thread(service.validate, definition)  # off the event loop
+    The answer is 200 either way: `valid` says which, and the problems are exactly those
+    `POST /workflows` would refuse it for (unknown credentials included). Compiling has a
+    budget (`compile_budget`: the problem points where it stopped) and a few slots per
+    process (503 with `Retry-After` when they stay busy)."""
+    result = await service.validate(definition)
     return ValidationReport(
         valid=result.ok, errors=[ProblemItem(**p.as_dict()) for p in result.problems]
     )
@@ -147,7 +156,12 @@ async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> 
     responses={
         201: {"headers": ETAG_HEADER},
         **documented(
-            409, 422, d409="A workflow with this name exists.", d422="Invalid definition."
+            409,
+            422,
+            503,
+            d409="A workflow with this name exists.",
+            d422="Invalid definition.",
+            d503=BUSY,
         ),
     },
 )
@@ -215,7 +229,14 @@ async def get_workflow(
     summary="Save a new version",
     responses={
         200: {"headers": ETAG_HEADER},
-        **documented(404, 412, 422, d422="Invalid definition, or its name is not the workflow's."),
+        **documented(
+            404,
+            412,
+            422,
+            503,
+            d422="Invalid definition, or its name is not the workflow's.",
+            d503=BUSY,
+        ),
     },
 )
 async def update_workflow(
