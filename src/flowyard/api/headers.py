@@ -31,6 +31,20 @@ def security_headers(path: str) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+def adding_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` that completes a response's start with ``extra`` headers it does not set."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {bytes(name).lower() for name, _ in headers}
+            headers += [(name, value) for name, value in extra if name not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers
+
+
 class SecurityHeadersMiddleware:
     """Adds :func:`security_headers` to every HTTP response that does not set them."""
 
@@ -42,14 +56,4 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = security_headers(str(scope["path"]))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {bytes(name).lower() for name, _ in headers}
-                headers += [(name, value) for name, value in extra if name not in present]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, adding_headers(send, security_headers(str(scope["path"]))))

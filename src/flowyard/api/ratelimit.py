@@ -45,9 +45,10 @@ from limits.storage import storage_from_string
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowyard.api import problems
+from flowyard.api.headers import adding_headers
 from flowyard.settings import Settings
 
 #: Probes and scrapes are never limited.
@@ -365,16 +366,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {bytes(name).lower() for name, _ in headers}
-                headers += [(name, value) for name, value in extra if name not in present]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, adding_headers(send, extra))
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, verdict: Verdict, what: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -106,7 +107,10 @@ class HttpNode(NodeType[HttpConfig]):
             headers[config.idempotency_header] = ctx.idempotency_key
         kwargs: dict[str, Any] = {"headers": headers, "params": await ctx.render(config.query)}
         if config.json_body is not None:
-            kwargs["content"] = json.dumps(await ctx.render(config.json_body)).encode()
+            # In a thread: a rendered body may be megabytes (bounded by the expression limits).
+            kwargs["content"] = await asyncio.to_thread(
+                _encode_json, await ctx.render(config.json_body)
+            )
             headers.setdefault("Content-Type", "application/json")
         elif config.body is not None:
             kwargs["content"] = str(await ctx.render(config.body)).encode()
@@ -135,7 +139,11 @@ class HttpNode(NodeType[HttpConfig]):
                 f"{config.method} {url} failed: {exc.__class__.__name__}: {exc}",
                 error_type="http.network",
             ) from exc
-        return _classify(config.method, url, response, raw)
+        if len(raw) > OFF_LOOP_BYTES:
+            body = await asyncio.to_thread(_decode_body, response, raw)
+        else:
+            body = _decode_body(response, raw)
+        return _classify(config.method, url, response, raw, body)
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:
@@ -150,6 +158,15 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: Bodies larger than this are encoded and parsed in a thread: a 10 MB JSON parse holds the
+#: event loop ~0.1 s, which every other step, claim and commit of the process would wait for.
+OFF_LOOP_BYTES = 64 * 1024
+
+
+def _encode_json(value: Any) -> bytes:
+    return json.dumps(value).encode()
 
 
 def _decode_body(response: httpx.Response, raw: bytes) -> Any:
@@ -169,8 +186,9 @@ def _decode_body(response: httpx.Response, raw: bytes) -> Any:
     return text
 
 
-def _classify(method: str, url: str, response: httpx.Response, raw: bytes) -> NodeOutcome:
-    body = _decode_body(response, raw)
+def _classify(
+    method: str, url: str, response: httpx.Response, raw: bytes, body: Any
+) -> NodeOutcome:
     output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
     status = response.status_code
     if 200 <= status < 300:
