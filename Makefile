@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Parallel test processes: most tests wait on I/O (databases, subprocesses, polling).
 PYTEST_WORKERS ?= 4
 
-.PHONY: run test lint typecheck format chaos fuzz bench bench-flow clean venv schema
+.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -37,6 +37,11 @@ format: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# Under a minute, while editing: the pure engine, expressions and domain, and the store
+# contract on SQLite (no PostgreSQL, no subprocesses). `make test` is the whole suite.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not postgres and not slow" tests/unit tests/contract $(PYTEST_ARGS)
 
 schema: $(STAMP)
 	$(BIN)/flowyard schema -o schema/workflow.schema.json
