@@ -1,20 +1,24 @@
 """README.md from a fresh clone: every ``flowyard`` command it shows exists with the options
-it uses, and the CLI tour's example runs against ``examples/fake_crm.py``. (The whole README
-was also run by hand from a fresh clone; see notes/firsthour.md.)"""
+it uses, the API tour runs as written (on a free port and a database of the test's own), and
+the CLI tour's example runs against ``examples/fake_crm.py``. (The whole README was also run
+by hand from a fresh clone.)"""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from support.cli import cli, cli_env
+from support.fuzz import free_port
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
@@ -29,6 +33,51 @@ def readme_commands() -> list[list[str]]:
         for match in re.finditer(r"\.venv/bin/flowyard ([^|)#&\n]*)", text):
             commands.append(shlex.split(match.group(1)))
     return commands
+
+
+def api_tour() -> str:
+    """The README's first tour: the shell block that starts the server and calls the API."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    return next(b for b in blocks if "flowyard serve" in b and "curl" in b)
+
+
+def json_documents(text: str) -> list[Any]:
+    """The JSON documents printed one after another (curl adds no newline between them)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) != -1:
+        value, at = decoder.raw_decode(text, at)
+        found.append(value)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the tour uses curl")
+def test_the_api_tour_runs_as_written(tmp_path: Path) -> None:
+    """Every line of the tour, as written, but for its port (8000 may be taken on a shared
+    machine) and its database path (the test's own instead of /tmp). ``make venv`` has run:
+    the suite runs in that environment."""
+    port = free_port()
+    script = (
+        api_tour()
+        .replace("localhost:8000", f"localhost:{port}")
+        .replace("/tmp/flowyard-tour.db", str(tmp_path / "tour.db"))
+        .replace("make venv", "true")
+    )
+    env = {**cli_env(tmp_path), "FLOWYARD_PORT": str(port)}
+    env.pop("FLOWYARD_SECRET_KEY", None)  # key-file mode, as on a fresh machine
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    samples, started, runs = json_documents(result.stdout)
+    assert "expense-approval" in {w["name"] for w in samples["items"]}
+    assert started["input"] == {"amount": 5, "requester": "ann"}
+    assert [r["id"] for r in runs["items"]] == [started["id"]]
 
 
 def test_the_readme_shows_the_cli() -> None:
