@@ -246,8 +246,9 @@ def test_redact_catches_case_encodings_and_derived_forms() -> None:
     for echo in (
         html.escape(tricky),
         html.escape(tricky, quote=False),
-        json.dumps(tricky).replace("/", "\\/"),
-        json.dumps(tricky, ensure_ascii=False).replace("/", "\\/").upper(),
+        html.escape(tricky).replace("&#x27;", "&#39;"),
+        json.dumps(tricky)[1:-1].replace("/", "\\/"),
+        json.dumps(tricky, ensure_ascii=False)[1:-1].replace("/", "\\/").upper(),
     ):
         assert redact(f"<p>{echo}</p>", {tricky}) == f"<p>{REDACTED}</p>", echo
     # Short secrets are matched as they are (any case) but not in encoded forms.
