@@ -174,10 +174,10 @@ async def test_resolution_is_cached_briefly(container: Container) -> None:
     resolver = container.credentials.resolver(ttl_s=5)
     resolver.monotonic = lambda: clock[0]
     assert (await resolver.get("tok")).values["token"] == TOKEN
-    await container.credentials.update("tok", data={"token": "newer"})
+    await container.credentials.update("tok", data={"token": "newer-token"})
     assert (await resolver.get("tok")).values["token"] == TOKEN  # still cached
     clock[0] = 5.1
-    assert (await resolver.get("tok")).values["token"] == "newer"
+    assert (await resolver.get("tok")).values["token"] == "newer-token"
 
 
 async def test_the_secret_is_nowhere_in_database_logs_or_audit(

@@ -143,7 +143,7 @@ class StepContext:
     outbound: Outbound | None = None
     #: Adds a secret derived while sending (an OAuth access token) to what is redacted.
     remember_secret: Callable[[str], None] | None = None
-    #: The secrets of what this step has sent (see :meth:`redact`).
+    #: The secrets of the credentials this step resolved (see :meth:`redact`).
     _secrets: set[str] = field(default_factory=set, init=False, repr=False)
 
     @property
@@ -157,7 +157,9 @@ class StepContext:
                 f"no credential source to resolve {name!r} (credentials resolve in workers)",
                 error_type="credential.unavailable",
             )
-        return await self.credentials.get(name)
+        resolved = await self.credentials.get(name)
+        self._secrets.update(resolved.secrets)
+        return resolved
 
     async def credential_info(self, name: str) -> dict[str, Any]:
         """The plain (non-secret) fields of the credential called ``name`` (e.g. an
@@ -177,8 +179,6 @@ class StepContext:
         request's own origin is not one); the node never sees its values. Every hop obeys
         the egress policy of the client."""
         resolved = await self._resolve(credential) if credential is not None else None
-        if resolved is not None:
-            self._secrets.update(resolved.secrets)
         outbound = self.outbound if self.outbound is not None else Outbound(self.http)
         return await outbound.send(
             request, credential=resolved, follow_redirects=follow_redirects, remember=self._remember
@@ -191,7 +191,7 @@ class StepContext:
             self.remember_secret(secret)
 
     def redact(self, value: Any) -> Any:
-        """``value`` without the secrets of the credentials this step has sent (and those
+        """``value`` without the secrets of the credentials this step has resolved (and those
         derived while sending). The worker redacts everything a step produces anyway; a node
         that *cuts* text it got back (a body shortened for an error) calls this first, since
         a secret cut in two is no longer recognisable."""
