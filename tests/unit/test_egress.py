@@ -171,10 +171,34 @@ def test_address_classification() -> None:
         "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1", "192.0.2.1", "::1", "::",
         "fe80::1", "fc00::1", "fd12::1", "ff02::1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
         "64:ff9b::7f00:1", "2002:7f00:1::", "2001:db8::1",
+        # IPv4-translated (RFC 2765), documentation (RFC 9637), SRv6 SIDs (RFC 9602), the
+        # dummy prefix (RFC 9780), and anything outside global unicast 2000::/3.
+        "::ffff:0:7f00:1", "::ffff:0:808:808", "3fff::1", "3fff:fff::1", "5f00::1",
+        "100:0:0:1::1", "4000::1", "::808:808",
     ):  # fmt: skip
         assert not is_public(ipaddress.ip_address(text)), text
-    for text in ("93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"):
+    for text in (
+        "93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808",
+        "2a00:1450:4001:80b::200e", "3fff:1000::1",
+    ):  # fmt: skip
         assert is_public(ipaddress.ip_address(text)), text
+
+
+def test_a_metadata_address_stays_denied_behind_an_allowed_name() -> None:
+    """The operator trusts a name; DNS (theirs or an attacker's) points it at the cloud
+    metadata service: refused, unless the operator allowed that address itself."""
+    ip = ipaddress.ip_address
+    policy = EgressPolicy(DENY, ["crm.internal", "10.0.0.0/8"])
+    assert policy.admits("crm.internal", 443, [ip("10.1.2.3"), ip("192.168.1.5")])
+    assert not policy.admits("other.internal", 443, [ip("192.168.1.5")])
+    for metadata in ("169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254", "169.254.170.2"):
+        assert not policy.admits("crm.internal", 80, [ip(metadata)]), metadata
+        assert not policy.admits("crm.internal", 80, [ip("10.1.2.3"), ip(metadata)]), metadata
+    assert not policy.admits("crm.internal", 80, [])
+    trusted = EgressPolicy(DENY, ["crm.internal", "169.254.169.254"])
+    assert trusted.admits("crm.internal", 80, [ip("169.254.169.254")])
+    assert trusted.admits("anything", 80, [ip("169.254.169.254")])
+    assert EgressPolicy(EgressPolicyKind.ALLOW_ALL).admits("x", 80, [ip("169.254.169.254")])
 
 
 def test_allow_entries_parse_or_fail_clearly() -> None:

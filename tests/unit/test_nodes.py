@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -120,6 +123,67 @@ async def test_http_timeout_is_transient(
     with pytest.raises(TransientError) as info:
         await execute(client, "http", {"url": f"{http_server.url}/slow", "timeout_s": 0.1})
     assert info.value.error_type == "http.timeout"
+
+
+@contextmanager
+def dripping(size: int, interval_s: float) -> Iterator[str]:
+    """A server answering one request with 200 and a ``size``-byte body sent one byte every
+    ``interval_s`` (each read well within any read timeout); stops by itself."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\n\r\n"
+            try:
+                conn.sendall(head.encode())
+                for _ in range(size):
+                    if stop.wait(interval_s):
+                        return
+                    conn.sendall(b"x")
+            except OSError:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+async def test_http_timeout_is_a_deadline_for_the_whole_exchange(
+    client: httpx.AsyncClient,
+) -> None:
+    """A body dripping one byte every 0.3 s never trips a per-read timeout of 0.5 s; the
+    step's ``timeout_s`` still ends it (the old code waited the 3 s out and succeeded)."""
+    with dripping(10, 0.3) as url:
+        started = time.monotonic()
+        with pytest.raises(TransientError) as info:
+            await execute(client, "http", {"url": url, "timeout_s": 0.5})
+        elapsed = time.monotonic() - started
+    assert info.value.error_type == "http.timeout"
+    assert elapsed < 2.0, elapsed
+
+
+async def test_http_undecodable_body_is_permanent(
+    client: httpx.AsyncClient, http_server: RecordingServer
+) -> None:
+    http_server.script("/gz", [Reply(200, b"not gzip at all", {"Content-Encoding": "gzip"})])
+    with pytest.raises(PermanentError) as info:
+        await execute(client, "http", {"url": f"{http_server.url}/gz"})
+    assert info.value.error_type == "http.decoding"
 
 
 async def test_http_response_size_is_bounded(

@@ -71,7 +71,7 @@ async def test_list_pages_and_filters(anon: httpx.AsyncClient, container: Contai
     admin = await auth_headers(container)
     for n in range(5):
         body = {"name": f"c{n}", "type": "bearer" if n % 2 else "basic"}
-        body["data"] = {"token": "t"} if n % 2 else {"username": "u", "password": "p"}
+        body["data"] = {"token": "t-123456"} if n % 2 else {"username": "u", "password": "p-123456"}
         body["allowed_origins"] = ["https://x.example"]
         assert (await anon.post(f"{API}/credentials", json=body, headers=admin)).status_code == 201
     page = (await anon.get(f"{API}/credentials", params={"limit": 2}, headers=admin)).json()
@@ -123,7 +123,7 @@ async def test_problems(anon: httpx.AsyncClient, container: Container) -> None:
         ({**BEARER, "name": "t2", "type": "kerberos"}, "/type"),
         ({**BEARER, "name": "Bad Name"}, "/name"),
         ({**BEARER, "name": "t3", "data": {"token": ""}}, "/data/token"),
-        ({**BEARER, "name": "t4", "data": {"token": "x", "leak": SECRET}}, "/data/leak"),
+        ({**BEARER, "name": "t4", "data": {"token": "x-123456", "leak": SECRET}}, "/data/leak"),
         ({**BEARER, "name": "t5", "data": {"username": "u", "password": SECRET}}, "/data/token"),
         ({**BEARER, "name": "t6", "extra": 1}, "/extra"),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import secrets
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_mask_shows_plain_fields_only() -> None:
         "password": MASK,
         "starttls": True,
     }
-    custom = parse_data(CredentialType.CUSTOM, {"a": "1", "b": "2"})
+    custom = parse_data(CredentialType.CUSTOM, {"a": "secret-1", "b": "secret-2"})
     assert mask(CredentialType.CUSTOM, custom) == {"a": MASK, "b": MASK}
     sf = parse_data(
         CredentialType.SALESFORCE_OAUTH,
@@ -165,6 +166,28 @@ def test_invalid_data_is_located_without_echoing_values() -> None:
         parse_data(CredentialType.BEARER, {"token": "x", "password": "y"})
     with pytest.raises(InvalidInput):
         parse_data(CredentialType.CUSTOM, {})
+
+
+@pytest.mark.parametrize(
+    ("type_", "data", "pointer"),
+    [
+        (CredentialType.BEARER, {"token": "abc"}, "/data/token"),
+        (CredentialType.BASIC, {"username": "u", "password": "1234567"}, "/data/password"),
+        (CredentialType.API_KEY_HEADER, {"value": "k"}, "/data/value"),
+        (CredentialType.CUSTOM, {"ok": "long-enough", "k": "x"}, "/data/k"),
+    ],
+)
+def test_http_style_secrets_have_at_least_eight_characters(
+    type_: CredentialType, data: dict[str, str], pointer: str
+) -> None:
+    """Redaction replaces every occurrence of a secret: one of a character or two would
+    garble every output of every step that used it."""
+    with pytest.raises(InvalidInput) as info:
+        parse_data(type_, data)
+    assert [p.pointer for p in info.value.problems] == [pointer]
+    assert "8" in info.value.problems[0].message
+    longer = {k: (v + "-padded!" if k not in ("username",) else v) for k, v in data.items()}
+    assert parse_data(type_, longer)
 
 
 def test_resolved_credential_knows_derived_secrets_and_hides_its_values() -> None:
@@ -218,5 +241,15 @@ def test_redact_catches_case_encodings_and_derived_forms() -> None:
         assert REDACTED in value, name
         assert secret.lower() not in value.lower(), name
     assert clean["upper"] == f"BEARER {REDACTED}"
+    # HTML-escaped (an error page quoting it) and JSON with escaped slashes (PHP, Java).
+    tricky = "t0ken/<&>'\"/value"
+    for echo in (
+        html.escape(tricky),
+        html.escape(tricky, quote=False),
+        html.escape(tricky).replace("&#x27;", "&#39;"),
+        json.dumps(tricky)[1:-1].replace("/", "\\/"),
+        json.dumps(tricky, ensure_ascii=False)[1:-1].replace("/", "\\/").upper(),
+    ):
+        assert redact(f"<p>{echo}</p>", {tricky}) == f"<p>{REDACTED}</p>", echo
     # Short secrets are matched as they are (any case) but not in encoded forms.
     assert redact("ab AB " + base64.b64encode(b"ab").decode(), {"ab"}) == "*** *** YWI="

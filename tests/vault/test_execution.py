@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from flowyard.bootstrap import Container
-from flowyard.domain.credentials import CredentialType
+from flowyard.domain.credentials import REDACTED, CredentialType
 from flowyard.domain.statuses import RunStatus
 from flowyard.service import RunDetail
 from support.auth import auth_headers
@@ -127,6 +127,25 @@ async def test_an_error_echoing_the_secret_is_redacted(
     assert_clean(text_of(detail))
 
 
+@pytest.mark.parametrize("offset", [1, 5, len(TOKEN) - 1])
+async def test_a_secret_cut_by_the_error_body_limit_is_still_redacted(
+    container: Container, http_server: RecordingServer, offset: int
+) -> None:
+    """An error body over 4096 bytes is cut for the error details; a secret straddling the
+    cut must not leave its first characters behind."""
+    await add_credentials(container, http_server.url)
+    body = b"a" * (4096 - offset) + TOKEN.encode() + b"b" * 100
+    http_server.on("/big", lambda _: Reply(400, body))
+    detail = await run_definition(container, workflow(f"{http_server.url}/big", "tok"))
+    step_error = detail.steps[0].error
+    assert step_error is not None and step_error["type"] == "http.400"
+    cut = step_error["details"]["body"]
+    assert cut.startswith("a" * 100) and len(cut) <= 4096
+    rest = cut.lstrip("a")
+    assert (REDACTED + "b" * 100).startswith(rest), rest
+    assert_clean(text_of(detail))
+
+
 async def test_unknown_and_unusable_credentials_fail_the_step(
     container: Container, http_server: RecordingServer
 ) -> None:
@@ -155,10 +174,10 @@ async def test_resolution_is_cached_briefly(container: Container) -> None:
     resolver = container.credentials.resolver(ttl_s=5)
     resolver.monotonic = lambda: clock[0]
     assert (await resolver.get("tok")).values["token"] == TOKEN
-    await container.credentials.update("tok", data={"token": "newer"})
+    await container.credentials.update("tok", data={"token": "newer-token"})
     assert (await resolver.get("tok")).values["token"] == TOKEN  # still cached
     clock[0] = 5.1
-    assert (await resolver.get("tok")).values["token"] == "newer"
+    assert (await resolver.get("tok")).values["token"] == "newer-token"
 
 
 async def test_the_secret_is_nowhere_in_database_logs_or_audit(

@@ -437,3 +437,163 @@ async def test_service_refuses_bad_origins_without_echoing_data(container: Conta
         )
     assert [p.pointer for p in info.value.problems] == ["/allowed_origins/0"]
     assert PASSWORD not in repr(info.value.problems)
+
+
+# -- review round 2 --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["tenant-b.example", "TENANT-B.example:{port}", "127.0.0.1:1", "127.0.0.1", "", "a b"]
+)
+async def test_a_host_header_cannot_take_a_credential_to_another_site(
+    container: Container, http_server: RecordingServer, host: str
+) -> None:
+    """A ``Host`` header naming another virtual host behind an allowed address: refused
+    (``credential.origin_not_allowed``) before anything is sent, for every credential type,
+    from a definition or from run input."""
+    await add(container, http_server.url)
+    port = http_server.url.rsplit(":", 1)[1]
+    host = host.format(port=port)
+    for name in ("tok", "erp", "key"):
+        detail = await run_definition(
+            container, definition(f"{http_server.url}/x", name, headers={"Host": host})
+        )
+        [step] = detail.steps
+        assert step.error is not None and step.error["type"] == "credential.origin_not_allowed"
+        assert step.error["transient"] is False
+    by_input = definition(f"{http_server.url}/x", "tok", headers={"host": "{{ input.host }}"})
+    detail = await run_definition(container, by_input, {"host": "tenant-b.example"})
+    assert detail.steps[0].error is not None
+    assert detail.steps[0].error["type"] == "credential.origin_not_allowed"
+    assert http_server.requests == []
+
+
+async def test_a_host_header_naming_the_url_itself_is_sent(
+    container: Container, http_server: RecordingServer
+) -> None:
+    await add(container, http_server.url)
+    port = http_server.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"127.0.0.1.:{port}"):
+        detail = await run_definition(
+            container, definition(f"{http_server.url}/x", "tok", headers={"Host": host})
+        )
+        assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+    assert [r.headers["Authorization"] for r in http_server.to("/x")] == [f"Bearer {TOKEN}"] * 2
+
+
+async def test_a_foreign_hop_never_hands_the_credential_back(
+    container: Container, http_server: RecordingServer, other: RecordingServer
+) -> None:
+    """Allowed A answers 307 to B; B answers 307 back to A: A's second request carries no
+    credential (nor does any later hop, even a redirect back to A's first path)."""
+    await add(container, http_server.url)
+    http_server.on("/upload", lambda _: Reply(307, {}, {"Location": f"{other.url}/bounce"}))
+    other.on(
+        "/bounce", lambda _: Reply(307, {}, {"Location": f"{http_server.url}/admin/delete-all"})
+    )
+    http_server.on("/admin/delete-all", lambda _: Reply(307, {}, {"Location": "/admin/again"}))
+    for name in ("tok", "erp", "key"):
+        detail = await run_definition(
+            container,
+            definition(
+                f"{http_server.url}/upload",
+                name,
+                method="POST",
+                json={"a": 1},
+                follow_redirects=True,
+            ),
+        )
+        assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+    assert len(http_server.to("/upload")) == 3
+    assert len(secret_headers(http_server.to("/upload"))) == 3
+    assert secret_headers(other.requests) == []
+    assert len(http_server.to("/admin/delete-all")) == 3
+    assert secret_headers(http_server.to("/admin/delete-all")) == []
+    assert secret_headers(http_server.to("/admin/again")) == []
+
+
+async def test_userinfo_in_a_redirect_is_dropped(
+    container: Container, http_server: RecordingServer, other: RecordingServer
+) -> None:
+    """httpx turns a URL's user:password into its own Basic header: a Location with userinfo
+    must neither replace the credential on an allowed hop nor add a header elsewhere."""
+    await add(container, http_server.url)
+    same = http_server.url.replace("http://", "http://evil:pw@")
+    http_server.on("/start", lambda _: Reply(302, {}, {"Location": f"{same}/landed"}))
+    http_server.on(
+        "/away",
+        lambda _: Reply(
+            302, {}, {"Location": f"{other.url.replace('http://', 'http://evil:pw@')}/x"}
+        ),
+    )
+    detail = await run_definition(
+        container, definition(f"{http_server.url}/start", "tok", follow_redirects=True)
+    )
+    assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+    [landed] = http_server.to("/landed")
+    assert landed.headers["Authorization"] == f"Bearer {TOKEN}"
+    await run_definition(
+        container, definition(f"{http_server.url}/away", "tok", follow_redirects=True)
+    )
+    [away] = other.to("/x")
+    assert "Authorization" not in away.headers
+
+
+async def test_vars_read_through_dict_methods_are_protected(
+    anon: httpx.AsyncClient, container: Container, http_server: RecordingServer
+) -> None:
+    """``vars.get('target')`` reads ``target``; ``vars.items()`` and friends read them all."""
+    await add(container, http_server.url)
+    admin = await auth_headers(container)
+    operator = await auth_headers(container, "op", Role.OPERATOR)
+    cases = {
+        "{{ vars.get('target') }}": ["/vars/target"],
+        "{{ vars.get('target', 'x') }}": ["/vars/target"],
+        "{{ (vars.items() | list)[0][1] }}": ["/vars/target", "/vars/note"],
+        "{{ vars.values() | first }}": ["/vars/target", "/vars/note"],
+        "{{ vars['keys']() | first }}": ["/vars/target", "/vars/note"],
+    }
+    for index, (url, pointers) in enumerate(cases.items()):
+        made = definition("", "tok")
+        made["name"] = f"methods-{index}"
+        made["nodes"][0]["config"]["url"] = url
+        made["vars"] = {"target": f"{http_server.url}/api", "note": "n"}
+        saved = await anon.post(f"{API}/workflows", json=made, headers=admin)
+        assert saved.status_code == 201, saved.text
+        refused = await anon.post(
+            f"{API}/workflows/methods-{index}/runs",
+            json={"input": {}, "vars": {"target": "http://127.0.0.1:1/x", "note": "m"}},
+            headers=operator,
+        )
+        assert refused.status_code == 422, (url, refused.text)
+        assert [e["pointer"] for e in refused.json()["errors"]] == pointers, url
+
+
+def test_a_wildcard_never_matches_an_address() -> None:
+    for bad in ("https://*.0.0.1", "https://*.example.123", "https://*.a.0x7f", "http://*.1.1:80"):
+        with pytest.raises(OriginError):
+            parse_origin(bad)
+    # A pattern written into the database by hand is not trusted to be well formed.
+    from flowyard.outbound.origins import Origin
+
+    assert not Origin("https", "0.0.1", 443, wildcard=True).admits(origin_of("https://127.0.0.1"))
+    assert not admits(["https://*.0.0.1"], "https://127.0.0.1/")
+    assert not admits(["not an origin", "https://*.0.0.1"], "https://127.0.0.1/")
+    assert admits(["not an origin", "https://ok.example"], "https://ok.example/")
+
+
+async def test_a_hand_edited_stored_origin_is_a_refusal_not_an_internal_error(
+    container: Container, http_server: RecordingServer
+) -> None:
+    await add(container, http_server.url)
+    stored = await container.store.get_credential("tok")
+    await container.store.update_credential(
+        stored.record.id,
+        {"allowed_origins": ["garbage", "https://*.0.0.1"]},
+        stored.record.updated_at,
+    )
+    container.credential_resolver.clear()
+    detail = await run_definition(container, definition(f"{http_server.url}/x", "tok"))
+    [step] = detail.steps
+    assert step.error is not None and step.error["type"] == "credential.origin_not_allowed"
+    assert http_server.requests == []

@@ -35,7 +35,7 @@ async def test_create_get_list_update_delete(store: Store) -> None:
     made = await svc.create(
         "erp",
         CredentialType.BASIC,
-        {"username": "u", "password": "pw-1"},
+        {"username": "u", "password": "pw-11111111"},
         actor="user:a",
         allowed_origins=ORIGINS,
     )
@@ -44,9 +44,11 @@ async def test_create_get_list_update_delete(store: Store) -> None:
     for ref in ("erp", made.record.id):
         got = await svc.get(ref)
         assert got.record == made.record and got.data == made.data
-    await svc.create("tok", CredentialType.BEARER, {"token": "t-1"}, allowed_origins=ORIGINS)
     await svc.create(
-        "a-key", CredentialType.API_KEY_HEADER, {"value": "v"}, allowed_origins=ORIGINS
+        "tok", CredentialType.BEARER, {"token": "t-111111111"}, allowed_origins=ORIGINS
+    )
+    await svc.create(
+        "a-key", CredentialType.API_KEY_HEADER, {"value": "v-11111111"}, allowed_origins=ORIGINS
     )
 
     names = [v.record.name for v in await svc.list()]
@@ -55,9 +57,11 @@ async def test_create_get_list_update_delete(store: Store) -> None:
     assert [v.record.name for v in await svc.list(type_=CredentialType.BEARER)] == ["tok"]
 
     with pytest.raises(Conflict):
-        await svc.create("erp", CredentialType.BEARER, {"token": "x"}, allowed_origins=ORIGINS)
+        await svc.create(
+            "erp", CredentialType.BEARER, {"token": "x-11111111"}, allowed_origins=ORIGINS
+        )
 
-    updated = await svc.update("erp", data={"username": "u2", "password": "pw-2"})
+    updated = await svc.update("erp", data={"username": "u2", "password": "pw-22222222"})
     assert updated.record.version == 2 and updated.data == {
         "username": "u2",
         "password": "********",
@@ -71,7 +75,7 @@ async def test_create_get_list_update_delete(store: Store) -> None:
     assert cleared.record.description is None
 
     resolved = await svc.resolver(ttl_s=0).get("erp")
-    assert resolved.values == {"username": "u2", "password": "pw-2"}
+    assert resolved.values == {"username": "u2", "password": "pw-22222222"}
 
     await svc.delete("erp")
     with pytest.raises(NotFound):
@@ -115,7 +119,7 @@ async def test_reencrypt_is_all_or_nothing(store: Store) -> None:
     svc = service(store, old_master)
     for n in range(5):
         await svc.create(
-            f"c{n}", CredentialType.BEARER, {"token": f"t{n}"}, allowed_origins=ORIGINS
+            f"c{n}", CredentialType.BEARER, {"token": f"token-{n:03}"}, allowed_origins=ORIGINS
         )
     calls = 0
 
@@ -139,7 +143,7 @@ async def test_reencrypt_is_all_or_nothing(store: Store) -> None:
         view = await fresh.get(f"c{n}")
         assert view.record.key_id == rotation.key_id != before[f"c{n}"]
         assert view.record.version == 1  # rotation does not change the data
-        assert (await fresh.resolver(ttl_s=0).get(f"c{n}")).values == {"token": f"t{n}"}
+        assert (await fresh.resolver(ttl_s=0).get(f"c{n}")).values == {"token": f"token-{n:03}"}
     again = await svc.vault.rotate(store, new_master)
     assert again.reencrypted == 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,11 @@ MASK = "********"
 REDACTED = "***"
 
 Secret = Annotated[SecretStr, Field(min_length=1, max_length=8192)]
+#: Secret values of the http-style types are at least this long: redaction replaces every
+#: occurrence of a secret in what a step produces, so a one- or two-character secret would
+#: garble every output (and such a value protects nothing anyway).
+MIN_HTTP_SECRET = 8
+HttpSecret = Annotated[SecretStr, Field(min_length=MIN_HTTP_SECRET, max_length=8192)]
 Plain = Annotated[str, Field(min_length=1, max_length=2048)]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
 HttpsUrl = Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$", max_length=2048)]
@@ -81,20 +87,20 @@ class ApiKeyHeaderData(_Data):
     """A key sent in a request header."""
 
     header: HeaderName = "X-API-Key"
-    value: Secret
+    value: HttpSecret
 
 
 class BasicData(_Data):
     """HTTP basic authentication."""
 
     username: Plain
-    password: Secret
+    password: HttpSecret
 
 
 class BearerData(_Data):
     """A bearer token (``Authorization: Bearer <token>``)."""
 
-    token: Secret
+    token: HttpSecret
 
 
 class TwilioData(_Data):
@@ -107,11 +113,11 @@ class TwilioData(_Data):
 CustomKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 
 
-class CustomData(RootModel[dict[CustomKey, Secret]]):
+class CustomData(RootModel[dict[CustomKey, HttpSecret]]):
     """Free-form: up to 50 named values, every one of them secret."""
 
     model_config = ConfigDict(frozen=True)
-    root: dict[CustomKey, Secret] = Field(min_length=1, max_length=50)
+    root: dict[CustomKey, HttpSecret] = Field(min_length=1, max_length=50)
 
 
 MODELS: dict[CredentialType, type[BaseModel]] = {
@@ -266,15 +272,19 @@ _URLSAFE = str.maketrans("+/", "-_")
 
 def secret_forms(secret: str) -> set[str]:
     """The forms of ``secret`` that redaction removes (each matched in any letter case): the
-    value itself, its URL-encodings, its JSON-escaped form, and its base64 (standard and
-    URL-safe) at each of the three alignments it can have inside a longer base64 text, so
-    ``base64(user:password)`` or ``base64(secret)`` echoed back are caught too."""
+    value itself, its URL-encodings, its JSON-escaped forms (with ``/`` as ``\\/`` too, as
+    PHP and some Java encoders write it), its HTML-escaped forms (an error page quoting it),
+    and its base64 (standard and URL-safe) at each of the three alignments it can have inside
+    a longer base64 text, so ``base64(user:password)`` or ``base64(secret)`` echoed back are
+    caught too."""
     forms = {secret}
     if len(secret) < MIN_ENCODED_SECRET:
         return forms
     forms.update({quote(secret, safe=""), quote(secret), quote_plus(secret)})
-    forms.add(json.dumps(secret, ensure_ascii=False)[1:-1])
-    forms.add(json.dumps(secret)[1:-1])
+    for escaped in (json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]):
+        forms.update({escaped, escaped.replace("/", "\\/")})
+    escaped = html.escape(secret)
+    forms.update({escaped, escaped.replace("&#x27;", "&#39;"), html.escape(secret, quote=False)})
     raw = secret.encode()
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from flowyard.domain.definition import CatchRule, NodeSpec, RetryPolicy, WorkflowDefinition
 from flowyard.domain.errors import Problem
+from flowyard.expressions import ExpressionEngine
 from flowyard.expressions.references import keys_read
 from flowyard.nodes.base import NodeType
 
@@ -72,13 +73,13 @@ class VarGuard:
         return problems
 
 
-def guard_vars(nodes: Mapping[str, CompiledNode]) -> VarGuard:
+def guard_vars(nodes: Mapping[str, CompiledNode], expressions: ExpressionEngine) -> VarGuard:
     """The :class:`VarGuard` of compiled nodes (each node type names the config fields that
     decide where its credential goes: ``request_target_pointers``)."""
     names: dict[str, str] = {}
     for node_id, node in nodes.items():
         for pointer in node.node_type.request_target_pointers(node.config):
-            for source in _templates(_at(node.spec.config, pointer)):
+            for _, source in expressions.find_templates(_at(node.spec.config, pointer)):
                 read = keys_read(source, "vars")
                 if read is None:
                     return VarGuard(names, every=node_id)
@@ -96,23 +97,6 @@ def _at(config: Mapping[str, Any], pointer: str) -> Any:
             return None
         value = value[key]
     return value
-
-
-def _templates(value: Any) -> list[str]:
-    """Every template string inside ``value`` (dict keys included)."""
-    found: list[str] = []
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "{{" in item or "{%" in item:
-                found.append(item)
-        elif isinstance(item, Mapping):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list | tuple):
-            pending.extend(item)
-    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,8 +370,9 @@ class DefinitionValidator:
             where = pointer_from_loc("/input_schema", exc.path)
             problems.append(Problem(where, f"invalid JSON Schema: {exc.message}", "input_schema"))
 
-    @staticmethod
-    def _compile(definition: WorkflowDefinition, infos: dict[str, _NodeInfo]) -> CompiledWorkflow:
+    def _compile(
+        self, definition: WorkflowDefinition, infos: dict[str, _NodeInfo]
+    ) -> CompiledWorkflow:
         edges = {
             node_id: [t for t in _targets(info) if t in infos] for node_id, info in infos.items()
         }
@@ -388,7 +389,9 @@ class DefinitionValidator:
                 timeout_s=info.spec.timeout_s or definition.defaults.timeout_s,
                 in_cycle=node_id in in_cycle,
             )
-        return CompiledWorkflow(definition=definition, nodes=nodes, var_guard=guard_vars(nodes))
+        return CompiledWorkflow(
+            definition=definition, nodes=nodes, var_guard=guard_vars(nodes, self.expressions)
+        )
 
 
 def _targets(info: _NodeInfo) -> list[str]:

@@ -1,8 +1,13 @@
 """What a template reads from its scope, found statically from Jinja's syntax tree.
 
 Used to protect run-start ``vars``: the keys of ``vars`` a template reads by a constant
-name (``vars.target``, ``vars['target']``) are known; any other use of ``vars`` (iterating
-it, passing it to a filter, a computed key, assigning it) could read any key.
+name (``vars.target``, ``vars['target']``, ``vars.get('target')``) are known; any other use
+of ``vars`` (iterating it, passing it to a filter, a computed key, assigning it, one of its
+dict methods such as ``items()`` or ``values()``) could read any key.
+
+The sandbox looks a constant name up as a key first and as an attribute second, so
+``vars.items`` is the method unless a var is called ``items``: a name a dict has as an
+attribute is treated as the attribute (it could read everything), never as a key.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ from jinja2.exceptions import TemplateSyntaxError
 
 #: A plain environment for parsing only (the sandbox's syntax is Jinja's default one).
 _PARSER = Environment(autoescape=False)
+#: Names that reach a dict's attributes (``items``, ``get``, ``__class__``...) rather than a
+#: key, when no var has that name (the scope's ``vars`` is a plain dict).
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _AnyKey(Exception):
+    """The template uses the root in a way that could read any key."""
 
 
 def keys_read(source: str, root: str) -> frozenset[str] | None:
@@ -25,15 +37,12 @@ def keys_read(source: str, root: str) -> frozenset[str] | None:
     except (TemplateSyntaxError, RecursionError):
         return None
     found: set[str] = set()
-    for node in _walk(tree):
-        if isinstance(node, nodes.Getattr) and _is_root(node.node, root):
-            found.add(node.attr)
-        elif isinstance(node, nodes.Getitem) and _is_root(node.node, root):
-            if not (isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str)):
+    try:
+        for node in _walk(tree, root, found):
+            if _is_root(node, root):
                 return None
-            found.add(node.arg.value)
-        elif _is_root(node, root):
-            return None
+    except _AnyKey:
+        return None
     return frozenset(found)
 
 
@@ -41,14 +50,55 @@ def _is_root(node: nodes.Node, root: str) -> bool:
     return isinstance(node, nodes.Name) and node.name == root
 
 
-def _walk(tree: nodes.Node) -> Iterator[nodes.Node]:
-    """Every node, parents first; the ``vars`` name under a recognised ``vars.x`` or
-    ``vars['x']`` is not visited again on its own."""
+def _constant_key(node: nodes.Node, root: str) -> str | None:
+    """The key of ``root.key`` or ``root['key']``; None for anything else. Raises
+    :class:`_AnyKey` for a computed key or a dict attribute name."""
+    if isinstance(node, nodes.Getattr) and _is_root(node.node, root):
+        key: object = node.attr
+    elif isinstance(node, nodes.Getitem) and _is_root(node.node, root):
+        if not isinstance(node.arg, nodes.Const):
+            raise _AnyKey
+        key = node.arg.value
+    else:
+        return None
+    if not isinstance(key, str):
+        raise _AnyKey
+    return key
+
+
+def _get_call(node: nodes.Node, root: str) -> tuple[str, list[nodes.Node]] | None:
+    """For ``root.get('key')`` or ``root.get('key', default)``: the key and the nodes left
+    to walk (the default); None when ``node`` is not such a call."""
+    if not (isinstance(node, nodes.Call) and _constant_key(node.node, root) == "get"):
+        return None
+    if node.kwargs or node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    if not 1 <= len(node.args) <= 2:
+        return None
+    first = node.args[0]
+    if not (isinstance(first, nodes.Const) and isinstance(first.value, str)):
+        return None
+    return first.value, list(node.args[1:])
+
+
+def _walk(tree: nodes.Node, root: str, found: set[str]) -> Iterator[nodes.Node]:
+    """Every node, parents first, recording constant keys of ``root`` in ``found``; the
+    ``root`` name under a recognised ``root.x``, ``root['x']`` or ``root.get('x')`` is not
+    visited again on its own."""
     stack: list[nodes.Node] = [tree]
     while stack:
         node = stack.pop()
         yield node
-        children = list(node.iter_child_nodes())
-        if isinstance(node, nodes.Getattr | nodes.Getitem) and isinstance(node.node, nodes.Name):
-            children = [c for c in children if c is not node.node]
-        stack.extend(children)
+        get = _get_call(node, root)
+        if get is not None:
+            # ``get`` too: with a var of that name, ``root.get`` is that var (the call fails).
+            found.update({"get", get[0]})
+            stack.extend(get[1])
+            continue
+        key = _constant_key(node, root)
+        if key is not None:
+            if key in _DICT_ATTRIBUTES:
+                raise _AnyKey
+            found.add(key)
+            continue
+        stack.extend(node.iter_child_nodes())

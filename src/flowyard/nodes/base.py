@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from flowyard.domain.commands import ChildRun, Fork, Wait
-from flowyard.domain.credentials import ResolvedCredential
+from flowyard.domain.credentials import ResolvedCredential, redact
 from flowyard.domain.errors import PermanentError
 from flowyard.domain.records import BranchResult, SignalRecord
 from flowyard.expressions import ExpressionEngine
@@ -143,6 +143,8 @@ class StepContext:
     outbound: Outbound | None = None
     #: Adds a secret derived while sending (an OAuth access token) to what is redacted.
     remember_secret: Callable[[str], None] | None = None
+    #: The secrets of the credentials this step resolved (see :meth:`redact`).
+    _secrets: set[str] = field(default_factory=set, init=False, repr=False)
 
     @property
     def resumed(self) -> bool:
@@ -155,7 +157,9 @@ class StepContext:
                 f"no credential source to resolve {name!r} (credentials resolve in workers)",
                 error_type="credential.unavailable",
             )
-        return await self.credentials.get(name)
+        resolved = await self.credentials.get(name)
+        self._secrets.update(resolved.secrets)
+        return resolved
 
     async def credential_info(self, name: str) -> dict[str, Any]:
         """The plain (non-secret) fields of the credential called ``name`` (e.g. an
@@ -176,10 +180,22 @@ class StepContext:
         the egress policy of the client."""
         resolved = await self._resolve(credential) if credential is not None else None
         outbound = self.outbound if self.outbound is not None else Outbound(self.http)
-        remember = self.remember_secret if self.remember_secret is not None else _ignore
         return await outbound.send(
-            request, credential=resolved, follow_redirects=follow_redirects, remember=remember
+            request, credential=resolved, follow_redirects=follow_redirects, remember=self._remember
         )
+
+    def _remember(self, secret: str) -> None:
+        if secret:
+            self._secrets.add(secret)
+        if self.remember_secret is not None:
+            self.remember_secret(secret)
+
+    def redact(self, value: Any) -> Any:
+        """``value`` without the secrets of the credentials this step has resolved (and those
+        derived while sending). The worker redacts everything a step produces anyway; a node
+        that *cuts* text it got back (a body shortened for an error) calls this first, since
+        a secret cut in two is no longer recognisable."""
+        return redact(value, self._secrets)
 
     async def render(self, value: Any, scope: Mapping[str, Any] | None = None) -> Any:
         """Render every template inside ``value`` against the run scope (or ``scope``).
@@ -193,10 +209,6 @@ class StepContext:
     async def test(self, condition: str) -> bool:
         """Evaluate a condition against the run scope (off the event loop)."""
         return await self.expressions.test_async(condition, self.scope)
-
-
-def _ignore(_: str) -> None:
-    return None
 
 
 class NodeType(ABC, Generic[C]):

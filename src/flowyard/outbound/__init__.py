@@ -20,10 +20,12 @@ from flowyard.outbound.origins import (
     HTTP_STYLE,
     Origin,
     OriginError,
+    OriginListError,
     normalize_origins,
     origin_of,
     parse_origin,
     provider_origins,
+    same_origin,
 )
 from flowyard.outbound.send import Outbound
 
@@ -37,6 +39,7 @@ __all__ = [
     "EgressPolicyKind",
     "Origin",
     "OriginError",
+    "OriginListError",
     "OriginNotAllowed",
     "Outbound",
     "check_origin",
@@ -45,4 +48,5 @@ __all__ = [
     "origin_of",
     "parse_origin",
     "provider_origins",
+    "same_origin",
 ]

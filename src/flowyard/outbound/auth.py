@@ -26,17 +26,30 @@ if TYPE_CHECKING:
 
 class OriginNotAllowed(PermanentError):
     """A credential was to be sent to an origin it does not name
-    (``credential.origin_not_allowed``, permanent)."""
+    (``credential.origin_not_allowed``, permanent): the request's URL, or the virtual host
+    its ``Host`` header names (``host_header``)."""
 
-    def __init__(self, credential: ResolvedCredential, url: httpx.URL) -> None:
-        try:
-            origin = str(origin_of(url))
-        except OriginError:
-            origin = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+    def __init__(
+        self, credential: ResolvedCredential, url: httpx.URL, *, host_header: str | None = None
+    ) -> None:
+        origin = _origin_text(url)
+        details: dict[str, object] = {"credential": credential.name}
+        if host_header is not None:
+            try:
+                origin = _origin_text(url.copy_with(netloc=host_header.encode()))
+            except (httpx.InvalidURL, UnicodeError, ValueError):
+                origin = host_header
+            where = (
+                f"with the Host header {host_header!r} (another site than the URL's "
+                f"{_origin_text(url)}; a credentialed request's Host must be its URL's)"
+            )
+            details["host_header"] = host_header
+        else:
+            where = f"to {origin}"
         allowed = list(credential.allowed_origins)
         if allowed:
             message = (
-                f"credential {credential.name!r} may not be sent to {origin}; it is allowed "
+                f"credential {credential.name!r} may not be sent {where}; it is allowed "
                 f"for {', '.join(allowed)}"
             )
         else:
@@ -45,15 +58,15 @@ class OriginNotAllowed(PermanentError):
                 "an admin must set them (PUT /api/v1/credentials/"
                 f"{credential.name} with allowed_origins)"
             )
-        super().__init__(
-            message,
-            error_type="credential.origin_not_allowed",
-            details={
-                "credential": credential.name,
-                "origin": origin,
-                "allowed_origins": allowed,
-            },
-        )
+        details.update({"origin": origin, "allowed_origins": allowed})
+        super().__init__(message, error_type="credential.origin_not_allowed", details=details)
+
+
+def _origin_text(url: httpx.URL) -> str:
+    try:
+        return str(origin_of(url))
+    except OriginError:
+        return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
 
 
 def check_origin(credential: ResolvedCredential, url: httpx.URL) -> None:

@@ -3,9 +3,12 @@
 ``deny_private`` (the default) refuses every address that is not publicly routable:
 loopback, link-local (169.254.0.0/16 with the cloud metadata services, fe80::/10), private
 (10/8, 172.16/12, 192.168/16, fc00::/7), shared CGNAT (100.64/10), multicast, unspecified,
-documentation, benchmark and reserved ranges, and the IPv4-mapped, -compatible, NAT64 and 6to4
-IPv6 forms of any of them. ``allow_all`` checks nothing. The operator's allow-list
-(``FLOWYARD_EGRESS_ALLOW``) exempts host names, ``host:port`` pairs, addresses and networks.
+documentation, benchmark and reserved ranges, the IPv4-mapped, -compatible, NAT64 and 6to4
+IPv6 forms of any of them, and IPv6 outside global unicast (2000::/3) unless it carries a
+public IPv4 address. ``allow_all`` checks nothing. The operator's allow-list
+(``FLOWYARD_EGRESS_ALLOW``) exempts host names, ``host:port`` pairs, addresses and networks;
+a cloud metadata address stays refused behind an allowed *name* (DNS decides what a name
+resolves to), unless an address entry covers it.
 
 The check runs where the connection is made: :class:`GuardedBackend` wraps httpcore's network
 backend, resolves the host itself, checks **every** address the name resolves to, and
@@ -39,6 +42,7 @@ from flowyard.settings import Settings
 DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
     ipaddress.ip_network(n)
     for n in (
+        # IPv4 special-purpose registry (IANA, checked 2025).
         "0.0.0.0/8",  # "this network", 0.0.0.0
         "10.0.0.0/8",
         "100.64.0.0/10",  # shared address space (CGNAT)
@@ -54,12 +58,18 @@ DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
         "203.0.113.0/24",
         "224.0.0.0/4",  # multicast
         "240.0.0.0/4",  # reserved, broadcast
+        # IPv6 special-purpose registry (IANA, checked 2025); IPv4-mapped, -compatible,
+        # NAT64 and 6to4 are judged by the IPv4 address they carry (embedded_ipv4).
         "::/128",
         "::1/128",
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765), e.g. ::ffff:0:7f00:1
         "64:ff9b:1::/48",  # local-use NAT64
         "100::/64",  # discard-only
+        "100:0:0:1::/64",  # dummy prefix (RFC 9780)
         "2001::/23",  # IETF protocol assignments (Teredo, benchmarking, ...)
         "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602)
         "fc00::/7",  # unique local
         "fe80::/10",  # link-local
         "fec0::/10",  # site-local (deprecated)
@@ -69,6 +79,24 @@ DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _COMPAT = ipaddress.ip_network("::/96")
+#: Every IPv6 unicast address IANA has allocated for the internet is in here.
+_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+
+#: Cloud metadata and credential services (AWS IMDS and ECS/EKS task credentials, GCP, Azure,
+#: OpenStack, DigitalOcean at 169.254.169.254; Alibaba; Oracle's legacy address): refused
+#: even behind an allowed host name, unless an address entry of the allow-list covers them.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "169.254.170.23",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
+)
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -90,9 +118,25 @@ def is_public(ip: IPAddress) -> bool:
         inner = embedded_ipv4(ip)
         if inner is not None and not is_public(inner):
             return False
+        # Outside 2000::/3 only the IPv4-mapped and NAT64 forms of a public address are
+        # reachable (the deprecated IPv4-compatible form is not routed).
+        if ip not in _GLOBAL_UNICAST and ip.ipv4_mapped is None and ip not in _NAT64:
+            return False
     if any(ip in net for net in DENIED_NETWORKS if net.version == ip.version):
         return False
     return ip.is_global and not ip.is_multicast
+
+
+def is_metadata(ip: IPAddress) -> bool:
+    """Whether ``ip`` is (or carries) a cloud metadata address (:data:`METADATA_ADDRESSES`)."""
+    if ip in METADATA_ADDRESSES:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return ipaddress.IPv6Address(str(ip).split("%", 1)[0]) in METADATA_ADDRESSES
+        inner = embedded_ipv4(ip)
+        return inner is not None and inner in METADATA_ADDRESSES
+    return False
 
 
 class EgressConfigError(FlowyardError):
@@ -139,14 +183,29 @@ class EgressPolicy:
         return self.kind is not EgressPolicyKind.ALLOW_ALL
 
     def admits_name(self, host: str, port: int) -> bool:
-        """Whether the allow-list names ``host`` itself (then any address it resolves to is
-        trusted: the operator vouched for the name)."""
+        """Whether the allow-list names ``host`` itself (then the addresses it resolves to
+        are trusted, but for a metadata address: the operator vouched for the name, not for
+        what DNS makes of it)."""
         host = host.lower().rstrip(".")
         return any(rule.admits_name(host, port) for rule in self.rules)
 
-    def admits_address(self, ip: IPAddress, port: int) -> bool:
-        """Whether a connection to ``ip`` on ``port`` is allowed."""
-        return is_public(ip) or any(rule.admits_address(ip, port) for rule in self.rules)
+    def admits_address(self, ip: IPAddress, port: int, *, named: bool = False) -> bool:
+        """Whether a connection to ``ip`` on ``port`` is allowed (``named``: the host name
+        it was resolved from is on the allow-list)."""
+        if any(rule.admits_address(ip, port) for rule in self.rules):
+            return True
+        if is_metadata(ip):
+            return False
+        return named or is_public(ip)
+
+    def admits(self, host: str, port: int, addresses: Iterable[IPAddress]) -> bool:
+        """Whether ``host`` may be connected to on ``port`` when it resolves to
+        ``addresses``: every one of them must be allowed (none: refused)."""
+        if not self.checks:
+            return True
+        named = self.admits_name(host, port)
+        found = list(addresses)
+        return bool(found) and all(self.admits_address(ip, port, named=named) for ip in found)
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -167,11 +226,13 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         """Resolve ``host``, refuse it when any address is not allowed, connect to the
-        checked addresses in order."""
-        if not self.policy.checks or self.policy.admits_name(host, port):
+        checked addresses in order (a name on the allow-list too: its addresses are checked
+        for metadata services, and connecting to them, not to the name, leaves DNS no second
+        answer)."""
+        if not self.policy.checks:
             return await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
         addresses = await _resolve(host, port, timeout)
-        if not addresses or not all(self.policy.admits_address(ip, port) for ip in addresses):
+        if not self.policy.admits(host, port, addresses):
             raise EgressDenied(host)
         error: Exception | None = None
         for ip in addresses:
@@ -227,13 +288,16 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     httpx does not take a network backend, so the pool it builds is replaced by an equal one
     built with :class:`GuardedBackend` (httpcore's public ``network_backend`` parameter);
-    httpx's request and exception mapping stay as they are. The egress tests fail loudly
-    should a later httpx stop using ``_pool``."""
+    httpx's request and exception mapping stay as they are. The pool httpx builds first is
+    an empty object (no sockets, no threads); the costly part, the TLS context with its CA
+    store, is built once and shared by both. The egress tests fail loudly should a later
+    httpx stop using ``_pool``."""
 
     def __init__(self, policy: EgressPolicy, *, limits: httpx.Limits, http2: bool = False) -> None:
-        super().__init__(limits=limits, http2=http2)
+        ssl_context = httpx.create_ssl_context()
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits, http2=http2)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -5,22 +5,26 @@ spellings of the same place compare equal: lower-case scheme and host, the host 
 IDNA (``xn--``) form, an IPv6 host in brackets, the scheme's default port left out. A pattern
 may start its host with ``*.`` to admit every subdomain (at any depth, not the domain
 itself): ``https://*.my.salesforce.com`` admits ``https://acme.my.salesforce.com`` and
-``https://acme--dev.sandbox.my.salesforce.com``. Numeric hosts are compared as written:
-``http://2130706433`` is not ``http://127.0.0.1`` (a credential naming one is never sent to
-the other).
+``https://acme--dev.sandbox.my.salesforce.com``; a wildcard never admits an IP address, and
+its last label may not be numeric (``*.0.0.1`` would otherwise end in an address). Numeric
+hosts are compared as written: ``http://2130706433`` is not ``http://127.0.0.1`` (a credential
+naming one is never sent to the other).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from flowyard.domain.credentials import CredentialType
+from flowyard.domain.errors import Problem
 
 #: Schemes an origin may name; ``smtp`` is for SMTP credentials (their port is always kept).
 SCHEMES = frozenset({"http", "https", "smtp"})
@@ -31,11 +35,24 @@ MAX_ORIGIN_CHARS = 300
 
 _FORM = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)/?$")
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+#: A last label URL parsers read as (part of) an IPv4 address: decimal, or 0x-hex.
+_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+
+_log = logging.getLogger("flowyard.outbound")
 
 
 class OriginError(ValueError):
     """Text that is not an origin (the message says what is wrong, never echoing secrets:
     origins are not secret)."""
+
+
+class OriginListError(OriginError):
+    """A list of origins with problems: each located relative to the list (``""`` for the
+    list itself, ``/<index>`` for an entry)."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p.pointer or '/'}: {p.message}" for p in self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +80,9 @@ class Origin:
         if other.scheme != self.scheme or other.port != self.port or other.wildcard:
             return False
         if self.wildcard:
-            return other.host.endswith("." + self.host)
+            # An address is never a subdomain (a hand-edited ``*.0.0.1`` must not admit
+            # 127.0.0.1).
+            return other.host.endswith("." + self.host) and not _is_ip(other.host)
         return other.host == self.host
 
 
@@ -116,23 +135,45 @@ def parse_origin(text: str) -> Origin:
         raise OriginError(f"{origin.host!r} is not a valid host name")
     if wildcard and origin.host.count(".") < 1:
         raise OriginError("a wildcard needs at least two labels after it: *.example.com")
+    if wildcard and _NUMERIC_LABEL.match(origin.host.rsplit(".", 1)[-1]):
+        raise OriginError("a wildcard needs a domain name; its last label may not be numeric")
     return Origin(origin.scheme, origin.host, origin.port, wildcard)
 
 
-def normalize_origins(values: Iterable[Any]) -> list[str]:
-    """Normal forms of ``values``, duplicates dropped, order kept. Raises OriginError
-    (its message prefixed with the index) at the first bad one."""
+def normalize_origins(values: Sequence[Any]) -> list[str]:
+    """Normal forms of ``values``, duplicates dropped, order kept: at least one, at most
+    :data:`MAX_ORIGINS`. Raises :class:`OriginListError` locating every problem."""
+    problems: list[Problem] = []
+    if not values:
+        problems.append(Problem("", "give at least one origin (or omit it)", "too_short"))
+    if len(values) > MAX_ORIGINS:
+        problems.append(Problem("", f"at most {MAX_ORIGINS}", "too_long"))
     result: list[str] = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(values[:MAX_ORIGINS]):
         try:
             normal = str(parse_origin(value))
         except OriginError as exc:
-            raise OriginError(f"{index}: {exc}") from None
+            problems.append(Problem(f"/{index}", str(exc), "origin"))
+            continue
         if normal not in result:
             result.append(normal)
-    if len(result) > MAX_ORIGINS:
-        raise OriginError(f"at most {MAX_ORIGINS} origins")
+    if problems:
+        raise OriginListError(problems)
     return result
+
+
+@functools.lru_cache(maxsize=1024)
+def patterns(allowed: tuple[str, ...]) -> tuple[Origin, ...]:
+    """The parsed forms of a credential's ``allowed`` origins, parsed once per distinct
+    list (not on every hop). An entry that does not parse (a row edited by hand) admits
+    nothing; it is logged once."""
+    parsed: list[Origin] = []
+    for text in allowed:
+        try:
+            parsed.append(parse_origin(text))
+        except OriginError as exc:
+            _log.warning("ignoring a stored allowed origin %r: %s", text, exc)
+    return tuple(parsed)
 
 
 def admits(allowed: Iterable[str], url: httpx.URL | str) -> bool:
@@ -141,7 +182,15 @@ def admits(allowed: Iterable[str], url: httpx.URL | str) -> bool:
         target = origin_of(url)
     except OriginError:
         return False
-    return any(parse_origin(pattern).admits(target) for pattern in allowed)
+    return any(pattern.admits(target) for pattern in patterns(tuple(allowed)))
+
+
+def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    """Whether two URLs have the same origin (False when either has none)."""
+    try:
+        return origin_of(a) == origin_of(b)
+    except OriginError:
+        return False
 
 
 #: The types whose origins an admin must name: they authenticate arbitrary HTTP requests.

@@ -28,8 +28,8 @@ from flowyard.domain.errors import (
     StoreUnavailable,
     TransientError,
 )
-from flowyard.outbound import HTTP_STYLE, OriginError, parse_origin, provider_origins
-from flowyard.outbound.origins import MAX_ORIGINS
+from flowyard.outbound import HTTP_STYLE, OriginError, normalize_origins, provider_origins
+from flowyard.outbound.origins import OriginListError
 from flowyard.security.vault import Vault, VaultError
 from flowyard.store.ports import Store
 
@@ -85,25 +85,13 @@ def check_origins(type_: CredentialType, origins: Sequence[str] | None) -> list[
                 ],
             )
         return None
-    problems: list[Problem] = []
-    normal: list[str] = []
-    if not origins:
-        problems.append(
-            Problem("/allowed_origins", "give at least one origin (or omit it)", "too_short")
-        )
-    if len(origins) > MAX_ORIGINS:
-        problems.append(Problem("/allowed_origins", f"at most {MAX_ORIGINS}", "too_long"))
-    for index, text in enumerate(origins[:MAX_ORIGINS]):
-        try:
-            origin = str(parse_origin(text))
-        except OriginError as exc:
-            problems.append(Problem(f"/allowed_origins/{index}", str(exc), "origin"))
-            continue
-        if origin not in normal:
-            normal.append(origin)
-    if problems:
-        raise InvalidInput("invalid allowed_origins", problems)
-    return normal
+    try:
+        return normalize_origins(origins)
+    except OriginListError as exc:
+        raise InvalidInput(
+            "invalid allowed_origins",
+            [Problem("/allowed_origins" + p.pointer, p.message, p.code) for p in exc.problems],
+        ) from None
 
 
 def _check_name(name: str) -> None:

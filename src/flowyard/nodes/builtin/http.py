@@ -6,7 +6,7 @@ import asyncio
 import email.utils
 import json
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,7 +28,13 @@ class HttpConfig(NodeConfig):
     query: dict[str, Any] = Field(default_factory=dict)
     json_body: Any = Field(None, alias="json")
     body: str | None = None
-    timeout_s: float = Field(30.0, gt=0, le=3600)
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Deadline in seconds for the whole exchange: connecting, sending, every "
+        "redirect and reading the body (http.timeout, transient, when it passes).",
+    )
     idempotency_header: str | None = Field(
         "Idempotency-Key",
         description="Header carrying the step's stable idempotency key; null to not send it.",
@@ -121,16 +127,25 @@ class HttpNode(NodeType[HttpConfig]):
                 f"invalid request: {exc}", error_type="http.invalid_request"
             ) from exc
         try:
-            response = await ctx.send(
-                request, credential=config.credential, follow_redirects=config.follow_redirects
-            )
-            try:
-                raw = await _read_limited(response, config.max_response_bytes)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
+            # One deadline for the whole exchange: httpx's timeouts bound each read, so a
+            # server dripping a byte at a time could otherwise hold the step indefinitely.
+            async with asyncio.timeout(config.timeout_s):
+                response = await ctx.send(
+                    request, credential=config.credential, follow_redirects=config.follow_redirects
+                )
+                try:
+                    raw = await _read_limited(response, config.max_response_bytes)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise TransientError(
-                f"{config.method} {url} timed out", error_type="http.timeout"
+                f"{config.method} {url} timed out (timeout_s {config.timeout_s})",
+                error_type="http.timeout",
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise PermanentError(
+                f"{config.method} {url}: the response body cannot be decoded: {exc}",
+                error_type="http.decoding",
             ) from exc
         except httpx.UnsupportedProtocol as exc:
             raise PermanentError(str(exc), error_type="http.invalid_request") from exc
@@ -143,7 +158,12 @@ class HttpNode(NodeType[HttpConfig]):
             body = await asyncio.to_thread(_decode_body, response, raw)
         else:
             body = _decode_body(response, raw)
-        return _classify(config.method, url, response, raw, body)
+        if response.is_success:
+            return NodeOutcome(output=_output(response, body))
+        detail_body: Any = body
+        if len(raw) > ERROR_BODY_CHARS:
+            detail_body = await _cut(ctx, raw)
+        return _fail(config.method, url, response, detail_body)
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:
@@ -186,18 +206,31 @@ def _decode_body(response: httpx.Response, raw: bytes) -> Any:
     return text
 
 
-def _classify(
-    method: str, url: str, response: httpx.Response, raw: bytes, body: Any
-) -> NodeOutcome:
-    output = {"status": response.status_code, "headers": dict(response.headers), "body": body}
+#: Error details keep at most this many characters of a body that is not stored whole.
+ERROR_BODY_CHARS = 4096
+
+
+async def _cut(ctx: StepContext, raw: bytes) -> str:
+    """The start of an error body, for the error's details: redacted *before* it is cut (a
+    secret straddling the cut would leave its first characters for the worker's redaction
+    to miss), then cut; in a thread when large."""
+
+    def cut() -> str:
+        text = ctx.redact(raw.decode(errors="replace"))
+        return str(text)[:ERROR_BODY_CHARS]
+
+    return await asyncio.to_thread(cut) if len(raw) > OFF_LOOP_BYTES else cut()
+
+
+def _output(response: httpx.Response, body: Any) -> dict[str, Any]:
+    return {"status": response.status_code, "headers": dict(response.headers), "body": body}
+
+
+def _fail(method: str, url: str, response: httpx.Response, body: Any) -> NoReturn:
+    """Raise the error of a non-2xx ``response`` (transient for :data:`TRANSIENT_STATUSES`)."""
     status = response.status_code
-    if 200 <= status < 300:
-        return NodeOutcome(output=output)
     message = f"{method} {url} answered {status}"
-    details = {
-        "status": status,
-        "body": body if len(raw) <= 4096 else raw[:4096].decode(errors="replace"),
-    }
+    details = {"status": status, "body": body}
     if status in TRANSIENT_STATUSES:
         raise TransientError(
             message,
