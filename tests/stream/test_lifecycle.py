@@ -21,7 +21,7 @@ from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import NewRun
 from flowyard.store import Store
 from flowyard.store.factory import normalize_url
-from support.auth import token_for
+from support.auth import PASSWORD, token_for
 
 #: Task names of a stream session (``stream-produce`` ...) and of the hub.
 STREAM_TASKS = ("stream-", "flowyard-stream-hub")
@@ -132,11 +132,14 @@ async def test_no_stream_task_is_left_after_sessions_closed_in_every_way(tmp_pat
         ]
 
         # The token expires, or access is withdrawn, while the stream is open.
+        # Only the expiring token is short-lived: a slow machine must not let the withdrawn
+        # user's token expire before the re-check sees the user disabled (4401, not 1008).
+        withdrawn = live.ws("/stream")
+        withdrawn.token = await token_for(container, "withdrawn", Role.VIEWER)
+        await container.auth.create_user("short-lived", PASSWORD, Role.VIEWER)
         container.auth.access_ttl_s = 1
         expiring = live.ws("/stream")
         expiring.token = await token_for(container, "short-lived", Role.VIEWER)
-        withdrawn = live.ws("/stream")
-        withdrawn.token = await token_for(container, "withdrawn", Role.VIEWER)
         async with open_ws(expiring) as ws_expiring, open_ws(withdrawn) as ws_withdrawn:
             user = await container.store.get_user_by_name("withdrawn")
             await container.auth.update_user(user.id, disabled=True)
