@@ -7,9 +7,9 @@ import asyncio
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jsonschema
 
@@ -28,6 +28,8 @@ from flowyard.domain.errors import (
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import (
     EventRecord,
+    MoveFacts,
+    MovePlan,
     NewRun,
     RunRecord,
     SignalRecord,
@@ -35,14 +37,17 @@ from flowyard.domain.records import (
     VersionRecord,
     WorkflowRecord,
 )
+from flowyard.domain.state_machine import ACTION_SIGNAL
 from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.engine import actions
+from flowyard.engine.actions import Position
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.restart import failure_cause, retry_start
-from flowyard.engine.transitions import first_step, on_success
+from flowyard.engine.transitions import first_step
 from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
-from flowyard.nodes.base import NodeOutcome, ResolvedWorkflow
-from flowyard.nodes.builtin.state import StateAction, StateConfig
+from flowyard.nodes.base import ResolvedWorkflow
+from flowyard.nodes.builtin.state import StateConfig
 from flowyard.observability import Metrics
 from flowyard.store.ports import Store
 
@@ -105,6 +110,9 @@ class FlowyardService:
         self.metrics = metrics
         self.compile_wait_s = compile_wait_s
         self._compile_slots = asyncio.Semaphore(compile_concurrency)
+        #: Which workflow version each recently moved run is on (a hint: checked under the
+        #: run's lock when it moves, so a run retried on another version is read again).
+        self._run_workflows: _Recent[str, tuple[WorkflowId, int]] = _Recent(10_000)
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -272,6 +280,8 @@ class FlowyardService:
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
         [(run, created)] = await self.store.start_runs([new], self.clock())
+        if actions.has_states(wf):  # its first action needs no read of the run
+            self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
         if created:
             if self.metrics is not None:
                 self.metrics.runs_started.labels(wf.definition.name).inc()
@@ -500,118 +510,68 @@ class FlowyardService:
     # -- state machines ----------------------------------------------------------------------
 
     async def run_actions(self, run_id: str) -> ActionsView:
-        """Where a state-machine run is and which actions it accepts now (each other action
-        of that state is listed under ``unavailable`` with the reason)."""
+        """Where a state-machine run is, which actions it accepts now (each other action of
+        that state under ``unavailable`` with the reason), and its latest moves."""
         run = await self.store.get_run(run_id)
         wf = await self.compiled(run.workflow_id, run.workflow_version)
-        states = _state_nodes(wf)
-        steps = [s for s in await self.store.list_steps(run.id) if s.node_id in states]
-        # Read again after the steps: a step and its run's status commit together, so the
-        # run read now is at least as new as the steps.
+        states = actions.state_nodes(wf)
+        moves = await self.store.recent_signals(run.id, ACTION_SIGNAL, limit=MAX_HISTORY)
+        state = actions.known_state(wf, states, moves[0] if moves else None)
+        if state is None:  # a graph whose first state is a choice: where its step waits
+            waiting = [
+                s
+                for s in await self.store.list_steps(run.id)
+                if s.node_id in states and s.status == StepStatus.WAITING and not s.branch
+            ]
+            state = waiting[-1].node_id if waiting else None
+        # Read again after the moves: a final state's step ends the run after its move.
         run = await self.store.get_run(run_id)
-        current = _current_state(steps)
-        history = _history(steps)
-        if current is None:
-            last = steps[-1] if steps else None
-            if run.status.is_terminal:
-                final = (
-                    run.status == RunStatus.SUCCEEDED
-                    and last is not None
-                    and states[last.node_id].final
-                )
-                where = "final" if final else "ended"
-                state = last.node_id if last else None
-                return ActionsView(run, state, where, [], [], history)
-            return ActionsView(run, last.node_id if last else None, "moving", [], [], history)
-        config = states[current.node_id]
-        allowed, unavailable = [], []
-        for action in config.actions:
-            reason = _refusal(action, states)
-            if reason is None:
-                allowed.append(action)
-            else:
-                unavailable.append((action, reason))
-        status = "paused" if run.status == RunStatus.PAUSED else "waiting"
-        if status == "paused":
-            unavailable = [(a, "the run is paused") for a in allowed] + unavailable
-            allowed = []
-        return ActionsView(run, current.node_id, status, allowed, unavailable, history, current)
+        where = actions.position(states, run.status, state)
+        return ActionsView(run, where, actions.history(moves[::-1]))
 
     async def take_action(
         self, run_id: str, action_id: str, *, actor: str, payload: Any = None
-    ) -> RunRecord:
-        """Move a state-machine run with a named action. Refused (Conflict, with the reason):
-        a disabled action, an action not allowed from the current state, any action once the
-        run is in a final state or ended, a run that is paused or between states. Of two
-        concurrent actions on one run exactly one wins."""
-        run = await self.store.get_run(run_id)
-        wf = await self.compiled(run.workflow_id, run.workflow_version)
-        states = _state_nodes(wf)
-        known = {a.id for config in states.values() for a in config.actions}
-        if action_id not in known:
-            raise NotFound(f"workflow {wf.definition.name!r} has no action {action_id!r}")
-        view = await self.run_actions(run_id)
-        detail = {"state": view.state, "status": view.status}
-        if view.status in ("final", "ended"):
-            what = f"in the final state {view.state!r}" if view.status == "final" else "ended"
-            raise Conflict(
-                f"run {run_id} is {what} ({run.status.value}); no action can move it",
-                detail=detail,
-            )
-        if view.status == "moving":
-            raise Conflict(
-                f"run {run_id} is between states (running the next state's on-enter "
-                "nodes); try again shortly",
-                detail=detail,
-            )
-        if view.status == "paused":
-            raise Conflict(f"run {run_id} is paused; resume it first", detail=detail)
-        assert view.state is not None
-        action = states[view.state].action(action_id)
-        if action is None:
-            allowed = [a.id for a in view.allowed]
-            raise Conflict(
-                f"action {action_id!r} is not allowed from state {view.state!r} "
-                f"(allowed now: {', '.join(allowed) or 'none'})",
-                detail={**detail, "allowed": allowed},
-            )
-        reason = _refusal(action, states)
-        if reason is not None:
-            raise Conflict(f"action {action_id!r} is refused: {reason}", detail=detail)
-        # The step read with the view: the action was checked against its state, and the
-        # store applies it only if that very step still waits (else Conflict).
-        step = view.step
-        if step is None:
-            raise Conflict(f"run {run_id} is not waiting in a state; try again", detail=detail)
+    ) -> ActionsView:
+        """Move a state-machine run with a named action, in one transaction: it is in the
+        target state when this returns, and the next action is accepted at once
+        (``on_enter`` nodes run on workers, after). Refused (Conflict, with the reason): a
+        disabled action or target state, an action not allowed from the current state, any
+        action once the run is in a final state or ended, a paused run. Concurrent actions
+        on one run are decided one after the other, each on the state the previous left."""
         now = self.clock()
-        [state] = (await self.store.load_run_states([step])).values()
-        output = {
-            "state": view.state,
-            "action": action.id,
-            "to_state": action.to_state,
-            "by": actor,
-            "at": now.isoformat(),
-            "payload": payload,
-        }
-        transition = on_success(
-            wf,
-            step.node_id,
-            NodeOutcome(output=output, next=action.to),
-            iterations=state.iterations,
-            now=now,
-        )
-        transition = replace(
-            transition,
-            extra_events=(
-                (
-                    "state.transition",
-                    {"from": view.state, "to": action.to_state, "action": action.id, "by": actor},
-                ),
-            ),
-        )
-        moved = await self.store.apply_action(step, transition, actor=actor, now=now)
-        self._enqueued()
-        return moved
+        key = self._run_workflows.get(run_id)
+        for _ in range(2):
+            if key is None:
+                run = await self.store.get_run(run_id)
+                key = (run.workflow_id, run.workflow_version)
+            wf = await self.compiled(*key)
+            states = actions.state_nodes(wf)
+
+            def decide(
+                facts: MoveFacts,
+                key: tuple[WorkflowId, int] = key,
+                wf: CompiledWorkflow = wf,
+                states: dict[str, StateConfig] = states,
+            ) -> MovePlan:
+                if (facts.run.workflow_id, facts.run.workflow_version) != key:
+                    raise _OtherVersion  # retried on another version since: decide again
+                return actions.decide(
+                    wf, states, facts, action_id, actor=actor, now=now, payload=payload
+                )
+
+            try:
+                facts, recorded = await self.store.record_action(
+                    run_id, ACTION_SIGNAL, decide, actor=actor, now=now, history=MAX_HISTORY
+                )
+            except _OtherVersion:
+                key = None
+                continue
+            self._run_workflows.put(run_id, key)
+            self._enqueued()
+            where = actions.position(states, facts.run.status, recorded.payload["to"])
+            history = actions.history([*facts.moves[::-1], recorded][-MAX_HISTORY:])
+            return ActionsView(facts.run, where, history, recorded)
+        raise Conflict(f"run {run_id} changed version while moving; try again")
 
     def _enqueued(self) -> None:
         if self.on_enqueue is not None:
@@ -620,60 +580,42 @@ class FlowyardService:
 
 @dataclass(frozen=True, slots=True)
 class ActionsView:
-    """A state-machine run's position: ``status`` is waiting (in ``state``, ``allowed``
-    actions may be taken), moving (between states), paused, final or ended."""
+    """A state-machine run, where it is, and its moves (``recorded``: the move an action
+    just made)."""
 
     run: RunRecord
-    state: str | None
-    status: str
-    allowed: list[StateAction]
-    unavailable: list[tuple[StateAction, str]]
+    where: Position
     history: list[dict[str, Any]]
-    #: The state step the run waits in (what an action completes), when it waits.
-    step: StepRecord | None = None
+    recorded: SignalRecord | None = None
 
 
-def _state_nodes(wf: CompiledWorkflow) -> dict[str, StateConfig]:
-    states = {
-        node.id: node.config for node in wf.nodes.values() if isinstance(node.config, StateConfig)
-    }
-    if not states:
-        raise Conflict(f"workflow {wf.definition.name!r} is not a state machine: it has no actions")
-    return states
+#: How many moves a state-machine run lists (its latest).
+MAX_HISTORY = 1000
 
 
-def _current_state(steps: list[StepRecord]) -> StepRecord | None:
-    """The state step the run waits in (main path), if it waits in one."""
-    waiting = [
-        s
-        for s in steps
-        if s.status == StepStatus.WAITING and s.waiting_for == "action" and not s.branch
-    ]
-    return waiting[-1] if waiting else None
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-def _history(steps: list[StepRecord]) -> list[dict[str, Any]]:
-    """Every transition taken, oldest first: from, to, action, by, at."""
-    return [
-        {
-            "from": s.output["state"],
-            "to": s.output["to_state"],
-            "action": s.output["action"],
-            "by": s.output["by"],
-            "at": s.output["at"],
-        }
-        for s in sorted(steps, key=lambda s: s.id)
-        if s.status == StepStatus.SUCCEEDED and isinstance(s.output, dict) and "action" in s.output
-    ]
+class _Recent(Generic[K, V]):
+    """The latest ``size`` entries put (older ones are forgotten)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        self._items.pop(key, None)
+        self._items[key] = value
+        if len(self._items) > self.size:
+            del self._items[next(iter(self._items))]
 
 
-def _refusal(action: StateAction, states: dict[str, StateConfig]) -> str | None:
-    if not action.enabled:
-        return f"action {action.id!r} is disabled"
-    target = states.get(action.to_state)
-    if target is not None and not target.enabled:
-        return f"state {action.to_state!r} is disabled"
-    return None
+class _OtherVersion(Exception):
+    """The run is on another workflow version than the one an action was decided with."""
 
 
 #: How deep child runs may nest (a run, its child, the child's child, ...).

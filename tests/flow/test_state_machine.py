@@ -151,8 +151,9 @@ async def test_the_approval_sample_moves_through_its_states_with_history(
     client: httpx.AsyncClient,
 ) -> None:
     run_id = await start(client)
-    draft = await in_state(client, run_id, "draft")
-    assert draft["run_status"] == "waiting"
+    # In its initial state as soon as it is started, before any worker ran it.
+    draft = (await client.get(f"{API}/runs/{run_id}/actions")).json()
+    assert (draft["state"], draft["status"]) == ("draft", "waiting")
     assert [a["id"] for a in draft["actions"]] == ["submit"]
     assert draft["unavailable"] == [
         {
@@ -162,24 +163,37 @@ async def test_the_approval_sample_moves_through_its_states_with_history(
             "reason": "state 'archived' is disabled",
         }
     ]
-    assert (await act(client, run_id, "submit")).status_code == 200
-    pending = await in_state(client, run_id, "pending_review")
+    submitted = await act(client, run_id, "submit")
+    assert submitted.status_code == 200, submitted.text
+    # The answer is the new state and what it accepts now.
+    pending = submitted.json()
+    assert (pending["state"], pending["status"]) == ("pending_review", "waiting")
     assert sorted(a["id"] for a in pending["actions"]) == ["approve", "reject", "request_changes"]
+    await in_state(client, run_id, "pending_review")  # its on-enter node ran
     assert (await act(client, run_id, "request_changes", payload={"note": "fix p3"})).is_success
     await in_state(client, run_id, "changes_requested")
     assert (await act(client, run_id, "submit")).is_success
-    await in_state(client, run_id, "pending_review")
-    assert (await act(client, run_id, "approve")).is_success
-    final = await in_state(client, run_id, "approved")
+    approved = await act(client, run_id, "approve")  # at once, on-enter or not
+    assert (approved.json()["state"], approved.json()["status"]) == ("approved", "final")
 
-    assert final["status"] == "final"
-    assert final["run_status"] == "succeeded"
-    moves = [(h["from"], h["action"], h["to"], h["by"]) for h in final["history"]]
+    async def ended() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await client.get(f"{API}/runs/{run_id}/actions")).json()
+        return body if body["run_status"] == "succeeded" else None
+
+    final = await eventually(ended, f"run {run_id} succeeded")
+    assert (final["state"], final["status"]) == ("approved", "final")
+    moves = [(h["from"], h["action"], h["to"], h["by"], h["payload"]) for h in final["history"]]
     assert moves == [
-        ("draft", "submit", "pending_review", "user:admin"),
-        ("pending_review", "request_changes", "changes_requested", "user:admin"),
-        ("changes_requested", "submit", "pending_review", "user:admin"),
-        ("pending_review", "approve", "approved", "user:admin"),
+        ("draft", "submit", "pending_review", "user:admin", None),
+        (
+            "pending_review",
+            "request_changes",
+            "changes_requested",
+            "user:admin",
+            {"note": "fix p3"},
+        ),
+        ("changes_requested", "submit", "pending_review", "user:admin", None),
+        ("pending_review", "approve", "approved", "user:admin", None),
     ]
     steps = (await client.get(f"{API}/runs/{run_id}/steps")).json()
     items = steps["items"] if isinstance(steps, dict) else steps
@@ -190,6 +204,36 @@ async def test_the_approval_sample_moves_through_its_states_with_history(
     events = events["items"] if isinstance(events, dict) else events
     transitions = [e for e in events if e["type"] == "state.transition"]
     assert [e["actor"] for e in transitions] == ["user:admin"] * 4
+    signals = (await client.get(f"{API}/runs/{run_id}/signals")).json()
+    assert signals["items"] == []  # moves are listed with the actions, not as signals
+
+
+async def test_submit_then_approve_back_to_back_never_conflicts(
+    client: httpx.AsyncClient,
+) -> None:
+    """Issue 10: the next valid action is accepted the moment the previous one answered,
+    whatever the workers are doing (100 runs, a worker running alongside)."""
+    created = await client.post(f"{API}/workflows", json=SAMPLE)
+    workflow_id = created.json()["workflow"]["id"]
+    run_ids = []
+    for _ in range(100):
+        started = await client.post(f"{API}/workflows/{workflow_id}/runs", json={"input": DOC})
+        run_id = started.json()["id"]
+        submitted = await act(client, run_id, "submit")
+        assert submitted.status_code == 200, submitted.text
+        approved = await act(client, run_id, "approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["state"] == "approved"
+        run_ids.append(run_id)
+
+    async def all_approved() -> bool | None:
+        for run_id in run_ids:
+            run = (await client.get(f"{API}/runs/{run_id}")).json()
+            if run["status"] != "succeeded":
+                return None
+        return True
+
+    await eventually(all_approved, "every run approved")
 
 
 async def test_every_refusal_is_a_409_with_the_reason(client: httpx.AsyncClient) -> None:

@@ -57,7 +57,7 @@ class Driver:
         steps = list(steps)
         if not steps:
             return []
-        states = await self.c.store.load_run_states(steps)
+        states = await self.c.store.load_run_states(steps, listening=self.executor.listening)
         out = []
         for s in steps:
             tr: Transition = await self.executor.execute(s, states.get((s.run_id, s.branch)))

@@ -1,7 +1,7 @@
-"""take_action checks the action against a view of the run (run_actions), then reads the
-steps again and compare-and-sets on whatever state step it finds *then*. If another action
-moved the run in between, the first action is applied to the new state, where it may not be
-allowed at all (or the assert on the step fails: a 500)."""
+"""take_action checks the action against the run's state (the target of its last move) and
+records the move only if that is still the last one: if another action moved the run in
+between, the first is refused (409), never applied to the new state, where it may not be
+allowed at all."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ DOC = {"document": "q3-budget.pdf", "author": "ada"}
 
 class Interleave:
     """The store, but between take_action's checks and its compare-and-set (the store's
-    apply_action) another actor's action runs to completion."""
+    record_action) another actor's action is taken."""
 
     def __init__(self, store: Any, other: Any) -> None:
         self._store = store
@@ -32,26 +32,25 @@ class Interleave:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def apply_action(self, *args: Any, **kw: Any) -> Any:
+    async def record_action(self, *args: Any, **kw: Any) -> Any:
         if self.other is not None:
             other, self.other = self.other, None
             await other()
-        return await self._store.apply_action(*args, **kw)
+        return await self._store.record_action(*args, **kw)
 
 
 @pytest.mark.parametrize("settled", [True, False], ids=["new-state-waits", "moving"])
 async def test_an_action_checked_against_one_state_is_not_applied_to_another(
     settings: Settings, settled: bool
 ) -> None:
-    """settled: the other action's target state is already waiting when the first action
-    reads the steps again: 'approve' is applied to changes_requested. Not settled: the run
-    is between states: take_action's ``assert step is not None`` fails (a 500, not 409)."""
+    """settled: a worker has followed the other action (the run waits in its target state);
+    not settled: the other action is only recorded. Either way 'approve' is refused."""
     async with driven(settings) as d:
         run = await d.start(SAMPLE, DOC)
         await d.idle()
         await d.c.service.take_action(run.id, "submit", actor="user:ada")
         await d.idle()  # notify_reviewers, then it waits in pending_review
-        assert (await d.c.service.run_actions(run.id)).state == "pending_review"
+        assert (await d.c.service.run_actions(run.id)).where.state == "pending_review"
         service = d.c.service
         real = service.store
 
@@ -74,6 +73,6 @@ async def test_an_action_checked_against_one_state_is_not_applied_to_another(
             service.store = real
         await d.idle()
         view = await service.run_actions(run.id)
-        assert view.state == "changes_requested", (
-            f"'approve' moved the run from changes_requested to {view.state} ({view.status})"
+        assert view.where.state == "changes_requested", (
+            f"'approve' moved the run from changes_requested to {view.where}"
         )

@@ -62,6 +62,8 @@ async def test_a_state_machine_run_is_running_while_its_on_enter_nodes_run(
         await d.idle()
         assert (await d.c.store.get_run(run.id)).status == RunStatus.WAITING
         await d.c.service.take_action(run.id, "submit", actor="user:ada")
+        [draft] = await d.claim()  # the 'draft' step follows the move
+        await d.complete(await d.execute([draft]))
         [notify] = await d.claim()  # the on-enter node of 'review' runs now
         assert notify.node_id == "review__notify"
         assert (await d.c.store.get_run(run.id)).status == RunStatus.RUNNING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,6 +142,20 @@ class SignalRecord:
     created_at: datetime
     consumed_at: datetime | None = None
     step_id: StepId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MoveFacts:
+    """What deciding a state-machine move needs, read under the run's lock: the run, its
+    latest moves (newest first) and the main-path state step waiting for one, if any."""
+
+    run: RunRecord
+    moves: Sequence[SignalRecord]
+    waiting_in: str | None
+
+
+#: A move decided from its facts: the move (the signal's payload) and the event to record.
+MovePlan = tuple[dict[str, Any], tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)

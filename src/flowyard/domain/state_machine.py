@@ -22,6 +22,11 @@ from flowyard.domain.definition import (
 
 ACTION_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
+#: The signal an action is delivered as (reserved: signal names sent over the API or waited
+#: for by ``wait_for_signal`` cannot contain ``@``). Its payload is the move:
+#: ``{from, to, action, by, at, payload}``; the run's state is the ``to`` of its last one.
+ACTION_SIGNAL = "@action"
+
 
 class StateSpec(_Strict):
     """One state. ``on_enter`` nodes run in order each time the run enters it."""
@@ -86,6 +91,7 @@ def is_state_machine(raw: object) -> bool:
 
 __all__ = [
     "ACTION_ID_PATTERN",
+    "ACTION_SIGNAL",
     "NODE_ID_PATTERN",
     "ActionSpec",
     "StateMachineDefinition",

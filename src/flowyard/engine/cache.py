@@ -10,6 +10,7 @@ from typing import Any
 
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.validation import DefinitionValidator
+from flowyard.nodes.registry import NodeRegistry
 
 Loader = Callable[[str, int], Awaitable[dict[str, Any]]]
 
@@ -36,6 +37,11 @@ class WorkflowCache:
         self._budget_s = budget_s or limits.compile_budget_s * STORED_BUDGET_FACTOR
         self._items: OrderedDict[tuple[str, int], CompiledWorkflow] = OrderedDict()
         self._lock = asyncio.Lock()
+
+    @property
+    def registry(self) -> NodeRegistry:
+        """The node types definitions compile against."""
+        return self._validator.registry
 
     async def get(self, workflow_id: str, version: int) -> CompiledWorkflow:
         """The compiled version (raises DefinitionError if a stored version no longer

@@ -225,6 +225,8 @@ class NodeType(ABC, Generic[C]):
     terminal: ClassVar[bool] = False
     #: Branching node types choose their target in config; a static ``next`` is optional.
     branching: ClassVar[bool] = False
+    #: The step reads the run's buffered signals (``StepContext.signals``) when it executes.
+    listens_for_signals: ClassVar[bool] = False
 
     def parse_config(self, raw: Mapping[str, Any]) -> C:
         """Validate raw config into the config model (raises pydantic.ValidationError)."""

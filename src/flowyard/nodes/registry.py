@@ -43,6 +43,10 @@ class NodeRegistry:
         """Registered type names, sorted."""
         return sorted(self._types)
 
+    def listening_types(self) -> frozenset[str]:
+        """The types whose steps read the run's buffered signals (loaded when claimed)."""
+        return frozenset(name for name, t in self._types.items() if t.listens_for_signals)
+
     def describe(self) -> list[dict[str, Any]]:
         """Every type with its config JSON Schema, sorted by name."""
         return [self._types[name].describe() for name in self.names()]

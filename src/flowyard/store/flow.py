@@ -14,7 +14,7 @@ own outcome. Counting uses aggregates: a map over 10,000 items never loads its r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flowyard.domain.commands import ChildRun, Fork, JoinPolicy
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.ids import RunId, StepId, new_run_id
-from flowyard.domain.records import BranchResult, SignalRecord, StepRecord
+from flowyard.domain.records import BranchResult, MoveFacts, MovePlan, SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import ACTIVE, chunks, event_row
+from flowyard.store.rows import ACTIVE, chunks, event_row, run_record
 from flowyard.store.schema import branches, run_events, runs, signals, steps
 
 #: Branch statuses.
@@ -473,63 +473,109 @@ class FlowOps(SqlBase):
         refuses it (Conflict)."""
 
         async def fn(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
+            status = await _lock_run(conn, run_id)
+            if status.is_terminal:
+                raise Conflict(f"run {run_id} has ended ({status.value}); it takes no signals")
+            signal, woke = await _deliver(conn, run_id, name, payload, actor, now)
+            event = {"name": name, "signal_id": signal.id, "buffered": not woke}
+            await conn.execute(
+                run_events.insert().values(
+                    **event_row(run_id, "signal.received", event, now, actor=actor)
+                )
+            )
+            return signal, woke
+
+        return await self._tx(fn)
+
+    async def record_action(
+        self,
+        run_id: str,
+        name: str,
+        decide: Callable[[MoveFacts], MovePlan],
+        *,
+        actor: str,
+        now: datetime,
+        history: int = 1000,
+    ) -> tuple[MoveFacts, SignalRecord]:
+        """Decide and record a state-machine move in one transaction: lock the run, read its
+        latest ``history`` moves (the signals called ``name``) and the state step waiting
+        for one, let ``decide`` (pure; it raises to refuse) make the move, record it as the
+        next such signal with its event, and wake the waiting step. Concurrent moves on one
+        run are serialised by the lock: each is decided on the facts the previous left."""
+
+        async def fn(conn: AsyncConnection) -> tuple[MoveFacts, SignalRecord]:
             row = (
                 await conn.execute(
-                    sa.select(runs.c.id, runs.c.status)
-                    .where(runs.c.id == run_id)
-                    .with_for_update(key_share=True)
+                    sa.select(runs).where(runs.c.id == run_id).with_for_update(key_share=True)
                 )
             ).first()
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
-            if RunStatus(row.status).is_terminal:
-                raise Conflict(f"run {run_id} has ended ({row.status}); it takes no signals")
-            inserted = (
-                await conn.execute(
-                    signals.insert()
-                    .values(
-                        run_id=run_id, name=name, payload=payload, sent_by=actor, created_at=now
-                    )
-                    .returning(*signals.c)
-                )
-            ).one()
-            woken = await conn.execute(
-                steps.update()
+            moves = await conn.execute(
+                sa.select(signals)
+                .where(signals.c.run_id == run_id, signals.c.name == name)
+                .order_by(signals.c.id.desc())
+                .limit(history)
+            )
+            waiting = await conn.scalar(
+                sa.select(steps.c.node_id)
                 .where(
                     steps.c.run_id == run_id,
                     steps.c.status == StepStatus.WAITING.value,
                     steps.c.waiting_for == f"signal:{name}",
+                    steps.c.branch == "",
                 )
-                .values(available_at=now)
-                .returning(steps.c.id)
+                .order_by(steps.c.id.desc())
+                .limit(1)
             )
-            woke = bool(woken.all())
+            facts = MoveFacts(run_record(row), [signal_record(m) for m in moves], waiting)
+            move, (kind, data) = decide(facts)
+            signal, _ = await _deliver(conn, run_id, name, move, actor, now)
             await conn.execute(
-                run_events.insert().values(
-                    **event_row(
-                        run_id,
-                        "signal.received",
-                        {"name": name, "signal_id": inserted.id, "buffered": not woke},
-                        now,
-                        actor=actor,
-                    )
-                )
+                run_events.insert().values(**event_row(run_id, kind, data, now, actor=actor))
             )
-            return signal_record(inserted), woke
+            return facts, signal
 
         return await self._tx(fn)
 
     async def list_signals(
-        self, run_id: str, *, limit: int = 1000, after: int | None = None
+        self,
+        run_id: str,
+        *,
+        limit: int = 1000,
+        after: int | None = None,
+        name: str | None = None,
+        exclude: str | None = None,
     ) -> list[SignalRecord]:
-        """Signals of a run, oldest first (after the id ``after``)."""
+        """Signals of a run, oldest first (after the id ``after``; only those called
+        ``name``; not those called ``exclude``)."""
         query = sa.select(signals).where(signals.c.run_id == run_id)
         if after is not None:
             query = query.where(signals.c.id > after)
+        if name is not None:
+            query = query.where(signals.c.name == name)
+        if exclude is not None:
+            query = query.where(signals.c.name != exclude)
 
         async def fn(conn: AsyncConnection) -> list[SignalRecord]:
             rows = await conn.execute(query.order_by(signals.c.id).limit(limit))
             return [signal_record(row) for row in rows]
+
+        return await self._tx(fn, write=False)
+
+    async def recent_signals(
+        self, run_id: str, name: str, *, limit: int = 1000
+    ) -> list[SignalRecord]:
+        """The run's latest ``limit`` signals called ``name``, newest first."""
+        query = (
+            sa.select(signals)
+            .where(signals.c.run_id == run_id, signals.c.name == name)
+            .order_by(signals.c.id.desc())
+            .limit(limit)
+        )
+
+        async def fn(conn: AsyncConnection) -> list[SignalRecord]:
+            return [signal_record(row) for row in await conn.execute(query)]
 
         return await self._tx(fn, write=False)
 
@@ -689,3 +735,37 @@ async def load_branch_results(
                 )
             )
     return results
+
+
+async def _lock_run(conn: AsyncConnection, run_id: str) -> RunStatus:
+    """Lock the run's row against status changes (NotFound when there is none); its status."""
+    status = await conn.scalar(
+        sa.select(runs.c.status).where(runs.c.id == run_id).with_for_update(key_share=True)
+    )
+    if status is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return RunStatus(status)
+
+
+async def _deliver(
+    conn: AsyncConnection, run_id: str, name: str, payload: Any, actor: str | None, now: datetime
+) -> tuple[SignalRecord, bool]:
+    """Insert the signal and wake the steps waiting for it (the caller locked the run)."""
+    inserted = (
+        await conn.execute(
+            signals.insert()
+            .values(run_id=run_id, name=name, payload=payload, sent_by=actor, created_at=now)
+            .returning(*signals.c)
+        )
+    ).one()
+    woken = await conn.execute(
+        steps.update()
+        .where(
+            steps.c.run_id == run_id,
+            steps.c.status == StepStatus.WAITING.value,
+            steps.c.waiting_for == f"signal:{name}",
+        )
+        .values(available_at=now)
+        .returning(steps.c.id)
+    )
+    return signal_record(inserted), bool(woken.all())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -22,6 +22,8 @@ from flowyard.domain.ids import RunId, StepId, WorkflowId
 from flowyard.domain.records import (
     BranchResult,
     EventRecord,
+    MoveFacts,
+    MovePlan,
     NewRun,
     RunRecord,
     SignalRecord,
@@ -221,18 +223,35 @@ class Store(Protocol):
         ...
 
     async def load_run_states(
-        self, claimed: Sequence[StepRecord]
+        self, claimed: Sequence[StepRecord], *, listening: Collection[str] = frozenset()
     ) -> dict[tuple[RunId, str], RunState]:
         """What executing these steps needs, per (run, branch): the run, the finished steps
         visible from the branch (the main path, enclosing branches and its own), the map
-        item, the run's buffered signals and, for steps woken from a fork, its results."""
+        item, the run's buffered signals (for the node types ``listening`` names and steps
+        waiting for a signal) and, for steps woken from a fork, its results."""
         ...
 
-    async def apply_action(
-        self, step: StepRecord, transition: Transition, *, actor: str, now: datetime
-    ) -> RunRecord:
-        """Complete the waiting state step with an action's transition, if it still waits
-        unchanged (else Conflict): of concurrent actions exactly one wins."""
+    async def record_action(
+        self,
+        run_id: str,
+        name: str,
+        decide: Callable[[MoveFacts], MovePlan],
+        *,
+        actor: str,
+        now: datetime,
+        history: int = 1000,
+    ) -> tuple[MoveFacts, SignalRecord]:
+        """Decide and record a state-machine move in one transaction: under the run's lock,
+        ``decide`` (pure; raises to refuse) gets the run, its latest ``history`` moves (the
+        signals called ``name``, newest first) and the state step waiting for one; its
+        move is recorded as the next such signal, with its event, and wakes that step.
+        NotFound for an unknown run. Returns the facts decided on and the recorded move."""
+        ...
+
+    async def recent_signals(
+        self, run_id: str, name: str, *, limit: int = 1000
+    ) -> list[SignalRecord]:
+        """The run's latest ``limit`` signals called ``name``, newest first."""
         ...
 
     async def send_signal(
@@ -243,9 +262,16 @@ class Store(Protocol):
         ...
 
     async def list_signals(
-        self, run_id: str, *, limit: int = 1000, after: int | None = None
+        self,
+        run_id: str,
+        *,
+        limit: int = 1000,
+        after: int | None = None,
+        name: str | None = None,
+        exclude: str | None = None,
     ) -> list[SignalRecord]:
-        """Signals of a run, oldest first (after the id ``after``)."""
+        """Signals of a run, oldest first (after the id ``after``; only those called
+        ``name``; not those called ``exclude``)."""
         ...
 
     async def cancel_orphans(self, now: datetime, *, limit: int = 500) -> list[RunId]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -15,10 +15,9 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowyard.domain.commands import Transition
-from flowyard.domain.errors import Conflict, NotFound, StoreRejected
+from flowyard.domain.errors import StoreRejected
 from flowyard.domain.ids import RunId, StepId
-from flowyard.domain.records import RunRecord, SignalRecord, StepRecord
+from flowyard.domain.records import SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
 from flowyard.store.completion import BatchCompletion
@@ -129,13 +128,14 @@ class QueueOps(SqlBase):
             )
 
     async def load_run_states(
-        self, claimed: Sequence[StepRecord]
+        self, claimed: Sequence[StepRecord], *, listening: Collection[str] = frozenset()
     ) -> dict[tuple[RunId, str], RunState]:
         """Runs and, per branch, the latest finished execution of each node visible from it.
 
         A fixed number of queries per 500 runs: runs, their steps on the branches in view,
-        and only when needed the map items, buffered signals (for steps that wait for one)
-        and fork results (for woken fork steps)."""
+        and only when needed the map items, buffered signals (for steps of the node types
+        ``listening`` names, and steps that wait for a signal) and fork results (for woken
+        fork steps)."""
         wanted: dict[RunId, set[str]] = {}
         for step in claimed:
             wanted.setdefault(step.run_id, set()).add(step.branch)
@@ -143,7 +143,7 @@ class QueueOps(SqlBase):
         listening = {
             s.run_id
             for s in claimed
-            if s.node_type in SIGNAL_NODE_TYPES or (s.waiting_for or "").startswith("signal:")
+            if s.node_type in listening or (s.waiting_for or "").startswith("signal:")
         }
 
         async def fn(conn: AsyncConnection) -> dict[tuple[RunId, str], RunState]:
@@ -188,57 +188,6 @@ class QueueOps(SqlBase):
                 raise
             # Not a connection problem: the data of a result cannot be stored as it is.
             raise StoreRejected(f"the database refused the batch: {exc}") from exc
-
-    async def apply_action(
-        self, step: StepRecord, transition: Transition, *, actor: str, now: datetime
-    ) -> RunRecord:
-        """Move a run out of the state it waits in (``step``): in one transaction, take the
-        waiting step as if claimed (only if it is still waiting, unchanged: of two
-        concurrent actions exactly one wins, the other gets Conflict) and complete it."""
-
-        async def fn(conn: AsyncConnection) -> RunRecord:
-            row = (
-                await conn.execute(
-                    sa.select(runs.c.status)
-                    .where(runs.c.id == step.run_id)
-                    .with_for_update(key_share=True)
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"run {step.run_id!r} not found")
-            taken = (
-                await conn.execute(
-                    steps.update()
-                    .where(
-                        steps.c.id == step.id,
-                        steps.c.status == StepStatus.WAITING.value,
-                        steps.c.claims == step.claims,
-                        steps.c.held == sa.false(),
-                    )
-                    .values(
-                        status=StepStatus.RUNNING.value,
-                        claims=steps.c.claims + 1,
-                        attempt=steps.c.attempt + 1,
-                        lease_owner=actor[:100],
-                        lease_expires_at=now,
-                        started_at=now,
-                    )
-                    .returning(*steps.c)
-                )
-            ).first()
-            if taken is None or RunStatus(row.status).is_terminal:
-                raise Conflict(
-                    f"run {step.run_id} has moved on meanwhile (another action won, or it was "
-                    "paused or ended); list its actions again",
-                    detail={"state": step.node_id},
-                )
-            completion = StepCompletion(step_record(taken), transition)
-            await BatchCompletion(self, conn, [completion], now, actor).apply()
-            return run_record(
-                (await conn.execute(sa.select(runs).where(runs.c.id == step.run_id))).one()
-            )
-
-        return await self._tx(fn)
 
     async def extend_leases(
         self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float
@@ -387,10 +336,6 @@ class QueueOps(SqlBase):
             return {row[0]: int(row[1]) for row in rows}
 
         return await self._tx(fn, write=False)
-
-
-#: Node types that read the run's buffered signals on their first execution.
-SIGNAL_NODE_TYPES = frozenset({"wait_for_signal"})
 
 
 async def _pending_signals(

@@ -138,6 +138,8 @@ class StepExecutor:
         self.outbound = outbound if outbound is not None else Outbound(http)
         self.clock = clock
         self.rand = rand
+        #: Node types whose steps read the run's buffered signals (declared by each type).
+        self.listening = cache.registry.listening_types()
 
     async def execute(self, step: StepRecord, state: RunState | None) -> Transition:
         """Run the step's node and decide what follows. Never raises (but cancellation).

@@ -173,7 +173,11 @@ class Worker:
                 )
                 self.metrics.claim_duration.observe(time.perf_counter() - started)
                 self.metrics.claim_batch.observe(len(claimed))
-                states = await self.store.load_run_states(claimed) if claimed else {}
+                states = (
+                    await self.store.load_run_states(claimed, listening=self.executor.listening)
+                    if claimed
+                    else {}
+                )
             except StoreUnavailable as exc:
                 _log.warning("worker %s: store unavailable, backing off: %s", self.id, exc)
                 await self._wait(self._wake, min(backoff, 5.0))

@@ -13,7 +13,7 @@ from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import MAX_ID, Page, paged
 from flowyard.domain.records import SignalRecord
-from flowyard.domain.state_machine import ACTION_ID_PATTERN
+from flowyard.domain.state_machine import ACTION_ID_PATTERN, ACTION_SIGNAL
 from flowyard.service import ActionsView
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
@@ -115,9 +115,12 @@ async def list_signals(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> Page[SignalPublic]:
-    """Signals delivered to the run, oldest first, with the step that took each."""
+    """Signals delivered to the run, oldest first, with the step that took each (actions
+    on a state machine are listed by ``GET /runs/{run_id}/actions``)."""
     await service.store.get_run(run_id)  # 404 for an unknown run
-    rows = await service.store.list_signals(run_id, limit=limit + 1, after=cursor)
+    rows = await service.store.list_signals(
+        run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL
+    )
     items, next_cursor = paged(rows, limit, lambda s: s.id)
     return Page[SignalPublic](items=[SignalPublic.of(s) for s in items], next_cursor=next_cursor)
 
@@ -144,6 +147,7 @@ class Transition(BaseModel):
     action: str
     by: str
     at: datetime
+    payload: Any = Field(None, description="The data the action carried (its request body's).")
 
 
 class RunActions(BaseModel):
@@ -173,6 +177,7 @@ class RunActions(BaseModel):
                             "action": "submit",
                             "by": "user:ada",
                             "at": "2026-11-23T10:00:00Z",
+                            "payload": {"comment": "Ready for review"},
                         }
                     ],
                 }
@@ -201,15 +206,16 @@ class ActionRequest(BaseModel):
 
 
 def _actions_of(view: ActionsView) -> RunActions:
+    where = view.where
     return RunActions(
         run_id=view.run.id,
         run_status=view.run.status.value,
-        state=view.state,
-        status=view.status,
-        actions=[ActionPublic(id=a.id, name=a.name, to_state=a.to_state) for a in view.allowed],
+        state=where.state,
+        status=where.status,
+        actions=[ActionPublic(id=a.id, name=a.name, to_state=a.to_state) for a in where.allowed],
         unavailable=[
             ActionPublic(id=a.id, name=a.name, to_state=a.to_state, reason=reason)
-            for a, reason in view.unavailable
+            for a, reason in where.unavailable
         ],
         history=[Transition.model_validate(h) for h in view.history],
     )
@@ -241,9 +247,14 @@ async def take_action(
     action: Annotated[str, Path(pattern=ACTION_ID_PATTERN, examples=["approve"])],
     body: Annotated[ActionRequest | None, Body()] = None,
 ) -> RunActions:
-    """Move the run from its current state with ``action``. 409 with the reason for a
-    disabled action, an action not allowed from the current state, any action once the run
-    is in a final state, and a run that is paused or between states; 404 for an action the
-    workflow does not have. Of two concurrent actions exactly one wins (the other: 409)."""
-    await service.take_action(run_id, action, actor=actor, payload=body.payload if body else None)
-    return _actions_of(await service.run_actions(run_id))
+    """Move the run from its current state with ``action``: when this answers, the run is
+    in the target state (``state``) and the next action (``actions``) is accepted at once;
+    the target's ``on_enter`` nodes run on workers, after. 409 with the reason for a
+    disabled action or target state, an action not allowed from the current state, any
+    action once the run is in a final state, and a paused run; 404 for an action the
+    workflow does not have. Of two concurrent actions exactly one wins (the other: 409).
+    ``history`` is listed by ``GET /runs/{run_id}/actions``."""
+    moved = await service.take_action(
+        run_id, action, actor=actor, payload=body.payload if body else None
+    )
+    return _actions_of(moved)

@@ -124,6 +124,7 @@ class WaitForSignalNode(NodeType[WaitForSignalConfig]):
 
     type_name = "wait_for_signal"
     config_model = WaitForSignalConfig
+    listens_for_signals = True
     description = (
         "Waits for a named signal (e.g. a reply) with an optional timeout route. "
         "Output: {signal, payload, received_at, timed_out}."
