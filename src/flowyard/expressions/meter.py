@@ -211,6 +211,8 @@ class Meter:
 
     def charge(self, size: int) -> None:
         """Count ``size`` against the evaluation's total of produced values."""
+        if size < 0:
+            raise Refused("limit", f"invalid charge of {size}")
         self.total += size
         if self.total > self.max_total:
             raise Refused(

@@ -13,9 +13,10 @@ import functools
 import math
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, StrictUndefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_context
@@ -102,6 +103,13 @@ def _method(obj: Any) -> tuple[Any, str]:
     """``(bound object, method name)`` of a callable (the sandbox wraps str.format)."""
     target = getattr(obj, "__wrapped__", obj)
     return getattr(target, "__self__", None), getattr(target, "__name__", "")
+
+
+def _check_name(name: Any, what: str) -> None:
+    # The guards the compiler injects are filters named "_flowyard_...": a template naming
+    # one (or any private name) in a string could skip the meter or charge a negative size.
+    if not isinstance(name, str) or name.startswith("_"):
+        raise Refused("security", f"the {what} name {name!r} is not allowed")
 
 
 def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
@@ -203,6 +211,32 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             self._check_percent(left, right)
             meter.require(len(left) + meter.text_size(right), "%-formatting")
         return meter.produce(super().call_binop(context, operator, left, right))
+
+    def call_filter(
+        self,
+        name: str,
+        value: Any,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        eval_ctx: EvalContext | None = None,
+    ) -> Any:
+        """A filter called by name at run time (``map(name)``): never an internal one."""
+        _check_name(name, "filter")
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+
+    def call_test(
+        self,
+        name: str,
+        value: Any,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        eval_ctx: EvalContext | None = None,
+    ) -> Any:
+        """A test called by name at run time (``select(name)``): never an internal one."""
+        _check_name(name, "test")
+        return super().call_test(name, value, args, kwargs, context, eval_ctx)
 
     @pass_context
     def _finalize(self, context: Context, value: Any) -> Any:
@@ -461,6 +495,8 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         # pass_context keeps the optimizer from running the guard at compile time.
         meter = current_meter()
         meter.tick()
+        if type(text) is not int or text < 0:
+            raise Refused("security", "invalid loop guard")
         return _metered(meter, iter(value), text)
 
     @pass_context

@@ -1,0 +1,99 @@
+"""Holes a second review of the expression meter found: private filter and test names given
+as strings, huge integers, repeated format fields, size estimates below the real output,
+unmetered tests and a missing final clock check, ``pprint``, compile cost, lazy results.
+
+Sizes are asserted through ``tracemalloc`` (what an evaluation built before it was refused),
+times only as generous bounds."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from flowyard.expressions import ExpressionEngine, ExpressionError, ExpressionLimits
+from flowyard.expressions.meter import Meter, Refused
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def engine() -> ExpressionEngine:
+    return ExpressionEngine()
+
+
+@contextmanager
+def peak_memory() -> Iterator[list[int]]:
+    """The peak of memory allocated inside the block (bytes), in ``[0]`` after it."""
+    tracemalloc.start()
+    peak = [0]
+    try:
+        yield peak
+    finally:
+        peak[0] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+def failed(func: Callable[..., Any], *args: Any, kinds: tuple[str, ...] = ("limit",)) -> str:
+    """The message of the ExpressionError ``func`` raises, checking its kind."""
+    with pytest.raises(ExpressionError) as info:
+        func(*args)
+    assert info.value.kind in kinds, str(info.value)
+    return info.value.message
+
+
+def refused_cheaply(
+    engine: ExpressionEngine, source: str, scope: dict[str, Any], budget: int = 4 * MB
+) -> str:
+    """Refused with kind ``limit``, having built less than ``budget`` bytes first."""
+    engine.check_template(source)  # only the evaluation is measured
+    with peak_memory() as peak:
+        message = failed(engine.render, source, scope)
+    assert peak[0] < budget, f"{peak[0] / MB:.1f} MB built before the refusal"
+    return message
+
+
+# -- 1. private filter and test names --------------------------------------------------------
+
+PRIVATE_BY_NAME = [
+    "{{ [[1, 2]] | map('_flowyard_iter_guard', -1000000) | list }}",
+    "{{ ['a'] | map('_flowyard_size_guard') | list }}",
+    "{{ [['a']] | map('_flowyard_concat') | list }}",
+    "{% set f = '_flowyard_iter_guard' %}{{ [[1]] | map(f, -5) | list }}",
+    "{% set f = '_private' %}{{ [1] | select(f) | list }}",
+    "{% set f = '_private' %}{{ [1] | reject(f) | list }}",
+    "{% set f = '_private' %}{{ [{'a': 1}] | selectattr('a', f) | list }}",
+    "{% set f = '_private' %}{{ [{'a': 1}] | rejectattr('a', f) | list }}",
+]
+
+
+@pytest.mark.parametrize("source", PRIVATE_BY_NAME)
+def test_private_filter_and_test_names_are_refused_at_run_time(
+    engine: ExpressionEngine, source: str
+) -> None:
+    failed(engine.render, source, {}, kinds=("security",))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ x | map('_flowyard_iter_guard') }}",
+        "{{ x | select('_flowyard_iter_guard') }}",
+        "{{ x | reject('_t') }}",
+        "{{ x | selectattr('a', '_t') }}",
+        "{{ x | rejectattr('a', '_t') }}",
+    ],
+)
+def test_private_filter_and_test_names_are_refused_when_compiled(
+    engine: ExpressionEngine, source: str
+) -> None:
+    failed(engine.check_template, source, kinds=("security",))
+
+
+def test_charges_are_never_negative() -> None:
+    meter = Meter(ExpressionLimits())
+    with pytest.raises(Refused):
+        meter.charge(-1)
