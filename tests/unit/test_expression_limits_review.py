@@ -7,6 +7,7 @@ times only as generous bounds."""
 
 from __future__ import annotations
 
+import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from flowyard.expressions import ExpressionEngine, ExpressionError, ExpressionLimits
-from flowyard.expressions.meter import Meter, Refused
+from flowyard.expressions.meter import MAX_INT_BITS, Meter, Refused
 
 MB = 1024 * 1024
 
@@ -97,3 +98,40 @@ def test_charges_are_never_negative() -> None:
     meter = Meter(ExpressionLimits())
     with pytest.raises(Refused):
         meter.charge(-1)
+
+
+# -- 2. huge integers ------------------------------------------------------------------------
+
+
+def test_integers_are_capped_below_what_str_refuses(engine: ExpressionEngine) -> None:
+    # Python refuses str() of more than 4,300 digits: the cap is below it, so every integer
+    # an expression may hold can be printed.
+    assert 13_000 <= MAX_INT_BITS <= 14_284
+    assert engine.evaluate("('9' * 4200) | int", {}) == int("9" * 4200)
+    failed(engine.evaluate, "2 ** 14500", {})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # The int filter in base 16 is linear (no str limit): 1,000,000 bits.
+        "{% set a = ('f' * 250000) | int(base=16) %}{{ 1 }}",
+        # Operators that were not intercepted: 2 ** 13999 doubled.
+        "{% set a = 2 ** 13999 %}{{ (a - (0 - a)) > 0 }}",
+        "{% set a = 2 ** 13999 %}{{ ([a, a] | sum) > 0 }}",
+        # round() with a huge negative precision computes 10 ** n.
+        "{{ 5 | round(-10000000) }}",
+    ],
+)
+def test_every_integer_a_filter_or_operator_returns_is_checked(
+    engine: ExpressionEngine, source: str
+) -> None:
+    started = time.monotonic()
+    failed(engine.render, source, {})
+    assert time.monotonic() - started < 1.0
+
+
+def test_huge_integer_literals_are_refused_when_compiled(engine: ExpressionEngine) -> None:
+    failed(engine.check_template, "{{ 0x" + "f" * 4000 + " // 3 }}")
+    failed(engine.check_condition, "0b" + "1" * 20000 + " > 1")
+    assert engine.evaluate("0xff + 1_000", {}) == 1255

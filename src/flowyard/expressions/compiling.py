@@ -16,6 +16,7 @@ from jinja2.lexer import Token, TokenStream
 from jinja2.visitor import NodeTransformer
 
 from .errors import CompileBudgetExceeded, ExpressionError
+from .meter import MAX_INT_BITS
 
 if TYPE_CHECKING:
     from .sandbox import _SandboxEnvironment
@@ -103,11 +104,21 @@ def _security_violation(node: nodes.Node) -> str | None:
 
 
 def _check_security(root: nodes.Node, source: str) -> None:
-    """Refuse private-name access and template-loading tags before anything runs."""
+    """Refuse private-name access and template-loading tags before anything runs, and
+    integer literals above the limit (``0xfff...`` is linear to parse, but costly to use)."""
     for node in chain([root], root.find_all(nodes.Node)):
         message = _security_violation(node)
         if message is not None:
             raise ExpressionError(message, source, "security", node.lineno)
+        if isinstance(node, nodes.Const) and type(node.value) is int:
+            bits = node.value.bit_length()
+            if bits > MAX_INT_BITS:
+                raise ExpressionError(
+                    f"an integer literal of {bits} bits is above the limit of {MAX_INT_BITS}",
+                    source,
+                    "limit",
+                    node.lineno,
+                )
 
 
 class _TokenLimit(Extension):

@@ -26,8 +26,12 @@ from jinja2.utils import Namespace
 from .limits import ExpressionLimits
 
 #: Integers this large are never needed by workflow logic and are costly to build and print,
-#: so producing one counts as exceeding the budget.
-MAX_INT_BITS = 100_000
+#: so producing one counts as exceeding the budget. Below what ``str()`` accepts (4,300
+#: digits, about 14,284 bits), so every integer an expression holds can be printed, and
+#: small enough that arithmetic on two of them is quick (a division is quadratic).
+MAX_INT_BITS = 14_000
+#: Decimal digits of the largest integer allowed (a bound for ``round``'s precision).
+MAX_INT_DIGITS = MAX_INT_BITS * 30103 // 100_000 + 1
 #: Digits of an integer of ``n`` bits: ``n * _LOG2_NUM // _LOG2_DEN + 1`` (log10 2).
 _LOG2_NUM, _LOG2_DEN = 30103, 100_000
 #: Sequences are sized this many items per C-level pass when their items are flat scalars.

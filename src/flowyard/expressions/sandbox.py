@@ -23,7 +23,7 @@ from jinja2.utils import Namespace, pass_context
 
 from .compiling import _CONCAT_GUARD, _ITER_GUARD, _SIZE_GUARD, _TokenLimit
 from .limits import ExpressionLimits
-from .meter import MAX_INT_BITS, Meter, Refused, current_meter
+from .meter import MAX_INT_BITS, MAX_INT_DIGITS, Meter, Refused, current_meter
 
 # Compiling is linear in the source and bounded by the token limit; this caps the text.
 _MAX_SOURCE_CHARS = 1_000_000
@@ -125,7 +125,9 @@ def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
 class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox metered by the evaluation's budget."""
 
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    # "-" and "//" build nothing large from small operands, but every integer an operator
+    # returns is checked against MAX_INT_BITS (``a - (0 - a)`` doubles ``a``).
+    intercepted_binops = frozenset({"*", "**", "+", "-", "//", "%"})
 
     def __init__(self, limits: ExpressionLimits) -> None:
         self.limits = limits
@@ -146,6 +148,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             "replace": self._precheck_replace_filter,
             "join": self._precheck_join,
             "sum": self._precheck_sum,
+            "round": self._precheck_round,
             **{name: self._word_precheck(name, d) for name, d in _WORD_FILTER_SHARE.items()},
             **dict.fromkeys(_CHARACTER_FILTERS, self._precheck_characters),
         }
@@ -426,6 +429,16 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             length += len(item) if isinstance(item, Sized) else 0
             meter.charge(length)
 
+    def _precheck_round(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        # round(5, -n) computes 10 ** n first.
+        precision = _arg(params, kw, 0, "precision")
+        if isinstance(precision, int) and abs(precision) > MAX_INT_DIGITS:
+            raise Refused(
+                "limit", f"round() precision {precision} is beyond {MAX_INT_DIGITS} digits"
+            )
+
     def _word_precheck(self, name: str, divisor: int) -> _Precheck:
         cap = self.limits.max_output_chars // divisor
 
@@ -486,7 +499,12 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 if precheck is not None:
                     precheck(meter, value, args[offset + 1 :], kwargs)
             result = func(*args, **kwargs)
-            return result if passthrough else meter.produce(result)
+            if passthrough:
+                # Nothing new to size, but an integer may be new: int('f' * n, 16).
+                if isinstance(result, int):
+                    meter.check_int(result)
+                return result
+            return meter.produce(result)
 
         return guarded
 
