@@ -135,3 +135,39 @@ def test_huge_integer_literals_are_refused_when_compiled(engine: ExpressionEngin
     failed(engine.check_template, "{{ 0x" + "f" * 4000 + " // 3 }}")
     failed(engine.check_condition, "0b" + "1" * 20000 + " > 1")
     assert engine.evaluate("0xff + 1_000", {}) == 1255
+
+
+# -- 3. repeated format fields ---------------------------------------------------------------
+
+S100K = {"s": "x" * 100_000, "t": "y" * 600_000, "e": "\U0001f600" * 200_000}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ('%(a)s' * 1000) % {'a': s} }}",
+        "{{ ('{0}' * 1000).format(s) }}",
+        "{{ ('{a}' * 1000).format_map({'a': s}) }}",
+        "{{ ('%(a)s' * 1000) | format(a=s) }}",
+        "{{ '%(a)s%(a)s' | format(a=t) }}",
+        "{{ '{0}{0}'.format(t) }}",
+        "{{ '{0:.999999f}{0:.999999f}'.format(1.0) }}",
+        "{{ '%.999999f%.999999f' % (1.0, 1.0) }}",
+        "{{ '{0!a}'.format(e) }}",  # 10 characters each
+        "{{ '%a' % e }}",
+    ],
+)
+def test_repeated_format_fields_are_charged_before_formatting(
+    engine: ExpressionEngine, source: str
+) -> None:
+    refused_cheaply(engine, source, S100K, budget=1 * MB)
+
+
+def test_formatting_still_works(engine: ExpressionEngine) -> None:
+    assert engine.render("{{ '%s-%s' % ('a', 'b') }}", {}) == "a-b"
+    assert engine.render("{{ '%(a)s%(a)s' % {'a': 'b'} }}", {}) == "bb"
+    assert engine.render("{{ '{0}{0}{1}'.format('ab', 3) }}", {}) == "abab3"
+    assert engine.render("{{ '{}-{x}'.format(1, x=2) }}", {}) == "1-2"
+    assert engine.render("{{ '%05.1f|%%' | format(2.25) }}", {}) == "002.2|%"
+    assert engine.render("{{ '{0[a]}{0[a]}'.format({'a': 'z'}) }}", {}) == "zz"
+    assert engine.render("{{ '%(a)s' | format(a=1) }}", {}) == "1"

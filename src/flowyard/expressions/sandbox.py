@@ -63,7 +63,15 @@ _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 _PASSTHROUGH_METHODS = frozenset({"get", "items", "keys", "values"})
 
 _PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# One %-field: key, width, precision, conversion.
+_PERCENT_FIELD = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.?)", re.S)
 _DIGITS = re.compile(r"\d+")
+_FIELD_NAME_END = re.compile(r"[.\[]")
+# What a %f or {:f} field of a float adds to its repr at most (1e308 has 309 digits).
+_FIXED_POINT_EXTRA = 320
+# What str() of an attribute reached by a format field may be (a bound method's repr).
+_ATTRIBUTE_TEXT = 100
+_CLOCK_EVERY_FIELDS = 1024
 
 _Precheck = Callable[[Meter, Any, tuple[Any, ...], dict[str, Any]], None]
 
@@ -83,6 +91,94 @@ def _replace_size(text: str, old: Any, new: Any, count: Any) -> int:
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     return len(text) + hits * (len(new) - len(old))
+
+
+def _repr_size(meter: Meter, value: Any) -> int:
+    """An upper bound of ``len(repr(value))`` (or ``ascii()``) without building it: a
+    printable ASCII string escapes to at most 2 characters per character, anything else to
+    at most 10 (``\\U0001f600``)."""
+    if isinstance(value, str):
+        factor = 2 if value.isascii() and value.isprintable() else 10
+        return factor * len(value) + 2
+    return 10 * meter.text_size(value) + 2
+
+
+def _percent_size(meter: Meter, fmt: str, values: Any) -> int:
+    """An upper bound of the length of ``fmt % values``, each field sized by the argument
+    it formats (a ``%(key)s`` repeated n times counts n times)."""
+    positional = list(values) if isinstance(values, tuple) else [values]
+    mapping = values if isinstance(values, Mapping) else {}
+    position = 0
+    total = len(fmt)
+
+    def next_arg() -> Any:
+        nonlocal position
+        position += 1
+        return positional[position - 1] if position <= len(positional) else None
+
+    for count, match in enumerate(_PERCENT_FIELD.finditer(fmt), 1):
+        key, width, precision, conversion = match.groups()
+        if conversion == "%":
+            continue
+        if count % _CLOCK_EVERY_FIELDS == 0:
+            meter.check_clock()
+        widths = 0
+        for part in (width, precision):
+            if part == "*":
+                star = next_arg()
+                widths += abs(star) if isinstance(star, int) else 0
+            elif part:
+                widths += int(part) if len(part) <= 7 else meter.limit + 1
+        arg = mapping.get(key) if key is not None else next_arg()
+        size = _repr_size(meter, arg) if conversion in ("r", "a") else meter.text_size(arg)
+        if conversion in ("f", "F"):
+            size += _FIXED_POINT_EXTRA
+        total += size + widths
+        if total > meter.limit:
+            break
+    return total
+
+
+def _format_size(meter: Meter, fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """An upper bound of the length of ``fmt.format(*args, **kwargs)``: every field is
+    sized by the argument it names, so ``'{0}' * n`` counts its argument n times."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return 0  # malformed: str.format itself will report it
+    nested = max((v for v in (*args, *kwargs.values()) if type(v) is int), default=0)
+    auto = 0
+    total = 0
+    for count, (literal, name, spec, conversion) in enumerate(fields, 1):
+        total += len(literal)
+        if name is None:
+            continue
+        if count % _CLOCK_EVERY_FIELDS == 0:
+            meter.check_clock()
+        end = _FIELD_NAME_END.search(name)
+        first = name if end is None else name[: end.start()]
+        if not first:
+            first, auto = str(auto), auto + 1
+        if first.isdigit():
+            index = int(first)
+            arg = args[index] if index < len(args) else None
+        else:
+            arg = kwargs.get(first)
+        size = _repr_size(meter, arg) if conversion in ("r", "a") else meter.text_size(arg)
+        if end is not None:
+            size += _ATTRIBUTE_TEXT  # an item or attribute of the argument
+        if spec:
+            digits = _DIGITS.findall(spec)
+            size += sum(int(d) if len(d) <= 7 else meter.limit + 1 for d in digits)
+            size += spec.count("{") * abs(nested)
+            if spec[-1] in "fF%":
+                size += _FIXED_POINT_EXTRA
+            if "," in spec or "_" in spec:
+                size += size // 2  # digit grouping
+        total += size
+        if total > meter.limit:
+            break
+    return total
 
 
 def _large_ints(values: Any, limit: int) -> bool:
@@ -212,7 +308,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             self._precheck_power(left, right)
         elif operator == "%" and isinstance(left, str):
             self._check_percent(left, right)
-            meter.require(len(left) + meter.text_size(right), "%-formatting")
+            meter.require(_percent_size(meter, left, right), "%-formatting")
         return meter.produce(super().call_binop(context, operator, left, right))
 
     def call_filter(
@@ -349,11 +445,11 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             meter.require(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")), name)
         elif name == "format":
             self._check_format(owner, args, kwargs)
-            meter.require(len(owner) + meter.text_size([args, kwargs]), "str.format")
+            meter.require(_format_size(meter, owner, args, kwargs), "str.format")
         elif name == "format_map" and args:
             mapping = args[0] if isinstance(args[0], Mapping) else {}
             self._check_format(owner, (), mapping)
-            meter.require(len(owner) + meter.text_size(args[0]), "str.format_map")
+            meter.require(_format_size(meter, owner, (), mapping), "str.format_map")
         elif name == "join" and args:
             items = args[0] if isinstance(args[0], Sized) else list(args[0])
             size = meter.text_size(items) + len(owner) * len(items)
@@ -397,7 +493,9 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     ) -> None:
         if isinstance(value, str):
             self._check_percent(value, kw or params)
-        meter.require(meter.text_size(value) + meter.text_size([params, kw]), "format")
+            meter.require(_percent_size(meter, value, kw or params), "format")
+        else:
+            meter.require(meter.text_size(value) + meter.text_size([params, kw]), "format")
 
     def _precheck_replace_filter(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
