@@ -171,3 +171,44 @@ def test_formatting_still_works(engine: ExpressionEngine) -> None:
     assert engine.render("{{ '%05.1f|%%' | format(2.25) }}", {}) == "002.2|%"
     assert engine.render("{{ '{0[a]}{0[a]}'.format({'a': 'z'}) }}", {}) == "zz"
     assert engine.render("{{ '%(a)s' | format(a=1) }}", {}) == "1"
+
+
+# -- 4. size estimates charged before building -----------------------------------------------
+
+ESTIMATES = [
+    # indent: every line break splitlines knows (\r, \x0b, \u2028 ...), width per line.
+    ("{{ t | indent(100) }}", {"t": "\ra" * 100_000}),
+    ("{{ t | indent('x' * 100) }}", {"t": "\u2028a" * 100_000}),
+    # wordwrap: the wrapstring per break.
+    ("{{ t | wordwrap(1, wrapstring='x' * 1000) }}", {"t": "a " * 10_000}),
+    # urlize: the target and rel attributes per URL, the URL twice.
+    ("{{ t | urlize(target='x' * 10000) }}", {"t": "www.a.com " * 1000}),
+    ("{{ t | urlize(rel='x' * 10000) }}", {"t": "www.a.com " * 1000}),
+    # join of an attribute of each item.
+    ("{{ items | join(attribute='a') }}", {"items": [{"a": "x" * 100_000}] * 100}),
+    # bytes.replace.
+    ("{{ t.encode().replace('a'.encode(), ('b' * 100).encode()) }}", {"t": "a" * 100_000}),
+    # tojson with an indent: indent x depth on every line.
+    ("{{ v | tojson(indent=64) }}", {"v": [[[[[1] * 10] * 10] * 10] * 10] * 10}),
+]
+
+
+@pytest.mark.parametrize(("source", "scope"), ESTIMATES)
+def test_estimates_cover_the_real_output(
+    engine: ExpressionEngine, source: str, scope: dict[str, Any]
+) -> None:
+    refused_cheaply(engine, source, scope)
+
+
+def test_estimated_filters_still_work(engine: ExpressionEngine) -> None:
+    assert engine.render("{{ 'a\nb' | indent(2) }}", {}) == "a\n  b"
+    assert engine.render("{{ 'a\r\nb' | indent('--', first=true) }}", {}) == "--a\n--b"
+    assert engine.render("{{ 'aa bb' | wordwrap(2, wrapstring='|') }}", {}) == "aa|bb"
+    assert engine.render("{{ [{'a': 1}, {'a': 2}] | join('-', attribute='a') }}", {}) == "1-2"
+    assert engine.render("{{ {'a': [1]} | tojson(indent=2) }}", {}) == (
+        '{\n  "a": [\n    1\n  ]\n}'
+    )
+    assert engine.render("{{ 'ab'.encode().replace('a'.encode(), 'c'.encode()) }}", {}) == b"cb"
+    assert engine.render("{{ 'see www.a.com' | urlize(target='_blank') }}", {}) == (
+        'see <a href="https://www.a.com" rel="noopener" target="_blank">www.a.com</a>'
+    )

@@ -16,6 +16,7 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
+from jinja2.filters import make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, StrictUndefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -72,6 +73,17 @@ _FIXED_POINT_EXTRA = 320
 # What str() of an attribute reached by a format field may be (a bound method's repr).
 _ATTRIBUTE_TEXT = 100
 _CLOCK_EVERY_FIELDS = 1024
+_CLOCK_EVERY_ITEMS = 4096
+# What str.splitlines() breaks lines at.
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# Characters markupsafe.escape replaces, and how many characters each adds.
+_HTML_ESCAPES = (("&", 4), ("<", 3), (">", 3), ('"', 4), ("'", 4))
+# What one link of urlize adds besides its text twice: <a href="https://"></a>, the
+# rel="nofollow noopener" and target="" attribute names, a trimmed URL's "...".
+_URLIZE_LINK = 64
+# What one line of indented JSON adds besides its indentation: a newline, the quotes of a
+# key and a string value, ": ".
+_JSON_LINE_EXTRA = 8
 
 _Precheck = Callable[[Meter, Any, tuple[Any, ...], dict[str, Any]], None]
 
@@ -83,14 +95,68 @@ def _arg(params: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: s
     return kwargs.get(name)
 
 
-def _replace_size(text: str, old: Any, new: Any, count: Any) -> int:
-    """Length of ``text.replace(old, new, count)`` computed without building it."""
-    if not (isinstance(old, str) and isinstance(new, str)):
+def _replace_size(text: Any, old: Any, new: Any, count: Any) -> int:
+    """Length of ``text.replace(old, new, count)`` computed without building it (strings
+    or bytes; 0 for arguments ``replace`` refuses)."""
+    kind = str if isinstance(text, str) else (bytes, bytearray)
+    if not (isinstance(old, kind) and isinstance(new, kind)):
         return 0
     hits = text.count(old) if old else len(text) + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     return len(text) + hits * (len(new) - len(old))
+
+
+def _line_breaks(text: str) -> int:
+    """At least the number of line breaks ``str.splitlines`` finds (``\r\n`` counts 2)."""
+    return sum(map(text.count, _LINE_BREAKS))
+
+
+def _escaped_size(text: str) -> int:
+    """Length of ``markupsafe.escape(text)`` computed without building it."""
+    return len(text) + sum(text.count(char) * extra for char, extra in _HTML_ESCAPES)
+
+
+def _json_lines(meter: Meter, value: Any, width: int) -> tuple[int, int]:
+    """``(lines, sum of their depths)`` of ``value`` as JSON indented by ``width``: a
+    container's lines and depths do not depend on where it sits, so each is walked once."""
+    memo: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    work = 0
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in memo:
+            continue
+        items = _json_children(node)
+        if items is None:
+            memo[id(node)] = (0, 0)
+            continue
+        if not ready:
+            stack.append((node, True))
+            stack.extend((item, False) for item in items if id(item) not in memo)
+            continue
+        lines = depths = 0
+        for item in items:
+            item_lines, item_depths = memo.get(id(item), (0, 0))
+            lines += 1 + item_lines
+            depths += 1 + item_depths + item_lines
+        memo[id(node)] = (lines + 1 if items else 0, depths)
+        work += len(items) + 1
+        if work > _CLOCK_EVERY_ITEMS:
+            work = 0
+            meter.check_clock()
+        if width * depths > meter.limit:
+            break  # the caller refuses it
+    # (A container that holds itself cannot be serialised: JSON raises.)
+    return memo.get(id(value), (0, meter.limit + 1))
+
+
+def _json_children(value: Any) -> list[Any] | None:
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return list(value.values())
+    return None
 
 
 def _repr_size(meter: Meter, value: Any) -> int:
@@ -245,7 +311,8 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             "join": self._precheck_join,
             "sum": self._precheck_sum,
             "round": self._precheck_round,
-            **{name: self._word_precheck(name, d) for name, d in _WORD_FILTER_SHARE.items()},
+            "wordwrap": self._word_precheck("wordwrap", self._precheck_wordwrap),
+            "urlize": self._word_precheck("urlize", self._precheck_urlize),
             **dict.fromkeys(_CHARACTER_FILTERS, self._precheck_characters),
         }
         # Start from an empty namespace so helpers like lipsum/cycler/joiner,
@@ -306,9 +373,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             return self._add(meter, context, left, right)
         if operator == "**":
             self._precheck_power(left, right)
-        elif operator == "%" and isinstance(left, str):
-            self._check_percent(left, right)
-            meter.require(_percent_size(meter, left, right), "%-formatting")
+        elif operator == "%" and isinstance(left, str | bytes):
+            fmt = left if isinstance(left, str) else left.decode("latin-1")
+            self._check_percent(fmt, right)
+            meter.require(_percent_size(meter, fmt, right), "%-formatting")
         return meter.produce(super().call_binop(context, operator, left, right))
 
     def call_filter(
@@ -433,17 +501,19 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             if isinstance(tabsize, int):
                 tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
                 meter.require(len(owner) + tabs * tabsize, name)
+        elif name == "replace":
+            old, new = _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new")
+            meter.require(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")), name)
         elif isinstance(owner, str):
             args = self._precheck_str_method(meter, owner, name, args, kwargs)
+        elif name == "join" and args:
+            args = self._precheck_join_method(meter, owner, args)
         return args
 
     def _precheck_str_method(
         self, meter: Meter, owner: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, ...]:
-        if name == "replace":
-            old, new = _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new")
-            meter.require(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")), name)
-        elif name == "format":
+        if name == "format":
             self._check_format(owner, args, kwargs)
             meter.require(_format_size(meter, owner, args, kwargs), "str.format")
         elif name == "format_map" and args:
@@ -451,14 +521,20 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             self._check_format(owner, (), mapping)
             meter.require(_format_size(meter, owner, (), mapping), "str.format_map")
         elif name == "join" and args:
-            items = args[0] if isinstance(args[0], Sized) else list(args[0])
-            size = meter.text_size(items) + len(owner) * len(items)
-            meter.require(size, "str.join")
-            args = (items, *args[1:])
+            args = self._precheck_join_method(meter, owner, args)
         elif name == "translate" and args and isinstance(args[0], Mapping):
             longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
             meter.require(len(owner) * max(longest, 1), "str.translate")
         return args
+
+    @staticmethod
+    def _precheck_join_method(
+        meter: Meter, owner: str | bytes, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        items = args[0] if isinstance(args[0], Sized) else list(args[0])
+        size = meter.text_size(items) + len(owner) * len(items)
+        meter.require(size, "join")
+        return (items, *args[1:])
 
     # -- filter prechecks (meter, value, params after the value, kwargs) --
 
@@ -473,7 +549,9 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         width = _arg(params, kw, 0, "width")
         per_line = len(width) if isinstance(width, str) else width
         if isinstance(value, str) and isinstance(per_line, int):
-            meter.require(len(value) + per_line * (value.count("\n") + 1), "indent")
+            # Every line splitlines() finds gets a newline and the indentation.
+            lines = _line_breaks(value) + 2
+            meter.require(len(value) + lines * (max(per_line, 0) + 1), "indent")
 
     def _precheck_count(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
@@ -487,6 +565,12 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         indent = _arg(params, kw, 0, "indent")
         if isinstance(indent, int) and indent > _MAX_JSON_INDENT:
             raise Refused("limit", f"tojson indent above the limit of {_MAX_JSON_INDENT}")
+        width = len(indent) if isinstance(indent, str) else indent
+        if isinstance(width, int) and width >= 0:
+            # Every element on its own line, indented by its depth; quotes and ": " too.
+            lines, depths = _json_lines(meter, value, width)
+            size = meter.text_size(value) + _JSON_LINE_EXTRA * lines + width * depths
+            meter.require(size, "tojson")
 
     def _precheck_format_filter(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
@@ -508,11 +592,18 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     def _precheck_join(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
     ) -> None:
-        if _arg(params, kw, 1, "attribute") is not None:
-            return  # joins a part of each item: its result is sized
         separator = _arg(params, kw, 0, "d")
         sep = len(separator) if isinstance(separator, str) else 0
         count = len(value) if isinstance(value, Sized) else 0
+        attribute = _arg(params, kw, 1, "attribute")
+        if attribute is not None and isinstance(value, Iterable):
+            # Joins a part of each item: size the parts (through the sandbox's getitem).
+            getter = make_attrgetter(self, attribute)
+            size = 0
+            for item in value:
+                size += meter.text_size(getter(item)) + sep
+                meter.require(size, "join")
+            return
         meter.require(meter.text_size(value) + sep * count, "join")
 
     def _precheck_sum(
@@ -537,8 +628,8 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 "limit", f"round() precision {precision} is beyond {MAX_INT_DIGITS} digits"
             )
 
-    def _word_precheck(self, name: str, divisor: int) -> _Precheck:
-        cap = self.limits.max_output_chars // divisor
+    def _word_precheck(self, name: str, estimate: _Precheck) -> _Precheck:
+        cap = self.limits.max_output_chars // _WORD_FILTER_SHARE[name]
 
         def precheck(meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
             size = meter.text_size(value)
@@ -546,8 +637,40 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 raise Refused(
                     "limit", f"{name} of a text of size {size}: the limit for {name} is {cap}"
                 )
+            if isinstance(value, str):
+                estimate(meter, value, params, kw)
 
         return precheck
+
+    @staticmethod
+    def _precheck_wordwrap(
+        meter: Meter, value: str, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        width = _arg(params, kw, 0, "width")
+        wrapstring = _arg(params, kw, 2, "wrapstring")
+        if not isinstance(width, int) or width <= 0 or not isinstance(wrapstring, str):
+            return  # the default "\n" replaces a space or a line break; a bad width fails
+        # Two consecutive lines of a paragraph hold at least ``width`` characters between
+        # them (else the next word would have fit), so a paragraph of n characters has at
+        # most 2n/width + 2 lines; each break is a wrapstring.
+        paragraphs = _line_breaks(value) + 1
+        lines = 2 * len(value) // width + 2 * paragraphs
+        meter.require(len(value) + lines * len(wrapstring), "wordwrap")
+
+    @staticmethod
+    def _precheck_urlize(
+        meter: Meter, value: str, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        target = _arg(params, kw, 2, "target")
+        rel = _arg(params, kw, 3, "rel")
+        schemes = _arg(params, kw, 4, "extra_schemes")
+        # The text is HTML-escaped; a link repeats its text in its href and adds the rel
+        # and target attributes. A word is a link only if it holds '.', ':' or '@' (or
+        # starts with an extra scheme).
+        words = len(value.split())
+        links = words if schemes else min(words, sum(map(value.count, ".:@")))
+        attributes = _URLIZE_LINK + sum(_escaped_size(str(a)) for a in (rel, target) if a)
+        meter.require(2 * _escaped_size(value) + links * attributes, "urlize")
 
     def _precheck_characters(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
