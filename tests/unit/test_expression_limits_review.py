@@ -212,3 +212,28 @@ def test_estimated_filters_still_work(engine: ExpressionEngine) -> None:
     assert engine.render("{{ 'see www.a.com' | urlize(target='_blank') }}", {}) == (
         'see <a href="https://www.a.com" rel="noopener" target="_blank">www.a.com</a>'
     )
+
+
+# -- 5. tests are operations; the clock is read when the evaluation ends ---------------------
+
+
+def test_jinja_tests_count_as_operations() -> None:
+    engine = ExpressionEngine(ExpressionLimits(max_operations=1000, timeout_s=30))
+    loop = "{% for i in range(600) %}{% if i is divisibleby 3 %}{% endif %}{% endfor %}"
+    assert "1000 operations" in failed(engine.render, loop, {})
+    failed(engine.render, "{{ range(1200) | select('odd') | list | length }}", {})
+    assert engine.render("{{ range(100) | select('odd') | list | length }}", {}) == 50
+
+
+def test_clock_is_read_when_the_evaluation_ends() -> None:
+    engine = ExpressionEngine(ExpressionLimits(timeout_s=0.05))
+    scope = {"slow": lambda: time.sleep(0.2) or 1}
+    assert "time limit" in failed(engine.evaluate, "slow()", scope)
+    assert "time limit" in failed(engine.render, "x{{ slow() }}", scope)
+
+
+# -- 6. pprint ---------------------------------------------------------------------------------
+
+
+def test_pprint_is_not_a_filter(engine: ExpressionEngine) -> None:
+    failed(engine.check_template, "{{ x | pprint }}", kinds=("syntax",))

@@ -416,8 +416,12 @@ class ExpressionEngine:
         try:
             context = compiled.template.new_context(dict(scope))
             if compiled.native:
-                return self._run_native(meter, compiled.template, context)
-            return self._run_text(meter, compiled.template, context)
+                value = self._run_native(meter, compiled.template, context)
+            else:
+                value = self._run_text(meter, compiled.template, context)
+            # The clock is read every few operations: the last ones may have run past it.
+            meter.check_clock()
+            return value
         except Exception as exc:
             raise _translate(exc, source, compiled.template) from exc
         finally:

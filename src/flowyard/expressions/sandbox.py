@@ -35,8 +35,9 @@ _EXPRESSION = "expression"
 _RESULT = "result"
 _TEMPLATE = "template"
 
-# Non-deterministic output has no place in replayable workflows.
-_REMOVED_FILTERS = frozenset({"random"})
+# Non-deterministic output has no place in replayable workflows; pprint builds its text in
+# one unmetered call (and ``tojson`` says the same).
+_REMOVED_FILTERS = frozenset({"random", "pprint"})
 # Filters that return (part of) their input or a number: nothing new to size, and a
 # large input (a step's output) stays cheap to look into.
 _PASSTHROUGH_FILTERS = frozenset(
@@ -47,7 +48,7 @@ _PASSTHROUGH_FILTERS = frozenset(
 # sized first, so a large value is refused before it is serialised.
 _SERIALISING_FILTERS = frozenset(
     {"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower"}
-    | {"pprint", "replace", "safe", "string", "striptags", "title", "tojson", "trim"}
+    | {"replace", "safe", "string", "striptags", "title", "tojson", "trim"}
     | {"truncate", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr"}
 )
 # Filters that work word by word in Python (no hook runs inside them, so the clock is read
@@ -274,6 +275,16 @@ def _check_name(name: Any, what: str) -> None:
         raise Refused("security", f"the {what} name {name!r} is not allowed")
 
 
+def _guard_test(func: Any) -> Callable[..., Any]:
+    # functools.wraps also copies ``jinja_pass_arg``, which Jinja relies on.
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        current_meter().tick()
+        return func(*args, **kwargs)
+
+    return guarded
+
+
 def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
     # Loops perform no attribute access or calls of their own, so without this a nested
     # loop over data could spin far past the deadline; ``text`` is the template text each
@@ -327,6 +338,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         }
         self.filters.clear()
         self.filters.update(guarded)
+        # Tests are operations too (``x is divisibleby 3``, ``select('odd')``).
+        tests = {name: _guard_test(func) for name, func in self.tests.items()}
+        self.tests.clear()
+        self.tests.update(tests)
         self.filters[_ITER_GUARD] = self._iter_guard
         self.filters[_SIZE_GUARD] = self._size_guard
         self.filters[_CONCAT_GUARD] = self._concat_guard
