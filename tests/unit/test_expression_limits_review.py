@@ -7,6 +7,8 @@ times only as generous bounds."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from flowyard.expressions import ExpressionEngine, ExpressionError, ExpressionLimits
+from flowyard.expressions.errors import CompileBudgetExceeded
 from flowyard.expressions.meter import MAX_INT_BITS, Meter, Refused
 
 MB = 1024 * 1024
@@ -237,3 +240,59 @@ def test_clock_is_read_when_the_evaluation_ends() -> None:
 
 def test_pprint_is_not_a_filter(engine: ExpressionEngine) -> None:
     failed(engine.check_template, "{{ x | pprint }}", kinds=("syntax",))
+
+
+# -- 7. compile cost ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 1" + " | string" * 200 + " }}",
+        "{{ " + "not " * 240 + "x }}",
+        "{{ x" + ".a" * 240 + " }}",
+    ],
+)
+def test_compiling_a_long_chain_is_not_cubic(engine: ExpressionEngine, source: str) -> None:
+    started = time.monotonic()
+    # Too deep for Python's compiler is an answer too, as long as it is quick.
+    with contextlib.suppress(ExpressionError):
+        engine.check_template(source)
+    assert time.monotonic() - started < 1.0
+
+
+def test_compile_deadline_is_checked_after_compiling(
+    engine: ExpressionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from_string = engine._env.from_string
+
+    def slow_from_string(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return from_string(*args, **kwargs)
+
+    monkeypatch.setattr(engine._env, "from_string", slow_from_string)
+    with pytest.raises(CompileBudgetExceeded):
+        engine.check_template("{{ a }}", deadline=time.monotonic() + 0.1)
+
+
+def test_concurrent_identical_compiles_compile_once(
+    engine: ExpressionEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    build = engine._build
+
+    def counted_build(kind: str, source: str, deadline: float | None) -> Any:
+        calls.append(source)
+        time.sleep(0.1)
+        return build(kind, source, deadline)
+
+    monkeypatch.setattr(engine, "_build", counted_build)
+    threads = [
+        threading.Thread(target=engine.check_template, args=("{{ a + 1 }}",)) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["{{ a + 1 }}"]
+    assert engine.render("{{ a + 1 }}", {"a": 1}) == 2

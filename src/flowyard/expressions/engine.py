@@ -133,6 +133,8 @@ class ExpressionEngine:
         self._env = _SandboxEnvironment(self._limits)
         self._cache: OrderedDict[tuple[str, str], _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
+        # One lock per source being compiled (see _build_once).
+        self._building: dict[tuple[str, str], threading.Lock] = {}
         self._hits = 0
         self._misses = 0
         # Evaluation never runs on an event loop: the async entry points hand it to these
@@ -332,15 +334,35 @@ class ExpressionEngine:
             else:
                 self._misses += 1
         if entry is None:
-            entry = self._build(kind, source, deadline)
-            with self._lock:
-                self._cache[key] = entry
-                while len(self._cache) > self._limits.cache_size:
-                    self._cache.popitem(last=False)
+            entry = self._build_once(key, deadline)
         if isinstance(entry, ExpressionError):
             # A fresh instance each time, so tracebacks do not pile up on the cached one.
             raise ExpressionError(*entry.args)
         return entry
+
+    def _build_once(self, key: tuple[str, str], deadline: float | None) -> _CacheEntry:
+        """Compile ``key`` and cache it; concurrent callers of one key wait for one compile
+        (N identical validations at once cost one compile, not N)."""
+        with self._lock:
+            key_lock = self._building.setdefault(key, threading.Lock())
+        timeout = -1 if deadline is None else max(deadline - time.monotonic(), 0)
+        if not key_lock.acquire(timeout=timeout):
+            raise CompileBudgetExceeded("the compile budget ran out", key[1])
+        try:
+            with self._lock:
+                entry = self._cache.get(key)
+            if entry is None:
+                entry = self._build(key[0], key[1], deadline)
+                with self._lock:
+                    self._cache[key] = entry
+                    while len(self._cache) > self._limits.cache_size:
+                        self._cache.popitem(last=False)
+            return entry
+        finally:
+            with self._lock:
+                if self._building.get(key) is key_lock:
+                    del self._building[key]
+            key_lock.release()
 
     def _build(self, kind: str, source: str, deadline: float | None) -> _CacheEntry:
         if len(source) > _MAX_SOURCE_CHARS:
@@ -389,7 +411,11 @@ class ExpressionEngine:
             raise CompileBudgetExceeded("the compile budget ran out")
         _GuardInjector().visit(root)
         root.set_environment(self._env)
-        return _Compiled(self._env.from_string(root), native=expr is not None)
+        template = self._env.from_string(root)
+        # Generating and compiling Python code is most of the work: the deadline again.
+        if deadline is not None and time.monotonic() > deadline:
+            raise CompileBudgetExceeded("the compile budget ran out")
+        return _Compiled(template, native=expr is not None)
 
     def _parse_expression(self, source: str) -> nodes.Expr:
         parser = Parser(self._env, source, state="variable")

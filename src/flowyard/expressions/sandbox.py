@@ -310,6 +310,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             keep_trailing_newline=True,
             finalize=self._finalize,
             extensions=[_TokenLimit],
+            # Jinja's optimizer tries to fold every sub-expression of every node it visits,
+            # cubic in a chain (200 filters took 3 s); the sandbox's hooks refuse to fold
+            # anything anyway (no budget runs while compiling).
+            optimized=False,
         )
         self._prechecks: dict[str, _Precheck] = {
             "center": self._precheck_center,
