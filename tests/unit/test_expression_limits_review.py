@@ -296,3 +296,22 @@ def test_concurrent_identical_compiles_compile_once(
         thread.join()
     assert calls == ["{{ a + 1 }}"]
     assert engine.render("{{ a + 1 }}", {"a": 1}) == 2
+
+
+# -- 8. lazy results ---------------------------------------------------------------------------
+
+
+def test_lazy_results_are_materialised(engine: ExpressionEngine) -> None:
+    assert engine.evaluate("range(3)", {}) == [0, 1, 2]
+    assert engine.render("{{ [1, 2] | map('string') }}", {}) == ["1", "2"]
+    assert engine.render("{{ {'a': [1, 2] | select('odd')} }}", {}) == {"a": [1]}
+    assert engine.render("{{ {'a': 1}.items() }}", {}) == [("a", 1)]
+    assert engine.render("{{ ([1] | map('string'), 2) }}", {}) == (["1"], 2)
+
+
+def test_materialising_is_metered() -> None:
+    engine = ExpressionEngine(ExpressionLimits(max_operations=1000, timeout_s=30))
+    failed(engine.render, "{{ range(5000) | map('string') }}", {})
+    limits = ExpressionLimits(max_output_chars=10_000)
+    source = "{{ range(100) | map('center', 500) }}"
+    failed(ExpressionEngine(limits).render, source, {})

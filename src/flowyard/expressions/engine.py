@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 from jinja2 import nodes
@@ -40,6 +40,7 @@ from .sandbox import (
     _MAX_SOURCE_CHARS,
     _RESULT,
     _TEMPLATE,
+    _metered,
     _SandboxEnvironment,
 )
 
@@ -60,17 +61,32 @@ def _lone_expression(root: nodes.Template) -> nodes.Expr | None:
     return None
 
 
-def _reject_undefined(value: Any) -> None:
-    """Raise for an Undefined anywhere inside a natively returned value."""
-    pending: list[Any] = [value]
-    seen: set[int] = set()
-    while pending:
-        item = pending.pop()
-        if isinstance(item, Undefined):
-            item._fail_with_undefined_error()
-        if isinstance(item, list | tuple | dict) and id(item) not in seen:
-            seen.add(id(item))
-            pending.extend(chain(item.keys(), item.values()) if isinstance(item, dict) else item)
+_VIEWS = (KeysView, ValuesView, ItemsView)
+
+
+def _finish(meter: Meter, value: Any, done: dict[int, Any]) -> Any:
+    """A returned value without Undefined (raised) or lazy values: iterators, ranges and
+    dict views become lists, materialised under the meter (the caller stores the result,
+    and would otherwise run what is left of a generator outside any budget)."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if not isinstance(value, (list, tuple, dict, Iterator, range, *_VIEWS)):
+        return value
+    key = id(value)
+    if key in done:
+        return done[key]
+    result: Any
+    if isinstance(value, dict):
+        result = {_finish(meter, k, done): _finish(meter, v, done) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        result = type(value)(_finish(meter, item, done) for item in value)
+        if all(map(operator.is_, result, value)):
+            result = value
+    else:
+        result = [_finish(meter, item, done) for item in _metered(meter, iter(value), 0)]
+        meter.produce(result)
+    done[key] = result
+    return result
 
 
 _ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
@@ -460,11 +476,12 @@ class ExpressionEngine:
         value = context.vars[_RESULT]
         # The result is what a run stores: sized deep (an input returned as it is too).
         meter.check_int(value)
-        size, undefined, known = meter.size_of(value)
-        if undefined:
-            _reject_undefined(value)
+        size, flagged, known = meter.size_of(value)
         if not known:
             meter.charge(size)
+        if flagged:
+            value = _finish(meter, value, {})
+            meter.size_of(value)  # the materialised result within the size limit
         if isinstance(value, str) and type(value) is not str:
             # Filters like tojson return Markup; callers expect plain data.
             value = str(value)

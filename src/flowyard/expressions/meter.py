@@ -16,7 +16,7 @@ is bounded by the evaluation's total budget.
 from __future__ import annotations
 
 import time
-from collections.abc import ItemsView, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -94,7 +94,8 @@ def _scalar_size(value: Any) -> int | None:
 
 
 def _other_size(value: Any) -> int | None:
-    if isinstance(value, Undefined):
+    if isinstance(value, Undefined | Iterator | range):
+        # Flagged like an Undefined: a lazy value is materialised if it is returned.
         return -1
     if isinstance(value, str | bytes | bytearray):
         return len(value)
@@ -290,7 +291,8 @@ class Meter:
             )
 
     def size_of(self, value: Any) -> tuple[int, bool, bool]:
-        """``(size, holds an Undefined, was sized before in this evaluation)``; refused
+        """``(size, holds an Undefined or a lazy value (an iterator, a range, a dict view),
+        was sized before in this evaluation)``; refused
         (without finishing the walk) above the limit."""
         size = _scalar_size(value)
         if size is not None:
@@ -368,7 +370,9 @@ class Meter:
         items, base = self._children(container)
         if base > self.limit:
             self._too_large(base)
-        return [container, items, 0, base, False, 0]
+        # A dict view is flagged like an Undefined: it is made a list if it is returned.
+        lazy = isinstance(container, KeysView | ValuesView | ItemsView)
+        return [container, items, 0, base, lazy, 0]
 
     def _advance(self, frame: list[Any], open_ids: set[int]) -> Any:
         """Size a frame's items until one is a container not sized yet (returned, the frame
