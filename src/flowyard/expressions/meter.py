@@ -371,7 +371,13 @@ class Meter:
         if base > self.limit:
             self._too_large(base)
         # A dict view is flagged like an Undefined: it is made a list if it is returned.
-        lazy = isinstance(container, KeysView | ValuesView | ItemsView)
+        cls = type(container)
+        lazy = (
+            cls is not dict
+            and cls is not list
+            and cls is not tuple
+            and isinstance(container, KeysView | ValuesView | ItemsView)
+        )
         return [container, items, 0, base, lazy, 0]
 
     def _advance(self, frame: list[Any], open_ids: set[int]) -> Any:
