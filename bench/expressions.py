@@ -31,17 +31,23 @@ from typing import Any
 from flowyard.expressions import ExpressionEngine as CurrentEngine
 
 ROOT = Path(__file__).resolve().parents[1]
-# The base revision's package files (this tree has more; only the base's are read).
-FILES = ["__init__.py", "engine.py", "errors.py", "sandbox.py"]
+PACKAGE = "src/flowyard/expressions"
 
 
 def base_engine_class(rev: str, workdir: Path) -> Any:
     """The ``ExpressionEngine`` class of ``rev``, imported from a copy of its files."""
     package = workdir / "base_expressions"
     package.mkdir()
-    for name in FILES:
+    # The base revision's own package files (a later revision has more modules).
+    names = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{rev}:{PACKAGE}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in (n for n in names if n.endswith(".py")):
         source = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{rev}:src/flowyard/expressions/{name}"],
+            ["git", "-C", str(ROOT), "show", f"{rev}:{PACKAGE}/{name}"],
             check=True,
             capture_output=True,
             text=True,

@@ -128,7 +128,6 @@ SERIALISERS = [
     "{{ big | tojson }}",
     "{{ big | string }}",
     "{{ big | join(',') }}",
-    "{{ big | pprint }}",
     "{{ big | upper }}",
     "{{ big | truncate(10) }}",
     "{{ big | wordcount }}",

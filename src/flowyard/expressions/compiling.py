@@ -16,6 +16,7 @@ from jinja2.lexer import Token, TokenStream
 from jinja2.visitor import NodeTransformer
 
 from .errors import CompileBudgetExceeded, ExpressionError
+from .meter import MAX_INT_BITS
 
 if TYPE_CHECKING:
     from .sandbox import _SandboxEnvironment
@@ -36,6 +37,8 @@ _FORBIDDEN_TAGS: tuple[tuple[type[nodes.Node], str], ...] = (
 )
 # Filters whose first positional argument is an attribute name or dotted path.
 _ATTRIBUTE_FILTERS = frozenset({"attr", "selectattr", "rejectattr", "groupby"})
+# Filters that call another filter or a test named by a positional argument (at this index).
+_NAMING_FILTERS = {"map": 0, "select": 0, "reject": 0, "selectattr": 1, "rejectattr": 1}
 # The deadline of the compilation running in this context (a definition's compile budget),
 # None without one. Module level for the same reason as the meter's variable.
 _COMPILE_DEADLINE: ContextVar[float | None] = ContextVar("flowyard_compile_deadline", default=None)
@@ -66,6 +69,12 @@ def _filter_references(node: nodes.Filter | nodes.Test) -> list[str]:
         paths.append(_const_str(node.args[1]))
     paths.extend(_const_str(kw.value) for kw in node.kwargs if kw.key == "attribute")
     parts = [part for path in paths if path is not None for part in path.split(".")]
+    # map('upper'), select('odd'), selectattr('a', 'odd'): the filter or test named (a
+    # name given at run time is checked then, by the environment).
+    index = _NAMING_FILTERS.get(node.name)
+    named = _const_str(node.args[index]) if index is not None and len(node.args) > index else None
+    if named is not None:
+        parts.append(named)
     return [node.name, *parts]
 
 
@@ -95,11 +104,21 @@ def _security_violation(node: nodes.Node) -> str | None:
 
 
 def _check_security(root: nodes.Node, source: str) -> None:
-    """Refuse private-name access and template-loading tags before anything runs."""
+    """Refuse private-name access and template-loading tags before anything runs, and
+    integer literals above the limit (``0xfff...`` is linear to parse, but costly to use)."""
     for node in chain([root], root.find_all(nodes.Node)):
         message = _security_violation(node)
         if message is not None:
             raise ExpressionError(message, source, "security", node.lineno)
+        if isinstance(node, nodes.Const) and type(node.value) is int:
+            bits = node.value.bit_length()
+            if bits > MAX_INT_BITS:
+                raise ExpressionError(
+                    f"an integer literal of {bits} bits is above the limit of {MAX_INT_BITS}",
+                    source,
+                    "limit",
+                    node.lineno,
+                )
 
 
 class _TokenLimit(Extension):

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 from jinja2 import nodes
@@ -40,6 +40,7 @@ from .sandbox import (
     _MAX_SOURCE_CHARS,
     _RESULT,
     _TEMPLATE,
+    _metered,
     _SandboxEnvironment,
 )
 
@@ -60,17 +61,32 @@ def _lone_expression(root: nodes.Template) -> nodes.Expr | None:
     return None
 
 
-def _reject_undefined(value: Any) -> None:
-    """Raise for an Undefined anywhere inside a natively returned value."""
-    pending: list[Any] = [value]
-    seen: set[int] = set()
-    while pending:
-        item = pending.pop()
-        if isinstance(item, Undefined):
-            item._fail_with_undefined_error()
-        if isinstance(item, list | tuple | dict) and id(item) not in seen:
-            seen.add(id(item))
-            pending.extend(chain(item.keys(), item.values()) if isinstance(item, dict) else item)
+_VIEWS = (KeysView, ValuesView, ItemsView)
+
+
+def _finish(meter: Meter, value: Any, done: dict[int, Any]) -> Any:
+    """A returned value without Undefined (raised) or lazy values: iterators, ranges and
+    dict views become lists, materialised under the meter (the caller stores the result,
+    and would otherwise run what is left of a generator outside any budget)."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if not isinstance(value, (list, tuple, dict, Iterator, range, *_VIEWS)):
+        return value
+    key = id(value)
+    if key in done:
+        return done[key]
+    result: Any
+    if isinstance(value, dict):
+        result = {_finish(meter, k, done): _finish(meter, v, done) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        result = type(value)(_finish(meter, item, done) for item in value)
+        if all(map(operator.is_, result, value)):
+            result = value
+    else:
+        result = [_finish(meter, item, done) for item in _metered(meter, iter(value), 0)]
+        meter.produce(result)
+    done[key] = result
+    return result
 
 
 _ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
@@ -133,6 +149,8 @@ class ExpressionEngine:
         self._env = _SandboxEnvironment(self._limits)
         self._cache: OrderedDict[tuple[str, str], _CacheEntry] = OrderedDict()
         self._lock = threading.Lock()
+        # One lock per source being compiled (see _build_once).
+        self._building: dict[tuple[str, str], threading.Lock] = {}
         self._hits = 0
         self._misses = 0
         # Evaluation never runs on an event loop: the async entry points hand it to these
@@ -332,15 +350,35 @@ class ExpressionEngine:
             else:
                 self._misses += 1
         if entry is None:
-            entry = self._build(kind, source, deadline)
-            with self._lock:
-                self._cache[key] = entry
-                while len(self._cache) > self._limits.cache_size:
-                    self._cache.popitem(last=False)
+            entry = self._build_once(key, deadline)
         if isinstance(entry, ExpressionError):
             # A fresh instance each time, so tracebacks do not pile up on the cached one.
             raise ExpressionError(*entry.args)
         return entry
+
+    def _build_once(self, key: tuple[str, str], deadline: float | None) -> _CacheEntry:
+        """Compile ``key`` and cache it; concurrent callers of one key wait for one compile
+        (N identical validations at once cost one compile, not N)."""
+        with self._lock:
+            key_lock = self._building.setdefault(key, threading.Lock())
+        timeout = -1 if deadline is None else max(deadline - time.monotonic(), 0)
+        if not key_lock.acquire(timeout=timeout):
+            raise CompileBudgetExceeded("the compile budget ran out", key[1])
+        try:
+            with self._lock:
+                entry = self._cache.get(key)
+            if entry is None:
+                entry = self._build(key[0], key[1], deadline)
+                with self._lock:
+                    self._cache[key] = entry
+                    while len(self._cache) > self._limits.cache_size:
+                        self._cache.popitem(last=False)
+            return entry
+        finally:
+            with self._lock:
+                if self._building.get(key) is key_lock:
+                    del self._building[key]
+            key_lock.release()
 
     def _build(self, kind: str, source: str, deadline: float | None) -> _CacheEntry:
         if len(source) > _MAX_SOURCE_CHARS:
@@ -389,7 +427,11 @@ class ExpressionEngine:
             raise CompileBudgetExceeded("the compile budget ran out")
         _GuardInjector().visit(root)
         root.set_environment(self._env)
-        return _Compiled(self._env.from_string(root), native=expr is not None)
+        template = self._env.from_string(root)
+        # Generating and compiling Python code is most of the work: the deadline again.
+        if deadline is not None and time.monotonic() > deadline:
+            raise CompileBudgetExceeded("the compile budget ran out")
+        return _Compiled(template, native=expr is not None)
 
     def _parse_expression(self, source: str) -> nodes.Expr:
         parser = Parser(self._env, source, state="variable")
@@ -416,8 +458,12 @@ class ExpressionEngine:
         try:
             context = compiled.template.new_context(dict(scope))
             if compiled.native:
-                return self._run_native(meter, compiled.template, context)
-            return self._run_text(meter, compiled.template, context)
+                value = self._run_native(meter, compiled.template, context)
+            else:
+                value = self._run_text(meter, compiled.template, context)
+            # The clock is read every few operations: the last ones may have run past it.
+            meter.check_clock()
+            return value
         except Exception as exc:
             raise _translate(exc, source, compiled.template) from exc
         finally:
@@ -430,11 +476,12 @@ class ExpressionEngine:
         value = context.vars[_RESULT]
         # The result is what a run stores: sized deep (an input returned as it is too).
         meter.check_int(value)
-        size, undefined, known = meter.size_of(value)
-        if undefined:
-            _reject_undefined(value)
+        size, flagged, known = meter.size_of(value)
         if not known:
             meter.charge(size)
+        if flagged:
+            value = _finish(meter, value, {})
+            meter.size_of(value)  # the materialised result within the size limit
         if isinstance(value, str) and type(value) is not str:
             # Filters like tojson return Markup; callers expect plain data.
             value = str(value)

@@ -16,7 +16,7 @@ is bounded by the evaluation's total budget.
 from __future__ import annotations
 
 import time
-from collections.abc import ItemsView, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -26,8 +26,12 @@ from jinja2.utils import Namespace
 from .limits import ExpressionLimits
 
 #: Integers this large are never needed by workflow logic and are costly to build and print,
-#: so producing one counts as exceeding the budget.
-MAX_INT_BITS = 100_000
+#: so producing one counts as exceeding the budget. Below what ``str()`` accepts (4,300
+#: digits, about 14,284 bits), so every integer an expression holds can be printed, and
+#: small enough that arithmetic on two of them is quick (a division is quadratic).
+MAX_INT_BITS = 14_000
+#: Decimal digits of the largest integer allowed (a bound for ``round``'s precision).
+MAX_INT_DIGITS = MAX_INT_BITS * 30103 // 100_000 + 1
 #: Digits of an integer of ``n`` bits: ``n * _LOG2_NUM // _LOG2_DEN + 1`` (log10 2).
 _LOG2_NUM, _LOG2_DEN = 30103, 100_000
 #: Sequences are sized this many items per C-level pass when their items are flat scalars.
@@ -90,7 +94,8 @@ def _scalar_size(value: Any) -> int | None:
 
 
 def _other_size(value: Any) -> int | None:
-    if isinstance(value, Undefined):
+    if isinstance(value, Undefined | Iterator | range):
+        # Flagged like an Undefined: a lazy value is materialised if it is returned.
         return -1
     if isinstance(value, str | bytes | bytearray):
         return len(value)
@@ -211,6 +216,8 @@ class Meter:
 
     def charge(self, size: int) -> None:
         """Count ``size`` against the evaluation's total of produced values."""
+        if size < 0:
+            raise Refused("limit", f"invalid charge of {size}")
         self.total += size
         if self.total > self.max_total:
             raise Refused(
@@ -284,7 +291,8 @@ class Meter:
             )
 
     def size_of(self, value: Any) -> tuple[int, bool, bool]:
-        """``(size, holds an Undefined, was sized before in this evaluation)``; refused
+        """``(size, holds an Undefined or a lazy value (an iterator, a range, a dict view),
+        was sized before in this evaluation)``; refused
         (without finishing the walk) above the limit."""
         size = _scalar_size(value)
         if size is not None:
@@ -362,7 +370,15 @@ class Meter:
         items, base = self._children(container)
         if base > self.limit:
             self._too_large(base)
-        return [container, items, 0, base, False, 0]
+        # A dict view is flagged like an Undefined: it is made a list if it is returned.
+        cls = type(container)
+        lazy = (
+            cls is not dict
+            and cls is not list
+            and cls is not tuple
+            and isinstance(container, KeysView | ValuesView | ItemsView)
+        )
+        return [container, items, 0, base, lazy, 0]
 
     def _advance(self, frame: list[Any], open_ids: set[int]) -> Any:
         """Size a frame's items until one is a container not sized yet (returned, the frame

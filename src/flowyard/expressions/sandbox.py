@@ -13,16 +13,18 @@ import functools
 import math
 import re
 import string
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
+from jinja2.filters import make_attrgetter
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext, StrictUndefined, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, pass_context
 
 from .compiling import _CONCAT_GUARD, _ITER_GUARD, _SIZE_GUARD, _TokenLimit
 from .limits import ExpressionLimits
-from .meter import MAX_INT_BITS, Meter, Refused, current_meter
+from .meter import MAX_INT_BITS, MAX_INT_DIGITS, Meter, Refused, current_meter
 
 # Compiling is linear in the source and bounded by the token limit; this caps the text.
 _MAX_SOURCE_CHARS = 1_000_000
@@ -33,8 +35,9 @@ _EXPRESSION = "expression"
 _RESULT = "result"
 _TEMPLATE = "template"
 
-# Non-deterministic output has no place in replayable workflows.
-_REMOVED_FILTERS = frozenset({"random"})
+# Non-deterministic output has no place in replayable workflows; pprint builds its text in
+# one unmetered call (and ``tojson`` says the same).
+_REMOVED_FILTERS = frozenset({"random", "pprint"})
 # Filters that return (part of) their input or a number: nothing new to size, and a
 # large input (a step's output) stays cheap to look into.
 _PASSTHROUGH_FILTERS = frozenset(
@@ -45,7 +48,7 @@ _PASSTHROUGH_FILTERS = frozenset(
 # sized first, so a large value is refused before it is serialised.
 _SERIALISING_FILTERS = frozenset(
     {"capitalize", "center", "e", "escape", "forceescape", "format", "indent", "lower"}
-    | {"pprint", "replace", "safe", "string", "striptags", "title", "tojson", "trim"}
+    | {"replace", "safe", "string", "striptags", "title", "tojson", "trim"}
     | {"truncate", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr"}
 )
 # Filters that work word by word in Python (no hook runs inside them, so the clock is read
@@ -62,7 +65,26 @@ _PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 _PASSTHROUGH_METHODS = frozenset({"get", "items", "keys", "values"})
 
 _PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# One %-field: key, width, precision, conversion.
+_PERCENT_FIELD = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.?)", re.S)
 _DIGITS = re.compile(r"\d+")
+_FIELD_NAME_END = re.compile(r"[.\[]")
+# What a %f or {:f} field of a float adds to its repr at most (1e308 has 309 digits).
+_FIXED_POINT_EXTRA = 320
+# What str() of an attribute reached by a format field may be (a bound method's repr).
+_ATTRIBUTE_TEXT = 100
+_CLOCK_EVERY_FIELDS = 1024
+_CLOCK_EVERY_ITEMS = 4096
+# What str.splitlines() breaks lines at.
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# Characters markupsafe.escape replaces, and how many characters each adds.
+_HTML_ESCAPES = (("&", 4), ("<", 3), (">", 3), ('"', 4), ("'", 4))
+# What one link of urlize adds besides its text twice: <a href="https://"></a>, the
+# rel="nofollow noopener" and target="" attribute names, a trimmed URL's "...".
+_URLIZE_LINK = 64
+# What one line of indented JSON adds besides its indentation: a newline, the quotes of a
+# key and a string value, ": ".
+_JSON_LINE_EXTRA = 8
 
 _Precheck = Callable[[Meter, Any, tuple[Any, ...], dict[str, Any]], None]
 
@@ -74,14 +96,156 @@ def _arg(params: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: s
     return kwargs.get(name)
 
 
-def _replace_size(text: str, old: Any, new: Any, count: Any) -> int:
-    """Length of ``text.replace(old, new, count)`` computed without building it."""
-    if not (isinstance(old, str) and isinstance(new, str)):
+def _replace_size(text: Any, old: Any, new: Any, count: Any) -> int:
+    """Length of ``text.replace(old, new, count)`` computed without building it (strings
+    or bytes; 0 for arguments ``replace`` refuses)."""
+    kind = str if isinstance(text, str) else (bytes, bytearray)
+    if not (isinstance(old, kind) and isinstance(new, kind)):
         return 0
     hits = text.count(old) if old else len(text) + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     return len(text) + hits * (len(new) - len(old))
+
+
+def _line_breaks(text: str) -> int:
+    """At least the number of line breaks ``str.splitlines`` finds (``\r\n`` counts 2)."""
+    return sum(map(text.count, _LINE_BREAKS))
+
+
+def _escaped_size(text: str) -> int:
+    """Length of ``markupsafe.escape(text)`` computed without building it."""
+    return len(text) + sum(text.count(char) * extra for char, extra in _HTML_ESCAPES)
+
+
+def _json_lines(meter: Meter, value: Any, width: int) -> tuple[int, int]:
+    """``(lines, sum of their depths)`` of ``value`` as JSON indented by ``width``: a
+    container's lines and depths do not depend on where it sits, so each is walked once."""
+    memo: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    work = 0
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in memo:
+            continue
+        items = _json_children(node)
+        if items is None:
+            memo[id(node)] = (0, 0)
+            continue
+        if not ready:
+            stack.append((node, True))
+            stack.extend((item, False) for item in items if id(item) not in memo)
+            continue
+        lines = depths = 0
+        for item in items:
+            item_lines, item_depths = memo.get(id(item), (0, 0))
+            lines += 1 + item_lines
+            depths += 1 + item_depths + item_lines
+        memo[id(node)] = (lines + 1 if items else 0, depths)
+        work += len(items) + 1
+        if work > _CLOCK_EVERY_ITEMS:
+            work = 0
+            meter.check_clock()
+        if width * depths > meter.limit:
+            break  # the caller refuses it
+    # (A container that holds itself cannot be serialised: JSON raises.)
+    return memo.get(id(value), (0, meter.limit + 1))
+
+
+def _json_children(value: Any) -> list[Any] | None:
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return list(value.values())
+    return None
+
+
+def _repr_size(meter: Meter, value: Any) -> int:
+    """An upper bound of ``len(repr(value))`` (or ``ascii()``) without building it: a
+    printable ASCII string escapes to at most 2 characters per character, anything else to
+    at most 10 (``\\U0001f600``)."""
+    if isinstance(value, str):
+        factor = 2 if value.isascii() and value.isprintable() else 10
+        return factor * len(value) + 2
+    return 10 * meter.text_size(value) + 2
+
+
+def _percent_size(meter: Meter, fmt: str, values: Any) -> int:
+    """An upper bound of the length of ``fmt % values``, each field sized by the argument
+    it formats (a ``%(key)s`` repeated n times counts n times)."""
+    positional = list(values) if isinstance(values, tuple) else [values]
+    mapping = values if isinstance(values, Mapping) else {}
+    position = 0
+    total = len(fmt)
+
+    def next_arg() -> Any:
+        nonlocal position
+        position += 1
+        return positional[position - 1] if position <= len(positional) else None
+
+    for count, match in enumerate(_PERCENT_FIELD.finditer(fmt), 1):
+        key, width, precision, conversion = match.groups()
+        if conversion == "%":
+            continue
+        if count % _CLOCK_EVERY_FIELDS == 0:
+            meter.check_clock()
+        widths = 0
+        for part in (width, precision):
+            if part == "*":
+                star = next_arg()
+                widths += abs(star) if isinstance(star, int) else 0
+            elif part:
+                widths += int(part) if len(part) <= 7 else meter.limit + 1
+        arg = mapping.get(key) if key is not None else next_arg()
+        size = _repr_size(meter, arg) if conversion in ("r", "a") else meter.text_size(arg)
+        if conversion in ("f", "F"):
+            size += _FIXED_POINT_EXTRA
+        total += size + widths
+        if total > meter.limit:
+            break
+    return total
+
+
+def _format_size(meter: Meter, fmt: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """An upper bound of the length of ``fmt.format(*args, **kwargs)``: every field is
+    sized by the argument it names, so ``'{0}' * n`` counts its argument n times."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return 0  # malformed: str.format itself will report it
+    nested = max((v for v in (*args, *kwargs.values()) if type(v) is int), default=0)
+    auto = 0
+    total = 0
+    for count, (literal, name, spec, conversion) in enumerate(fields, 1):
+        total += len(literal)
+        if name is None:
+            continue
+        if count % _CLOCK_EVERY_FIELDS == 0:
+            meter.check_clock()
+        end = _FIELD_NAME_END.search(name)
+        first = name if end is None else name[: end.start()]
+        if not first:
+            first, auto = str(auto), auto + 1
+        if first.isdigit():
+            index = int(first)
+            arg = args[index] if index < len(args) else None
+        else:
+            arg = kwargs.get(first)
+        size = _repr_size(meter, arg) if conversion in ("r", "a") else meter.text_size(arg)
+        if end is not None:
+            size += _ATTRIBUTE_TEXT  # an item or attribute of the argument
+        if spec:
+            digits = _DIGITS.findall(spec)
+            size += sum(int(d) if len(d) <= 7 else meter.limit + 1 for d in digits)
+            size += spec.count("{") * abs(nested)
+            if spec[-1] in "fF%":
+                size += _FIXED_POINT_EXTRA
+            if "," in spec or "_" in spec:
+                size += size // 2  # digit grouping
+        total += size
+        if total > meter.limit:
+            break
+    return total
 
 
 def _large_ints(values: Any, limit: int) -> bool:
@@ -104,6 +268,23 @@ def _method(obj: Any) -> tuple[Any, str]:
     return getattr(target, "__self__", None), getattr(target, "__name__", "")
 
 
+def _check_name(name: Any, what: str) -> None:
+    # The guards the compiler injects are filters named "_flowyard_...": a template naming
+    # one (or any private name) in a string could skip the meter or charge a negative size.
+    if not isinstance(name, str) or name.startswith("_"):
+        raise Refused("security", f"the {what} name {name!r} is not allowed")
+
+
+def _guard_test(func: Any) -> Callable[..., Any]:
+    # functools.wraps also copies ``jinja_pass_arg``, which Jinja relies on.
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        current_meter().tick()
+        return func(*args, **kwargs)
+
+    return guarded
+
+
 def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
     # Loops perform no attribute access or calls of their own, so without this a nested
     # loop over data could spin far past the deadline; ``text`` is the template text each
@@ -117,7 +298,9 @@ def _metered(meter: Meter, iterator: Iterator[Any], text: int) -> Iterator[Any]:
 class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox metered by the evaluation's budget."""
 
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    # "-" and "//" build nothing large from small operands, but every integer an operator
+    # returns is checked against MAX_INT_BITS (``a - (0 - a)`` doubles ``a``).
+    intercepted_binops = frozenset({"*", "**", "+", "-", "//", "%"})
 
     def __init__(self, limits: ExpressionLimits) -> None:
         self.limits = limits
@@ -127,6 +310,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             keep_trailing_newline=True,
             finalize=self._finalize,
             extensions=[_TokenLimit],
+            # Jinja's optimizer tries to fold every sub-expression of every node it visits,
+            # cubic in a chain (200 filters took 3 s); the sandbox's hooks refuse to fold
+            # anything anyway (no budget runs while compiling).
+            optimized=False,
         )
         self._prechecks: dict[str, _Precheck] = {
             "center": self._precheck_center,
@@ -138,7 +325,9 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             "replace": self._precheck_replace_filter,
             "join": self._precheck_join,
             "sum": self._precheck_sum,
-            **{name: self._word_precheck(name, d) for name, d in _WORD_FILTER_SHARE.items()},
+            "round": self._precheck_round,
+            "wordwrap": self._word_precheck("wordwrap", self._precheck_wordwrap),
+            "urlize": self._word_precheck("urlize", self._precheck_urlize),
             **dict.fromkeys(_CHARACTER_FILTERS, self._precheck_characters),
         }
         # Start from an empty namespace so helpers like lipsum/cycler/joiner,
@@ -153,6 +342,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         }
         self.filters.clear()
         self.filters.update(guarded)
+        # Tests are operations too (``x is divisibleby 3``, ``select('odd')``).
+        tests = {name: _guard_test(func) for name, func in self.tests.items()}
+        self.tests.clear()
+        self.tests.update(tests)
         self.filters[_ITER_GUARD] = self._iter_guard
         self.filters[_SIZE_GUARD] = self._size_guard
         self.filters[_CONCAT_GUARD] = self._concat_guard
@@ -199,10 +392,37 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             return self._add(meter, context, left, right)
         if operator == "**":
             self._precheck_power(left, right)
-        elif operator == "%" and isinstance(left, str):
-            self._check_percent(left, right)
-            meter.require(len(left) + meter.text_size(right), "%-formatting")
+        elif operator == "%" and isinstance(left, str | bytes):
+            fmt = left if isinstance(left, str) else left.decode("latin-1")
+            self._check_percent(fmt, right)
+            meter.require(_percent_size(meter, fmt, right), "%-formatting")
         return meter.produce(super().call_binop(context, operator, left, right))
+
+    def call_filter(
+        self,
+        name: str,
+        value: Any,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        eval_ctx: EvalContext | None = None,
+    ) -> Any:
+        """A filter called by name at run time (``map(name)``): never an internal one."""
+        _check_name(name, "filter")
+        return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+
+    def call_test(
+        self,
+        name: str,
+        value: Any,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        context: Context | None = None,
+        eval_ctx: EvalContext | None = None,
+    ) -> Any:
+        """A test called by name at run time (``select(name)``): never an internal one."""
+        _check_name(name, "test")
+        return super().call_test(name, value, args, kwargs, context, eval_ctx)
 
     @pass_context
     def _finalize(self, context: Context, value: Any) -> Any:
@@ -300,32 +520,40 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             if isinstance(tabsize, int):
                 tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
                 meter.require(len(owner) + tabs * tabsize, name)
+        elif name == "replace":
+            old, new = _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new")
+            meter.require(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")), name)
         elif isinstance(owner, str):
             args = self._precheck_str_method(meter, owner, name, args, kwargs)
+        elif name == "join" and args:
+            args = self._precheck_join_method(meter, owner, args)
         return args
 
     def _precheck_str_method(
         self, meter: Meter, owner: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, ...]:
-        if name == "replace":
-            old, new = _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new")
-            meter.require(_replace_size(owner, old, new, _arg(args, kwargs, 2, "count")), name)
-        elif name == "format":
+        if name == "format":
             self._check_format(owner, args, kwargs)
-            meter.require(len(owner) + meter.text_size([args, kwargs]), "str.format")
+            meter.require(_format_size(meter, owner, args, kwargs), "str.format")
         elif name == "format_map" and args:
             mapping = args[0] if isinstance(args[0], Mapping) else {}
             self._check_format(owner, (), mapping)
-            meter.require(len(owner) + meter.text_size(args[0]), "str.format_map")
+            meter.require(_format_size(meter, owner, (), mapping), "str.format_map")
         elif name == "join" and args:
-            items = args[0] if isinstance(args[0], Sized) else list(args[0])
-            size = meter.text_size(items) + len(owner) * len(items)
-            meter.require(size, "str.join")
-            args = (items, *args[1:])
+            args = self._precheck_join_method(meter, owner, args)
         elif name == "translate" and args and isinstance(args[0], Mapping):
             longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
             meter.require(len(owner) * max(longest, 1), "str.translate")
         return args
+
+    @staticmethod
+    def _precheck_join_method(
+        meter: Meter, owner: str | bytes, args: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        items = args[0] if isinstance(args[0], Sized) else list(args[0])
+        size = meter.text_size(items) + len(owner) * len(items)
+        meter.require(size, "join")
+        return (items, *args[1:])
 
     # -- filter prechecks (meter, value, params after the value, kwargs) --
 
@@ -340,7 +568,9 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         width = _arg(params, kw, 0, "width")
         per_line = len(width) if isinstance(width, str) else width
         if isinstance(value, str) and isinstance(per_line, int):
-            meter.require(len(value) + per_line * (value.count("\n") + 1), "indent")
+            # Every line splitlines() finds gets a newline and the indentation.
+            lines = _line_breaks(value) + 2
+            meter.require(len(value) + lines * (max(per_line, 0) + 1), "indent")
 
     def _precheck_count(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
@@ -354,13 +584,21 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         indent = _arg(params, kw, 0, "indent")
         if isinstance(indent, int) and indent > _MAX_JSON_INDENT:
             raise Refused("limit", f"tojson indent above the limit of {_MAX_JSON_INDENT}")
+        width = len(indent) if isinstance(indent, str) else indent
+        if isinstance(width, int) and width >= 0:
+            # Every element on its own line, indented by its depth; quotes and ": " too.
+            lines, depths = _json_lines(meter, value, width)
+            size = meter.text_size(value) + _JSON_LINE_EXTRA * lines + width * depths
+            meter.require(size, "tojson")
 
     def _precheck_format_filter(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
     ) -> None:
         if isinstance(value, str):
             self._check_percent(value, kw or params)
-        meter.require(meter.text_size(value) + meter.text_size([params, kw]), "format")
+            meter.require(_percent_size(meter, value, kw or params), "format")
+        else:
+            meter.require(meter.text_size(value) + meter.text_size([params, kw]), "format")
 
     def _precheck_replace_filter(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
@@ -373,11 +611,18 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     def _precheck_join(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
     ) -> None:
-        if _arg(params, kw, 1, "attribute") is not None:
-            return  # joins a part of each item: its result is sized
         separator = _arg(params, kw, 0, "d")
         sep = len(separator) if isinstance(separator, str) else 0
         count = len(value) if isinstance(value, Sized) else 0
+        attribute = _arg(params, kw, 1, "attribute")
+        if attribute is not None and isinstance(value, Iterable):
+            # Joins a part of each item: size the parts (through the sandbox's getitem).
+            getter = make_attrgetter(self, attribute)
+            size = 0
+            for item in value:
+                size += meter.text_size(getter(item)) + sep
+                meter.require(size, "join")
+            return
         meter.require(meter.text_size(value) + sep * count, "join")
 
     def _precheck_sum(
@@ -392,8 +637,18 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             length += len(item) if isinstance(item, Sized) else 0
             meter.charge(length)
 
-    def _word_precheck(self, name: str, divisor: int) -> _Precheck:
-        cap = self.limits.max_output_chars // divisor
+    def _precheck_round(
+        self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        # round(5, -n) computes 10 ** n first.
+        precision = _arg(params, kw, 0, "precision")
+        if isinstance(precision, int) and abs(precision) > MAX_INT_DIGITS:
+            raise Refused(
+                "limit", f"round() precision {precision} is beyond {MAX_INT_DIGITS} digits"
+            )
+
+    def _word_precheck(self, name: str, estimate: _Precheck) -> _Precheck:
+        cap = self.limits.max_output_chars // _WORD_FILTER_SHARE[name]
 
         def precheck(meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]) -> None:
             size = meter.text_size(value)
@@ -401,8 +656,40 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 raise Refused(
                     "limit", f"{name} of a text of size {size}: the limit for {name} is {cap}"
                 )
+            if isinstance(value, str):
+                estimate(meter, value, params, kw)
 
         return precheck
+
+    @staticmethod
+    def _precheck_wordwrap(
+        meter: Meter, value: str, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        width = _arg(params, kw, 0, "width")
+        wrapstring = _arg(params, kw, 2, "wrapstring")
+        if not isinstance(width, int) or width <= 0 or not isinstance(wrapstring, str):
+            return  # the default "\n" replaces a space or a line break; a bad width fails
+        # Two consecutive lines of a paragraph hold at least ``width`` characters between
+        # them (else the next word would have fit), so a paragraph of n characters has at
+        # most 2n/width + 2 lines; each break is a wrapstring.
+        paragraphs = _line_breaks(value) + 1
+        lines = 2 * len(value) // width + 2 * paragraphs
+        meter.require(len(value) + lines * len(wrapstring), "wordwrap")
+
+    @staticmethod
+    def _precheck_urlize(
+        meter: Meter, value: str, params: tuple[Any, ...], kw: dict[str, Any]
+    ) -> None:
+        target = _arg(params, kw, 2, "target")
+        rel = _arg(params, kw, 3, "rel")
+        schemes = _arg(params, kw, 4, "extra_schemes")
+        # The text is HTML-escaped; a link repeats its text in its href and adds the rel
+        # and target attributes. A word is a link only if it holds '.', ':' or '@' (or
+        # starts with an extra scheme).
+        words = len(value.split())
+        links = words if schemes else min(words, sum(map(value.count, ".:@")))
+        attributes = _URLIZE_LINK + sum(_escaped_size(str(a)) for a in (rel, target) if a)
+        meter.require(2 * _escaped_size(value) + links * attributes, "urlize")
 
     def _precheck_characters(
         self, meter: Meter, value: Any, params: tuple[Any, ...], kw: dict[str, Any]
@@ -452,7 +739,12 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 if precheck is not None:
                     precheck(meter, value, args[offset + 1 :], kwargs)
             result = func(*args, **kwargs)
-            return result if passthrough else meter.produce(result)
+            if passthrough:
+                # Nothing new to size, but an integer may be new: int('f' * n, 16).
+                if isinstance(result, int):
+                    meter.check_int(result)
+                return result
+            return meter.produce(result)
 
         return guarded
 
@@ -461,6 +753,8 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         # pass_context keeps the optimizer from running the guard at compile time.
         meter = current_meter()
         meter.tick()
+        if type(text) is not int or text < 0:
+            raise Refused("security", "invalid loop guard")
         return _metered(meter, iter(value), text)
 
     @pass_context
