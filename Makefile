@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Parallel test processes: most tests wait on I/O (databases, subprocesses, polling).
 PYTEST_WORKERS ?= 4
 
-.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema
+.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -42,6 +42,11 @@ test: $(STAMP) lint
 # contract on SQLite (no PostgreSQL, no subprocesses). `make test` is the whole suite.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not postgres and not slow" tests/unit tests/contract $(PYTEST_ARGS)
+
+# Docs that quote the code (the claim statement, its predicate, the step key) are
+# regenerated from it; tests/unit/test_docblocks.py fails when they are stale.
+docs: $(STAMP)
+	PYTHONPATH=tests $(BIN)/python -m support.docblocks
 
 schema: $(STAMP)
 	$(BIN)/flowyard schema -o schema/workflow.schema.json

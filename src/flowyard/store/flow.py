@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.commands import ChildRun, Fork, JoinPolicy
-from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.errors import Conflict
 from flowyard.domain.ids import RunId, StepId, new_run_id
 from flowyard.domain.records import BranchResult, MoveFacts, MovePlan, SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import ACTIVE, chunks, event_row, run_record
+from flowyard.store.rows import ACTIVE, chunks, event_row, lock_run
 from flowyard.store.schema import branches, run_events, runs, signals, steps
 
 #: Branch statuses.
@@ -473,7 +473,7 @@ class FlowOps(SqlBase):
         refuses it (Conflict)."""
 
         async def fn(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
-            status = await _lock_run(conn, run_id)
+            status = (await lock_run(conn, run_id)).status
             if status.is_terminal:
                 raise Conflict(f"run {run_id} has ended ({status.value}); it takes no signals")
             signal, woke = await _deliver(conn, run_id, name, payload, actor, now)
@@ -504,13 +504,7 @@ class FlowOps(SqlBase):
         run are serialised by the lock: each is decided on the facts the previous left."""
 
         async def fn(conn: AsyncConnection) -> tuple[MoveFacts, SignalRecord]:
-            row = (
-                await conn.execute(
-                    sa.select(runs).where(runs.c.id == run_id).with_for_update(key_share=True)
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"run {run_id!r} not found")
+            run = await lock_run(conn, run_id)
             moves = await conn.execute(
                 sa.select(signals)
                 .where(signals.c.run_id == run_id, signals.c.name == name)
@@ -528,7 +522,7 @@ class FlowOps(SqlBase):
                 .order_by(steps.c.id.desc())
                 .limit(1)
             )
-            facts = MoveFacts(run_record(row), [signal_record(m) for m in moves], waiting)
+            facts = MoveFacts(run, [signal_record(m) for m in moves], waiting)
             move, (kind, data) = decide(facts)
             signal, _ = await _deliver(conn, run_id, name, move, actor, now)
             await conn.execute(
@@ -735,16 +729,6 @@ async def load_branch_results(
                 )
             )
     return results
-
-
-async def _lock_run(conn: AsyncConnection, run_id: str) -> RunStatus:
-    """Lock the run's row against status changes (NotFound when there is none); its status."""
-    status = await conn.scalar(
-        sa.select(runs.c.status).where(runs.c.id == run_id).with_for_update(key_share=True)
-    )
-    if status is None:
-        raise NotFound(f"run {run_id!r} not found")
-    return RunStatus(status)
 
 
 async def _deliver(

@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.commands import RetryFrom
-from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.errors import Conflict
 from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
 from flowyard.store.flow import FlowWriter, drop_fork
-from flowyard.store.rows import ACTIVE, PENDING, event_row, run_record
+from flowyard.store.rows import ACTIVE, PENDING, event_row, lock_run, run_record
 from flowyard.store.schema import run_events, runs, steps
 
 #: Runs that may be cancelled / paused / retried.
@@ -37,14 +37,7 @@ class LifecycleOps(SqlBase):
         refusal: str,
     ) -> RunRecord:
         """Lock the run row (every writer locks runs before steps) and check its status."""
-        row = (
-            await conn.execute(
-                sa.select(runs).where(runs.c.id == run_id).with_for_update(key_share=True)
-            )
-        ).first()
-        if row is None:
-            raise NotFound(f"run {run_id!r} not found")
-        run = run_record(row)
+        run = await lock_run(conn, run_id)
         if run.status not in allowed:
             raise Conflict(
                 f"run {run_id} is {run.status.value}; {refusal}",

@@ -45,26 +45,7 @@ class QueueOps(SqlBase):
         self, worker_id: str, *, limit: int, now: datetime, lease_s: float
     ) -> list[StepRecord]:
         """Claim due steps: one UPDATE over a locked, skip-locked sub-select."""
-        due = (
-            sa.select(steps.c.id)
-            .where(CLAIMABLE, steps.c.available_at <= now)
-            .order_by(steps.c.available_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            steps.update()
-            .where(steps.c.id.in_(due.scalar_subquery()))
-            .values(
-                status=StepStatus.RUNNING.value,
-                lease_owner=worker_id,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                attempt=steps.c.attempt + 1,
-                claims=steps.c.claims + 1,
-                started_at=now,
-            )
-            .returning(*steps.c)
-        )
+        claim = claim_statement(worker_id, limit=limit, now=now, lease_s=lease_s)
 
         async def fn(conn: AsyncConnection) -> list[StepRecord]:
             claimed = [step_record(row) for row in await conn.execute(claim)]
@@ -336,6 +317,31 @@ class QueueOps(SqlBase):
             return {row[0]: int(row[1]) for row in rows}
 
         return await self._tx(fn, write=False)
+
+
+def claim_statement(worker_id: str, *, limit: int, now: datetime, lease_s: float) -> sa.Update:
+    """The claim: one UPDATE of up to ``limit`` due steps, picked by a sub-select that locks
+    them and skips rows another worker has locked (quoted in docs/architecture.md)."""
+    due = (
+        sa.select(steps.c.id)
+        .where(CLAIMABLE, steps.c.available_at <= now)
+        .order_by(steps.c.available_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        steps.update()
+        .where(steps.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=StepStatus.RUNNING.value,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempt=steps.c.attempt + 1,
+            claims=steps.c.claims + 1,
+            started_at=now,
+        )
+        .returning(*steps.c)
+    )
 
 
 async def _pending_signals(

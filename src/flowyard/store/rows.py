@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.errors import NotFound
 from flowyard.domain.ids import EventId, RunId, StepId, WorkflowId
 from flowyard.domain.records import (
     EventRecord,
@@ -22,7 +24,7 @@ from flowyard.domain.records import (
     WorkflowRecord,
 )
 from flowyard.domain.statuses import ACTIVE_STEP_STATUSES, RunStatus, StepStatus
-from flowyard.store.schema import CLAIMABLE_SQL, CLAIMABLE_STATUSES
+from flowyard.store.schema import CLAIMABLE_SQL, CLAIMABLE_STATUSES, runs
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -85,6 +87,19 @@ def run_record(row: Row[Any]) -> RunRecord:
         deadline_at=row.deadline_at,
         error_type=row.error_type,
     )
+
+
+async def lock_run(conn: AsyncConnection, run_id: str) -> RunRecord:
+    """Lock the run's row against other writers (every writer locks runs before their steps);
+    NotFound when there is none."""
+    row = (
+        await conn.execute(
+            sa.select(runs).where(runs.c.id == run_id).with_for_update(key_share=True)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run_record(row)
 
 
 def step_record(row: Row[Any]) -> StepRecord:
