@@ -65,6 +65,18 @@ def _audit(row: Row[Any]) -> AuditRecord:
     )
 
 
+async def _lock_user(conn: AsyncConnection, user_id: str, *, shared: bool) -> None:
+    """Lock a user's row, the point where a session's rotation and its endings meet: a
+    refresh rotation locks it shared, an ending (logout, new password, disabling, deleting)
+    exclusively. On PostgreSQL an ending's update of ``refresh_tokens`` would otherwise take
+    its snapshot before a rotation running at the same time commits, and miss the token the
+    rotation inserts: a session just ended would get a live refresh token. SQLite renders
+    no lock: its writers run one at a time anyway."""
+    await conn.execute(
+        sa.select(users.c.id).where(users.c.id == user_id).with_for_update(read=shared)
+    )
+
+
 def _deny(reason: str) -> None:
     """Mark the pending audit entry of a refused token exchange."""
     entry = pending_audit()
@@ -213,6 +225,8 @@ class AuthOps(SqlBase):
         async def fn(conn: AsyncConnection) -> UserRecord:
             if demote or changes.get("disabled"):
                 await self._keep_an_admin(conn, user_id, "demote" if demote else "disable")
+            # After the admins (locked in id order by ``_keep_an_admin``): never the other way.
+            await _lock_user(conn, user_id, shared=False)
             row = (
                 await conn.execute(
                     users.update()
@@ -241,6 +255,7 @@ class AuthOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> None:
             await self._keep_an_admin(conn, user_id, "delete")
+            await _lock_user(conn, user_id, shared=False)
             await conn.execute(refresh_tokens.delete().where(refresh_tokens.c.user_id == user_id))
             await conn.execute(
                 api_keys.update().where(api_keys.c.user_id == user_id).values(user_id=None)
@@ -363,14 +378,16 @@ class AuthOps(SqlBase):
     async def rotate_refresh_token(self, jti: str, new: RefreshTokenRecord, now: datetime) -> str:
         """Use refresh token ``jti`` and insert ``new`` in its family: ``"ok"``. A token
         already used revokes its whole family: ``"reused"``; unknown, revoked or expired:
-        ``"invalid"`` (nothing inserted)."""
+        ``"invalid"`` (nothing inserted). Serialised with the endings of the session on the
+        user's row (:func:`_lock_user`)."""
+        token = sa.select(refresh_tokens).where(refresh_tokens.c.id == jti)
 
         async def fn(conn: AsyncConnection) -> str:
-            row = (
-                await conn.execute(
-                    sa.select(refresh_tokens).where(refresh_tokens.c.id == jti).with_for_update()
-                )
-            ).first()
+            owner = (await conn.execute(token.with_only_columns(refresh_tokens.c.user_id))).first()
+            if owner is not None and owner.user_id is not None:
+                # The user first, then the token: the order every ending takes too.
+                await _lock_user(conn, owner.user_id, shared=True)
+            row = (await conn.execute(token.with_for_update())).first()
             if row is None or row.revoked_at is not None or row.expires_at <= now:
                 _deny("invalid refresh token")
                 return "invalid"
@@ -399,8 +416,16 @@ class AuthOps(SqlBase):
 
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         """Revoke every token of a family (logout)."""
+        owner = (
+            sa.select(refresh_tokens.c.user_id)
+            .where(refresh_tokens.c.family_id == family_id)
+            .limit(1)
+        )
 
         async def fn(conn: AsyncConnection) -> None:
+            user_id = (await conn.execute(owner)).scalar()
+            if user_id is not None:
+                await _lock_user(conn, user_id, shared=False)
             await conn.execute(
                 refresh_tokens.update()
                 .where(
