@@ -16,7 +16,7 @@ from flowyard.domain.auth import AuditEntry, LoginFailures, RefreshTokenRecord, 
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.store import Store, open_store
 from flowyard.store.audit import audit_scope
-from flowyard.store.schema import users
+from flowyard.store.schema import login_failures, users
 
 KEYS = ["user:abc@10.0.0.1", "addr:10.0.0.1"]
 
@@ -202,3 +202,30 @@ async def test_a_session_ended_during_a_rotation_stays_ended(
     assert (await store.session_user(user.id, "fam1"))[1] is False
     again = RefreshTokenRecord("t3", "fam1", user.id, at(7200), None, None)
     assert await store.rotate_refresh_token("t2", again, at(20)) == "invalid"
+
+
+async def test_forgiving_locks_in_the_order_claims_do(pg_url: str) -> None:
+    """PostgreSQL only (SQLite writers never overlap): a claim locks its keys in sorted order
+    (the address key before the pair key); a successful login's forgiving must take them in
+    the same order, or a claim from the same address and the forgiving deadlock. Here the
+    claim is played by a transaction that holds the address key, and asks for the pair key
+    once the forgiving waits (a short deadlock_timeout makes it the one that would see a
+    deadlock)."""
+    store = open_store(pg_url)
+    try:
+        await store.migrate()
+        pair, address = KEYS
+        for n in range(2):
+            await store.claim_login_attempt(KEYS, at(n), forget_before=T0, wait=no_wait)
+        async with raw_connection(pg_url) as claim, raw_connection(pg_url) as watch:
+            await claim.execute(sa.text("SET LOCAL deadlock_timeout = '50ms'"))
+            locked = sa.select(login_failures.c.key).with_for_update()
+            await claim.execute(locked.where(login_failures.c.key == address))
+            forgiving = asyncio.create_task(store.forgive_login_attempt([pair], [address]))
+            await _until_waiting(watch, 1)
+            await claim.execute(locked.where(login_failures.c.key == pair))
+            await claim.commit()
+            await asyncio.wait_for(forgiving, 30)
+        assert [(r.key, r.failures) for r in await store.login_failures(KEYS)] == [(address, 1)]
+    finally:
+        await store.close()
