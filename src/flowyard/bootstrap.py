@@ -210,6 +210,7 @@ async def build(
             backoff_base_s=settings.login_backoff_base_s,
             backoff_max_s=settings.login_backoff_max_s,
             forget_after_s=settings.login_failure_window_s,
+            ipv6_prefix=settings.client_ipv6_prefix,
         ),
     )
     container = Container(

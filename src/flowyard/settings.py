@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     login_failure_window_s: int = Field(
         900, ge=1, description="Failed logins are forgotten this long after the last attempt."
     )
+    client_ipv6_prefix: int = Field(
+        64,
+        ge=1,
+        le=128,
+        description="Login throttling counts an IPv6 client per network of this many bits "
+        "(one subscriber or cloud instance holds a whole /64); IPv4 clients per address.",
+    )
     password_min_score: int = Field(
         3, ge=0, le=4, description="zxcvbn strength (0-4) a new password needs (0: length only)."
     )
