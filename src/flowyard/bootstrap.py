@@ -203,6 +203,7 @@ async def build(
         clock=clock,
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        session_max_age_s=settings.session_max_age_s,
         password_min_score=settings.password_min_score,
         throttle=ThrottlePolicy(
             free_failures=settings.login_free_failures,

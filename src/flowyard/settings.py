@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     )
     access_token_ttl_s: int = Field(900, ge=10, description="Lifetime of access tokens.")
     refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="Refresh tokens.")
+    session_max_age_s: int = Field(
+        30 * 24 * 3600,
+        ge=60,
+        description="A session ends this long after its login however often it is refreshed "
+        "(its refresh is then refused, 401, like an expired token): log in again.",
+    )
     admin_password: SecretStr | None = Field(
         None, description="Password of the admin created at first start (else random, printed)."
     )

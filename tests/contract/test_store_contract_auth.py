@@ -229,3 +229,21 @@ async def test_forgiving_locks_in_the_order_claims_do(pg_url: str) -> None:
         assert [(r.key, r.failures) for r in await store.login_failures(KEYS)] == [(address, 1)]
     finally:
         await store.close()
+
+
+async def test_pruning_drops_ended_and_expired_refresh_tokens_in_batches(store: Store) -> None:
+    user = await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
+    for n in range(5):  # expired
+        await store.add_refresh_token(RefreshTokenRecord(f"x{n}", "f1", user.id, at(n), None, None))
+    await store.add_refresh_token(RefreshTokenRecord("r1", "f2", user.id, at(900), None, None))
+    await store.revoke_refresh_family("f2", at(1))  # ended
+    await store.add_refresh_token(RefreshTokenRecord("u1", "f3", user.id, at(900), None, None))
+    new = RefreshTokenRecord("u2", "f3", user.id, at(900), None, None)
+    assert await store.rotate_refresh_token("u1", new, at(1)) == "ok"  # u1 used, kept
+    assert await store.prune_refresh_tokens(at(10), limit=4) == 4
+    assert await store.prune_refresh_tokens(at(10), limit=4) == 2
+    assert await store.prune_refresh_tokens(at(10), limit=4) == 0
+    # The used token still tells a reuse; the session is live.
+    assert (await store.session_user(user.id, "f3"))[1] is True
+    again = RefreshTokenRecord("u3", "f3", user.id, at(900), None, None)
+    assert await store.rotate_refresh_token("u1", again, at(11)) == "reused"

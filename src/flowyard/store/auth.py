@@ -436,6 +436,29 @@ class AuthOps(SqlBase):
 
         await self._tx(fn)
 
+    async def prune_refresh_tokens(self, now: datetime, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` refresh tokens that are revoked or expired at ``now``; how
+        many. Neither kind can be rotated again, nor keep a session live: either way a
+        presented one is ``"invalid"``. A used token that has not expired is kept: presenting
+        it again must still revoke its family. Rows another transaction holds are skipped
+        (PostgreSQL), so pruning never waits for, or deadlocks with, a rotation or logout."""
+        doomed = (
+            sa.select(refresh_tokens.c.id)
+            .where(
+                sa.or_(refresh_tokens.c.revoked_at.is_not(None), refresh_tokens.c.expires_at <= now)
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        async def fn(conn: AsyncConnection) -> int:
+            deleted = await conn.execute(
+                refresh_tokens.delete().where(refresh_tokens.c.id.in_(doomed))
+            )
+            return int(deleted.rowcount or 0)
+
+        return await self._tx(fn, audited=False)
+
     # -- audit -----------------------------------------------------------------------------
 
     async def append_audit(self, entry: AuditEntry, now: datetime) -> None:

@@ -401,6 +401,10 @@ class Store(Protocol):
         """Revoke a refresh-token family."""
         ...
 
+    async def prune_refresh_tokens(self, now: datetime, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` revoked or expired refresh tokens; how many."""
+        ...
+
     async def claim_login_attempt(
         self,
         keys: Sequence[str],
