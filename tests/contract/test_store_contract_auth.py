@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contract.helpers import T0, at, raw_connection
-from flowyard.domain.auth import AuditEntry, LoginFailures, RefreshTokenRecord, Role
+from flowyard.domain.auth import (
+    ApiKeyRecord,
+    AuditEntry,
+    LoginFailures,
+    RefreshTokenRecord,
+    Role,
+)
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.store import Store, open_store
 from flowyard.store.audit import audit_scope
@@ -247,3 +253,16 @@ async def test_pruning_drops_ended_and_expired_refresh_tokens_in_batches(store: 
     assert (await store.session_user(user.id, "f3"))[1] is True
     again = RefreshTokenRecord("u3", "f3", user.id, at(900), None, None)
     assert await store.rotate_refresh_token("u1", again, at(11)) == "reused"
+
+
+async def test_an_api_key_is_found_with_its_owner(store: Store) -> None:
+    owner = await store.create_user("usr_1", "ada", "h", Role.EDITOR, T0)
+    owned = ApiKeyRecord("key_1", "p1", "h1", "ci", Role.ADMIN, owner.id, None, None, None, T0)
+    orphan = ApiKeyRecord("key_2", "p2", "h2", "cli", Role.VIEWER, None, None, None, None, T0)
+    await store.create_api_key(owned)
+    await store.create_api_key(orphan)
+    assert await store.find_api_key_and_owner("p1") == (owned, owner)
+    assert await store.find_api_key_and_owner("p2") == (orphan, None)
+    assert await store.find_api_key_and_owner("nosuch") is None
+    disabled = await store.update_user(owner.id, {"disabled": True}, at(1))
+    assert await store.find_api_key_and_owner("p1") == (owned, disabled)

@@ -407,18 +407,23 @@ class AuthService:
 
     async def _api_key_principal(self, token: str) -> Principal:
         prefix, _, secret = token[len(API_KEY_PREFIX) :].partition("_")
-        record = await self.store.find_api_key(prefix) if prefix and secret else None
-        if record is None or not hmac.compare_digest(record.hash, hash_secret(secret)):
+        found = await self.store.find_api_key_and_owner(prefix) if prefix and secret else None
+        if found is None or not hmac.compare_digest(found[0].hash, hash_secret(secret)):
             raise AuthError("invalid API key")
+        record, owner = found
         now = self.clock()
-        if record.revoked_at is not None:
+        # A key acts for its user: while the user is disabled the key is as good as revoked
+        # (the same answer: whoever holds the key learns nothing about the user).
+        if record.revoked_at is not None or (owner is not None and owner.disabled):
             raise AccessRevoked("API key revoked")
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthError("API key expired")
         # last_used_at to the minute: a write per request would tax every machine client.
         if record.last_used_at is None or now - record.last_used_at >= LAST_USED_PRECISION:
             await self.store.touch_api_key(record.id, now)
-        return Principal("key", record.prefix, record.role, record.user_id)
+        # Never more than the user may do now: a demoted user's keys are demoted with it.
+        role = record.role if owner is None or owner.role.allows(record.role) else owner.role
+        return Principal("key", record.prefix, role, record.user_id)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of an access JWT or an API key; AuthError otherwise."""

@@ -332,6 +332,37 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn, write=False)
 
+    async def find_api_key_and_owner(
+        self, prefix: str
+    ) -> tuple[ApiKeyRecord, UserRecord | None] | None:
+        """The key with this prefix and the user it acts for (None: a key made by the CLI, or
+        whose user was deleted), in one query; None without such a key."""
+        owner = [c.label(f"owner_{c.name}") for c in users.c]
+        query = (
+            sa.select(api_keys, *owner)
+            .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.user_id))
+            .where(api_keys.c.prefix == prefix)
+        )
+
+        async def fn(conn: AsyncConnection) -> tuple[ApiKeyRecord, UserRecord | None] | None:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            if row.owner_id is None:
+                return _key(row), None
+            user = UserRecord(
+                row.owner_id,
+                row.owner_username,
+                row.owner_password_hash,
+                Role(row.owner_role),
+                bool(row.owner_disabled),
+                row.owner_created_at,
+                row.owner_updated_at,
+            )
+            return _key(row), user
+
+        return await self._tx(fn, write=False)
+
     async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
         """Revoke a key (NotFound); revoking twice keeps the first time."""
 

@@ -380,6 +380,12 @@ class Store(Protocol):
         """The key with this prefix."""
         ...
 
+    async def find_api_key_and_owner(
+        self, prefix: str
+    ) -> tuple[ApiKeyRecord, UserRecord | None] | None:
+        """The key with this prefix and its user (None: no user), or None."""
+        ...
+
     async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
         """Revoke a key (NotFound)."""
         ...
