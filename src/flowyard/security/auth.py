@@ -15,7 +15,13 @@ from typing import Any
 
 import jwt
 
-from flowyard.domain.auth import ApiKeyRecord, RefreshTokenRecord, Role, UserRecord
+from flowyard.domain.auth import (
+    ApiKeyRecord,
+    RefreshTokenRecord,
+    Role,
+    UserRecord,
+    check_username,
+)
 from flowyard.domain.errors import InvalidInput, NotFound, Problem
 from flowyard.security.passwords import PasswordHashing, check_strength
 from flowyard.security.throttle import LoginThrottle, ThrottlePolicy
@@ -142,7 +148,9 @@ class AuthService:
     # -- users -----------------------------------------------------------------------------
 
     async def create_user(self, username: str, password: str, role: Role) -> UserRecord:
-        """Create a user with an argon2 password hash (a weak password is refused)."""
+        """Create a user with an argon2 password hash (a username against the rule, or a
+        weak password, is refused: InvalidInput)."""
+        check_username(username)
         self.check_password(password, username)
         pw_hash = await self.passwords.hash(password)
         return await self.store.create_user(_new_id("usr"), username, pw_hash, role, self.clock())
