@@ -203,6 +203,7 @@ async def build(
         clock=clock,
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
+        session_max_age_s=settings.session_max_age_s,
         password_min_score=settings.password_min_score,
         throttle=ThrottlePolicy(
             free_failures=settings.login_free_failures,
@@ -210,6 +211,7 @@ async def build(
             backoff_base_s=settings.login_backoff_base_s,
             backoff_max_s=settings.login_backoff_max_s,
             forget_after_s=settings.login_failure_window_s,
+            ipv6_prefix=settings.client_ipv6_prefix,
         ),
     )
     container = Container(

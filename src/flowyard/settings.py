@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     )
     access_token_ttl_s: int = Field(900, ge=10, description="Lifetime of access tokens.")
     refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60, description="Refresh tokens.")
+    session_max_age_s: int = Field(
+        30 * 24 * 3600,
+        ge=60,
+        description="A session ends this long after its login however often it is refreshed "
+        "(its refresh is then refused, 401, like an expired token): log in again.",
+    )
     admin_password: SecretStr | None = Field(
         None, description="Password of the admin created at first start (else random, printed)."
     )
@@ -162,6 +168,13 @@ class Settings(BaseSettings):
     )
     login_failure_window_s: int = Field(
         900, ge=1, description="Failed logins are forgotten this long after the last attempt."
+    )
+    client_ipv6_prefix: int = Field(
+        64,
+        ge=1,
+        le=128,
+        description="Login throttling counts an IPv6 client per network of this many bits "
+        "(one subscriber or cloud instance holds a whole /64); IPv4 clients per address.",
     )
     password_min_score: int = Field(
         3, ge=0, le=4, description="zxcvbn strength (0-4) a new password needs (0: length only)."

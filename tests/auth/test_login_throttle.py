@@ -313,3 +313,40 @@ async def test_a_successful_login_logs_no_error(
     gc.collect()
     assert "KeyError" not in caplog.text
     assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        # One attacker's /64: every guess from a fresh address of it.
+        [f"2001:db8:1:2:{n:x}::{n + 1:x}" for n in range(8)],
+        # One IPv4 client, spelled every way a proxy or a dual-stack listener may.
+        ["203.0.113.5", "::ffff:203.0.113.5", "[::FFFF:CB00:7105]:443", "203.0.113.5:5012"] * 2,
+    ],
+    ids=["ipv6-/64", "ipv4-spellings"],
+)
+async def test_one_client_is_one_client_however_it_is_addressed(
+    container: Container, spellings: list[str]
+) -> None:
+    throttle(container)
+    async with client(app_with(container)) as c:
+        answers = [
+            (await login(c, "nina", "wrong password", {"X-Forwarded-For": address})).status_code
+            for address in spellings
+        ]
+        # Another /64 (or address) is another client.
+        other = await login(c, "nina", "wrong password", {"X-Forwarded-For": "2001:db8:1:3::1"})
+    assert answers[: POLICY.free_failures] == [401] * POLICY.free_failures
+    assert answers[POLICY.free_failures] == 429
+    assert other.status_code == 401
+
+
+async def test_the_ipv6_prefix_is_a_setting(db_url: str) -> None:
+    settings = Settings(db_url=db_url, workers=0, load_plugins=False, client_ipv6_prefix=56)
+    built = await build(settings)
+    try:
+        assert built.auth.throttle.policy.ipv6_prefix == 56
+    finally:
+        await built.close()
+    with pytest.raises(ValueError, match="client_ipv6_prefix"):
+        Settings(db_url=db_url, client_ipv6_prefix=0)

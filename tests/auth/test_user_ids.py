@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from flowyard.bootstrap import Container
-from flowyard.domain.auth import Role
-from flowyard.domain.errors import NotFound
+from flowyard.domain.auth import Role, check_username
+from flowyard.domain.errors import InvalidInput, NotFound
 from support.auth import PASSWORD, auth_headers
 
 API = "/api/v1"
@@ -83,3 +83,19 @@ async def test_a_refused_user_create_is_audited_against_the_existing_user(
         ("conflict", "user", made.json()["id"]),
         ("success", "user", made.json()["id"]),
     ]
+
+
+async def test_the_api_refuses_the_usernames_the_cli_refuses(
+    anon: httpx.AsyncClient, container: Container
+) -> None:
+    """One rule (``flowyard.domain.auth.check_username``) for the API and the CLI."""
+    admin = await auth_headers(container)
+    for bad in ("ada lovelace", "ada/lovelace", "ada\n", "", "a" * 129):
+        with pytest.raises(InvalidInput):
+            check_username(bad)
+        body = {"username": bad, "password": PASSWORD}
+        response = await anon.post(f"{API}/users", json=body, headers=admin)
+        assert response.status_code == 422, (bad, response.text)
+        assert response.json()["errors"][0]["pointer"] == "/username"
+    for good in ("ada", "ada.lovelace@example.com", "a" * 128, "A_1-b"):
+        check_username(good)

@@ -13,10 +13,11 @@ import pytest
 
 from flowyard.bootstrap import build
 from flowyard.domain.auth import Role
+from flowyard.domain.errors import InvalidInput
 from flowyard.security import AuthError, Principal
 from flowyard.settings import Settings
 from support.auth import PASSWORD
-from support.cli import cli
+from support.cli import cli, messages
 
 KEY = re.compile(r"^fy_([0-9a-f]+)_(\S+)$")
 
@@ -208,3 +209,39 @@ def test_revoking_an_unknown_key_exits_1(workdir: Path, db: str) -> None:
     result = cli(workdir, "api-keys", "revoke", "key_nosuch", "--db", db)
     assert result.returncode == 1
     assert "error: API key 'key_nosuch' not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("username", "why"),
+    [
+        ("ada lovelace", "letters, digits"),
+        ("ada/lovelace", "letters, digits"),
+        ("ada\n", "letters, digits"),
+        ("", "empty"),
+        ("a" * 129, "at most 128"),
+    ],
+    ids=["space", "slash", "newline", "empty", "too-long"],
+)
+def test_a_bad_username_is_refused_like_the_api_does(
+    workdir: Path, db: str, username: str, why: str
+) -> None:
+    """The API's rule, refused with one line before the password is asked for."""
+    result = cli(workdir, "users", "create", username, "--db", db, stdin="")
+    assert result.returncode == 2, result.stderr
+    [line] = messages(result).strip().splitlines()
+    assert line.startswith("error: invalid username") and why in line, line
+    assert "Password" not in result.stdout + result.stderr  # never prompted
+    assert "usr_" not in ok(workdir, db, "users", "list")
+
+
+def test_the_service_applies_the_username_rule(db: str) -> None:
+    async def main() -> None:
+        container = await build(Settings(db_url=db, workers=0, load_plugins=False))
+        try:
+            with pytest.raises(InvalidInput) as refused:
+                await container.auth.create_user("ada lovelace", PASSWORD, Role.VIEWER)
+            assert refused.value.problems[0].pointer == "/username"
+        finally:
+            await container.close()
+
+    asyncio.run(main())

@@ -8,12 +8,21 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contract.helpers import T0, at
-from flowyard.domain.auth import AuditEntry, LoginFailures, RefreshTokenRecord, Role
+from contract.helpers import T0, at, raw_connection
+from flowyard.domain.auth import (
+    ApiKeyRecord,
+    AuditEntry,
+    LoginFailures,
+    RefreshTokenRecord,
+    Role,
+)
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.store import Store, open_store
 from flowyard.store.audit import audit_scope
+from flowyard.store.schema import login_failures, users
 
 KEYS = ["user:abc@10.0.0.1", "addr:10.0.0.1"]
 
@@ -140,3 +149,120 @@ async def test_parallel_claims_from_separate_processes_serialise(store: Store, d
             await own.close()
     assert sorted(waits) == [0.0] * 3 + [1.0] * 21
     assert {r.failures for r in await store.login_failures(KEYS)} == {3}
+
+
+async def _lock_waiters(conn: AsyncConnection) -> int:
+    """How many sessions of this PostgreSQL database wait for a lock (the statistics are
+    read afresh: a transaction otherwise sees the first snapshot it took)."""
+    await conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def _until_waiting(watch: AsyncConnection, count: int) -> None:
+    for _ in range(500):
+        if await _lock_waiters(watch) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never saw {count} transactions waiting for a lock")
+
+
+@pytest.mark.parametrize("ending", ["logout", "password", "disable"])
+async def test_a_session_ended_during_a_rotation_stays_ended(
+    store: Store, db_url: str, ending: str
+) -> None:
+    """A rotation and an ending of its session (logout, new password, disabled user) at
+    once: whichever comes first, no live refresh token is left in the session. On
+    PostgreSQL the rotation is held after it locked its token (another transaction holds
+    the user's row), and the ending starts meanwhile: it must not miss the token the
+    rotation then inserts. SQLite serialises writers, so there both simply run at once."""
+    user = await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
+    await store.add_refresh_token(RefreshTokenRecord("t1", "fam1", user.id, at(3600), None, None))
+    new = RefreshTokenRecord("t2", "fam1", user.id, at(7200), None, None)
+
+    async def end() -> None:
+        if ending == "logout":
+            await store.revoke_refresh_family("fam1", at(10))
+        elif ending == "password":
+            await store.update_user(user.id, {"password_hash": "h2"}, at(10))
+        else:
+            await store.update_user(user.id, {"disabled": True}, at(10))
+
+    if not db_url.startswith("postgresql"):
+        outcomes = await asyncio.gather(store.rotate_refresh_token("t1", new, at(10)), end())
+    else:
+        async with raw_connection(db_url) as holder, raw_connection(db_url) as watch:
+            await holder.execute(
+                sa.select(users.c.id).where(users.c.id == user.id).with_for_update()
+            )
+            rotation = asyncio.create_task(store.rotate_refresh_token("t1", new, at(10)))
+            await _until_waiting(watch, 1)
+            ending_task = asyncio.create_task(end())
+            await _until_waiting(watch, 2)
+            await holder.rollback()
+            outcomes = await asyncio.wait_for(asyncio.gather(rotation, ending_task), 30)
+    assert outcomes[0] in ("ok", "invalid")
+    assert (await store.session_user(user.id, "fam1"))[1] is False
+    again = RefreshTokenRecord("t3", "fam1", user.id, at(7200), None, None)
+    assert await store.rotate_refresh_token("t2", again, at(20)) == "invalid"
+
+
+async def test_forgiving_locks_in_the_order_claims_do(pg_url: str) -> None:
+    """PostgreSQL only (SQLite writers never overlap): a claim locks its keys in sorted order
+    (the address key before the pair key); a successful login's forgiving must take them in
+    the same order, or a claim from the same address and the forgiving deadlock. Here the
+    claim is played by a transaction that holds the address key, and asks for the pair key
+    once the forgiving waits (a short deadlock_timeout makes it the one that would see a
+    deadlock)."""
+    store = open_store(pg_url)
+    try:
+        await store.migrate()
+        pair, address = KEYS
+        for n in range(2):
+            await store.claim_login_attempt(KEYS, at(n), forget_before=T0, wait=no_wait)
+        async with raw_connection(pg_url) as claim, raw_connection(pg_url) as watch:
+            await claim.execute(sa.text("SET LOCAL deadlock_timeout = '50ms'"))
+            locked = sa.select(login_failures.c.key).with_for_update()
+            await claim.execute(locked.where(login_failures.c.key == address))
+            forgiving = asyncio.create_task(store.forgive_login_attempt([pair], [address]))
+            await _until_waiting(watch, 1)
+            await claim.execute(locked.where(login_failures.c.key == pair))
+            await claim.commit()
+            await asyncio.wait_for(forgiving, 30)
+        assert [(r.key, r.failures) for r in await store.login_failures(KEYS)] == [(address, 1)]
+    finally:
+        await store.close()
+
+
+async def test_pruning_drops_ended_and_expired_refresh_tokens_in_batches(store: Store) -> None:
+    user = await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
+    for n in range(5):  # expired
+        await store.add_refresh_token(RefreshTokenRecord(f"x{n}", "f1", user.id, at(n), None, None))
+    await store.add_refresh_token(RefreshTokenRecord("r1", "f2", user.id, at(900), None, None))
+    await store.revoke_refresh_family("f2", at(1))  # ended
+    await store.add_refresh_token(RefreshTokenRecord("u1", "f3", user.id, at(900), None, None))
+    new = RefreshTokenRecord("u2", "f3", user.id, at(900), None, None)
+    assert await store.rotate_refresh_token("u1", new, at(1)) == "ok"  # u1 used, kept
+    assert await store.prune_refresh_tokens(at(10), limit=4) == 4
+    assert await store.prune_refresh_tokens(at(10), limit=4) == 2
+    assert await store.prune_refresh_tokens(at(10), limit=4) == 0
+    # The used token still tells a reuse; the session is live.
+    assert (await store.session_user(user.id, "f3"))[1] is True
+    again = RefreshTokenRecord("u3", "f3", user.id, at(900), None, None)
+    assert await store.rotate_refresh_token("u1", again, at(11)) == "reused"
+
+
+async def test_an_api_key_is_found_with_its_owner(store: Store) -> None:
+    owner = await store.create_user("usr_1", "ada", "h", Role.EDITOR, T0)
+    owned = ApiKeyRecord("key_1", "p1", "h1", "ci", Role.ADMIN, owner.id, None, None, None, T0)
+    orphan = ApiKeyRecord("key_2", "p2", "h2", "cli", Role.VIEWER, None, None, None, None, T0)
+    await store.create_api_key(owned)
+    await store.create_api_key(orphan)
+    assert await store.find_api_key_and_owner("p1") == (owned, owner)
+    assert await store.find_api_key_and_owner("p2") == (orphan, None)
+    assert await store.find_api_key_and_owner("nosuch") is None
+    disabled = await store.update_user(owner.id, {"disabled": True}, at(1))
+    assert await store.find_api_key_and_owner("p1") == (owned, disabled)

@@ -12,8 +12,16 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from flowyard.bootstrap import Container
-from flowyard.cli.common import DbOption, cli_actor, err, out, with_container
-from flowyard.domain.auth import ApiKeyRecord, AuditEntry, Role, UserRecord
+from flowyard.cli.common import DbOption, cli_actor, err, fail, out, with_container
+from flowyard.domain.auth import (
+    USERNAME_RULE,
+    ApiKeyRecord,
+    AuditEntry,
+    Role,
+    UserRecord,
+    check_username,
+)
+from flowyard.domain.errors import InvalidInput
 from flowyard.security.auth import NewApiKey
 from flowyard.store.audit import audit_scope, note_target
 
@@ -37,9 +45,20 @@ def _audited(
     return with_container(db, main)
 
 
+def _new_username(username: str) -> str:
+    """Refuse a name against the username rule (the API's) before the password is asked."""
+    try:
+        check_username(username)
+    except InvalidInput as exc:
+        fail(exc.message, code=2)
+    return username
+
+
 @users_app.command("create")
 def users_create(
-    username: Annotated[str, typer.Argument(help="User name")],
+    username: Annotated[
+        str, typer.Argument(help=f"User name: {USERNAME_RULE}", callback=_new_username)
+    ],
     role: Annotated[Role, typer.Option(help="Role")] = Role.VIEWER,
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Password")

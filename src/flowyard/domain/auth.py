@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from flowyard.domain.errors import InvalidInput, Problem
+
+#: The one rule for usernames, wherever a user is made (API, CLI, first start): 1 to
+#: ``USERNAME_MAX_LENGTH`` of these characters. They read safely in logs, audit actors
+#: (``user:<name>``), URLs and shells; an email address fits.
+USERNAME_MAX_LENGTH = 128
+USERNAME_CHARACTERS = "A-Za-z0-9_.@-"
+#: The rule as a JSON Schema / pydantic pattern (anchored; Rust regex: ``$`` is the end).
+USERNAME_PATTERN = f"^[{USERNAME_CHARACTERS}]+$"
+_USERNAME = re.compile(f"[{USERNAME_CHARACTERS}]+")
+USERNAME_RULE = f"1 to {USERNAME_MAX_LENGTH} characters: letters, digits and _ . @ - (no spaces)"
+
+
+def check_username(username: str) -> None:
+    """InvalidInput (pointer ``/username``) unless ``username`` follows the username rule."""
+    if not username:
+        why = "it is empty"
+    elif len(username) > USERNAME_MAX_LENGTH:
+        why = f"it has {len(username)} characters, at most {USERNAME_MAX_LENGTH} are allowed"
+    elif _USERNAME.fullmatch(username) is None:
+        why = "only letters, digits and _ . @ - are allowed (no spaces)"
+    else:
+        return
+    raise InvalidInput(
+        f"invalid username {username[:40]!r}: {why}",
+        [Problem("/username", f"{why}; {USERNAME_RULE}", "invalid_username")],
+    )
 
 
 class Role(StrEnum):

@@ -6,15 +6,22 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 
-from flowyard.domain.auth import ApiKeyRecord, RefreshTokenRecord, Role, UserRecord
+from flowyard.domain.auth import (
+    ApiKeyRecord,
+    RefreshTokenRecord,
+    Role,
+    UserRecord,
+    check_username,
+)
 from flowyard.domain.errors import InvalidInput, NotFound, Problem
 from flowyard.security.passwords import PasswordHashing, check_strength
 from flowyard.security.throttle import LoginThrottle, ThrottlePolicy
@@ -33,6 +40,9 @@ _log = logging.getLogger("flowyard.security")
 
 #: How stale an API key's last_used_at may get before it is written again.
 LAST_USED_PRECISION = timedelta(minutes=1)
+#: The answer to a refresh token that the store no longer accepts, or whose session is past
+#: its maximum age (the same words: neither tells more than the other).
+REFRESH_REFUSED = "refresh token revoked or expired"
 
 
 class AuthError(Exception):
@@ -101,14 +111,24 @@ class AuthService:
         clock: Callable[[], datetime],
         access_ttl_s: int = 900,
         refresh_ttl_s: int = 14 * 24 * 3600,
+        session_max_age_s: int = 30 * 24 * 3600,
         password_min_score: int = 3,
         throttle: ThrottlePolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self._key = jwt_key
         self.clock = clock
         self.access_ttl_s = access_ttl_s
         self.refresh_ttl_s = refresh_ttl_s
+        #: A session (a refresh family) ends this long after its login, refreshed or not.
+        self.session_max_age_s = session_max_age_s
+        #: Ended and expired refresh tokens are pruned at most this often per process...
+        self.prune_interval_s = 60.0
+        #: ...this many at a time (a full batch prunes again at the next chance).
+        self.prune_batch = 1000
+        self._monotonic = monotonic
+        self._pruned_at: float | None = None
         self.password_min_score = password_min_score
         self.passwords = PasswordHashing()
         self.throttle = LoginThrottle(store, throttle or ThrottlePolicy(), clock=self._now)
@@ -128,7 +148,9 @@ class AuthService:
     # -- users -----------------------------------------------------------------------------
 
     async def create_user(self, username: str, password: str, role: Role) -> UserRecord:
-        """Create a user with an argon2 password hash (a weak password is refused)."""
+        """Create a user with an argon2 password hash (a username against the rule, or a
+        weak password, is refused: InvalidInput)."""
+        check_username(username)
         self.check_password(password, username)
         pw_hash = await self.passwords.hash(password)
         return await self.store.create_user(_new_id("usr"), username, pw_hash, role, self.clock())
@@ -210,8 +232,21 @@ class AuthService:
             raise AuthError("wrong token type")
         return claims
 
-    def _access_token(self, user: UserRecord, family_id: str) -> str:
-        """A short-lived access JWT of ``user`` in the session ``family_id``."""
+    def _session_end(self, started: datetime) -> datetime:
+        return started + timedelta(seconds=self.session_max_age_s)
+
+    @staticmethod
+    def _session_start(claims: dict[str, Any]) -> datetime:
+        """When the token's session began: its ``auth_time``; a token from before sessions
+        had a maximum age has none, and its session counts from the token's issue."""
+        started = claims.get("auth_time", claims["iat"])
+        if not isinstance(started, int | float):
+            raise AuthError("invalid token")
+        return datetime.fromtimestamp(started, UTC)
+
+    def _access_token(self, user: UserRecord, family_id: str, started: datetime) -> str:
+        """A short-lived access JWT of ``user`` in the session ``family_id`` (begun at
+        ``started``); it never outlives the session."""
         now = self.clock()
         return self._encode(
             {
@@ -221,20 +256,24 @@ class AuthService:
                 "typ": "access",
                 "jti": uuid.uuid4().hex,
                 "fam": family_id,
+                "auth_time": int(started.timestamp()),
                 "iat": now,
-                "exp": now + timedelta(seconds=self.access_ttl_s),
+                "exp": min(now + timedelta(seconds=self.access_ttl_s), self._session_end(started)),
             }
         )
 
     def _refresh_token(
-        self, user: UserRecord, family_id: str | None = None
+        self, user: UserRecord, started: datetime, family_id: str | None = None
     ) -> tuple[str, RefreshTokenRecord]:
+        """A refresh token of the session ``family_id`` (a new one without) begun at
+        ``started``: it expires with the session at the latest, in its claims and in the
+        store."""
         now = self.clock()
         record = RefreshTokenRecord(
             uuid.uuid4().hex,
             family_id or uuid.uuid4().hex,
             user.id,
-            now + timedelta(seconds=self.refresh_ttl_s),
+            min(now + timedelta(seconds=self.refresh_ttl_s), self._session_end(started)),
             None,
             None,
         )
@@ -245,6 +284,7 @@ class AuthService:
                 "typ": "refresh",
                 "jti": record.id,
                 "fam": record.family_id,
+                "auth_time": int(started.timestamp()),
                 "iat": now,
                 "exp": record.expires_at,
             }
@@ -254,9 +294,14 @@ class AuthService:
     async def issue_tokens(self, user: UserRecord) -> TokenPair:
         """A new session of ``user``: a refresh token of a new family and an access token of
         it (no password check: callers have done theirs)."""
-        token, record = self._refresh_token(user)
+        # Whole seconds: the session's start travels in the tokens as a JWT timestamp.
+        started = self.clock().replace(microsecond=0)
+        token, record = self._refresh_token(user, started)
         await self.store.add_refresh_token(record)
-        return TokenPair(self._access_token(user, record.family_id), token, self.access_ttl_s)
+        await self._prune_tokens()
+        return TokenPair(
+            self._access_token(user, record.family_id, started), token, self.access_ttl_s
+        )
 
     async def login(self, username: str, password: str, *, client: str = "unknown") -> TokenPair:
         """Check a password; a new token pair (new refresh family). Throttled per (username,
@@ -280,17 +325,39 @@ class AuthService:
         return await self.issue_tokens(user)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate: the old token is used up; reusing a used token revokes its family."""
+        """Rotate: the old token is used up; reusing a used token revokes its family. A
+        session past its maximum age (``session_max_age_s`` after its login) is refused like
+        an expired token: its holder logs in again."""
         claims = self._decode(refresh_token, "refresh")
+        started = self._session_start(claims)
+        if self._session_end(started) <= self.clock():
+            raise AuthError(REFRESH_REFUSED)
         user = await self._active_user(str(claims["sub"]))
         family_id = str(claims["fam"])
-        token, record = self._refresh_token(user, family_id)
+        token, record = self._refresh_token(user, started, family_id)
         outcome = await self.store.rotate_refresh_token(str(claims["jti"]), record, self.clock())
         if outcome == "reused":
             raise AuthError("refresh token reused; its family is revoked")
         if outcome != "ok":
-            raise AuthError("refresh token revoked or expired")
-        return TokenPair(self._access_token(user, family_id), token, self.access_ttl_s)
+            raise AuthError(REFRESH_REFUSED)
+        await self._prune_tokens()
+        return TokenPair(self._access_token(user, family_id, started), token, self.access_ttl_s)
+
+    async def _prune_tokens(self) -> None:
+        """Now and then (``prune_interval_s``, per process) delete a batch of ended and
+        expired refresh tokens: they are of no use, and every login and rotation adds one."""
+        now = self._monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < self.prune_interval_s:
+            return
+        self._pruned_at = now
+        try:
+            pruned = await self.store.prune_refresh_tokens(self.clock(), limit=self.prune_batch)
+        except Exception:
+            # Bookkeeping: the tokens were issued; a failed prune must not fail the request.
+            _log.warning("pruning refresh tokens failed", exc_info=True)
+            return
+        if pruned >= self.prune_batch:
+            self._pruned_at = None  # more are waiting: prune again at the next chance
 
     async def logout(self, refresh_token: str) -> None:
         """Revoke the refresh token's family: its refresh and access tokens stop working."""
@@ -348,18 +415,23 @@ class AuthService:
 
     async def _api_key_principal(self, token: str) -> Principal:
         prefix, _, secret = token[len(API_KEY_PREFIX) :].partition("_")
-        record = await self.store.find_api_key(prefix) if prefix and secret else None
-        if record is None or not hmac.compare_digest(record.hash, hash_secret(secret)):
+        found = await self.store.find_api_key_and_owner(prefix) if prefix and secret else None
+        if found is None or not hmac.compare_digest(found[0].hash, hash_secret(secret)):
             raise AuthError("invalid API key")
+        record, owner = found
         now = self.clock()
-        if record.revoked_at is not None:
+        # A key acts for its user: while the user is disabled the key is as good as revoked
+        # (the same answer: whoever holds the key learns nothing about the user).
+        if record.revoked_at is not None or (owner is not None and owner.disabled):
             raise AccessRevoked("API key revoked")
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthError("API key expired")
         # last_used_at to the minute: a write per request would tax every machine client.
         if record.last_used_at is None or now - record.last_used_at >= LAST_USED_PRECISION:
             await self.store.touch_api_key(record.id, now)
-        return Principal("key", record.prefix, record.role, record.user_id)
+        # Never more than the user may do now: a demoted user's keys are demoted with it.
+        role = record.role if owner is None or owner.role.allows(record.role) else owner.role
+        return Principal("key", record.prefix, role, record.user_id)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal of an access JWT or an API key; AuthError otherwise."""

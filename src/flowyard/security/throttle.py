@@ -14,6 +14,10 @@ right. An attempt let through counts as a failure at once and is taken back if t
 was right: parallel guesses cannot all pass one check. A correct password while throttled is
 therefore refused like any other until the wait is over (never more than ``backoff_max_s``).
 
+A client address is counted as :func:`~flowyard.security.addresses.client_group` spells it:
+one spelling per address, and an IPv6 client's whole network (a /64 by default), since one
+party holds that many addresses.
+
 The pair key (username, address) stops guessing one account; the address key (any username)
 stops spraying one password over many accounts. Both are capped alike, so a guesser from one
 address gets at most one try per ``backoff_max_s`` once past the free tries. The price: other
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flowyard.domain.auth import LoginFailures
+from flowyard.security.addresses import DEFAULT_IPV6_PREFIX, client_group
 from flowyard.store.ports import Store
 
 #: Throttle keys carry at most this much of a client address (audit columns hold 64).
@@ -61,6 +66,8 @@ class ThrottlePolicy:
     backoff_max_s: float = 5.0
     #: Counts are forgotten this long after a key's last attempt.
     forget_after_s: float = 900.0
+    #: IPv6 clients are counted per network of this many bits (one party's /64).
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX
 
     @property
     def enabled(self) -> bool:
@@ -127,6 +134,7 @@ class LoginThrottle:
         if not self.policy.enabled:
             return
         now = self.clock()
+        address = client_group(address, self.policy.ipv6_prefix)
         keys = [pair_key(username, address), address_key(address)]
 
         def wait(counts: Sequence[LoginFailures]) -> float:
@@ -146,6 +154,7 @@ class LoginThrottle:
         for this attempt (a sprayer's hit must not wipe its slate)."""
         if not self.policy.enabled:
             return
+        address = client_group(address, self.policy.ipv6_prefix)
         await self.store.forgive_login_attempt(
             [pair_key(username, address)], [address_key(address)]
         )

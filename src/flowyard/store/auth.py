@@ -65,6 +65,18 @@ def _audit(row: Row[Any]) -> AuditRecord:
     )
 
 
+async def _lock_user(conn: AsyncConnection, user_id: str, *, shared: bool) -> None:
+    """Lock a user's row, the point where a session's rotation and its endings meet: a
+    refresh rotation locks it shared, an ending (logout, new password, disabling, deleting)
+    exclusively. On PostgreSQL an ending's update of ``refresh_tokens`` would otherwise take
+    its snapshot before a rotation running at the same time commits, and miss the token the
+    rotation inserts: a session just ended would get a live refresh token. SQLite renders
+    no lock: its writers run one at a time anyway."""
+    await conn.execute(
+        sa.select(users.c.id).where(users.c.id == user_id).with_for_update(read=shared)
+    )
+
+
 def _deny(reason: str) -> None:
     """Mark the pending audit entry of a refused token exchange."""
     entry = pending_audit()
@@ -213,6 +225,8 @@ class AuthOps(SqlBase):
         async def fn(conn: AsyncConnection) -> UserRecord:
             if demote or changes.get("disabled"):
                 await self._keep_an_admin(conn, user_id, "demote" if demote else "disable")
+            # After the admins (locked in id order by ``_keep_an_admin``): never the other way.
+            await _lock_user(conn, user_id, shared=False)
             row = (
                 await conn.execute(
                     users.update()
@@ -241,6 +255,7 @@ class AuthOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> None:
             await self._keep_an_admin(conn, user_id, "delete")
+            await _lock_user(conn, user_id, shared=False)
             await conn.execute(refresh_tokens.delete().where(refresh_tokens.c.user_id == user_id))
             await conn.execute(
                 api_keys.update().where(api_keys.c.user_id == user_id).values(user_id=None)
@@ -317,6 +332,37 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn, write=False)
 
+    async def find_api_key_and_owner(
+        self, prefix: str
+    ) -> tuple[ApiKeyRecord, UserRecord | None] | None:
+        """The key with this prefix and the user it acts for (None: a key made by the CLI, or
+        whose user was deleted), in one query; None without such a key."""
+        owner = [c.label(f"owner_{c.name}") for c in users.c]
+        query = (
+            sa.select(api_keys, *owner)
+            .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.user_id))
+            .where(api_keys.c.prefix == prefix)
+        )
+
+        async def fn(conn: AsyncConnection) -> tuple[ApiKeyRecord, UserRecord | None] | None:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            if row.owner_id is None:
+                return _key(row), None
+            user = UserRecord(
+                row.owner_id,
+                row.owner_username,
+                row.owner_password_hash,
+                Role(row.owner_role),
+                bool(row.owner_disabled),
+                row.owner_created_at,
+                row.owner_updated_at,
+            )
+            return _key(row), user
+
+        return await self._tx(fn, write=False)
+
     async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
         """Revoke a key (NotFound); revoking twice keeps the first time."""
 
@@ -363,14 +409,16 @@ class AuthOps(SqlBase):
     async def rotate_refresh_token(self, jti: str, new: RefreshTokenRecord, now: datetime) -> str:
         """Use refresh token ``jti`` and insert ``new`` in its family: ``"ok"``. A token
         already used revokes its whole family: ``"reused"``; unknown, revoked or expired:
-        ``"invalid"`` (nothing inserted)."""
+        ``"invalid"`` (nothing inserted). Serialised with the endings of the session on the
+        user's row (:func:`_lock_user`)."""
+        token = sa.select(refresh_tokens).where(refresh_tokens.c.id == jti)
 
         async def fn(conn: AsyncConnection) -> str:
-            row = (
-                await conn.execute(
-                    sa.select(refresh_tokens).where(refresh_tokens.c.id == jti).with_for_update()
-                )
-            ).first()
+            owner = (await conn.execute(token.with_only_columns(refresh_tokens.c.user_id))).first()
+            if owner is not None and owner.user_id is not None:
+                # The user first, then the token: the order every ending takes too.
+                await _lock_user(conn, owner.user_id, shared=True)
+            row = (await conn.execute(token.with_for_update())).first()
             if row is None or row.revoked_at is not None or row.expires_at <= now:
                 _deny("invalid refresh token")
                 return "invalid"
@@ -399,8 +447,16 @@ class AuthOps(SqlBase):
 
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         """Revoke every token of a family (logout)."""
+        owner = (
+            sa.select(refresh_tokens.c.user_id)
+            .where(refresh_tokens.c.family_id == family_id)
+            .limit(1)
+        )
 
         async def fn(conn: AsyncConnection) -> None:
+            user_id = (await conn.execute(owner)).scalar()
+            if user_id is not None:
+                await _lock_user(conn, user_id, shared=False)
             await conn.execute(
                 refresh_tokens.update()
                 .where(
@@ -410,6 +466,29 @@ class AuthOps(SqlBase):
             )
 
         await self._tx(fn)
+
+    async def prune_refresh_tokens(self, now: datetime, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` refresh tokens that are revoked or expired at ``now``; how
+        many. Neither kind can be rotated again, nor keep a session live: either way a
+        presented one is ``"invalid"``. A used token that has not expired is kept: presenting
+        it again must still revoke its family. Rows another transaction holds are skipped
+        (PostgreSQL), so pruning never waits for, or deadlocks with, a rotation or logout."""
+        doomed = (
+            sa.select(refresh_tokens.c.id)
+            .where(
+                sa.or_(refresh_tokens.c.revoked_at.is_not(None), refresh_tokens.c.expires_at <= now)
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
+        async def fn(conn: AsyncConnection) -> int:
+            deleted = await conn.execute(
+                refresh_tokens.delete().where(refresh_tokens.c.id.in_(doomed))
+            )
+            return int(deleted.rowcount or 0)
+
+        return await self._tx(fn, audited=False)
 
     # -- audit -----------------------------------------------------------------------------
 

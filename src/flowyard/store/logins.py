@@ -80,9 +80,19 @@ class LoginOps(SqlBase):
 
     async def forgive_login_attempt(self, clear: Sequence[str], discount: Sequence[str]) -> None:
         """A claimed attempt succeeded: forget ``clear``'s failures and take the attempt back
-        from ``discount``'s (a row left without failures is deleted)."""
+        from ``discount``'s (a row left without failures is deleted). The rows are locked
+        first, in sorted key order as :meth:`claim_login_attempt` locks them: a login that
+        succeeds while another from the same address claims would otherwise deadlock (each
+        holding one key and waiting for the other)."""
+        ordered = sorted({*clear, *discount})
 
         async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(
+                sa.select(login_failures.c.key)
+                .where(login_failures.c.key.in_(ordered))
+                .order_by(login_failures.c.key)
+                .with_for_update()
+            )
             if clear:
                 await conn.execute(login_failures.delete().where(login_failures.c.key.in_(clear)))
             if discount:

@@ -406,6 +406,12 @@ class Store(Protocol):
         """The key with this prefix."""
         ...
 
+    async def find_api_key_and_owner(
+        self, prefix: str
+    ) -> tuple[ApiKeyRecord, UserRecord | None] | None:
+        """The key with this prefix and its user (None: no user), or None."""
+        ...
+
     async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
         """Revoke a key (NotFound)."""
         ...
@@ -425,6 +431,10 @@ class Store(Protocol):
 
     async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
         """Revoke a refresh-token family."""
+        ...
+
+    async def prune_refresh_tokens(self, now: datetime, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` revoked or expired refresh tokens; how many."""
         ...
 
     async def claim_login_attempt(

@@ -25,14 +25,31 @@ from flowyard.api.problems import documented
 from flowyard.api.ratelimit import RateLimits, Verdict, get_rate_limits, too_many_requests
 from flowyard.api.schemas import AT, LATER, MAX_ID, Page, paged
 from flowyard.api.security import PrincipalDep, unauthorized
-from flowyard.domain.auth import ApiKeyRecord, AuditRecord, Role, UserRecord
+from flowyard.domain.auth import (
+    USERNAME_MAX_LENGTH,
+    USERNAME_PATTERN,
+    USERNAME_RULE,
+    ApiKeyRecord,
+    AuditRecord,
+    Role,
+    UserRecord,
+)
 from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.security import AuthError, LoginThrottled, TokenPair
 from flowyard.store.audit import pending_audit
 
 router = APIRouter(route_class=StrictJSONRoute)
 
-Username = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")]
+#: The domain's username rule (``check_username``), as a schema: the CLI applies the same.
+Username = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=USERNAME_MAX_LENGTH,
+        pattern=USERNAME_PATTERN,
+        description=USERNAME_RULE[0].upper() + USERNAME_RULE[1:] + ".",
+    ),
+]
 USER_ID = "usr_4f1c2a9d8e7b4c3a9f0e1d2c3b4a5968"
 KEY_ID = "key_8a7b6c5d4e3f4a1b9c8d7e6f5a4b3c2d"
 ACCESS_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiJ9.c2ln"
