@@ -67,3 +67,21 @@ async def test_a_disabled_owners_key_is_refused_like_a_revoked_one(
     # Enabled again: the key works again (it was never revoked).
     await anon.patch(f"{API}/users/{pete.id}", json={"disabled": False}, headers=root)
     assert (await anon.get(f"{API}/runs", headers=key)).status_code == 200
+
+
+async def test_deleting_a_user_revokes_their_keys(
+    anon: httpx.AsyncClient, container: Container
+) -> None:
+    """A deleted admin's admin key must not keep working with nobody behind it."""
+    root = await auth_headers(container)
+    gone_headers = await auth_headers(container, "gone", Role.ADMIN)
+    gone = await container.store.get_user_by_name("gone")
+    key = {"X-API-Key": await make_key(anon, gone_headers, "admin")}
+    assert (await anon.get(f"{API}/users", headers=key)).status_code == 200
+    deleted = await anon.delete(f"{API}/users/{gone.id}", headers=root)
+    assert deleted.status_code == 204, deleted.text
+    refused = await anon.get(f"{API}/users", headers=key)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["detail"]
+    listed = (await anon.get(f"{API}/api-keys", headers=root)).json()["items"]
+    assert [k["revoked_at"] is not None for k in listed if k["name"] == "ci"] == [True]

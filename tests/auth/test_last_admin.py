@@ -5,6 +5,7 @@ admins demote each other at once."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -94,7 +95,7 @@ async def test_two_admins_removing_each_other_at_once_leave_one(
 
     async def remove(user_id: str) -> None:
         if change == "delete":
-            await store.delete_user(user_id)
+            await store.delete_user(user_id, now=datetime.now(UTC))
         elif change == "disable":
             await store.update_user(user_id, {"disabled": True}, container.clock())
         else:

@@ -178,7 +178,7 @@ class AuthService:
 
     async def delete_user(self, user_id: str) -> None:
         """Delete a user (by id)."""
-        await self.store.delete_user(user_id)
+        await self.store.delete_user(user_id, now=self.clock())
 
     async def ensure_admin(self, password: str | None) -> str | None:
         """First start: with no user at all, create ``admin`` with ``password`` (or a random

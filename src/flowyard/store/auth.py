@@ -249,16 +249,22 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn)
 
-    async def delete_user(self, user_id: str) -> None:
-        """Delete a user and its refresh tokens; its API keys stay (user_id cleared). The last
-        enabled admin cannot be deleted (Conflict)."""
+    async def delete_user(self, user_id: str, *, now: datetime) -> None:
+        """Delete a user and its refresh tokens; its API keys are revoked at ``now`` (kept, with
+        user_id cleared, for the audit trail). The last enabled admin cannot be deleted
+        (Conflict)."""
 
         async def fn(conn: AsyncConnection) -> None:
             await self._keep_an_admin(conn, user_id, "delete")
             await _lock_user(conn, user_id, shared=False)
             await conn.execute(refresh_tokens.delete().where(refresh_tokens.c.user_id == user_id))
             await conn.execute(
-                api_keys.update().where(api_keys.c.user_id == user_id).values(user_id=None)
+                api_keys.update()
+                .where(api_keys.c.user_id == user_id)
+                .values(
+                    user_id=None,
+                    revoked_at=sa.func.coalesce(api_keys.c.revoked_at, now),
+                )
             )
             deleted = await conn.execute(users.delete().where(users.c.id == user_id))
             if deleted.rowcount == 0:

@@ -382,8 +382,9 @@ class Store(Protocol):
         admin is a Conflict, checked in the same transaction."""
         ...
 
-    async def delete_user(self, user_id: str) -> None:
-        """Delete a user (NotFound; Conflict for the last enabled admin)."""
+    async def delete_user(self, user_id: str, *, now: datetime) -> None:
+        """Delete a user and revoke its API keys at ``now`` (NotFound; Conflict for the last
+        enabled admin)."""
         ...
 
     async def create_api_key(self, key: ApiKeyRecord) -> ApiKeyRecord:
