@@ -322,6 +322,32 @@ def test_client_ip_takes_the_rightmost_untrusted_hop() -> None:
     assert client_ip({"type": "http", "headers": []}) == "unknown"
 
 
+async def test_one_ipv6_network_and_one_address_however_spelled_share_a_budget(
+    container: Container, fake_time: FakeTime
+) -> None:
+    """An IPv6 client has a /64 of fresh addresses: they count as one client (like the login
+    throttle); an IPv4 address spelled as IPv4-mapped IPv6 is the same client too."""
+    app = app_with(
+        container, fake_time, rate_limit_per_ip="1/minute", trusted_proxies=["127.0.0.0/8"]
+    )
+    async with client(app) as c:
+        first = await c.get(f"{API}/runs", headers={"X-Forwarded-For": "2001:db8:1:2::1"})
+        assert first.status_code == 401
+        assert_429(await c.get(f"{API}/runs", headers={"X-Forwarded-For": "2001:db8:1:2::ff:1"}))
+        other = await c.get(f"{API}/runs", headers={"X-Forwarded-For": "2001:db8:1:3::1"})
+        assert other.status_code == 401  # another network
+        assert (await c.get(f"{API}/runs", headers={"X-Forwarded-For": "10.0.0.9"})).status_code
+        assert_429(await c.get(f"{API}/runs", headers={"X-Forwarded-For": "::ffff:10.0.0.9"}))
+
+
+def test_client_addresses_are_canonical() -> None:
+    def scope(peer: str) -> dict[str, Any]:
+        return {"type": "http", "client": (peer, 1234), "headers": []}
+
+    assert client_ip(scope("::FFFF:192.0.2.1")) == "192.0.2.1"
+    assert client_ip(scope("2001:DB8:0:0::1")) == "2001:db8::1"
+
+
 def test_presented_credential_is_read_not_checked() -> None:
     def scope(*headers: tuple[bytes, bytes], subprotocols: list[str] | None = None) -> Any:
         return {"type": "http", "headers": list(headers), "subprotocols": subprotocols or []}

@@ -49,6 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowyard.api import problems
 from flowyard.api.headers import adding_headers
+from flowyard.security.addresses import DEFAULT_IPV6_PREFIX, canonical_address, client_group
 from flowyard.settings import Settings
 
 #: Probes and scrapes are never limited.
@@ -142,14 +143,15 @@ def _trusted(address: str, networks: Sequence[Network]) -> bool:
 
 
 def client_ip(scope: Scope, trusted: Sequence[Network] = ()) -> str:
-    """The client's address: the peer, or behind a trusted proxy the right-most untrusted
-    ``X-Forwarded-For`` hop (hops left of it could be written by anyone)."""
+    """The client's address, canonical (``::ffff:10.0.0.7`` is ``10.0.0.7``): the peer, or
+    behind a trusted proxy the right-most untrusted ``X-Forwarded-For`` hop (hops left of it
+    could be written by anyone)."""
     client = scope.get("client")
-    peer = str(client[0]) if client else "unknown"
+    peer = canonical_address(str(client[0])) if client else "unknown"
     if not trusted or not _trusted(peer, trusted):
         return peer
     hops = [
-        hop.strip()
+        canonical_address(hop)
         for value in Headers(scope=scope).getlist("x-forwarded-for")
         for hop in value.split(",")
         if hop.strip()
@@ -208,6 +210,7 @@ class RateLimits:
         per_ip: Sequence[RateLimitItem],
         per_principal: Sequence[RateLimitItem],
         trusted_proxies: Sequence[Network] = (),
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
@@ -215,6 +218,8 @@ class RateLimits:
         self.per_ip = tuple(per_ip)
         self.per_principal = tuple(per_principal)
         self.trusted_proxies = tuple(trusted_proxies)
+        #: IPv6 clients count per network of this many bits (one attacker, one /64).
+        self.ipv6_prefix = ipv6_prefix
         #: Wall clock (the storages keep epoch timestamps); tests replace it.
         self.clock = clock
         self._logged: dict[str, float] = {}
@@ -230,6 +235,7 @@ class RateLimits:
                 "rate_limit_per_principal", settings.rate_limit_per_principal
             ),
             trusted_proxies=parse_networks("trusted_proxies", settings.trusted_proxies),
+            ipv6_prefix=settings.client_ipv6_prefix,
         )
 
     def client_ip(self, scope: Scope) -> str:
@@ -338,7 +344,8 @@ class RateLimitMiddleware:
         # The credential first: its refusal is the one reported. Nothing is counted unless
         # every limit allows the request, so a refused request uses up no budget (neither the
         # address's, which other clients behind it share, nor the credential's).
-        groups: list[LimitGroup] = [(self.limits.per_ip, ("ip", ip))]
+        group = client_group(ip, self.limits.ipv6_prefix)
+        groups: list[LimitGroup] = [(self.limits.per_ip, ("ip", group))]
         if key is not None:
             groups.insert(0, (self.limits.per_principal, ("principal", key)))
         try:
