@@ -10,7 +10,7 @@ from flowyard.domain.durations import parse_duration, parse_timestamp
 from flowyard.domain.errors import Problem
 from flowyard.engine.diff import diff_definitions, is_empty
 from flowyard.engine.state_machine import compile_state_machine
-from flowyard.store.flow import ancestors, fork_prefix
+from flowyard.store.forks import ancestors, fork_prefix
 
 
 @pytest.mark.parametrize(

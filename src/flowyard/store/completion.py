@@ -16,7 +16,7 @@ from flowyard.domain.ids import RunId
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.flow import FlowWriter
+from flowyard.store.forks import ForkWriter
 from flowyard.store.ports import CompletionResult, StepCompletion
 from flowyard.store.rows import (
     ACTIVE,
@@ -102,7 +102,7 @@ class BatchCompletion:
         self.children: list[tuple[StepRecord, ChildRun]] = []
         self.branch_results: list[tuple[str, str, str, Any, Any]] = []
         self.open: set[tuple[str, str]] = set()
-        self.flow = FlowWriter(ops, conn, now, self.events)
+        self.flow = ForkWriter(ops, conn, now, self.events)
         self.settled: dict[RunId, RunStatus] = {}
         self.children_runs: set[str] = set()  # runs of the batch that are child runs
         self.signal_waits: list[int] = []  # steps that parked waiting for a signal

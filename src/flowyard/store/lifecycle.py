@@ -16,9 +16,9 @@ from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.flow import FlowWriter, drop_fork
+from flowyard.store.forks import B_CANCELLED, ForkWriter, cancel_steps_of, drop_fork
 from flowyard.store.rows import ACTIVE, PENDING, event_row, lock_run, run_record
-from flowyard.store.schema import run_events, runs, steps
+from flowyard.store.schema import branches, run_events, runs, steps
 
 #: Runs that may be cancelled / paused / retried.
 _CANCELLABLE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
@@ -97,7 +97,7 @@ class LifecycleOps(SqlBase):
         await self._record(conn, run.id, event, data, now, actor)
         if run.parent_run_id is not None:  # a child run: its parent's step hears of it
             events: list[dict[str, Any]] = []
-            flow = FlowWriter(self, conn, now, events)
+            flow = ForkWriter(self, conn, now, events)
             await flow.settle_children([run.id])
             await flow.flush()
             if events:
@@ -350,3 +350,65 @@ class LifecycleOps(SqlBase):
     @staticmethod
     async def _reload(conn: AsyncConnection, run_id: str) -> RunRecord:
         return run_record((await conn.execute(sa.select(runs).where(runs.c.id == run_id))).one())
+
+    async def cancel_orphans(self, now: datetime, *, limit: int = 500) -> list[RunId]:
+        """Child runs still active whose parent run has ended or whose branch was cancelled:
+        cancel them (with their steps). Returns their ids (callers repeat until empty:
+        children of cancelled children come next)."""
+        parent = runs.alias("parent")
+        active = [s.value for s in RunStatus if not s.is_terminal]
+        orphan = (
+            sa.select(runs.c.id)
+            .join(parent, parent.c.id == runs.c.parent_run_id)
+            .where(
+                runs.c.status.in_(active),
+                sa.or_(
+                    parent.c.status.in_([s.value for s in RunStatus if s.is_terminal]),
+                    sa.exists().where(
+                        branches.c.child_run_id == runs.c.id, branches.c.status == B_CANCELLED
+                    ),
+                ),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
+
+        async def fn(conn: AsyncConnection) -> list[RunId]:
+            ids = [RunId(r) for r in (await conn.execute(orphan)).scalars().all()]
+            if not ids:
+                return []
+            locked = (
+                (
+                    await conn.execute(
+                        sa.select(runs.c.id)
+                        .where(runs.c.id.in_(ids), runs.c.status.in_(active))
+                        .order_by(runs.c.id)
+                        .with_for_update(key_share=True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if not locked:
+                return []
+            await conn.execute(
+                runs.update()
+                .where(runs.c.id.in_(locked))
+                .values(
+                    status=RunStatus.CANCELLED.value,
+                    finished_at=now,
+                    updated_at=now,
+                    error=None,
+                )
+            )
+            await conn.execute(cancel_steps_of(locked, now))
+            await conn.execute(
+                run_events.insert(),
+                [
+                    event_row(r, "run.cancelled", {"reason": "the parent run ended"}, now)
+                    for r in locked
+                ],
+            )
+            return [RunId(r) for r in locked]
+
+        return await self._tx(fn)

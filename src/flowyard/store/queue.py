@@ -21,7 +21,7 @@ from flowyard.domain.records import SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
 from flowyard.store.completion import BatchCompletion
-from flowyard.store.flow import ancestors, load_branch_results, signal_record
+from flowyard.store.forks import ancestors, load_branch_results
 from flowyard.store.ports import CompletionResult, RunState, StepCompletion
 from flowyard.store.rows import (
     CLAIMABLE,
@@ -32,6 +32,7 @@ from flowyard.store.rows import (
     step_record,
 )
 from flowyard.store.schema import branches, run_events, runs, signals, steps
+from flowyard.store.signals import signal_record
 
 _FINISHED = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
 

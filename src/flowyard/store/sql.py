@@ -25,7 +25,6 @@ from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.audit import note_target
 from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
-from flowyard.store.flow import FlowOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
@@ -43,9 +42,10 @@ from flowyard.store.rows import (
     workflow_record,
 )
 from flowyard.store.schema import run_events, runs, steps, workflow_versions, workflows
+from flowyard.store.signals import SignalOps
 
 
-class SqlStore(QueueOps, LifecycleOps, FlowOps, AuthOps, LoginOps, CredentialOps):
+class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialOps):
     """Workflows and runs; the queue comes from :class:`QueueOps`, run lifecycle from
     :class:`LifecycleOps`, the plumbing from :class:`SqlBase`."""
 

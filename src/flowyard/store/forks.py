@@ -1,5 +1,5 @@
-"""Flow control in the SQL store: signals, forks (parallel branches, map items), child runs
-and the joins that wake a waiting step when its branches are done.
+"""Forks in the SQL store: parallel branches, map items, child runs, and the joins that wake
+a waiting step when its branches are done.
 
 A fork's branches are rows of ``branches``; the steps of branch ``key`` carry
 ``steps.branch = key``, where ``key = f"{parent.branch}/{parent.id}.{index}"``. So every
@@ -14,7 +14,7 @@ own outcome. Counting uses aggregates: a map over 10,000 items never loads its r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,13 +23,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.commands import ChildRun, Fork, JoinPolicy
-from flowyard.domain.errors import Conflict
-from flowyard.domain.ids import RunId, StepId, new_run_id
-from flowyard.domain.records import BranchResult, MoveFacts, MovePlan, SignalRecord, StepRecord
+from flowyard.domain.ids import RunId, new_run_id
+from flowyard.domain.records import BranchResult, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import ACTIVE, chunks, event_row, lock_run
-from flowyard.store.schema import branches, run_events, runs, signals, steps
+from flowyard.store.rows import ACTIVE, chunks, event_row
+from flowyard.store.schema import branches, run_events, runs, steps
 
 #: Branch statuses.
 B_PENDING, B_RUNNING = "pending", "running"
@@ -69,19 +68,6 @@ def under(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
     return sa.func.substr(column, 1, len(prefix)) == prefix
 
 
-def signal_record(row: Any) -> SignalRecord:
-    return SignalRecord(
-        id=row.id,
-        run_id=RunId(row.run_id),
-        name=row.name,
-        payload=row.payload,
-        sent_by=row.sent_by,
-        created_at=row.created_at,
-        consumed_at=row.consumed_at,
-        step_id=StepId(row.step_id) if row.step_id is not None else None,
-    )
-
-
 def _step_row(
     run_id: str, node_id: str, node_type: str, branch: str, now: datetime, held: bool
 ) -> dict[str, Any]:
@@ -103,7 +89,7 @@ def _step_row(
 
 
 @dataclass
-class FlowWriter:
+class ForkWriter:
     """Fork, child-run and join writes of one transaction (a completion batch or a
     lifecycle operation). Collect, then :meth:`flush`."""
 
@@ -462,180 +448,6 @@ class FlowWriter:
             )
 
 
-class FlowOps(SqlBase):
-    """Signals, branch results and child-run housekeeping."""
-
-    async def send_signal(
-        self, run_id: str, name: str, payload: Any, *, actor: str | None, now: datetime
-    ) -> tuple[SignalRecord, bool]:
-        """Deliver a signal: buffered until a step waiting for it takes it; wakes such a step
-        at once. Returns the signal and whether a waiting step was woken. A finished run
-        refuses it (Conflict)."""
-
-        async def fn(conn: AsyncConnection) -> tuple[SignalRecord, bool]:
-            status = (await lock_run(conn, run_id)).status
-            if status.is_terminal:
-                raise Conflict(f"run {run_id} has ended ({status.value}); it takes no signals")
-            signal, woke = await _deliver(conn, run_id, name, payload, actor, now)
-            event = {"name": name, "signal_id": signal.id, "buffered": not woke}
-            await conn.execute(
-                run_events.insert().values(
-                    **event_row(run_id, "signal.received", event, now, actor=actor)
-                )
-            )
-            return signal, woke
-
-        return await self._tx(fn)
-
-    async def record_action(
-        self,
-        run_id: str,
-        name: str,
-        decide: Callable[[MoveFacts], MovePlan],
-        *,
-        actor: str,
-        now: datetime,
-        history: int = 1000,
-    ) -> tuple[MoveFacts, SignalRecord]:
-        """Decide and record a state-machine move in one transaction: lock the run, read its
-        latest ``history`` moves (the signals called ``name``) and the state step waiting
-        for one, let ``decide`` (pure; it raises to refuse) make the move, record it as the
-        next such signal with its event, and wake the waiting step. Concurrent moves on one
-        run are serialised by the lock: each is decided on the facts the previous left."""
-
-        async def fn(conn: AsyncConnection) -> tuple[MoveFacts, SignalRecord]:
-            run = await lock_run(conn, run_id)
-            moves = await conn.execute(
-                sa.select(signals)
-                .where(signals.c.run_id == run_id, signals.c.name == name)
-                .order_by(signals.c.id.desc())
-                .limit(history)
-            )
-            waiting = await conn.scalar(
-                sa.select(steps.c.node_id)
-                .where(
-                    steps.c.run_id == run_id,
-                    steps.c.status == StepStatus.WAITING.value,
-                    steps.c.waiting_for == f"signal:{name}",
-                    steps.c.branch == "",
-                )
-                .order_by(steps.c.id.desc())
-                .limit(1)
-            )
-            facts = MoveFacts(run, [signal_record(m) for m in moves], waiting)
-            move, (kind, data) = decide(facts)
-            signal, _ = await _deliver(conn, run_id, name, move, actor, now)
-            await conn.execute(
-                run_events.insert().values(**event_row(run_id, kind, data, now, actor=actor))
-            )
-            return facts, signal
-
-        return await self._tx(fn)
-
-    async def list_signals(
-        self,
-        run_id: str,
-        *,
-        limit: int = 1000,
-        after: int | None = None,
-        name: str | None = None,
-        exclude: str | None = None,
-    ) -> list[SignalRecord]:
-        """Signals of a run, oldest first (after the id ``after``; only those called
-        ``name``; not those called ``exclude``)."""
-        query = sa.select(signals).where(signals.c.run_id == run_id)
-        if after is not None:
-            query = query.where(signals.c.id > after)
-        if name is not None:
-            query = query.where(signals.c.name == name)
-        if exclude is not None:
-            query = query.where(signals.c.name != exclude)
-
-        async def fn(conn: AsyncConnection) -> list[SignalRecord]:
-            rows = await conn.execute(query.order_by(signals.c.id).limit(limit))
-            return [signal_record(row) for row in rows]
-
-        return await self._tx(fn, write=False)
-
-    async def recent_signals(
-        self, run_id: str, name: str, *, limit: int = 1000
-    ) -> list[SignalRecord]:
-        """The run's latest ``limit`` signals called ``name``, newest first."""
-        query = (
-            sa.select(signals)
-            .where(signals.c.run_id == run_id, signals.c.name == name)
-            .order_by(signals.c.id.desc())
-            .limit(limit)
-        )
-
-        async def fn(conn: AsyncConnection) -> list[SignalRecord]:
-            return [signal_record(row) for row in await conn.execute(query)]
-
-        return await self._tx(fn, write=False)
-
-    async def cancel_orphans(self, now: datetime, *, limit: int = 500) -> list[RunId]:
-        """Child runs still active whose parent run has ended or whose branch was cancelled:
-        cancel them (with their steps). Returns their ids (callers repeat until empty:
-        children of cancelled children come next)."""
-        parent = runs.alias("parent")
-        active = [s.value for s in RunStatus if not s.is_terminal]
-        orphan = (
-            sa.select(runs.c.id)
-            .join(parent, parent.c.id == runs.c.parent_run_id)
-            .where(
-                runs.c.status.in_(active),
-                sa.or_(
-                    parent.c.status.in_([s.value for s in RunStatus if s.is_terminal]),
-                    sa.exists().where(
-                        branches.c.child_run_id == runs.c.id, branches.c.status == B_CANCELLED
-                    ),
-                ),
-            )
-            .order_by(runs.c.id)
-            .limit(limit)
-        )
-
-        async def fn(conn: AsyncConnection) -> list[RunId]:
-            ids = [RunId(r) for r in (await conn.execute(orphan)).scalars().all()]
-            if not ids:
-                return []
-            locked = (
-                (
-                    await conn.execute(
-                        sa.select(runs.c.id)
-                        .where(runs.c.id.in_(ids), runs.c.status.in_(active))
-                        .order_by(runs.c.id)
-                        .with_for_update(key_share=True)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if not locked:
-                return []
-            await conn.execute(
-                runs.update()
-                .where(runs.c.id.in_(locked))
-                .values(
-                    status=RunStatus.CANCELLED.value,
-                    finished_at=now,
-                    updated_at=now,
-                    error=None,
-                )
-            )
-            await conn.execute(_cancel_steps_of(locked, now))
-            await conn.execute(
-                run_events.insert(),
-                [
-                    event_row(r, "run.cancelled", {"reason": "the parent run ended"}, now)
-                    for r in locked
-                ],
-            )
-            return [RunId(r) for r in locked]
-
-        return await self._tx(fn)
-
-
 async def drop_fork(
     conn: AsyncConnection, run_id: str, branch: str, step_id: int, now: datetime
 ) -> None:
@@ -670,7 +482,7 @@ async def drop_fork(
             .all()
         )
         if ended:
-            await conn.execute(_cancel_steps_of(ended, now))
+            await conn.execute(cancel_steps_of(ended, now))
             await conn.execute(
                 run_events.insert(),
                 [
@@ -682,7 +494,7 @@ async def drop_fork(
     await conn.execute(branches.delete().where(branches.c.run_id == run_id, under_keys))
 
 
-def _cancel_steps_of(run_ids: Sequence[str], now: datetime) -> sa.Update:
+def cancel_steps_of(run_ids: Sequence[str], now: datetime) -> sa.Update:
     """Cancel every unfinished step of these runs, running ones too (their workers' results
     are then discarded and their heartbeats stop them), as a direct cancel does."""
     return (
@@ -729,27 +541,3 @@ async def load_branch_results(
                 )
             )
     return results
-
-
-async def _deliver(
-    conn: AsyncConnection, run_id: str, name: str, payload: Any, actor: str | None, now: datetime
-) -> tuple[SignalRecord, bool]:
-    """Insert the signal and wake the steps waiting for it (the caller locked the run)."""
-    inserted = (
-        await conn.execute(
-            signals.insert()
-            .values(run_id=run_id, name=name, payload=payload, sent_by=actor, created_at=now)
-            .returning(*signals.c)
-        )
-    ).one()
-    woken = await conn.execute(
-        steps.update()
-        .where(
-            steps.c.run_id == run_id,
-            steps.c.status == StepStatus.WAITING.value,
-            steps.c.waiting_for == f"signal:{name}",
-        )
-        .values(available_at=now)
-        .returning(steps.c.id)
-    )
-    return signal_record(inserted), bool(woken.all())
