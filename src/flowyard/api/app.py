@@ -16,6 +16,8 @@ from flowyard.api.limits import BodyLimitMiddleware
 from flowyard.api.metrics import HttpMetricsMiddleware
 from flowyard.api.ratelimit import RateLimitMiddleware, RateLimits
 from flowyard.api.routers import (
+    api_keys,
+    audit,
     auth,
     credentials,
     flow,
@@ -24,6 +26,7 @@ from flowyard.api.routers import (
     runs,
     stream,
     system,
+    users,
     workflows,
 )
 from flowyard.api.security import AuditMiddleware, authorize
@@ -113,7 +116,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(flow.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
-    app.include_router(auth.router, prefix=API_PREFIX)
+    for security_router in (auth, users, api_keys, audit):
+        app.include_router(security_router.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     return app
 
