@@ -54,6 +54,7 @@ BAD_VALUES = [
     ("minus-infinity", '{"x": -Infinity}', "non_finite_number", "/x"),
     ("overflow", '{"x": 1e999}', "non_finite_number", "/x"),
     ("deep", '{"x": ' + nested(900) + "}", "too_deep", "/x/0/0"),
+    ("big-integer", '{"x": [0, 1' + "0" * 4300 + "]}", "integer_too_large", "/x/1"),
 ]
 BAD_IDS = [case[0] for case in BAD_VALUES]
 

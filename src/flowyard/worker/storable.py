@@ -7,14 +7,15 @@ a value the API cannot serve (see :mod:`flowyard.domain.jsonvalue`). The rule:
 
 - a lone surrogate or U+0000 in any string or key becomes U+FFFD: the text around it is
   kept, and nothing a reader could use is lost (PostgreSQL cannot store U+0000 at all);
-- a non-finite number (NaN, Infinity, an overflowing ``1e999``) in what a step produces
+- a non-finite number (NaN, Infinity, an overflowing ``1e999``) or an integer of more than
+  4,300 digits (which Python cannot convert to text) in what a step produces
   (its output, a child run's input, a map item, wait data) fails the step with the
   permanent error ``output.invalid``; nesting deeper than 64 levels there fails it with
   ``output.too_deep``. Both name the place with a JSON pointer in ``details.pointer``; a
   node's ``catch`` may route them like any other error. Replacing a number by null would
   change what later steps decide on, so it is not done silently;
 - in an error (type, message, details) and in event data, which describe a failure that is
-  being recorded anyway, the same problems are repaired instead: non-finite numbers become
+  being recorded anyway, the same problems are repaired instead: such numbers become
   null and too deep containers the string ``[truncated: nested deeper than 64 levels]``.
 
 Types JSON does not have (a set, bytes) are left to the store: the database refuses them
