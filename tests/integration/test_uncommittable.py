@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from flowyard.domain.statuses import RunStatus
 from flowyard.nodes.base import EmptyConfig, NodeOutcome, NodeType, StepContext
 from flowyard.nodes.registry import default_registry
 from flowyard.settings import Settings
+from flowyard.worker import execute, storable
 from support.runs import wait_for_runs
 
 
@@ -118,3 +121,46 @@ async def test_a_refused_value_is_not_printed(
     assert ended.error_type == "engine.commit"
     assert "do-not-print-me" not in caplog.text
     assert "do-not-print-me" not in json.dumps(ended.error)
+
+
+class LargeOutput(NodeType[EmptyConfig]):
+    """Outputs about 2 MiB."""
+
+    type_name = "large_output"
+
+    async def execute(self, ctx: StepContext, config: EmptyConfig) -> NodeOutcome:
+        return NodeOutcome(output={"blob": "x" * (2 * 1024 * 1024)})
+
+
+async def test_an_output_over_the_limit_fails_the_step(settings: Settings) -> None:
+    """``max_output_bytes`` caps what a step stores: over it, the permanent
+    ``output.too_large`` (catchable), with the size and the limit in its details."""
+    limited = settings.model_copy(update={"max_output_bytes": 1024 * 1024})
+    ended = await _run_one(limited, LargeOutput)
+    assert ended.status == RunStatus.FAILED
+    assert ended.error_type == "output.too_large"
+    assert ended.error is not None
+    assert ended.error["transient"] is False
+    assert ended.error["details"]["limit"] == 1024 * 1024
+    assert ended.error["details"]["size"] > 2 * 1024 * 1024
+    assert "xxxxxxxx" not in json.dumps(ended.error)
+
+
+async def test_a_large_output_is_checked_off_the_event_loop(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large result is checked and measured in a thread (walking megabytes would hold every
+    other step, claim and commit of the process); under the limit it is stored."""
+    loop_thread = threading.get_ident()
+    threads: list[bool] = []
+    checked = storable.storable
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident() != loop_thread)
+        return checked(*args, **kwargs)
+
+    monkeypatch.setattr(execute, "storable", recording)
+    ended = await _run_one(settings, LargeOutput)
+    assert ended.status == RunStatus.SUCCEEDED, ended.error
+    # trigger and end on the loop, the large output in a thread
+    assert sorted(threads) == [False, False, True]
