@@ -79,6 +79,7 @@ class Container:
             credentials=self.credential_resolver,
             workflows=self.service,
             outbound=self.outbound,
+            max_output_bytes=s.max_output_bytes,
         )
         worker = Worker(
             self.store,

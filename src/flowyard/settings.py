@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     load_samples: bool = Field(False, description="Load examples/*.json at start ('make run').")
     samples_dir: str = "examples"
     max_request_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_output_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest result a step may store, as JSON text (more: output.too_large). "
+        "Above the http node's default response limit (10 MiB) plus JSON escaping.",
+    )
     log_level: str = "INFO"
     load_plugins: bool = True
     expression_timeout_s: float = Field(1.0, gt=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from fastapi.routing import APIRoute
 from flowyard.api import create_app
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.bootstrap import Container
+from flowyard.domain import jsonvalue
+from flowyard.domain.auth import Role
 from flowyard.domain.errors import InvalidInput
 from flowyard.settings import Settings
 from support.auth import auth_headers
@@ -54,6 +57,7 @@ BAD_VALUES = [
     ("minus-infinity", '{"x": -Infinity}', "non_finite_number", "/x"),
     ("overflow", '{"x": 1e999}', "non_finite_number", "/x"),
     ("deep", '{"x": ' + nested(900) + "}", "too_deep", "/x/0/0"),
+    ("big-integer", '{"x": [0, 1' + "0" * 4300 + "]}", "integer_too_large", "/x/1"),
 ]
 BAD_IDS = [case[0] for case in BAD_VALUES]
 
@@ -269,3 +273,67 @@ async def test_the_service_checks_run_payloads(container: Container) -> None:
     found = [(p.pointer, p.code) for p in caught.value.problems]
     assert found == [("/input/x/0", "non_finite_number"), ("/vars/v", "lone_surrogate")]
     assert await container.store.list_runs(limit=10) == []
+
+
+# -- authentication comes first ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"input": {"x": "\\ud800"}}', b'{"input": ', b'{"input": ' + nested(900).encode() + b"}"],
+    ids=["refused", "syntax-error", "deep"],
+)
+async def test_an_anonymous_body_is_not_parsed(container: Container, body: bytes) -> None:
+    """The caller is authenticated before the body is parsed: an anonymous client gets 401
+    whatever it sends, and cannot make the API parse a body (up to the size limit) per
+    request."""
+    await container.service.save_workflow(HELLO)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_app(container)), base_url="http://test"
+    ) as anonymous:
+        response = await anonymous.post(f"{API}/workflows/hello/runs", content=body, headers=JSON)
+        forbidden = await anonymous.post(
+            f"{API}/users", content=body, headers={**JSON, "X-API-Key": "not-a-key"}
+        )
+    assert response.status_code == 401, response.text
+    assert forbidden.status_code == 401, forbidden.text
+
+
+async def test_a_body_without_the_role_is_not_parsed(container: Container) -> None:
+    """Authenticated but not allowed (a viewer starting a run): 403, not 422."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_app(container)),
+        base_url="http://test",
+        headers=await auth_headers(container, "viewer", Role.VIEWER),
+    ) as viewer:
+        response = await viewer.post(
+            f"{API}/workflows/hello/runs", content=b'{"input": "\\ud800"}', headers=JSON
+        )
+    assert response.status_code == 403, response.text
+
+
+async def test_large_bodies_are_parsed_off_the_event_loop(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body above 64 KiB is parsed in a thread (a multi-megabyte parse would hold every
+    other request of the process); a small one on the loop (a thread costs more)."""
+    loop_thread = threading.get_ident()
+    threads: list[bool] = []
+    strict_loads = jsonvalue.loads
+
+    def recording_loads(data: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident() != loop_thread)
+        return strict_loads(data, **kwargs)
+
+    monkeypatch.setattr(jsonvalue, "loads", recording_loads)
+    await _create(client)
+    big = {"input": {"text": "x" * (65 * 1024)}}
+    started = await client.post(f"{API}/workflows/hello/runs", json=big)
+    assert started.status_code == 202, started.text
+    assert threads == [False, True]  # the definition on the loop, the big body in a thread
+    refused = await client.post(
+        f"{API}/workflows/hello/runs",
+        content=json.dumps({**big, "vars": {"v": "\ud800"}}).encode(),
+        headers=JSON,
+    )
+    assert_refused(refused, "lone_surrogate", "/vars/v")

@@ -27,6 +27,7 @@ def assert_one_line(stderr: str, *parts: str) -> None:
     [
         ("--input", '{"region": NaN}', "/region"),
         ("--input", '{"email": 1e999}', "/email"),
+        ("--input", '{"n": [1' + "0" * 4300 + "]}", "/n/0"),
         ("--input", '{"email": "\\ud800"}', "/email"),
         ("--input", '{"email": "\\u0000"}', "/email"),
         ("--vars", '{"x": Infinity}', "/x"),

@@ -5,6 +5,7 @@ rule, at connect time and for streams already open."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,56 @@ async def test_an_open_stream_is_closed_when_access_is_withdrawn(
             rest = await collect(ws, timeout_s=5)
     assert first.events[0]["run_id"] == run_id
     assert rest.close_code == 1008
+
+
+#: First messages that carry no usable token: (name, message as sent).
+BAD_FIRST_MESSAGES: list[tuple[str, str | bytes]] = [
+    ("lone-surrogate", '{"token": "\\ud800"}'),
+    ("lone-surrogate-key", '{"token": "fy_\\ud800_secret"}'),
+    ("nul", '{"token": "fy_\\u0000_secret"}'),
+    ("nul-jwt", '{"token": "a\\u0000.b.c"}'),
+    ("non-ascii", '{"token": "fy_\\u00e9_secret"}'),
+    ("deep", "[" * 10_000 + "]" * 10_000),
+    ("deep-object", '{"token": ' + "[" * 10_000 + "]" * 10_000 + "}"),
+    ("big-integer", '{"token": 1' + "0" * 5000 + "}"),
+    ("not-json", "token please"),
+    ("binary-not-utf8", b"\xff\xfe\x00"),
+    ("binary-json", b'{"token": "x"}'),
+    ("huge", '{"token": "' + "a" * 200_000 + '"}'),
+]
+
+
+@pytest.mark.parametrize(
+    "message", [m for _, m in BAD_FIRST_MESSAGES], ids=[n for n, _ in BAD_FIRST_MESSAGES]
+)
+async def test_a_bad_first_message_closes_4401_cleanly(
+    db_url: str, message: str | bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever the first (token) message holds, the client gets 4401 and the server logs no
+    exception and keeps serving."""
+    settings = app_settings(db_url, workers=0, stream_auth_timeout_s=5)
+    with caplog.at_level(logging.WARNING):
+        async with live_app(settings) as live:
+            async with connect(ws_url(live, "/stream"), max_size=None) as ws:
+                await ws.send(message)
+                got = await collect(ws, timeout_s=10)
+            assert (got.events, got.close_code) == ([], 4401)
+            healthy = await live.http.get("/healthz")
+            assert healthy.status_code == 200
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert problems == [], [r.getMessage() for r in problems]
+
+
+async def test_invalid_utf8_in_a_text_frame_is_a_protocol_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A text frame that is not UTF-8 never reaches the app: the WebSocket layer closes it
+    with 1007 (RFC 6455 requires it), and nothing is logged as an error."""
+    settings = app_settings(f"sqlite:///{tmp_path / 'f.db'}", workers=0, stream_auth_timeout_s=5)
+    with caplog.at_level(logging.WARNING):
+        async with live_app(settings) as live, connect(ws_url(live, "/stream")) as ws:
+            await ws.send(b'{"token": "\xff"}', text=True)
+            got = await collect(ws, timeout_s=10)
+    assert (got.events, got.close_code) == ([], 1007)
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert problems == [], [r.getMessage() for r in problems]

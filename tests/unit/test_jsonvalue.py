@@ -58,11 +58,36 @@ def refused(text: str | bytes) -> list[tuple[str, str]]:
         ("[1" + "0" * 400 + ".5]", [("/0", "non_finite_number")]),
         ("NaN", [("", "non_finite_number")]),
         ('"\\ud800"', [("", "lone_surrogate")]),
+        ('{"a": [1, 1' + "0" * 4300 + "]}", [("/a/1", "integer_too_large")]),
+        ('{"a": -1' + "0" * 4300 + "}", [("/a", "integer_too_large")]),
+        ("9" * 4301, [("", "integer_too_large")]),
     ],
 )
 def test_refusals_name_the_place(text: str, expected: list[tuple[str, str]]) -> None:
     assert refused(text) == expected
     assert refused(text.encode()) == expected
+
+
+def test_integers_up_to_python_s_conversion_limit_are_kept() -> None:
+    """Python refuses to convert an integer of more than 4,300 digits to or from text
+    (``sys.get_int_max_str_digits``), so nothing could serialise it: refused, with its
+    place; one of 4,300 digits is kept."""
+    assert loads("[" + "9" * 4300 + "]") == [10**4300 - 1]
+    assert loads("-" + "9" * 4300) == -(10**4300) + 1
+    check({"a": [10**4300 - 1, -(10**4300) + 1]})
+    found = problems({"a": [1, 10**4300], "b": -(10**5000)})
+    assert [(p.pointer, p.code) for p in found] == [
+        ("/a/1", "integer_too_large"),
+        ("/b", "integer_too_large"),
+    ]
+    assert "4300 digits" in found[0].message
+    assert problems(10**4300)[0].code == "integer_too_large"
+    assert repair({"a": [10**4300, 1]}) == {"a": [None, 1]}
+    # A Python integer key (json.dumps writes it as text) of that size, with a second problem.
+    [key, nul] = problems({10**4300: "\x00"})
+    assert (key.pointer, key.code) == ("/[integer of more than 4300 digits]", "integer_too_large")
+    assert nul.code == "nul_character"
+    assert repair({10**4300: 1}) == {None: 1}
 
 
 def test_depth_limit() -> None:

@@ -1,10 +1,13 @@
 """Strict JSON request bodies for every route (see :mod:`flowyard.domain.jsonvalue`).
 
 Every router is an ``APIRouter(route_class=StrictJSONRoute)`` (a test walks ``app.routes``
-to prove it). The route hands FastAPI a request whose ``json()`` parses strictly, and parses
-a JSON body before FastAPI does: a body that breaks the rules (a lone surrogate, U+0000,
-NaN/Infinity or ``1e999``, nesting deeper than 64 levels) is answered 422 problem+json with
-a JSON pointer to each place, before anything is stored. A body that is not JSON at all is
+to prove it). The route authorises the caller first (401/403 before a byte of the body is
+parsed: :func:`~flowyard.api.security.authorize`, which FastAPI's dependency then reuses),
+hands FastAPI a request whose ``json()`` parses strictly (in a thread above
+:data:`OFF_LOOP_BYTES`), and parses a JSON body before FastAPI does: a body that breaks
+the rules (a lone surrogate, U+0000, NaN/Infinity or ``1e999``, an integer of more than
+4,300 digits, nesting deeper than 64 levels) is answered 422 problem+json with a JSON
+pointer to each place, before anything is stored. A body that is not JSON at all is
 left to FastAPI, which answers as it always has (422 ``json_invalid`` for a syntax error,
 400 for bytes that are not UTF-8). A path, query or form parameter holding U+0000 is refused
 (422) too.
@@ -12,6 +15,7 @@ left to FastAPI, which answers as it always has (422 ``json_invalid`` for a synt
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -19,8 +23,14 @@ from typing import Any
 from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
 
+from flowyard.api.security import authorize
 from flowyard.domain import jsonvalue
 from flowyard.domain.errors import InvalidInput, Problem
+
+#: Bodies larger than this are parsed in a thread: parsing a few megabytes holds the event
+#: loop, and every other request of the process, for tens of milliseconds; a thread costs
+#: more than parsing a small body.
+OFF_LOOP_BYTES = 64 * 1024
 
 
 class StrictJSONRequest(Request):
@@ -28,9 +38,14 @@ class StrictJSONRequest(Request):
     (:class:`~flowyard.domain.jsonvalue.JsonValueError`)."""
 
     async def json(self) -> Any:
-        """The body parsed with :func:`flowyard.domain.jsonvalue.loads` (cached)."""
+        """The body parsed with :func:`flowyard.domain.jsonvalue.loads` (cached; in a thread
+        above :data:`OFF_LOOP_BYTES`)."""
         if not hasattr(self, "_json"):
-            self._json = jsonvalue.loads(await self.body())
+            body = await self.body()
+            if len(body) > OFF_LOOP_BYTES:
+                self._json = await asyncio.to_thread(jsonvalue.loads, body)
+            else:
+                self._json = jsonvalue.loads(body)
         return self._json
 
 
@@ -77,7 +92,8 @@ def refuse_nul_parameters(request: Request, form: list[tuple[str, Any]] | None =
 
 
 class StrictJSONRoute(APIRoute):
-    """An API route whose JSON body is parsed strictly (422 with pointers otherwise)."""
+    """An API route whose caller is authorised before its body is read, and whose JSON
+    body is parsed strictly (422 with pointers otherwise)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """FastAPI's handler, given a :class:`StrictJSONRequest` parsed up front."""
@@ -90,6 +106,10 @@ class StrictJSONRoute(APIRoute):
 
         async def strict_handler(request: Request) -> Response:
             request = StrictJSONRequest(request.scope, request.receive)
+            # Who calls, first: an anonymous or unauthorised client gets 401/403 without the
+            # API reading its body, let alone parsing it (the app's authorize dependency
+            # reuses this answer).
+            await authorize(request)
             # The form is parsed once: Starlette keeps it for FastAPI's own read.
             form = list((await request.form()).multi_items()) if takes_form else None
             refuse_nul_parameters(request, form)

@@ -121,11 +121,25 @@ def _note_rule(entry: AuditEntry | None, rule: Rule, conn: HTTPConnection) -> No
         entry.target_id = str(params[0]) if params else None
 
 
+#: Where :func:`authorize` leaves its answer in the request's scope: the JSON body route
+#: calls it before parsing the body, FastAPI again as the app's dependency.
+_AUTHORIZED = "flowyard.authorized"
+
+
 async def authorize(conn: HTTPConnection) -> Principal | None:
-    """Authenticate the request and check the route's rule (401 / 403). Websockets
-    authenticate through the stream authenticator instead."""
+    """Authenticate the request and check the route's rule (401 / 403), once per request.
+    Websockets authenticate through the stream authenticator instead."""
     if conn.scope["type"] != "http":
         return None
+    if _AUTHORIZED in conn.scope:
+        done: Principal | None = conn.scope[_AUTHORIZED]
+        return done
+    principal = await _authorize(conn)
+    conn.scope[_AUTHORIZED] = principal
+    return principal
+
+
+async def _authorize(conn: HTTPConnection) -> Principal | None:
     rule = RULES.get((conn.scope["method"], route_template(conn.scope)))
     entry = pending_audit()
     if rule is None:

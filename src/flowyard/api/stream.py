@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flowyard.api.schemas import EventPublic
+from flowyard.domain import jsonvalue
 from flowyard.domain.auth import Role
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import EventRecord
@@ -327,17 +327,36 @@ class StreamSession:
                 return code
 
 
+def _usable(token: str | None) -> str | None:
+    """``token`` if it can be a token at all: JWTs and API keys are printable ASCII. Anything
+    else (U+0000, a lone surrogate, other text) would only make the lookup or the signature
+    check fail with an exception instead of a refusal."""
+    if token and token.isascii() and token.isprintable():
+        return token
+    return None
+
+
 def token_from_subprotocols(offered: list[str]) -> tuple[str | None, str | None]:
     """(token, subprotocol to select) from the client's ``Sec-WebSocket-Protocol``."""
     token = next((p[len(TOKEN_PREFIX) :] for p in offered if p.startswith(TOKEN_PREFIX)), None)
-    return token, SUBPROTOCOL if SUBPROTOCOL in offered else None
+    return _usable(token), SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
-def token_from_message(text: str) -> str | None:
-    """The token of a first message ``{"token": "..."}`` (None for anything else)."""
-    try:
-        message = json.loads(text)
-    except ValueError:
+#: Longest first message read as a token message: a token is < 1 KiB, and whatever comes
+#: before authentication is parsed for anyone who connects.
+MAX_TOKEN_MESSAGE_CHARS = 8 * 1024
+
+
+def token_from_message(message: MutableMapping[str, Any]) -> str | None:
+    """The token of a first ASGI message that is a text frame ``{"token": "..."}`` (None
+    for anything else: a binary frame, text longer than :data:`MAX_TOKEN_MESSAGE_CHARS`, text
+    strict JSON refuses, such as a lone surrogate, U+0000 or 10,000 levels of nesting)."""
+    text = message.get("text")
+    if not isinstance(text, str) or len(text) > MAX_TOKEN_MESSAGE_CHARS:
         return None
-    token = message.get("token") if isinstance(message, dict) else None
-    return token if isinstance(token, str) else None
+    try:
+        parsed = jsonvalue.loads(text, max_depth=2)
+    except ValueError:  # a syntax error, undecodable text, or what strict JSON refuses
+        return None
+    token = parsed.get("token") if isinstance(parsed, dict) else None
+    return _usable(token) if isinstance(token, str) else None

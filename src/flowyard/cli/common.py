@@ -73,6 +73,11 @@ def announce_database(settings: Settings) -> None:
         )
 
 
+def retry_hint(run_id: str, db: str | None) -> str:
+    """The command that retries a run, with ``--db`` as given but without its password."""
+    return f"flowyard runs retry {run_id} --wait" + (f" --db {display_url(db)}" if db else "")
+
+
 def cli_actor() -> str:
     """Who acts from the command line, as recorded in run events: ``cli:<os user>``."""
     try:
@@ -134,11 +139,14 @@ def read_json(path: Path) -> Any:
     """Parse a JSON file (``-``: stdin) strictly (:func:`flowyard.domain.jsonvalue.loads`);
     exit 2 with where it is broken."""
     try:
-        text = path.read_text() if str(path) != "-" else sys.stdin.read()
+        # Bytes: JSON text is UTF-8 (or -16/-32, detected), whatever the locale says.
+        data = path.read_bytes() if str(path) != "-" else sys.stdin.buffer.read()
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}", code=2)
     try:
-        return jsonvalue.loads(text)
+        return jsonvalue.loads(data)
+    except UnicodeDecodeError as exc:
+        fail(f"{path} is not UTF-8 text: byte {exc.start} is {exc.object[exc.start]:#04x}", code=2)
     except json.JSONDecodeError as exc:
         fail(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=2)
     except jsonvalue.JsonValueError as exc:

@@ -25,6 +25,7 @@ from flowyard.cli.common import (
     out,
     parse_json_option,
     read_json,
+    retry_hint,
     run_async,
     run_json,
     settings_for,
@@ -301,8 +302,7 @@ def run(
     if as_json:
         out.print_json(data=result)
     elif wait:
-        hint = f"flowyard runs retry {detail.run.id} --wait" + (f" --db {db}" if db else "")
-        print_summary(out, detail, hint)
+        print_summary(out, detail, retry_hint(detail.run.id, db))
     else:
         out.print(
             f"run {detail.run.id} {detail.run.status.value}: a worker executes it "

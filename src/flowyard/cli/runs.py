@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from flowyard.bootstrap import Container
-from flowyard.cli.common import DbOption, cli_actor, err, out, run_json, with_container
+from flowyard.cli.common import (
+    DbOption,
+    cli_actor,
+    err,
+    out,
+    retry_hint,
+    run_json,
+    with_container,
+)
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
@@ -161,9 +169,7 @@ def runs_retry(
 
     detail = with_container(db, retry)
     if wait:
-        print_summary(
-            out, detail, f"flowyard runs retry {run_id} --wait" + (f" --db {db}" if db else "")
-        )
+        print_summary(out, detail, retry_hint(run_id, db))
         if detail.run.status != RunStatus.SUCCEEDED:
             raise typer.Exit(1)
 

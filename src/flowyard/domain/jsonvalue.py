@@ -3,18 +3,21 @@
 JSON (RFC 8259) lets a parser accept things that nothing downstream can use: a lone UTF-16
 surrogate escape (``"\\ud800"``) decodes to a Python string that cannot be encoded as UTF-8,
 so every later response that contains it fails; ``NaN``, ``Infinity`` and numbers that
-overflow a double (``1e999``) are not JSON at all; and a document nested hundreds of levels
+overflow a double (``1e999``) are not JSON at all; an integer of more than 4,300 digits
+parses with a hook at most, and then nothing can write it back (Python refuses to convert it to
+text: ``sys.get_int_max_str_digits``); and a document nested hundreds of levels
 deep parses, then breaks serialisers with a recursion limit (pydantic's is 255). PostgreSQL
 also refuses ``\\u0000`` in ``jsonb``.
 
 So, at every edge (request bodies, CLI files and options, run payloads):
 
 - :func:`loads` parses strictly and :func:`check` checks an already-parsed value: no lone
-  surrogate and no U+0000 in strings or keys, only finite numbers, containers nested at most
+  surrogate and no U+0000 in strings or keys, only finite numbers, integers of at most
+  :data:`MAX_INT_DIGITS` digits, containers nested at most
   :data:`MAX_DEPTH` levels. Each refusal names the place with a JSON pointer.
 - :func:`repair` makes a value storable instead (lone surrogates and U+0000 become U+FFFD,
-  non-finite numbers null, too deep containers a marker string): for data that must be kept
-  although it is bad, such as the error details of a failing step.
+  non-finite numbers and too long integers null, too deep containers a marker string): for
+  data that must be kept although it is bad, such as the error details of a failing step.
 - :func:`loads_stored` is the store's JSON deserializer: rows an older version wrote
   (lone surrogates and ``NaN`` in SQLite's JSON text, nesting of any depth) come back
   repaired, so a read never fails on them.
@@ -46,6 +49,14 @@ MAX_DEPTH = 64
 #: under pydantic's limit of 255. Deeper (older) rows are cut at this depth.
 STORED_MAX_DEPTH = 200
 
+#: Most digits an integer may have: Python's limit on converting an integer to or from text
+#: (the default of ``sys.get_int_max_str_digits``), past which no JSON encoder of the process,
+#: nor the store's parser (jiter), can write or read it. Fixed here, not read from ``sys``,
+#: so that what is accepted does not depend on a process setting.
+MAX_INT_DIGITS = 4300
+#: The smallest integer with more than :data:`MAX_INT_DIGITS` digits.
+_INT_LIMIT: int = 10**MAX_INT_DIGITS
+
 #: What a lone surrogate or U+0000 is replaced with (U+FFFD REPLACEMENT CHARACTER).
 REPLACEMENT = "\ufffd"
 
@@ -54,6 +65,7 @@ LONE_SURROGATE = "lone_surrogate"
 NUL_CHARACTER = "nul_character"
 NON_FINITE_NUMBER = "non_finite_number"
 TOO_DEEP = "too_deep"
+INTEGER_TOO_LARGE = "integer_too_large"
 #: The problems :func:`repair` fixes without losing anything a reader could use.
 CHARACTER_PROBLEMS = frozenset({LONE_SURROGATE, NUL_CHARACTER})
 
@@ -99,7 +111,10 @@ class JsonValueError(ValueError):
 
 def escape_token(token: str | int) -> str:
     """One JSON pointer reference token (RFC 6901), printable: a lone surrogate or U+0000 of
-    a key shows as U+FFFD (the pointer itself must be servable)."""
+    a key shows as U+FFFD (the pointer itself must be servable); a (Python) integer key too
+    long to convert to text shows as a placeholder."""
+    if isinstance(token, int) and _too_long(token):
+        return f"[integer of more than {MAX_INT_DIGITS} digits]"
     text = str(token).replace("~", "~0").replace("/", "~1")
     return _BAD_CHAR.sub(REPLACEMENT, text)
 
@@ -117,6 +132,15 @@ def _char_problem(text: str) -> str | None:
     if found is None:
         return None
     return NUL_CHARACTER if found.group() == "\x00" else LONE_SURROGATE
+
+
+def _too_long(value: int) -> bool:
+    """Whether an integer has more than :data:`MAX_INT_DIGITS` digits (two comparisons: its
+    digits cannot be counted as text)."""
+    return value >= _INT_LIMIT or value <= -_INT_LIMIT
+
+
+_INT_MESSAGE = f"an integer of more than {MAX_INT_DIGITS} digits cannot be converted to text"
 
 
 def _char_message(code: str, *, key: bool) -> str:
@@ -164,6 +188,12 @@ class _Scan:
                 "such as 1e999, are refused)",
                 last,
             )
+        elif isinstance(value, int) and _too_long(value):
+            self.add(
+                INTEGER_TOO_LARGE,
+                _INT_MESSAGE,
+                last,
+            )
 
     def walk(self, value: Any, depth: int) -> None:
         """Check a container at ``depth`` and everything in it."""
@@ -176,6 +206,8 @@ class _Scan:
                     code = _char_problem(key)
                     if code is not None:
                         self.add(code, _char_message(code, key=True), key)
+                elif isinstance(key, int) and _too_long(key):
+                    self.add(INTEGER_TOO_LARGE, _INT_MESSAGE, key)
                 self.child(item, key, depth)
         elif isinstance(value, list | tuple):
             if depth > self.max_depth:
@@ -206,9 +238,8 @@ def _is_clean(value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int, l
     if depth > limit:
         return False
     if isinstance(value, dict):
-        for key in value:
-            if type(key) is str and _bad_text(key):
-                return False
+        if not _clean_keys(value):
+            return False
         items: Any = value.values()
     else:
         items = value
@@ -217,7 +248,10 @@ def _is_clean(value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int, l
         if kind is str:
             if _bad_text(item):
                 return False
-        elif kind is int or kind is bool or item is None:
+        elif kind is int:
+            if item >= _INT_LIMIT or item <= -_INT_LIMIT:
+                return False
+        elif kind is bool or item is None:
             continue
         elif kind is float:
             if item - item != 0.0:  # NaN and ±inf (faster than math.isfinite)
@@ -230,6 +264,16 @@ def _is_clean(value: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int, l
     return True
 
 
+def _clean_keys(value: dict[Any, Any]) -> bool:
+    for key in value:
+        if type(key) is str:
+            if _bad_text(key):
+                return False
+        elif isinstance(key, int) and _too_long(key):  # a Python dict's (json.dumps: text)
+            return False
+    return True
+
+
 def _is_clean_subclass(item: Any, depth: int, limit: int) -> bool:
     """:func:`_is_clean` for an item of a subclass of a JSON type (a StrEnum value) or of
     another type (left to the store's encoder)."""
@@ -237,6 +281,8 @@ def _is_clean_subclass(item: Any, depth: int, limit: int) -> bool:
         return not _bad_text(item)
     if isinstance(item, float):
         return math.isfinite(item)
+    if isinstance(item, int):
+        return not _too_long(item)
     if isinstance(item, dict | list | tuple):
         return _is_clean(item, depth + 1, limit)
     return True
@@ -326,8 +372,19 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _int_or_limit(text: str) -> int:
+    """An integer of at most :data:`MAX_INT_DIGITS` digits, or, for a longer one (which
+    ``int`` refuses), the smallest too long integer of its sign: :func:`check` then finds it."""
+    if len(text) - text.startswith("-") <= MAX_INT_DIGITS:
+        return int(text)
+    return -_INT_LIMIT if text.startswith("-") else _INT_LIMIT
+
+
 #: One decoder, built once (``json.loads`` with hooks builds a new one per call).
 _STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+#: The decoder that finds where a too long integer is (only after :data:`_STRICT` failed on
+#: one: a hook per integer would slow every parse).
+_LOCATING = json.JSONDecoder(parse_int=_int_or_limit)
 
 
 def _may_hold_bad_characters(text: str) -> bool:
@@ -355,11 +412,27 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
         raise AssertionError("unreachable: the parser found a non-finite number") from None
     except RecursionError:
         raise JsonValueError([_too_deep_at(text, max_depth)]) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # Not a syntax error: ``int`` refused an integer of too many digits.
+        _locate_long_integer(text, max_depth)
+        raise
     if _may_hold_bad_characters(text) or (
         text.count("[") + text.count("{") > max_depth and _deeper_than(value, max_depth)
     ):
         check(value, max_depth=max_depth)
     return value
+
+
+def _locate_long_integer(text: str, max_depth: int) -> None:
+    """Raise :class:`JsonValueError` naming every problem of a document in which ``int``
+    refused an integer (returns when it finds none)."""
+    try:
+        value = _LOCATING.decode(text)
+    except RecursionError:
+        raise JsonValueError([_too_deep_at(text, max_depth)]) from None
+    check(value, max_depth=max_depth)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -389,8 +462,9 @@ def clean_text(text: str) -> str:
 def repair(value: Any, *, max_depth: int = MAX_DEPTH) -> Any:
     """A copy of ``value`` that :func:`check` accepts: lone surrogates and U+0000 become
     U+FFFD (in keys too; keys that become equal keep the last value), non-finite numbers
-    become null, a container nested deeper than ``max_depth`` becomes
-    :func:`truncated_marker`. Tuples become lists; other types are kept as they are."""
+    and integers of more than :data:`MAX_INT_DIGITS` digits become null, a container nested
+    deeper than ``max_depth`` becomes :func:`truncated_marker`. Tuples become lists; other
+    types are kept as they are."""
     return _repair(value, 1, max_depth)
 
 
@@ -399,18 +473,23 @@ def _repair(value: Any, depth: int, max_depth: int) -> Any:
         return clean_text(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, int) and _too_long(value):
+        return None
     if isinstance(value, dict):
         if depth > max_depth:
             return truncated_marker(max_depth)
-        return {
-            clean_text(k) if isinstance(k, str) else k: _repair(v, depth + 1, max_depth)
-            for k, v in value.items()
-        }
+        return {_repair_key(k): _repair(v, depth + 1, max_depth) for k, v in value.items()}
     if isinstance(value, list | tuple):
         if depth > max_depth:
             return truncated_marker(max_depth)
         return [_repair(v, depth + 1, max_depth) for v in value]
     return value
+
+
+def _repair_key(key: Any) -> Any:
+    if isinstance(key, str):
+        return clean_text(key)
+    return None if isinstance(key, int) and _too_long(key) else key
 
 
 def _replace_lone_escape(match: re.Match[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import secrets
 import stat
@@ -78,17 +79,81 @@ def _read_key_file_unchecked(path: Path) -> bytes:
 
 
 def _create_key_file(path: Path, key: bytes | None = None) -> bytes:
+    """Create the key file whole or not at all, and return the key it holds.
+
+    The key is written to a private temporary file (``O_CREAT | O_EXCL``, mode 0600) and
+    fsynced, then hard-linked to ``path``: a link never replaces a file, so of processes
+    starting together exactly one creates it and the others read that key; and no process
+    ever sees the key file half-written (a crash or a full disk while writing leaves no
+    key file, not an empty one that every later start would refuse)."""
     key = key or secrets.token_bytes(MIN_KEY_BYTES)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first
-        return _read_key_file(path)
+        created = _link_new(path, key)
     except OSError as exc:
         raise MasterKeyError(f"cannot create key file {path}: {exc.strerror or exc}") from exc
+    return key if created else _read_key_file(path)
+
+
+def _link_new(path: Path, key: bytes) -> bool:
+    """Write ``key`` to a temporary file and link it as ``path``; False when ``path``
+    exists already (another process created it)."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            f = os.fdopen(fd, "w")
+        except BaseException:
+            os.close(fd)  # not handed over to a file object
+            raise
+        with f:
+            f.write(key.hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            return _write_new(path, key)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+    return True
+
+
+#: A file system without hard links (some network and FUSE mounts) says so with these.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV})
+
+
+def _write_new(path: Path, key: bytes) -> bool:
+    """Without hard links: create ``path`` exclusively and write it in place (a crash while
+    writing can leave it incomplete; the file is refused then, never used as another key)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
-    return key
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a new directory entry durable (where the platform allows opening a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def create_key_file(path: Path, key: bytes) -> bytes:

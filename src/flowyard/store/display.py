@@ -16,8 +16,20 @@ def display_url(url: str) -> str:
         return url
     try:
         parsed = sa.make_url(url)
-    except ArgumentError:
+        parsed.port  # noqa: B018 - parsed when read: "host:notaport" raises here
+    except (ArgumentError, ValueError, TypeError):
         return url.split("://", 1)[0] + "://..."
     parsed = parsed.set(drivername=parsed.get_backend_name(), password=None)
     query = {k: v for k, v in parsed.query.items() if k.lower() not in _SECRET_PARAMS}
     return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``'s userinfo, as written (None without one), found without
+    parsing the rest: for keeping it out of messages about a URL that does not parse."""
+    if "://" not in url:
+        return None
+    authority = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    if "@" not in authority:
+        return None
+    return authority.rsplit("@", 1)[0].partition(":")[2] or None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
+from sqlalchemy.exc import ArgumentError
+
 from flowyard.domain.errors import InvalidInput
+from flowyard.store.display import display_url, url_password
 from flowyard.store.ports import Store
 
 
@@ -20,8 +25,20 @@ def normalize_url(url: str) -> str:
 
 
 def open_store(url: str, *, pool_size: int = 10) -> Store:
-    """A store for ``url`` (not yet migrated)."""
-    url = normalize_url(url)
+    """A store for ``url`` (not yet migrated); a URL that does not parse (a port that is
+    not a number, an unclosed ``[``, a bad query parameter) is :class:`InvalidInput`, named
+    without its password."""
+    try:
+        return _open_store(normalize_url(url), pool_size)
+    except (ArgumentError, ValueError, TypeError) as exc:
+        reason = str(exc)
+        password = url_password(url)
+        if password and (password in reason or unquote(password) in reason):
+            reason = exc.__class__.__name__
+        raise InvalidInput(f"invalid database URL {display_url(url)}: {reason}") from None
+
+
+def _open_store(url: str, pool_size: int) -> Store:
     if url.startswith("sqlite"):
         from flowyard.store.sqlite import SqliteStore
 

@@ -56,6 +56,9 @@ class PostgresStore(SqlStore):
             # The asyncpg dialect decodes json/jsonb with it too. jsonb never held a lone
             # surrogate or NaN, but older rows may be nested deeper than the API can serve.
             json_deserializer=loads_stored,
+            # What a statement binds may be huge or secret (a step's output, a credential):
+            # never in an error message or a log.
+            hide_parameters=True,
         )
         return cls(url, engine)
 

@@ -168,8 +168,12 @@ class QueueOps(SqlBase):
         except (DataError, IntegrityError, StatementError) as exc:
             if isinstance(exc, OperationalError | InterfaceError):
                 raise
-            # Not a connection problem: the data of a result cannot be stored as it is.
-            raise StoreRejected(f"the database refused the batch: {exc}") from exc
+            # Not a connection problem: the data of a result cannot be stored as it is. The
+            # message names the kinds of error only: the database's or the encoder's text may
+            # quote the value (huge or secret), and str() of it may itself fail.
+            cause = exc.orig
+            kinds = exc.__class__.__name__ + (f" ({cause.__class__.__name__})" if cause else "")
+            raise StoreRejected(f"the database refused the batch: {kinds}") from exc
 
     async def extend_leases(
         self, worker_id: str, held: Sequence[StepRecord], *, now: datetime, lease_s: float

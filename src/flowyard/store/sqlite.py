@@ -103,6 +103,9 @@ class SqliteStore(SqlStore):
                 poolclass=StaticPool,
                 connect_args={"check_same_thread": False},
                 json_deserializer=loads_stored,
+                # What a statement binds may be huge or secret (a step's output, a credential):
+                # never in an error message or a log.
+                hide_parameters=True,
             )
             _configure(engine, begin="BEGIN IMMEDIATE", memory=True)
             return cls(url, engine)
@@ -116,6 +119,9 @@ class SqliteStore(SqlStore):
             max_overflow=0,
             pool_timeout=60,
             json_deserializer=loads_stored,
+            # What a statement binds may be huge or secret (a step's output, a credential):
+            # never in an error message or a log.
+            hide_parameters=True,
         )
         read = create_async_engine(
             url,
@@ -123,6 +129,9 @@ class SqliteStore(SqlStore):
             pool_size=5,
             max_overflow=5,
             json_deserializer=loads_stored,
+            # What a statement binds may be huge or secret (a step's output, a credential):
+            # never in an error message or a log.
+            hide_parameters=True,
         )
         _configure(write, begin="BEGIN IMMEDIATE", memory=False)
         _configure(read, begin="BEGIN", memory=False)

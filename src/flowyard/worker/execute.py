@@ -38,7 +38,12 @@ from flowyard.nodes.base import (
 )
 from flowyard.outbound import Outbound
 from flowyard.store.ports import RunState
-from flowyard.worker.storable import storable
+from flowyard.worker.storable import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    MIN_OUTPUT_BYTES,
+    is_large,
+    storable,
+)
 
 _log = logging.getLogger("flowyard.worker")
 
@@ -129,7 +134,11 @@ class StepExecutor:
         credentials: CredentialSource | None = None,
         workflows: WorkflowResolver | None = None,
         outbound: Outbound | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
+        if max_output_bytes < MIN_OUTPUT_BYTES:
+            raise ValueError(f"max_output_bytes must be at least {MIN_OUTPUT_BYTES}")
+        self.max_output_bytes = max_output_bytes
         self.credentials = credentials
         self.workflows = workflows
         self.cache = cache
@@ -146,13 +155,16 @@ class StepExecutor:
 
         The secret values of every credential the node resolved are redacted from the
         transition (output, error, events) before it leaves here, so step rows, run rows and
-        events never hold them; then what it stores is made storable
-        (:func:`~flowyard.worker.storable.storable`)."""
+        events never hold them; then what it stores is made storable and its size checked
+        (:func:`~flowyard.worker.storable.storable`; in a thread when it is large)."""
         recorder = _RecordingSource(self.credentials) if self.credentials is not None else None
         transition = await self._execute(step, state, recorder)
         if recorder is not None and recorder.secrets:
             transition = redact_result(transition, recorder.secrets)
-        checked = storable(transition)
+        if is_large(transition):
+            checked = await asyncio.to_thread(storable, transition, self.max_output_bytes)
+        else:
+            checked = storable(transition, self.max_output_bytes)
         if isinstance(checked, ErrorInfo):
             return await self._unstorable(step, state, checked)
         return checked

@@ -7,15 +7,25 @@ a value the API cannot serve (see :mod:`flowyard.domain.jsonvalue`). The rule:
 
 - a lone surrogate or U+0000 in any string or key becomes U+FFFD: the text around it is
   kept, and nothing a reader could use is lost (PostgreSQL cannot store U+0000 at all);
-- a non-finite number (NaN, Infinity, an overflowing ``1e999``) in what a step produces
+- a non-finite number (NaN, Infinity, an overflowing ``1e999``) or an integer of more than
+  4,300 digits (which Python cannot convert to text) in what a step produces
   (its output, a child run's input, a map item, wait data) fails the step with the
   permanent error ``output.invalid``; nesting deeper than 64 levels there fails it with
   ``output.too_deep``. Both name the place with a JSON pointer in ``details.pointer``; a
   node's ``catch`` may route them like any other error. Replacing a number by null would
   change what later steps decide on, so it is not done silently;
 - in an error (type, message, details) and in event data, which describe a failure that is
-  being recorded anyway, the same problems are repaired instead: non-finite numbers become
+  being recorded anyway, the same problems are repaired instead: such numbers become
   null and too deep containers the string ``[truncated: nested deeper than 64 levels]``.
+
+- what a step stores (those same values, each counted once) is at most
+  ``max_output_bytes`` as JSON text; larger fails the step with the permanent error
+  ``output.too_large`` (``details``: ``size`` and ``limit``).
+
+Checking and measuring megabytes takes milliseconds: :func:`is_large` says, from a bounded
+look, when the executor should call :func:`storable` in a thread. A result smaller than
+:data:`OFF_LOOP_BYTES` (estimated) is not measured: it cannot reach the smallest allowed
+limit (:data:`MIN_OUTPUT_BYTES`).
 
 Types JSON does not have (a set, bytes) are left to the store: the database refuses them
 and the worker fails the step with ``engine.commit`` (``Worker._uncommittable``).
@@ -23,6 +33,7 @@ and the worker fails the step with ``engine.commit`` (``Worker._uncommittable``)
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +43,18 @@ from flowyard.domain.errors import ErrorInfo
 
 OUTPUT_INVALID = "output.invalid"
 OUTPUT_TOO_DEEP = "output.too_deep"
+OUTPUT_TOO_LARGE = "output.too_large"
+
+#: A result estimated at least this large is checked in a thread and measured.
+OFF_LOOP_BYTES = 64 * 1024
+#: The smallest ``max_output_bytes`` allowed. JSON text is at most 12 times the estimate of
+#: :func:`is_large` (a character written as two ``\\uXXXX`` escapes; a float's 24 characters
+#: count 3), so a result estimated under :data:`OFF_LOOP_BYTES` is under this limit and needs
+#: no measuring (tests/unit/test_storable.py tries the worst cases).
+MIN_OUTPUT_BYTES = 1024 * 1024
+#: ``Settings.max_output_bytes`` by default: above the http node's default response limit
+#: (10 MiB) with room for JSON escaping, so a response it accepts by default is stored.
+DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 
 #: Event data holds an error as ``{"error": {"details": ...}}``: two levels more than the
 #: error's own details, which are cut at :data:`~flowyard.domain.jsonvalue.MAX_DEPTH`.
@@ -75,9 +98,77 @@ def _refusal(where: str, problem: jsonvalue.JsonProblem) -> ErrorInfo:
     )
 
 
-def storable(transition: Transition) -> Transition | ErrorInfo:
+def _stored(transition: Transition) -> list[Any]:
+    """The values a transition stores as a step's results, each object once (an end node's
+    output is often the run's output too)."""
+    values = [transition.output, transition.run_output]
+    if transition.child is not None:
+        values.append(transition.child.input)
+    if transition.fork is not None:
+        values.extend(branch.item for branch in transition.fork.branches)
+    if transition.wait is not None:
+        values.append(transition.wait.data)
+    unique = {id(v): v for v in values if v is not None}
+    return list(unique.values())
+
+
+def _estimate(values: list[Any], enough: int) -> int:
+    """A lower bound of the JSON size of ``values``, counted until it reaches ``enough``:
+    one byte per value (its separator) plus a string's or a key's characters, an integer's
+    digits (from its bit length: they cannot be counted as text), 3 for a float (``0.0``)."""
+    size = 0
+    stack = list(values)
+    while stack and size < enough:
+        value = stack.pop()
+        size += 1
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, float):
+            size += 3
+        elif isinstance(value, int):
+            size += value.bit_length() * 3 // 10  # log10(2) > 0.3
+        elif isinstance(value, dict):
+            size += sum(len(k) if isinstance(k, str) else 1 for k in value)
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+    return size
+
+
+def is_large(transition: Transition) -> bool:
+    """Whether ``transition`` stores at least :data:`OFF_LOOP_BYTES` (estimated, looking at
+    no more than that): then :func:`storable` belongs in a thread."""
+    return _estimate(_stored(transition), OFF_LOOP_BYTES) >= OFF_LOOP_BYTES
+
+
+def _too_large(transition: Transition, max_bytes: int) -> ErrorInfo | None:
+    """``output.too_large`` when what ``transition`` stores is larger than ``max_bytes`` as
+    JSON text (only measured when :func:`is_large`)."""
+    if not is_large(transition):
+        return None
+    # As the store writes it (json.dumps); types it refuses are measured by their str().
+    size = sum(len(json.dumps(value, default=str)) for value in _stored(transition))
+    if size <= max_bytes:
+        return None
+    return ErrorInfo(
+        OUTPUT_TOO_LARGE,
+        f"the step's result is {size} bytes as JSON; the limit is {max_bytes} (max_output_bytes)",
+        False,
+        {"size": size, "limit": max_bytes},
+    )
+
+
+def storable(transition: Transition, max_output_bytes: int | None = None) -> Transition | ErrorInfo:
     """``transition`` with what it would store made storable, or the error the step fails
-    with instead (``output.invalid``, ``output.too_deep``)."""
+    with instead (``output.invalid``, ``output.too_deep``, and ``output.too_large`` when
+    ``max_output_bytes`` is given)."""
+    checked = _storable(transition)
+    if max_output_bytes is None or isinstance(checked, ErrorInfo):
+        return checked
+    return _too_large(checked, max_output_bytes) or checked
+
+
+def _storable(transition: Transition) -> Transition | ErrorInfo:
     changes: dict[str, Any] = {}
     for name in ("output", "run_output"):
         checked = _value(getattr(transition, name))

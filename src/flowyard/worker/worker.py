@@ -264,7 +264,8 @@ class Worker:
                     return
                 batch = [self._uncommittable(batch[0], exc)]
                 if batch[0].transition.event[0] == "step.uncommittable":
-                    _log.exception("worker %s: dropping a result nobody can store", self.id)
+                    # No traceback: the database's message may quote the refused value.
+                    _log.error("worker %s: dropping a result nobody can store (%s)", self.id, exc)
                     self._held.pop(batch[0].step.id, None)
                     self._tasks.pop(batch[0].step.id, None)
                     return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket
 
 from flowyard.api import stream
 from flowyard.api.jsonbody import StrictJSONRoute
@@ -50,12 +50,13 @@ async def _accept(ws: WebSocket, container: Container) -> stream.Guard | None:
     if token is None:
         try:
             async with asyncio.timeout(container.settings.stream_auth_timeout_s):
-                text = await ws.receive_text()
-            token = stream.token_from_message(text)
+                message = await ws.receive()
         except TimeoutError:
-            token = None
-        except WebSocketDisconnect:
+            message = {}
+        if message.get("type") == "websocket.disconnect":
             return None
+        # Any other first message, text or binary, well-formed or not: a token or None.
+        token = stream.token_from_message(message)
     authenticate: stream.Authenticator = getattr(
         ws.app.state, "stream_authenticator", None
     ) or stream.authenticator_for(container.auth)
