@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-import jsonschema
-
 from flowyard.domain import jsonvalue
 from flowyard.domain.commands import RetryFrom
 from flowyard.domain.errors import (
@@ -43,9 +41,10 @@ from flowyard.engine import actions
 from flowyard.engine.actions import Position
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.input_schema import input_problems
 from flowyard.engine.restart import failure_cause, retry_start
 from flowyard.engine.transitions import first_step
-from flowyard.engine.validation import DefinitionValidator, ValidationResult, pointer_from_loc
+from flowyard.engine.validation import DefinitionValidator, ValidationResult
 from flowyard.nodes.base import ResolvedWorkflow
 from flowyard.nodes.builtin.state import StateConfig
 from flowyard.observability import Metrics
@@ -654,11 +653,7 @@ def check_run_payload(
         return problems
     schema = wf.definition.input_schema
     if schema is not None:
-        validator = jsonschema.Draft202012Validator(schema)
-        for error in sorted(validator.iter_errors(input), key=lambda e: list(e.path)):
-            problems.append(
-                Problem(pointer_from_loc("/input", error.path), error.message, "schema")
-            )
+        problems.extend(input_problems(schema, input))
     return problems
 
 

@@ -289,3 +289,28 @@ async def test_compile_slots_are_bounded_per_process(tmp_path: Path) -> None:
         assert refused.json()["type"].endswith("/busy")
         assert refused.json()["retry_after"] == 3
     assert after.json() == {"valid": True, "errors": []}
+
+
+async def test_a_backtracking_input_schema_pattern_is_a_422_not_a_stall(
+    served: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """ReDoS: an editor's pattern, an operator's input. With Python's re this request held
+    the API (and every other request) for hours."""
+    app, client = served
+    client.headers.update(await auth_headers(app.state.container))
+    definition = {
+        **one_set_node("redos", "{{ input.name }}"),
+        "input_schema": {"type": "object", "properties": {"name": {"pattern": "^(a|a)+$"}}},
+    }
+    created = await client.post(f"{API}/workflows", json=definition)
+    assert created.status_code == 201, created.text
+    started = time.perf_counter()
+    refused = await client.post(
+        f"{API}/workflows/redos/runs", json={"input": {"name": "a" * 60 + "!"}}
+    )
+    assert refused.status_code == 422, refused.text
+    assert time.perf_counter() - started < 2
+    [problem] = refused.json()["errors"]
+    assert (problem["pointer"], problem["code"]) == ("/input", "pattern_timeout")
+    ok = await client.post(f"{API}/workflows/redos/runs", json={"input": {"name": "aaa"}})
+    assert ok.status_code == 202, ok.text

@@ -8,13 +8,13 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from flowyard.domain.definition import NODE_ID_PATTERN, NodeSpec, WorkflowDefinition
 from flowyard.domain.errors import DefinitionError, Problem
 from flowyard.domain.state_machine import is_state_machine
 from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow, guard_vars
+from flowyard.engine.input_schema import schema_problems
 from flowyard.engine.state_machine import compile_state_machine
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.expressions.errors import CompileBudgetExceeded
@@ -364,11 +364,7 @@ class DefinitionValidator:
 
     @staticmethod
     def _check_input_schema(schema: dict[str, Any], problems: list[Problem]) -> None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            where = pointer_from_loc("/input_schema", exc.path)
-            problems.append(Problem(where, f"invalid JSON Schema: {exc.message}", "input_schema"))
+        problems.extend(schema_problems(schema))
 
     def _compile(
         self, definition: WorkflowDefinition, infos: dict[str, _NodeInfo]
