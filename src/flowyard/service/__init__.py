@@ -1,0 +1,38 @@
+"""Application service: the use cases shared by the API and the CLI. Routes and commands
+stay thin on top of it.
+
+``FlowyardService`` is one object assembled from a use-case mixin per concept, each over
+:class:`~flowyard.service.base.ServiceBase` (the store, validator, cache and clock):
+workflows, runs, lifecycle (operator actions, over runs) and state machines."""
+
+from __future__ import annotations
+
+from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
+from flowyard.service.lifecycle import BulkRetry, LifecycleUseCases
+from flowyard.service.machines import ActionsView, StateMachineUseCases
+from flowyard.service.runs import (
+    MAX_RUN_PAYLOAD_BYTES,
+    MAX_SUBWORKFLOW_DEPTH,
+    RunDetail,
+    check_run_payload,
+    run_deadline,
+)
+from flowyard.service.workflows import WorkflowUseCases
+
+
+class FlowyardService(WorkflowUseCases, LifecycleUseCases, StateMachineUseCases):
+    """Use cases over a store, a validator and the compiled-workflow cache."""
+
+
+__all__ = [
+    "COMPILE_CONCURRENCY",
+    "COMPILE_WAIT_S",
+    "MAX_RUN_PAYLOAD_BYTES",
+    "MAX_SUBWORKFLOW_DEPTH",
+    "ActionsView",
+    "BulkRetry",
+    "FlowyardService",
+    "RunDetail",
+    "check_run_payload",
+    "run_deadline",
+]

@@ -1,0 +1,213 @@
+"""Run use cases: start (input checked against the workflow), read, list, and resolve the
+workflow a sub-workflow step starts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flowyard.domain import jsonvalue
+from flowyard.domain.errors import (
+    Conflict,
+    DefinitionError,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    Problem,
+)
+from flowyard.domain.ids import WorkflowId
+from flowyard.domain.records import (
+    EventRecord,
+    NewRun,
+    RunRecord,
+    StepRecord,
+)
+from flowyard.domain.statuses import RunStatus
+from flowyard.engine import actions
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.input_schema import input_problems
+from flowyard.engine.restart import failure_cause
+from flowyard.engine.transitions import first_step
+from flowyard.nodes.base import ResolvedWorkflow
+from flowyard.service.base import ServiceBase
+
+#: Inputs and vars beyond this many bytes (as JSON) are refused: they are stored on every run.
+MAX_RUN_PAYLOAD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """A run with its steps and events."""
+
+    run: RunRecord
+    steps: list[StepRecord]
+    events: list[EventRecord]
+
+    @property
+    def cause(self) -> StepRecord | None:
+        """The step whose error explains a failed run (the caught call behind a ``fail``
+        node, else the failing step); None unless the run failed in a step."""
+        if self.run.status != RunStatus.FAILED:
+            return None
+        return failure_cause(self.run.error, self.steps)
+
+
+class RunUseCases(ServiceBase):
+    """Starting and reading runs."""
+
+    async def start_run(
+        self,
+        ref: str,
+        input: Any,
+        *,
+        vars: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
+        record = await self.store.get_workflow(ref)
+        if record.archived:
+            raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
+        stored = await self.store.get_version(record.id, version)
+        wf = await self.cache.get(record.id, stored.version)
+        new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
+        [(run, created)] = await self.store.start_runs([new], self.clock())
+        if actions.has_states(wf):  # its first action needs no read of the run
+            self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
+        if created:
+            if self.metrics is not None:
+                self.metrics.runs_started.labels(wf.definition.name).inc()
+            self._enqueued()
+        return run, created
+
+    def _new_run(
+        self,
+        wf: CompiledWorkflow,
+        workflow_id: WorkflowId,
+        version: int,
+        input: Any,
+        vars: dict[str, Any] | None,
+        idempotency_key: str | None,
+        actor: str | None,
+    ) -> NewRun:
+        problems = check_run_payload(wf, input, vars)
+        if problems:
+            raise InvalidInput("the run input is invalid", problems)
+        now = self.clock()
+        first = first_step(wf, now)
+        return NewRun(
+            workflow_id=workflow_id,
+            workflow_version=version,
+            start_node=first.node_id,
+            start_node_type=first.node_type,
+            input=input,
+            vars=vars or {},
+            idempotency_key=idempotency_key,
+            actor=actor,
+            deadline_at=run_deadline(wf, now),
+        )
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        """A run with its steps and (first 1,000) events."""
+        run = await self.store.get_run(run_id)
+        steps = await self.store.list_steps(run.id)
+        events = await self.store.list_events(run.id)
+        return RunDetail(run, steps, events)
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        error_type: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``)."""
+        workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
+        return await self.store.list_runs(
+            status=status,
+            workflow_id=workflow_id,
+            limit=limit,
+            before=before,
+            error_type=error_type,
+        )
+
+    async def resolve(
+        self, ref: str, version: int | None, *, parent_run_id: str
+    ) -> ResolvedWorkflow:
+        """The workflow version a sub-workflow step starts (by id or name; None: latest).
+        Refused beyond MAX_SUBWORKFLOW_DEPTH nested child runs (a workflow that calls itself
+        would otherwise start runs without end)."""
+        depth = 0
+        ancestor: str | None = parent_run_id
+        while ancestor is not None:
+            depth += 1
+            if depth > MAX_SUBWORKFLOW_DEPTH:
+                raise PermanentError(
+                    f"sub-workflows nest deeper than {MAX_SUBWORKFLOW_DEPTH} runs here",
+                    error_type="subworkflow.too_deep",
+                )
+            ancestor = (await self.store.get_run(ancestor)).parent_run_id
+        try:
+            record = await self.store.get_workflow(ref)
+            wf = await self.compiled(record.id, version or record.latest_version)
+        except NotFound as exc:
+            raise PermanentError(str(exc), error_type="subworkflow.not_found") from None
+        except DefinitionError as exc:
+            raise PermanentError(exc.message, error_type="subworkflow.invalid") from None
+        if record.archived:
+            raise PermanentError(
+                f"workflow {record.name!r} is archived", error_type="subworkflow.archived"
+            )
+        return ResolvedWorkflow(
+            record.id,
+            version or record.latest_version,
+            record.name,
+            wf.start.id,
+            wf.start.spec.type,
+            wf.definition.run_timeout_s,
+        )
+
+
+#: How deep child runs may nest (a run, its child, the child's child, ...).
+MAX_SUBWORKFLOW_DEPTH = 10
+
+
+def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:
+    """When a run started (or restarted) at ``now`` times out, if the workflow sets one."""
+    if wf.definition.run_timeout_s is None:
+        return None
+    return now + timedelta(seconds=wf.definition.run_timeout_s)
+
+
+def check_run_payload(
+    wf: CompiledWorkflow, input: Any, vars: dict[str, Any] | None
+) -> list[Problem]:
+    """Problems with a run's input and vars (strict JSON, size, the workflow's input schema,
+    and vars that feed where a credential goes: a run start may not set those)."""
+    problems: list[Problem] = [
+        Problem(p.pointer, p.message, p.code)
+        for name, value in (("/input", input), ("/vars", vars))
+        for p in jsonvalue.problems(value, prefix=name)
+    ]
+    if problems:
+        return problems
+    problems.extend(wf.var_guard.problems(vars))
+    size = len(json.dumps({"input": input, "vars": vars}, default=str))
+    if size > MAX_RUN_PAYLOAD_BYTES:
+        problems.append(
+            Problem(
+                "/input",
+                f"input and vars are {size} bytes; the limit is {MAX_RUN_PAYLOAD_BYTES}",
+                "too_large",
+            )
+        )
+        return problems
+    schema = wf.definition.input_schema
+    if schema is not None:
+        problems.extend(input_problems(schema, input))
+    return problems

@@ -1,0 +1,174 @@
+"""Workflow use cases: validate, create, update, save (each a new immutable version)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from flowyard.domain.errors import (
+    Busy,
+    Conflict,
+    DefinitionError,
+    InvalidInput,
+    NotFound,
+    Problem,
+)
+from flowyard.domain.records import (
+    VersionRecord,
+    WorkflowRecord,
+)
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.validation import ValidationResult
+from flowyard.service.base import ServiceBase
+
+
+class WorkflowUseCases(ServiceBase):
+    """Definitions: validated and compiled off the event loop, in bounded slots."""
+
+    async def validate(self, raw: Any) -> ValidationResult:
+        """Check a definition without saving it: exactly the problems ``create_workflow``
+        would refuse it for (structure, expressions, compile budget, unknown credentials)."""
+        result = await self._validated(raw)
+        if result.workflow is not None:
+            problems = await self.credential_problems(result.workflow)
+            if problems:
+                return ValidationResult(problems=problems)
+        return result
+
+    async def _validated(self, raw: Any) -> ValidationResult:
+        """Validate and compile off the event loop, in one of the process's compile slots,
+        within the compile budget (the validator's). A request waits ``compile_wait_s`` for
+        a slot, then is refused (Busy), so costly definitions cannot pile up threads."""
+        try:
+            async with asyncio.timeout(self.compile_wait_s):
+                await self._compile_slots.acquire()
+        except TimeoutError:
+            budget = self.validator.expressions.limits.compile_budget_s
+            raise Busy(
+                "too many workflow definitions are being compiled right now; retry shortly",
+                retry_after_s=max(1, math.ceil(budget)),
+            ) from None
+        compiling = asyncio.ensure_future(asyncio.to_thread(self.validator.validate, raw))
+        # The slot is freed when the thread is done, not when the request is: a request
+        # cancelled (client gone) cannot stop its thread, nor start more than the slots.
+        compiling.add_done_callback(self._compile_done)
+        return await asyncio.shield(compiling)
+
+    def _compile_done(self, compiling: asyncio.Future[ValidationResult]) -> None:
+        self._compile_slots.release()
+        if not compiling.cancelled():
+            compiling.exception()  # retrieved: a cancelled request no longer awaits it
+
+    async def _compile(self, raw: Any) -> CompiledWorkflow:
+        return (await self._validated(raw)).compiled()
+
+    async def create_workflow(
+        self, raw: Any, actor: str | None = None
+    ) -> tuple[WorkflowRecord, VersionRecord]:
+        """Validate and save a new workflow (version 1). A name taken by an archived
+        workflow is a Conflict that says so and how to bring it back."""
+        wf = await self._compile(raw)
+        await self.check_credentials(wf)
+        definition = _as_json(raw)
+        await self._refuse_archived_name(wf.definition.name)
+        return await self.store.create_workflow(
+            wf.definition.name, wf.definition.description, definition, actor
+        )
+
+    async def _refuse_archived_name(self, name: str) -> None:
+        try:
+            existing = await self.store.get_workflow(name)
+        except NotFound:
+            return
+        if existing.archived and existing.name == name:
+            raise Conflict(
+                f"a workflow named {name!r} already exists and is archived; restore it by "
+                f"saving a new version (PUT /api/v1/workflows/{name}, or flowyard run FILE), "
+                "or choose another name",
+                detail={"workflow_id": existing.id, "archived": True},
+            )
+
+    async def update_workflow(
+        self,
+        ref: str,
+        raw: Any,
+        actor: str | None = None,
+        *,
+        expected_version: int | None = None,
+        expected_archived: bool | None = None,
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
+        """Validate and save a new version of an existing workflow; with expectations (an
+        ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
+        record = await self.store.get_workflow(ref)
+        wf = await self._compile(raw)
+        if wf.definition.name != record.name:
+            raise InvalidInput(
+                "the definition's name must match the workflow",
+                [Problem("/name", f"expected {record.name!r}, got {wf.definition.name!r}", "name")],
+            )
+        await self.check_credentials(wf)
+        version, created = await self.store.add_version(
+            record.id,
+            _as_json(raw),
+            actor,
+            expected_latest=expected_version,
+            expected_archived=expected_archived,
+        )
+        return await self.store.get_workflow(record.id), version, created
+
+    async def save_workflow(
+        self, raw: Any, actor: str | None = None
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
+        """Create the workflow, or add a version when the definition changed (by name)."""
+        wf = await self._compile(raw)
+        try:
+            existing = await self.store.get_workflow(wf.definition.name)
+        except NotFound:
+            record, version = await self.create_workflow(raw, actor)
+            return record, version, True
+        return await self.update_workflow(existing.id, raw, actor)
+
+    async def check_credentials(self, wf: CompiledWorkflow) -> None:
+        """Every credential the nodes reference must exist (DefinitionError locating each
+        one that does not). Deleting a credential later fails the steps that use it
+        (``credential.not_found``)."""
+        problems = await self.credential_problems(wf)
+        if problems:
+            count = len(problems)
+            raise DefinitionError(
+                f"the workflow references {count} unknown credential{'s' if count != 1 else ''}",
+                problems,
+            )
+
+    async def credential_problems(self, wf: CompiledWorkflow) -> list[Problem]:
+        """A problem (``unknown_credential``) locating each credential reference of ``wf``
+        that names no credential."""
+        problems: list[Problem] = []
+        exists: dict[str, bool] = {}
+        for index, spec in enumerate(wf.definition.nodes):
+            node = wf.nodes.get(spec.id)
+            if node is None:
+                continue
+            for pointer, name in node.node_type.credential_refs(node.config):
+                if name not in exists:
+                    try:
+                        exists[name] = (await self.store.get_credential(name)).record.name == name
+                    except NotFound:
+                        exists[name] = False
+                if not exists[name]:
+                    problems.append(
+                        Problem(
+                            f"/nodes/{index}{pointer}",
+                            f"no credential named {name!r}",
+                            "unknown_credential",
+                        )
+                    )
+        return problems
+
+
+def _as_json(raw: Any) -> dict[str, Any]:
+    """The definition as stored: exactly what the user wrote (it validated)."""
+    if not isinstance(raw, dict):
+        raise InvalidInput("a workflow definition must be a JSON object")
+    return raw
