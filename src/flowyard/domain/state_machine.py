@@ -70,6 +70,32 @@ class StateMachineDefinition(_Strict):
     actions: list[ActionSpec] = Field(default_factory=list, max_length=10_000)
 
 
+# -- the compiled form: the config of a ``state`` node -----------------------------------
+
+
+class StateAction(_Strict):
+    """An action leaving this state."""
+
+    id: str = Field(pattern=ACTION_ID_PATTERN)
+    name: str | None = None
+    to_state: str
+    to: NodeIdStr = Field(description="The first node run on entering to_state.")
+    enabled: bool = True
+
+
+class StateConfig(_Strict):
+    """The state and the actions that may leave it."""
+
+    state: str
+    final: bool = False
+    enabled: bool = True
+    actions: list[StateAction] = Field(default_factory=list)
+
+    def action(self, action_id: str) -> StateAction | None:
+        """The action called ``action_id`` from this state, if any."""
+        return next((a for a in self.actions if a.id == action_id), None)
+
+
 def definition_json_schema() -> dict[str, Any]:
     """The JSON Schema of definitions, both forms (exported to
     ``schema/workflow.schema.json``): the graph form or the states/actions form."""
@@ -94,6 +120,8 @@ __all__ = [
     "ACTION_SIGNAL",
     "NODE_ID_PATTERN",
     "ActionSpec",
+    "StateAction",
+    "StateConfig",
     "StateMachineDefinition",
     "StateSpec",
     "definition_json_schema",

@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.records import MoveFacts, MovePlan, SignalRecord
+from flowyard.domain.state_machine import StateAction, StateConfig
 from flowyard.domain.statuses import RunStatus
 from flowyard.engine.compiled import CompiledWorkflow
-from flowyard.nodes.builtin.state import StateAction, StateConfig
 
 Where = Literal["waiting", "moving", "paused", "final", "ended"]
 

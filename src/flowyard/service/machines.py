@@ -15,12 +15,11 @@ from flowyard.domain.records import (
     RunRecord,
     SignalRecord,
 )
-from flowyard.domain.state_machine import ACTION_SIGNAL
+from flowyard.domain.state_machine import ACTION_SIGNAL, StateConfig
 from flowyard.domain.statuses import StepStatus
 from flowyard.engine import actions
 from flowyard.engine.actions import Position
 from flowyard.engine.compiled import CompiledWorkflow
-from flowyard.nodes.builtin.state import StateConfig
 from flowyard.service.base import ServiceBase
 
 

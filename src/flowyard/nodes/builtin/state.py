@@ -9,39 +9,13 @@ after, and actions taken meanwhile wait in order (docs/decisions/0018)."""
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from flowyard.domain.commands import Wait
-from flowyard.domain.definition import NodeIdStr
 from flowyard.domain.errors import PermanentError
-from flowyard.domain.state_machine import ACTION_ID_PATTERN, ACTION_SIGNAL
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route, StepContext
+from flowyard.domain.state_machine import ACTION_SIGNAL, StateConfig
+from flowyard.nodes.base import NodeOutcome, NodeType, Route, StepContext
 
 #: What a state step waits for: its run's next ``@action`` signal.
 WAITING_FOR_ACTION = f"signal:{ACTION_SIGNAL}"
-
-
-class StateAction(NodeConfig):
-    """An action leaving this state."""
-
-    id: str = Field(pattern=ACTION_ID_PATTERN)
-    name: str | None = None
-    to_state: str
-    to: NodeIdStr = Field(description="The first node run on entering to_state.")
-    enabled: bool = True
-
-
-class StateConfig(NodeConfig):
-    """The state and the actions that may leave it."""
-
-    state: str
-    final: bool = False
-    enabled: bool = True
-    actions: list[StateAction] = Field(default_factory=list)
-
-    def action(self, action_id: str) -> StateAction | None:
-        """The action called ``action_id`` from this state, if any."""
-        return next((a for a in self.actions if a.id == action_id), None)
 
 
 class StateNode(NodeType[StateConfig]):
