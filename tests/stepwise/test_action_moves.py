@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flowyard.domain.errors import Conflict
+from flowyard.domain.errors import Conflict, InvalidInput
 from flowyard.domain.state_machine import ACTION_SIGNAL
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.settings import Settings
@@ -196,3 +196,14 @@ async def test_runs_moved_before_the_upgrade_keep_their_state_and_history(
         await d.idle()
         view = await d.c.service.run_actions(run.id)
         assert (view.where.state, view.where.status) == ("pending_review", "waiting")
+
+
+async def test_no_one_can_forge_a_move_as_a_signal(settings: Settings) -> None:
+    """``@action`` is reserved: a signal of that name (a forged move, which the state step
+    would follow) is refused by the service, whoever calls it (API or CLI)."""
+    async with driven(settings) as d:
+        run = await d.start(SAMPLE, DOC)
+        forged = {"from": "draft", "to": "approved", "action": "submit"}
+        with pytest.raises(InvalidInput, match="not a signal name"):
+            await d.c.service.send_signal(run.id, ACTION_SIGNAL, forged, actor="user:mallory")
+        assert await d.c.store.list_signals(run.id) == []

@@ -32,6 +32,11 @@ MAX_BRANCH_KEY = 200
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
+#: What a signal may be called (over the API, in ``wait_for_signal``, from the CLI). ``@`` is
+#: reserved: state-machine actions are recorded as the signal ``@action``.
+SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Park the step (status ``waiting``) until ``until`` (None: no timer) or a wake-up.

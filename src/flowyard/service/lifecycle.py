@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowyard.domain.commands import RetryFrom
+from flowyard.domain.commands import SIGNAL_NAME_PATTERN, RetryFrom
 from flowyard.domain.errors import (
     Conflict,
     FlowyardError,
@@ -19,6 +20,8 @@ from flowyard.domain.records import (
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.restart import retry_start
 from flowyard.service.runs import RunUseCases, run_deadline
+
+SIGNAL_NAME = re.compile(SIGNAL_NAME_PATTERN)
 
 
 @dataclass(slots=True)
@@ -61,7 +64,13 @@ class LifecycleUseCases(RunUseCases):
         self, run_id: str, name: str, payload: Any, *, actor: str | None = None
     ) -> tuple[SignalRecord, bool]:
         """Deliver a signal to a run: a step waiting for it wakes now; otherwise it is
-        buffered until the run gets to one. A finished run refuses it (Conflict)."""
+        buffered until the run gets to one. A finished run refuses it (Conflict); a name
+        that is not a signal name (``@action`` is how actions are recorded) is InvalidInput."""
+        if not SIGNAL_NAME.match(name):
+            raise InvalidInput(
+                f"{name[:100]!r} is not a signal name",
+                [Problem("/name", f"a signal name matches {SIGNAL_NAME.pattern}", "pattern")],
+            )
         signal, woke = await self.store.send_signal(
             run_id, name, payload, actor=actor, now=self.clock()
         )

@@ -12,13 +12,14 @@ from flowyard.api.deps import ActorDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import MAX_ID, Page, paged
+from flowyard.domain.commands import SIGNAL_NAME_PATTERN
 from flowyard.domain.records import SignalRecord
 from flowyard.domain.state_machine import ACTION_ID_PATTERN, ACTION_SIGNAL
 from flowyard.service import ActionsView
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
-SignalName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,100}$", examples=["reply_received"])]
+SignalName = Annotated[str, Path(pattern=SIGNAL_NAME_PATTERN, examples=["reply_received"])]
 
 
 class SignalPublic(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from flowyard.domain.commands import (
     MAX_BRANCH_KEY,
+    SIGNAL_NAME_PATTERN,
     BranchStart,
     ChildRun,
     Fork,
@@ -30,7 +31,7 @@ from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route, StepCo
 
 BranchName = str
 _NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
-_SIGNAL = r"^[A-Za-z0-9_.:-]{1,100}$"
+_SIGNAL = SIGNAL_NAME_PATTERN
 Duration = str | int | float
 
 
