@@ -1,4 +1,5 @@
-"""PostgreSQL for tests: a fresh database per test, dropped afterwards."""
+"""PostgreSQL for tests: a fresh database per test (empty, or copied from a migrated
+template), dropped afterwards."""
 
 from __future__ import annotations
 
@@ -59,15 +60,22 @@ def skip_or_fail_without_pg() -> None:
     pytest.skip(f"{why} (set FLOWYARD_TEST_PG_URL; CI sets FLOWYARD_REQUIRE_PG=1)")
 
 
-def create_database() -> str:
-    """Create a fresh database; returns its URL."""
-    name = f"flowyard_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(f'CREATE DATABASE "{name}"'))
+def create_database(template: str | None = None, prefix: str = "flowyard_t") -> str:
+    """Create a fresh database (empty, or a copy of the database ``template`` names: it
+    must have no open connections); returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_execute(f'CREATE DATABASE "{name}"{copy}'))
     base = admin_url().rsplit("/", 1)[0]
     return f"{base}/{name}"
 
 
+def database_name(url: str) -> str:
+    """The database of a URL made by :func:`create_database`."""
+    return url.rsplit("/", 1)[1]
+
+
 def drop_database(url: str) -> None:
     """Drop a database made by :func:`create_database` (kicking out leftover sessions)."""
-    name = url.rsplit("/", 1)[1]
+    name = database_name(url)
     asyncio.run(_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
