@@ -41,7 +41,6 @@ def hello(name: str = "hello", greeting: str = "Hello") -> dict[str, Any]:
 @pytest.fixture
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(container.settings, container=container)
-    app.state.container = container
     transport = httpx.ASGITransport(app=app)
     headers = await auth_headers(container)
     async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as c:

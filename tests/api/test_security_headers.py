@@ -40,9 +40,7 @@ async def container(tmp_path: Path) -> AsyncIterator[Container]:
 
 @pytest.fixture
 async def app(container: Container) -> FastAPI:
-    made = create_app(container.settings, container=container)
-    made.state.container = container
-    return made
+    return create_app(container.settings, container=container)
 
 
 def client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:

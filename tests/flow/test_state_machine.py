@@ -30,7 +30,6 @@ DOC = {"document": "q3-budget.pdf", "author": "ada"}
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     """An admin client on the app, with an in-process worker running."""
     app = create_app(container.settings, container=container)
-    app.state.container = container
     worker = container.new_worker()
     task = asyncio.create_task(worker.run())
     transport = httpx.ASGITransport(app=app)

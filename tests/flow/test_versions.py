@@ -43,7 +43,6 @@ def v2() -> dict[str, Any]:
 @pytest.fixture
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(container.settings, container=container)
-    app.state.container = container
     transport = httpx.ASGITransport(app=app)
     headers = await auth_headers(container)
     async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c:

@@ -31,7 +31,6 @@ GIVEN = "given-admin-password-7"
 @pytest.fixture
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(container=container)
-    app.state.container = container
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         c.headers.update(await auth_headers(container))

@@ -21,7 +21,6 @@ API_ACTOR = "user:admin"
 def client_for(container: Container) -> httpx.AsyncClient:
     """An in-process API client on ``container`` (no lifespan: no workers of its own)."""
     app = create_app(container=container)
-    app.state.container = container
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 

@@ -16,7 +16,6 @@ from support.auth import auth_headers
 async def api_client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     """An admin's client of the app mounted on ``container`` (``base_url`` ends in /api/v1)."""
     app = create_app(container=container)
-    app.state.container = container
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://test/api/v1",

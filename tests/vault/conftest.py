@@ -15,9 +15,7 @@ from flowyard.bootstrap import Container
 @pytest.fixture
 def app(container: Container) -> FastAPI:
     """The app mounted on the test container (no lifespan)."""
-    made = create_app(container.settings, container=container)
-    made.state.container = container
-    return made
+    return create_app(container.settings, container=container)
 
 
 @pytest.fixture
