@@ -1,4 +1,5 @@
-"""Shared fixtures: databases (SQLite and PostgreSQL), stores, containers, a local HTTP server."""
+"""Shared fixtures: databases (SQLite and PostgreSQL), stores, containers, the app on a
+container and its in-process clients, a local HTTP server."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from flowyard.api import create_app
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
+from support.api import BASE_URL, admin_client
 from support.auth import SECRET_KEY
 from support.http import RecordingServer
 from support.pg import create_database, database_name, drop_database, skip_or_fail_without_pg
@@ -145,6 +150,27 @@ async def container(settings: Settings) -> AsyncIterator[Container]:
         yield c
     finally:
         await c.close()
+
+
+@pytest.fixture
+def app(container: Container) -> FastAPI:
+    """The app mounted on the test container (in-process clients run no lifespan: no
+    workers of its own)."""
+    return create_app(container.settings, container=container)
+
+
+@pytest.fixture
+async def api_client(app: FastAPI, container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin's in-process client of ``app`` (paths start with /api/v1)."""
+    async with admin_client(container, app=app) as client:
+        yield client
+
+
+@pytest.fixture
+async def anon(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` that sends no credentials."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c:
+        yield c
 
 
 @pytest.fixture

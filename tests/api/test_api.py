@@ -61,9 +61,9 @@ def client_for(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.Asy
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(mounted(container), await auth_headers(container)) as c:
-        yield c
+def client(api_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The suite's admin client (``api_client``), by the name this module's tests use."""
+    return api_client
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
