@@ -90,8 +90,7 @@ def _fresh_database(
         yield f"sqlite:///{path}"
         return
     skip_or_fail_without_pg()
-    template = request.getfixturevalue("pg_template") if migrated else None
-    url = create_database(template=template)
+    url = create_database(request.getfixturevalue("pg_template")) if migrated else create_database()
     try:
         yield url
     finally:
