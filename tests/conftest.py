@@ -1,18 +1,26 @@
-"""Shared fixtures: databases (SQLite and PostgreSQL), stores, containers, a local HTTP server."""
+"""Shared fixtures: databases (SQLite and PostgreSQL), stores, containers, the app on a
+container and its in-process clients, a local HTTP server."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from flowyard.api import create_app
 from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
+from support.api import BASE_URL, admin_client
 from support.auth import SECRET_KEY
 from support.http import RecordingServer
-from support.pg import create_database, drop_database, skip_or_fail_without_pg
+from support.pg import create_database, database_name, drop_database, skip_or_fail_without_pg
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -36,9 +44,62 @@ def _secret_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+async def _migrate(url: str) -> None:
+    """Migrate the database at ``url`` to head, then close every connection to it."""
+    s = open_store(url)
+    try:
+        await s.migrate()
+    finally:
+        await s.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session (per xdist worker); tests get copies."""
+    path = tmp_path_factory.mktemp("template") / "flowyard.db"
+    asyncio.run(_migrate(f"sqlite:///{path}"))
+    # The last connection closed checkpointed the WAL: the one file is the whole database.
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """The name of a PostgreSQL database migrated once per session (per xdist worker, named
+    after it), dropped at the end; tests get copies (CREATE DATABASE ... TEMPLATE, which needs
+    it to have no connections: the store that migrated it is closed)."""
+    skip_or_fail_without_pg()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    url = create_database(prefix=f"flowyard_tmpl_{worker}")
+    try:
+        asyncio.run(_migrate(url))
+        yield database_name(url)
+    finally:
+        drop_database(url)
+
+
+def _fresh_database(
+    request: pytest.FixtureRequest, tmp_path: Path, *, migrated: bool
+) -> Iterator[str]:
+    """A new database on the backend of ``request.param``: a copy of the session's migrated
+    template, or empty."""
+    if request.param == "sqlite":
+        path = tmp_path / "flowyard.db"
+        if migrated:
+            shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    skip_or_fail_without_pg()
+    url = create_database(request.getfixturevalue("pg_template")) if migrated else create_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test."""
+    """A fresh, empty PostgreSQL database for this test."""
     skip_or_fail_without_pg()
     url = create_database()
     try:
@@ -49,21 +110,21 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The same test on SQLite (a fresh file) and on PostgreSQL (a fresh database)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'flowyard.db'}"
-        return
-    skip_or_fail_without_pg()
-    url = create_database()
-    try:
-        yield url
-    finally:
-        drop_database(url)
+    """The same test on SQLite (a fresh file) and on PostgreSQL (a fresh database), already
+    at the newest migration: a copy of the session's template, migrated once. The migration
+    chain itself runs on empty databases in tests/store/test_migrations.py."""
+    yield from _fresh_database(request, tmp_path, migrated=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on SQLite and on PostgreSQL, on a fresh database with no schema at all."""
+    yield from _fresh_database(request, tmp_path, migrated=False)
 
 
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
-    """A migrated store on each backend."""
+    """A migrated store on each backend (``migrate`` finds the copied schema current)."""
     s = open_store(db_url)
     await s.migrate()
     try:
@@ -88,6 +149,27 @@ async def container(settings: Settings) -> AsyncIterator[Container]:
         yield c
     finally:
         await c.close()
+
+
+@pytest.fixture
+def app(container: Container) -> FastAPI:
+    """The app mounted on the test container (in-process clients run no lifespan: no
+    workers of its own)."""
+    return create_app(container.settings, container=container)
+
+
+@pytest.fixture
+async def api_client(app: FastAPI, container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin's in-process client of ``app`` (paths start with /api/v1)."""
+    async with admin_client(container, app=app) as client:
+        yield client
+
+
+@pytest.fixture
+async def anon(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` that sends no credentials."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c:
+        yield c
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import copy
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -51,9 +51,7 @@ def hello(name: str = "hello", greeting: str = "Hello") -> dict[str, Any]:
 
 def mounted(container: Container, settings: Settings | None = None) -> FastAPI:
     """The app on an existing container (ASGITransport runs no lifespan)."""
-    app = create_app(settings, container=container)
-    app.state.container = container
-    return app
+    return create_app(settings, container=container)
 
 
 def client_for(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
@@ -63,9 +61,9 @@ def client_for(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.Asy
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(mounted(container), await auth_headers(container)) as c:
-        yield c
+def client(api_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The suite's admin client (``api_client``), by the name this module's tests use."""
+    return api_client
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -92,6 +90,13 @@ async def execute(container: Container, run_ids: list[str], timeout_s: float = 3
 
 
 # -- workflows --------------------------------------------------------------------------------
+
+
+def test_an_app_made_on_a_container_holds_it_before_any_lifespan() -> None:
+    # In-process clients (ASGITransport) run no lifespan: the app must hold it at once.
+    container = cast(Container, object())
+    assert create_app(Settings(), container=container).state.container is container
+    assert not hasattr(create_app(Settings()).state, "container")
 
 
 async def test_create_workflow(client: httpx.AsyncClient) -> None:

@@ -28,9 +28,7 @@ def db_url(tmp_path: Path) -> str:
 
 
 def app_with(container: Container, **changes: Any) -> FastAPI:
-    app = create_app(container.settings.model_copy(update=changes), container=container)
-    app.state.container = container
-    return app
+    return create_app(container.settings.model_copy(update=changes), container=container)
 
 
 @contextlib.asynccontextmanager

@@ -4,16 +4,13 @@ SQLite and PostgreSQL; of concurrent writers that read the same ETag exactly one
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from flowyard.api import create_app
 from flowyard.bootstrap import Container
 from flowyard.domain.errors import Conflict, PreconditionFailed
-from support.auth import auth_headers
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -36,16 +33,6 @@ def hello(greeting: str = "Hello", name: str = "hello") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container.settings, container=container)
-    app.state.container = container
-    transport = httpx.ASGITransport(app=app)
-    headers = await auth_headers(container)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as c:
-        yield c
-
-
 def assert_412(response: httpx.Response, current_etag: str) -> dict[str, Any]:
     assert response.status_code == 412, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
@@ -57,46 +44,46 @@ def assert_412(response: httpx.Response, current_etag: str) -> dict[str, Any]:
     return body
 
 
-async def versions(client: httpx.AsyncClient, ref: str = "hello") -> list[int]:
-    page = (await client.get(f"{API}/workflows/{ref}/versions")).json()
+async def versions(api_client: httpx.AsyncClient, ref: str = "hello") -> list[int]:
+    page = (await api_client.get(f"{API}/workflows/{ref}/versions")).json()
     return [v["version"] for v in page["items"]]
 
 
-async def test_etag_follows_the_latest_version(client: httpx.AsyncClient) -> None:
-    created = await client.post(f"{API}/workflows", json=hello())
+async def test_etag_follows_the_latest_version(api_client: httpx.AsyncClient) -> None:
+    created = await api_client.post(f"{API}/workflows", json=hello())
     assert created.headers["etag"] == '"1"'
-    assert (await client.get(f"{API}/workflows/hello")).headers["etag"] == '"1"'
-    updated = await client.put(
+    assert (await api_client.get(f"{API}/workflows/hello")).headers["etag"] == '"1"'
+    updated = await api_client.put(
         f"{API}/workflows/hello", json=hello("Hi"), headers={"If-Match": '"1"'}
     )
     assert updated.status_code == 200, updated.text
     assert updated.headers["etag"] == '"2"'
     assert updated.json()["version"]["version"] == 2
-    fetched = await client.get(f"{API}/workflows/hello")
+    fetched = await api_client.get(f"{API}/workflows/hello")
     assert fetched.headers["etag"] == '"2"'
     assert fetched.json()["version"]["version"] == fetched.json()["workflow"]["latest_version"]
 
 
-async def test_stale_if_match_is_412_and_saves_nothing(client: httpx.AsyncClient) -> None:
-    await client.post(f"{API}/workflows", json=hello())
-    await client.put(f"{API}/workflows/hello", json=hello("Hi"), headers={"If-Match": '"1"'})
+async def test_stale_if_match_is_412_and_saves_nothing(api_client: httpx.AsyncClient) -> None:
+    await api_client.post(f"{API}/workflows", json=hello())
+    await api_client.put(f"{API}/workflows/hello", json=hello("Hi"), headers={"If-Match": '"1"'})
 
-    stale = await client.put(
+    stale = await api_client.put(
         f"{API}/workflows/hello", json=hello("Hey"), headers={"If-Match": '"1"'}
     )
     body = assert_412(stale, '"2"')
     assert body["latest_version"] == 2 and body["archived"] is False
     assert "version 2" in body["detail"]
-    assert await versions(client) == [2, 1]
-    current = (await client.get(f"{API}/workflows/hello")).json()["version"]["definition"]
+    assert await versions(api_client) == [2, 1]
+    current = (await api_client.get(f"{API}/workflows/hello")).json()["version"]["definition"]
     assert current == hello("Hi")
 
     # Precondition before content: a stale write with a broken definition is still 412.
-    broken = await client.put(
+    broken = await api_client.put(
         f"{API}/workflows/hello", json={"name": "hello"}, headers={"If-Match": '"1"'}
     )
     assert_412(broken, '"2"')
-    audit = (await client.get(f"{API}/audit", params={"action": "workflow.update"})).json()
+    audit = (await api_client.get(f"{API}/audit", params={"action": "workflow.update"})).json()
     assert [e["outcome"] for e in audit["items"]][:2] == ["conflict", "conflict"]
 
 
@@ -112,71 +99,77 @@ async def test_stale_if_match_is_412_and_saves_nothing(client: httpx.AsyncClient
         ('"nonsense"', 412),
     ],
 )
-async def test_if_match_forms(client: httpx.AsyncClient, if_match: str, status: int) -> None:
-    await client.post(f"{API}/workflows", json=hello())
-    response = await client.put(
+async def test_if_match_forms(api_client: httpx.AsyncClient, if_match: str, status: int) -> None:
+    await api_client.post(f"{API}/workflows", json=hello())
+    response = await api_client.put(
         f"{API}/workflows/hello", json=hello("Hi"), headers={"If-Match": if_match}
     )
     assert response.status_code == status, response.text
-    assert await versions(client) == ([2, 1] if status == 200 else [1])
+    assert await versions(api_client) == ([2, 1] if status == 200 else [1])
 
 
-async def test_without_if_match_the_last_writer_wins(client: httpx.AsyncClient) -> None:
-    await client.post(f"{API}/workflows", json=hello())
+async def test_without_if_match_the_last_writer_wins(api_client: httpx.AsyncClient) -> None:
+    await api_client.post(f"{API}/workflows", json=hello())
     for greeting in ("Hi", "Hey"):
-        assert (await client.put(f"{API}/workflows/hello", json=hello(greeting))).status_code == 200
-    assert await versions(client) == [3, 2, 1]
+        assert (
+            await api_client.put(f"{API}/workflows/hello", json=hello(greeting))
+        ).status_code == 200
+    assert await versions(api_client) == [3, 2, 1]
 
 
 async def test_unknown_workflow_is_404_whatever_the_precondition(
-    client: httpx.AsyncClient,
+    api_client: httpx.AsyncClient,
 ) -> None:
     for method in ("PUT", "DELETE"):
-        response = await client.request(
+        response = await api_client.request(
             method, f"{API}/workflows/nope", json=hello("x", "nope"), headers={"If-Match": "*"}
         )
         assert response.status_code == 404, (method, response.text)
 
 
-async def test_if_none_match_gives_304(client: httpx.AsyncClient) -> None:
-    await client.post(f"{API}/workflows", json=hello())
+async def test_if_none_match_gives_304(api_client: httpx.AsyncClient) -> None:
+    await api_client.post(f"{API}/workflows", json=hello())
     for header in ('"1"', 'W/"1"', '"0", "1"', "*"):
-        response = await client.get(f"{API}/workflows/hello", headers={"If-None-Match": header})
+        response = await api_client.get(f"{API}/workflows/hello", headers={"If-None-Match": header})
         assert response.status_code == 304, header
         assert response.headers["etag"] == '"1"'
         assert response.content == b""
-    changed = await client.get(f"{API}/workflows/hello", headers={"If-None-Match": '"0"'})
+    changed = await api_client.get(f"{API}/workflows/hello", headers={"If-None-Match": '"0"'})
     assert changed.status_code == 200 and changed.json()["version"]["version"] == 1
 
 
-async def test_archiving_changes_the_etag_and_honours_if_match(client: httpx.AsyncClient) -> None:
-    await client.post(f"{API}/workflows", json=hello())
-    await client.put(f"{API}/workflows/hello", json=hello("Hi"))
+async def test_archiving_changes_the_etag_and_honours_if_match(
+    api_client: httpx.AsyncClient,
+) -> None:
+    await api_client.post(f"{API}/workflows", json=hello())
+    await api_client.put(f"{API}/workflows/hello", json=hello("Hi"))
 
-    stale = await client.delete(f"{API}/workflows/hello", headers={"If-Match": '"1"'})
+    stale = await api_client.delete(f"{API}/workflows/hello", headers={"If-Match": '"1"'})
     assert_412(stale, '"2"')
-    assert (await client.get(f"{API}/workflows/hello")).json()["workflow"]["archived"] is False
+    assert (await api_client.get(f"{API}/workflows/hello")).json()["workflow"]["archived"] is False
 
-    archived = await client.delete(f"{API}/workflows/hello", headers={"If-Match": '"2"'})
+    archived = await api_client.delete(f"{API}/workflows/hello", headers={"If-Match": '"2"'})
     assert archived.status_code == 200, archived.text
     assert archived.json()["archived"] is True
     assert archived.headers["etag"] == '"2-archived"'
     # A client holding the pre-archive copy must not be told it is current.
-    fetched = await client.get(f"{API}/workflows/hello", headers={"If-None-Match": '"2"'})
+    fetched = await api_client.get(f"{API}/workflows/hello", headers={"If-None-Match": '"2"'})
     assert fetched.status_code == 200 and fetched.json()["workflow"]["archived"] is True
     assert fetched.headers["etag"] == '"2-archived"'
 
     # Archiving again changes nothing (and keeps matching).
-    again = await client.delete(f"{API}/workflows/hello", headers={"If-Match": '"2-archived"'})
+    again = await api_client.delete(f"{API}/workflows/hello", headers={"If-Match": '"2-archived"'})
     assert again.status_code == 200 and again.json()["updated_at"] == archived.json()["updated_at"]
 
     # A write based on the pre-archive state is refused; one based on the archived state
     # saves a version and brings the workflow back.
     assert_412(
-        await client.put(f"{API}/workflows/hello", json=hello("Yo"), headers={"If-Match": '"2"'}),
+        await api_client.put(
+            f"{API}/workflows/hello", json=hello("Yo"), headers={"If-Match": '"2"'}
+        ),
         '"2-archived"',
     )
-    revived = await client.put(
+    revived = await api_client.put(
         f"{API}/workflows/hello", json=hello("Yo"), headers={"If-Match": '"2-archived"'}
     )
     assert revived.status_code == 200, revived.text
@@ -185,14 +178,14 @@ async def test_archiving_changes_the_etag_and_honours_if_match(client: httpx.Asy
 
 
 async def test_concurrent_updates_with_one_etag_exactly_one_wins(
-    client: httpx.AsyncClient,
+    api_client: httpx.AsyncClient,
 ) -> None:
-    await client.post(f"{API}/workflows", json=hello())
+    await api_client.post(f"{API}/workflows", json=hello())
     for round_ in range(1, 6):
         tag = f'"{round_}"'
         responses = await asyncio.gather(
             *(
-                client.put(
+                api_client.put(
                     f"{API}/workflows/hello",
                     json=hello(f"Hi {round_}.{i}"),
                     headers={"If-Match": tag},
@@ -207,19 +200,19 @@ async def test_concurrent_updates_with_one_etag_exactly_one_wins(
         for loser in responses:
             if loser.status_code == 412:
                 assert_412(loser, f'"{round_ + 1}"')
-    assert await versions(client) == [6, 5, 4, 3, 2, 1]
+    assert await versions(api_client) == [6, 5, 4, 3, 2, 1]
 
 
 async def test_concurrent_archive_and_update_exactly_one_wins(
-    client: httpx.AsyncClient,
+    api_client: httpx.AsyncClient,
 ) -> None:
-    await client.post(f"{API}/workflows", json=hello())
+    await api_client.post(f"{API}/workflows", json=hello())
     put, delete = await asyncio.gather(
-        client.put(f"{API}/workflows/hello", json=hello("Hi"), headers={"If-Match": '"1"'}),
-        client.delete(f"{API}/workflows/hello", headers={"If-Match": '"1"'}),
+        api_client.put(f"{API}/workflows/hello", json=hello("Hi"), headers={"If-Match": '"1"'}),
+        api_client.delete(f"{API}/workflows/hello", headers={"If-Match": '"1"'}),
     )
     assert sorted([put.status_code, delete.status_code]) == [200, 412]
-    state = (await client.get(f"{API}/workflows/hello")).json()["workflow"]
+    state = (await api_client.get(f"{API}/workflows/hello")).json()["workflow"]
     if put.status_code == 200:
         assert (state["latest_version"], state["archived"]) == (2, False)
     else:

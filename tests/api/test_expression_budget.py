@@ -189,7 +189,6 @@ async def test_validate_route_answers_what_create_answers(tmp_path: Path) -> Non
     container = await build(sqlite_settings(tmp_path))
     try:
         app = create_app(container.settings, container=container)
-        app.state.container = container
         headers = await auth_headers(container)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -257,7 +256,6 @@ async def test_compile_slots_are_bounded_per_process(tmp_path: Path) -> None:
     slots = container.service._compile_slots
     try:
         app = create_app(settings, container=container)
-        app.state.container = container
         headers = await auth_headers(container)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

@@ -20,7 +20,6 @@ WAITS = {
 
 async def test_out_of_range_integers_and_non_json_payloads_are_4xx(container: Container) -> None:
     app = create_app(container.settings, container=container)
-    app.state.container = container
     record, _, _ = await container.service.save_workflow(WAITS)
     run, _ = await container.service.start_run(record.id, {})
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

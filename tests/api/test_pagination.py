@@ -5,17 +5,14 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 
-from flowyard.api import create_app
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import ApiKeyRecord, Role
-from support.auth import PASSWORD, auth_headers
+from support.auth import PASSWORD
 from support.runs import wait_for_runs
 
 API = "/api/v1"
@@ -38,25 +35,15 @@ def hello(name: str = "hello", greeting: str = "Hello") -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container.settings, container=container)
-    app.state.container = container
-    transport = httpx.ASGITransport(app=app)
-    headers = await auth_headers(container)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as c:
-        yield c
-
-
 async def walk(
-    client: httpx.AsyncClient, path: str, limit: int, **params: Any
+    api_client: httpx.AsyncClient, path: str, limit: int, **params: Any
 ) -> list[list[dict[str, Any]]]:
     """Every page of a list, following ``next_cursor``."""
     pages: list[list[dict[str, Any]]] = []
     cursor: str | None = None
     while True:
         query = {"limit": limit, **params, **({"cursor": cursor} if cursor else {})}
-        response = await client.get(API + path, params=query)
+        response = await api_client.get(API + path, params=query)
         assert response.status_code == 200, response.text
         body = response.json()
         assert set(body) == {"items", "next_cursor"}
@@ -69,13 +56,13 @@ async def walk(
 
 
 async def assert_pages(
-    client: httpx.AsyncClient, path: str, expected: list[Any], key: str = "id", **params: Any
+    api_client: httpx.AsyncClient, path: str, expected: list[Any], key: str = "id", **params: Any
 ) -> None:
     """Paging ``path`` by 1, 2, exactly the total and more gives ``expected`` (values of
     ``key``, in order), each page full but the last, and never an empty page after it."""
     total = len(expected)
     for limit in sorted({1, 2, max(total, 1), total + 1}):
-        pages = await walk(client, path, limit, **params)
+        pages = await walk(api_client, path, limit, **params)
         got = [item[key] for page in pages for item in page]
         assert got == expected, (path, limit)
         assert len(pages) == max(1, math.ceil(total / limit)), (path, limit, len(pages))
@@ -84,69 +71,73 @@ async def assert_pages(
             assert pages[-1], f"{path}: an empty last page with limit={limit}"
 
 
-async def test_workflows_and_versions(client: httpx.AsyncClient) -> None:
+async def test_workflows_and_versions(api_client: httpx.AsyncClient) -> None:
     for name in ("d", "b", "a", "c"):
-        assert (await client.post(f"{API}/workflows", json=hello(name))).status_code == 201
-    await client.delete(f"{API}/workflows/c")
-    await assert_pages(client, "/workflows", ["a", "b", "d"], key="name")
+        assert (await api_client.post(f"{API}/workflows", json=hello(name))).status_code == 201
+    await api_client.delete(f"{API}/workflows/c")
+    await assert_pages(api_client, "/workflows", ["a", "b", "d"], key="name")
     await assert_pages(
-        client, "/workflows", ["a", "b", "c", "d"], key="name", include_archived="true"
+        api_client, "/workflows", ["a", "b", "c", "d"], key="name", include_archived="true"
     )
 
     for greeting in ("Hi", "Hey", "Yo"):
-        await client.put(f"{API}/workflows/a", json=hello("a", greeting))
-    await assert_pages(client, "/workflows/a/versions", [4, 3, 2, 1], key="version")
+        await api_client.put(f"{API}/workflows/a", json=hello("a", greeting))
+    await assert_pages(api_client, "/workflows/a/versions", [4, 3, 2, 1], key="version")
 
 
-async def test_runs_steps_and_events(client: httpx.AsyncClient, container: Container) -> None:
-    await client.post(f"{API}/workflows", json=hello())
-    await client.post(f"{API}/workflows", json=hello("other"))
+async def test_runs_steps_and_events(api_client: httpx.AsyncClient, container: Container) -> None:
+    await api_client.post(f"{API}/workflows", json=hello())
+    await api_client.post(f"{API}/workflows", json=hello("other"))
     run_ids = [
-        (await client.post(f"{API}/workflows/hello/runs", json={"input": {"i": i}})).json()["id"]
+        (await api_client.post(f"{API}/workflows/hello/runs", json={"input": {"i": i}})).json()[
+            "id"
+        ]
         for i in range(4)
     ]
-    other = (await client.post(f"{API}/workflows/other/runs", json={})).json()["id"]
-    await assert_pages(client, "/runs", sorted([*run_ids, other], reverse=True))
-    await assert_pages(client, "/runs", sorted(run_ids, reverse=True), workflow="hello")
+    other = (await api_client.post(f"{API}/workflows/other/runs", json={})).json()["id"]
+    await assert_pages(api_client, "/runs", sorted([*run_ids, other], reverse=True))
+    await assert_pages(api_client, "/runs", sorted(run_ids, reverse=True), workflow="hello")
 
     await wait_for_runs(container, [run_ids[0]])
     run = run_ids[0]
-    steps = (await client.get(f"{API}/runs/{run}")).json()["steps"]
+    steps = (await api_client.get(f"{API}/runs/{run}")).json()["steps"]
     assert [s["node_id"] for s in steps] == ["start", "greet", "done"]
-    await assert_pages(client, f"/runs/{run}/steps", [s["id"] for s in steps])
+    await assert_pages(api_client, f"/runs/{run}/steps", [s["id"] for s in steps])
     await assert_pages(
-        client, f"/runs/{run}/steps", [steps[1]["id"]], node_id="greet", status="succeeded"
+        api_client, f"/runs/{run}/steps", [steps[1]["id"]], node_id="greet", status="succeeded"
     )
-    await assert_pages(client, f"/runs/{run}/steps", [], status="failed")
+    await assert_pages(api_client, f"/runs/{run}/steps", [], status="failed")
 
-    events = [e["id"] for e in (await client.get(f"{API}/runs/{run}")).json()["events"]]
+    events = [e["id"] for e in (await api_client.get(f"{API}/runs/{run}")).json()["events"]]
     assert len(events) > 4
-    await assert_pages(client, f"/runs/{run}/events", events)
+    await assert_pages(api_client, f"/runs/{run}/events", events)
     # ``after`` is the older name of the cursor; both together must agree.
-    tail = (await client.get(f"{API}/runs/{run}/events", params={"after": events[1]})).json()
+    tail = (await api_client.get(f"{API}/runs/{run}/events", params={"after": events[1]})).json()
     assert [e["id"] for e in tail["items"]] == events[2:]
     both = {"after": events[1], "cursor": events[1]}
-    assert (await client.get(f"{API}/runs/{run}/events", params=both)).status_code == 200
+    assert (await api_client.get(f"{API}/runs/{run}/events", params=both)).status_code == 200
     differ = {"after": events[1], "cursor": events[2]}
-    conflicting = await client.get(f"{API}/runs/{run}/events", params=differ)
+    conflicting = await api_client.get(f"{API}/runs/{run}/events", params=differ)
     assert conflicting.status_code == 422
     assert conflicting.json()["errors"][0]["code"] == "conflicting_cursor"
 
 
-async def test_users(client: httpx.AsyncClient, container: Container) -> None:
+async def test_users(api_client: httpx.AsyncClient, container: Container) -> None:
     made = {
         name: await container.auth.create_user(name, PASSWORD, role)
         for name, role in (("dora", Role.VIEWER), ("bob", Role.EDITOR), ("carl", Role.VIEWER))
     }
     await container.auth.update_user(made["carl"].id, disabled=True)
-    await assert_pages(client, "/users", ["admin", "bob", "carl", "dora"], key="username")
-    await assert_pages(client, "/users", ["carl", "dora"], key="username", role="viewer")
-    await assert_pages(client, "/users", ["carl"], key="username", disabled="true")
-    await assert_pages(client, "/users", ["dora"], key="username", role="viewer", disabled="false")
+    await assert_pages(api_client, "/users", ["admin", "bob", "carl", "dora"], key="username")
+    await assert_pages(api_client, "/users", ["carl", "dora"], key="username", role="viewer")
+    await assert_pages(api_client, "/users", ["carl"], key="username", disabled="true")
+    await assert_pages(
+        api_client, "/users", ["dora"], key="username", role="viewer", disabled="false"
+    )
 
 
 async def test_api_keys_newest_first_even_with_equal_timestamps(
-    client: httpx.AsyncClient, container: Container
+    api_client: httpx.AsyncClient, container: Container
 ) -> None:
     same = datetime(2025, 1, 1, tzinfo=UTC)
     for i in range(3):  # three keys created in the same microsecond
@@ -161,22 +152,24 @@ async def test_api_keys_newest_first_even_with_equal_timestamps(
     ]
     await container.store.revoke_api_key(made[0].id, container.clock())
     newest_first = [made[1].id, made[0].id, "key_same0", "key_same1", "key_same2"]
-    await assert_pages(client, "/api-keys", newest_first)
-    await assert_pages(client, "/api-keys", ["key_same0", "key_same1", "key_same2"], role="viewer")
-    await assert_pages(client, "/api-keys", [made[0].id], revoked="true")
-    await assert_pages(client, "/api-keys", [made[1].id], revoked="false", role="operator")
+    await assert_pages(api_client, "/api-keys", newest_first)
+    await assert_pages(
+        api_client, "/api-keys", ["key_same0", "key_same1", "key_same2"], role="viewer"
+    )
+    await assert_pages(api_client, "/api-keys", [made[0].id], revoked="true")
+    await assert_pages(api_client, "/api-keys", [made[1].id], revoked="false", role="operator")
 
-    bad = await client.get(f"{API}/api-keys", params={"cursor": "not-a-cursor"})
+    bad = await api_client.get(f"{API}/api-keys", params={"cursor": "not-a-cursor"})
     assert bad.status_code == 422, bad.text
     assert bad.json()["errors"][0]["code"] == "invalid_cursor"
 
 
-async def test_audit(client: httpx.AsyncClient) -> None:
+async def test_audit(api_client: httpx.AsyncClient) -> None:
     for name in ("a", "b", "c", "d"):
-        await client.post(f"{API}/workflows", json=hello(name))
-    entries = (await client.get(f"{API}/audit", params={"limit": 500})).json()["items"]
+        await api_client.post(f"{API}/workflows", json=hello(name))
+    entries = (await api_client.get(f"{API}/audit", params={"limit": 500})).json()["items"]
     assert len(entries) >= 4
-    await assert_pages(client, "/audit", [e["id"] for e in entries])
+    await assert_pages(api_client, "/audit", [e["id"] for e in entries])
     created = [e["id"] for e in entries if e["action"] == "workflow.create"]
     assert len(created) == 4
-    await assert_pages(client, "/audit", created, action="workflow.create")
+    await assert_pages(api_client, "/audit", created, action="workflow.create")

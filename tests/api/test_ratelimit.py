@@ -64,7 +64,6 @@ def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
 def app_with(container: Container, fake: FakeTime | None = None, **changes: Any) -> FastAPI:
     """The app on ``container`` with settings changed (and the fake clock, if any)."""
     app = create_app(container.settings.model_copy(update=changes), container=container)
-    app.state.container = container
     if fake is not None:
         app.state.rate_limits.clock = fake.time
     return app

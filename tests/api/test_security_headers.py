@@ -12,7 +12,6 @@ import pytest
 from fastapi import FastAPI
 
 from flowyard import __version__
-from flowyard.api import create_app
 from flowyard.bootstrap import Container, build
 from flowyard.domain.auth import Role
 from flowyard.settings import Settings
@@ -36,13 +35,6 @@ async def container(tmp_path: Path) -> AsyncIterator[Container]:
         yield built
     finally:
         await built.close()
-
-
-@pytest.fixture
-async def app(container: Container) -> FastAPI:
-    made = create_app(container.settings, container=container)
-    made.state.container = container
-    return made
 
 
 def client(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.AsyncClient:

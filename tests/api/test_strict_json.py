@@ -63,9 +63,7 @@ BAD_IDS = [case[0] for case in BAD_VALUES]
 
 
 def _app(container: Container) -> Any:
-    app = create_app(container=container)
-    app.state.container = container
-    return app
+    return create_app(container=container)
 
 
 @pytest.fixture

@@ -133,7 +133,6 @@ async def test_source_ip_is_the_client_behind_a_trusted_proxy(container: Contain
     for trusted in (["127.0.0.1", "10.0.0.0/8"], []):
         settings = container.settings.model_copy(update={"trusted_proxies": trusted})
         app = create_app(settings, container=container)
-        app.state.container = container
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             made = await c.post(f"{API}/workflows/validate", json=HELLO, headers=forwarded)

@@ -57,7 +57,6 @@ async def test_first_start_creates_admin_once(
     assert "created user 'admin'" in printed
     password = printed.split("password ", 1)[1].split()[0]
     app = create_app(container.settings, container=container)
-    app.state.container = container
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:

@@ -52,9 +52,7 @@ def throttle(container: Container, policy: ThrottlePolicy = POLICY) -> FakeClock
 
 def app_with(container: Container, **changes: Any) -> FastAPI:
     settings = container.settings.model_copy(update={"trusted_proxies": ["127.0.0.1"], **changes})
-    app = create_app(settings, container=container)
-    app.state.container = container
-    return app
+    return create_app(settings, container=container)
 
 
 @contextlib.asynccontextmanager

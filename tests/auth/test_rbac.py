@@ -97,7 +97,6 @@ async def test_metrics_can_require_auth(container: Container) -> None:
     settings = container.settings.model_copy(update={"metrics_require_auth": True})
     container.settings = settings
     app = create_app(settings, container=container)
-    app.state.container = container
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:

@@ -14,9 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flowyard.api import create_app
 from flowyard.bootstrap import Container
-from support.auth import auth_headers
 from support.harness import eventually
 
 API = "/api/v1"
@@ -27,16 +25,13 @@ DOC = {"document": "q3-budget.pdf", "author": "ada"}
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    api_client: httpx.AsyncClient, container: Container
+) -> AsyncIterator[httpx.AsyncClient]:
     """An admin client on the app, with an in-process worker running."""
-    app = create_app(container.settings, container=container)
-    app.state.container = container
     worker = container.new_worker()
     task = asyncio.create_task(worker.run())
-    transport = httpx.ASGITransport(app=app)
-    headers = await auth_headers(container)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c:
-        yield c
+    yield api_client
     worker.stop()
     await task
 

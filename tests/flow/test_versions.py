@@ -4,15 +4,11 @@ chosen version, two versions diff, and a failed run retries on the latest versio
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from flowyard.api import create_app
 from flowyard.bootstrap import Container
-from support.auth import auth_headers
 from support.runs import wait_for_runs
 
 API = "/api/v1"
@@ -40,97 +36,91 @@ def v2() -> dict[str, Any]:
     return definition
 
 
-@pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container.settings, container=container)
-    app.state.container = container
-    transport = httpx.ASGITransport(app=app)
-    headers = await auth_headers(container)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c:
-        yield c
-
-
-async def run_on(client: httpx.AsyncClient, ref: str, **body: Any) -> dict[str, Any]:
-    response = await client.post(f"{API}/workflows/{ref}/runs", json={"input": {}, **body})
+async def run_on(api_client: httpx.AsyncClient, ref: str, **body: Any) -> dict[str, Any]:
+    response = await api_client.post(f"{API}/workflows/{ref}/runs", json={"input": {}, **body})
     assert response.status_code in (201, 202), response.text
     run: dict[str, Any] = response.json()
     return run
 
 
 async def test_runs_keep_their_version_and_may_start_on_an_older_one(
-    client: httpx.AsyncClient, container: Container
+    api_client: httpx.AsyncClient, container: Container
 ) -> None:
-    assert (await client.post(f"{API}/workflows", json=V1)).status_code == 201
-    first = await run_on(client, "versioned")
-    assert (await client.put(f"{API}/workflows/versioned", json=v2())).status_code == 200
-    latest = await run_on(client, "versioned")
-    pinned = await run_on(client, "versioned", version=1)
+    assert (await api_client.post(f"{API}/workflows", json=V1)).status_code == 201
+    first = await run_on(api_client, "versioned")
+    assert (await api_client.put(f"{API}/workflows/versioned", json=v2())).status_code == 200
+    latest = await run_on(api_client, "versioned")
+    pinned = await run_on(api_client, "versioned", version=1)
     await wait_for_runs(container, [first["id"], latest["id"], pinned["id"]])
 
-    runs = {r: (await client.get(f"{API}/runs/{r}")).json() for r in (first["id"], latest["id"])}
+    runs = {
+        r: (await api_client.get(f"{API}/runs/{r}")).json() for r in (first["id"], latest["id"])
+    }
     assert runs[first["id"]]["workflow_version"] == 1
     assert runs[first["id"]]["status"] == "failed"  # still v1, though v2 exists
     assert runs[latest["id"]]["workflow_version"] == 2
     assert runs[latest["id"]]["status"] == "succeeded"
     assert pinned["workflow_version"] == 1
-    missing = await client.post(f"{API}/workflows/versioned/runs", json={"version": 9})
+    missing = await api_client.post(f"{API}/workflows/versioned/runs", json={"version": 9})
     assert missing.status_code == 404
-    versions = (await client.get(f"{API}/workflows/versioned/versions")).json()
+    versions = (await api_client.get(f"{API}/workflows/versioned/versions")).json()
     items = versions["items"] if isinstance(versions, dict) else versions
     assert [v["version"] for v in items] == [2, 1]
 
 
-async def test_a_diff_between_two_versions(client: httpx.AsyncClient) -> None:
-    await client.post(f"{API}/workflows", json=V1)
-    await client.put(f"{API}/workflows/versioned", json=v2())
-    diff = (await client.get(f"{API}/workflows/versioned/versions/1/diff/2")).json()
+async def test_a_diff_between_two_versions(api_client: httpx.AsyncClient) -> None:
+    await api_client.post(f"{API}/workflows", json=V1)
+    await api_client.put(f"{API}/workflows/versioned", json=v2())
+    diff = (await api_client.get(f"{API}/workflows/versioned/versions/1/diff/2")).json()
     assert diff["identical"] is False
     assert diff["fields"] == {"description": {"from": None, "to": "fixed"}}
     assert diff["nodes"]["added"] == ["done"]
     assert diff["nodes"]["removed"] == []
     assert set(diff["nodes"]["changed"]["work"]) == {"type", "config", "next"}
-    same = (await client.get(f"{API}/workflows/versioned/versions/2/diff/2")).json()
+    same = (await api_client.get(f"{API}/workflows/versioned/versions/2/diff/2")).json()
     assert same["identical"] is True
-    gone = await client.get(f"{API}/workflows/versioned/versions/1/diff/7")
+    gone = await api_client.get(f"{API}/workflows/versioned/versions/1/diff/7")
     assert gone.status_code == 404
 
 
 async def test_retry_a_failed_run_on_the_latest_definition(
-    client: httpx.AsyncClient, container: Container
+    api_client: httpx.AsyncClient, container: Container
 ) -> None:
-    await client.post(f"{API}/workflows", json=V1)
-    run = await run_on(client, "versioned")
+    await api_client.post(f"{API}/workflows", json=V1)
+    run = await run_on(api_client, "versioned")
     await wait_for_runs(container, [run["id"]])
-    await client.put(f"{API}/workflows/versioned", json=v2())
+    await api_client.put(f"{API}/workflows/versioned", json=v2())
 
-    same = await client.post(f"{API}/runs/{run['id']}/retry")  # on v1: fails again
+    same = await api_client.post(f"{API}/runs/{run['id']}/retry")  # on v1: fails again
     assert same.json()["workflow_version"] == 1
     await wait_for_runs(container, [run["id"]])
-    assert (await client.get(f"{API}/runs/{run['id']}")).json()["status"] == "failed"
+    assert (await api_client.get(f"{API}/runs/{run['id']}")).json()["status"] == "failed"
 
-    moved = await client.post(f"{API}/runs/{run['id']}/retry", json={"use_latest_definition": True})
+    moved = await api_client.post(
+        f"{API}/runs/{run['id']}/retry", json={"use_latest_definition": True}
+    )
     assert moved.status_code == 200, moved.text
     assert moved.json()["workflow_version"] == 2
     await wait_for_runs(container, [run["id"]])
-    done = (await client.get(f"{API}/runs/{run['id']}")).json()
+    done = (await api_client.get(f"{API}/runs/{run['id']}")).json()
     assert (done["status"], done["output"]) == ("succeeded", "v2")
-    events = (await client.get(f"{API}/runs/{run['id']}/events")).json()
+    events = (await api_client.get(f"{API}/runs/{run['id']}/events")).json()
     events = events["items"] if isinstance(events, dict) else events
     retried = [e for e in events if e["type"] == "run.retried"]
     assert retried[-1]["data"]["workflow_version"] == {"from": 1, "to": 2}
 
 
 async def test_retry_on_a_latest_version_without_the_failed_node_is_a_409(
-    client: httpx.AsyncClient, container: Container
+    api_client: httpx.AsyncClient, container: Container
 ) -> None:
-    await client.post(f"{API}/workflows", json=V1)
-    run = await run_on(client, "versioned")
+    await api_client.post(f"{API}/workflows", json=V1)
+    run = await run_on(api_client, "versioned")
     await wait_for_runs(container, [run["id"]])
     renamed = v2()
     renamed["nodes"][1]["id"] = "job"
     renamed["nodes"][0]["next"] = "job"
-    await client.put(f"{API}/workflows/versioned", json=renamed)
-    response = await client.post(
+    await api_client.put(f"{API}/workflows/versioned", json=renamed)
+    response = await api_client.post(
         f"{API}/runs/{run['id']}/retry", json={"use_latest_definition": True}
     )
     assert response.status_code == 409

@@ -17,7 +17,7 @@ import asyncpg
 from flowyard.bootstrap import Container
 from flowyard.domain.jsonvalue import STORED_MAX_DEPTH, truncated_marker
 from flowyard.domain.statuses import RunStatus
-from support.api import api_client, assert_all_ok, read_everything
+from support.api import API_ROOT, admin_client, assert_all_ok, read_everything
 from support.cli import cli
 from support.runs import wait_for_runs
 
@@ -105,7 +105,7 @@ async def test_every_read_survives_rows_of_an_older_version(
     else:
         await break_postgres(db_url)
 
-    async with api_client(container) as client:
+    async with admin_client(container, base_url=API_ROOT) as client:
         answers = await read_everything(client, run_id)
     assert_all_ok(answers)
     run = answers["run"].json()

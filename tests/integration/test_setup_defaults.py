@@ -9,33 +9,20 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from flowyard.api import create_app
 from flowyard.api.app import first_start
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import Role
 from flowyard.store import open_store
-from support.auth import auth_headers
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 API = "/api/v1"
 GIVEN = "given-admin-password-7"
-
-
-@pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container=container)
-    app.state.container = container
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        c.headers.update(await auth_headers(container))
-        yield c
 
 
 async def test_an_ignored_admin_password_is_said_at_start(
@@ -83,32 +70,32 @@ async def test_samples_never_overwrite_a_workflow(container: Container, tmp_path
     assert still.archived and still.latest_version == 1
 
 
-async def test_put_accepts_what_get_answers(client: httpx.AsyncClient) -> None:
+async def test_put_accepts_what_get_answers(api_client: httpx.AsyncClient) -> None:
     definition = json.loads((EXAMPLES / "approval.json").read_text())
-    assert (await client.post(f"{API}/workflows", json=definition)).status_code == 201
-    got = (await client.get(f"{API}/workflows/expense-approval")).json()
-    same = await client.put(f"{API}/workflows/expense-approval", json=got)
+    assert (await api_client.post(f"{API}/workflows", json=definition)).status_code == 201
+    got = (await api_client.get(f"{API}/workflows/expense-approval")).json()
+    same = await api_client.put(f"{API}/workflows/expense-approval", json=got)
     assert same.status_code == 200, same.text
     assert same.json()["created"] is False  # unchanged: no new version
 
     got["version"]["definition"]["description"] = "read, edited, written back"
-    edited = await client.put(f"{API}/workflows/expense-approval", json=got)
+    edited = await api_client.put(f"{API}/workflows/expense-approval", json=got)
     assert edited.status_code == 200, edited.text
     assert edited.json()["version"]["version"] == 2
     assert edited.json()["version"]["definition"]["description"] == "read, edited, written back"
     bare = dict(got["version"]["definition"], description="bare")
-    assert (await client.put(f"{API}/workflows/expense-approval", json=bare)).status_code == 200
+    assert (await api_client.put(f"{API}/workflows/expense-approval", json=bare)).status_code == 200
 
 
-async def test_creating_an_archived_name_says_it_is_archived(client: httpx.AsyncClient) -> None:
+async def test_creating_an_archived_name_says_it_is_archived(api_client: httpx.AsyncClient) -> None:
     definition = json.loads((EXAMPLES / "approval.json").read_text())
-    assert (await client.post(f"{API}/workflows", json=definition)).status_code == 201
-    assert (await client.delete(f"{API}/workflows/expense-approval")).status_code == 200
-    again = await client.post(f"{API}/workflows", json=definition)
+    assert (await api_client.post(f"{API}/workflows", json=definition)).status_code == 201
+    assert (await api_client.delete(f"{API}/workflows/expense-approval")).status_code == 200
+    again = await api_client.post(f"{API}/workflows", json=definition)
     assert again.status_code == 409
     detail = again.json()["detail"]
     assert "archived" in detail and "PUT /api/v1/workflows/expense-approval" in detail
-    restored = await client.put(f"{API}/workflows/expense-approval", json=definition)
+    restored = await api_client.put(f"{API}/workflows/expense-approval", json=definition)
     assert restored.status_code == 200 and restored.json()["workflow"]["archived"] is False
 
 

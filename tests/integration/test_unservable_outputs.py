@@ -15,7 +15,7 @@ import pytest
 from flowyard.bootstrap import Container
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.service import RunDetail
-from support.api import api_client, assert_all_ok, read_everything
+from support.api import API_ROOT, admin_client, assert_all_ok, read_everything
 from support.http import RecordingServer, Reply
 from support.runs import run_definition
 
@@ -50,7 +50,7 @@ async def run_against(
 
 async def assert_servable(container: Container, run_id: str) -> dict[str, Any]:
     """Every read endpoint answers 200; the run detail as served."""
-    async with api_client(container) as client:
+    async with admin_client(container, base_url=API_ROOT) as client:
         answers = await read_everything(client, run_id)
     assert_all_ok(answers)
     served: dict[str, Any] = answers["run"].json()

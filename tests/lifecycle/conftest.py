@@ -11,16 +11,12 @@ import pytest
 
 from flowyard.bootstrap import Container
 from flowyard.worker import Worker
-from lifecycle.helpers import client_for
-from support.auth import auth_headers
 
 
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process API client."""
-    async with client_for(container) as c:
-        c.headers.update(await auth_headers(container))
-        yield c
+def client(api_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The suite's admin client (``api_client``), by the name these tests use."""
+    return api_client
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Builders for the lifecycle tests: http-node workflows, an API client on a container,
+"""Builders for the lifecycle tests: http-node workflows, starting runs through the API,
 polling until a condition holds."""
 
 from __future__ import annotations
@@ -9,20 +9,10 @@ from typing import Any
 
 import httpx
 
-from flowyard.api import create_app
-from flowyard.bootstrap import Container
-
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
 #: The actor of API requests: the admin of ``support.auth``.
 API_ACTOR = "user:admin"
-
-
-def client_for(container: Container) -> httpx.AsyncClient:
-    """An in-process API client on ``container`` (no lifespan: no workers of its own)."""
-    app = create_app(container=container)
-    app.state.container = container
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 def http_chain(name: str, base_url: str, *paths: str, **node_extra: Any) -> dict[str, Any]:

@@ -82,7 +82,6 @@ def value(samples: Iterable[Sample], name: str, **labels: str) -> float:
 async def test_metrics_reflect_what_ran(container: Container, http_server: RecordingServer) -> None:
     http_server.script("/x", [Reply(503), Reply(200, {"id": 7})])
     app = create_app(container=container)
-    app.state.container = container
     transport = httpx.ASGITransport(app=app)
     headers = await auth_headers(container)
     async with httpx.AsyncClient(
@@ -147,7 +146,6 @@ async def test_unmatched_paths_share_one_label_and_pools_are_reported(
     container: Container,
 ) -> None:
     app = create_app(container=container)
-    app.state.container = container
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         for path in ("/nope/1", "/nope/2"):
@@ -163,7 +161,6 @@ async def test_unmatched_paths_share_one_label_and_pools_are_reported(
 
 async def test_metrics_can_be_disabled(container: Container, settings: Settings) -> None:
     app = create_app(settings.model_copy(update={"metrics_enabled": False}), container=container)
-    app.state.container = container
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/metrics")).status_code == 404

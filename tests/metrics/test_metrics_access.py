@@ -41,9 +41,7 @@ async def container(tmp_path: Path) -> AsyncIterator[Container]:
 
 def app_with(container: Container, **settings: Any) -> FastAPI:
     container.settings = container.settings.model_copy(update=settings)
-    app = create_app(container.settings, container=container)
-    app.state.container = container
-    return app
+    return create_app(container.settings, container=container)
 
 
 async def scrape(

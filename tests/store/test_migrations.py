@@ -25,6 +25,12 @@ PARTIAL_INDEXES = {
 
 
 @pytest.fixture
+def db_url(empty_db_url: str) -> str:
+    """Migrations start from nothing: an empty database, not the suite's migrated copy."""
+    return empty_db_url
+
+
+@pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     """A plain engine on the test database, beside the store."""
     eng = create_async_engine(normalize_url(db_url))

@@ -6,20 +6,29 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+from fastapi import FastAPI
 
 from flowyard.api import create_app
 from flowyard.bootstrap import Container
 from support.auth import auth_headers
 
+#: The base URL of the in-process clients; paths start with /api/v1.
+BASE_URL = "http://test"
+#: The base URL of clients whose paths are relative to the API root.
+API_ROOT = f"{BASE_URL}/api/v1"
+
 
 @contextlib.asynccontextmanager
-async def api_client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin's client of the app mounted on ``container`` (``base_url`` ends in /api/v1)."""
-    app = create_app(container=container)
-    app.state.container = container
+async def admin_client(
+    container: Container, *, app: FastAPI | None = None, base_url: str = BASE_URL
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin's in-process client of ``app`` (by default a new app mounted on
+    ``container``; no lifespan, so no workers of its own). Tests take the ``api_client``
+    fixture; this is for one that needs a client after its setup."""
+    app = app or create_app(container.settings, container=container)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
-        base_url="http://test/api/v1",
+        base_url=base_url,
         headers=await auth_headers(container),
     ) as client:
         yield client

@@ -1,4 +1,5 @@
-"""PostgreSQL for tests: a fresh database per test, dropped afterwards."""
+"""PostgreSQL for tests: a fresh database per test (empty, or copied from a migrated
+template), dropped afterwards."""
 
 from __future__ import annotations
 
@@ -59,15 +60,35 @@ def skip_or_fail_without_pg() -> None:
     pytest.skip(f"{why} (set FLOWYARD_TEST_PG_URL; CI sets FLOWYARD_REQUIRE_PG=1)")
 
 
-def create_database() -> str:
-    """Create a fresh database; returns its URL."""
-    name = f"flowyard_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(f'CREATE DATABASE "{name}"'))
+async def _create(name: str, template: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url(), timeout=5)
+    try:
+        # PostgreSQL 15+ copies a template block by block through the WAL by default, which
+        # costs a small database ~0.25 s; copying its files (after a checkpoint) ~0.07 s.
+        # Older servers only copy files.
+        strategy = " STRATEGY FILE_COPY" if conn.get_server_version().major >= 15 else ""
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
+    finally:
+        await conn.close()
+
+
+def create_database(template: str = "template1", prefix: str = "flowyard_t") -> str:
+    """Create a fresh database, a copy of ``template`` (by default an empty one; another
+    template must have no open connections); returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_create(name, template))
     base = admin_url().rsplit("/", 1)[0]
     return f"{base}/{name}"
 
 
+def database_name(url: str) -> str:
+    """The database of a URL made by :func:`create_database`."""
+    return url.rsplit("/", 1)[1]
+
+
 def drop_database(url: str) -> None:
     """Drop a database made by :func:`create_database` (kicking out leftover sessions)."""
-    name = url.rsplit("/", 1)[1]
+    name = database_name(url)
     asyncio.run(_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

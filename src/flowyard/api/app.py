@@ -42,7 +42,8 @@ _log = logging.getLogger("flowyard.api")
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
     """Build the app. Without a ``container`` one is built (and closed) by the lifespan,
-    with ``settings.workers`` in-process workers."""
+    with ``settings.workers`` in-process workers; a given one is ``app.state.container``
+    from the start."""
     settings = settings or (container.settings if container else Settings())
     # Parsed now: a wrong limit, proxy or storage setting fails the start, not a request.
     rate_limits = RateLimits.from_settings(settings)
@@ -95,6 +96,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuditMiddleware, trusted_proxies=rate_limits.trusted_proxies)
     app.state.rate_limits = rate_limits  # also the client address of logins and the audit
+    if container is not None:
+        # At once, not only in the lifespan: a client that runs no lifespan (an in-process
+        # ASGI transport) can use the app as soon as it is made.
+        app.state.container = container
     if settings.rate_limit_enabled:
         # Outside the audit (refusals are not audited), inside CORS (a 429 carries CORS
         # headers, so a browser script can read Retry-After) and metrics (429s are counted).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,13 +26,22 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    """The migration scripts shipped with this code (read once per process)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def upgrade(connection: sa.Connection) -> None:
-    """Upgrade the database behind ``connection`` to head. A database at a revision this
-    code does not know (migrated by a newer flowyard) is refused, untouched."""
+    """Upgrade the database behind ``connection`` to head; one already at head is left
+    alone without running Alembic. A database at a revision this code does not know
+    (migrated by a newer flowyard) is refused, untouched."""
     current = MigrationContext.configure(connection).get_current_revision()
+    if current is not None and current == head_revision():
+        return
     if current is not None:
         try:
-            known = ScriptDirectory.from_config(alembic_config()).get_revision(current)
+            known = _scripts().get_revision(current)
         except CommandError:
             known = None
         if known is None:
@@ -45,7 +55,7 @@ def upgrade(connection: sa.Connection) -> None:
 
 def head_revision() -> str | None:
     """The newest revision shipped with this version of flowyard."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _scripts().get_current_head()
 
 
 def is_current(connection: sa.Connection) -> bool:
