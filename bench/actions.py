@@ -221,6 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ),
     )
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--keep-logs", type=Path, help="write the server logs here, and keep them")
     return p.parse_args(argv)
 
 
@@ -228,6 +229,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="flowyard-bench-actions-") as tmp:
+        if args.keep_logs:
+            tmp = str(args.keep_logs)
         for backend in args.backends.split(","):
             for scenario in args.scenarios.split(","):
                 print(f"-- {backend} / {scenario}", file=sys.stderr, flush=True)
