@@ -8,9 +8,7 @@ Sizes are asserted, not times (a time bound here is only a generous "well under 
 from __future__ import annotations
 
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from flowyard.expressions import ExpressionEngine, ExpressionError, ExpressionLimits
 from flowyard.expressions.errors import CompileBudgetExceeded
 from flowyard.expressions.meter import Meter
+from support.memory import peak_memory
 
 MB = 1024 * 1024
 
@@ -25,18 +24,6 @@ MB = 1024 * 1024
 @pytest.fixture
 def engine() -> ExpressionEngine:
     return ExpressionEngine()
-
-
-@contextmanager
-def peak_memory() -> Iterator[list[int]]:
-    """The peak of memory allocated inside the block (bytes), in ``[0]`` after it."""
-    tracemalloc.start()
-    peak = [0]
-    try:
-        yield peak
-    finally:
-        peak[0] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
 
 
 def refused(func: Callable[..., Any], *args: Any, **kwargs: Any) -> ExpressionError:

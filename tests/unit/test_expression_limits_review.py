@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ import pytest
 from flowyard.expressions import ExpressionEngine, ExpressionError, ExpressionLimits
 from flowyard.expressions.errors import CompileBudgetExceeded
 from flowyard.expressions.meter import MAX_INT_BITS, Meter, Refused
+from support.memory import peak_memory
 
 MB = 1024 * 1024
 
@@ -27,18 +26,6 @@ MB = 1024 * 1024
 @pytest.fixture
 def engine() -> ExpressionEngine:
     return ExpressionEngine()
-
-
-@contextmanager
-def peak_memory() -> Iterator[list[int]]:
-    """The peak of memory allocated inside the block (bytes), in ``[0]`` after it."""
-    tracemalloc.start()
-    peak = [0]
-    try:
-        yield peak
-    finally:
-        peak[0] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
 
 
 def failed(func: Callable[..., Any], *args: Any, kinds: tuple[str, ...] = ("limit",)) -> str:
