@@ -89,7 +89,8 @@ def position(
         else:
             unavailable.append((action, reason))
     if run_status == RunStatus.PAUSED:
-        return Position(state, "paused", [], [(a, "the run is paused") for a in allowed])
+        paused = [(a, "the run is paused") for a in allowed]
+        return Position(state, "paused", [], paused + unavailable)
     return Position(state, "waiting", allowed, unavailable)
 
 
