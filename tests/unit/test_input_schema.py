@@ -66,3 +66,14 @@ def test_schemas_whose_patterns_cannot_be_bounded_are_refused_when_saved() -> No
     assert "unevaluatedProperties" in schema_problems(mixed)[0].message
     assert schema_problems({"type": "object", "unevaluatedProperties": False}) == []
     assert schema_problems({"type": "string", "pattern": EVIL}) == []  # bounded when used
+
+
+def test_pattern_pointers_escape_the_schema_authors_keys() -> None:
+    from flowyard.engine.input_schema import _patterns
+
+    schema = {"patternProperties": {"a/b": {"properties": {"x~y": {"pattern": "^z"}}}}}
+    found = list(_patterns(schema, "/input_schema", set()))
+    assert found == [
+        ("/input_schema/patternProperties/a~1b", "a/b"),
+        ("/input_schema/patternProperties/a~1b/properties/x~0y/pattern", "^z"),
+    ]

@@ -15,7 +15,7 @@ value's pointer (``pattern_timeout``), never a stall. ``unevaluatedProperties`` 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
@@ -26,6 +26,7 @@ from jsonschema import ValidationError
 from jsonschema._utils import extras_msg  # the upstream message, kept identical
 
 from flowyard.domain.errors import Problem
+from flowyard.domain.jsonvalue import escape_token
 
 #: Seconds of pattern matching one input validation may spend, all patterns together.
 PATTERN_BUDGET_S = 0.1
@@ -125,14 +126,12 @@ def input_problems(
 ) -> list[Problem]:
     """Where ``instance`` breaks ``schema``, each at its JSON pointer under ``prefix``
     (``schema`` problems; ``pattern_timeout`` when matching ran out of its budget)."""
-    from flowyard.engine.validation import pointer_from_loc
-
     validator = _Bounded(schema)
     token = _CLOCK.set(_Clock(PATTERN_BUDGET_S))
     problems: list[Problem] = []
     try:
         for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
-            problems.append(Problem(pointer_from_loc(prefix, error.path), error.message, "schema"))
+            problems.append(Problem(_pointer(prefix, error.path), error.message, "schema"))
     except PatternTimeout as exc:
         problems.append(
             Problem(
@@ -152,12 +151,10 @@ def schema_problems(schema: Mapping[str, Any]) -> list[Problem]:
     """What makes ``schema`` unusable as an ``input_schema``: not valid JSON Schema, a
     pattern the ``regex`` library cannot compile, or ``unevaluatedProperties`` together with
     ``patternProperties`` (matched by jsonschema's unbounded helper)."""
-    from flowyard.engine.validation import pointer_from_loc
-
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        where = pointer_from_loc("/input_schema", exc.path)
+        where = _pointer("/input_schema", exc.path)
         return [Problem(where, f"invalid JSON Schema: {exc.message}", "input_schema")]
     problems: list[Problem] = []
     keywords: set[str] = set()
@@ -189,14 +186,19 @@ def _patterns(node: Any, pointer: str, keywords: set[str]) -> Iterator[tuple[str
     if not isinstance(node, dict):
         return
     for key, value in node.items():
-        here = f"{pointer}/{str(key).replace('~', '~0').replace('/', '~1')}"
+        here = _pointer(pointer, [key])
         keywords.add(key)
         if key == "pattern" and isinstance(value, str):
             yield here, value
         elif key == "patternProperties" and isinstance(value, dict):
             for name, sub in value.items():
-                yield f"{here}/{name.replace('~', '~0').replace('/', '~1')}", name
-                yield from _patterns(sub, f"{here}/{name}", keywords)
+                yield _pointer(here, [name]), name
+                yield from _patterns(sub, _pointer(here, [name]), keywords)
             continue
         if key not in ("const", "enum", "default", "examples"):
             yield from _patterns(value, here, keywords)
+
+
+def _pointer(prefix: str, path: Iterable[str | int]) -> str:
+    """``prefix`` and the JSON pointer of ``path`` (a schema's keys are the user's)."""
+    return prefix + "".join("/" + escape_token(part) for part in path)

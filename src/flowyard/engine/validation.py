@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flowyard.domain import jsonvalue
 from flowyard.domain.definition import NODE_ID_PATTERN, NodeSpec, WorkflowDefinition
 from flowyard.domain.errors import DefinitionError, Problem
 from flowyard.domain.state_machine import is_state_machine
@@ -25,8 +26,9 @@ _NODE_ID = re.compile(NODE_ID_PATTERN)
 
 
 def escape_pointer(token: str | int) -> str:
-    """Escape one JSON pointer reference token (RFC 6901)."""
-    return str(token).replace("~", "~0").replace("/", "~1")
+    """Escape one JSON pointer reference token (RFC 6901; printable, see
+    :func:`~flowyard.domain.jsonvalue.escape_token`)."""
+    return jsonvalue.escape_token(token)
 
 
 def pointer_from_loc(prefix: str, loc: Iterable[str | int]) -> str:
