@@ -24,9 +24,7 @@ _SHOWN = {
     StepStatus.RETRYING: ("↻", "yellow"),
     StepStatus.WAITING: ("…", "cyan"),
     StepStatus.FAILED: ("✗", "red"),
-    StepStatus.TIMED_OUT: ("✗", "red"),
     StepStatus.CANCELLED: ("-", "dim"),
-    StepStatus.SKIPPED: ("-", "dim"),
 }
 #: Error messages are cut to this many characters in a progress line.
 _MESSAGE_CHARS = 300

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from flowyard.domain.errors import ErrorInfo
+from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import StepStatus
 
 
@@ -37,13 +39,45 @@ NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 SIGNAL_NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 
 
+class WaitKind(StrEnum):
+    """What a waiting step waits for (``steps.waiting_for``; a signal adds its name, see
+    :func:`signal_wait`)."""
+
+    #: Only its timer (``delay``).
+    TIMER = "timer"
+    #: The branches of its fork (``parallel``, ``map``): the join wakes it.
+    BRANCHES = "branches"
+    #: Its child run (``subworkflow``): the join wakes it when the child ends.
+    CHILD = "child"
+    #: A named signal (``wait_for_signal``; a state machine's actions are the signal
+    #: ``@action``): ``signal:<name>``.
+    SIGNAL = "signal"
+
+
+#: Waits that a join ends (branches finish, a child run ends).
+JOINED_WAITS = (WaitKind.BRANCHES.value, WaitKind.CHILD.value)
+_SIGNAL_PREFIX = f"{WaitKind.SIGNAL.value}:"
+
+
+def signal_wait(name: str) -> str:
+    """``waiting_for`` of a step that waits for the signal ``name``."""
+    return f"{_SIGNAL_PREFIX}{name}"
+
+
+def waited_signal(waiting_for: str | None) -> str | None:
+    """The signal name a step waits for (None: it waits for something else)."""
+    if waiting_for is not None and waiting_for.startswith(_SIGNAL_PREFIX):
+        return waiting_for[len(_SIGNAL_PREFIX) :]
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Park the step (status ``waiting``) until ``until`` (None: no timer) or a wake-up.
 
-    ``on`` names what wakes it: ``signal:<name>``, ``action`` (state machines), ``branches``
-    (parallel/map), ``child`` (sub-workflow) or ``timer``. ``data`` is kept on the step for
-    the store (e.g. a join policy).
+    ``on`` names what wakes it: a :class:`WaitKind` (``timer``, ``branches``, ``child``) or
+    ``signal:<name>`` (:func:`signal_wait`). ``data`` is kept on the step for the store
+    (e.g. a join policy).
     """
 
     until: datetime | None
@@ -170,3 +204,11 @@ class RetryFrom:
     step_id: int
     failed_step_id: int
     discard: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompletion:
+    """A claimed step and what its execution changes."""
+
+    step: StepRecord
+    transition: Transition

@@ -43,8 +43,6 @@ class StepStatus(StrEnum):
     #: branches or a child run); claimable again once ``available_at`` passes.
     WAITING = "waiting"
     CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-    TIMED_OUT = "timed_out"
 
     @property
     def is_terminal(self) -> bool:
@@ -56,12 +54,24 @@ class StepStatus(StrEnum):
 CLAIMABLE_STEP_STATUSES = frozenset({StepStatus.SCHEDULED, StepStatus.RETRYING, StepStatus.WAITING})
 #: Steps that still keep their run alive.
 ACTIVE_STEP_STATUSES = CLAIMABLE_STEP_STATUSES | {StepStatus.RUNNING}
-TERMINAL_STEP_STATUSES = frozenset(
-    {
-        StepStatus.SUCCEEDED,
-        StepStatus.FAILED,
-        StepStatus.CANCELLED,
-        StepStatus.SKIPPED,
-        StepStatus.TIMED_OUT,
-    }
-)
+TERMINAL_STEP_STATUSES = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.CANCELLED})
+
+
+class BranchStatus(StrEnum):
+    """Lifecycle of one branch of a fork (a parallel branch, a map item or a child run)."""
+
+    #: Not started yet (``max_concurrency``): the join starts it when a slot frees.
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Its fork was done without it (join ``any``/``n_of``, a failure, a retry of the run).
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the branch may still run."""
+        return self in OPEN_BRANCH_STATUSES
+
+
+OPEN_BRANCH_STATUSES = frozenset({BranchStatus.PENDING, BranchStatus.RUNNING})

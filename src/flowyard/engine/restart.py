@@ -20,7 +20,7 @@ from flowyard.domain.statuses import StepStatus
 
 #: The node type whose failure is the definition's own decision, never a cause.
 FAIL_NODE_TYPE = "fail"
-_FAILED = (StepStatus.FAILED, StepStatus.TIMED_OUT)
+_FAILED = (StepStatus.FAILED,)
 
 
 @dataclass(frozen=True, slots=True)

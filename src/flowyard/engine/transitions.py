@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from flowyard.domain.commands import NextStep, Transition
 from flowyard.domain.errors import ErrorInfo
+from flowyard.domain.events import EventType
 from flowyard.domain.statuses import StepStatus
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.retry import backoff_delay, matches_any, may_retry
@@ -43,7 +44,7 @@ def on_success(
     if outcome.wait is not None:
         return _park(wf, node_id, outcome)
     target = outcome.next if outcome.next is not None else node.spec.next
-    event = ("step.succeeded", {"node_id": node_id, "next": target})
+    event = (EventType.STEP_SUCCEEDED, {"node_id": node_id, "next": target})
     if outcome.end or target is None:
         return Transition(
             StepStatus.SUCCEEDED,
@@ -100,7 +101,7 @@ def _park(wf: CompiledWorkflow, node_id: str, outcome: NodeOutcome) -> Transitio
         fork=fork,
         child=outcome.child,
         consume_signal=outcome.consume_signal,
-        event=("step.waiting", data),
+        event=(EventType.STEP_WAITING, data),
     )
 
 
@@ -130,7 +131,7 @@ def on_failure(
             error=error,
             retry_at=retry_at,
             event=(
-                "step.retrying",
+                EventType.STEP_RETRYING,
                 {
                     "node_id": node_id,
                     "attempt": attempt,
@@ -141,7 +142,7 @@ def on_failure(
             ),
         )
     failed_event = (
-        "step.failed",
+        EventType.STEP_FAILED,
         {"node_id": node_id, "attempt": attempt, "error": error.as_dict()},
     )
     for rule in node.catch:
@@ -156,7 +157,7 @@ def on_failure(
                 error=error,
                 next_steps=(scheduled,),
                 event=failed_event,
-                extra_events=(("step.caught", {"node_id": node_id, "next": rule.next}),),
+                extra_events=((EventType.STEP_CAUGHT, {"node_id": node_id, "next": rule.next}),),
             )
     return Transition(StepStatus.FAILED, error=error, fail_run=error, event=failed_event)
 

@@ -22,19 +22,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowyard.domain.commands import ChildRun, Fork, JoinPolicy
+from flowyard.domain.commands import JOINED_WAITS, ChildRun, Fork, JoinPolicy
+from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, new_run_id
 from flowyard.domain.records import BranchResult, StepRecord
-from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.domain.statuses import OPEN_BRANCH_STATUSES, BranchStatus, RunStatus, StepStatus
+from flowyard.engine.settlement import BranchEnd, child_result, decide_join
 from flowyard.store.base import SqlBase
-from flowyard.store.rows import ACTIVE, chunks, event_row
+from flowyard.store.rows import ACTIVE, chunks, event_row, new_step_row
 from flowyard.store.schema import branches, run_events, runs, steps
 
-#: Branch statuses.
-B_PENDING, B_RUNNING = "pending", "running"
-B_SUCCEEDED, B_FAILED, B_CANCELLED = "succeeded", "failed", "cancelled"
-B_OPEN = (B_PENDING, B_RUNNING)
-_JOINABLE = ("branches", "child")
+_RUNNING = BranchStatus.RUNNING.value
+_PENDING = BranchStatus.PENDING.value
+_OPEN = sorted(s.value for s in OPEN_BRANCH_STATUSES)
 #: A fork this large refreshes the planner's statistics (PostgreSQL).
 BULK_FORK = 1000
 
@@ -66,26 +66,6 @@ def under(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
     """``column`` starts with ``prefix``, case-sensitively on every backend (SQLite's LIKE
     ignores ASCII case, and branch names "a" and "A" are different branches)."""
     return sa.func.substr(column, 1, len(prefix)) == prefix
-
-
-def _step_row(
-    run_id: str, node_id: str, node_type: str, branch: str, now: datetime, held: bool
-) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "node_id": node_id,
-        "node_type": node_type,
-        "branch": branch,
-        "iteration": 0,
-        "status": StepStatus.SCHEDULED.value,
-        "attempt": 0,
-        "priority": 0,
-        "available_at": now,
-        "claims": 0,
-        "recoveries": 0,
-        "held": held,
-        "created_at": now,
-    }
 
 
 @dataclass
@@ -121,7 +101,7 @@ class ForkWriter:
                     "item": spec.item,
                     "start_node": spec.start_node,
                     "start_type": spec.start_type,
-                    "status": B_RUNNING if started else B_PENDING,
+                    "status": _RUNNING if started else _PENDING,
                     "output": None,
                     "error": None,
                     "child_run_id": None,
@@ -131,7 +111,14 @@ class ForkWriter:
             )
             if started:
                 first.append(
-                    _step_row(parent.run_id, spec.start_node, spec.start_type, key, self.now, held)
+                    new_step_row(
+                        parent.run_id,
+                        spec.start_node,
+                        spec.start_type,
+                        self.now,
+                        branch=key,
+                        held=held,
+                    )
                 )
         for chunk in chunks(rows, 2000):
             await self.conn.execute(self.ops._insert_ignore(branches), list(chunk))
@@ -170,13 +157,13 @@ class ForkWriter:
             )
             await self.conn.execute(
                 steps.insert().values(
-                    **_step_row(run_id, child.start_node, child.start_type, "", self.now, False)
+                    **new_step_row(run_id, child.start_node, child.start_type, self.now)
                 )
             )
             self.events.append(
                 event_row(
                     run_id,
-                    "run.created",
+                    EventType.RUN_CREATED,
                     {
                         "workflow_version": child.workflow_version,
                         "parent_run_id": parent.run_id,
@@ -196,7 +183,7 @@ class ForkWriter:
                 idx=0,
                 start_node=child.start_node,
                 start_type=child.start_type,
-                status=B_RUNNING,
+                status=_RUNNING,
                 child_run_id=run_id,
                 created_at=self.now,
             )
@@ -218,7 +205,7 @@ class ForkWriter:
                     sa.select(branches.c.key).where(
                         branches.c.run_id == run_id,
                         branches.c.key.in_(chunk),
-                        branches.c.status == B_RUNNING,
+                        branches.c.status == _RUNNING,
                     )
                 )
                 is_open.update((run_id, row.key) for row in rows)
@@ -228,9 +215,9 @@ class ForkWriter:
             if all((run_id, k) in is_open for k in ancestors(key) if k)
         }
 
-    async def finish_branches(self, results: Sequence[tuple[str, str, str, Any, Any]]) -> None:
-        """Record (run, key, status, output, error) of finished branches; cancel what is left
-        inside a failed one; their forks are evaluated at :meth:`flush`."""
+    async def finish_branches(self, results: Sequence[BranchEnd]) -> None:
+        """Record how branches ended; cancel what is left inside a failed one; their forks
+        are evaluated at :meth:`flush`."""
         if not results:
             return
         await self.conn.execute(
@@ -238,7 +225,7 @@ class ForkWriter:
             .where(
                 branches.c.run_id == sa.bindparam("b_run_id"),
                 branches.c.key == sa.bindparam("b_key"),
-                branches.c.status == B_RUNNING,
+                branches.c.status == _RUNNING,
             )
             .values(
                 status=sa.bindparam("b_status"),
@@ -247,18 +234,22 @@ class ForkWriter:
                 finished_at=self.now,
             ),
             [
-                {"b_run_id": r, "b_key": k, "b_status": s, "b_output": o, "b_error": e}
-                for r, k, s, o, e in results
+                {
+                    "b_run_id": r.run_id,
+                    "b_key": r.key,
+                    "b_status": r.status.value,
+                    "b_output": r.output,
+                    "b_error": r.error,
+                }
+                for r in results
             ],
         )
-        failed = [
-            (run_id, key + "/") for run_id, key, status, _, _ in results if status == B_FAILED
-        ]
+        failed = [(r.run_id, r.key + "/") for r in results if r.status == BranchStatus.FAILED]
         if failed:
             await self._cancel_under_failed(failed)
         by_run: dict[str, list[str]] = {}
-        for run_id, key, *_ in results:
-            by_run.setdefault(run_id, []).append(key)
+        for r in results:
+            by_run.setdefault(r.run_id, []).append(r.key)
         for run_id, keys in by_run.items():
             for chunk in chunks(sorted(keys), 500):
                 rows = await self.conn.execute(
@@ -280,19 +271,13 @@ class ForkWriter:
                 )
             )
             for row in rows:
-                status = B_SUCCEEDED if row.status == RunStatus.SUCCEEDED.value else B_FAILED
-                error = row.error
-                if status == B_FAILED and error is None:
-                    error = {
-                        "type": f"child.{row.status}",
-                        "message": f"the child run {row.id} ended {row.status}",
-                        "transient": False,
-                        "details": {},
-                    }
+                status, output, error = child_result(
+                    row.id, RunStatus(row.status), row.output, row.error
+                )
                 updated = await self.conn.execute(
                     branches.update()
-                    .where(branches.c.child_run_id == row.id, branches.c.status == B_RUNNING)
-                    .values(status=status, output=row.output, error=error, finished_at=self.now)
+                    .where(branches.c.child_run_id == row.id, branches.c.status == _RUNNING)
+                    .values(status=status.value, output=output, error=error, finished_at=self.now)
                     .returning(branches.c.parent_step_id)
                 )
                 self.parents.update(r.parent_step_id for r in updated)
@@ -308,9 +293,9 @@ class ForkWriter:
             .where(
                 branches.c.run_id == run_id,
                 under(branches.c.key, prefix),
-                branches.c.status.in_(B_OPEN),
+                branches.c.status.in_(_OPEN),
             )
-            .values(status=B_CANCELLED, finished_at=self.now)
+            .values(status=BranchStatus.CANCELLED.value, finished_at=self.now)
         )
         await self.conn.execute(
             steps.update()
@@ -334,7 +319,7 @@ class ForkWriter:
         for chunk in chunks(prefixes, 200):
             nested = await self.conn.execute(
                 sa.select(branches.c.run_id, branches.c.key).where(
-                    branches.c.status.in_(B_OPEN),
+                    branches.c.status.in_(_OPEN),
                     sa.or_(
                         *(
                             sa.and_(branches.c.run_id == run_id, under(branches.c.key, prefix))
@@ -371,7 +356,7 @@ class ForkWriter:
                     ).where(
                         steps.c.id.in_(chunk),
                         steps.c.status == StepStatus.WAITING.value,
-                        steps.c.waiting_for.in_(_JOINABLE),
+                        steps.c.waiting_for.in_(JOINED_WAITS),
                     )
                 )
             }
@@ -387,12 +372,10 @@ class ForkWriter:
             for step_id, parent in parents.items():
                 await self._join(parent, counts.get(step_id, {}))
 
-    async def _join(self, parent: Any, count: dict[str, int]) -> None:
-        policy = JoinPolicy.of((parent.wait_data or {}).get("join"))
-        running, waiting = count.get(B_RUNNING, 0), count.get(B_PENDING, 0)
-        succeeded, failed = count.get(B_SUCCEEDED, 0), count.get(B_FAILED, 0)
-        if policy.done(succeeded=succeeded, failed=failed, unfinished=running + waiting):
-            if running + waiting:
+    async def _join(self, parent: Any, counts: dict[str, int]) -> None:
+        decision = decide_join(JoinPolicy.of((parent.wait_data or {}).get("join")), counts)
+        if decision.wake:
+            if decision.cancel_open:
                 await self._cancel_under(parent.run_id, fork_prefix(parent.branch, parent.id))
             await self.conn.execute(
                 steps.update()
@@ -402,50 +385,43 @@ class ForkWriter:
             self.events.append(
                 event_row(
                     parent.run_id,
-                    "branches.joined",
-                    {
-                        "node_id": parent.node_id,
-                        "succeeded": succeeded,
-                        "failed": failed,
-                        "cancelled": count.get(B_CANCELLED, 0) + running + waiting,
-                    },
+                    EventType.BRANCHES_JOINED,
+                    {"node_id": parent.node_id, **(decision.event or {})},
                     self.now,
                     step_id=parent.id,
                 )
             )
             return
-        free = (policy.max_concurrency or 0) - running
-        if waiting and free > 0:
-            rows = list(
-                await self.conn.execute(
-                    sa.select(branches.c.key, branches.c.start_node, branches.c.start_type)
-                    .where(branches.c.parent_step_id == parent.id, branches.c.status == B_PENDING)
-                    .order_by(branches.c.idx)
-                    .limit(free)
-                )
-            )
-            self.started_runs.add(parent.run_id)
+        if not decision.start:
+            return
+        rows = list(
             await self.conn.execute(
-                branches.update()
-                .where(
-                    branches.c.run_id == parent.run_id, branches.c.key.in_([r.key for r in rows])
+                sa.select(branches.c.key, branches.c.start_node, branches.c.start_type)
+                .where(branches.c.parent_step_id == parent.id, branches.c.status == _PENDING)
+                .order_by(branches.c.idx)
+                .limit(decision.start)
+            )
+        )
+        self.started_runs.add(parent.run_id)
+        await self.conn.execute(
+            branches.update()
+            .where(branches.c.run_id == parent.run_id, branches.c.key.in_([r.key for r in rows]))
+            .values(status=_RUNNING)
+        )
+        await self.conn.execute(
+            self.ops._insert_ignore(steps),
+            [
+                new_step_row(
+                    parent.run_id,
+                    r.start_node,
+                    r.start_type,
+                    self.now,
+                    branch=r.key,
+                    held=bool(parent.held),
                 )
-                .values(status=B_RUNNING)
-            )
-            await self.conn.execute(
-                self.ops._insert_ignore(steps),
-                [
-                    _step_row(
-                        parent.run_id,
-                        r.start_node,
-                        r.start_type,
-                        r.key,
-                        self.now,
-                        bool(parent.held),
-                    )
-                    for r in rows
-                ],
-            )
+                for r in rows
+            ],
+        )
 
 
 async def drop_fork(
@@ -486,7 +462,7 @@ async def drop_fork(
             await conn.execute(
                 run_events.insert(),
                 [
-                    event_row(r, "run.cancelled", {"reason": "its parent runs again"}, now)
+                    event_row(r, EventType.RUN_CANCELLED, {"reason": "its parent runs again"}, now)
                     for r in ended
                 ],
             )

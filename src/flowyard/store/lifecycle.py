@@ -10,13 +10,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowyard.domain.commands import RetryFrom
+from flowyard.domain.commands import JOINED_WAITS, RetryFrom
 from flowyard.domain.errors import Conflict
+from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord
-from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.domain.statuses import BranchStatus, RunStatus, StepStatus
+from flowyard.engine.settlement import resumed
 from flowyard.store.base import SqlBase
-from flowyard.store.forks import B_CANCELLED, ForkWriter, cancel_steps_of, drop_fork
+from flowyard.store.forks import ForkWriter, cancel_steps_of, drop_fork
 from flowyard.store.rows import ACTIVE, PENDING, event_row, lock_run, run_record
 from flowyard.store.schema import branches, run_events, runs, steps
 
@@ -143,7 +145,9 @@ class LifecycleOps(SqlBase):
                 .where(runs.c.id == run.id)
                 .values(status=RunStatus.PAUSED.value, updated_at=now)
             )
-            await self._record(conn, run.id, "run.paused", {"from": run.status.value}, now, actor)
+            await self._record(
+                conn, run.id, EventType.RUN_PAUSED, {"from": run.status.value}, now, actor
+            )
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)
@@ -160,9 +164,9 @@ class LifecycleOps(SqlBase):
                 .where(steps.c.run_id == run.id, steps.c.held == sa.true())
                 .values(held=False)
             )
-            status = RunStatus.PENDING
+            busy = False
             if run.started_at is not None:
-                busy = await conn.execute(
+                found = await conn.execute(
                     sa.select(steps.c.id)
                     .where(
                         steps.c.run_id == run.id,
@@ -171,12 +175,14 @@ class LifecycleOps(SqlBase):
                     )
                     .limit(1)
                 )
-                # Only parked steps left (a timer, a signal, an action): it waits again.
-                status = RunStatus.RUNNING if busy.first() else RunStatus.WAITING
+                busy = found.first() is not None
+            status = resumed(started=run.started_at is not None, busy=busy)
             await conn.execute(
                 runs.update().where(runs.c.id == run.id).values(status=status.value, updated_at=now)
             )
-            await self._record(conn, run.id, "run.resumed", {"to": status.value}, now, actor)
+            await self._record(
+                conn, run.id, EventType.RUN_RESUMED, {"to": status.value}, now, actor
+            )
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)
@@ -223,7 +229,7 @@ class LifecycleOps(SqlBase):
                 sa.select(steps.c.id, steps.c.branch).where(
                     steps.c.run_id == run.id,
                     redo,
-                    steps.c.waiting_for.in_(("branches", "child")),
+                    steps.c.waiting_for.in_(JOINED_WAITS),
                 )
             )
             for fork in forks:
@@ -279,7 +285,7 @@ class LifecycleOps(SqlBase):
                 retried["discarded"] = discarded
             if workflow_version is not None and workflow_version != run.workflow_version:
                 retried["workflow_version"] = {"from": run.workflow_version, "to": workflow_version}
-            await self._record(conn, run.id, "run.retried", retried, now, actor)
+            await self._record(conn, run.id, EventType.RUN_RETRIED, retried, now, actor)
             return await self._reload(conn, run_id)
 
         return await self._tx(fn)
@@ -301,7 +307,7 @@ class LifecycleOps(SqlBase):
             )
         )
         for row in rows:
-            if row.waiting_for in ("branches", "child"):
+            if row.waiting_for in JOINED_WAITS:
                 await drop_fork(conn, run_id, row.branch, row.id, now)
         await conn.execute(steps.delete().where(where))
         return [row.node_id for row in rows]
@@ -365,7 +371,8 @@ class LifecycleOps(SqlBase):
                 sa.or_(
                     parent.c.status.in_([s.value for s in RunStatus if s.is_terminal]),
                     sa.exists().where(
-                        branches.c.child_run_id == runs.c.id, branches.c.status == B_CANCELLED
+                        branches.c.child_run_id == runs.c.id,
+                        branches.c.status == BranchStatus.CANCELLED.value,
                     ),
                 ),
             )

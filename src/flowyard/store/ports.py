@@ -16,7 +16,7 @@ from flowyard.domain.auth import (
     Role,
     UserRecord,
 )
-from flowyard.domain.commands import RetryFrom, Transition
+from flowyard.domain.commands import RetryFrom, StepCompletion
 from flowyard.domain.credentials import CredentialRecord, CredentialType, StoredCredential
 from flowyard.domain.ids import RunId, StepId, WorkflowId
 from flowyard.domain.records import (
@@ -32,14 +32,6 @@ from flowyard.domain.records import (
     WorkflowRecord,
 )
 from flowyard.domain.statuses import RunStatus, StepStatus
-
-
-@dataclass(frozen=True, slots=True)
-class StepCompletion:
-    """A claimed step and what its execution changes."""
-
-    step: StepRecord
-    transition: Transition
 
 
 @dataclass(slots=True)

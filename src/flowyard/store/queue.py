@@ -15,6 +15,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.commands import JOINED_WAITS, StepCompletion, waited_signal
 from flowyard.domain.errors import StoreRejected
 from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.records import SignalRecord, StepRecord
@@ -22,7 +23,7 @@ from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
 from flowyard.store.completion import BatchCompletion
 from flowyard.store.forks import ancestors, load_branch_results
-from flowyard.store.ports import CompletionResult, RunState, StepCompletion
+from flowyard.store.ports import CompletionResult, RunState
 from flowyard.store.rows import (
     CLAIMABLE,
     LEASED,
@@ -121,11 +122,11 @@ class QueueOps(SqlBase):
         wanted: dict[RunId, set[str]] = {}
         for step in claimed:
             wanted.setdefault(step.run_id, set()).add(step.branch)
-        woken = [s.id for s in claimed if s.waiting_for in ("branches", "child")]
+        woken = [s.id for s in claimed if s.waiting_for in JOINED_WAITS]
         listening = {
             s.run_id
             for s in claimed
-            if s.node_type in listening or (s.waiting_for or "").startswith("signal:")
+            if s.node_type in listening or waited_signal(s.waiting_for) is not None
         }
 
         async def fn(conn: AsyncConnection) -> dict[tuple[RunId, str], RunState]:

@@ -159,6 +159,35 @@ def event_row(
     }
 
 
+def new_step_row(
+    run_id: str,
+    node_id: str,
+    node_type: str,
+    now: datetime,
+    *,
+    branch: str = "",
+    iteration: int = 0,
+    available_at: datetime | None = None,
+    held: bool = False,
+) -> dict[str, Any]:
+    """The ``steps`` row of a step to schedule (the one place a new step row is built)."""
+    return {
+        "run_id": run_id,
+        "node_id": node_id,
+        "node_type": node_type,
+        "branch": branch,
+        "iteration": iteration,
+        "status": StepStatus.SCHEDULED.value,
+        "attempt": 0,
+        "priority": 0,
+        "available_at": now if available_at is None else available_at,
+        "claims": 0,
+        "recoveries": 0,
+        "held": held,
+        "created_at": now,
+    }
+
+
 def utc_now() -> datetime:
 
     return datetime.now(UTC)

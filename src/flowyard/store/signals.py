@@ -11,7 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.commands import signal_wait
 from flowyard.domain.errors import Conflict
+from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.records import MoveFacts, MovePlan, SignalRecord
 from flowyard.domain.statuses import StepStatus
@@ -51,7 +53,7 @@ class SignalOps(SqlBase):
             event = {"name": name, "signal_id": signal.id, "buffered": not woke}
             await conn.execute(
                 run_events.insert().values(
-                    **event_row(run_id, "signal.received", event, now, actor=actor)
+                    **event_row(run_id, EventType.SIGNAL_RECEIVED, event, now, actor=actor)
                 )
             )
             return signal, woke
@@ -87,7 +89,7 @@ class SignalOps(SqlBase):
                 .where(
                     steps.c.run_id == run_id,
                     steps.c.status == StepStatus.WAITING.value,
-                    steps.c.waiting_for == f"signal:{name}",
+                    steps.c.waiting_for == signal_wait(name),
                     steps.c.branch == "",
                 )
                 .order_by(steps.c.id.desc())
@@ -161,7 +163,7 @@ async def _deliver(
         .where(
             steps.c.run_id == run_id,
             steps.c.status == StepStatus.WAITING.value,
-            steps.c.waiting_for == f"signal:{name}",
+            steps.c.waiting_for == signal_wait(name),
         )
         .values(available_at=now)
         .returning(steps.c.id)

@@ -34,6 +34,7 @@ from flowyard.store.rows import (
     definition_checksum,
     event_record,
     event_row,
+    new_step_row,
     run_from_dict,
     run_record,
     step_record,
@@ -327,20 +328,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             if run_rows:
                 await conn.execute(runs.insert(), run_rows)
                 step_rows = [
-                    {
-                        "run_id": row["id"],
-                        "node_id": new.start_node,
-                        "node_type": new.start_node_type,
-                        "branch": "",
-                        "iteration": 0,
-                        "status": StepStatus.SCHEDULED.value,
-                        "attempt": 0,
-                        "priority": 0,
-                        "available_at": now,
-                        "claims": 0,
-                        "recoveries": 0,
-                        "created_at": now,
-                    }
+                    new_step_row(row["id"], new.start_node, new.start_node_type, now)
                     for row, new in zip(run_rows, created_only(new_runs, results), strict=True)
                 ]
                 await conn.execute(steps.insert(), step_rows)

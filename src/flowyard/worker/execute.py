@@ -23,10 +23,12 @@ from flowyard.domain.errors import (
     PermanentError,
     TransientError,
 )
+from flowyard.domain.events import EventType
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import StepStatus
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.settlement import fail_run
 from flowyard.engine.transitions import on_failure, on_success
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import (
@@ -175,13 +177,13 @@ class StepExecutor:
         """The step's result cannot be stored (see :mod:`flowyard.worker.storable`): it
         fails with ``error``, through its retry and catch rules like any node error."""
         if state is None:
-            return _fail_run(step, error)
+            return fail_run(step.node_id, error)
         try:
             wf = await self.cache.get(state.run.workflow_id, state.run.workflow_version)
         except DefinitionError:
-            return _fail_run(step, error)
+            return fail_run(step.node_id, error)
         failed = storable(self._failed(wf, step, state, error))
-        return failed if isinstance(failed, Transition) else _fail_run(step, error)
+        return failed if isinstance(failed, Transition) else fail_run(step.node_id, error)
 
     async def _execute(
         self, step: StepRecord, state: RunState | None, recorder: _RecordingSource | None
@@ -189,7 +191,10 @@ class StepExecutor:
         if state is None or state.run.status.is_terminal:
             return Transition(
                 StepStatus.CANCELLED,
-                event=("step.cancelled", {"node_id": step.node_id, "reason": "the run has ended"}),
+                event=(
+                    EventType.STEP_CANCELLED,
+                    {"node_id": step.node_id, "reason": "the run has ended"},
+                ),
             )
         try:
             wf = await self.cache.get(state.run.workflow_id, state.run.workflow_version)
@@ -200,7 +205,7 @@ class StepExecutor:
                 False,
                 {"problems": [p.as_dict() for p in exc.problems]},
             )
-            return _fail_run(step, error)
+            return fail_run(step.node_id, error)
         node = wf.node(step.node_id)
         ctx = StepContext(
             run_id=step.run_id,
@@ -269,15 +274,5 @@ class StepExecutor:
             error_type="worker.lost",
         ).info()
         if wf is None or state is None:
-            return _fail_run(step, error)
+            return fail_run(step.node_id, error)
         return self._failed(wf, step, state, error)
-
-
-def _fail_run(step: StepRecord, error: ErrorInfo) -> Transition:
-    """Fail the step and its run without consulting the definition (it is unusable)."""
-    return Transition(
-        StepStatus.FAILED,
-        error=error,
-        fail_run=error,
-        event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
-    )

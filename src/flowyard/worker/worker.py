@@ -16,16 +16,17 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flowyard.domain.commands import Transition
-from flowyard.domain.errors import DefinitionError, ErrorInfo, StoreRejected, StoreUnavailable
+from flowyard.domain.commands import StepCompletion, Transition
+from flowyard.domain.errors import DefinitionError, StoreRejected, StoreUnavailable
 from flowyard.domain.ids import StepId, new_worker_id
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.engine.settlement import uncommittable
 from flowyard.observability import Metrics
-from flowyard.store.ports import RunState, StepCompletion, Store
+from flowyard.store.ports import RunState, Store
 from flowyard.worker.execute import StepExecutor
 
 _log = logging.getLogger("flowyard.worker")
@@ -262,13 +263,21 @@ class Worker:
                     for completion in batch:
                         await self._commit([completion])
                     return
-                batch = [self._uncommittable(batch[0], exc)]
-                if batch[0].transition.event[0] == "step.uncommittable":
+                replaced = uncommittable(batch[0], exc.__class__.__name__)
+                if replaced is None:
                     # No traceback: the database's message may quote the refused value.
                     _log.error("worker %s: dropping a result nobody can store (%s)", self.id, exc)
                     self._held.pop(batch[0].step.id, None)
                     self._tasks.pop(batch[0].step.id, None)
                     return
+                _log.error(
+                    "worker %s: the result of step %s (%s) cannot be stored: %s",
+                    self.id,
+                    batch[0].step.id,
+                    batch[0].step.node_id,
+                    exc,
+                )
+                batch = [replaced]
             except Exception:
                 # Unknown trouble: keep the results and try again, as for an outage.
                 _log.exception("worker %s: committing %d results failed", self.id, len(batch))
@@ -293,36 +302,6 @@ class Worker:
         self._slots.set()
         if scheduled_now:
             self._wake.set()
-
-    def _uncommittable(self, completion: StepCompletion, exc: Exception) -> StepCompletion:
-        """The failure that replaces a result the database refused (the second refusal of
-        the same step gives up: its lease expires and recovery takes over)."""
-        step = completion.step
-        if completion.transition.error is not None and (
-            completion.transition.error.type == "engine.commit"
-        ):
-            event = ("step.uncommittable", {"node_id": step.node_id})
-            return StepCompletion(step, replace(completion.transition, event=event))
-        _log.error(
-            "worker %s: the result of step %s (%s) cannot be stored: %s",
-            self.id,
-            step.id,
-            step.node_id,
-            exc,
-        )
-        error = ErrorInfo(
-            "engine.commit",
-            f"the step's result could not be stored: {exc.__class__.__name__}",
-            False,
-            {"node_id": step.node_id},
-        )
-        failed = Transition(
-            StepStatus.FAILED,
-            error=error,
-            fail_run=error,
-            event=("step.failed", {"node_id": step.node_id, "error": error.as_dict()}),
-        )
-        return StepCompletion(step, failed)
 
     def _record(self, completion: StepCompletion) -> None:
         """Metrics of one committed step: its outcome and a retry. (The runs a batch ended

@@ -22,6 +22,8 @@ from flowyard.domain.commands import (
     Fork,
     JoinPolicy,
     Wait,
+    WaitKind,
+    signal_wait,
 )
 from flowyard.domain.definition import NodeIdStr
 from flowyard.domain.durations import parse_duration, parse_timestamp
@@ -100,7 +102,7 @@ class DelayNode(NodeType[DelayConfig]):
                 raise PermanentError(str(exc), error_type="config.timestamp") from None
         if ctx.now >= until:
             return NodeOutcome(output={"until": until.isoformat()})
-        return NodeOutcome(wait=Wait(until, "timer"))
+        return NodeOutcome(wait=Wait(until, WaitKind.TIMER))
 
 
 # -- wait_for_signal ------------------------------------------------------------------------
@@ -163,7 +165,7 @@ class WaitForSignalNode(NodeType[WaitForSignalConfig]):
                 error_type="wait.timeout",
                 details={"signal": config.signal},
             )
-        return NodeOutcome(wait=Wait(until, f"signal:{config.signal}"))
+        return NodeOutcome(wait=Wait(until, signal_wait(config.signal)))
 
 
 # -- parallel ------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ class ParallelNode(NodeType[ParallelConfig]):
                 continue_on_error=config.continue_on_error,
             )
             return NodeOutcome(
-                wait=Wait(None, "branches"),
+                wait=Wait(None, WaitKind.BRANCHES),
                 fork=Fork(tuple(BranchStart(b.name, b.start, "") for b in config.branches), policy),
             )
         results = ctx.children
@@ -311,7 +313,9 @@ class MapNode(NodeType[MapConfig]):
             branches = tuple(
                 BranchStart(str(i), config.start, "", item) for i, item in enumerate(items)
             )
-            return NodeOutcome(wait=Wait(None, "branches"), fork=Fork(branches, policy, "map"))
+            return NodeOutcome(
+                wait=Wait(None, WaitKind.BRANCHES), fork=Fork(branches, policy, "map")
+            )
         results = ctx.children
         failed = [r for r in results if r.status != "succeeded"]
         tolerated = math.floor(len(results) * config.tolerated_failure_percentage / 100)
@@ -363,7 +367,7 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
                 await ctx.render(config.input) if config.input is not None else {},
                 deadline,
             )
-            return NodeOutcome(wait=Wait(None, "child"), child=child)
+            return NodeOutcome(wait=Wait(None, WaitKind.CHILD), child=child)
         [result] = ctx.children
         if result.status != "succeeded":
             error = result.error or {}

@@ -9,13 +9,13 @@ after, and actions taken meanwhile wait in order (docs/decisions/0018)."""
 
 from __future__ import annotations
 
-from flowyard.domain.commands import Wait
+from flowyard.domain.commands import Wait, signal_wait
 from flowyard.domain.errors import PermanentError
 from flowyard.domain.state_machine import ACTION_SIGNAL, StateConfig
 from flowyard.nodes.base import NodeOutcome, NodeType, Route, StepContext
 
 #: What a state step waits for: its run's next ``@action`` signal.
-WAITING_FOR_ACTION = f"signal:{ACTION_SIGNAL}"
+WAITING_FOR_ACTION = signal_wait(ACTION_SIGNAL)
 
 
 class StateNode(NodeType[StateConfig]):
