@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from flowyard.domain.errors import Conflict, NotFound
+from flowyard.domain.events import EventType
 from flowyard.domain.records import MoveFacts, MovePlan, SignalRecord
 from flowyard.domain.state_machine import StateAction, StateConfig
 from flowyard.domain.statuses import RunStatus
@@ -169,7 +170,7 @@ def decide(
     where = position(states, facts.run.status, state)
     run_id = facts.run.id
     made = move(states, where, action_id, run_id=run_id, actor=actor, now=now, payload=payload)
-    return made, ("state.transition", {k: made[k] for k in ("from", "to", "action", "by")})
+    return made, (EventType.STATE_TRANSITION, {k: made[k] for k in ("from", "to", "action", "by")})
 
 
 def history(moves: Sequence[SignalRecord]) -> list[dict[str, Any]]:

@@ -119,7 +119,7 @@ class LifecycleOps(SqlBase):
                 run,
                 RunStatus.CANCELLED,
                 now,
-                event="run.cancelled",
+                event=EventType.RUN_CANCELLED,
                 data={"reason": reason, "from": run.status.value},
                 actor=actor,
             )
@@ -343,7 +343,7 @@ class LifecycleOps(SqlBase):
                     run,
                     RunStatus.TIMED_OUT,
                     now,
-                    event="run.timed_out",
+                    event=EventType.RUN_TIMED_OUT,
                     data={"error": error},
                     actor=None,
                     error=error,
@@ -412,7 +412,7 @@ class LifecycleOps(SqlBase):
             await conn.execute(
                 run_events.insert(),
                 [
-                    event_row(r, "run.cancelled", {"reason": "the parent run ended"}, now)
+                    event_row(r, EventType.RUN_CANCELLED, {"reason": "the parent run ended"}, now)
                     for r in locked
                 ],
             )

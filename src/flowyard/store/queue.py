@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.commands import JOINED_WAITS, StepCompletion, waited_signal
 from flowyard.domain.errors import StoreRejected
+from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.records import SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
@@ -64,7 +65,7 @@ class QueueOps(SqlBase):
                 [
                     event_row(
                         s.run_id,
-                        "step.started",
+                        EventType.STEP_STARTED,
                         {"node_id": s.node_id, "attempt": s.attempt, "worker": worker_id},
                         now,
                         step_id=s.id,
@@ -96,7 +97,8 @@ class QueueOps(SqlBase):
         ids = [row.id for row in started]
         if ids:
             await conn.execute(
-                run_events.insert(), [event_row(run_id, "run.started", {}, now) for run_id in ids]
+                run_events.insert(),
+                [event_row(run_id, EventType.RUN_STARTED, {}, now) for run_id in ids],
             )
         if woken:
             waiting = (
@@ -231,7 +233,7 @@ class QueueOps(SqlBase):
                         run_events.insert().values(
                             **event_row(
                                 step.run_id,
-                                "step.released",
+                                EventType.STEP_RELEASED,
                                 {"node_id": step.node_id, "worker": worker_id},
                                 now,
                                 step_id=step.id,
@@ -286,7 +288,7 @@ class QueueOps(SqlBase):
                     [
                         event_row(
                             row.run_id,
-                            "step.recovered",
+                            EventType.STEP_RECOVERED,
                             {"node_id": row.node_id, "reason": "lease expired"},
                             now,
                             step_id=row.id,

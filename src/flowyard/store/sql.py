@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
+from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, WorkflowId, new_run_id, new_workflow_id
 from flowyard.domain.records import (
     EventRecord,
@@ -337,7 +338,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
                     [
                         event_row(
                             row["id"],
-                            "run.created",
+                            EventType.RUN_CREATED,
                             {"workflow_version": row["workflow_version"]},
                             now,
                             actor=new.actor,
