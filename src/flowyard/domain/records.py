@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from flowyard.domain.ids import EventId, RunId, StepId, WorkflowId
-from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.domain.statuses import BranchStatus, RunStatus, StepStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,7 @@ class BranchResult:
 
     name: str
     index: int
-    status: str
+    status: BranchStatus
     output: Any
     error: dict[str, Any] | None
     child_run_id: RunId | None = None

@@ -510,7 +510,7 @@ async def load_branch_results(
                 BranchResult(
                     row.name,
                     row.idx,
-                    row.status,
+                    BranchStatus(row.status),
                     row.output,
                     row.error,
                     RunId(row.child_run_id) if row.child_run_id else None,

@@ -29,6 +29,7 @@ from flowyard.domain.definition import NodeIdStr
 from flowyard.domain.durations import parse_duration, parse_timestamp
 from flowyard.domain.errors import PermanentError
 from flowyard.domain.records import BranchResult
+from flowyard.domain.statuses import BranchStatus
 from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route, StepContext
 
 BranchName = str
@@ -247,8 +248,8 @@ class ParallelNode(NodeType[ParallelConfig]):
                 fork=Fork(tuple(BranchStart(b.name, b.start, "") for b in config.branches), policy),
             )
         results = ctx.children
-        done = [r for r in results if r.status == "succeeded"]
-        failed = [r for r in results if r.status == "failed"]
+        done = [r for r in results if r.status == BranchStatus.SUCCEEDED]
+        failed = [r for r in results if r.status == BranchStatus.FAILED]
         need = {"all": len(results), "any": 1, "n_of": config.n or 1}[config.join]
         if config.join == "all" and failed and not config.continue_on_error:
             raise _failure("parallel.branch_failed", "a branch failed", failed)
@@ -317,12 +318,14 @@ class MapNode(NodeType[MapConfig]):
                 wait=Wait(None, WaitKind.BRANCHES), fork=Fork(branches, policy, "map")
             )
         results = ctx.children
-        failed = [r for r in results if r.status != "succeeded"]
+        failed = [r for r in results if r.status != BranchStatus.SUCCEEDED]
         tolerated = math.floor(len(results) * config.tolerated_failure_percentage / 100)
         if len(failed) > tolerated:
-            errors = [r for r in failed if r.status == "failed"] or failed
+            errors = [r for r in failed if r.status == BranchStatus.FAILED] or failed
             raise _failure("map.failed", f"{len(failed)} of {len(results)} items failed", errors)
-        return NodeOutcome(output=[r.output if r.status == "succeeded" else None for r in results])
+        return NodeOutcome(
+            output=[r.output if r.status == BranchStatus.SUCCEEDED else None for r in results]
+        )
 
 
 # -- subworkflow ---------------------------------------------------------------------------
@@ -369,7 +372,7 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
             )
             return NodeOutcome(wait=Wait(None, WaitKind.CHILD), child=child)
         [result] = ctx.children
-        if result.status != "succeeded":
+        if result.status != BranchStatus.SUCCEEDED:
             error = result.error or {}
             raise PermanentError(
                 f"child run {result.child_run_id} failed: {error.get('message', result.status)}",
