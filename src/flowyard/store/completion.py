@@ -75,7 +75,7 @@ class BatchCompletion:
         self.completions = completions
         self.now = now
         self.events: list[dict[str, Any]] = []
-        self.flow = ForkWriter(ops, conn, now, self.events)
+        self.forks = ForkWriter(ops, conn, now, self.events)
 
     async def apply(self) -> CompletionResult:
         """Write the batch; returns which completions were applied (False: stale) and the
@@ -88,7 +88,7 @@ class BatchCompletion:
             self.completions,
             claims=await self._claim_tokens(),
             free_signals=await self._free_signals(),
-            open_branches=await self.flow.open_branches(in_branches) if in_branches else set(),
+            open_branches=await self.forks.open_branches(in_branches) if in_branches else set(),
         )
         stale = plan.applied.count(False)
         if stale:
@@ -217,10 +217,10 @@ class BatchCompletion:
                 ],
             )
         for parent, fork, paused in plan.forks:
-            await self.flow.start_fork(parent, fork, paused)
+            await self.forks.start_fork(parent, fork, paused)
         for parent, child in plan.children:
-            await self.flow.start_child(parent, child, None)
-        await self.flow.finish_branches(plan.branch_ends)
+            await self.forks.start_child(parent, child, None)
+        await self.forks.finish_branches(plan.branch_ends)
         if plan.failed_runs:
             await conn.execute(
                 steps.update()
@@ -238,9 +238,9 @@ class BatchCompletion:
             )
             plan.end_paths({row.run_id for row in active})
         await self._write_run_changes(plan)
-        await self.flow.settle_children([r for r in plan.settled if plan.runs[r].is_child])
-        await self.flow.flush()
-        live, doubtful = plan.to_check(self.flow.started_runs)
+        await self.forks.settle_children([r for r in plan.settled if plan.runs[r].is_child])
+        await self.forks.flush()
+        live, doubtful = plan.to_check(self.forks.started_runs)
         if live:
             plan.activity(live, await self._busy(doubtful))
         await self._write_run_changes(plan)

@@ -287,7 +287,7 @@ class ForkWriter:
         Running steps are cancelled too (like a cancelled run's): their worker's completion
         is discarded and its heartbeat stops them, so nothing of a closed branch keeps the
         run alive. Child runs of those branches are cancelled by
-        :meth:`FlowOps.cancel_orphans`."""
+        :meth:`~flowyard.store.lifecycle.LifecycleOps.cancel_orphans`."""
         await self.conn.execute(
             branches.update()
             .where(
