@@ -22,6 +22,7 @@ the ratio action p50 / signal p50, and the pending steps before and after.
     python bench/actions.py                      # both backends, both scenarios (~3 min)
     python bench/actions.py --backends sqlite --runs 100
     python bench/actions.py --json out.json
+    python bench/actions.py --topology split     # workers in their own process
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ def free_port() -> int:
         return port
 
 
-def serve(url: str, port: int, workdir: Path, log: Path) -> subprocess.Popen[bytes]:
+def serve(
+    url: str, port: int, workdir: Path, log: Path, topology: str = "embedded"
+) -> list[subprocess.Popen[bytes]]:
+    """``flowyard serve`` with its in-process worker (``embedded``), or with none and one
+    ``flowyard worker`` process beside it (``split``: the API's event loop serves only
+    requests, as in a deployment with separate workers)."""
     env = {
         **os.environ,
         "FLOWYARD_ADMIN_PASSWORD": PASSWORD,
@@ -77,18 +83,29 @@ def serve(url: str, port: int, workdir: Path, log: Path) -> subprocess.Popen[byt
         "FLOWYARD_KEY_FILE": str(workdir / f"key-{port}"),
         "FLOWYARD_LOG_LEVEL": "WARNING",
     }
+    if topology == "split":
+        env["FLOWYARD_WORKERS"] = "0"
     flowyard = str(Path(sys.executable).with_name("flowyard"))
-    cmd = [flowyard, "serve", "--db", url, "--port", str(port)]
+    cmds = [[flowyard, "serve", "--db", url, "--port", str(port)]]
+    if topology == "split":
+        cmds.append([flowyard, "worker", "--db", url])
+    procs = []
     with log.open("ab") as fh:
-        return subprocess.Popen(
-            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        for cmd in cmds:
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+    return procs
 
 
-async def ready(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
+async def ready(
+    http: httpx.AsyncClient, procs: Sequence[subprocess.Popen[bytes]], log: Path
+) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if any(proc.poll() is not None for proc in procs):
             raise RuntimeError(f"serve exited: {_tail(log)}")
         try:
             if (await http.get("/healthz")).status_code == 200:
@@ -118,18 +135,19 @@ def pct(values: Sequence[float], q: float) -> float:
 async def measure(
     backend: str, scenario: str, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
-    log = workdir / f"serve-{backend}-{scenario}.log"
+    topology = args.topology
+    log = workdir / f"serve-{backend}-{scenario}-{topology}.log"
     async with fresh_database(backend, args.pg_admin_url, workdir) as location:
         url = _flowyard_url(backend, location)
         started_backlog = 0.0
         if scenario == "backlog":
             started_backlog = await bulk_start(url, WORKFLOW, args.backlog)
         port = free_port()
-        proc = serve(url, port, workdir, log)
+        procs = serve(url, port, workdir, log, topology)
         try:
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                await ready(http, proc, log)
+                await ready(http, procs, log)
                 token = await http.post(
                     "/api/v1/auth/token", data={"username": "admin", "password": PASSWORD}
                 )
@@ -165,7 +183,7 @@ async def measure(
                     signal.raise_for_status()
                 after = await pending_steps(url)
         finally:
-            stop([proc])
+            stop(procs)
     stats = {
         kind: {
             "p50_ms": statistics.median(values) * 1000,
@@ -177,6 +195,7 @@ async def measure(
     return {
         "backend": backend,
         "scenario": scenario,
+        "topology": topology,
         "runs": args.runs,
         "backlog_start_s": round(started_backlog, 2),
         "pending_before": before,
@@ -188,11 +207,11 @@ async def measure(
 
 def table(results: Sequence[dict[str, Any]]) -> str:
     head = (
-        "| backend | scenario | pending steps (before -> after) | submit p50 / p99 | "
+        "| backend | scenario | worker | pending steps (before -> after) | submit p50 / p99 | "
         "approve p50 / p99 | start p50 / p99 | signal p50 / p99 (peer) | "
         "approve / signal p50 | 409s |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in results:
         s = r["stats"]
 
@@ -201,7 +220,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
         ratio = s["approve"]["p50_ms"] / s["signal"]["p50_ms"]
         lines.append(
-            f"| {r['backend']} | {r['scenario']} | {r['pending_before']:,} -> "
+            f"| {r['backend']} | {r['scenario']} | {r['topology']} | {r['pending_before']:,} -> "
             f"{r['pending_after']:,} | {cell('submit')} | {cell('approve')} | "
             f"{cell('start')} | {cell('signal')} | {ratio:.2f}x | {r['conflicts']} |"
         )
@@ -219,6 +238,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.environ.get(
             "FLOWYARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
+    )
+    p.add_argument(
+        "--topology",
+        choices=("embedded", "split"),
+        default="embedded",
+        help="embedded: serve's in-process worker; split: serve without workers + one "
+        "'flowyard worker' process",
     )
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep-logs", type=Path, help="write the server logs here, and keep them")

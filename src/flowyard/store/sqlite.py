@@ -17,6 +17,7 @@ from sqlalchemy.pool import StaticPool
 
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.domain.jsonvalue import loads_stored
+from flowyard.store import sqlite_driver
 from flowyard.store.sql import SqlStore
 
 BUSY_TIMEOUT_MS = 30_000
@@ -100,6 +101,7 @@ class SqliteStore(SqlStore):
             # One shared connection, or every pooled connection would see its own empty DB.
             engine = create_async_engine(
                 url,
+                module=sqlite_driver.dbapi(),
                 poolclass=StaticPool,
                 connect_args={"check_same_thread": False},
                 json_deserializer=loads_stored,
@@ -114,6 +116,10 @@ class SqliteStore(SqlStore):
         # Rows an older version wrote may hold what the API cannot serve: read them repaired.
         write = create_async_engine(
             url,
+            module=sqlite_driver.dbapi(),
+            # Every transaction ends in its commit or rollback (engine.begin()): resetting a
+            # returned connection would be one more round trip to its thread.
+            pool_reset_on_return=None,
             connect_args=connect_args,
             pool_size=1,
             max_overflow=0,
@@ -125,6 +131,8 @@ class SqliteStore(SqlStore):
         )
         read = create_async_engine(
             url,
+            module=sqlite_driver.dbapi(),
+            pool_reset_on_return=None,
             connect_args=connect_args,
             pool_size=5,
             max_overflow=5,
