@@ -12,6 +12,7 @@ import httpx
 
 from flowyard import __version__
 from flowyard.domain import jsonvalue
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import FlowyardError, NotFound
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
@@ -32,7 +33,6 @@ from flowyard.settings import Settings
 from flowyard.store import Store, open_store
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
-from flowyard.worker.worker import utc_now
 
 _log = logging.getLogger("flowyard")
 

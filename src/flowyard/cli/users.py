@@ -4,7 +4,7 @@ database (like ``runs``). Changes are audited as ``cli:<os user>``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -21,6 +21,7 @@ from flowyard.domain.auth import (
     UserRecord,
     check_username,
 )
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import InvalidInput
 from flowyard.security.auth import NewApiKey
 from flowyard.store.audit import audit_scope, note_target
@@ -153,7 +154,7 @@ def keys_create(
     db: DbOption = None,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    expires = utc_now() + timedelta(days=expires_days) if expires_days else None
 
     async def fn(container: Container) -> NewApiKey:
         return await container.auth.create_api_key(name, role, expires_at=expires)

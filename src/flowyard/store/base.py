@@ -6,7 +6,6 @@ import asyncio
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.store import migrate as migrations
 from flowyard.store.audit import audit_row, pending_audit
@@ -73,9 +73,7 @@ class SqlBase(ABC):
                     result = await fn(conn)
                     entry = pending_audit() if write and audited else None
                     if entry is not None:
-                        await conn.execute(
-                            audit_log.insert().values(**audit_row(entry, datetime.now(UTC)))
-                        )
+                        await conn.execute(audit_log.insert().values(**audit_row(entry, utc_now())))
                 if entry is not None:
                     entry.written = True  # committed with the change
                 return result

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
 from flowyard.domain.ids import RunId, WorkflowId, new_run_id, new_workflow_id
 from flowyard.domain.records import (
@@ -37,7 +38,6 @@ from flowyard.store.rows import (
     run_from_dict,
     run_record,
     step_record,
-    utc_now,
     version_record,
     workflow_record,
 )
