@@ -28,9 +28,10 @@ from flowyard.security import (
     derive_key,
 )
 from flowyard.security.keycheck import open_vault
-from flowyard.service import FlowyardService
+from flowyard.service import AdminService, FlowyardService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
+from flowyard.store.ports import EventFeed
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
 
@@ -56,9 +57,16 @@ class Container:
     credential_resolver: CredentialResolver
     #: Outbound requests of nodes over ``http`` (credential application, redirects).
     outbound: Outbound
+    #: Readiness, queue depth and the audit log.
+    admin: AdminService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def events(self) -> EventFeed:
+        """The store's notifier: run events by cursor and wake-ups (live streams)."""
+        return self.store
 
     def new_worker(self, *, worker_id: str | None = None, concurrency: int | None = None) -> Worker:
         """A worker sharing this container's store, cache and HTTP pool."""
@@ -228,6 +236,7 @@ async def build(
         credentials,
         credentials.resolver(settings.credential_cache_ttl_s),
         Outbound(http),
+        AdminService(store, clock=clock),
         clock,
         metrics,
     )

@@ -229,6 +229,6 @@ async def _write_late(scope: Scope, entry: AuditEntry, status: int) -> None:
     if container is None:
         return
     try:
-        await container.store.append_audit(entry, container.clock())
+        await container.admin.append_audit(entry)
     except Exception:
         _log.exception("audit entry not written: %s by %s", entry.action, entry.actor)

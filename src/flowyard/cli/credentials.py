@@ -227,7 +227,7 @@ def _rotate_key_file(db: str | None, key_file: Path) -> Rotation:
     async def fn(container: Container) -> Rotation:
         entry = AuditEntry("credential.rotate_key", cli_actor(), source_ip="cli")
         with audit_scope(entry):
-            return await container.credentials.vault.rotate(container.store, read_key_file(new))
+            return await container.credentials.rotate_master_key(read_key_file(new))
 
     rotation = with_container(db, fn)
     # 3. Keep the former key as ``.old`` (rows written meanwhile by processes still on it
@@ -256,7 +256,7 @@ def _rotate_env(db: str | None) -> Rotation:
     async def fn(container: Container) -> Rotation:
         entry = AuditEntry("credential.rotate_key", cli_actor(), source_ip="cli")
         with audit_scope(entry):
-            return await container.credentials.vault.rotate(container.store, new_master)
+            return await container.credentials.rotate_master_key(new_master)
 
     rotation = with_container(db, fn)
     err.print(
@@ -277,9 +277,7 @@ def credentials_reencrypt(db: DbOption = None) -> None:
     async def fn(container: Container) -> Rotation:
         entry = AuditEntry("credential.reencrypt", cli_actor(), source_ip="cli")
         with audit_scope(entry):
-            return await container.credentials.vault.rotate(
-                container.store, load_master_key(settings)
-            )
+            return await container.credentials.rotate_master_key(load_master_key(settings))
 
     rotation = with_container(db, fn)
     out.print(f"re-encrypted {rotation.reencrypted} credential(s); vault key id {rotation.key_id}")

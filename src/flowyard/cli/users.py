@@ -80,7 +80,7 @@ def users_list(db: DbOption = None) -> None:
     """List users."""
 
     async def fn(container: Container) -> list[UserRecord]:
-        return await container.store.list_users()
+        return await container.auth.list_users()
 
     table = Table("id", "username", "role", "disabled", "created")
     for u in with_container(db, fn):
@@ -91,7 +91,7 @@ def users_list(db: DbOption = None) -> None:
 async def _by_name(container: Container, username: str) -> UserRecord:
     """The user named ``username`` (the CLI names users; the API takes ids). The audit entry
     names the user by id."""
-    user = await container.store.get_user_by_name(username)
+    user = await container.auth.get_user_by_name(username)
     note_target("user", user.id)
     return user
 
@@ -172,7 +172,7 @@ def keys_list(
     """List API keys (metadata only), with whole ids (what ``revoke`` takes)."""
 
     async def fn(container: Container) -> list[ApiKeyRecord]:
-        return await container.store.list_api_keys()
+        return await container.auth.list_api_keys()
 
     keys = with_container(db, fn)
 
@@ -214,7 +214,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id")], db: DbOpt
     """Revoke an API key."""
 
     async def fn(container: Container) -> ApiKeyRecord:
-        return await container.store.revoke_api_key(key_id, container.clock())
+        return await container.auth.revoke_api_key(key_id)
 
     _audited(db, "api_key.revoke", "api_key", key_id, fn)
     out.print(f"revoked {key_id}")

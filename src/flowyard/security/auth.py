@@ -25,7 +25,7 @@ from flowyard.domain.auth import (
 from flowyard.domain.errors import InvalidInput, NotFound, Problem
 from flowyard.security.passwords import PasswordHashing, check_strength
 from flowyard.security.throttle import LoginThrottle, ThrottlePolicy
-from flowyard.store.ports import Store
+from flowyard.store.ports import AuthStore
 
 API_KEY_PREFIX = "fy_"
 ALGORITHM = "HS256"
@@ -105,7 +105,7 @@ class AuthService:
 
     def __init__(
         self,
-        store: Store,
+        store: AuthStore,
         jwt_key: bytes,
         *,
         clock: Callable[[], datetime],
@@ -176,6 +176,26 @@ class AuthService:
             changes["password_hash"] = await self.passwords.hash(password)
         return await self.store.update_user(user.id, changes, self.clock())
 
+    async def list_users(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        role: Role | None = None,
+        disabled: bool | None = None,
+    ) -> list[UserRecord]:
+        """Users by name (all without ``limit``) after a username cursor, optionally of one
+        role, disabled or not."""
+        return await self.store.list_users(limit=limit, after=after, role=role, disabled=disabled)
+
+    async def get_user_by_name(self, username: str) -> UserRecord:
+        """The user called ``username`` (NotFound); never matches an id."""
+        return await self.store.get_user_by_name(username)
+
+    async def has_users(self) -> bool:
+        """Whether any user exists (the first start creates ``admin`` when none does)."""
+        return await self.store.count_users() > 0
+
     async def delete_user(self, user_id: str) -> None:
         """Delete a user (by id)."""
         await self.store.delete_user(user_id, now=self.clock())
@@ -184,7 +204,7 @@ class AuthService:
         """First start: with no user at all, create ``admin`` with ``password`` (or a random
         one, returned so it can be shown once). None when users exist. A weak ``password``
         is refused (InvalidInput)."""
-        if await self.store.count_users() > 0:
+        if await self.has_users():
             return None
         chosen = password or secrets.token_urlsafe(18)
         await self.create_user("admin", chosen, Role.ADMIN)
@@ -412,6 +432,24 @@ class AuthService:
         )
         await self.store.create_api_key(record)
         return NewApiKey(record, f"{API_KEY_PREFIX}{prefix}_{secret}")
+
+    async def list_api_keys(
+        self,
+        *,
+        limit: int | None = None,
+        before: tuple[datetime, str] | None = None,
+        role: Role | None = None,
+        revoked: bool | None = None,
+    ) -> list[ApiKeyRecord]:
+        """API keys' records newest first (all without ``limit``) after a ``(created_at,
+        id)`` cursor, optionally of one role, revoked or not."""
+        return await self.store.list_api_keys(
+            limit=limit, before=before, role=role, revoked=revoked
+        )
+
+    async def revoke_api_key(self, key_id: str) -> ApiKeyRecord:
+        """Revoke a key now (NotFound); revoking twice keeps the first time."""
+        return await self.store.revoke_api_key(key_id, self.clock())
 
     async def _api_key_principal(self, token: str) -> Principal:
         prefix, _, secret = token[len(API_KEY_PREFIX) :].partition("_")

@@ -30,8 +30,8 @@ from flowyard.domain.errors import (
 )
 from flowyard.outbound import HTTP_STYLE, OriginError, normalize_origins, provider_origins
 from flowyard.outbound.origins import OriginListError
-from flowyard.security.vault import Vault, VaultError
-from flowyard.store.ports import Store
+from flowyard.security.vault import Rotation, Vault, VaultError
+from flowyard.store.ports import CredentialStore
 
 MAX_DESCRIPTION = 500
 
@@ -114,7 +114,9 @@ class CredentialService:
     """Create, read (masked), replace and delete credentials; every value is encrypted before
     it reaches the store."""
 
-    def __init__(self, store: Store, vault: Vault, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, store: CredentialStore, vault: Vault, *, clock: Callable[[], datetime]
+    ) -> None:
         self.store = store
         self.vault = vault
         self.clock = clock
@@ -225,6 +227,11 @@ class CredentialService:
         current = await self.store.get_credential(ref)
         await self.store.delete_credential(current.record.id)
 
+    async def rotate_master_key(self, new_master: bytes) -> Rotation:
+        """Re-encrypt every credential under ``new_master`` in one transaction (see
+        :meth:`Vault.rotate`)."""
+        return await self.vault.rotate(self.store, new_master)
+
     def resolver(self, ttl_s: float = 5.0) -> CredentialResolver:
         """A resolver for workers."""
         return CredentialResolver(self.store, self.vault, ttl_s=ttl_s)
@@ -239,7 +246,7 @@ class CredentialResolver:
 
     def __init__(
         self,
-        store: Store,
+        store: CredentialStore,
         vault: Vault,
         *,
         ttl_s: float = 5.0,

@@ -38,7 +38,7 @@ from flowyard.security.keys import (
     read_key_file,
 )
 from flowyard.settings import Settings
-from flowyard.store.ports import Store
+from flowyard.store.ports import CredentialStore
 
 FORMAT_V1 = b"\x01"
 NONCE_BYTES = 12
@@ -215,7 +215,7 @@ class Vault:
         r = stored.record
         return self.decrypt(r.id, r.type, stored.ciphertext, r.key_id)
 
-    async def rotate(self, store: Store, new_master: bytes) -> Rotation:
+    async def rotate(self, store: CredentialStore, new_master: bytes) -> Rotation:
         """Re-encrypt every credential not under ``new_master``'s vault key, in one
         transaction (all or nothing); afterwards that key is this vault's current key."""
         new_id = self._add(vault_key(new_master))

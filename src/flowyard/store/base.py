@@ -16,9 +16,9 @@ from sqlalchemy.pool import QueuePool
 
 from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import StoreUnavailable
+from flowyard.settings import display_url
 from flowyard.store import migrate as migrations
 from flowyard.store.audit import audit_row, pending_audit
-from flowyard.store.display import display_url
 from flowyard.store.rows import (
     T,
     log,

@@ -3,7 +3,7 @@ subclasses stay small."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
+from flowyard.store.ports import EventListener
 from flowyard.store.queue import QueueOps
 from flowyard.store.rows import (
     chunks,
@@ -517,3 +518,8 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             return int(value or 0)
 
         return await self._tx(fn, write=False)
+
+    async def listen_for_events(self, wake: Callable[[], None]) -> EventListener | None:
+        """SQLite cannot notify another process: streams poll (None). PostgreSQL overrides
+        this."""
+        return None

@@ -76,7 +76,7 @@ async def list_api_keys(
 ) -> Page[ApiKeyPublic]:
     """API keys' metadata, newest first, a page at a time (admin)."""
     before = _parse_key_cursor(cursor) if cursor is not None else None
-    rows = await container.store.list_api_keys(
+    rows = await container.auth.list_api_keys(
         limit=limit + 1, before=before, role=role, revoked=revoked
     )
     keys, next_cursor = paged(rows, limit, _key_cursor)
@@ -92,5 +92,5 @@ async def list_api_keys(
 )
 async def revoke_api_key(container: ContainerDep, key_id: str) -> Response:
     """Revoke an API key (admin)."""
-    await container.store.revoke_api_key(key_id, container.clock())
+    await container.auth.revoke_api_key(key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -118,10 +118,7 @@ async def list_signals(
 ) -> Page[SignalPublic]:
     """Signals delivered to the run, oldest first, with the step that took each (actions
     on a state machine are listed by ``GET /runs/{run_id}/actions``)."""
-    await service.store.get_run(run_id)  # 404 for an unknown run
-    rows = await service.store.list_signals(
-        run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL
-    )
+    rows = await service.list_signals(run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL)
     items, next_cursor = paged(rows, limit, lambda s: s.id)
     return Page[SignalPublic](items=[SignalPublic.of(s) for s in items], next_cursor=next_cursor)
 

@@ -43,7 +43,7 @@ async def list_users(
     ] = None,
 ) -> Page[UserPublic]:
     """Users by name, a page at a time (admin)."""
-    rows = await container.store.list_users(
+    rows = await container.auth.list_users(
         limit=limit + 1, after=cursor, role=role, disabled=disabled
     )
     users, next_cursor = paged(rows, limit, lambda u: u.username)
