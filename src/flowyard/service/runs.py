@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowyard.domain import jsonvalue
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -67,6 +68,7 @@ class RunUseCases(ServiceBase):
         idempotency_key: str | None = None,
         version: int | None = None,
         actor: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
         record = await self.store.get_workflow(ref)
@@ -75,7 +77,7 @@ class RunUseCases(ServiceBase):
         stored = await self.store.get_version(record.id, version)
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
-        [(run, created)] = await self.store.start_runs([new], self.clock())
+        [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
         if actions.has_states(wf):  # its first action needs no read of the run
             self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
         if created:

@@ -7,6 +7,7 @@ import asyncio
 import math
 from typing import Any
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import (
     Busy,
     Conflict,
@@ -111,7 +112,7 @@ class WorkflowUseCases(WorkflowReads):
         return (await self._validated(raw)).compiled()
 
     async def create_workflow(
-        self, raw: Any, actor: str | None = None
+        self, raw: Any, actor: str | None = None, *, audit: AuditEntry | None = None
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1). A name taken by an archived
         workflow is a Conflict that says so and how to bring it back."""
@@ -120,7 +121,7 @@ class WorkflowUseCases(WorkflowReads):
         definition = _as_json(raw)
         await self._refuse_archived_name(wf.definition.name)
         return await self.store.create_workflow(
-            wf.definition.name, wf.definition.description, definition, actor
+            wf.definition.name, wf.definition.description, definition, actor, audit=audit
         )
 
     async def _refuse_archived_name(self, name: str) -> None:
@@ -144,6 +145,7 @@ class WorkflowUseCases(WorkflowReads):
         *,
         expected_version: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Validate and save a new version of an existing workflow; with expectations (an
         ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
@@ -161,6 +163,7 @@ class WorkflowUseCases(WorkflowReads):
             actor,
             expected_latest=expected_version,
             expected_archived=expected_archived,
+            audit=audit,
         )
         return await self.store.get_workflow(record.id), version, created
 
@@ -170,25 +173,29 @@ class WorkflowUseCases(WorkflowReads):
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> WorkflowRecord:
         """Archive a workflow: hidden from lists, refuses new runs, un-archived by its next
         version; with expectations (an ``If-Match``), only in that state
         (PreconditionFailed)."""
         return await self.store.archive_workflow(
-            workflow_id, expected_latest=expected_latest, expected_archived=expected_archived
+            workflow_id,
+            expected_latest=expected_latest,
+            expected_archived=expected_archived,
+            audit=audit,
         )
 
     async def save_workflow(
-        self, raw: Any, actor: str | None = None
+        self, raw: Any, actor: str | None = None, *, audit: AuditEntry | None = None
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Create the workflow, or add a version when the definition changed (by name)."""
         wf = await self._compile(raw)
         try:
             existing = await self.store.get_workflow(wf.definition.name)
         except NotFound:
-            record, version = await self.create_workflow(raw, actor)
+            record, version = await self.create_workflow(raw, actor, audit=audit)
             return record, version, True
-        return await self.update_workflow(existing.id, raw, actor)
+        return await self.update_workflow(existing.id, raw, actor, audit=audit)
 
     async def check_credentials(self, wf: CompiledWorkflow) -> None:
         """Every credential the nodes reference must exist (DefinitionError locating each

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.commands import RetryFrom
 from flowyard.domain.errors import Conflict
 from flowyard.domain.ids import RunId
@@ -104,7 +105,13 @@ class LifecycleOps(SqlBase):
                 await conn.execute(run_events.insert(), events)
 
     async def cancel_run(
-        self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
+        self,
+        run_id: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        now: datetime,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Cancel an unfinished run: no new steps; running steps are asked to stop."""
 
@@ -123,9 +130,11 @@ class LifecycleOps(SqlBase):
             )
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def pause_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+    async def pause_run(
+        self, run_id: str, *, actor: str | None, now: datetime, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Pause a run: steps that are due or backing off are held (deadlines kept); a step
         already running finishes, and what it schedules is held too."""
 
@@ -146,9 +155,11 @@ class LifecycleOps(SqlBase):
             await self._record(conn, run.id, "run.paused", {"from": run.status.value}, now, actor)
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def resume_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+    async def resume_run(
+        self, run_id: str, *, actor: str | None, now: datetime, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Resume a paused run; held steps become claimable at their own ``available_at``."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
@@ -179,7 +190,7 @@ class LifecycleOps(SqlBase):
             await self._record(conn, run.id, "run.resumed", {"to": status.value}, now, actor)
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def retry_run(
         self,
@@ -190,6 +201,7 @@ class LifecycleOps(SqlBase):
         deadline_at: datetime | None = None,
         workflow_version: int | None = None,
         restart: RetryFrom | None = None,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from where it stopped: the step that
         failed it and the main-path steps cancelled with it start again (attempts reset,
@@ -282,7 +294,7 @@ class LifecycleOps(SqlBase):
             await self._record(conn, run.id, "run.retried", retried, now, actor)
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     @staticmethod
     async def _discard_steps(

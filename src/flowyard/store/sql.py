@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
 from flowyard.domain.ids import RunId, WorkflowId, new_run_id, new_workflow_id
@@ -53,7 +54,13 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
     # -- workflows -------------------------------------------------------------------------
 
     async def create_workflow(
-        self, name: str, description: str | None, definition: dict[str, Any], actor: str | None
+        self,
+        name: str,
+        description: str | None,
+        definition: dict[str, Any],
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Create a workflow with version 1."""
         now = utc_now()
@@ -64,7 +71,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             existing = await conn.execute(sa.select(workflows.c.id).where(workflows.c.name == name))
             if existing.first() is not None:
                 raise Conflict(f"a workflow named {name!r} already exists")
-            note_target("workflow", workflow_id)
+            note_target(audit, "workflow", workflow_id)
             await conn.execute(
                 workflows.insert().values(
                     id=workflow_id,
@@ -90,7 +97,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             return wf, VersionRecord(WorkflowId(workflow_id), 1, definition, checksum, now, actor)
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError as exc:
             raise Conflict(f"a workflow named {name!r} already exists") from exc
 
@@ -102,6 +109,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Append a version unless it equals the latest one. The expectations are checked
         under the workflow's row lock (PreconditionFailed)."""
@@ -145,7 +153,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             return VersionRecord(workflow_id, version, definition, checksum, now, actor), True
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError as exc:
             raise Conflict(f"workflow {workflow_id!r} was changed concurrently; retry") from exc
 
@@ -181,6 +189,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> WorkflowRecord:
         """Archive a workflow: hidden from lists, no new runs; versions and runs are kept.
         The expectations are checked under the workflow's row lock (PreconditionFailed)."""
@@ -204,7 +213,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
                 raise NotFound(f"workflow {workflow_id!r} not found")
             return workflow_record(row)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def get_workflow(self, ref: str) -> WorkflowRecord:
         """A workflow by id or by name (an id match wins: names may also start with "wf_")."""
@@ -275,7 +284,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
     # -- runs ------------------------------------------------------------------------------
 
     async def start_runs(
-        self, new_runs: Sequence[NewRun], now: datetime
+        self, new_runs: Sequence[NewRun], now: datetime, *, audit: AuditEntry | None = None
     ) -> list[tuple[RunRecord, bool]]:
         """Create runs (idempotently by key) with their first step, in one transaction."""
         if now.tzinfo is not None:  # naive stays naive: the column type rejects it
@@ -366,14 +375,14 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
                     result = (run_from_dict(first), False)
                 final.append(result)
             if len(final) == 1:
-                note_target("run", final[0][0].id)
+                note_target(audit, "run", final[0][0].id)
             return final
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError:
             # A concurrent start with the same idempotency key won the race: the retry sees it.
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
 
     async def _existing_by_key(
         self, conn: AsyncConnection, new_runs: Sequence[NewRun]

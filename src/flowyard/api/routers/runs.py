@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -45,7 +45,12 @@ router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
     },
 )
 async def start_run(
-    service: ServiceDep, actor: ActorDep, workflow_ref: str, body: StartRun, response: Response
+    service: ServiceDep,
+    actor: ActorDep,
+    audit: AuditDep,
+    workflow_ref: str,
+    body: StartRun,
+    response: Response,
 ) -> RunPublic:
     """Start a run (202). With a used ``idempotency_key`` the existing run is returned (200)."""
     run, created = await service.start_run(
@@ -55,6 +60,7 @@ async def start_run(
         idempotency_key=body.idempotency_key,
         version=body.version,
         actor=actor,
+        audit=audit,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
-from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -166,11 +166,15 @@ async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> 
     },
 )
 async def create_workflow(
-    service: ServiceDep, actor: ActorDep, definition: DefinitionBody, response: Response
+    service: ServiceDep,
+    actor: ActorDep,
+    audit: AuditDep,
+    definition: DefinitionBody,
+    response: Response,
 ) -> WorkflowWithVersion:
     """Create a workflow from a definition (its version 1), with `Location` and `ETag: "1"`.
     422 lists every problem of the definition."""
-    record, version = await service.create_workflow(definition, actor)
+    record, version = await service.create_workflow(definition, actor, audit=audit)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}"
     response.headers["ETag"] = etag(record)
     return WorkflowWithVersion(
@@ -242,6 +246,7 @@ async def get_workflow(
 async def update_workflow(
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     workflow_ref: str,
     definition: DefinitionBody,
     response: Response,
@@ -263,6 +268,7 @@ async def update_workflow(
             actor,
             expected_version=expected_version,
             expected_archived=expected_archived,
+            audit=audit,
         )
     except PreconditionFailed:
         assert if_match is not None  # only a conditional request has expectations
@@ -280,7 +286,11 @@ async def update_workflow(
     responses={200: {"headers": ETAG_HEADER}, **documented(404, 412)},
 )
 async def archive_workflow(
-    service: ServiceDep, workflow_ref: str, response: Response, if_match: IfMatch = None
+    service: ServiceDep,
+    audit: AuditDep,
+    workflow_ref: str,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> WorkflowPublic:
     """Archive a workflow: it leaves the list and refuses new runs; its versions and runs stay.
     Saving a new version brings it back. Honours `If-Match` like `PUT` (412)."""
@@ -288,7 +298,10 @@ async def archive_workflow(
     expected_version, expected_archived = _expectations(record, if_match)
     try:
         archived = await service.archive_workflow(
-            record.id, expected_latest=expected_version, expected_archived=expected_archived
+            record.id,
+            expected_latest=expected_version,
+            expected_archived=expected_archived,
+            audit=audit,
         )
     except PreconditionFailed:
         assert if_match is not None

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from flowyard.domain.auth import (
     ApiKeyRecord,
+    AuditEntry,
     LoginFailures,
     RefreshTokenRecord,
     Role,
@@ -50,7 +51,14 @@ class AuthStore(LoginStore, Protocol):
     """Users, API keys and refresh-token families (and the login counters)."""
 
     async def create_user(
-        self, user_id: str, username: str, password_hash: str, role: Role, now: datetime
+        self,
+        user_id: str,
+        username: str,
+        password_hash: str,
+        role: Role,
+        now: datetime,
+        *,
+        audit: AuditEntry | None = None,
     ) -> UserRecord:
         """Insert a user (Conflict when the name is taken)."""
         ...
@@ -84,18 +92,29 @@ class AuthStore(LoginStore, Protocol):
         """How many users exist."""
         ...
 
-    async def update_user(self, user_id: str, changes: dict[str, Any], now: datetime) -> UserRecord:
+    async def update_user(
+        self,
+        user_id: str,
+        changes: dict[str, Any],
+        now: datetime,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> UserRecord:
         """Change ``role``, ``disabled`` or ``password_hash`` (NotFound); disabling or a new
         password revokes the user's refresh tokens. Demoting or disabling the last enabled
         admin is a Conflict, checked in the same transaction."""
         ...
 
-    async def delete_user(self, user_id: str, *, now: datetime) -> None:
+    async def delete_user(
+        self, user_id: str, *, now: datetime, audit: AuditEntry | None = None
+    ) -> None:
         """Delete a user and revoke its API keys at ``now`` (NotFound; Conflict for the last
         enabled admin)."""
         ...
 
-    async def create_api_key(self, key: ApiKeyRecord) -> ApiKeyRecord:
+    async def create_api_key(
+        self, key: ApiKeyRecord, *, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
         """Insert an API key (hash of its secret only)."""
         ...
 
@@ -121,7 +140,9 @@ class AuthStore(LoginStore, Protocol):
         """The key with this prefix and its user (None: no user), or None."""
         ...
 
-    async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
+    async def revoke_api_key(
+        self, key_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
         """Revoke a key (NotFound)."""
         ...
 
@@ -129,16 +150,27 @@ class AuthStore(LoginStore, Protocol):
         """Set a key's last-used time."""
         ...
 
-    async def add_refresh_token(self, token: RefreshTokenRecord) -> None:
+    async def add_refresh_token(
+        self, token: RefreshTokenRecord, *, audit: AuditEntry | None = None
+    ) -> None:
         """Insert a refresh token."""
         ...
 
-    async def rotate_refresh_token(self, jti: str, new: RefreshTokenRecord, now: datetime) -> str:
+    async def rotate_refresh_token(
+        self,
+        jti: str,
+        new: RefreshTokenRecord,
+        now: datetime,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> str:
         """Use ``jti`` and add ``new`` to its family: ``ok``, ``reused`` (family revoked) or
         ``invalid``."""
         ...
 
-    async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
+    async def revoke_refresh_family(
+        self, family_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> None:
         """Revoke a refresh-token family."""
         ...
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.credentials import CredentialRecord, CredentialType, StoredCredential
 
 
@@ -13,7 +14,7 @@ class CredentialStore(Protocol):
     """Encrypted credentials: never a plaintext value."""
 
     async def create_credential(
-        self, record: CredentialRecord, ciphertext: bytes
+        self, record: CredentialRecord, ciphertext: bytes, *, audit: AuditEntry | None = None
     ) -> CredentialRecord:
         """Insert a credential (Conflict when the name is taken)."""
         ...
@@ -35,17 +36,21 @@ class CredentialStore(Protocol):
         now: datetime,
         *,
         expected_version: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> StoredCredential:
         """Change ``ciphertext``/``key_id``/``description``/``allowed_origins``; version + 1
         (NotFound; Conflict when ``expected_version`` is stale)."""
         ...
 
-    async def delete_credential(self, cred_id: str) -> None:
+    async def delete_credential(self, cred_id: str, *, audit: AuditEntry | None = None) -> None:
         """Delete a credential (NotFound)."""
         ...
 
     async def reencrypt_credentials(
-        self, fn: Callable[[StoredCredential], tuple[bytes, str] | None]
+        self,
+        fn: Callable[[StoredCredential], tuple[bytes, str] | None],
+        *,
+        audit: AuditEntry | None = None,
     ) -> int:
         """Re-encrypt every credential in one transaction with what ``fn`` returns (None:
         keep the row); an exception from ``fn`` changes nothing. Returns the count."""

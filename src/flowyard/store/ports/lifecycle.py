@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.commands import RetryFrom
 from flowyard.domain.records import (
     MoveFacts,
@@ -28,6 +29,7 @@ class LifecycleStore(Protocol):
         actor: str,
         now: datetime,
         history: int = 1000,
+        audit: AuditEntry | None = None,
     ) -> tuple[MoveFacts, SignalRecord]:
         """Decide and record a state-machine move in one transaction: under the run's lock,
         ``decide`` (pure; raises to refuse) gets the run, its latest ``history`` moves (the
@@ -37,23 +39,40 @@ class LifecycleStore(Protocol):
         ...
 
     async def send_signal(
-        self, run_id: str, name: str, payload: Any, *, actor: str | None, now: datetime
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        *,
+        actor: str | None,
+        now: datetime,
+        audit: AuditEntry | None = None,
     ) -> tuple[SignalRecord, bool]:
         """Deliver a signal (buffered until taken); True when it woke a waiting step.
         NotFound for an unknown run, Conflict for a finished one."""
         ...
 
     async def cancel_run(
-        self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
+        self,
+        run_id: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        now: datetime,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Cancel an unfinished run (Conflict otherwise); running steps are cancelled too."""
         ...
 
-    async def pause_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+    async def pause_run(
+        self, run_id: str, *, actor: str | None, now: datetime, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Pause: hold due and backing-off steps (deadlines kept) (Conflict if not active)."""
         ...
 
-    async def resume_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+    async def resume_run(
+        self, run_id: str, *, actor: str | None, now: datetime, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Resume a paused run (Conflict otherwise)."""
         ...
 
@@ -66,6 +85,7 @@ class LifecycleStore(Protocol):
         deadline_at: datetime | None = None,
         workflow_version: int | None = None,
         restart: RetryFrom | None = None,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Restart a failed/timed-out/cancelled run from its failed and cancelled steps,
         keeping succeeded outputs (Conflict if not retryable or nothing to re-run); on

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import (
     EventRecord,
@@ -21,7 +22,7 @@ class RunStore(Protocol):
     """Starting runs, and reading runs, steps, events and signals."""
 
     async def start_runs(
-        self, new_runs: Sequence[NewRun], now: datetime
+        self, new_runs: Sequence[NewRun], now: datetime, *, audit: AuditEntry | None = None
     ) -> list[tuple[RunRecord, bool]]:
         """Create runs and their first steps in one transaction. A run whose idempotency key
         was used for the same workflow is not created again: (existing, False)."""

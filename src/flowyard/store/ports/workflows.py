@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import (
     VersionRecord,
@@ -15,7 +16,13 @@ class WorkflowStore(Protocol):
     """Workflows and their versions."""
 
     async def create_workflow(
-        self, name: str, description: str | None, definition: dict[str, Any], actor: str | None
+        self,
+        name: str,
+        description: str | None,
+        definition: dict[str, Any],
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Create a workflow with version 1 (Conflict if the name exists)."""
         ...
@@ -28,6 +35,7 @@ class WorkflowStore(Protocol):
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Add a version; returns (version, created). An identical definition returns the
         latest version with created=False. PreconditionFailed (a Conflict) when
@@ -41,6 +49,7 @@ class WorkflowStore(Protocol):
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> WorkflowRecord:
         """Archive a workflow (NotFound): hidden from lists, refuses new runs; a new version
         un-archives it. Archiving an archived workflow changes nothing. PreconditionFailed as
