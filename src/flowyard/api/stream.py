@@ -39,7 +39,7 @@ from flowyard.domain.auth import Role
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import EventRecord, RunRecord
 from flowyard.domain.statuses import RunStatus
-from flowyard.security.auth import AccessRevoked, AuthError, AuthService, Principal
+from flowyard.security import AccessRevoked, AuthError, AuthService, Principal
 from flowyard.store.ports import EventFeed, EventListener
 
 _log = logging.getLogger("flowyard.api.stream")

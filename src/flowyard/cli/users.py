@@ -23,7 +23,7 @@ from flowyard.domain.auth import (
 )
 from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import InvalidInput
-from flowyard.security.auth import NewApiKey
+from flowyard.security import NewApiKey
 
 T = TypeVar("T")
 

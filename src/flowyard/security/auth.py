@@ -9,7 +9,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +24,7 @@ from flowyard.domain.auth import (
 )
 from flowyard.domain.errors import InvalidInput, NotFound, Problem
 from flowyard.security.passwords import PasswordHashing, check_strength
+from flowyard.security.principals import AccessRevoked, AuthError, NewApiKey, Principal, TokenPair
 from flowyard.security.throttle import LoginThrottle, ThrottlePolicy
 from flowyard.store.ports import AuthStore
 
@@ -44,52 +44,6 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 #: The answer to a refresh token that the store no longer accepts, or whose session is past
 #: its maximum age (the same words: neither tells more than the other).
 REFRESH_REFUSED = "refresh token revoked or expired"
-
-
-class AuthError(Exception):
-    """Credentials are missing, invalid, expired or revoked (HTTP 401). ``reason`` says why
-    for the audit log when the message must not (a failed login)."""
-
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class AccessRevoked(AuthError):
-    """Credentials that were genuine are no longer accepted: the user was disabled or
-    deleted, or the API key revoked. Still 401 over HTTP; a WebSocket closes with 1008."""
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is asking: a user (by JWT) or an API key."""
-
-    kind: str
-    name: str
-    role: Role
-    user_id: str | None = None
-
-    @property
-    def actor(self) -> str:
-        """``user:<name>`` or ``key:<prefix>``, as recorded in events and the audit log."""
-        return f"{self.kind}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    """What ``POST /auth/token`` and ``/auth/refresh`` return."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewApiKey:
-    """A created key: its record and the full key, shown once."""
-
-    record: ApiKeyRecord
-    key: str
 
 
 def _new_id(kind: str) -> str:
