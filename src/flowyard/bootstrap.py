@@ -12,6 +12,7 @@ import httpx
 
 from flowyard import __version__
 from flowyard.domain import jsonvalue
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import FlowyardError, NotFound
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
@@ -27,12 +28,12 @@ from flowyard.security import (
     derive_key,
 )
 from flowyard.security.keycheck import open_vault
-from flowyard.service import FlowyardService
+from flowyard.service import AdminService, FlowyardService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
+from flowyard.store.ports import EventFeed
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
-from flowyard.worker.worker import utc_now
 
 _log = logging.getLogger("flowyard")
 
@@ -56,9 +57,16 @@ class Container:
     credential_resolver: CredentialResolver
     #: Outbound requests of nodes over ``http`` (credential application, redirects).
     outbound: Outbound
+    #: Readiness, queue depth and the audit log.
+    admin: AdminService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def events(self) -> EventFeed:
+        """The store's notifier: run events by cursor and wake-ups (live streams)."""
+        return self.store
 
     def new_worker(self, *, worker_id: str | None = None, concurrency: int | None = None) -> Worker:
         """A worker sharing this container's store, cache and HTTP pool."""
@@ -228,6 +236,7 @@ async def build(
         credentials,
         credentials.resolver(settings.credential_cache_ttl_s),
         Outbound(http),
+        AdminService(store, clock=clock),
         clock,
         metrics,
     )

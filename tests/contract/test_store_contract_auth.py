@@ -1,5 +1,6 @@
 """The store contract, security part: users by id or by name (never either), live sessions
-of access tokens, the audit target of a refused create, and the failed-login counters shared
+of access tokens, audit entries written with the change they are given to (and the target
+of a refused create), and the failed-login counters shared
 by API processes (atomic claims, forgiving, forgetting, pruning)."""
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from flowyard.domain.auth import (
 )
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.store import Store, open_store
-from flowyard.store.audit import audit_scope
 from flowyard.store.schema import login_failures, users
 
 KEYS = ["user:abc@10.0.0.1", "addr:10.0.0.1"]
@@ -47,10 +47,29 @@ async def test_users_by_id_and_by_name_never_either(store: Store) -> None:
 async def test_a_refused_create_names_the_existing_user_in_the_audit(store: Store) -> None:
     made = await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
     entry = AuditEntry("user.create", "user:root", "user")
-    with audit_scope(entry), pytest.raises(Conflict):
-        await store.create_user("usr_9", "ada", "h", Role.VIEWER, T0)
+    with pytest.raises(Conflict):
+        await store.create_user("usr_9", "ada", "h", Role.VIEWER, T0, audit=entry)
     assert not entry.written
     assert (entry.target_type, entry.target_id) == ("user", made.id)
+
+
+async def test_a_write_audits_only_the_entry_it_is_given_and_only_once(store: Store) -> None:
+    # Without an entry (a worker's writes, bookkeeping) nothing is audited.
+    await store.create_user("usr_1", "ada", "h", Role.VIEWER, T0)
+    assert await store.list_audit() == []
+    entry = AuditEntry("user.update", "user:root", "user", "usr_1")
+    await store.update_user("usr_1", {"role": Role.EDITOR}, at(1), audit=entry)
+    assert entry.written
+    # A second write handed the same (written) entry does not repeat it.
+    await store.update_user("usr_1", {"role": Role.ADMIN}, at(2), audit=entry)
+    [row] = await store.list_audit()
+    assert (row.action, row.actor, row.target_id) == ("user.update", "user:root", "usr_1")
+    # A change that rolls back takes its entry with it: it stays unwritten.
+    refused = AuditEntry("user.create", "user:root", "user")
+    with pytest.raises(Conflict):
+        await store.create_user("usr_2", "ada", "h", Role.VIEWER, at(3), audit=refused)
+    assert not refused.written
+    assert len(await store.list_audit()) == 1
 
 
 async def test_a_session_is_live_until_its_family_is_revoked(store: Store) -> None:

@@ -11,7 +11,6 @@ from flowyard.api.stream import StreamFilter, StreamHub, StreamSession
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import NewRun
 from flowyard.store import Store
-from flowyard.store.factory import normalize_url
 
 
 class FakeSocket:
@@ -37,12 +36,12 @@ class FakeSocket:
 
 
 async def test_a_slow_client_is_closed_with_1013_and_others_get_everything(
-    store: Store, db_url: str
+    store: Store,
 ) -> None:
     workflow, version = await store.create_workflow("w", None, {"name": "w"}, None)
     now = datetime.now(UTC)
     runs = [NewRun(WorkflowId(workflow.id), 1, "start", "trigger", {"i": i}) for i in range(20)]
-    hub = StreamHub(store, normalize_url(db_url), poll_interval_s=0.02)
+    hub = StreamHub(store, store.get_run, poll_interval_s=0.02)
     slow, fast = FakeSocket(stuck=True), FakeSocket()
     sessions = [
         StreamSession(ws, hub, StreamFilter(), after=0, queue_size=2, slow_client_s=0.2)

@@ -20,7 +20,6 @@ from flowyard.domain.auth import Role
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import NewRun
 from flowyard.store import Store
-from flowyard.store.factory import normalize_url
 from support.auth import PASSWORD, token_for
 
 #: Task names of a stream session (``stream-produce`` ...) and of the hub.
@@ -160,9 +159,9 @@ async def test_no_stream_task_is_left_after_sessions_closed_in_every_way(tmp_pat
 
 
 async def test_no_stream_task_is_left_after_slow_clients_are_dropped(
-    store: Store, db_url: str
+    store: Store,
 ) -> None:
-    hub = StreamHub(store, normalize_url(db_url), poll_interval_s=0.02)
+    hub = StreamHub(store, store.get_run, poll_interval_s=0.02)
     workflow, _ = await store.create_workflow("w", None, {"name": "w"}, None)
     runs = [NewRun(WorkflowId(workflow.id), 1, "start", "trigger", {"i": i}) for i in range(20)]
     sockets = [StuckSocket() for _ in range(5)]

@@ -143,7 +143,7 @@ async def check_first_start(container: Container) -> None:
     """Refuse (:class:`StartupRefused`, one clear line) a ``FLOWYARD_ADMIN_PASSWORD`` that the
     first start would refuse as too weak; ``flowyard serve`` asks before it starts serving."""
     secret = container.settings.admin_password
-    if secret is None or await container.store.count_users() > 0:
+    if secret is None or await container.auth.has_users():
         return
     try:
         container.auth.check_password(secret.get_secret_value(), "admin")
@@ -160,7 +160,7 @@ async def first_start(container: Container) -> None:
     random password written once to stderr (never logged). A weak
     ``FLOWYARD_ADMIN_PASSWORD`` stops the start (:class:`StartupRefused`)."""
     secret = container.settings.admin_password
-    if secret is not None and await container.store.count_users() > 0:
+    if secret is not None and await container.auth.has_users():
         # Said at every start, never the value: the variable only seeds an empty database.
         _log.warning(
             "FLOWYARD_ADMIN_PASSWORD is set but ignored: this database already has users, "

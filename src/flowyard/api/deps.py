@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from flowyard.api.security import PrincipalDep
+from flowyard.api.security import PrincipalDep, audit_of
 from flowyard.bootstrap import Container
+from flowyard.domain.auth import AuditEntry
 from flowyard.service import FlowyardService
 
 
@@ -33,3 +34,6 @@ def get_actor(principal: PrincipalDep) -> str:
 
 
 ActorDep = Annotated[str, Depends(get_actor)]
+
+#: The request's audit entry (None for reads): pass it on as ``audit=`` to the change.
+AuditDep = Annotated[AuditEntry | None, Depends(audit_of)]

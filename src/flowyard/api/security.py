@@ -20,7 +20,6 @@ from flowyard.api.metrics import metrics_without_token, route_template
 from flowyard.api.ratelimit import Network, client_ip
 from flowyard.domain.auth import AuditEntry, Role
 from flowyard.security import AuthError, Principal
-from flowyard.store.audit import audit_scope, pending_audit
 
 API = "/api/v1"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -121,6 +120,18 @@ def _note_rule(entry: AuditEntry | None, rule: Rule, conn: HTTPConnection) -> No
         entry.target_id = str(params[0]) if params else None
 
 
+#: Where :class:`AuditMiddleware` leaves the request's audit entry in its scope.
+_AUDIT = "flowyard.audit"
+
+
+def audit_of(conn: HTTPConnection) -> AuditEntry | None:
+    """The audit entry of a state-changing request that is not written yet (None for a read,
+    or once it is written). Routes pass it to the use case that makes the change, whose
+    transaction writes it (``audit=``)."""
+    entry: AuditEntry | None = conn.scope.get(_AUDIT)
+    return entry if entry is not None and not entry.written else None
+
+
 #: Where :func:`authorize` leaves its answer in the request's scope: the JSON body route
 #: calls it before parsing the body, FastAPI again as the app's dependency.
 _AUTHORIZED = "flowyard.authorized"
@@ -141,7 +152,7 @@ async def authorize(conn: HTTPConnection) -> Principal | None:
 
 async def _authorize(conn: HTTPConnection) -> Principal | None:
     rule = RULES.get((conn.scope["method"], route_template(conn.scope)))
-    entry = pending_audit()
+    entry = audit_of(conn)
     if rule is None:
         raise HTTPException(403, "no access rule for this route")
     _note_rule(entry, rule, conn)
@@ -187,18 +198,19 @@ def _outcome(status: int) -> str:
 
 
 class AuditMiddleware:
-    """Opens an audit scope around every state-changing request. The store writes the entry
-    with the change; an entry left unwritten (a refused or failed request, or one that
-    changed nothing through the store) is written here, in its own transaction, once the
-    response status is known. ``source_ip`` is the client address exactly as the rate
-    limits see it (:func:`~flowyard.api.ratelimit.client_ip` with ``trusted_proxies``)."""
+    """Gives every state-changing request an audit entry (in its scope: :func:`audit_of`).
+    The route hands it to the use case, and the store writes it with the change; an entry
+    left unwritten (a refused or failed request, or one that changed nothing through the
+    store) is written here, in its own transaction, once the response status is known.
+    ``source_ip`` is the client address exactly as the rate limits see it
+    (:func:`~flowyard.api.ratelimit.client_ip` with ``trusted_proxies``)."""
 
     def __init__(self, app: ASGIApp, *, trusted_proxies: Sequence[Network] = ()) -> None:
         self.app = app
         self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the request inside an audit scope."""
+        """Run the request with its audit entry."""
         if scope["type"] != "http" or scope["method"] not in STATE_CHANGING:
             await self.app(scope, receive, send)
             return
@@ -214,9 +226,9 @@ class AuditMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        scope[_AUDIT] = entry
         try:
-            with audit_scope(entry):
-                await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         finally:
             if not entry.written:
                 await _write_late(scope, entry, status)
@@ -229,6 +241,6 @@ async def _write_late(scope: Scope, entry: AuditEntry, status: int) -> None:
     if container is None:
         return
     try:
-        await container.store.append_audit(entry, container.clock())
+        await container.admin.append_audit(entry)
     except Exception:
         _log.exception("audit entry not written: %s by %s", entry.action, entry.actor)

@@ -2,8 +2,9 @@
 
 Source of truth is ``run_events``, read by id cursor. The :class:`StreamHub` keeps the
 *event horizon* (every event with an id at or below it is committed or never will be, see
-``Store.event_horizon``) and wakes sessions when it moves: on PostgreSQL when the one shared
-``LISTEN flowyard_events`` connection of the process is notified, on SQLite by polling. A
+``EventFeed.event_horizon``) and wakes sessions when it moves: when the store's notifier
+(``EventFeed.listen_for_events``: on PostgreSQL the one shared ``LISTEN flowyard_events``
+connection of the process) wakes it, else by polling (SQLite). A
 session reads its filtered events up to the horizon, so ids are delivered in order and a
 client resuming with ``?after=<last id>`` misses none and repeats none.
 
@@ -35,12 +36,12 @@ from typing import Any, Protocol
 from flowyard.api.schemas import EventPublic
 from flowyard.domain import jsonvalue
 from flowyard.domain.auth import Role
+from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, WorkflowId
-from flowyard.domain.records import EventRecord
+from flowyard.domain.records import EventRecord, RunRecord
 from flowyard.domain.statuses import RunStatus
-from flowyard.security.auth import AccessRevoked, AuthError, AuthService, Principal
-from flowyard.store import Store
-from flowyard.store.notify import EventListener, listen_for_events
+from flowyard.security import AccessRevoked, AuthError, AuthService, Principal
+from flowyard.store.ports import EventFeed, EventListener
 
 _log = logging.getLogger("flowyard.api.stream")
 
@@ -56,7 +57,14 @@ CLOSE_INTERNAL = 1011
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_UNKNOWN_RUN = 4404
 #: Event types after which a run may be terminal (its status is then re-read).
-TERMINAL_EVENT_TYPES = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.timed_out"})
+TERMINAL_EVENT_TYPES = frozenset(
+    {
+        EventType.RUN_SUCCEEDED,
+        EventType.RUN_FAILED,
+        EventType.RUN_CANCELLED,
+        EventType.RUN_TIMED_OUT,
+    }
+)
 #: With LISTEN the horizon is still re-read this often (a lost notification costs this much).
 LISTEN_SAFETY_NET_S = 2.0
 #: How long closing a websocket may take (a client that does not read cannot block us).
@@ -77,6 +85,8 @@ class StreamAuthError(Exception):
 Authenticator = Callable[[str | None], Awaitable[Principal]]
 #: Re-checks an open stream's access: None while allowed, else the close code.
 Guard = Callable[[], Awaitable[int | None]]
+#: A run by id (NotFound): a stream that follows one run ends when the run has ended.
+RunLookup = Callable[[str], Awaitable[RunRecord]]
 
 
 def authenticator_for(auth: AuthService) -> Authenticator:
@@ -118,9 +128,9 @@ class StreamHub:
     Runs only while clients are connected: the first :meth:`acquire` starts the loop (and
     the PostgreSQL listener), the last :meth:`release` stops it."""
 
-    def __init__(self, store: Store, url: str, *, poll_interval_s: float) -> None:
-        self.store = store
-        self.url = url
+    def __init__(self, feed: EventFeed, runs: RunLookup, *, poll_interval_s: float) -> None:
+        self.feed = feed
+        self.runs = runs
         self.poll_interval_s = poll_interval_s
         self.horizon = 0
         self.listening = False
@@ -157,7 +167,7 @@ class StreamHub:
             return self.horizon
 
     async def _run(self) -> None:
-        listener: EventListener | None = await listen_for_events(self.url, self.wake)
+        listener: EventListener | None = await self.feed.listen_for_events(self.wake)
         try:
             while True:
                 self._wake.clear()
@@ -173,7 +183,7 @@ class StreamHub:
 
     async def _refresh(self) -> None:
         try:
-            horizon = await self.store.event_horizon()
+            horizon = await self.feed.event_horizon()
         except Exception:
             _log.exception("reading the event horizon failed; retrying")
             return
@@ -276,17 +286,17 @@ class StreamSession:
         run_id = self.filter.run_id
         if run_id is None:
             return None
-        run = await self.hub.store.get_run(run_id)
+        run = await self.hub.runs(run_id)
         if not RunStatus(run.status).is_terminal:
             return None
-        return await self.hub.store.event_horizon()
+        return await self.hub.feed.event_horizon()
 
     async def _produce(self) -> None:
         limit = self.queue.maxsize
         end_at = await self._final_horizon()
         while end_at is None or self.cursor < end_at:
             upto = end_at if end_at is not None else await self.hub.wait_beyond(self.cursor)
-            batch = await self.hub.store.read_events(
+            batch = await self.hub.feed.read_events(
                 after=self.cursor,
                 upto=upto,
                 run_id=self.filter.run_id,

@@ -19,8 +19,7 @@ from rich.markup import escape
 from flowyard.bootstrap import Container, build
 from flowyard.domain import jsonvalue
 from flowyard.domain.errors import FlowyardError, InvalidInput, Problem
-from flowyard.settings import Settings, data_dir
-from flowyard.store.display import display_url
+from flowyard.settings import Settings, data_dir, display_url
 
 T = TypeVar("T")
 

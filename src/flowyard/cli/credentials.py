@@ -38,7 +38,6 @@ from flowyard.security.keys import (
     write_key_file,
 )
 from flowyard.security.vault import sidecar_paths
-from flowyard.store.audit import audit_scope
 
 credentials_app = typer.Typer(
     help="Manage credentials (encrypted; secrets are never printed).", no_args_is_help=True
@@ -133,15 +132,15 @@ def credentials_create(
 
     async def fn(container: Container) -> CredentialView:
         entry = AuditEntry("credential.create", cli_actor(), "credential", None, source_ip="cli")
-        with audit_scope(entry):
-            return await container.credentials.create(
-                name,
-                type_,
-                data,
-                description=description,
-                actor=cli_actor(),
-                allowed_origins=allowed_origin or None,
-            )
+        return await container.credentials.create(
+            name,
+            type_,
+            data,
+            description=description,
+            actor=cli_actor(),
+            allowed_origins=allowed_origin or None,
+            audit=entry,
+        )
 
     view = with_container(db, fn)
     out.print(f"created credential {view.record.name} ({view.record.type.value}) {view.record.id}")
@@ -166,8 +165,7 @@ def credentials_set_origins(
 
     async def fn(container: Container) -> CredentialView:
         entry = AuditEntry("credential.update", cli_actor(), "credential", name, source_ip="cli")
-        with audit_scope(entry):
-            return await container.credentials.update(name, allowed_origins=origins)
+        return await container.credentials.update(name, allowed_origins=origins, audit=entry)
 
     view = with_container(db, fn)
     out.print(f"credential {view.record.name}: allowed origins {' '.join(view.allowed_origins)}")
@@ -181,8 +179,7 @@ def credentials_delete(
 
     async def fn(container: Container) -> None:
         entry = AuditEntry("credential.delete", cli_actor(), "credential", name, source_ip="cli")
-        with audit_scope(entry):
-            await container.credentials.delete(name)
+        await container.credentials.delete(name, audit=entry)
 
     # Allowed when the master key is lost: the way to give up what it encrypted.
     with_container(db, fn, check_keys=False)
@@ -226,8 +223,7 @@ def _rotate_key_file(db: str | None, key_file: Path) -> Rotation:
     #    already holds the current key, ``.old`` and ``.new``.
     async def fn(container: Container) -> Rotation:
         entry = AuditEntry("credential.rotate_key", cli_actor(), source_ip="cli")
-        with audit_scope(entry):
-            return await container.credentials.vault.rotate(container.store, read_key_file(new))
+        return await container.credentials.rotate_master_key(read_key_file(new), audit=entry)
 
     rotation = with_container(db, fn)
     # 3. Keep the former key as ``.old`` (rows written meanwhile by processes still on it
@@ -255,8 +251,7 @@ def _rotate_env(db: str | None) -> Rotation:
 
     async def fn(container: Container) -> Rotation:
         entry = AuditEntry("credential.rotate_key", cli_actor(), source_ip="cli")
-        with audit_scope(entry):
-            return await container.credentials.vault.rotate(container.store, new_master)
+        return await container.credentials.rotate_master_key(new_master, audit=entry)
 
     rotation = with_container(db, fn)
     err.print(
@@ -276,10 +271,7 @@ def credentials_reencrypt(db: DbOption = None) -> None:
 
     async def fn(container: Container) -> Rotation:
         entry = AuditEntry("credential.reencrypt", cli_actor(), source_ip="cli")
-        with audit_scope(entry):
-            return await container.credentials.vault.rotate(
-                container.store, load_master_key(settings)
-            )
+        return await container.credentials.rotate_master_key(load_master_key(settings), audit=entry)
 
     rotation = with_container(db, fn)
     out.print(f"re-encrypted {rotation.reencrypted} credential(s); vault key id {rotation.key_id}")

@@ -149,7 +149,7 @@ def worker(
             async with contextlib.AsyncExitStack() as stack:
                 if metrics_port is not None:
                     await stack.enter_async_context(_serve_metrics(container, metrics_port))
-                err.print(f"flowyard worker: {len(workers)} loop(s) on {container.store.dialect}")
+                err.print(f"flowyard worker: {len(workers)} loop(s) on {container.admin.dialect}")
                 await asyncio.gather(*(w.run() for w in workers))
         finally:
             await container.close()
@@ -166,13 +166,13 @@ async def _serve_metrics(container: Container, port: int) -> AsyncIterator[None]
     settings = container.settings
     # Fill the queue-depth gauge before the first scrape can arrive, so it is never missing.
     with contextlib.suppress(FlowyardError):
-        await container.metrics.refresh_queue_depth(container.store.queue_depth, max_age_s=0)
+        await container.metrics.refresh_queue_depth(container.admin.queue_depth, max_age_s=0)
     server, thread = start_http_server(
         port, addr=settings.metrics_host, registry=container.metrics.registry
     )
     refresher = asyncio.get_running_loop().create_task(
         container.metrics.refresh_queue_depth_forever(
-            container.store.queue_depth, interval_s=settings.metrics_queue_depth_ttl_s
+            container.admin.queue_depth, interval_s=settings.metrics_queue_depth_ttl_s
         ),
         name="metrics-queue-depth",
     )

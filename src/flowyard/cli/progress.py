@@ -13,7 +13,6 @@ from rich.text import Text
 
 from flowyard.bootstrap import Container
 from flowyard.cli.common import fail
-from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.service import RunDetail
@@ -115,9 +114,9 @@ async def wait_for(
     async def check() -> None:
         nonlocal done
         while not done:
-            done = (await container.store.get_run(run_id)).status.is_terminal
+            done = (await container.service.get_run_record(run_id)).status.is_terminal
             if reporter is not None:
-                reporter.update(await container.store.list_steps(RunId(run_id)))
+                reporter.update(await container.service.list_steps(run_id))
             if not done:
                 await asyncio.sleep(0.05)
 
@@ -137,4 +136,4 @@ async def wait_for(
         with contextlib.suppress(asyncio.CancelledError):
             await checker
     if reporter is not None:  # the steps that ended with the run
-        reporter.update(await container.store.list_steps(RunId(run_id)))
+        reporter.update(await container.service.list_steps(run_id))

@@ -61,7 +61,7 @@ def runs_list(
         )
         names: dict[str, str] = {}
         for workflow_id in {r.workflow_id for r in found}:
-            names[workflow_id] = (await container.store.get_workflow(workflow_id)).name
+            names[workflow_id] = (await container.service.get_workflow(workflow_id)).name
         return found, names
 
     runs, names = with_container(db, main)

@@ -4,7 +4,7 @@ database (like ``runs``). Changes are audited as ``cli:<os user>``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -21,9 +21,9 @@ from flowyard.domain.auth import (
     UserRecord,
     check_username,
 )
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import InvalidInput
-from flowyard.security.auth import NewApiKey
-from flowyard.store.audit import audit_scope, note_target
+from flowyard.security import NewApiKey
 
 T = TypeVar("T")
 
@@ -33,14 +33,14 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 def _audited(
     db: str | None, action: str, target_type: str, target_id: str | None,
-    fn: Callable[[Container], Awaitable[T]],
+    fn: Callable[[Container, AuditEntry], Awaitable[T]],
 ) -> T:  # fmt: skip
-    """Run ``fn`` in an audit scope; the entry is written with the change."""
+    """Run ``fn`` with the command's audit entry, which it passes to the change (``audit=``):
+    the entry is written with it."""
 
     async def main(container: Container) -> T:
         entry = AuditEntry(action, cli_actor(), target_type, target_id, source_ip="cli")
-        with audit_scope(entry):
-            return await fn(container)
+        return await fn(container, entry)
 
     return with_container(db, main)
 
@@ -67,8 +67,8 @@ def users_create(
 ) -> None:
     """Create a user."""
 
-    async def fn(container: Container) -> UserRecord:
-        return await container.auth.create_user(username, password, role)
+    async def fn(container: Container, audit: AuditEntry) -> UserRecord:
+        return await container.auth.create_user(username, password, role, audit=audit)
 
     user = _audited(db, "user.create", "user", None, fn)
     out.print(f"created user {user.username} ({user.role.value}) {user.id}")
@@ -79,7 +79,7 @@ def users_list(db: DbOption = None) -> None:
     """List users."""
 
     async def fn(container: Container) -> list[UserRecord]:
-        return await container.store.list_users()
+        return await container.auth.list_users()
 
     table = Table("id", "username", "role", "disabled", "created")
     for u in with_container(db, fn):
@@ -87,11 +87,11 @@ def users_list(db: DbOption = None) -> None:
     out.print(table)
 
 
-async def _by_name(container: Container, username: str) -> UserRecord:
+async def _by_name(container: Container, username: str, audit: AuditEntry) -> UserRecord:
     """The user named ``username`` (the CLI names users; the API takes ids). The audit entry
     names the user by id."""
-    user = await container.store.get_user_by_name(username)
-    note_target("user", user.id)
+    user = await container.auth.get_user_by_name(username)
+    audit.target_type, audit.target_id = "user", user.id
     return user
 
 
@@ -103,9 +103,9 @@ def users_set_role(
 ) -> None:
     """Change a user's role."""
 
-    async def fn(container: Container) -> UserRecord:
-        user = await _by_name(container, username)
-        return await container.auth.update_user(user.id, role=role)
+    async def fn(container: Container, audit: AuditEntry) -> UserRecord:
+        user = await _by_name(container, username, audit)
+        return await container.auth.update_user(user.id, role=role, audit=audit)
 
     user = _audited(db, "user.update", "user", None, fn)
     out.print(f"{user.username} is now {user.role.value}")
@@ -121,9 +121,9 @@ def users_set_password(
 ) -> None:
     """Set a user's password (a weak one is refused); the user's sessions end."""
 
-    async def fn(container: Container) -> UserRecord:
-        user = await _by_name(container, username)
-        return await container.auth.update_user(user.id, password=password)
+    async def fn(container: Container, audit: AuditEntry) -> UserRecord:
+        user = await _by_name(container, username, audit)
+        return await container.auth.update_user(user.id, password=password, audit=audit)
 
     user = _audited(db, "user.update", "user", None, fn)
     out.print(f"password of {user.username} changed; its sessions have ended")
@@ -135,9 +135,9 @@ def users_delete(
 ) -> None:
     """Delete a user."""
 
-    async def fn(container: Container) -> None:
-        user = await _by_name(container, username)
-        await container.auth.delete_user(user.id)
+    async def fn(container: Container, audit: AuditEntry) -> None:
+        user = await _by_name(container, username, audit)
+        await container.auth.delete_user(user.id, audit=audit)
 
     _audited(db, "user.delete", "user", None, fn)
     out.print(f"deleted user {username}")
@@ -153,10 +153,10 @@ def keys_create(
     db: DbOption = None,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    expires = utc_now() + timedelta(days=expires_days) if expires_days else None
 
-    async def fn(container: Container) -> NewApiKey:
-        return await container.auth.create_api_key(name, role, expires_at=expires)
+    async def fn(container: Container, audit: AuditEntry) -> NewApiKey:
+        return await container.auth.create_api_key(name, role, expires_at=expires, audit=audit)
 
     created = _audited(db, "api_key.create", "api_key", None, fn)
     err.print(f"API key {created.record.id} ({role.value}); shown once, store it now:")
@@ -171,7 +171,7 @@ def keys_list(
     """List API keys (metadata only), with whole ids (what ``revoke`` takes)."""
 
     async def fn(container: Container) -> list[ApiKeyRecord]:
-        return await container.store.list_api_keys()
+        return await container.auth.list_api_keys()
 
     keys = with_container(db, fn)
 
@@ -212,8 +212,8 @@ def keys_list(
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id")], db: DbOption = None) -> None:
     """Revoke an API key."""
 
-    async def fn(container: Container) -> ApiKeyRecord:
-        return await container.store.revoke_api_key(key_id, container.clock())
+    async def fn(container: Container, audit: AuditEntry) -> ApiKeyRecord:
+        return await container.auth.revoke_api_key(key_id, audit=audit)
 
     _audited(db, "api_key.revoke", "api_key", key_id, fn)
     out.print(f"revoked {key_id}")

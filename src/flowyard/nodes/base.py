@@ -12,12 +12,13 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from flowyard.domain.clock import utc_now
 from flowyard.domain.commands import ChildRun, Fork, Wait
 from flowyard.domain.credentials import ResolvedCredential, redact
 from flowyard.domain.errors import PermanentError
@@ -127,7 +128,7 @@ class StepContext:
     #: Resolves credentials by name (None outside a worker); see :meth:`credential`.
     credentials: CredentialSource | None = None
     #: The worker's clock (injectable: tests move it instead of sleeping).
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime = field(default_factory=utc_now)
     #: Set when this step waited before and now runs again (its timer, what it waits for).
     wait_until: datetime | None = None
     waiting_for: str | None = None

@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from flowyard.nodes.base import NodeType
+from flowyard.nodes.builtin import BUILTIN_TYPES
 
 ENTRY_POINT_GROUP = "flowyard.nodes"
 _log = logging.getLogger(__name__)
@@ -76,10 +77,9 @@ class NodeRegistry:
 
 def default_registry(*, load_plugins: bool = True) -> NodeRegistry:
     """A registry with the built-in node types (and installed plugins unless disabled)."""
-    from flowyard.nodes.builtin import register_builtins
-
     registry = NodeRegistry()
-    register_builtins(registry)
+    for node_type in BUILTIN_TYPES:
+        registry.register(node_type)
     if load_plugins:
         registry.load_entry_points()
     return registry

@@ -9,7 +9,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ import jwt
 
 from flowyard.domain.auth import (
     ApiKeyRecord,
+    AuditEntry,
     RefreshTokenRecord,
     Role,
     UserRecord,
@@ -24,8 +24,9 @@ from flowyard.domain.auth import (
 )
 from flowyard.domain.errors import InvalidInput, NotFound, Problem
 from flowyard.security.passwords import PasswordHashing, check_strength
+from flowyard.security.principals import AccessRevoked, AuthError, NewApiKey, Principal, TokenPair
 from flowyard.security.throttle import LoginThrottle, ThrottlePolicy
-from flowyard.store.ports import Store
+from flowyard.store.ports import AuthStore
 
 API_KEY_PREFIX = "fy_"
 ALGORITHM = "HS256"
@@ -45,52 +46,6 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 REFRESH_REFUSED = "refresh token revoked or expired"
 
 
-class AuthError(Exception):
-    """Credentials are missing, invalid, expired or revoked (HTTP 401). ``reason`` says why
-    for the audit log when the message must not (a failed login)."""
-
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class AccessRevoked(AuthError):
-    """Credentials that were genuine are no longer accepted: the user was disabled or
-    deleted, or the API key revoked. Still 401 over HTTP; a WebSocket closes with 1008."""
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is asking: a user (by JWT) or an API key."""
-
-    kind: str
-    name: str
-    role: Role
-    user_id: str | None = None
-
-    @property
-    def actor(self) -> str:
-        """``user:<name>`` or ``key:<prefix>``, as recorded in events and the audit log."""
-        return f"{self.kind}:{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    """What ``POST /auth/token`` and ``/auth/refresh`` return."""
-
-    access_token: str
-    refresh_token: str
-    expires_in: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewApiKey:
-    """A created key: its record and the full key, shown once."""
-
-    record: ApiKeyRecord
-    key: str
-
-
 def _new_id(kind: str) -> str:
     return f"{kind}_{uuid.uuid4().hex}"
 
@@ -101,11 +56,12 @@ def hash_secret(secret: str) -> str:
 
 
 class AuthService:
-    """Users, tokens and API keys over the store."""
+    """Users, tokens and API keys over the store. A change made for a request or a command
+    takes its ``audit`` entry, written in the change's transaction."""
 
     def __init__(
         self,
-        store: Store,
+        store: AuthStore,
         jwt_key: bytes,
         *,
         clock: Callable[[], datetime],
@@ -147,13 +103,17 @@ class AuthService:
 
     # -- users -----------------------------------------------------------------------------
 
-    async def create_user(self, username: str, password: str, role: Role) -> UserRecord:
+    async def create_user(
+        self, username: str, password: str, role: Role, *, audit: AuditEntry | None = None
+    ) -> UserRecord:
         """Create a user with an argon2 password hash (a username against the rule, or a
         weak password, is refused: InvalidInput)."""
         check_username(username)
         self.check_password(password, username)
         pw_hash = await self.passwords.hash(password)
-        return await self.store.create_user(_new_id("usr"), username, pw_hash, role, self.clock())
+        return await self.store.create_user(
+            _new_id("usr"), username, pw_hash, role, self.clock(), audit=audit
+        )
 
     async def update_user(
         self,
@@ -162,6 +122,7 @@ class AuthService:
         role: Role | None = None,
         disabled: bool | None = None,
         password: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> UserRecord:
         """Change a user's role, disabled flag or password (by id). Disabling or a new
         password ends every session of the user: refresh tokens and access tokens."""
@@ -174,24 +135,50 @@ class AuthService:
         if password is not None:
             self.check_password(password, user.username)
             changes["password_hash"] = await self.passwords.hash(password)
-        return await self.store.update_user(user.id, changes, self.clock())
+        return await self.store.update_user(user.id, changes, self.clock(), audit=audit)
 
-    async def delete_user(self, user_id: str) -> None:
+    async def list_users(
+        self,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        role: Role | None = None,
+        disabled: bool | None = None,
+    ) -> list[UserRecord]:
+        """Users by name (all without ``limit``) after a username cursor, optionally of one
+        role, disabled or not."""
+        return await self.store.list_users(limit=limit, after=after, role=role, disabled=disabled)
+
+    async def get_user_by_name(self, username: str) -> UserRecord:
+        """The user called ``username`` (NotFound); never matches an id."""
+        return await self.store.get_user_by_name(username)
+
+    async def has_users(self) -> bool:
+        """Whether any user exists (the first start creates ``admin`` when none does)."""
+        return await self.store.count_users() > 0
+
+    async def delete_user(self, user_id: str, *, audit: AuditEntry | None = None) -> None:
         """Delete a user (by id)."""
-        await self.store.delete_user(user_id, now=self.clock())
+        await self.store.delete_user(user_id, now=self.clock(), audit=audit)
 
     async def ensure_admin(self, password: str | None) -> str | None:
         """First start: with no user at all, create ``admin`` with ``password`` (or a random
         one, returned so it can be shown once). None when users exist. A weak ``password``
         is refused (InvalidInput)."""
-        if await self.store.count_users() > 0:
+        if await self.has_users():
             return None
         chosen = password or secrets.token_urlsafe(18)
         await self.create_user("admin", chosen, Role.ADMIN)
         return None if password else chosen
 
     async def change_password(
-        self, user_id: str, current: str, new: str, *, client: str
+        self,
+        user_id: str,
+        current: str,
+        new: str,
+        *,
+        client: str,
+        audit: AuditEntry | None = None,
     ) -> TokenPair:
         """Self-service: with the current password (throttled like a login), set a new one.
         Every session of the user ends; the answer is a fresh token pair (a new session)."""
@@ -208,7 +195,7 @@ class AuthService:
             )
         await self.throttle.succeeded(user.username, client)
         changes = {"password_hash": await self.passwords.hash(new)}
-        changed = await self.store.update_user(user.id, changes, self.clock())
+        changed = await self.store.update_user(user.id, changes, self.clock(), audit=audit)
         return await self.issue_tokens(changed)
 
     # -- tokens ----------------------------------------------------------------------------
@@ -291,19 +278,26 @@ class AuthService:
         )
         return token, record
 
-    async def issue_tokens(self, user: UserRecord) -> TokenPair:
+    async def issue_tokens(self, user: UserRecord, *, audit: AuditEntry | None = None) -> TokenPair:
         """A new session of ``user``: a refresh token of a new family and an access token of
         it (no password check: callers have done theirs)."""
         # Whole seconds: the session's start travels in the tokens as a JWT timestamp.
         started = self.clock().replace(microsecond=0)
         token, record = self._refresh_token(user, started)
-        await self.store.add_refresh_token(record)
+        await self.store.add_refresh_token(record, audit=audit)
         await self._prune_tokens()
         return TokenPair(
             self._access_token(user, record.family_id, started), token, self.access_ttl_s
         )
 
-    async def login(self, username: str, password: str, *, client: str = "unknown") -> TokenPair:
+    async def login(
+        self,
+        username: str,
+        password: str,
+        *,
+        client: str = "unknown",
+        audit: AuditEntry | None = None,
+    ) -> TokenPair:
         """Check a password; a new token pair (new refresh family). Throttled per (username,
         ``client``) and per ``client`` (:class:`~flowyard.security.throttle.LoginThrottled`).
         An unknown user, a wrong password and a disabled user are one answer, after the same
@@ -322,9 +316,9 @@ class AuthService:
         if user.disabled:
             raise AuthError(INVALID_LOGIN, reason="disabled")
         await self.throttle.succeeded(username, client)
-        return await self.issue_tokens(user)
+        return await self.issue_tokens(user, audit=audit)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
+    async def refresh(self, refresh_token: str, *, audit: AuditEntry | None = None) -> TokenPair:
         """Rotate: the old token is used up; reusing a used token revokes its family. A
         session past its maximum age (``session_max_age_s`` after its login) is refused like
         an expired token: its holder logs in again."""
@@ -335,7 +329,9 @@ class AuthService:
         user = await self._active_user(str(claims["sub"]))
         family_id = str(claims["fam"])
         token, record = self._refresh_token(user, started, family_id)
-        outcome = await self.store.rotate_refresh_token(str(claims["jti"]), record, self.clock())
+        outcome = await self.store.rotate_refresh_token(
+            str(claims["jti"]), record, self.clock(), audit=audit
+        )
         if outcome == "reused":
             raise AuthError("refresh token reused; its family is revoked")
         if outcome != "ok":
@@ -359,10 +355,10 @@ class AuthService:
         if pruned >= self.prune_batch:
             self._pruned_at = None  # more are waiting: prune again at the next chance
 
-    async def logout(self, refresh_token: str) -> None:
+    async def logout(self, refresh_token: str, *, audit: AuditEntry | None = None) -> None:
         """Revoke the refresh token's family: its refresh and access tokens stop working."""
         claims = self._decode(refresh_token, "refresh")
-        await self.store.revoke_refresh_family(str(claims["fam"]), self.clock())
+        await self.store.revoke_refresh_family(str(claims["fam"]), self.clock(), audit=audit)
 
     async def _active_user(self, user_id: str) -> UserRecord:
         try:
@@ -382,6 +378,7 @@ class AuthService:
         *,
         user_id: str | None = None,
         expires_at: datetime | None = None,
+        audit: AuditEntry | None = None,
     ) -> NewApiKey:
         """Create a key ``fy_<prefix>_<secret>``; only the hash of the secret is stored. An
         ``expires_at`` must have a time zone and lie in the future (InvalidInput)."""
@@ -410,8 +407,26 @@ class AuthService:
             None,
             self.clock(),
         )
-        await self.store.create_api_key(record)
+        await self.store.create_api_key(record, audit=audit)
         return NewApiKey(record, f"{API_KEY_PREFIX}{prefix}_{secret}")
+
+    async def list_api_keys(
+        self,
+        *,
+        limit: int | None = None,
+        before: tuple[datetime, str] | None = None,
+        role: Role | None = None,
+        revoked: bool | None = None,
+    ) -> list[ApiKeyRecord]:
+        """API keys' records newest first (all without ``limit``) after a ``(created_at,
+        id)`` cursor, optionally of one role, revoked or not."""
+        return await self.store.list_api_keys(
+            limit=limit, before=before, role=role, revoked=revoked
+        )
+
+    async def revoke_api_key(self, key_id: str, *, audit: AuditEntry | None = None) -> ApiKeyRecord:
+        """Revoke a key now (NotFound); revoking twice keeps the first time."""
+        return await self.store.revoke_api_key(key_id, self.clock(), audit=audit)
 
     async def _api_key_principal(self, token: str) -> Principal:
         prefix, _, secret = token[len(API_KEY_PREFIX) :].partition("_")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.credentials import (
     NAME_PATTERN,
     CredentialRecord,
@@ -30,8 +31,8 @@ from flowyard.domain.errors import (
 )
 from flowyard.outbound import HTTP_STYLE, OriginError, normalize_origins, provider_origins
 from flowyard.outbound.origins import OriginListError
-from flowyard.security.vault import Vault, VaultError
-from flowyard.store.ports import Store
+from flowyard.security.vault import Rotation, Vault, VaultError
+from flowyard.store.ports import CredentialStore
 
 MAX_DESCRIPTION = 500
 
@@ -114,7 +115,9 @@ class CredentialService:
     """Create, read (masked), replace and delete credentials; every value is encrypted before
     it reaches the store."""
 
-    def __init__(self, store: Store, vault: Vault, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, store: CredentialStore, vault: Vault, *, clock: Callable[[], datetime]
+    ) -> None:
         self.store = store
         self.vault = vault
         self.clock = clock
@@ -139,6 +142,7 @@ class CredentialService:
         description: str | None = None,
         actor: str | None = None,
         allowed_origins: Sequence[str] | None = None,
+        audit: AuditEntry | None = None,
     ) -> CredentialView:
         """Validate, encrypt and store a new credential (Conflict on a taken name).
         ``allowed_origins`` is required for the http-style types; provider types default to
@@ -162,7 +166,7 @@ class CredentialService:
             version=1,
             allowed_origins=None if origins is None else tuple(origins),
         )
-        await self.store.create_credential(record, ciphertext)
+        await self.store.create_credential(record, ciphertext, audit=audit)
         return CredentialView(record, mask(type_, plain), None, effective_origins(record, plain))
 
     async def get(self, ref: str) -> CredentialView:
@@ -184,6 +188,7 @@ class CredentialService:
         description: str | _Unset | None = UNSET,
         allowed_origins: Sequence[str] | _Unset | None = UNSET,
         expected_version: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> CredentialView:
         """Replace the data (whole: secrets are never read back to merge), the description
         and/or the allowed origins (None: the provider's defaults, for provider types); the
@@ -208,7 +213,7 @@ class CredentialService:
                 [Problem("", "give data, description and/or allowed_origins", "empty")],
             )
         updated = await self.store.update_credential(
-            record.id, changes, self.clock(), expected_version=expected_version
+            record.id, changes, self.clock(), expected_version=expected_version, audit=audit
         )
         if plain is not None:
             return CredentialView(
@@ -219,11 +224,18 @@ class CredentialService:
             )
         return self.view(updated)
 
-    async def delete(self, ref: str) -> None:
+    async def delete(self, ref: str, *, audit: AuditEntry | None = None) -> None:
         """Delete a credential by name or id (NotFound). Workflows that reference it fail
         their step with ``credential.not_found`` from then on."""
         current = await self.store.get_credential(ref)
-        await self.store.delete_credential(current.record.id)
+        await self.store.delete_credential(current.record.id, audit=audit)
+
+    async def rotate_master_key(
+        self, new_master: bytes, *, audit: AuditEntry | None = None
+    ) -> Rotation:
+        """Re-encrypt every credential under ``new_master`` in one transaction (see
+        :meth:`Vault.rotate`)."""
+        return await self.vault.rotate(self.store, new_master, audit=audit)
 
     def resolver(self, ttl_s: float = 5.0) -> CredentialResolver:
         """A resolver for workers."""
@@ -239,7 +251,7 @@ class CredentialResolver:
 
     def __init__(
         self,
-        store: Store,
+        store: CredentialStore,
         vault: Vault,
         *,
         ttl_s: float = 5.0,

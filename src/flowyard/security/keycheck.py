@@ -11,7 +11,7 @@ from flowyard.security.keys import (
 )
 from flowyard.security.vault import Vault
 from flowyard.settings import Settings
-from flowyard.store.ports import Store
+from flowyard.store.ports import CredentialStore
 
 #: Credential names quoted in the refusal (the rest are counted).
 _SHOWN = 5
@@ -24,7 +24,7 @@ class LostMasterKey(MasterKeyError):
     title = "Master key not found"
 
 
-async def unreadable_credentials(store: Store, vault: Vault) -> dict[str, list[str]]:
+async def unreadable_credentials(store: CredentialStore, vault: Vault) -> dict[str, list[str]]:
     """Names of the credentials whose key is not in ``vault``'s keyring, by key id."""
     unknown: dict[str, list[str]] = {}
     after: str | None = None
@@ -40,7 +40,7 @@ async def unreadable_credentials(store: Store, vault: Vault) -> dict[str, list[s
 
 
 async def open_vault(
-    settings: Settings, store: Store, *, check: bool = True
+    settings: Settings, store: CredentialStore, *, check: bool = True
 ) -> tuple[bytes, Vault]:
     """The master key and vault of a process on ``store``.
 

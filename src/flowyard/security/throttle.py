@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 
 from flowyard.domain.auth import LoginFailures
 from flowyard.security.addresses import DEFAULT_IPV6_PREFIX, client_group
-from flowyard.store.ports import Store
+from flowyard.store.ports import LoginStore
 
 #: Throttle keys carry at most this much of a client address (audit columns hold 64).
 _ADDRESS_CHARS = 64
@@ -116,7 +116,7 @@ class LoginThrottle:
 
     def __init__(
         self,
-        store: Store,
+        store: LoginStore,
         policy: ThrottlePolicy,
         *,
         clock: Callable[[], datetime],

@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.credentials import CredentialType, StoredCredential
 from flowyard.domain.errors import FlowyardError
 from flowyard.security.keys import (
@@ -38,7 +39,7 @@ from flowyard.security.keys import (
     read_key_file,
 )
 from flowyard.settings import Settings
-from flowyard.store.ports import Store
+from flowyard.store.ports import CredentialStore
 
 FORMAT_V1 = b"\x01"
 NONCE_BYTES = 12
@@ -215,7 +216,9 @@ class Vault:
         r = stored.record
         return self.decrypt(r.id, r.type, stored.ciphertext, r.key_id)
 
-    async def rotate(self, store: Store, new_master: bytes) -> Rotation:
+    async def rotate(
+        self, store: CredentialStore, new_master: bytes, *, audit: AuditEntry | None = None
+    ) -> Rotation:
         """Re-encrypt every credential not under ``new_master``'s vault key, in one
         transaction (all or nothing); afterwards that key is this vault's current key."""
         new_id = self._add(vault_key(new_master))
@@ -226,6 +229,6 @@ class Vault:
                 return None
             return self.encrypt(r.id, r.type, self.open(stored), key_id=new_id)
 
-        count = await store.reencrypt_credentials(reencrypt)
+        count = await store.reencrypt_credentials(reencrypt, audit=audit)
         self._current_id = new_id
         return Rotation(new_id, count)

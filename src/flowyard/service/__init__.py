@@ -3,10 +3,13 @@ stay thin on top of it.
 
 ``FlowyardService`` is one object assembled from a use-case mixin per concept, each over
 :class:`~flowyard.service.base.ServiceBase` (the store, validator, cache and clock):
-workflows, runs, lifecycle (operator actions, over runs) and state machines."""
+workflows, runs, lifecycle (operator actions, over runs) and state machines.
+:class:`~flowyard.service.admin.AdminService` holds the operators' reads (readiness, queue
+depth, the audit log)."""
 
 from __future__ import annotations
 
+from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
 from flowyard.service.lifecycle import BulkRetry, LifecycleUseCases
 from flowyard.service.machines import ActionsView, StateMachineUseCases
@@ -30,6 +33,7 @@ __all__ = [
     "MAX_RUN_PAYLOAD_BYTES",
     "MAX_SUBWORKFLOW_DEPTH",
     "ActionsView",
+    "AdminService",
     "BulkRetry",
     "FlowyardService",
     "RunDetail",

@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from flowyard.domain.ids import WorkflowId
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.observability import Metrics
-from flowyard.store.ports import Store
+from flowyard.store.ports import (
+    CredentialStore,
+    LifecycleStore,
+    QueueStore,
+    RunStore,
+    WorkflowStore,
+)
 
 #: Definitions compiled at once per process for validate/create/update, and how long a
 #: request waits for its turn before it is refused (Busy: 503 with Retry-After).
@@ -21,12 +27,18 @@ COMPILE_CONCURRENCY = 2
 COMPILE_WAIT_S = 2.0
 
 
+class ServiceStore(WorkflowStore, RunStore, LifecycleStore, QueueStore, CredentialStore, Protocol):
+    """The ports the use cases work over: workflows, runs, their lifecycle, the queue (a
+    cancel cancels orphaned children at once) and credential names (definitions must name
+    existing credentials)."""
+
+
 class ServiceBase:
     """The service's state; the use cases are mixins over it (see ``flowyard.service``)."""
 
     def __init__(
         self,
-        store: Store,
+        store: ServiceStore,
         validator: DefinitionValidator,
         cache: WorkflowCache,
         *,

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.commands import SIGNAL_NAME_PATTERN, RetryFrom
 from flowyard.domain.errors import (
     Conflict,
@@ -37,10 +38,17 @@ class LifecycleUseCases(RunUseCases):
     """Operator actions on runs."""
 
     async def cancel_run(
-        self, run_id: str, *, actor: str | None = None, reason: str | None = None
+        self,
+        run_id: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Cancel an unfinished run; running steps are stopped at their next heartbeat."""
-        run = await self.store.cancel_run(run_id, actor=actor, reason=reason, now=self.clock())
+        run = await self.store.cancel_run(
+            run_id, actor=actor, reason=reason, now=self.clock(), audit=audit
+        )
         if self.metrics is not None:
             # Runs that end in a worker are counted by the worker that commits their end.
             self.metrics.runs_finished.labels(RunStatus.CANCELLED.value).inc()
@@ -61,7 +69,13 @@ class LifecycleUseCases(RunUseCases):
         return total
 
     async def send_signal(
-        self, run_id: str, name: str, payload: Any, *, actor: str | None = None
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        *,
+        actor: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[SignalRecord, bool]:
         """Deliver a signal to a run: a step waiting for it wakes now; otherwise it is
         buffered until the run gets to one. A finished run refuses it (Conflict); a name
@@ -72,24 +86,33 @@ class LifecycleUseCases(RunUseCases):
                 [Problem("/name", f"a signal name matches {SIGNAL_NAME.pattern}", "pattern")],
             )
         signal, woke = await self.store.send_signal(
-            run_id, name, payload, actor=actor, now=self.clock()
+            run_id, name, payload, actor=actor, now=self.clock(), audit=audit
         )
         if woke:
             self._enqueued()
         return signal, woke
 
-    async def pause_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
+    async def pause_run(
+        self, run_id: str, *, actor: str | None = None, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Pause a run: no new step starts until it is resumed; timers keep their deadlines."""
-        return await self.store.pause_run(run_id, actor=actor, now=self.clock())
+        return await self.store.pause_run(run_id, actor=actor, now=self.clock(), audit=audit)
 
-    async def resume_run(self, run_id: str, *, actor: str | None = None) -> RunRecord:
+    async def resume_run(
+        self, run_id: str, *, actor: str | None = None, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Resume a paused run."""
-        run = await self.store.resume_run(run_id, actor=actor, now=self.clock())
+        run = await self.store.resume_run(run_id, actor=actor, now=self.clock(), audit=audit)
         self._enqueued()
         return run
 
     async def retry_run(
-        self, run_id: str, *, actor: str | None = None, use_latest_definition: bool = False
+        self,
+        run_id: str,
+        *,
+        actor: str | None = None,
+        use_latest_definition: bool = False,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from its failed step, keeping the
         outputs of the steps that succeeded. A run that failed in a ``fail`` node reached by
@@ -138,6 +161,7 @@ class LifecycleUseCases(RunUseCases):
             deadline_at=run_deadline(wf, now),
             workflow_version=version,
             restart=restart,
+            audit=audit,
         )
         self._enqueued()
         return retried
@@ -150,8 +174,10 @@ class LifecycleUseCases(RunUseCases):
         status: RunStatus = RunStatus.FAILED,
         limit: int = 100,
         actor: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> BulkRetry:
-        """Retry every run matching the filter (the dead-letter queue), up to ``limit``."""
+        """Retry every run matching the filter (the dead-letter queue), up to ``limit``.
+        ``audit`` is written with the first retry that commits."""
         if status not in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED):
             raise InvalidInput(
                 "only failed, timed_out or cancelled runs can be retried",
@@ -163,7 +189,7 @@ class LifecycleUseCases(RunUseCases):
         result = BulkRetry(matched=len(matched))
         for run in matched:
             try:
-                await self.retry_run(run.id, actor=actor)
+                await self.retry_run(run.id, actor=actor, audit=audit)
             except FlowyardError as exc:
                 result.skipped.append({"run_id": run.id, "reason": exc.message})
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import (
     Conflict,
 )
@@ -47,7 +48,13 @@ class StateMachineUseCases(ServiceBase):
         return ActionsView(run, where, actions.history(moves[::-1]))
 
     async def take_action(
-        self, run_id: str, action_id: str, *, actor: str, payload: Any = None
+        self,
+        run_id: str,
+        action_id: str,
+        *,
+        actor: str,
+        payload: Any = None,
+        audit: AuditEntry | None = None,
     ) -> ActionsView:
         """Move a state-machine run with a named action, in one transaction: it is in the
         target state when this returns, and the next action is accepted at once
@@ -78,7 +85,13 @@ class StateMachineUseCases(ServiceBase):
 
             try:
                 facts, recorded = await self.store.record_action(
-                    run_id, ACTION_SIGNAL, decide, actor=actor, now=now, history=MAX_HISTORY
+                    run_id,
+                    ACTION_SIGNAL,
+                    decide,
+                    actor=actor,
+                    now=now,
+                    history=MAX_HISTORY,
+                    audit=audit,
                 )
             except _OtherVersion:
                 key = None

@@ -1,5 +1,5 @@
-"""Run use cases: start (input checked against the workflow), read, list, and resolve the
-workflow a sub-workflow step starts."""
+"""Run use cases: start (input checked against the workflow), read runs, steps, events and
+signals, list, and resolve the workflow a sub-workflow step starts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flowyard.domain import jsonvalue
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -22,9 +23,10 @@ from flowyard.domain.records import (
     EventRecord,
     NewRun,
     RunRecord,
+    SignalRecord,
     StepRecord,
 )
-from flowyard.domain.statuses import RunStatus
+from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine import actions
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.input_schema import input_problems
@@ -66,6 +68,7 @@ class RunUseCases(ServiceBase):
         idempotency_key: str | None = None,
         version: int | None = None,
         actor: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
         record = await self.store.get_workflow(ref)
@@ -74,7 +77,7 @@ class RunUseCases(ServiceBase):
         stored = await self.store.get_version(record.id, version)
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
-        [(run, created)] = await self.store.start_runs([new], self.clock())
+        [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
         if actions.has_states(wf):  # its first action needs no read of the run
             self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
         if created:
@@ -116,6 +119,46 @@ class RunUseCases(ServiceBase):
         steps = await self.store.list_steps(run.id)
         events = await self.store.list_events(run.id)
         return RunDetail(run, steps, events)
+
+    async def get_run_record(self, run_id: str) -> RunRecord:
+        """A run alone, without its steps and events (NotFound)."""
+        return await self.store.get_run(run_id)
+
+    async def list_steps(
+        self,
+        run_id: str,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+        status: StepStatus | None = None,
+        node_id: str | None = None,
+    ) -> list[StepRecord]:
+        """A run's steps in creation order, after a step-id cursor, optionally only in
+        ``status`` or of ``node_id`` (NotFound for an unknown run)."""
+        run = await self.store.get_run(run_id)
+        return await self.store.list_steps(
+            run.id, limit=limit, after=after, status=status, node_id=node_id
+        )
+
+    async def list_events(
+        self, run_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        """A run's events after an event-id cursor (NotFound for an unknown run)."""
+        run = await self.store.get_run(run_id)
+        return await self.store.list_events(run.id, after=after, limit=limit)
+
+    async def list_signals(
+        self,
+        run_id: str,
+        *,
+        limit: int = 1000,
+        after: int | None = None,
+        exclude: str | None = None,
+    ) -> list[SignalRecord]:
+        """Signals delivered to a run, oldest first, after a signal-id cursor, without
+        those called ``exclude`` (NotFound for an unknown run)."""
+        await self.store.get_run(run_id)
+        return await self.store.list_signals(run_id, limit=limit, after=after, exclude=exclude)
 
     async def list_runs(
         self,

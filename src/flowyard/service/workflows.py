@@ -1,4 +1,5 @@
-"""Workflow use cases: validate, create, update, save (each a new immutable version)."""
+"""Workflow use cases: validate, create, update, save (each a new immutable version), archive;
+read workflows and versions, and diff two versions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import math
 from typing import Any
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import (
     Busy,
     Conflict,
@@ -14,16 +16,62 @@ from flowyard.domain.errors import (
     NotFound,
     Problem,
 )
+from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import (
     VersionRecord,
     WorkflowRecord,
 )
 from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.diff import diff_definitions
 from flowyard.engine.validation import ValidationResult
 from flowyard.service.base import ServiceBase
 
 
-class WorkflowUseCases(ServiceBase):
+class WorkflowReads(ServiceBase):
+    """Reading workflows and their versions."""
+
+    async def get_workflow(self, ref: str) -> WorkflowRecord:
+        """A workflow by id or name (NotFound)."""
+        return await self.store.get_workflow(ref)
+
+    async def list_workflows(
+        self, *, limit: int = 50, after: str | None = None, include_archived: bool = False
+    ) -> list[WorkflowRecord]:
+        """Workflows by name, after a name cursor (archived ones only when asked)."""
+        return await self.store.list_workflows(
+            limit=limit, after=after, include_archived=include_archived
+        )
+
+    async def get_version(
+        self, workflow_id: WorkflowId, version: int | None = None
+    ) -> VersionRecord:
+        """One version of a workflow (the latest when None); NotFound for a number below 1
+        or above the latest."""
+        if version is not None and version < 1:
+            raise NotFound(f"workflow {workflow_id!r} has no version {version}")
+        return await self.store.get_version(workflow_id, version)
+
+    async def list_versions(
+        self, workflow_id: WorkflowId, *, limit: int | None = None, before: int | None = None
+    ) -> list[VersionRecord]:
+        """Versions newest first, below a version-number cursor."""
+        return await self.store.list_versions(workflow_id, limit=limit, before=before)
+
+    async def diff_versions(
+        self, ref: str, version: int, other: int
+    ) -> tuple[WorkflowRecord, dict[str, Any]]:
+        """The workflow and what changed from ``version`` to ``other`` (see
+        :func:`flowyard.engine.diff.diff_definitions`); NotFound for a missing version."""
+        record = await self.store.get_workflow(ref)
+        for number in (version, other):
+            if number < 1:
+                raise NotFound(f"workflow {ref!r} has no version {number}")
+        old = await self.store.get_version(record.id, version)
+        new = await self.store.get_version(record.id, other)
+        return record, diff_definitions(old.definition, new.definition)
+
+
+class WorkflowUseCases(WorkflowReads):
     """Definitions: validated and compiled off the event loop, in bounded slots."""
 
     async def validate(self, raw: Any) -> ValidationResult:
@@ -64,7 +112,7 @@ class WorkflowUseCases(ServiceBase):
         return (await self._validated(raw)).compiled()
 
     async def create_workflow(
-        self, raw: Any, actor: str | None = None
+        self, raw: Any, actor: str | None = None, *, audit: AuditEntry | None = None
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1). A name taken by an archived
         workflow is a Conflict that says so and how to bring it back."""
@@ -73,7 +121,7 @@ class WorkflowUseCases(ServiceBase):
         definition = _as_json(raw)
         await self._refuse_archived_name(wf.definition.name)
         return await self.store.create_workflow(
-            wf.definition.name, wf.definition.description, definition, actor
+            wf.definition.name, wf.definition.description, definition, actor, audit=audit
         )
 
     async def _refuse_archived_name(self, name: str) -> None:
@@ -97,6 +145,7 @@ class WorkflowUseCases(ServiceBase):
         *,
         expected_version: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Validate and save a new version of an existing workflow; with expectations (an
         ``If-Match``), only if the workflow is still in that state (PreconditionFailed)."""
@@ -114,20 +163,39 @@ class WorkflowUseCases(ServiceBase):
             actor,
             expected_latest=expected_version,
             expected_archived=expected_archived,
+            audit=audit,
         )
         return await self.store.get_workflow(record.id), version, created
 
+    async def archive_workflow(
+        self,
+        workflow_id: WorkflowId,
+        *,
+        expected_latest: int | None = None,
+        expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
+    ) -> WorkflowRecord:
+        """Archive a workflow: hidden from lists, refuses new runs, un-archived by its next
+        version; with expectations (an ``If-Match``), only in that state
+        (PreconditionFailed)."""
+        return await self.store.archive_workflow(
+            workflow_id,
+            expected_latest=expected_latest,
+            expected_archived=expected_archived,
+            audit=audit,
+        )
+
     async def save_workflow(
-        self, raw: Any, actor: str | None = None
+        self, raw: Any, actor: str | None = None, *, audit: AuditEntry | None = None
     ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Create the workflow, or add a version when the definition changed (by name)."""
         wf = await self._compile(raw)
         try:
             existing = await self.store.get_workflow(wf.definition.name)
         except NotFound:
-            record, version = await self.create_workflow(raw, actor)
+            record, version = await self.create_workflow(raw, actor, audit=audit)
             return record, version, True
-        return await self.update_workflow(existing.id, raw, actor)
+        return await self.update_workflow(existing.id, raw, actor, audit=audit)
 
     async def check_credentials(self, wf: CompiledWorkflow) -> None:
         """Every credential the nodes reference must exist (DefinitionError locating each

@@ -19,7 +19,7 @@ from flowyard.domain.auth import (
     UserRecord,
 )
 from flowyard.domain.errors import Conflict, NotFound
-from flowyard.store.audit import audit_row, note_target, pending_audit
+from flowyard.store.audit import audit_row, note_target
 from flowyard.store.base import SqlBase
 from flowyard.store.schema import api_keys, audit_log, refresh_tokens, users
 
@@ -77,27 +77,34 @@ async def _lock_user(conn: AsyncConnection, user_id: str, *, shared: bool) -> No
     )
 
 
-def _deny(reason: str) -> None:
-    """Mark the pending audit entry of a refused token exchange."""
-    entry = pending_audit()
+def _deny(entry: AuditEntry | None, reason: str) -> None:
+    """Mark the audit entry of a refused token exchange."""
     if entry is not None:
         entry.outcome = "denied"
         entry.detail = {"reason": reason}
 
 
 class AuthOps(SqlBase):
-    """Security persistence; every write joins the pending audit entry (see ``_tx``)."""
+    """Security persistence; a write given an audit entry writes it with the change (see
+    ``_tx``)."""
 
     # -- users -----------------------------------------------------------------------------
 
     async def create_user(
-        self, user_id: str, username: str, password_hash: str, role: Role, now: datetime
+        self,
+        user_id: str,
+        username: str,
+        password_hash: str,
+        role: Role,
+        now: datetime,
+        *,
+        audit: AuditEntry | None = None,
     ) -> UserRecord:
         """Insert a user (Conflict when the name is taken; the refusal's audit entry then
         names the existing user)."""
 
         async def fn(conn: AsyncConnection) -> UserRecord:
-            note_target("user", user_id)
+            note_target(audit, "user", user_id)
             values = {
                 "id": user_id,
                 "username": username,
@@ -111,7 +118,7 @@ class AuthOps(SqlBase):
             return UserRecord(user_id, username, password_hash, role, False, now, now)
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError as exc:
             # The refusal is about the user who has the name, not the id this insert made.
             existing: str | None
@@ -119,9 +126,8 @@ class AuthOps(SqlBase):
                 existing = (await self.get_user_by_name(username)).id
             except NotFound:  # deleted since
                 existing = None
-            entry = pending_audit()
-            if entry is not None:
-                entry.target_id = existing
+            if audit is not None:
+                audit.target_id = existing
             raise Conflict(f"a user named {username!r} already exists") from exc
 
     async def _one_user(self, where: Any, what: str) -> UserRecord:
@@ -216,7 +222,14 @@ class AuthOps(SqlBase):
                 detail={"reason": "last_admin"},
             )
 
-    async def update_user(self, user_id: str, changes: dict[str, Any], now: datetime) -> UserRecord:
+    async def update_user(
+        self,
+        user_id: str,
+        changes: dict[str, Any],
+        now: datetime,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> UserRecord:
         """Change ``role``, ``disabled`` or ``password_hash`` (NotFound); demoting or disabling
         the last enabled admin is a Conflict."""
         values = {k: (v.value if isinstance(v, Role) else v) for k, v in changes.items()}
@@ -247,9 +260,11 @@ class AuthOps(SqlBase):
                 )
             return _user(row)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def delete_user(self, user_id: str, *, now: datetime) -> None:
+    async def delete_user(
+        self, user_id: str, *, now: datetime, audit: AuditEntry | None = None
+    ) -> None:
         """Delete a user and its refresh tokens; its API keys are revoked at ``now`` (kept, with
         user_id cleared, for the audit trail). The last enabled admin cannot be deleted
         (Conflict)."""
@@ -270,15 +285,17 @@ class AuthOps(SqlBase):
             if deleted.rowcount == 0:
                 raise NotFound(f"user {user_id!r} not found")
 
-        await self._tx(fn)
+        await self._tx(fn, audit=audit)
 
     # -- API keys --------------------------------------------------------------------------
 
-    async def create_api_key(self, key: ApiKeyRecord) -> ApiKeyRecord:
+    async def create_api_key(
+        self, key: ApiKeyRecord, *, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
         """Insert an API key record (its secret's hash only)."""
 
         async def fn(conn: AsyncConnection) -> ApiKeyRecord:
-            note_target("api_key", key.id)
+            note_target(audit, "api_key", key.id)
             await conn.execute(
                 api_keys.insert().values(
                     id=key.id,
@@ -293,7 +310,7 @@ class AuthOps(SqlBase):
             )
             return key
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def list_api_keys(
         self,
@@ -369,7 +386,9 @@ class AuthOps(SqlBase):
 
         return await self._tx(fn, write=False)
 
-    async def revoke_api_key(self, key_id: str, now: datetime) -> ApiKeyRecord:
+    async def revoke_api_key(
+        self, key_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> ApiKeyRecord:
         """Revoke a key (NotFound); revoking twice keeps the first time."""
 
         async def fn(conn: AsyncConnection) -> ApiKeyRecord:
@@ -383,7 +402,7 @@ class AuthOps(SqlBase):
                 raise NotFound(f"API key {key_id!r} not found")
             return _key(row)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def touch_api_key(self, key_id: str, now: datetime) -> None:
         """Record that a key was used (not audited: bookkeeping)."""
@@ -393,11 +412,13 @@ class AuthOps(SqlBase):
                 api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now)
             )
 
-        await self._tx(fn, audited=False)
+        await self._tx(fn)
 
     # -- refresh tokens --------------------------------------------------------------------
 
-    async def add_refresh_token(self, token: RefreshTokenRecord) -> None:
+    async def add_refresh_token(
+        self, token: RefreshTokenRecord, *, audit: AuditEntry | None = None
+    ) -> None:
         """Insert a refresh token."""
 
         async def fn(conn: AsyncConnection) -> None:
@@ -410,9 +431,16 @@ class AuthOps(SqlBase):
                 )
             )
 
-        await self._tx(fn)
+        await self._tx(fn, audit=audit)
 
-    async def rotate_refresh_token(self, jti: str, new: RefreshTokenRecord, now: datetime) -> str:
+    async def rotate_refresh_token(
+        self,
+        jti: str,
+        new: RefreshTokenRecord,
+        now: datetime,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> str:
         """Use refresh token ``jti`` and insert ``new`` in its family: ``"ok"``. A token
         already used revokes its whole family: ``"reused"``; unknown, revoked or expired:
         ``"invalid"`` (nothing inserted). Serialised with the endings of the session on the
@@ -426,7 +454,7 @@ class AuthOps(SqlBase):
                 await _lock_user(conn, owner.user_id, shared=True)
             row = (await conn.execute(token.with_for_update())).first()
             if row is None or row.revoked_at is not None or row.expires_at <= now:
-                _deny("invalid refresh token")
+                _deny(audit, "invalid refresh token")
                 return "invalid"
             if row.used_at is not None:
                 await conn.execute(
@@ -434,7 +462,7 @@ class AuthOps(SqlBase):
                     .where(refresh_tokens.c.family_id == row.family_id)
                     .values(revoked_at=now)
                 )
-                _deny("refresh token reused: family revoked")
+                _deny(audit, "refresh token reused: family revoked")
                 return "reused"
             await conn.execute(
                 refresh_tokens.update().where(refresh_tokens.c.id == jti).values(used_at=now)
@@ -449,9 +477,11 @@ class AuthOps(SqlBase):
             )
             return "ok"
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def revoke_refresh_family(self, family_id: str, now: datetime) -> None:
+    async def revoke_refresh_family(
+        self, family_id: str, now: datetime, *, audit: AuditEntry | None = None
+    ) -> None:
         """Revoke every token of a family (logout)."""
         owner = (
             sa.select(refresh_tokens.c.user_id)
@@ -471,7 +501,7 @@ class AuthOps(SqlBase):
                 .values(revoked_at=now)
             )
 
-        await self._tx(fn)
+        await self._tx(fn, audit=audit)
 
     async def prune_refresh_tokens(self, now: datetime, *, limit: int = 1000) -> int:
         """Delete up to ``limit`` refresh tokens that are revoked or expired at ``now``; how
@@ -494,7 +524,7 @@ class AuthOps(SqlBase):
             )
             return int(deleted.rowcount or 0)
 
-        return await self._tx(fn, audited=False)
+        return await self._tx(fn)
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -504,7 +534,7 @@ class AuthOps(SqlBase):
         async def fn(conn: AsyncConnection) -> None:
             await conn.execute(audit_log.insert().values(**audit_row(entry, now)))
 
-        await self._tx(fn, audited=False)
+        await self._tx(fn)
         entry.written = True
 
     async def list_audit(

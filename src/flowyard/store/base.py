@@ -6,7 +6,6 @@ import asyncio
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,10 +14,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from flowyard.domain.auth import AuditEntry
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import StoreUnavailable
+from flowyard.settings import display_url
 from flowyard.store import migrate as migrations
-from flowyard.store.audit import audit_row, pending_audit
-from flowyard.store.display import display_url
+from flowyard.store.audit import audit_row
 from flowyard.store.rows import (
     T,
     log,
@@ -58,24 +59,22 @@ class SqlBase(ABC):
         fn: Callable[[AsyncConnection], Awaitable[T]],
         *,
         write: bool = True,
-        audited: bool = True,
+        audit: AuditEntry | None = None,
     ) -> T:
         """Run ``fn`` in a transaction, retrying transient failures with jittered backoff.
 
-        A write transaction inside an :func:`~flowyard.store.audit.audit_scope` also inserts
-        the scope's pending audit entry, so both commit together (``audited=False`` for
-        bookkeeping writes such as an API key's last-used time)."""
+        With ``audit`` (not yet written) the transaction also inserts that entry after
+        ``fn``, so the change and its audit row commit together (see
+        :mod:`flowyard.store.audit`)."""
         engine = self._write if write else self._read
+        entry = audit if write and audit is not None and not audit.written else None
         delay = 0.01
         for attempt in range(1, self.tx_attempts + 1):
             try:
                 async with engine.begin() as conn:
                     result = await fn(conn)
-                    entry = pending_audit() if write and audited else None
                     if entry is not None:
-                        await conn.execute(
-                            audit_log.insert().values(**audit_row(entry, datetime.now(UTC)))
-                        )
+                        await conn.execute(audit_log.insert().values(**audit_row(entry, utc_now())))
                 if entry is not None:
                     entry.written = True  # committed with the change
                 return result

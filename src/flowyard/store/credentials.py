@@ -12,9 +12,10 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.credentials import CredentialRecord, CredentialType, StoredCredential
 from flowyard.domain.errors import Conflict, NotFound
-from flowyard.store.audit import note_target, pending_audit
+from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
 from flowyard.store.schema import credentials
 
@@ -51,15 +52,16 @@ def _by_ref(ref: str) -> sa.ColumnElement[bool]:
 
 
 class CredentialOps(SqlBase):
-    """The ``credentials`` table; writes join the pending audit entry (never with a value)."""
+    """The ``credentials`` table; a write given an audit entry writes it with the change (never
+    with a value)."""
 
     async def create_credential(
-        self, record: CredentialRecord, ciphertext: bytes
+        self, record: CredentialRecord, ciphertext: bytes, *, audit: AuditEntry | None = None
     ) -> CredentialRecord:
         """Insert a credential (Conflict when the name is taken)."""
 
         async def fn(conn: AsyncConnection) -> CredentialRecord:
-            note_target("credential", record.id)
+            note_target(audit, "credential", record.id)
             await conn.execute(
                 credentials.insert().values(
                     id=record.id,
@@ -80,7 +82,7 @@ class CredentialOps(SqlBase):
             return record
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError as exc:
             raise Conflict(f"a credential named {record.name!r} already exists") from exc
 
@@ -117,6 +119,7 @@ class CredentialOps(SqlBase):
         now: datetime,
         *,
         expected_version: int | None = None,
+        audit: AuditEntry | None = None,
     ) -> StoredCredential:
         """Change ``ciphertext`` + ``key_id``, ``description`` and/or ``allowed_origins`` (a
         list, or None); the version goes up by one (NotFound; Conflict when
@@ -135,7 +138,7 @@ class CredentialOps(SqlBase):
             ).first()
             if row is None:
                 raise NotFound(f"credential {cred_id!r} not found")
-            note_target("credential", row.id)
+            note_target(audit, "credential", row.id)
             if expected_version is not None and expected_version != row.version:
                 raise Conflict(
                     f"credential {row.name!r} is at version {row.version}, not {expected_version}",
@@ -151,21 +154,24 @@ class CredentialOps(SqlBase):
             ).one()
             return _stored(updated)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def delete_credential(self, cred_id: str) -> None:
+    async def delete_credential(self, cred_id: str, *, audit: AuditEntry | None = None) -> None:
         """Delete a credential (NotFound)."""
 
         async def fn(conn: AsyncConnection) -> None:
-            note_target("credential", cred_id)
+            note_target(audit, "credential", cred_id)
             deleted = await conn.execute(credentials.delete().where(credentials.c.id == cred_id))
             if deleted.rowcount == 0:
                 raise NotFound(f"credential {cred_id!r} not found")
 
-        await self._tx(fn)
+        await self._tx(fn, audit=audit)
 
     async def reencrypt_credentials(
-        self, fn: Callable[[StoredCredential], tuple[bytes, str] | None]
+        self,
+        fn: Callable[[StoredCredential], tuple[bytes, str] | None],
+        *,
+        audit: AuditEntry | None = None,
     ) -> int:
         """Key rotation: in ONE transaction, give every credential to ``fn`` and store the
         ``(ciphertext, key_id)`` it returns (None: leave the row). If ``fn`` raises, nothing
@@ -188,9 +194,8 @@ class CredentialOps(SqlBase):
                     .values(ciphertext=ciphertext, key_id=key_id)
                 )
                 count += 1
-            entry = pending_audit()
-            if entry is not None:
-                entry.detail = {**(entry.detail or {}), "reencrypted": count}
+            if audit is not None:
+                audit.detail = {**(audit.detail or {}), "reencrypted": count}
             return count
 
-        return await self._tx(tx)
+        return await self._tx(tx, audit=audit)

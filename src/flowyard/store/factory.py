@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from sqlalchemy.exc import ArgumentError
 
 from flowyard.domain.errors import InvalidInput
-from flowyard.store.display import display_url, url_password
+from flowyard.settings import display_url, url_password
 from flowyard.store.ports import Store
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.commands import JOINED_WAITS, RetryFrom
 from flowyard.domain.errors import Conflict
 from flowyard.domain.events import EventType
@@ -106,7 +107,13 @@ class LifecycleOps(SqlBase):
                 await conn.execute(run_events.insert(), events)
 
     async def cancel_run(
-        self, run_id: str, *, actor: str | None, reason: str | None, now: datetime
+        self,
+        run_id: str,
+        *,
+        actor: str | None,
+        reason: str | None,
+        now: datetime,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Cancel an unfinished run: no new steps; running steps are asked to stop."""
 
@@ -125,9 +132,11 @@ class LifecycleOps(SqlBase):
             )
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def pause_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+    async def pause_run(
+        self, run_id: str, *, actor: str | None, now: datetime, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Pause a run: steps that are due or backing off are held (deadlines kept); a step
         already running finishes, and what it schedules is held too."""
 
@@ -150,9 +159,11 @@ class LifecycleOps(SqlBase):
             )
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
-    async def resume_run(self, run_id: str, *, actor: str | None, now: datetime) -> RunRecord:
+    async def resume_run(
+        self, run_id: str, *, actor: str | None, now: datetime, audit: AuditEntry | None = None
+    ) -> RunRecord:
         """Resume a paused run; held steps become claimable at their own ``available_at``."""
 
         async def fn(conn: AsyncConnection) -> RunRecord:
@@ -185,7 +196,7 @@ class LifecycleOps(SqlBase):
             )
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def retry_run(
         self,
@@ -196,6 +207,7 @@ class LifecycleOps(SqlBase):
         deadline_at: datetime | None = None,
         workflow_version: int | None = None,
         restart: RetryFrom | None = None,
+        audit: AuditEntry | None = None,
     ) -> RunRecord:
         """Re-run a failed, timed-out or cancelled run from where it stopped: the step that
         failed it and the main-path steps cancelled with it start again (attempts reset,
@@ -288,7 +300,7 @@ class LifecycleOps(SqlBase):
             await self._record(conn, run.id, EventType.RUN_RETRIED, retried, now, actor)
             return await self._reload(conn, run_id)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     @staticmethod
     async def _discard_steps(

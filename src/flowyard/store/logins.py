@@ -76,7 +76,7 @@ class LoginOps(SqlBase):
                 )
             return 0.0
 
-        return await self._tx(fn, audited=False)
+        return await self._tx(fn)
 
     async def forgive_login_attempt(self, clear: Sequence[str], discount: Sequence[str]) -> None:
         """A claimed attempt succeeded: forget ``clear``'s failures and take the attempt back
@@ -106,7 +106,7 @@ class LoginOps(SqlBase):
                     .values(failures=login_failures.c.failures - 1)
                 )
 
-        await self._tx(fn, audited=False)
+        await self._tx(fn)
 
     async def login_failures(self, keys: Sequence[str]) -> list[LoginFailures]:
         """The stored rows of ``keys`` (for operators and tests; forgotten rows included)."""
@@ -129,4 +129,4 @@ class LoginOps(SqlBase):
             )
             return int(deleted.rowcount or 0)
 
-        return await self._tx(fn, audited=False)
+        return await self._tx(fn)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from flowyard.domain.jsonvalue import loads_stored
+from flowyard.store import notify
+from flowyard.store.ports import EventListener
 from flowyard.store.sql import SqlStore
 
 #: serialization_failure, deadlock_detected, lock_not_available, admin/crash shutdown,
@@ -100,6 +102,11 @@ class PostgresStore(SqlStore):
         if sqlstate in TRANSIENT_SQLSTATES:
             return True
         return isinstance(exc, OperationalError) and sqlstate is None
+
+    async def listen_for_events(self, wake: Callable[[], None]) -> EventListener | None:
+        """``LISTEN flowyard_events`` on a connection of its own (see :mod:`flowyard.store.notify`);
+        None when it cannot connect (logged): poll instead."""
+        return await notify.listen_for_events(self.url, wake)
 
     #: How long :meth:`event_horizon` waits for open event-writing transactions.
     horizon_wait_s = 2.0

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -186,11 +186,6 @@ def new_step_row(
         "held": held,
         "created_at": now,
     }
-
-
-def utc_now() -> datetime:
-
-    return datetime.now(UTC)
 
 
 def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:

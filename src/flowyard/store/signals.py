@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.commands import signal_wait
 from flowyard.domain.errors import Conflict
 from flowyard.domain.events import EventType
@@ -39,7 +40,14 @@ class SignalOps(SqlBase):
     """Signals, and state-machine moves recorded as signals."""
 
     async def send_signal(
-        self, run_id: str, name: str, payload: Any, *, actor: str | None, now: datetime
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        *,
+        actor: str | None,
+        now: datetime,
+        audit: AuditEntry | None = None,
     ) -> tuple[SignalRecord, bool]:
         """Deliver a signal: buffered until a step waiting for it takes it; wakes such a step
         at once. Returns the signal and whether a waiting step was woken. A finished run
@@ -58,7 +66,7 @@ class SignalOps(SqlBase):
             )
             return signal, woke
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def record_action(
         self,
@@ -69,6 +77,7 @@ class SignalOps(SqlBase):
         actor: str,
         now: datetime,
         history: int = 1000,
+        audit: AuditEntry | None = None,
     ) -> tuple[MoveFacts, SignalRecord]:
         """Decide and record a state-machine move in one transaction: lock the run, read its
         latest ``history`` moves (the signals called ``name``) and the state step waiting
@@ -103,7 +112,7 @@ class SignalOps(SqlBase):
             )
             return facts, signal
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def list_signals(
         self,

@@ -3,7 +3,7 @@ subclasses stay small."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.auth import AuditEntry
+from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, WorkflowId, new_run_id, new_workflow_id
@@ -28,6 +30,7 @@ from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
+from flowyard.store.ports import EventListener
 from flowyard.store.queue import QueueOps
 from flowyard.store.rows import (
     chunks,
@@ -39,7 +42,6 @@ from flowyard.store.rows import (
     run_from_dict,
     run_record,
     step_record,
-    utc_now,
     version_record,
     workflow_record,
 )
@@ -54,7 +56,13 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
     # -- workflows -------------------------------------------------------------------------
 
     async def create_workflow(
-        self, name: str, description: str | None, definition: dict[str, Any], actor: str | None
+        self,
+        name: str,
+        description: str | None,
+        definition: dict[str, Any],
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Create a workflow with version 1."""
         now = utc_now()
@@ -65,7 +73,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             existing = await conn.execute(sa.select(workflows.c.id).where(workflows.c.name == name))
             if existing.first() is not None:
                 raise Conflict(f"a workflow named {name!r} already exists")
-            note_target("workflow", workflow_id)
+            note_target(audit, "workflow", workflow_id)
             await conn.execute(
                 workflows.insert().values(
                     id=workflow_id,
@@ -91,7 +99,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             return wf, VersionRecord(WorkflowId(workflow_id), 1, definition, checksum, now, actor)
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError as exc:
             raise Conflict(f"a workflow named {name!r} already exists") from exc
 
@@ -103,6 +111,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Append a version unless it equals the latest one. The expectations are checked
         under the workflow's row lock (PreconditionFailed)."""
@@ -146,7 +155,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             return VersionRecord(workflow_id, version, definition, checksum, now, actor), True
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError as exc:
             raise Conflict(f"workflow {workflow_id!r} was changed concurrently; retry") from exc
 
@@ -182,6 +191,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
         *,
         expected_latest: int | None = None,
         expected_archived: bool | None = None,
+        audit: AuditEntry | None = None,
     ) -> WorkflowRecord:
         """Archive a workflow: hidden from lists, no new runs; versions and runs are kept.
         The expectations are checked under the workflow's row lock (PreconditionFailed)."""
@@ -205,7 +215,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
                 raise NotFound(f"workflow {workflow_id!r} not found")
             return workflow_record(row)
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def get_workflow(self, ref: str) -> WorkflowRecord:
         """A workflow by id or by name (an id match wins: names may also start with "wf_")."""
@@ -276,7 +286,7 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
     # -- runs ------------------------------------------------------------------------------
 
     async def start_runs(
-        self, new_runs: Sequence[NewRun], now: datetime
+        self, new_runs: Sequence[NewRun], now: datetime, *, audit: AuditEntry | None = None
     ) -> list[tuple[RunRecord, bool]]:
         """Create runs (idempotently by key) with their first step, in one transaction."""
         if now.tzinfo is not None:  # naive stays naive: the column type rejects it
@@ -354,14 +364,14 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
                     result = (run_from_dict(first), False)
                 final.append(result)
             if len(final) == 1:
-                note_target("run", final[0][0].id)
+                note_target(audit, "run", final[0][0].id)
             return final
 
         try:
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
         except IntegrityError:
             # A concurrent start with the same idempotency key won the race: the retry sees it.
-            return await self._tx(fn)
+            return await self._tx(fn, audit=audit)
 
     async def _existing_by_key(
         self, conn: AsyncConnection, new_runs: Sequence[NewRun]
@@ -506,3 +516,8 @@ class SqlStore(QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialO
             return int(value or 0)
 
         return await self._tx(fn, write=False)
+
+    async def listen_for_events(self, wake: Callable[[], None]) -> EventListener | None:
+        """SQLite cannot notify another process: streams poll (None). PostgreSQL overrides
+        this."""
+        return None

@@ -17,8 +17,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from flowyard.domain.clock import utc_now
 from flowyard.domain.commands import StepCompletion, Transition
 from flowyard.domain.errors import DefinitionError, StoreRejected, StoreUnavailable
 from flowyard.domain.ids import StepId, new_worker_id
@@ -26,15 +27,10 @@ from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.settlement import uncommittable
 from flowyard.observability import Metrics
-from flowyard.store.ports import RunState, Store
+from flowyard.store.ports import QueueStore, RunState
 from flowyard.worker.execute import StepExecutor
 
 _log = logging.getLogger("flowyard.worker")
-
-
-def utc_now() -> datetime:
-    """The system clock, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -83,7 +79,7 @@ class Worker:
 
     def __init__(
         self,
-        store: Store,
+        store: QueueStore,
         executor: StepExecutor,
         config: WorkerConfig | None = None,
         *,

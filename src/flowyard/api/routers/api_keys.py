@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from flowyard.api.auth_schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
-from flowyard.api.deps import ContainerDep
+from flowyard.api.deps import AuditDep, ContainerDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import Page, paged
@@ -32,12 +32,12 @@ router = APIRouter(route_class=StrictJSONRoute)
     responses=documented(422, d422="`expires_at` without a time zone, or not in the future."),
 )
 async def create_api_key(
-    container: ContainerDep, principal: PrincipalDep, body: ApiKeyCreate
+    container: ContainerDep, principal: PrincipalDep, audit: AuditDep, body: ApiKeyCreate
 ) -> ApiKeyCreated:
     """Create an API key (admin). The key is in this response only: store it now. A key
     past its `expires_at` is refused (401)."""
     created = await container.auth.create_api_key(
-        body.name, body.role, user_id=principal.user_id, expires_at=body.expires_at
+        body.name, body.role, user_id=principal.user_id, expires_at=body.expires_at, audit=audit
     )
     return ApiKeyCreated(**ApiKeyPublic.of(created.record).model_dump(), key=created.key)
 
@@ -76,7 +76,7 @@ async def list_api_keys(
 ) -> Page[ApiKeyPublic]:
     """API keys' metadata, newest first, a page at a time (admin)."""
     before = _parse_key_cursor(cursor) if cursor is not None else None
-    rows = await container.store.list_api_keys(
+    rows = await container.auth.list_api_keys(
         limit=limit + 1, before=before, role=role, revoked=revoked
     )
     keys, next_cursor = paged(rows, limit, _key_cursor)
@@ -90,7 +90,7 @@ async def list_api_keys(
     summary="Revoke an API key",
     responses=documented(404),
 )
-async def revoke_api_key(container: ContainerDep, key_id: str) -> Response:
+async def revoke_api_key(container: ContainerDep, audit: AuditDep, key_id: str) -> Response:
     """Revoke an API key (admin)."""
-    await container.store.revoke_api_key(key_id, container.clock())
+    await container.auth.revoke_api_key(key_id, audit=audit)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -37,7 +37,7 @@ async def list_audit(
     """The audit log, newest first, a page at a time (admin)."""
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    rows = await container.store.list_audit(
+    rows = await container.admin.list_audit(
         actor=actor, action=action, target=target, since=since, before=cursor, limit=limit + 1
     )
     items, next_cursor = paged(rows, limit, lambda a: a.id)

@@ -7,19 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, status
 
 from flowyard.api.auth_schemas import PasswordChange, RefreshRequest, TokenResponse
-from flowyard.api.deps import ContainerDep
+from flowyard.api.deps import AuditDep, ContainerDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.ratelimit import RateLimits, Verdict, get_rate_limits, too_many_requests
 from flowyard.api.security import PrincipalDep, unauthorized
+from flowyard.domain.auth import AuditEntry
 from flowyard.security import AuthError, LoginThrottled
-from flowyard.store.audit import pending_audit
 
 router = APIRouter(route_class=StrictJSONRoute)
 
 
-def _note_actor(actor: str) -> None:
-    entry = pending_audit()
+def _note_actor(entry: AuditEntry | None, actor: str) -> None:
     if entry is not None:
         entry.actor = actor
 
@@ -44,9 +43,8 @@ def _throttled(exc: LoginThrottled) -> Response:
     return too_many_requests(verdict, str(exc), limit_headers=False)
 
 
-def _note_failure(exc: AuthError) -> None:
+def _note_failure(entry: AuditEntry | None, exc: AuthError) -> None:
     """Why a login failed, for the audit log only (the answer is the same every time)."""
-    entry = pending_audit()
     if entry is not None and exc.reason is not None:
         entry.detail = {**(entry.detail or {}), "reason": exc.reason}
 
@@ -66,6 +64,7 @@ def _note_failure(exc: AuthError) -> None:
 async def token(
     container: ContainerDep,
     request: Request,
+    audit: AuditDep,
     limits: Annotated[RateLimits, Depends(get_rate_limits)],
     username: Annotated[str, Form(max_length=128)],
     password: Annotated[str, Form(max_length=1024)],
@@ -78,14 +77,14 @@ async def token(
     ``login_backoff_max_s``) before the password is checked. A successful login forgets the
     (username, address) failures. An unknown user, a wrong password and a disabled user get
     the same 401."""
-    _note_actor(f"user:{username}")
+    _note_actor(audit, f"user:{username}")
     client = limits.client_ip(request.scope)
     try:
-        pair = await container.auth.login(username, password, client=client)
+        pair = await container.auth.login(username, password, client=client, audit=audit)
     except LoginThrottled as exc:
         return _throttled(exc)
     except AuthError as exc:
-        _note_failure(exc)
+        _note_failure(audit, exc)
         raise unauthorized(str(exc)) from None
     return TokenResponse.of(pair)
 
@@ -97,11 +96,11 @@ async def token(
     summary="Rotate a refresh token",
     responses=documented(401, d401="The refresh token is invalid, expired, revoked or reused."),
 )
-async def refresh(container: ContainerDep, body: RefreshRequest) -> TokenResponse:
+async def refresh(container: ContainerDep, audit: AuditDep, body: RefreshRequest) -> TokenResponse:
     """Rotate a refresh token: the old one is used up. Presenting a used one again revokes
     its whole family (every token descended from the same login): 401."""
     try:
-        return TokenResponse.of(await container.auth.refresh(body.refresh_token))
+        return TokenResponse.of(await container.auth.refresh(body.refresh_token, audit=audit))
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
 
@@ -109,11 +108,13 @@ async def refresh(container: ContainerDep, body: RefreshRequest) -> TokenRespons
 @router.post(
     "/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"], summary="Log out"
 )
-async def logout(container: ContainerDep, _: PrincipalDep, body: RefreshRequest) -> Response:
+async def logout(
+    container: ContainerDep, _: PrincipalDep, audit: AuditDep, body: RefreshRequest
+) -> Response:
     """End the session of the refresh token: its family of refresh tokens, and every access
     token issued with them, stop working (401) at once."""
     try:
-        await container.auth.logout(body.refresh_token)
+        await container.auth.logout(body.refresh_token, audit=audit)
     except AuthError as exc:
         raise unauthorized(str(exc)) from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -135,6 +136,7 @@ async def change_password(
     container: ContainerDep,
     request: Request,
     principal: PrincipalDep,
+    audit: AuditDep,
     limits: Annotated[RateLimits, Depends(get_rate_limits)],
     body: PasswordChange,
 ) -> TokenResponse | Response:
@@ -144,13 +146,16 @@ async def change_password(
     token pair. API keys have no password (403)."""
     if principal.kind != "user" or principal.user_id is None:
         raise HTTPException(403, "only a user logged in with a password can change it")
-    entry = pending_audit()
-    if entry is not None:
-        entry.target_id = principal.user_id
+    if audit is not None:
+        audit.target_id = principal.user_id
     client = limits.client_ip(request.scope)
     try:
         pair = await container.auth.change_password(
-            principal.user_id, body.current_password, body.new_password, client=client
+            principal.user_id,
+            body.current_password,
+            body.new_password,
+            client=client,
+            audit=audit,
         )
     except LoginThrottled as exc:
         return _throttled(exc)

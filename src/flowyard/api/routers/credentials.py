@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from flowyard.api.deps import ActorDep
+from flowyard.api.deps import ActorDep, AuditDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import MAX_VERSION, Page
@@ -248,7 +248,7 @@ async def list_credential_types() -> list[CredentialTypeInfo]:
     responses=documented(409, 422),
 )
 async def create_credential(
-    request: Request, actor: ActorDep, body: CredentialCreate, response: Response
+    request: Request, actor: ActorDep, audit: AuditDep, body: CredentialCreate, response: Response
 ) -> CredentialPublic:
     """Create a credential (admin). Its data is encrypted at rest and never returned."""
     view = await _credentials(request).create(
@@ -258,6 +258,7 @@ async def create_credential(
         description=body.description,
         actor=actor,
         allowed_origins=body.allowed_origins,
+        audit=audit,
     )
     response.headers["Location"] = f"/api/v1/credentials/{view.record.name}"
     return CredentialPublic.of(view)
@@ -288,7 +289,7 @@ async def get_credential(request: Request, name: str) -> CredentialPublic:
     "/credentials/{name}", response_model=CredentialPublic, responses=documented(404, 409, 422)
 )
 async def update_credential(
-    request: Request, name: str, body: CredentialUpdate
+    request: Request, audit: AuditDep, name: str, body: CredentialUpdate
 ) -> CredentialPublic:
     """Replace the data, description and/or allowed origins (admin); the version goes up by
     one. Workers see the change within ``FLOWYARD_CREDENTIAL_CACHE_TTL_S`` (5 s)."""
@@ -299,6 +300,7 @@ async def update_credential(
         description=body.description if "description" in given else UNSET,
         allowed_origins=body.allowed_origins if "allowed_origins" in given else UNSET,
         expected_version=body.version,
+        audit=audit,
     )
     return CredentialPublic.of(view)
 
@@ -306,8 +308,8 @@ async def update_credential(
 @router.delete(
     "/credentials/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=documented(404)
 )
-async def delete_credential(request: Request, name: str) -> Response:
+async def delete_credential(request: Request, audit: AuditDep, name: str) -> Response:
     """Delete a credential (admin). Steps that reference it fail with
     ``credential.not_found`` from then on."""
-    await _credentials(request).delete(name)
+    await _credentials(request).delete(name, audit=audit)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import MAX_ID, Page, paged
@@ -82,6 +82,7 @@ async def send_signal(
     request: Request,
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     run_id: str,
     name: SignalName,
     payload: Annotated[
@@ -100,7 +101,7 @@ async def send_signal(
         kind == "application/json" or kind.endswith("+json")
     ):
         raise HTTPException(415, f"the payload must be JSON (application/json), not {kind}")
-    signal, woke = await service.send_signal(run_id, name, payload, actor=actor)
+    signal, woke = await service.send_signal(run_id, name, payload, actor=actor, audit=audit)
     return SignalPublic.of(signal, woke)
 
 
@@ -118,10 +119,7 @@ async def list_signals(
 ) -> Page[SignalPublic]:
     """Signals delivered to the run, oldest first, with the step that took each (actions
     on a state machine are listed by ``GET /runs/{run_id}/actions``)."""
-    await service.store.get_run(run_id)  # 404 for an unknown run
-    rows = await service.store.list_signals(
-        run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL
-    )
+    rows = await service.list_signals(run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL)
     items, next_cursor = paged(rows, limit, lambda s: s.id)
     return Page[SignalPublic](items=[SignalPublic.of(s) for s in items], next_cursor=next_cursor)
 
@@ -244,6 +242,7 @@ async def list_actions(service: ServiceDep, run_id: str) -> RunActions:
 async def take_action(
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     run_id: str,
     action: Annotated[str, Path(pattern=ACTION_ID_PATTERN, examples=["approve"])],
     body: Annotated[ActionRequest | None, Body()] = None,
@@ -256,6 +255,6 @@ async def take_action(
     workflow does not have. Of two concurrent actions exactly one wins (the other: 409).
     ``history`` is listed by ``GET /runs/{run_id}/actions``."""
     moved = await service.take_action(
-        run_id, action, actor=actor, payload=body.payload if body else None
+        run_id, action, actor=actor, payload=body.payload if body else None, audit=audit
     )
     return _actions_of(moved)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -33,6 +33,7 @@ router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 async def retry_runs(
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     body: Annotated[BulkRetryRequest | None, Body()] = None,
 ) -> BulkRetryResult:
     """Retry the newest runs (up to ``limit``) with a ``status`` (default ``failed``),
@@ -46,6 +47,7 @@ async def retry_runs(
         status=RunStatus(body.status),
         limit=body.limit,
         actor=actor,
+        audit=audit,
     )
     return BulkRetryResult(
         matched=result.matched,
@@ -63,13 +65,14 @@ async def retry_runs(
 async def cancel_run(
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     run_id: str,
     body: Annotated[CancelRun | None, Body()] = None,
 ) -> RunPublic:
     """Cancel an unfinished run: no further step starts, and a step still running is stopped
     (its result is discarded). 409 when the run already ended; ``current_status`` says how."""
     reason = body.reason if body is not None else None
-    return RunPublic.of(await service.cancel_run(run_id, actor=actor, reason=reason))
+    return RunPublic.of(await service.cancel_run(run_id, actor=actor, reason=reason, audit=audit))
 
 
 @router.post(
@@ -78,11 +81,13 @@ async def cancel_run(
     summary="Pause a run",
     responses=documented(404, 409),
 )
-async def pause_run(service: ServiceDep, actor: ActorDep, run_id: str) -> RunPublic:
+async def pause_run(
+    service: ServiceDep, actor: ActorDep, audit: AuditDep, run_id: str
+) -> RunPublic:
     """Pause a pending, running or waiting run: no new step starts (a step already running
     finishes) until it is resumed; retry backoffs and timers keep their deadlines.
     409 otherwise."""
-    return RunPublic.of(await service.pause_run(run_id, actor=actor))
+    return RunPublic.of(await service.pause_run(run_id, actor=actor, audit=audit))
 
 
 @router.post(
@@ -91,9 +96,11 @@ async def pause_run(service: ServiceDep, actor: ActorDep, run_id: str) -> RunPub
     summary="Resume a paused run",
     responses=documented(404, 409),
 )
-async def resume_run(service: ServiceDep, actor: ActorDep, run_id: str) -> RunPublic:
+async def resume_run(
+    service: ServiceDep, actor: ActorDep, audit: AuditDep, run_id: str
+) -> RunPublic:
     """Resume a paused run: held steps run when due. 409 when the run is not paused."""
-    return RunPublic.of(await service.resume_run(run_id, actor=actor))
+    return RunPublic.of(await service.resume_run(run_id, actor=actor, audit=audit))
 
 
 @router.post(
@@ -105,6 +112,7 @@ async def resume_run(service: ServiceDep, actor: ActorDep, run_id: str) -> RunPu
 async def retry_run(
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     run_id: str,
     body: Annotated[RetryRun | None, Body()] = None,
 ) -> RunPublic:
@@ -113,4 +121,7 @@ async def retry_run(
     ``use_latest_definition`` the run moves to the workflow's latest version first. 409 for
     a run in any other status, or when that version lacks a node the run must run again."""
     latest = body.use_latest_definition if body else False
-    return RunPublic.of(await service.retry_run(run_id, actor=actor, use_latest_definition=latest))
+    retried = await service.retry_run(
+        run_id, actor=actor, use_latest_definition=latest, audit=audit
+    )
+    return RunPublic.of(retried)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -20,7 +20,6 @@ from flowyard.api.schemas import (
     paged,
 )
 from flowyard.domain.errors import InvalidInput, Problem
-from flowyard.domain.ids import RunId
 from flowyard.domain.statuses import RunStatus, StepStatus
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
@@ -46,7 +45,12 @@ router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
     },
 )
 async def start_run(
-    service: ServiceDep, actor: ActorDep, workflow_ref: str, body: StartRun, response: Response
+    service: ServiceDep,
+    actor: ActorDep,
+    audit: AuditDep,
+    workflow_ref: str,
+    body: StartRun,
+    response: Response,
 ) -> RunPublic:
     """Start a run (202). With a used ``idempotency_key`` the existing run is returned (200)."""
     run, created = await service.start_run(
@@ -56,6 +60,7 @@ async def start_run(
         idempotency_key=body.idempotency_key,
         version=body.version,
         actor=actor,
+        audit=audit,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -131,9 +136,8 @@ async def list_steps(
     ] = None,
 ) -> Page[StepPublic]:
     """Per-node state of a run, in creation order, a page at a time."""
-    run = await service.store.get_run(run_id)
-    rows = await service.store.list_steps(
-        run.id, limit=limit + 1, after=cursor, status=status_, node_id=node_id
+    rows = await service.list_steps(
+        run_id, limit=limit + 1, after=cursor, status=status_, node_id=node_id
     )
     steps, next_cursor = paged(rows, limit, lambda s: s.id)
     return Page[StepPublic](items=[StepPublic.of(s) for s in steps], next_cursor=next_cursor)
@@ -165,8 +169,7 @@ async def list_events(
             "give the event cursor once: `cursor` and `after` differ",
             [Problem("", "`cursor` and `after` differ", "conflicting_cursor")],
         )
-    run = await service.store.get_run(run_id)
     start = cursor if cursor is not None else after or 0
-    rows = await service.store.list_events(RunId(run.id), after=start, limit=limit + 1)
+    rows = await service.list_events(run_id, after=start, limit=limit + 1)
     events, next_cursor = paged(rows, limit, lambda e: e.id)
     return Page[EventPublic](items=[EventPublic.of(e) for e in events], next_cursor=next_cursor)

@@ -20,7 +20,6 @@ from flowyard.bootstrap import Container
 from flowyard.domain.errors import NotFound
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.statuses import RunStatus
-from flowyard.store.factory import normalize_url
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
@@ -32,8 +31,8 @@ def _hub(ws: WebSocket, container: Container) -> stream.StreamHub:
     hub: stream.StreamHub | None = getattr(ws.app.state, "stream_hub", None)
     if hub is None:
         hub = stream.StreamHub(
-            container.store,
-            normalize_url(container.settings.db_url),
+            container.events,
+            container.service.get_run_record,
             poll_interval_s=container.settings.stream_poll_interval_s,
         )
         ws.app.state.stream_hub = hub
@@ -90,7 +89,7 @@ async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> Non
         return
     if filter_.run_id is not None:
         try:
-            await container.store.get_run(filter_.run_id)
+            await container.service.get_run_record(filter_.run_id)
         except NotFound:
             await ws.close(stream.CLOSE_UNKNOWN_RUN, "run not found")
             return

@@ -11,7 +11,6 @@ from flowyard.api.deps import ContainerDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import PROBLEM_JSON, TYPE_BASE, problem, problem_response
 from flowyard.api.schemas import Health, NodeTypePublic, Page, Readiness, paged
-from flowyard.domain.errors import StoreUnavailable
 
 router = APIRouter(tags=["system"], route_class=StrictJSONRoute)
 
@@ -41,14 +40,10 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(container: ContainerDep) -> JSONResponse:
     """The database answers and its schema is current."""
-    try:
-        await container.store.ping()
-        current = await container.store.schema_is_current()
-    except StoreUnavailable as exc:
-        return problem(503, "not-ready", "Not ready", str(exc))
-    if not current:
-        return problem(503, "not-ready", "Not ready", "database migrations are pending")
-    return JSONResponse({"status": "ready", "database": container.store.dialect})
+    reason = await container.admin.not_ready()
+    if reason is not None:
+        return problem(503, "not-ready", "Not ready", reason)
+    return JSONResponse({"status": "ready", "database": container.admin.dialect})
 
 
 #: Served under ``/api/v1`` only (the health checks above also at the root, for probes).

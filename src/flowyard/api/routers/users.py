@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from flowyard.api.auth_schemas import USER_ID, UserCreate, UserPublic, UserUpdate
-from flowyard.api.deps import ContainerDep
+from flowyard.api.deps import AuditDep, ContainerDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import Page, paged
@@ -27,9 +27,10 @@ router = APIRouter(route_class=StrictJSONRoute)
     summary="Create a user",
     responses=documented(409, 422, d409="The username is taken."),
 )
-async def create_user(container: ContainerDep, body: UserCreate) -> UserPublic:
+async def create_user(container: ContainerDep, audit: AuditDep, body: UserCreate) -> UserPublic:
     """Create a user (admin)."""
-    return UserPublic.of(await container.auth.create_user(body.username, body.password, body.role))
+    user = await container.auth.create_user(body.username, body.password, body.role, audit=audit)
+    return UserPublic.of(user)
 
 
 @router.get("/users", response_model=Page[UserPublic], tags=["users"], summary="List users")
@@ -43,7 +44,7 @@ async def list_users(
     ] = None,
 ) -> Page[UserPublic]:
     """Users by name, a page at a time (admin)."""
-    rows = await container.store.list_users(
+    rows = await container.auth.list_users(
         limit=limit + 1, after=cursor, role=role, disabled=disabled
     )
     users, next_cursor = paged(rows, limit, lambda u: u.username)
@@ -68,12 +69,14 @@ LAST_ADMIN = "It is the last enabled admin (`reason: last_admin`): make another 
     summary="Change a user",
     responses=documented(404, 409, 422, d409="Demoting or disabling: " + LAST_ADMIN),
 )
-async def update_user(container: ContainerDep, user_id: UserId, body: UserUpdate) -> UserPublic:
+async def update_user(
+    container: ContainerDep, audit: AuditDep, user_id: UserId, body: UserUpdate
+) -> UserPublic:
     """Change a user's role, disabled flag or password (admin). Disabling or a new password
     ends the user's sessions (refresh and access tokens). The last enabled admin cannot be
     demoted or disabled (409, `reason: last_admin`)."""
     user = await container.auth.update_user(
-        user_id, role=body.role, disabled=body.disabled, password=body.password
+        user_id, role=body.role, disabled=body.disabled, password=body.password, audit=audit
     )
     return UserPublic.of(user)
 
@@ -85,8 +88,8 @@ async def update_user(container: ContainerDep, user_id: UserId, body: UserUpdate
     summary="Delete a user",
     responses=documented(404, 409, d409=LAST_ADMIN),
 )
-async def delete_user(container: ContainerDep, user_id: UserId) -> Response:
+async def delete_user(container: ContainerDep, audit: AuditDep, user_id: UserId) -> Response:
     """Delete a user (admin); its API keys are revoked. The last enabled admin cannot be deleted
     (409, `reason: last_admin`)."""
-    await container.auth.delete_user(user_id)
+    await container.auth.delete_user(user_id, audit=audit)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
-from flowyard.api.deps import ActorDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -30,9 +30,9 @@ from flowyard.api.schemas import (
     WorkflowWithVersion,
     paged,
 )
-from flowyard.domain.errors import NotFound, PreconditionFailed
+from flowyard.domain.errors import PreconditionFailed
 from flowyard.domain.records import WorkflowRecord
-from flowyard.engine.diff import diff_definitions, is_empty
+from flowyard.engine.diff import is_empty
 
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=StrictJSONRoute)
 
@@ -166,11 +166,15 @@ async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> 
     },
 )
 async def create_workflow(
-    service: ServiceDep, actor: ActorDep, definition: DefinitionBody, response: Response
+    service: ServiceDep,
+    actor: ActorDep,
+    audit: AuditDep,
+    definition: DefinitionBody,
+    response: Response,
 ) -> WorkflowWithVersion:
     """Create a workflow from a definition (its version 1), with `Location` and `ETag: "1"`.
     422 lists every problem of the definition."""
-    record, version = await service.create_workflow(definition, actor)
+    record, version = await service.create_workflow(definition, actor, audit=audit)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}"
     response.headers["ETag"] = etag(record)
     return WorkflowWithVersion(
@@ -186,7 +190,7 @@ async def list_workflows(
     include_archived: Annotated[bool, Query(description="Also archived workflows")] = False,
 ) -> Page[WorkflowPublic]:
     """Workflows by name, a page at a time (`next_cursor` is null on the last page)."""
-    rows = await service.store.list_workflows(
+    rows = await service.list_workflows(
         limit=limit + 1, after=cursor, include_archived=include_archived
     )
     items, next_cursor = paged(rows, limit, lambda w: w.name)
@@ -210,13 +214,13 @@ async def get_workflow(
 ) -> WorkflowWithVersion | Response:
     """A workflow (by id or name) with its latest version and its `ETag`. With
     `If-None-Match` naming the current ETag (or `*`): 304 without a body."""
-    record = await service.store.get_workflow(workflow_ref)
+    record = await service.get_workflow(workflow_ref)
     tag = etag(record)
     if if_none_match is not None and (
         if_none_match.strip() == "*" or tag in _tags(if_none_match, weak=True)
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-    version = await service.store.get_version(record.id, record.latest_version)
+    version = await service.get_version(record.id, record.latest_version)
     response.headers["ETag"] = tag
     return WorkflowWithVersion(
         workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=False
@@ -242,6 +246,7 @@ async def get_workflow(
 async def update_workflow(
     service: ServiceDep,
     actor: ActorDep,
+    audit: AuditDep,
     workflow_ref: str,
     definition: DefinitionBody,
     response: Response,
@@ -254,7 +259,7 @@ async def update_workflow(
 
     Send `If-Match` with the `ETag` you read: when someone saved (or archived) since, the
     answer is 412 and nothing is saved. Without it the last writer wins."""
-    record = await service.store.get_workflow(workflow_ref)
+    record = await service.get_workflow(workflow_ref)
     expected_version, expected_archived = _expectations(record, if_match)
     try:
         updated, version, created = await service.update_workflow(
@@ -263,10 +268,11 @@ async def update_workflow(
             actor,
             expected_version=expected_version,
             expected_archived=expected_archived,
+            audit=audit,
         )
     except PreconditionFailed:
         assert if_match is not None  # only a conditional request has expectations
-        raise _stale(await service.store.get_workflow(record.id), if_match) from None
+        raise _stale(await service.get_workflow(record.id), if_match) from None
     response.headers["ETag"] = etag(updated)
     return WorkflowWithVersion(
         workflow=WorkflowPublic.of(updated), version=VersionPublic.of(version), created=created
@@ -280,19 +286,26 @@ async def update_workflow(
     responses={200: {"headers": ETAG_HEADER}, **documented(404, 412)},
 )
 async def archive_workflow(
-    service: ServiceDep, workflow_ref: str, response: Response, if_match: IfMatch = None
+    service: ServiceDep,
+    audit: AuditDep,
+    workflow_ref: str,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> WorkflowPublic:
     """Archive a workflow: it leaves the list and refuses new runs; its versions and runs stay.
     Saving a new version brings it back. Honours `If-Match` like `PUT` (412)."""
-    record = await service.store.get_workflow(workflow_ref)
+    record = await service.get_workflow(workflow_ref)
     expected_version, expected_archived = _expectations(record, if_match)
     try:
-        archived = await service.store.archive_workflow(
-            record.id, expected_latest=expected_version, expected_archived=expected_archived
+        archived = await service.archive_workflow(
+            record.id,
+            expected_latest=expected_version,
+            expected_archived=expected_archived,
+            audit=audit,
         )
     except PreconditionFailed:
         assert if_match is not None
-        raise _stale(await service.store.get_workflow(record.id), if_match) from None
+        raise _stale(await service.get_workflow(record.id), if_match) from None
     response.headers["ETag"] = etag(archived)
     return WorkflowPublic.of(archived)
 
@@ -313,8 +326,8 @@ async def list_versions(
     ] = None,
 ) -> Page[VersionPublic]:
     """Versions, newest first, a page at a time."""
-    record = await service.store.get_workflow(workflow_ref)
-    rows = await service.store.list_versions(record.id, limit=limit + 1, before=cursor)
+    record = await service.get_workflow(workflow_ref)
+    rows = await service.list_versions(record.id, limit=limit + 1, before=cursor)
     items, next_cursor = paged(rows, limit, lambda v: v.version)
     return Page[VersionPublic](items=[VersionPublic.of(v) for v in items], next_cursor=next_cursor)
 
@@ -329,10 +342,8 @@ async def get_version(
     service: ServiceDep, workflow_ref: str, version: VersionPath
 ) -> VersionPublic:
     """One immutable version."""
-    record = await service.store.get_workflow(workflow_ref)
-    if version < 1:
-        raise NotFound(f"workflow {workflow_ref!r} has no version {version}")
-    return VersionPublic.of(await service.store.get_version(record.id, version))
+    record = await service.get_workflow(workflow_ref)
+    return VersionPublic.of(await service.get_version(record.id, version))
 
 
 @router.get(
@@ -346,13 +357,7 @@ async def diff_versions(
 ) -> VersionDiff:
     """What changed from ``version`` to ``other``: top-level fields, and the nodes (or the
     states and actions) added, removed and changed, field by field."""
-    record = await service.store.get_workflow(workflow_ref)
-    for number in (version, other):
-        if number < 1:
-            raise NotFound(f"workflow {workflow_ref!r} has no version {number}")
-    old = await service.store.get_version(record.id, version)
-    new = await service.store.get_version(record.id, other)
-    diff = diff_definitions(old.definition, new.definition)
+    record, diff = await service.diff_versions(workflow_ref, version, other)
     return VersionDiff(
         workflow_id=record.id,
         from_version=version,

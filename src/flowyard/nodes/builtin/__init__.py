@@ -1,4 +1,5 @@
-"""Built-in node types."""
+"""Built-in node types. The registry registers them (``default_registry``); nothing here
+knows the registry, so the two never import each other."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from flowyard.nodes.builtin.flow import (
 )
 from flowyard.nodes.builtin.http import HttpNode
 from flowyard.nodes.builtin.state import StateNode
-from flowyard.nodes.registry import NodeRegistry
 
 BUILTIN_TYPES = (
     TriggerNode,
@@ -38,10 +38,4 @@ BUILTIN_TYPES = (
 )
 
 
-def register_builtins(registry: NodeRegistry) -> None:
-    """Register every built-in node type."""
-    for node_type in BUILTIN_TYPES:
-        registry.register(node_type)
-
-
-__all__ = ["BUILTIN_TYPES", "register_builtins"]
+__all__ = ["BUILTIN_TYPES"]

@@ -1,0 +1,84 @@
+"""Runs and what they recorded: steps, events and signals (reads), and starting runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from flowyard.domain.auth import AuditEntry
+from flowyard.domain.ids import RunId, WorkflowId
+from flowyard.domain.records import (
+    EventRecord,
+    NewRun,
+    RunRecord,
+    SignalRecord,
+    StepRecord,
+)
+from flowyard.domain.statuses import RunStatus, StepStatus
+
+
+class RunStore(Protocol):
+    """Starting runs, and reading runs, steps, events and signals."""
+
+    async def start_runs(
+        self, new_runs: Sequence[NewRun], now: datetime, *, audit: AuditEntry | None = None
+    ) -> list[tuple[RunRecord, bool]]:
+        """Create runs and their first steps in one transaction. A run whose idempotency key
+        was used for the same workflow is not created again: (existing, False)."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """A run (NotFound)."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | None = None,
+        workflow_id: WorkflowId | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        error_type: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first, before an id cursor; ``error_type`` filters failures by type
+        (exact, or a prefix ending in ``*``)."""
+        ...
+
+    async def list_steps(
+        self,
+        run_id: RunId,
+        *,
+        limit: int | None = None,
+        after: int | None = None,
+        status: StepStatus | None = None,
+        node_id: str | None = None,
+    ) -> list[StepRecord]:
+        """Steps of a run in creation order (all without ``limit``), after a step-id cursor,
+        optionally only in ``status`` or of ``node_id``."""
+        ...
+
+    async def list_events(
+        self, run_id: RunId, *, after: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        """Events of a run after an event-id cursor."""
+        ...
+
+    async def recent_signals(
+        self, run_id: str, name: str, *, limit: int = 1000
+    ) -> list[SignalRecord]:
+        """The run's latest ``limit`` signals called ``name``, newest first."""
+        ...
+
+    async def list_signals(
+        self,
+        run_id: str,
+        *,
+        limit: int = 1000,
+        after: int | None = None,
+        name: str | None = None,
+        exclude: str | None = None,
+    ) -> list[SignalRecord]:
+        """Signals of a run, oldest first (after the id ``after``; only those called
+        ``name``; not those called ``exclude``)."""
+        ...
