@@ -20,10 +20,10 @@ from flowyard.api.routers import (
     audit,
     auth,
     credentials,
-    flow,
     lifecycle,
     metrics,
     runs,
+    signals,
     stream,
     system,
     users,
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.include_router(metrics.router)
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
-    app.include_router(flow.router, prefix=API_PREFIX)
+    app.include_router(signals.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     for security_router in (auth, users, api_keys, audit):
