@@ -19,7 +19,7 @@ from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
 from flowyard.nodes.registry import NodeRegistry, default_registry
 from flowyard.observability import Metrics, PoolStats
-from flowyard.outbound import EgressPolicy, Outbound, guarded_client
+from flowyard.outbound import Authenticators, EgressPolicy, Outbound, guarded_client
 from flowyard.security import (
     AuthService,
     CredentialResolver,
@@ -235,7 +235,7 @@ async def build(
         auth,
         credentials,
         credentials.resolver(settings.credential_cache_ttl_s),
-        Outbound(http),
+        Outbound(http, authenticators=_authenticators(registry)),
         AdminService(store, clock=clock),
         clock,
         metrics,
@@ -243,3 +243,11 @@ async def build(
     container.service.on_enqueue = container.wake_workers
     container.service.on_stop_requested = container.check_worker_leases
     return container
+
+
+def _authenticators(registry: NodeRegistry) -> Authenticators:
+    """The built-in authenticators plus those the registered node types bring."""
+    authenticators = Authenticators()
+    for type_, authenticator in registry.authenticators().items():
+        authenticators.register(type_, authenticator)
+    return authenticators

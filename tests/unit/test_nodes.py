@@ -15,7 +15,7 @@ import pytest
 from flowyard.domain.errors import PermanentError, TransientError
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.base import NodeOutcome, StepContext
-from flowyard.nodes.builtin.http import parse_retry_after
+from flowyard.nodes.httpio import parse_retry_after
 from flowyard.nodes.registry import NodeRegistry, default_registry
 from support.http import RecordingServer, Reply
 

@@ -170,7 +170,8 @@ async def test_credential_types_describe_their_data(
     types = (await anon.get(f"{API}/credential-types", headers=admin)).json()
     by_type = {t["type"]: t["data_schema"] for t in types}
     assert set(by_type) == {
-        "salesforce_oauth", "smtp", "api_key_header", "basic", "bearer", "twilio", "custom",
+        "salesforce_oauth", "smtp", "api_key_header", "basic", "bearer", "twilio", "sendgrid",
+        "meta_graph", "slack", "custom",
     }  # fmt: skip
     password = by_type["basic"]["properties"]["password"]
     assert password["writeOnly"] is True and password["format"] == "password"

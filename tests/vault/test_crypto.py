@@ -153,7 +153,12 @@ def test_mask_shows_plain_fields_only() -> None:
         "client_secret": MASK,
         "refresh_token": MASK,
         "token_url": None,
+        "flow": "refresh_token",
+        "private_key": None,
+        "username": None,
+        "api_version": "v62.0",
     }
+    assert type(sf["flow"]) is str  # stored as JSON, like every other value
 
 
 def test_invalid_data_is_located_without_echoing_values() -> None:

@@ -17,11 +17,19 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Annotated, Any, TypeVar, get_args
 from urllib.parse import quote, quote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.domain.ids import new_ulid
@@ -45,6 +53,15 @@ HttpSecret = Annotated[SecretStr, Field(min_length=MIN_HTTP_SECRET, max_length=8
 Plain = Annotated[str, Field(min_length=1, max_length=2048)]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")]
 HttpsUrl = Annotated[str, Field(pattern=r"^https://[^\s/]+(/\S*)?$", max_length=2048)]
+#: A provider's base URL: https, or http to a loopback host only (a local fake in tests and
+#: demos; plain http anywhere else would send the secret in the clear).
+ProviderUrl = Annotated[
+    str,
+    Field(
+        pattern=r"^(https://[^\s/]+|http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])(:\d{1,5})?)(/\S*)?$",
+        max_length=2048,
+    ),
+]
 
 
 class CredentialType(StrEnum):
@@ -56,6 +73,9 @@ class CredentialType(StrEnum):
     BASIC = "basic"
     BEARER = "bearer"
     TWILIO = "twilio"
+    SENDGRID = "sendgrid"
+    META_GRAPH = "meta_graph"
+    SLACK = "slack"
     CUSTOM = "custom"
 
 
@@ -63,14 +83,44 @@ class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SalesforceOAuthData(_Data):
-    """OAuth 2.0 refresh-token flow of a Salesforce connected app."""
+class SalesforceFlow(StrEnum):
+    """How a Salesforce connected app gets its access token (OAuth 2.0)."""
 
-    instance_url: HttpsUrl
+    REFRESH_TOKEN = "refresh_token"
+    CLIENT_CREDENTIALS = "client_credentials"
+    JWT_BEARER = "jwt_bearer"
+
+
+#: A current Salesforce REST API version (Winter '25); a credential may pin another.
+SALESFORCE_API_VERSION = "v62.0"
+
+
+class SalesforceOAuthData(_Data):
+    """A Salesforce connected app: the refresh-token flow (``refresh_token``), the
+    client-credentials flow (``client_secret``), or the JWT bearer flow (``private_key`` in
+    PEM and ``username``). ``token_url`` defaults to ``https://login.salesforce.com``."""
+
+    instance_url: ProviderUrl
     client_id: Plain
-    client_secret: Secret
-    refresh_token: Secret
-    token_url: HttpsUrl | None = None
+    flow: SalesforceFlow = SalesforceFlow.REFRESH_TOKEN
+    client_secret: Secret | None = None
+    refresh_token: Secret | None = None
+    private_key: Secret | None = None
+    username: Plain | None = None
+    token_url: ProviderUrl | None = None
+    api_version: Annotated[str, Field(pattern=r"^v\d{2,3}\.\d$")] = SALESFORCE_API_VERSION
+
+    @model_validator(mode="after")
+    def _flow_fields(self) -> SalesforceOAuthData:
+        needed = {
+            SalesforceFlow.REFRESH_TOKEN: ("client_secret", "refresh_token"),
+            SalesforceFlow.CLIENT_CREDENTIALS: ("client_secret",),
+            SalesforceFlow.JWT_BEARER: ("private_key", "username"),
+        }[self.flow]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"the {self.flow.value} flow needs {', '.join(missing)}")
+        return self
 
 
 class SmtpData(_Data):
@@ -104,10 +154,36 @@ class BearerData(_Data):
 
 
 class TwilioData(_Data):
-    """A Twilio account."""
+    """A Twilio account (HTTP basic: account SID and auth token, or an API key SID and
+    secret in ``api_key_sid``/``auth_token``)."""
 
     account_sid: Plain
     auth_token: Secret
+    api_key_sid: Plain | None = None
+    base_url: ProviderUrl = "https://api.twilio.com"
+
+
+class SendgridData(_Data):
+    """A SendGrid API key (v3 ``mail/send``)."""
+
+    api_key: HttpSecret
+    base_url: ProviderUrl = "https://api.sendgrid.com"
+
+
+class MetaGraphData(_Data):
+    """A Meta Graph API access token and the Instagram professional account it acts for."""
+
+    access_token: HttpSecret
+    account_id: Annotated[str, Field(pattern=r"^[0-9]{1,32}$")]
+    api_version: Annotated[str, Field(pattern=r"^v\d{1,3}\.\d$")] = "v21.0"
+    base_url: ProviderUrl = "https://graph.facebook.com"
+
+
+class SlackData(_Data):
+    """A Slack bot token (``xoxb-...``)."""
+
+    bot_token: HttpSecret
+    base_url: ProviderUrl = "https://slack.com"
 
 
 CustomKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
@@ -127,12 +203,17 @@ MODELS: dict[CredentialType, type[BaseModel]] = {
     CredentialType.BASIC: BasicData,
     CredentialType.BEARER: BearerData,
     CredentialType.TWILIO: TwilioData,
+    CredentialType.SENDGRID: SendgridData,
+    CredentialType.META_GRAPH: MetaGraphData,
+    CredentialType.SLACK: SlackData,
     CredentialType.CUSTOM: CustomData,
 }
 
 
 def _reveal(value: Any) -> Any:
-    return value.get_secret_value() if isinstance(value, SecretStr) else value
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value.value if isinstance(value, Enum) else value
 
 
 def _is_secret(annotation: Any) -> bool:

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict
 
 from flowyard.domain.clock import utc_now
 from flowyard.domain.commands import ChildRun, Fork, Wait
-from flowyard.domain.credentials import ResolvedCredential, redact
+from flowyard.domain.credentials import CredentialType, ResolvedCredential, redact
 from flowyard.domain.errors import PermanentError
 from flowyard.domain.records import BranchResult, SignalRecord
 from flowyard.expressions import ExpressionEngine
-from flowyard.outbound import Outbound
+from flowyard.outbound import Authenticator, Outbound
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -228,6 +228,12 @@ class NodeType(ABC, Generic[C]):
     branching: ClassVar[bool] = False
     #: The step reads the run's buffered signals (``StepContext.signals``) when it executes.
     listens_for_signals: ClassVar[bool] = False
+
+    def authenticators(self) -> Mapping[CredentialType, Authenticator]:
+        """Authenticators this node type brings for credential types the outbound layer
+        does not know (an OAuth token exchange, a provider's own scheme); the registry hands
+        them to the outbound layer, so a plugin's credential works like a built-in one."""
+        return {}
 
     def parse_config(self, raw: Mapping[str, Any]) -> C:
         """Validate raw config into the config model (raises pydantic.ValidationError)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from flowyard.domain.credentials import CredentialType
 from flowyard.nodes.base import NodeType
 from flowyard.nodes.builtin import BUILTIN_TYPES
+from flowyard.outbound import Authenticator
 
 ENTRY_POINT_GROUP = "flowyard.nodes"
 _log = logging.getLogger(__name__)
@@ -48,18 +50,33 @@ class NodeRegistry:
         """The types whose steps read the run's buffered signals (loaded when claimed)."""
         return frozenset(name for name, t in self._types.items() if t.listens_for_signals)
 
+    def authenticators(self) -> dict[CredentialType, Authenticator]:
+        """The authenticators the registered types bring, by credential type (a type two
+        node types both bring keeps the first one registered)."""
+        found: dict[CredentialType, Authenticator] = {}
+        for name in self.names():
+            for type_, authenticator in self._types[name].authenticators().items():
+                found.setdefault(type_, authenticator)
+        return found
+
     def describe(self) -> list[dict[str, Any]]:
         """Every type with its config JSON Schema, sorted by name."""
         return [self._types[name].describe() for name in self.names()]
 
-    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
-        """Load third-party node packs; returns the names of entry points loaded.
+    def load_entry_points(
+        self, group: str = ENTRY_POINT_GROUP, *, third_party: bool = True
+    ) -> list[str]:
+        """Load node packs; returns the names of entry points loaded. flowyard's own packs
+        (its provider integrations) always load; other distributions' only with
+        ``third_party``.
 
         A pack that fails to import is logged and skipped so one broken plugin does not take
         the service down.
         """
         loaded: list[str] = []
         for ep in entry_points(group=group):
+            if not third_party and not _ours(ep):
+                continue
             try:
                 obj = ep.load()
                 if isinstance(obj, type) and issubclass(obj, NodeType):
@@ -76,10 +93,16 @@ class NodeRegistry:
 
 
 def default_registry(*, load_plugins: bool = True) -> NodeRegistry:
-    """A registry with the built-in node types (and installed plugins unless disabled)."""
+    """A registry with the built-in node types, flowyard's own provider integrations, and
+    installed third-party plugins unless disabled."""
     registry = NodeRegistry()
     for node_type in BUILTIN_TYPES:
         registry.register(node_type)
-    if load_plugins:
-        registry.load_entry_points()
+    registry.load_entry_points(third_party=load_plugins)
     return registry
+
+
+def _ours(ep: EntryPoint) -> bool:
+    """An entry point of flowyard's own distribution."""
+    dist = getattr(ep, "dist", None)
+    return dist is not None and dist.name == "flowyard"

@@ -209,15 +209,21 @@ TWILIO_API = "https://api.twilio.com"
 
 def provider_origins(type_: CredentialType, data: Mapping[str, Any]) -> list[str] | None:
     """The origins a provider credential talks to by default, from its own data: Salesforce
-    its instance and token endpoints, Twilio its API, SMTP its relay (``smtp://host:port``).
+    its instance and token endpoints, Twilio, SendGrid, Meta Graph and Slack their API
+    (``base_url``, the provider's own by default), SMTP its relay (``smtp://host:port``).
     None for the http-style types (an admin names theirs)."""
     if type_ is CredentialType.SALESFORCE_OAUTH:
         token_url = data.get("token_url") or SALESFORCE_LOGIN
         return normalize_origins(
             [str(origin_of(str(data["instance_url"]))), str(origin_of(str(token_url)))]
         )
-    if type_ is CredentialType.TWILIO:
-        return [TWILIO_API]
+    if type_ in (
+        CredentialType.TWILIO,
+        CredentialType.SENDGRID,
+        CredentialType.META_GRAPH,
+        CredentialType.SLACK,
+    ):
+        return normalize_origins([str(origin_of(str(data.get("base_url") or TWILIO_API)))])
     if type_ is CredentialType.SMTP:
         host = str(data["host"])
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import time
 from typing import Any, Literal, NoReturn
 
 import httpx
@@ -14,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from flowyard.domain.credentials import NAME_PATTERN
 from flowyard.domain.errors import PermanentError, TransientError
 from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
+from flowyard.nodes.httpio import error_body, exchange, parse_retry_after
 
 #: Statuses that a later attempt may get past (RFC 9110 semantics + common practice).
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -55,21 +54,6 @@ class HttpConfig(NodeConfig):
         if self.json_body is not None and self.body is not None:
             raise ValueError("give either 'json' or 'body', not both")
         return self
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 class HttpOutput(BaseModel):
@@ -126,100 +110,23 @@ class HttpNode(NodeType[HttpConfig]):
             raise PermanentError(
                 f"invalid request: {exc}", error_type="http.invalid_request"
             ) from exc
-        try:
-            # One deadline for the whole exchange: httpx's timeouts bound each read, so a
-            # server dripping a byte at a time could otherwise hold the step indefinitely.
-            async with asyncio.timeout(config.timeout_s):
-                response = await ctx.send(
-                    request, credential=config.credential, follow_redirects=config.follow_redirects
-                )
-                try:
-                    raw = await _read_limited(response, config.max_response_bytes)
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise TransientError(
-                f"{config.method} {url} timed out (timeout_s {config.timeout_s})",
-                error_type="http.timeout",
-            ) from exc
-        except httpx.DecodingError as exc:
-            raise PermanentError(
-                f"{config.method} {url}: the response body cannot be decoded: {exc}",
-                error_type="http.decoding",
-            ) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise PermanentError(str(exc), error_type="http.invalid_request") from exc
-        except httpx.TransportError as exc:
-            raise TransientError(
-                f"{config.method} {url} failed: {exc.__class__.__name__}: {exc}",
-                error_type="http.network",
-            ) from exc
-        if len(raw) > OFF_LOOP_BYTES:
-            body = await asyncio.to_thread(_decode_body, response, raw)
-        else:
-            body = _decode_body(response, raw)
-        if response.is_success:
-            return NodeOutcome(output=_output(response, body))
-        detail_body: Any = body
-        if len(raw) > ERROR_BODY_CHARS:
-            detail_body = await _cut(ctx, raw)
-        return _fail(config.method, url, response, detail_body)
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise PermanentError(
-                f"response larger than max_response_bytes ({limit})",
-                error_type="http.response_too_large",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-#: Bodies larger than this are encoded and parsed in a thread: a 10 MB JSON parse holds the
-#: event loop ~0.1 s, which every other step, claim and commit of the process would wait for.
-OFF_LOOP_BYTES = 64 * 1024
+        done = await exchange(
+            ctx,
+            request,
+            prefix="http",
+            timeout_s=config.timeout_s,
+            max_bytes=config.max_response_bytes,
+            credential=config.credential,
+            follow_redirects=config.follow_redirects,
+        )
+        if done.response.is_success:
+            return NodeOutcome(output=_output(done.response, done.body))
+        detail_body = await error_body(ctx, done.raw, done.body)
+        return _fail(config.method, url, done.response, detail_body)
 
 
 def _encode_json(value: Any) -> bytes:
     return json.dumps(value).encode()
-
-
-def _decode_body(response: httpx.Response, raw: bytes) -> Any:
-    content_type = response.headers.get("content-type", "")
-    text = raw.decode(response.encoding or "utf-8", errors="replace")
-    if "json" in content_type and text:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-        except RecursionError:
-            # Deeper than the parser's stack: the same answer as any output too deep to store
-            # (worker/storable.py), not an internal error retried in vain.
-            raise PermanentError(
-                "the response body is nested too deeply to store", error_type="output.too_deep"
-            ) from None
-    return text
-
-
-#: Error details keep at most this many characters of a body that is not stored whole.
-ERROR_BODY_CHARS = 4096
-
-
-async def _cut(ctx: StepContext, raw: bytes) -> str:
-    """The start of an error body, for the error's details: redacted *before* it is cut (a
-    secret straddling the cut would leave its first characters for the worker's redaction
-    to miss), then cut; in a thread when large."""
-
-    def cut() -> str:
-        text = ctx.redact(raw.decode(errors="replace"))
-        return str(text)[:ERROR_BODY_CHARS]
-
-    return await asyncio.to_thread(cut) if len(raw) > OFF_LOOP_BYTES else cut()
 
 
 def _output(response: httpx.Response, body: Any) -> dict[str, Any]:
