@@ -18,10 +18,15 @@ from flowyard.bootstrap import Container
 from flowyard.domain.credentials import CredentialType
 from flowyard.domain.statuses import RunStatus
 from flowyard.integrations.slack import SlackNode
-from support.chatflows import assert_secret_free, run_node, step_error, stored_text
+from support.chatflows import assert_secret_free, run_node, sqlite_db_url, step_error, stored_text
 from support.dbdump import dump_database
 
 BOT_TOKEN = "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOp"
+
+
+# The node and its provider under test, not the store: SQLite only (test_chat_worker.py runs
+# end to end on both backends).
+db_url = pytest.fixture(name="db_url")(sqlite_db_url)
 
 
 @pytest.fixture

@@ -17,7 +17,14 @@ from flowyard.bootstrap import Container
 from flowyard.domain.credentials import CredentialType
 from flowyard.domain.statuses import RunStatus
 from flowyard.integrations.twilio import SmsNode
-from support.chatflows import assert_secret_free, basic, run_node, step_error, stored_text
+from support.chatflows import (
+    assert_secret_free,
+    basic,
+    run_node,
+    sqlite_db_url,
+    step_error,
+    stored_text,
+)
 from support.dbdump import dump_database
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
@@ -25,6 +32,11 @@ TOKEN = "twilio-auth-token-5f1e2d3c4b5a"
 KEY_SID = "SK" + "fedcba9876543210" * 2
 KEY_SECRET = "twilio-key-secret-9a8b7c6d5e4f"
 SERVICE = "MG" + "00112233445566778899aabbccddeeff"
+
+
+# The node and its provider under test, not the store: SQLite only (test_chat_worker.py runs
+# end to end on both backends).
+db_url = pytest.fixture(name="db_url")(sqlite_db_url)
 
 
 @pytest.fixture

@@ -6,12 +6,25 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 from flowyard.bootstrap import Container
 from flowyard.domain.credentials import secret_forms
 from flowyard.service import RunDetail
 from support.runs import run_definition
+
+
+def sqlite_db_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated SQLite database of the test's own (a copy of the session's template).
+
+    The provider node tests use it as their ``db_url`` (``pytest.fixture(name="db_url")``):
+    what they test is a node type and its provider, not the store, which the end-to-end
+    tests (tests/integrations/test_chat_worker.py) run on both backends."""
+    path = tmp_path / "flowyard.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 def one_node(
