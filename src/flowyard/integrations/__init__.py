@@ -13,10 +13,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowyard.integrations.meta import InstagramNode
+from flowyard.integrations.sentiment import SentimentNode
+from flowyard.integrations.slack import SlackNode
+from flowyard.integrations.twilio import SmsNode, WhatsAppNode
 from flowyard.nodes.base import NodeType
 
 #: The provider node types of this pack (each slice of issue 11 adds its own).
-INTEGRATION_TYPES: tuple[type[NodeType[Any]], ...] = ()
+INTEGRATION_TYPES: tuple[type[NodeType[Any]], ...] = (
+    SmsNode,
+    WhatsAppNode,
+    SlackNode,
+    InstagramNode,
+    SentimentNode,
+)
 
 
 def register(registry: Any) -> None:
