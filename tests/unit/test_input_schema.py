@@ -38,7 +38,9 @@ def test_a_catastrophic_pattern_is_a_problem_within_its_budget(
 ) -> None:
     codes, took = timed(schema, instance)
     assert codes == ["pattern_timeout"]
-    assert took < PATTERN_BUDGET_S * 5
+    # Unbounded, this match takes hours; bounded, a budget (0.1 s) per pattern. The bound
+    # here only has to tell the two apart, on a CI machine running other tests at once.
+    assert took < PATTERN_BUDGET_S * 50
 
 
 def test_patterns_still_validate() -> None:
