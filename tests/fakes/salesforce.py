@@ -35,49 +35,27 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
-SESSION_EXPIRED = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
-SERVER_UNAVAILABLE = [{"message": "Server is unavailable", "errorCode": "SERVER_UNAVAILABLE"}]
-LIMIT_EXCEEDED = [
-    {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
-]
-NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
-PREFIXES = {"Lead": "00Q", "Account": "001", "Contact": "003", "Opportunity": "006", "Case": "500"}
-#: Fields of the standard objects it knows (custom ``__c`` fields are accepted everywhere).
-FIELDS = {
-    "Lead": {
-        "FirstName",
-        "LastName",
-        "Company",
-        "Email",
-        "Phone",
-        "Status",
-        "OwnerId",
-        "LeadSource",
-    },
-    "Account": {"Name", "Phone", "Website", "Industry", "OwnerId"},
-    "Contact": {"FirstName", "LastName", "Email", "Phone", "AccountId", "OwnerId"},
-    "Opportunity": {"Name", "StageName", "CloseDate", "Amount", "AccountId", "OwnerId"},
-    "Case": {"Subject", "Description", "Status", "Origin", "ContactId", "OwnerId"},
-}
-SYSTEM_FIELDS = {"Id", "CreatedDate", "LastModifiedDate"}
-REQUIRED = {"Lead": ["LastName", "Company"], "Account": ["Name"], "Contact": ["LastName"]}
-_SOQL = re.compile(
-    r"^\s*SELECT\s+(?P<fields>.+?)\s+FROM\s+(?P<object>\w+)"
-    r"(?:\s+WHERE\s+(?P<where>.+?))?(?:\s+LIMIT\s+(?P<limit>\d+))?\s*$",
-    re.IGNORECASE | re.DOTALL,
+from fakes.salesforce_org import (
+    LIMIT_EXCEEDED,
+    NOT_FOUND,
+    SERVER_UNAVAILABLE,
+    SESSION_EXPIRED,
+    Org,
+    Reply,
+    id18,
 )
-_CONDITION = re.compile(r"^\s*(\w+)\s*=\s*'((?:[^'\\]|\\.)*)'\s*$", re.DOTALL)
-_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-
-def id18(id15: str) -> str:
-    """Salesforce's case-safe 18-character form of a 15-character id."""
-    suffix = ""
-    for start in (0, 5, 10):
-        bits = sum(1 << i for i, c in enumerate(id15[start : start + 5]) if c.isupper())
-        suffix += _SUFFIX[bits]
-    return id15 + suffix
+__all__ = [
+    "LIMIT_EXCEEDED",
+    "NOT_FOUND",
+    "SERVER_UNAVAILABLE",
+    "SESSION_EXPIRED",
+    "ConnectedApp",
+    "Failure",
+    "FakeSalesforce",
+    "Seen",
+    "id18",
+]
 
 
 @dataclass
@@ -117,21 +95,15 @@ class Seen:
     body: bytes
 
 
-class _Reply(Exception):
-    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
 class FakeSalesforce:
     """The fake server (see the module docstring). Thread-safe; every attribute read by
     tests is updated under its lock."""
 
     def __init__(self, *, page_size: int = 2000) -> None:
-        self.page_size = page_size
+        #: The org's data (``org.page_size``: rows per query page; ``org.unique``: fields
+        #: its duplicate rules keep unique).
+        self.org = Org(page_size)
         self.apps: dict[str, ConnectedApp] = {}
-        self.records: dict[str, dict[str, dict[str, Any]]] = {}
-        self.unique: dict[str, set[str]] = {"Lead": {"Email"}, "Contact": {"Email"}}
         self.calls: Counter[str] = Counter()
         self.seen: list[Seen] = []
         self.failures: list[Failure] = []
@@ -139,11 +111,11 @@ class FakeSalesforce:
         self.token_instance_url: str | None = None
         #: The audience JWT assertions must name (None: this server's origin).
         self.audience: str | None = None
+        #: ``expires_in`` of token answers (None: left out, as Salesforce does).
+        self.token_expires_in: int | None = None
         #: Every access token issued, in order (also those expired since).
         self.issued: list[str] = []
         self._tokens: set[str] = set()
-        self._cursors: dict[str, list[dict[str, Any]]] = {}
-        self._counter = 0
         self._lock = threading.RLock()
         fake = self
 
@@ -250,7 +222,7 @@ class FakeSalesforce:
     def add_record(self, obj: str, fields: dict[str, Any]) -> str:
         """Store a record directly (no rules); returns its 18-character id."""
         with self._lock:
-            return self._insert(obj, fields)
+            return self.org.insert(obj, fields)
 
     def of(self, kind: str) -> list[Seen]:
         """The requests of one kind, in order."""
@@ -281,14 +253,14 @@ class FakeSalesforce:
         try:
             with self._lock:
                 if kind == "token":
-                    result = self._token(body, headers)
+                    result = self._token(body)
                 else:
                     self._authorize(headers)
-                    result = self._rest(kind, method, segments, parse_qs(split.query), body)
+                    result = self.org.rest(kind, segments, parse_qs(split.query), body)
             status, payload, extra = 200, result, {}
-            if isinstance(result, _Reply):  # a success status other than 200
+            if isinstance(result, Reply):  # a success status other than 200
                 status, payload, extra = result.status, result.body, result.headers
-        except _Reply as reply:
+        except Reply as reply:
             status, payload, extra = reply.status, reply.body, reply.headers
         raw = b"" if payload is None else json.dumps(payload).encode()
         headers_out = {"Content-Type": "application/json;charset=UTF-8", **extra}
@@ -303,11 +275,11 @@ class FakeSalesforce:
     def _authorize(self, headers: dict[str, str]) -> None:
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
         if not value.startswith("Bearer ") or value[7:] not in self._tokens:
-            raise _Reply(401, SESSION_EXPIRED, {"WWW-Authenticate": "Token"})
+            raise Reply(401, SESSION_EXPIRED, {"WWW-Authenticate": "Token"})
 
     # -- OAuth -------------------------------------------------------------------------
 
-    def _token(self, body: bytes, headers: dict[str, str]) -> Any:
+    def _token(self, body: bytes) -> Any:
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         grant = form.get("grant_type")
         if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
@@ -325,7 +297,7 @@ class FakeSalesforce:
         token = f"00D5g00000{secrets.token_hex(4)}!{secrets.token_urlsafe(24)}"
         self._tokens.add(token)
         self.issued.append(token)
-        return {
+        answer = {
             "access_token": token,
             "signature": secrets.token_urlsafe(16),
             "scope": "api",
@@ -334,6 +306,9 @@ class FakeSalesforce:
             "token_type": "Bearer",
             "issued_at": str(int(time.time() * 1000)),
         }
+        if self.token_expires_in is not None:
+            answer["expires_in"] = self.token_expires_in
+        return answer
 
     def _jwt_app(self, assertion: str) -> ConnectedApp:
         try:
@@ -363,187 +338,10 @@ class FakeSalesforce:
             raise _oauth("invalid_grant", "user hasn't approved this consumer")
         return app
 
-    # -- REST --------------------------------------------------------------------------
-
-    def _rest(
-        self, kind: str, method: str, segs: list[str], query: dict[str, list[str]], body: bytes
-    ) -> Any:
-        version = segs[2] if len(segs) > 2 else ""
-        if kind == "query":
-            soql = query.get("q", [""])[0]
-            return self._query(version, soql)
-        if kind == "query_more":
-            return self._page(version, segs[4])
-        if kind == "unknown":
-            raise _Reply(404, NOT_FOUND)
-        obj = segs[4]
-        if obj not in FIELDS and not obj.endswith("__c"):
-            raise _Reply(404, NOT_FOUND)
-        if kind == "create":
-            record_id = self._create(obj, _json(body))
-            return _Reply(201, {"id": record_id, "success": True, "errors": []})
-        if kind == "upsert":
-            return self._upsert(version, obj, segs[5], segs[6], _json(body))
-        record = self._find(obj, segs[5])
-        if kind == "get":
-            names = query.get("fields", [""])[0]
-            return self._render(version, obj, record, names.split(",") if names else None)
-        if kind == "update":
-            self._check(obj, _json(body), record["Id"])
-            record.update(_json(body))
-            return _Reply(204)
-        del self.records[obj][record["Id"]]
-        return _Reply(204)
-
-    def _find(self, obj: str, record_id: str) -> dict[str, Any]:
-        for rid, record in self.records.get(obj, {}).items():
-            if record_id in (rid, rid[:15]):
-                return record
-        raise _Reply(404, NOT_FOUND)
-
-    def _check(self, obj: str, fields: dict[str, Any], own_id: str | None = None) -> None:
-        allowed = FIELDS.get(obj, set())
-        for name in fields:
-            if name not in allowed and not name.endswith("__c"):
-                raise _Reply(
-                    400,
-                    [
-                        {
-                            "message": f"No such column '{name}' on sobject of type {obj}",
-                            "errorCode": "INVALID_FIELD",
-                            "fields": [],
-                        }
-                    ],
-                )
-        for name in self.unique.get(obj, ()):
-            value = fields.get(name)
-            matches = [
-                rid
-                for rid, r in self.records.get(obj, {}).items()
-                if value is not None and r.get(name) == value and rid != own_id
-            ]
-            if matches:
-                raise _Reply(400, _duplicates(obj, matches))
-
-    def _create(self, obj: str, fields: dict[str, Any]) -> str:
-        missing = [f for f in REQUIRED.get(obj, []) if fields.get(f) in (None, "")]
-        if missing:
-            raise _Reply(
-                400,
-                [
-                    {
-                        "message": f"Required fields are missing: [{', '.join(missing)}]",
-                        "errorCode": "REQUIRED_FIELD_MISSING",
-                        "fields": missing,
-                    }
-                ],
-            )
-        self._check(obj, fields)
-        return self._insert(obj, fields)
-
-    def _insert(self, obj: str, fields: dict[str, Any]) -> str:
-        self._counter += 1
-        n, digits = self._counter, ""
-        for _ in range(5):
-            n, r = divmod(n, 62)
-            digits = _BASE62[r] + digits
-        record_id = id18(PREFIXES.get(obj, "a00") + "5g00000" + digits)
-        self.records.setdefault(obj, {})[record_id] = {**fields, "Id": record_id}
-        return record_id
-
-    def _upsert(self, version: str, obj: str, field_name: str, value: str, fields: Any) -> Any:
-        if not field_name.endswith("__c"):
-            raise _Reply(
-                404,
-                [
-                    {
-                        "errorCode": "NOT_FOUND",
-                        "message": "Provided external ID field does not exist or is not "
-                        f"accessible: {field_name}",
-                    }
-                ],
-            )
-        matches = [r for r in self.records.get(obj, {}).values() if str(r.get(field_name)) == value]
-        if len(matches) > 1:
-            raise _Reply(
-                300, [f"/services/data/{version}/sobjects/{obj}/{r['Id']}" for r in matches]
-            )
-        if matches:
-            self._check(obj, fields, matches[0]["Id"])
-            matches[0].update(fields)
-            return {"id": matches[0]["Id"], "success": True, "errors": [], "created": False}
-        record_id = self._create(obj, {**fields, field_name: value})
-        return _Reply(201, {"id": record_id, "success": True, "errors": [], "created": True})
-
-    def _render(
-        self, version: str, obj: str, record: dict[str, Any], names: list[str] | None
-    ) -> dict[str, Any]:
-        url = f"/services/data/{version}/sobjects/{obj}/{record['Id']}"
-        out: dict[str, Any] = {"attributes": {"type": obj, "url": url}}
-        for name in names if names is not None else ["Id", *sorted(FIELDS.get(obj, ()))]:
-            if name not in FIELDS.get(obj, set()) | SYSTEM_FIELDS and not name.endswith("__c"):
-                raise _Reply(
-                    400,
-                    [
-                        {
-                            "message": f"No such column '{name}' on entity '{obj}'",
-                            "errorCode": "INVALID_FIELD",
-                        }
-                    ],
-                )
-            out[name] = record.get(name)
-        if names is None:
-            out.update({k: v for k, v in record.items() if k.endswith("__c")})
-        return out
-
-    def _query(self, version: str, soql: str) -> dict[str, Any]:
-        match = _SOQL.match(soql)
-        if match is None:
-            raise _Reply(
-                400, [{"message": "unexpected token: query", "errorCode": "MALFORMED_QUERY"}]
-            )
-        obj = match["object"]
-        if obj not in FIELDS and not obj.endswith("__c"):
-            message = f"\n{soql}\nERROR at Row:1\nsObject type '{obj}' is not supported."
-            raise _Reply(400, [{"message": message, "errorCode": "INVALID_TYPE"}])
-        names = [n.strip() for n in match["fields"].split(",")]
-        conditions: list[tuple[str, str]] = []
-        for part in re.split(r"\s+AND\s+", match["where"] or "", flags=re.IGNORECASE):
-            if not part.strip():
-                continue
-            cond = _CONDITION.match(part)
-            if cond is None:
-                raise _Reply(
-                    400, [{"message": f"unexpected token: {part}", "errorCode": "MALFORMED_QUERY"}]
-                )
-            conditions.append((cond[1], re.sub(r"\\(.)", r"\1", cond[2])))
-        rows = [
-            self._render(version, obj, r, names)
-            for r in self.records.get(obj, {}).values()
-            if all(str(r.get(f)) == v for f, v in conditions)
-        ]
-        if match["limit"]:
-            rows = rows[: int(match["limit"])]
-        self._counter += 1
-        locator = f"01g5g00000{self._counter:05d}"
-        self._cursors[locator] = rows
-        return self._page(version, f"{locator}-0", total=len(rows))
-
-    def _page(self, version: str, cursor: str, *, total: int | None = None) -> dict[str, Any]:
-        locator, _, offset_text = cursor.rpartition("-")
-        rows = self._cursors.get(locator)
-        if rows is None or not offset_text.isdigit():
-            raise _Reply(
-                400, [{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}]
-            )
-        offset = int(offset_text)
-        page = rows[offset : offset + self.page_size]
-        result: dict[str, Any] = {"totalSize": len(rows), "done": True, "records": page}
-        if offset + self.page_size < len(rows):
-            result["done"] = False
-            nxt = offset + self.page_size
-            result["nextRecordsUrl"] = f"/services/data/{version}/query/{locator}-{nxt}"
-        return result
+    @property
+    def records(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The org's records: object -> id -> fields."""
+        return self.org.records
 
 
 def _kind(method: str, segs: list[str]) -> str:
@@ -568,56 +366,9 @@ def _kind(method: str, segs: list[str]) -> str:
     return table.get((rest[0], len(rest), method), "unknown")
 
 
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body or b"null")
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise _Reply(
-            400,
-            [{"message": "The request body is malformed JSON", "errorCode": "JSON_PARSER_ERROR"}],
-        )
-    return value
+def _oauth(error: str, description: str) -> Reply:
+    return Reply(400, {"error": error, "error_description": description})
 
 
-def _oauth(error: str, description: str) -> _Reply:
-    return _Reply(400, {"error": error, "error_description": description})
-
-
-def _duplicates(obj: str, ids: list[str]) -> list[dict[str, Any]]:
-    """Salesforce's DUPLICATES_DETECTED error (a blocking duplicate rule)."""
-    records = [
-        {
-            "additionalInformation": [],
-            "fieldDiffs": [],
-            "matchConfidence": 100.0,
-            "record": {"attributes": {"type": obj, "url": f"/sobjects/{obj}/{rid}"}, "Id": rid},
-        }
-        for rid in ids
-    ]
-    result = {
-        "allowSave": False,
-        "duplicateRule": f"Standard_{obj}_Duplicate_Rule",
-        "duplicateRuleEntityType": obj,
-        "errorMessage": "Use one of these records?",
-        "matchResults": [
-            {
-                "entityType": obj,
-                "errors": [],
-                "matchEngine": "ExactMatchEngine",
-                "matchRecords": records,
-                "rule": f"Standard_{obj}_Match_Rule_v1_0",
-                "size": len(records),
-                "success": True,
-            }
-        ],
-    }
-    return [
-        {
-            "duplicateResult": result,
-            "errorCode": "DUPLICATES_DETECTED",
-            "message": "Use one of these records?",
-            "fields": [],
-        }
-    ]
+def _oauth(error: str, description: str) -> Reply:
+    return Reply(400, {"error": error, "error_description": description})

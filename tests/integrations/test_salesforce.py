@@ -3,6 +3,7 @@ local Salesforce of ``tests/fakes/salesforce.py`` (OAuth token endpoint + REST).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -25,8 +27,10 @@ from fakes.salesforce import (
     FakeSalesforce,
 )
 from flowyard.bootstrap import Container
-from flowyard.domain.credentials import CredentialType
+from flowyard.domain.credentials import CredentialType, ResolvedCredential, parse_data
 from flowyard.domain.statuses import RunStatus
+from flowyard.integrations.salesforce import SalesforceAuth
+from flowyard.outbound import AuthContext, Outbound, provider_origins
 from flowyard.service import RunDetail
 from flowyard.settings import Settings
 from support.dbdump import dump_database
@@ -272,6 +276,26 @@ async def test_query_follows_next_records_url_up_to_max_rows(
     # 3 pages, then 2 (it stops at the cap), then 3.
     assert fake.calls["query"] == 3 and fake.calls["query_more"] == 2 + 1 + 2
     assert fake.of("query")[0].query["q"] == [soql.replace("{{ input.status }}", "Open")]
+
+
+async def test_a_next_records_url_off_the_instance_is_not_followed(
+    container: Container, fake: FakeSalesforce
+) -> None:
+    await add_credential(container, fake)
+    rows = [{"attributes": {"type": "Lead"}, "Id": "00Q5g00000AAAAAAAA"}]
+    for bad in (
+        "//evil.example/services/data/v62.0/query/01g-2",
+        "http://evil.example/services/data/v62.0/query/01g-2",
+        "/services/data/v62.0/query/../../../oauth2/token",
+        "/services/data/v62.0/query/%2e%2e/x",
+        "/services/apexrest/x",
+        42,
+    ):
+        page = {"totalSize": 3, "done": False, "records": rows, "nextRecordsUrl": bad}
+        fake.fail(200, page, match="query")
+        found = error(await run(container, sf("q", "query", soql="SELECT Id FROM Lead")), "q")
+        assert found["type"] == "salesforce.invalid_response", bad
+    assert fake.calls["query"] == 6 and fake.calls["query_more"] == fake.calls["unknown"] == 0
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -523,6 +547,9 @@ async def test_token_endpoint_errors(container: Container, fake: FakeSalesforce)
     found = error(await run(container, sf("c", "create", object="Lead", fields=LEAD)), "c")
     assert (found["type"], found["transient"]) == ("salesforce.auth_http_503", True)
     assert found["details"]["retry_after_s"] == 3.0
+    fake.fail(0, b"", match="token")  # the connection drops
+    found = error(await run(container, sf("c", "create", object="Lead", fields=LEAD)), "c")
+    assert (found["type"], found["transient"]) == ("salesforce.auth_network", True)
     fake.audience = "https://login.salesforce.com"
     await add_credential(container, fake, "jwt", flow="jwt_bearer")
     found = error(
@@ -754,3 +781,58 @@ async def test_secrets_are_nowhere_in_outputs_errors_events_logs_or_the_database
         assert secret not in text
         assert secret not in dump
         assert secret not in caplog.text
+
+
+# -- the authenticator on its own (its token cache under concurrency and expiry) ----------
+
+
+def resolved(fake: FakeSalesforce) -> ResolvedCredential:
+    data = parse_data(
+        CredentialType.SALESFORCE_OAUTH,
+        {
+            "instance_url": fake.url,
+            "token_url": fake.url,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "refresh_token": REFRESH_TOKEN,
+        },
+    )
+    origins = provider_origins(CredentialType.SALESFORCE_OAUTH, data) or []
+    return ResolvedCredential.of("sf", CredentialType.SALESFORCE_OAUTH, data, tuple(origins))
+
+
+async def test_concurrent_steps_wait_for_one_token_request(fake: FakeSalesforce) -> None:
+    auth, credential, remembered = SalesforceAuth(), resolved(fake), set[str]()
+    async with httpx.AsyncClient() as client:
+        ctx = AuthContext(Outbound(client), remembered.add)
+        sessions = await asyncio.gather(*(auth.session(credential, ctx) for _ in range(20)))
+    assert fake.calls["token"] == 1
+    assert {s.token for s in sessions} == set(fake.issued)
+    assert set(fake.issued) <= remembered and CLIENT_SECRET in remembered
+
+
+async def test_invalidate_drops_only_the_token_that_was_refused(fake: FakeSalesforce) -> None:
+    auth, credential = SalesforceAuth(), resolved(fake)
+    async with httpx.AsyncClient() as client:
+        ctx = AuthContext(Outbound(client), lambda _: None)
+        first = await auth.session(credential, ctx)
+        # A step refused with an older token leaves the current one alone.
+        assert auth.invalidate("sf", "Bearer an-older-token") is False
+        assert (await auth.session(credential, ctx)).token == first.token
+        assert auth.invalidate("sf", f"Bearer {first.token}") is True
+        second = await auth.session(credential, ctx)
+    assert second.token != first.token and fake.calls["token"] == 2
+
+
+async def test_a_token_said_to_expire_is_renewed_before_it_does(fake: FakeSalesforce) -> None:
+    now = [1000.0]
+    auth, credential = SalesforceAuth(monotonic=lambda: now[0]), resolved(fake)
+    fake.token_expires_in = 3600
+    async with httpx.AsyncClient() as client:
+        ctx = AuthContext(Outbound(client), lambda _: None)
+        first = await auth.session(credential, ctx)
+        now[0] += 3600 - 31
+        assert (await auth.session(credential, ctx)).token == first.token
+        now[0] += 2  # within the 30 s margin
+        assert (await auth.session(credential, ctx)).token != first.token
+    assert fake.calls["token"] == 2
