@@ -73,14 +73,15 @@ class ConnectedApp:
 @dataclass
 class Failure:
     """A scripted answer: to the next request of kind ``match`` (an operation: create,
-    update, upsert, get, delete, query, query_more, or token; None: any REST call). Status
-    0 drops the connection without answering."""
+    update, upsert, get, delete, query, query_more, or token; None: any REST call), after
+    ``delay_s``. Status 0 drops the connection without answering."""
 
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
     match: str | None = None
     content_type: str = "application/json;charset=UTF-8"
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -93,6 +94,15 @@ class Seen:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (a step's deadline passed) is expected here.
+        pass
 
 
 class FakeSalesforce:
@@ -141,8 +151,7 @@ class FakeSalesforce:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -202,12 +211,13 @@ class FakeSalesforce:
         headers: dict[str, str] | None = None,
         match: str | None = None,
         content_type: str = "application/json;charset=UTF-8",
+        delay_s: float = 0.0,
     ) -> None:
         """Answer the next ``times`` requests of kind ``match`` with ``status`` and ``body``
-        (JSON, or bytes sent as they are)."""
+        (JSON, or bytes sent as they are), after ``delay_s`` seconds."""
+        failure = Failure(status, body, headers or {}, match, content_type, delay_s)
         with self._lock:
-            for _ in range(times):
-                self.failures.append(Failure(status, body, headers or {}, match, content_type))
+            self.failures.extend([failure] * times)
 
     def expire_tokens(self) -> None:
         """Every access token issued so far is refused from now on (INVALID_SESSION_ID)."""
@@ -244,6 +254,8 @@ class FakeSalesforce:
             self.seen.append(Seen(kind, method, split.path, parse_qs(split.query), headers, body))
             failure = self._next_failure(kind)
         if failure is not None:
+            if failure.delay_s:
+                threading.Event().wait(failure.delay_s)
             raw = (
                 failure.body
                 if isinstance(failure.body, bytes)

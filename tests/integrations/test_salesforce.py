@@ -180,7 +180,15 @@ async def test_create_get_update_get_delete_share_one_token(
             fields={"Company": "Acme East"},
             then="get_all",
         ),
-        sf("get_all", "get", object="Lead", record_id=rid, then="delete"),
+        sf("get_all", "get", object="Lead", record_id=rid, then="get_15"),
+        sf(
+            "get_15",
+            "get",
+            object="Lead",
+            record_id="{{ steps.create.output.id[:15] }}",
+            fields=["Company"],
+            then="delete",
+        ),
         sf("delete", "delete", object="Lead", record_id=rid),
         input={"phone": "+1 555 0100", "object": "Lead"},
     )
@@ -196,12 +204,13 @@ async def test_create_get_update_get_delete_share_one_token(
     }
     assert output(detail, "update") == {"id": rid, "success": True, "created": False}
     assert output(detail, "get_all")["record"]["Company"] == "Acme East"
+    assert output(detail, "get_15")["record"]["Company"] == "Acme East"
     assert output(detail, "delete") == {"deleted": True, "id": rid}
     assert fake.records["Lead"] == {}
     # One token for five steps; every call on the credential's API version.
     assert fake.calls["token"] == 1
     rest = [s for s in fake.seen if s.kind != "token"]
-    assert [s.kind for s in rest] == ["create", "get", "update", "get", "delete"]
+    assert [s.kind for s in rest] == ["create", "get", "update", "get", "get", "delete"]
     assert all(s.path.startswith("/services/data/v60.0/sobjects/Lead") for s in rest)
     assert rest[1].query == {"fields": ["LastName,Phone"]}
     # No idempotency header: Salesforce's REST sObject resources take none.
@@ -232,6 +241,13 @@ async def test_upsert_creates_then_updates_and_encodes_the_external_id(
     # One path segment, every reserved character (and the dots) percent-encoded.
     [call, _] = fake.of("upsert")
     assert call.path == "/services/data/v62.0/sobjects/Lead/Ext_Id__c/ACME%2F42%3Fx%3D%2E%2E%23"
+    # API versions before 46.0 answer an update by external id with 204 and no body.
+    fake.fail(204, b"", match="upsert")
+    assert output(await run(container, node, input={"ext": ext, "name": "Old"}), "upsert") == {
+        "id": None,
+        "success": True,
+        "created": False,
+    }
     # An integer external id works too.
     detail = await run(
         container,
@@ -359,6 +375,11 @@ async def test_every_scripted_error_class_is_mapped(
             assert found["details"]["message"] == body[0]["message"]
         if headers:
             assert found["details"]["retry_after_s"] == 7.0
+    fake.fail(201, {"id": "00Q5g00000AAAAAAAA", "success": True}, delay_s=1.0, match="create")
+    found = error(
+        await run(container, {**node, "config": {**node["config"], "timeout_s": 0.2}}), "create"
+    )
+    assert (found["type"], found["transient"]) == ("salesforce.timeout", True)
     assert fake.records.get("Lead", {}) == {}
 
 
