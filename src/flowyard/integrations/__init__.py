@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowyard.integrations.meta import InstagramNode
+from flowyard.integrations.salesforce import SalesforceNode
 from flowyard.integrations.sentiment import SentimentNode
 from flowyard.integrations.slack import SlackNode
 from flowyard.integrations.twilio import SmsNode, WhatsAppNode
@@ -21,6 +22,7 @@ from flowyard.nodes.base import NodeType
 
 #: The provider node types of this pack (each slice of issue 11 adds its own).
 INTEGRATION_TYPES: tuple[type[NodeType[Any]], ...] = (
+    SalesforceNode,
     SmsNode,
     WhatsAppNode,
     SlackNode,
