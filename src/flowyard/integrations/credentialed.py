@@ -32,9 +32,7 @@ async def provider_credential(
     permanent) unless it is of the ``expected`` type: a bearer token handed to the ``sms``
     node would otherwise be sent to whatever origin it names."""
     info = await ctx.credential_info(name)
-    # credential_info raised already when there is no source; the type is not a secret.
-    assert ctx.credentials is not None
-    kind = (await ctx.credentials.get(name)).type
+    kind = await ctx.credential_type(name)
     if kind is not expected:
         raise PermanentError(
             f"the {node_type} node takes a {expected.value} credential; {name!r} is of type "

@@ -167,6 +167,11 @@ class StepContext:
         ``instance_url`` to build URLs with); its secrets stay in the outbound layer."""
         return (await self._resolve(name)).public_values
 
+    async def credential_type(self, name: str) -> CredentialType:
+        """The type of the credential called ``name`` (not a secret): a node checks it
+        before sending, so a credential of another type never goes to its provider."""
+        return (await self._resolve(name)).type
+
     async def send(
         self,
         request: httpx.Request,

@@ -8,6 +8,7 @@ from typing import Any
 
 from flowyard.domain.credentials import SALESFORCE_API_VERSION, CredentialType
 from flowyard.domain.errors import PermanentError
+from flowyard.integrations.credentialed import provider_credential
 from flowyard.nodes.base import NodeOutcome, NodeType, StepContext
 from flowyard.outbound import Authenticator
 
@@ -24,7 +25,6 @@ from .models import (
 
 #: The plain fields every ``salesforce_oauth`` credential has (a node sees no other kind of
 #: a credential's data, so this is how it tells the type).
-_CREDENTIAL_FIELDS = ("instance_url", "client_id", "flow")
 
 
 class SalesforceNode(NodeType[SalesforceConfig]):
@@ -96,14 +96,9 @@ class SalesforceNode(NodeType[SalesforceConfig]):
 
     async def execute(self, ctx: StepContext, config: SalesforceConfig) -> NodeOutcome:
         """Render the operation's parts, call Salesforce, shape the output."""
-        info = await ctx.credential_info(config.credential)
-        if not all(info.get(name) for name in _CREDENTIAL_FIELDS):
-            raise PermanentError(
-                f"the salesforce node takes a salesforce_oauth credential; "
-                f"{config.credential!r} is another type",
-                error_type="credential.type",
-                details={"credential": config.credential, "expected": "salesforce_oauth"},
-            )
+        info = await provider_credential(
+            ctx, config.credential, CredentialType.SALESFORCE_OAUTH, node_type="salesforce"
+        )
         parts = await _render(ctx, config)
         instance = self.auth.instance_url(config.credential, info) or str(info["instance_url"])
         client = SalesforceClient(
