@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -63,17 +65,57 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+class PgCopies:
+    """Copies of a migrated template database, made ahead of the tests in background threads.
+
+    A copy costs 0.1-0.4 s (``WAL_LOG``: see :func:`support.pg.create_database`; a test often
+    takes less): each test takes a copy made while earlier tests ran, and its database is
+    dropped in the background too. :meth:`close` waits for all of it and drops the copies
+    nobody took."""
+
+    #: Copies kept in the making (and threads making them).
+    AHEAD = 2
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self._pool = ThreadPoolExecutor(self.AHEAD, thread_name_prefix="pg-copies")
+        self._made: deque[Future[str]] = deque()
+        self._drops: list[Future[None]] = []
+
+    def take(self) -> str:
+        """A fresh copy of the template (its URL); another is started at once."""
+        while len(self._made) < self.AHEAD + 1:
+            self._made.append(self._pool.submit(create_database, self.template, strategy="WAL_LOG"))
+        return self._made.popleft().result()
+
+    def drop(self, url: str) -> None:
+        """Drop a copy once a thread gets to it (errors surface in :meth:`close`)."""
+        self._drops = [d for d in self._drops if not d.done() or d.exception() is not None]
+        self._drops.append(self._pool.submit(drop_database, url))
+
+    def close(self) -> None:
+        while self._made:
+            self._drops.append(self._pool.submit(drop_database, self._made.popleft().result()))
+        self._pool.shutdown(wait=True)
+        for done in self._drops:
+            done.result()
+
+
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    """The name of a PostgreSQL database migrated once per session (per xdist worker, named
-    after it), dropped at the end; tests get copies (CREATE DATABASE ... TEMPLATE, which needs
-    it to have no connections: the store that migrated it is closed)."""
+def pg_template() -> Iterator[PgCopies]:
+    """A PostgreSQL database migrated once per session (per xdist worker, named after it),
+    dropped at the end, and the copies tests get of it (CREATE DATABASE ... TEMPLATE, which
+    needs it to have no connections: the store that migrated it is closed)."""
     skip_or_fail_without_pg()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     url = create_database(prefix=f"flowyard_tmpl_{worker}")
     try:
         asyncio.run(_migrate(url))
-        yield database_name(url)
+        copies = PgCopies(database_name(url))
+        try:
+            yield copies
+        finally:
+            copies.close()
     finally:
         drop_database(url)
 
@@ -90,11 +132,19 @@ def _fresh_database(
         yield f"sqlite:///{path}"
         return
     skip_or_fail_without_pg()
-    url = create_database(request.getfixturevalue("pg_template")) if migrated else create_database()
+    if not migrated:
+        url = create_database()
+        try:
+            yield url
+        finally:
+            drop_database(url)
+        return
+    copies: PgCopies = request.getfixturevalue("pg_template")
+    url = copies.take()
     try:
         yield url
     finally:
-        drop_database(url)
+        copies.drop(url)
 
 
 @pytest.fixture

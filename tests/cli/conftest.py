@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """The subprocesses' working directory (keeps any default ./flowyard.db out of the repo)."""
+    """The commands' working directory (keeps any default ./flowyard.db out of the repo)."""
     path = tmp_path / "work"
     path.mkdir()
     return path
@@ -17,5 +17,5 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    """A SQLite database file for the subprocesses."""
+    """A SQLite database file for the commands."""
     return f"sqlite:///{tmp_path / 'cli.db'}"

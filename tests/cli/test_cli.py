@@ -1,4 +1,5 @@
-"""Acceptance tests of the ``flowyard`` console script, run as a real subprocess."""
+"""Acceptance tests of the ``flowyard`` command line, in process (:func:`support.cli.cli`);
+``run --wait`` on PostgreSQL goes through the real console script in a subprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from support.cli import cli
+from support.cli import cli, cli_subprocess
 from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer, Reply
 
@@ -23,11 +24,12 @@ def crm_vars(server: RecordingServer) -> str:
 
 
 def run_lead(
-    cwd: Path, db: str, server: RecordingServer, region: str, *extra: str
+    cwd: Path, db: str, server: RecordingServer, region: str, *extra: str, run: Any = cli
 ) -> subprocess.CompletedProcess[str]:
     lead = json.dumps({"region": region, "email": "a@b.c"})
     args = ["run", str(LEAD_ROUTING), "--db", db, "--input", lead, "--vars", crm_vars(server)]
-    return cli(cwd, *args, "--json", *extra)
+    result: subprocess.CompletedProcess[str] = run(cwd, *args, "--json", *extra)
+    return result
 
 
 def assert_lead_routed(
@@ -123,7 +125,8 @@ def test_run_and_wait_on_a_failing_run_exits_non_zero(
 
 @pytest.mark.postgres
 def test_run_and_wait_on_postgres(workdir: Path, pg_url: str, http_server: RecordingServer) -> None:
-    result = run_lead(workdir, pg_url, http_server, "East Coast", "--wait")
+    """The console script itself (its entry point, a process of its own) on PostgreSQL."""
+    result = run_lead(workdir, pg_url, http_server, "East Coast", "--wait", run=cli_subprocess)
     assert_lead_routed(result, http_server, "East Coast")
     listed = cli(workdir, "runs", "list", "--db", pg_url, "--json")
     assert [r["status"] for r in json.loads(listed.stdout)] == ["succeeded"]

@@ -5,12 +5,11 @@ and exit 2, never a traceback."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from support.cli import FLOWYARD, cli, cli_env, messages
+from support.cli import cli, cli_subprocess, messages
 from support.pg import create_database, drop_database, skip_or_fail_without_pg
 
 FAILING = {
@@ -79,15 +78,7 @@ def test_a_definition_file_that_is_not_utf8_is_one_line(
 
 
 def test_stdin_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(FLOWYARD), "validate", "-"],
-        input=b'{"name": "b\xf6\xf6m"}',
-        capture_output=True,
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        timeout=120,
-        check=False,
-    )
-    stderr = result.stderr.decode()
-    assert result.returncode == 2, stderr
-    assert_one_line(stderr, "- is not UTF-8")
+    """Bytes on a real pipe into the console script (stdin's decoding is the process's)."""
+    result = cli_subprocess(tmp_path, "validate", "-", stdin=b'{"name": "b\xf6\xf6m"}')
+    assert result.returncode == 2, result.stderr
+    assert_one_line(result.stderr, "- is not UTF-8")

@@ -1,5 +1,5 @@
 """``flowyard runs cancel|pause|resume|retry|retry-failed`` and ``runs list --error-type``,
-run as real subprocesses on a SQLite file."""
+run in process (:func:`support.cli.cli`) on a SQLite file."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""``flowyard users ...`` and ``flowyard api-keys ...`` as real subprocesses: success paths,
-the key shown once, and clear messages with a non-zero exit for bad roles, unknown users or
-keys, and the last admin."""
+"""``flowyard users ...`` and ``flowyard api-keys ...`` (in process, :func:`support.cli.cli`):
+success paths, the key shown once, and clear messages with a non-zero exit for bad roles,
+unknown users or keys, and the last admin."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""A first hour without traps, through the real ``flowyard`` console script: ``run --wait``
-shows progress and the cause, known failures are one line, one default data directory, a
+"""A first hour without traps, through the ``flowyard`` command line (in process,
+:func:`support.cli.cli`; ``serve`` and ``worker`` in a subprocess): ``run --wait`` shows
+progress and the cause, known failures are one line, one default data directory, a
 validation that answers like saving, the smaller CLI fixes, and the key-file refusal."""
 
 from __future__ import annotations
@@ -234,7 +235,8 @@ def test_validate_looks_up_credentials_like_saving(workdir: Path, db: str) -> No
         stdin=json.dumps({"token": "t0k3n-value"}),
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
-    valid = cli(workdir, "validate", str(path), "--db", db)
+    # Wide: at 80 columns rich wraps a long temporary path before " valid".
+    valid = cli(workdir, "validate", str(path), "--db", db, env={"COLUMNS": "250"})
     assert valid.returncode == 0, valid.stderr
     assert valid.stdout.strip().endswith(": valid")
 

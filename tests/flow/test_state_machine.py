@@ -221,11 +221,16 @@ async def test_submit_then_approve_back_to_back_never_conflicts(
         assert approved.json()["state"] == "approved"
         run_ids.append(run_id)
 
+    pending = set(run_ids)
+
     async def all_approved() -> bool | None:
-        for run_id in run_ids:
+        # Each pass asks only for the runs not yet seen succeeded (a run that succeeded
+        # stays so): not 100 reads every 10 ms while the worker finishes them.
+        for run_id in sorted(pending):
             run = (await client.get(f"{API}/runs/{run_id}")).json()
             if run["status"] != "succeeded":
                 return None
+            pending.discard(run_id)
         return True
 
     await eventually(all_approved, "every run approved")

@@ -60,25 +60,32 @@ def skip_or_fail_without_pg() -> None:
     pytest.skip(f"{why} (set FLOWYARD_TEST_PG_URL; CI sets FLOWYARD_REQUIRE_PG=1)")
 
 
-async def _create(name: str, template: str) -> None:
+async def _create(name: str, template: str, strategy: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(admin_url(), timeout=5)
     try:
-        # PostgreSQL 15+ copies a template block by block through the WAL by default, which
-        # costs a small database ~0.25 s; copying its files (after a checkpoint) ~0.07 s.
         # Older servers only copy files.
-        strategy = " STRATEGY FILE_COPY" if conn.get_server_version().major >= 15 else ""
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
+        how = f" STRATEGY {strategy}" if conn.get_server_version().major >= 15 else ""
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{how}')
     finally:
         await conn.close()
 
 
-def create_database(template: str = "template1", prefix: str = "flowyard_t") -> str:
+def create_database(
+    template: str = "template1", prefix: str = "flowyard_t", *, strategy: str = "FILE_COPY"
+) -> str:
     """Create a fresh database, a copy of ``template`` (by default an empty one; another
-    template must have no open connections); returns its URL."""
+    template must have no open connections); returns its URL.
+
+    ``strategy`` (PostgreSQL 15+): ``FILE_COPY`` copies the files after a checkpoint, ~0.07 s
+    for a small database on an idle server but 0.3-0.9 s while other tests write (the
+    checkpoint flushes the whole cluster, and makes their commits wait for it);
+    ``WAL_LOG`` (the server's default) copies block by block through the WAL, ~0.25 s
+    whatever else runs, and forces no checkpoint: the choice for copies made in the
+    background (conftest's ``PgCopies``)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_create(name, template))
+    asyncio.run(_create(name, template, strategy))
     base = admin_url().rsplit("/", 1)[0]
     return f"{base}/{name}"
 
