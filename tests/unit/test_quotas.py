@@ -1,0 +1,190 @@
+"""Quotas without a database: keys, rates, and the bucket's promise that no window of
+``per_s`` seconds grants more than ``tokens``."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowyard.domain.quotas import (
+    Bucket,
+    Quota,
+    check_key,
+    full,
+    parse_rate,
+    rate_limited,
+    refill,
+    slowed,
+    take,
+    take_all,
+)
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("100 per 20s", (100, 20.0)),
+        ("5/s", (5, 1.0)),
+        ("300 per minute", (300, 60.0)),
+        ("300 per minutes", (300, 60.0)),
+        ("10 per 1h30m", (10, 5400.0)),
+        ("1 per hour", (1, 3600.0)),
+        (" 7 / 250ms ", (7, 0.25)),
+        ("2 PER 1 s", (2, 1.0)),
+    ],
+)
+def test_rates_people_write(text: str, expected: tuple[int, float]) -> None:
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "100", "per 20s", "0 per 1s", "5 per 0s", "5 per soon", "-1/s", "5 per 30d"]
+)
+def test_bad_rates_say_why(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+def test_keys() -> None:
+    assert check_key("credential:salesforce") == "credential:salesforce"
+    assert check_key("node_type:http") == "node_type:http"
+    for bad in ("salesforce", "credential:", "user:x", "credential:Bad", "node_type:a b"):
+        with pytest.raises(ValueError):
+            check_key(bad)
+
+
+def test_burst_is_bounded_by_the_rate() -> None:
+    with pytest.raises(ValueError):
+        Quota("node_type:http", 5, 1.0, burst=6)
+    with pytest.raises(ValueError):
+        Quota("node_type:http", 5, 1.0, burst=0)
+    assert Quota("node_type:http", 5, 1.0, burst=5).refill_per_s == pytest.approx(1.0)
+    assert Quota("node_type:http", 5, 1.0).refill_per_s == pytest.approx(5.0)
+
+
+def test_take_grants_until_empty_then_says_when() -> None:
+    quota = Quota("node_type:http", 10, 10.0, burst=3)  # refills 8 per 10 s
+    bucket = full(quota, T0)
+    for _ in range(3):
+        result = take(bucket, quota, T0)
+        assert result.granted
+        bucket = result.bucket
+    refused = take(bucket, quota, T0)
+    assert not refused.granted and refused.bucket == bucket
+    assert refused.retry_at == at(1.25)
+    assert take(bucket, quota, at(1.25)).granted
+
+
+def test_a_clock_that_goes_back_adds_nothing() -> None:
+    quota = Quota("node_type:http", 10, 1.0)
+    bucket = Bucket(0.0, at(5))
+    assert refill(bucket, quota, at(1)).available == 0.0
+
+
+def test_a_pause_refuses_until_it_ends_and_starts_empty() -> None:
+    quota = Quota("node_type:http", 10, 1.0, burst=5)
+    bucket = slowed(full(quota, T0), at(2))
+    assert bucket.available == 0.0
+    assert take(bucket, quota, at(1)).retry_at == at(2)
+    # A shorter pause asked later does not shorten it.
+    assert slowed(bucket, at(1)).paused_until == at(2)
+    # At the end of the pause the bucket refills from empty, not from when it was paused.
+    assert not take(bucket, quota, at(2)).granted
+    assert take(bucket, quota, at(2) + timedelta(seconds=1 / 6)).granted
+
+
+def test_disabled_quota_grants_and_keeps_its_bucket() -> None:
+    quota = Quota("node_type:http", 1, 60.0, enabled=False)
+    bucket = Bucket(0.0, T0)
+    assert take(bucket, quota, T0) == take(bucket, quota, T0)
+    assert take(bucket, quota, T0).granted
+
+
+def test_take_all_is_all_or_nothing() -> None:
+    roomy = Quota("node_type:http", 100, 1.0, burst=10)
+    tight = Quota("credential:crm", 1, 10.0)
+    buckets = {roomy.key: (roomy, full(roomy, T0)), tight.key: (tight, Bucket(0.0, T0))}
+    granted, retry_at = take_all(buckets, T0)
+    assert granted == {} and retry_at == at(10)
+    granted, retry_at = take_all(buckets, at(10))
+    assert retry_at is None
+    assert granted[tight.key].available == 0.0
+    assert granted[roomy.key].available == 9.0
+    _, spread = take_all(buckets, T0, spread=0.5)
+    assert spread == at(15)
+
+
+def _most_in_a_window(grants: list[int], window: int) -> int:
+    """The most grants in any half-open window ``[t, t + window)`` (microseconds)."""
+    grants = sorted(grants)
+    return max(bisect_left(grants, g + window) - i for i, g in enumerate(grants))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tokens=st.integers(1, 20),
+    burst_share=st.floats(0, 1),
+    per_s=st.sampled_from([0.5, 1.0, 3.0, 20.0]),
+    gaps=st.lists(st.floats(0, 2), min_size=1, max_size=120),
+)
+def test_no_window_grants_more_than_the_rate(
+    tokens: int, burst_share: float, per_s: float, gaps: list[float]
+) -> None:
+    """Greedy takers at arbitrary moments (and each refused one coming back exactly when it
+    was told): never more than ``tokens`` in any window of ``per_s``."""
+    burst = max(1, round(burst_share * tokens))
+    quota = Quota("node_type:http", tokens, per_s, burst=burst)
+    bucket = full(quota, T0)
+    now, last, grants = 0.0, 0.0, list[int]()
+    waiting: list[float] = []
+    for gap in gaps:
+        now += gap * per_s / tokens
+        waiting.append(now)
+        while waiting:
+            when = max(waiting[0], last)
+            result = take(bucket, quota, at(when))
+            if result.granted:
+                bucket = result.bucket
+                grants.append((at(when) - T0) // timedelta(microseconds=1))  # as it saw it
+                last = when
+                waiting.pop(0)
+            else:
+                assert result.retry_at is not None
+                retry = (result.retry_at - T0).total_seconds()
+                if retry > now + per_s * 3:
+                    break
+                waiting[0] = retry
+    assert _most_in_a_window(grants, round(per_s * 1_000_000)) <= tokens
+
+
+def test_the_steady_rate_is_the_whole_rate() -> None:
+    """Default burst 1: tokens per window, evenly spaced, so the quota costs no throughput."""
+    quota = Quota("node_type:http", 10, 1.0)
+    bucket, now, grants = full(quota, T0), 0.0, 0
+    while now < 10.0:
+        result = take(bucket, quota, at(now))
+        if result.granted:
+            bucket, grants = result.bucket, grants + 1
+        else:
+            assert result.retry_at is not None
+            now = (result.retry_at - T0).total_seconds()
+    assert grants in (100, 101)
+
+
+def test_rate_limited_errors() -> None:
+    assert rate_limited("http.429", {})
+    assert rate_limited("salesforce.REQUEST_LIMIT_EXCEEDED", {})
+    assert rate_limited("slack.ratelimited", {})
+    assert rate_limited("twilio.20429", {})
+    assert rate_limited("http.503", {"retry_after_s": 2})
+    assert not rate_limited("http.503", {})
