@@ -10,6 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowyard.domain.commands import StepCompletion
+from flowyard.domain.events import EventType
+from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.quotas import (
     Bucket,
     Quota,
@@ -22,6 +25,9 @@ from flowyard.domain.quotas import (
     take,
     take_all,
 )
+from flowyard.domain.records import StepRecord
+from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.engine.settlement import RunFacts, Settlement, deferred
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -188,3 +194,53 @@ def test_rate_limited_errors() -> None:
     assert rate_limited("twilio.20429", {})
     assert rate_limited("http.503", {"retry_after_s": 2})
     assert not rate_limited("http.503", {})
+
+
+def _running_step() -> StepRecord:
+    return StepRecord(
+        id=StepId(7),
+        run_id=RunId("r1"),
+        node_id="call",
+        node_type="http",
+        branch="",
+        iteration=0,
+        status=StepStatus.RUNNING,
+        attempt=1,
+        available_at=T0,
+        created_at=T0,
+        started_at=T0,
+        finished_at=None,
+        lease_owner="w1",
+        lease_expires_at=at(30),
+        output=None,
+        error=None,
+        recoveries=0,
+        claims=1,
+    )
+
+
+def test_a_deferred_step_is_due_at_retry_at_and_its_attempt_taken_back() -> None:
+    step = _running_step()
+    tr = deferred(step, ["credential:crm"], at(2.5))
+    assert tr.event == (
+        EventType.STEP_DEFERRED,
+        {"node_id": "call", "quotas": ["credential:crm"], "retry_at": at(2.5).isoformat()},
+    )
+    plan = Settlement(T0, {"r1": RunFacts(RunStatus.RUNNING)})
+    plan.complete(
+        [StepCompletion(step, tr)], claims={step.id: 1}, free_signals=(), open_branches=set()
+    )
+    [write] = plan.step_writes
+    assert (write.status, write.available_at, write.attempt_delta) == (
+        StepStatus.SCHEDULED,
+        at(2.5),
+        -1,
+    )
+    assert write.finished_at is None and not write.held
+    assert plan.run_changes == {} and plan.settled == {}
+    # A paused run keeps its deferred step held until it resumes, due at the same moment.
+    paused = Settlement(T0, {"r1": RunFacts(RunStatus.PAUSED)})
+    paused.complete(
+        [StepCompletion(step, tr)], claims={step.id: 1}, free_signals=(), open_branches=set()
+    )
+    assert paused.step_writes[0].held and paused.step_writes[0].available_at == at(2.5)
