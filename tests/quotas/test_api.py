@@ -24,7 +24,7 @@ async def test_set_read_change_delete(anon: httpx.AsyncClient, container: Contai
     assert (body["key"], body["tokens"], body["per_s"], body["burst"]) == (KEY, 100, 20.0, 1)
     assert body["rate"] == "100 per 20s" and body["enabled"] is True
     assert body["refill_per_s"] == 5.0 and body["available"] == 1.0
-    assert body["paused_until"] is None
+    assert body["paused_until"] is None and body["queue_until"] is None
 
     changed = await anon.put(
         f"{API}/quotas/{KEY}", json={"rate": "300 per minute", "burst": 50}, headers=admin
@@ -64,6 +64,11 @@ async def test_a_paused_bucket_shows_its_pause(
     await container.store.slow_quota([KEY], until)
     body = (await anon.get(f"{API}/quotas/{KEY}", headers=admin)).json()
     assert body["available"] == 0.0 and body["paused_until"] is not None
+    # A step refused now gets the first slot after the pause; the backlog ends a token later.
+    retry_at = await container.store.take_quota([KEY], container.clock())
+    assert retry_at is not None and retry_at > until
+    body = (await anon.get(f"{API}/quotas/{KEY}", headers=admin)).json()
+    assert body["queue_until"] is not None
 
 
 async def test_bad_input_is_a_problem_with_a_pointer(

@@ -102,21 +102,26 @@ async def test_twenty_worker_tasks_never_exceed_the_quota(
     elapsed = time.monotonic() - started
     assert len(counter.times) == RUNS
     assert counter.most_in_a_window(W - SLACK_S) <= N, sorted(counter.times)
-    # Paced, not serialised: 20 requests at 5 per second take about 4 s.
-    assert elapsed < (RUNS / N) * W + 6
-    deferred_runs = 0
+    # 20 requests at 5 per second take 4 s; a step late for its token (worker start, claim
+    # latency on this shared 2-core machine: 6-11 s measured) costs rate with burst 1.
+    assert elapsed < 3 * (RUNS / N) * W + 5
+    deferred_runs = deferrals_total = 0
     for run_id in run_ids:
         detail = await container.service.get_run(run_id)
         assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
         [step] = detail.steps
         assert step.attempt == 1  # deferrals are not attempts
         deferrals = [e for e in detail.events if e.type == "step.deferred"]
+        deferrals_total += len(deferrals)
         if deferrals:
             deferred_runs += 1
             assert deferrals[0].data["quotas"] == ["credential:crm"]
             assert deferrals[0].data["node_id"] == "call"
             assert "retry_at" in deferrals[0].data
     assert deferred_runs >= RUNS - N - 1
+    # Refused steps get successive slots, not all the next token: about one deferral each
+    # (measured 30 for 20 runs; 168 when every refused step came back for the next token).
+    assert deferrals_total <= 3 * RUNS
     registry = container.metrics.registry
     deferrals = registry.get_sample_value("flowyard_steps_deferred_total", {"node_type": "http"})
     assert (deferrals or 0) >= deferred_runs

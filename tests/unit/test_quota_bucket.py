@@ -14,6 +14,7 @@ from flowyard.domain.commands import StepCompletion
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.quotas import (
+    QUEUE_GRACE_S,
     Bucket,
     Quota,
     check_key,
@@ -86,8 +87,9 @@ def test_take_grants_until_empty_then_says_when() -> None:
         assert result.granted
         bucket = result.bucket
     refused = take(bucket, quota, T0)
-    assert not refused.granted and refused.bucket == bucket
-    assert refused.retry_at == at(1.25)
+    assert not refused.granted and refused.retry_at == at(1.25)
+    # Nothing taken; only the queue of slots moved.
+    assert refused.bucket == Bucket(bucket.available, bucket.updated_at, None, at(2.5))
     assert take(bucket, quota, at(1.25)).granted
 
 
@@ -101,7 +103,8 @@ def test_a_pause_refuses_until_it_ends_and_starts_empty() -> None:
     quota = Quota("node_type:http", 10, 1.0, burst=5)
     bucket = slowed(full(quota, T0), at(2))
     assert bucket.available == 0.0
-    assert take(bucket, quota, at(1)).retry_at == at(2)
+    # The first token after the pause: it starts empty and refills at 6 a second.
+    assert take(bucket, quota, at(1)).retry_at == at(2) + timedelta(microseconds=166667)
     # A shorter pause asked later does not shorten it.
     assert slowed(bucket, at(1)).paused_until == at(2)
     # At the end of the pause the bucket refills from empty, not from when it was paused.
@@ -120,14 +123,14 @@ def test_take_all_is_all_or_nothing() -> None:
     roomy = Quota("node_type:http", 100, 1.0, burst=10)
     tight = Quota("credential:crm", 1, 10.0)
     buckets = {roomy.key: (roomy, full(roomy, T0)), tight.key: (tight, Bucket(0.0, T0))}
-    granted, retry_at = take_all(buckets, T0)
-    assert granted == {} and retry_at == at(10)
+    changed, retry_at = take_all(buckets, T0)
+    # Refused: nothing is taken; only the refusing bucket's queue moves.
+    assert retry_at == at(10) and list(changed) == [tight.key]
+    assert changed[tight.key] == Bucket(0.0, T0, None, at(20))
     granted, retry_at = take_all(buckets, at(10))
     assert retry_at is None
     assert granted[tight.key].available == 0.0
     assert granted[roomy.key].available == 9.0
-    _, spread = take_all(buckets, T0, spread=0.5)
-    assert spread == at(15)
 
 
 def _most_in_a_window(grants: list[int], window: int) -> int:
@@ -159,8 +162,8 @@ def test_no_window_grants_more_than_the_rate(
         while waiting:
             when = max(waiting[0], last)
             result = take(bucket, quota, at(when))
+            bucket = result.bucket
             if result.granted:
-                bucket = result.bucket
                 grants.append((at(when) - T0) // timedelta(microseconds=1))  # as it saw it
                 last = when
                 waiting.pop(0)
@@ -185,6 +188,38 @@ def test_the_steady_rate_is_the_whole_rate() -> None:
             assert result.retry_at is not None
             now = (result.retry_at - T0).total_seconds()
     assert grants in (100, 101)
+
+
+def test_steps_refused_together_get_slots_one_token_apart() -> None:
+    """A backlog does not come back all at once for the next token: each refused step gets
+    the next slot, and coming back at its slot it is granted."""
+    quota = Quota("node_type:http", 5, 1.0)  # a token every 0.2 s
+    bucket = take(full(quota, T0), quota, T0).bucket
+    slots = []
+    for _ in range(50):
+        result = take(bucket, quota, T0)
+        bucket = result.bucket
+        assert result.retry_at is not None
+        slots.append(result.retry_at)
+    assert slots == [at(0.2 * (i + 1)) for i in range(50)]
+    for slot in slots:
+        result = take(bucket, quota, slot)
+        assert result.granted, slot
+        bucket = result.bucket
+
+
+def test_a_queue_nobody_comes_for_is_forgotten() -> None:
+    quota = Quota("node_type:http", 5, 1.0)
+    bucket = take(full(quota, T0), quota, T0).bucket
+    for _ in range(1000):  # 1,000 refused steps whose runs are then cancelled
+        bucket = take(bucket, quota, T0).bucket
+    assert bucket.queue_until == at(200.2)
+    # A step coming while the queue's tokens go unused is granted (a slot reserves nothing);
+    # once a token has sat unused past the grace period the queue is void.
+    granted = take(bucket, quota, at(QUEUE_GRACE_S + 1))
+    assert granted.granted and granted.bucket.queue_until is None
+    refused = take(granted.bucket, quota, at(QUEUE_GRACE_S + 1))
+    assert refused.retry_at == at(QUEUE_GRACE_S + 1.2)
 
 
 def test_rate_limited_errors() -> None:

@@ -41,6 +41,9 @@ _WORDS = {"second": 1.0, "sec": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0
 MAX_TOKENS = 1_000_000
 MIN_WINDOW_S = 0.001
 MAX_WINDOW_S = 7 * 86400.0
+#: A step told to come back at a slot is claimed within a worker's poll interval (0.25 s by
+#: default) of it; a full bucket nobody came for in this long means its queue is void.
+QUEUE_GRACE_S = 5.0
 #: Float rounding of the refill: a token this close to whole is whole.
 _EPSILON = 1e-9
 #: Error types (suffixes) that mean "the provider says: too many requests".
@@ -123,12 +126,14 @@ class Quota:
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """The shared state of a quota: tokens available at ``updated_at``, and a pause a
-    provider asked for (nothing is granted before ``paused_until``)."""
+    """The shared state of a quota: tokens available at ``updated_at``, a pause a provider
+    asked for (nothing is granted before ``paused_until``), and ``queue_until``: the end of
+    the retry times handed to refused steps (see :func:`take`)."""
 
     available: float
     updated_at: datetime
     paused_until: datetime | None = None
+    queue_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +151,8 @@ class QuotaState:
 
 @dataclass(frozen=True, slots=True)
 class Take:
-    """What :func:`take` decided: granted (``bucket`` is the new state), or not before
-    ``retry_at`` (``bucket`` unchanged)."""
+    """What :func:`take` decided: granted, or not before ``retry_at``; ``bucket`` is the
+    state to write either way (a refusal only moves ``queue_until``)."""
 
     granted: bool
     bucket: Bucket
@@ -169,43 +174,74 @@ def refill(bucket: Bucket, quota: Quota, now: datetime) -> Bucket:
         start = bucket.paused_until
     elapsed = max(0.0, (now - start).total_seconds())
     available = min(float(quota.burst), bucket.available + elapsed * quota.refill_per_s)
-    return Bucket(available, max(now, bucket.updated_at), None)
+    return Bucket(available, max(now, bucket.updated_at), None, bucket.queue_until)
+
+
+def _after(when: datetime, seconds: float) -> datetime:
+    # Up to the next microsecond (what a timestamp holds): rounding down would name a moment
+    # when the token is not quite there yet.
+    return when + timedelta(microseconds=math.ceil(seconds * 1_000_000))
+
+
+def _idle_queue(bucket: Bucket, quota: Quota, now: datetime) -> bool:
+    """The bucket has been full for longer than a step takes to come back for its slot
+    (:data:`QUEUE_GRACE_S`, or one token interval when that is longer): nobody queued for
+    its tokens came for them (their runs were cancelled, paused, ...), so the queue is
+    void."""
+    start = bucket.updated_at
+    if bucket.paused_until is not None and bucket.paused_until > start:
+        start = bucket.paused_until
+    full_at = _after(start, (quota.burst - bucket.available) / quota.refill_per_s)
+    return (now - full_at).total_seconds() > max(QUEUE_GRACE_S, 1.0 / quota.refill_per_s)
 
 
 def take(bucket: Bucket, quota: Quota, now: datetime) -> Take:
-    """Take one token at ``now``, or say when one will be there."""
+    """Take one token at ``now``, or say when to come back.
+
+    A refused step gets the next free *slot*: the time the next token is there, but after
+    the slots already handed out (``queue_until``), one token interval apart. Without it
+    every step refused during a backlog would come back for the same next token, and a
+    backlog of 50,000 would cost 50,000 claims per token. Slots reserve nothing (a token goes
+    to whoever asks first once it is there), so a step that never comes back leaks nothing;
+    a queue nobody came for is forgotten once a token has sat unused for an interval."""
     if not quota.enabled:
         return Take(True, bucket)
-    if bucket.paused_until is not None and now < bucket.paused_until:
-        return Take(False, bucket, bucket.paused_until)
-    current = refill(bucket, quota, now)
-    if current.available >= 1.0 - _EPSILON:
-        return Take(True, replace(current, available=max(0.0, current.available - 1.0)))
-    missing = 1.0 - current.available
-    # Up to the next microsecond (what a timestamp holds): rounding down would name a moment
-    # when the token is not quite there yet.
-    wait_us = math.ceil(missing / quota.refill_per_s * 1_000_000)
-    return Take(False, bucket, now + timedelta(microseconds=wait_us))
+    paused = bucket.paused_until is not None and now < bucket.paused_until
+    current = bucket if paused else refill(bucket, quota, now)
+    if not paused and current.available >= 1.0 - _EPSILON:
+        taken = replace(current, available=max(0.0, current.available - 1.0))
+        if taken.queue_until is not None and (
+            taken.queue_until <= now or _idle_queue(bucket, quota, now)
+        ):
+            taken = replace(taken, queue_until=None)
+        return Take(True, taken)
+    interval = 1.0 / quota.refill_per_s
+    base = bucket.paused_until if paused and bucket.paused_until is not None else now
+    token_at = _after(base, (1.0 - min(current.available, 1.0)) * interval)
+    slot = token_at if bucket.queue_until is None else max(token_at, bucket.queue_until)
+    return Take(False, replace(bucket, queue_until=_after(slot, interval)), slot)
 
 
 def take_all(
-    buckets: dict[str, tuple[Quota, Bucket]], now: datetime, *, spread: float = 0.0
+    buckets: dict[str, tuple[Quota, Bucket]], now: datetime
 ) -> tuple[dict[str, Bucket], datetime | None]:
-    """All-or-nothing over several quotas: ``(new buckets, None)`` when every one grants,
-    else ``({}, when)``: the latest of the refused ones' times, the earliest moment all of
-    them may grant, plus ``spread`` (0..1) of that quota's token interval, so the steps
-    refused together do not all come back at the same instant for the same token."""
+    """All-or-nothing over several quotas: ``(buckets to write, None)`` when every one
+    grants; else ``(buckets to write, when)``: nothing taken (only the refused buckets'
+    queues move), ``when`` the latest of the refused ones' slots, the earliest moment all
+    of them may grant."""
     granted: dict[str, Bucket] = {}
+    refused: dict[str, Bucket] = {}
     retry_at: datetime | None = None
     for key, (quota, bucket) in buckets.items():
         result = take(bucket, quota, now)
         if result.granted:
             granted[key] = result.bucket
-        elif result.retry_at is not None:
-            when = result.retry_at + timedelta(seconds=spread / quota.refill_per_s)
-            retry_at = when if retry_at is None else max(retry_at, when)
+        else:
+            refused[key] = result.bucket
+            assert result.retry_at is not None
+            retry_at = result.retry_at if retry_at is None else max(retry_at, result.retry_at)
     if retry_at is not None:
-        return {}, retry_at
+        return refused, retry_at
     return granted, None
 
 
@@ -213,7 +249,7 @@ def slowed(bucket: Bucket, until: datetime) -> Bucket:
     """A provider said "too many": nothing until ``until`` (a later pause already set is
     kept), and the bucket is empty then, so the workers start again one token at a time."""
     paused = until if bucket.paused_until is None else max(bucket.paused_until, until)
-    return Bucket(0.0, max(bucket.updated_at, paused), paused)
+    return Bucket(0.0, max(bucket.updated_at, paused), paused, bucket.queue_until)
 
 
 def rate_limited(error_type: str, details: dict[str, object]) -> bool:

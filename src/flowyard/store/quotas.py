@@ -6,7 +6,6 @@ bucket."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,7 @@ def _quota(row: Row[Any]) -> Quota:
 
 
 def _bucket(row: Row[Any]) -> Bucket:
-    return Bucket(row.available, row.updated_at, row.paused_until)
+    return Bucket(row.available, row.updated_at, row.paused_until, row.queue_until)
 
 
 def _state(row: Row[Any]) -> QuotaState:
@@ -40,6 +39,7 @@ def _bucket_values(bucket: Bucket) -> dict[str, Any]:
         "available": bucket.available,
         "updated_at": bucket.updated_at,
         "paused_until": bucket.paused_until,
+        "queue_until": bucket.queue_until,
     }
 
 
@@ -141,17 +141,14 @@ class QuotaOps(SqlBase):
 
     async def take_quota(self, keys: Sequence[str], now: datetime) -> datetime | None:
         """A token from each of ``keys``, all or none: None when granted, else when to try
-        again."""
+        again (the refused buckets' queues move: the next refused step gets a later slot)."""
         if not keys:
             return None
-        spread = random.random()
 
         async def fn(conn: AsyncConnection) -> datetime | None:
             rows = await self._lock_quotas(conn, keys)
-            granted, retry_at = take_all(
-                {r.key: (_quota(r), _bucket(r)) for r in rows}, now, spread=spread
-            )
-            for key, bucket in sorted(granted.items()):
+            changed, retry_at = take_all({r.key: (_quota(r), _bucket(r)) for r in rows}, now)
+            for key, bucket in sorted(changed.items()):
                 await conn.execute(
                     quotas.update().where(quotas.c.key == key).values(**_bucket_values(bucket))
                 )

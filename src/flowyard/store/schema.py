@@ -323,5 +323,7 @@ quotas = sa.Table(
     sa.Column("available", sa.Float, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("paused_until", UTCDateTime, nullable=True),
+    #: The end of the retry slots handed to refused steps (domain.quotas.take).
+    sa.Column("queue_until", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )

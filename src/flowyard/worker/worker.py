@@ -32,6 +32,8 @@ from flowyard.worker.execute import StepExecutor
 from flowyard.worker.quotas import QuotaGate
 
 _log = logging.getLogger("flowyard.worker")
+#: Deferred steps due later than this are found by the regular polls.
+MAX_WAKE_DELAY_S = 60.0
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -221,6 +223,7 @@ class Worker:
                 self.stats.deferred += 1
                 self.metrics.steps_deferred.labels(step.node_type).inc()
                 await self._results.put(StepCompletion(step, deferred(step, keys, retry_at)))
+                self._wake_at(retry_at)
                 return
             transition = await self.executor.execute(step, state)
             if keys and self.quotas is not None:
@@ -250,6 +253,13 @@ class Worker:
         except StoreUnavailable as exc:
             _log.warning("worker %s: quotas unavailable, not pacing: %s", self.id, exc)
             return []
+
+    def _wake_at(self, when: datetime) -> None:
+        """Claim at ``when`` rather than at the next poll after it: a token left waiting
+        for its step is rate lost (the bucket holds only ``burst`` of them)."""
+        delay = (when - self.clock()).total_seconds()
+        if 0 < delay < MAX_WAKE_DELAY_S:
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _take(self, keys: list[str]) -> datetime | None:
         """A token of each key, or when to try again; a store that cannot answer defers the

@@ -48,6 +48,7 @@ _EXAMPLE: dict[str, Any] = {
     "refill_per_s": 5.0,
     "available": 0.4,
     "paused_until": None,
+    "queue_until": "2026-12-01T09:00:12.200000Z",
     "updated_at": "2026-12-01T09:00:00.250000Z",
     "created_at": "2026-12-01T08:00:00Z",
 }
@@ -69,6 +70,10 @@ class QuotaPublic(BaseModel):
     paused_until: datetime | None = Field(
         description="A provider's rate-limit answer paused the bucket until then."
     )
+    queue_until: datetime | None = Field(
+        description="When the steps deferred so far will all have had their slot (the "
+        "backlog's end); null when none wait."
+    )
     updated_at: datetime
     created_at: datetime
 
@@ -87,6 +92,9 @@ class QuotaPublic(BaseModel):
             refill_per_s=q.refill_per_s,
             available=round(state.available_at(now), 3),
             paused_until=paused,
+            queue_until=b.queue_until
+            if b.queue_until is not None and b.queue_until > now
+            else None,
             updated_at=b.updated_at,
             created_at=state.created_at,
         )

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("available", sa.Float, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("paused_until", UTCDateTime, nullable=True),
+        sa.Column("queue_until", UTCDateTime, nullable=True),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("key", name="pk_quotas"),
     )
