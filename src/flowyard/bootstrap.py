@@ -29,11 +29,13 @@ from flowyard.security import (
 )
 from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
+from flowyard.service.quotas import QuotaService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
 from flowyard.store.ports import EventFeed
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
+from flowyard.worker.quotas import QuotaGate
 
 _log = logging.getLogger("flowyard")
 
@@ -59,6 +61,8 @@ class Container:
     outbound: Outbound
     #: Readiness, queue depth and the audit log.
     admin: AdminService
+    #: Provider quotas (admins manage them; workers take through the store).
+    quotas: QuotaService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -96,6 +100,7 @@ class Container:
             worker_id=worker_id,
             clock=self.clock,
             metrics=self.metrics,
+            quotas=QuotaGate(self.store, clock=self.clock),
         )
         self.workers.append(worker)
         return worker
@@ -237,6 +242,7 @@ async def build(
         credentials.resolver(settings.credential_cache_ttl_s),
         Outbound(http, authenticators=_authenticators(registry)),
         AdminService(store, clock=clock),
+        QuotaService(store, clock=clock),
         clock,
         metrics,
     )

@@ -22,8 +22,10 @@ from flowyard.settings import Settings
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/ProblemDetails"
 METHODS = ("get", "put", "post", "delete", "patch")
-#: Operations with a path parameter that cannot be unknown (none today).
-NO_404: set[tuple[str, str]] = set()
+#: Operations with a path parameter that cannot be unknown.
+NO_404: set[tuple[str, str]] = {
+    ("PUT", "/api/v1/quotas/{key}"),  # creates the quota when there is none
+}
 #: Lists answered as a bare array, not a page: the fixed registry of credential types.
 UNPAGED = {
     ("GET", "/api/v1/credential-types"),

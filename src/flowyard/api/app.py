@@ -22,6 +22,7 @@ from flowyard.api.routers import (
     credentials,
     lifecycle,
     metrics,
+    quotas,
     runs,
     signals,
     stream,
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     for security_router in (auth, users, api_keys, audit):
         app.include_router(security_router.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
+    app.include_router(quotas.router, prefix=API_PREFIX)
     return app
 
 

@@ -93,6 +93,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/credentials/{{name}}"): Rule(_E, "credential.get"),
     ("PUT", f"{API}/credentials/{{name}}"): Rule(_A, "credential.update", "credential"),
     ("DELETE", f"{API}/credentials/{{name}}"): Rule(_A, "credential.delete", "credential"),
+    ("GET", f"{API}/quotas"): Rule(_E, "quota.list"),
+    ("GET", f"{API}/quotas/{{key}}"): Rule(_E, "quota.get"),
+    ("PUT", f"{API}/quotas/{{key}}"): Rule(_A, "quota.put", "quota"),
+    ("DELETE", f"{API}/quotas/{{key}}"): Rule(_A, "quota.delete", "quota"),
 }
 
 

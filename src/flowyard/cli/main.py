@@ -32,6 +32,7 @@ from flowyard.cli.common import (
 )
 from flowyard.cli.credentials import credentials_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
+from flowyard.cli.quotas import quotas_app
 from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
@@ -46,6 +47,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(quotas_app, name="quotas")
 
 
 @app.callback()

@@ -188,6 +188,9 @@ class Transition:
     child: ChildRun | None = None
     #: A buffered signal this step took (marked consumed in the same transaction).
     consume_signal: int | None = None
+    #: Added to the step's ``attempt``: -1 takes back the attempt its claim counted (the
+    #: step did not run: a quota deferred it).
+    attempt_delta: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ class EventType(StrEnum):
     STEP_CAUGHT = "step.caught"
     #: Run again now, not counted as an attempt (e.g. its signal was taken by another step).
     STEP_RESCHEDULED = "step.rescheduled"
+    #: A provider quota had no token for it: due again when one is free, not counted as an
+    #: attempt (``data``: node_id, quota keys, retry_at).
+    STEP_DEFERRED = "step.deferred"
     #: Its worker let it go unfinished (a shutdown); claimable again.
     STEP_RELEASED = "step.released"
     #: Its worker's lease expired (the worker died or hung); claimable again.

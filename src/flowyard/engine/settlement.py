@@ -80,6 +80,8 @@ class StepWrite:
     wait_until: datetime | None
     waiting_for: str | None
     wait_data: dict[str, Any] | None
+    #: Added to ``attempt`` (-1: the claim's attempt is taken back).
+    attempt_delta: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,20 @@ def rescheduled(step: StepRecord, reason: str) -> Transition:
     return Transition(
         StepStatus.SCHEDULED,
         event=(EventType.STEP_RESCHEDULED, {"node_id": step.node_id, "reason": reason}),
+    )
+
+
+def deferred(step: StepRecord, keys: Sequence[str], retry_at: datetime) -> Transition:
+    """A quota had no token for the step: it is due again at ``retry_at``, and the attempt
+    its claim counted is taken back (it did not run; its retry policy is untouched)."""
+    return Transition(
+        StepStatus.SCHEDULED,
+        retry_at=retry_at,
+        attempt_delta=-1,
+        event=(
+            EventType.STEP_DEFERRED,
+            {"node_id": step.node_id, "quotas": list(keys), "retry_at": retry_at.isoformat()},
+        ),
     )
 
 
@@ -157,7 +173,7 @@ def step_write(step: StepRecord, tr: Transition, *, paused: bool, now: datetime)
         elif tr.child is not None:
             wait_data["join"] = JoinPolicy().as_dict()
     if tr.step_status == StepStatus.SCHEDULED:
-        available_at: datetime | None = now
+        available_at: datetime | None = tr.retry_at or now
     else:
         available_at = ((wait.until or NEVER) if wait else None) or tr.retry_at
     return StepWrite(
@@ -172,6 +188,7 @@ def step_write(step: StepRecord, tr: Transition, *, paused: bool, now: datetime)
         wait_until=wait.until if wait else step.wait_until,
         waiting_for=wait.on if wait else step.waiting_for,
         wait_data=wait_data,
+        attempt_delta=tr.attempt_delta,
     )
 
 

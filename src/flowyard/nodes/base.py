@@ -22,6 +22,7 @@ from flowyard.domain.clock import utc_now
 from flowyard.domain.commands import ChildRun, Fork, Wait
 from flowyard.domain.credentials import CredentialType, ResolvedCredential, redact
 from flowyard.domain.errors import PermanentError
+from flowyard.domain.quotas import credential_key, node_type_key
 from flowyard.domain.records import BranchResult, SignalRecord
 from flowyard.expressions import ExpressionEngine
 from flowyard.outbound import Authenticator, Outbound
@@ -252,6 +253,14 @@ class NodeType(ABC, Generic[C]):
         """``(pointer relative to the node, credential name)`` of every credential the config
         references, so a save can check they exist."""
         return []
+
+    def quota_keys(self, config: C) -> list[str]:
+        """The provider quotas a step of this node is subject to: ``node_type:<type>`` and
+        ``credential:<name>`` of each credential the config references. Only keys an admin
+        gave a quota count; a node type whose calls spend another budget adds its keys."""
+        keys = [node_type_key(self.type_name)]
+        keys.extend(credential_key(name) for _, name in self.credential_refs(config))
+        return list(dict.fromkeys(keys))
 
     def request_target_pointers(self, config: C) -> list[str]:
         """Pointers (relative to the node, e.g. ``/config/url``) of the config fields that

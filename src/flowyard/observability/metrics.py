@@ -122,6 +122,18 @@ class Metrics:
             ["error_type"],
             registry=r,
         )
+        self.steps_deferred = Counter(
+            "flowyard_steps_deferred",
+            "Steps a provider quota deferred (no token yet: due again later, not counted as "
+            "an attempt), by node type",
+            ["node_type"],
+            registry=r,
+        )
+        self.quota_slowdowns = Counter(
+            "flowyard_quota_slowdowns",
+            "Times a provider's rate-limit answer paused the quotas of its step",
+            registry=r,
+        )
         self.lease_recoveries = Counter(
             "flowyard_lease_recoveries",
             "Steps re-queued because their worker's lease expired",

@@ -555,11 +555,13 @@ class AuthOps(SqlBase):
         if action is not None:
             query = query.where(audit_log.c.action == action)
         if target is not None:
-            kind, _, ident = target.rpartition(":")
-            cond = audit_log.c.target_id == ident
-            query = query.where(
-                cond if not kind else sa.and_(cond, audit_log.c.target_type == kind)
-            )
+            # The type has no colon; an id may (a quota's key, ``credential:crm``).
+            kind, _, ident = target.partition(":")
+            cond = audit_log.c.target_id == target
+            if ident:
+                typed = sa.and_(audit_log.c.target_type == kind, audit_log.c.target_id == ident)
+                cond = sa.or_(cond, typed)
+            query = query.where(cond)
         if since is not None:
             query = query.where(audit_log.c.at >= since)
         if before is not None:

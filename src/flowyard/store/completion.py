@@ -38,6 +38,7 @@ _STEP_UPDATE = (
         wait_until=sa.bindparam("b_wait_until", type_=steps.c.wait_until.type),
         waiting_for=sa.bindparam("b_waiting_for", type_=steps.c.waiting_for.type),
         wait_data=sa.bindparam("b_wait_data", type_=steps.c.wait_data.type),
+        attempt=steps.c.attempt + sa.bindparam("b_attempt_delta", type_=sa.Integer()),
     )
 )
 
@@ -264,4 +265,5 @@ def _step_params(w: StepWrite) -> dict[str, Any]:
         "b_wait_until": w.wait_until,
         "b_waiting_for": w.waiting_for,
         "b_wait_data": w.wait_data,
+        "b_attempt_delta": w.attempt_delta,
     }

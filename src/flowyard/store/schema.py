@@ -307,3 +307,23 @@ login_failures = sa.Table(
     sa.Column("first_at", UTCDateTime, nullable=False),
     sa.Column("last_at", UTCDateTime, nullable=False),
 )
+
+# -- provider quotas (migration 0009) ------------------------------------------------------
+
+#: One token bucket per quota key (``credential:<name>``, ``node_type:<type>``), shared by
+#: every worker: a take locks the row, refills, takes, writes (``store/quotas.py``).
+quotas = sa.Table(
+    "quotas",
+    metadata,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("per_s", sa.Float, nullable=False),
+    sa.Column("burst", sa.Integer, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("available", sa.Float, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("paused_until", UTCDateTime, nullable=True),
+    #: The end of the retry slots handed to refused steps (domain.quotas.take).
+    sa.Column("queue_until", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -9,13 +9,23 @@ from flowyard.store.credentials import CredentialOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
+from flowyard.store.quotas import QuotaOps
 from flowyard.store.runs import RunOps
 from flowyard.store.signals import SignalOps
 from flowyard.store.workflows import WorkflowOps
 
 
 class SqlStore(
-    WorkflowOps, RunOps, QueueOps, LifecycleOps, SignalOps, AuthOps, LoginOps, CredentialOps
+    WorkflowOps,
+    RunOps,
+    QueueOps,
+    LifecycleOps,
+    SignalOps,
+    AuthOps,
+    LoginOps,
+    CredentialOps,
+    QuotaOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
-    queue, run lifecycle, signals and moves, users and sessions, logins, credentials."""
+    queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
+    provider quotas."""

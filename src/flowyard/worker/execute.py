@@ -171,6 +171,18 @@ class StepExecutor:
             return await self._unstorable(step, state, checked)
         return checked
 
+    async def quota_keys(self, step: StepRecord, state: RunState | None) -> list[str]:
+        """The quota keys of the step's node (none when the run ended or its definition
+        cannot be loaded: the step will not call out)."""
+        if state is None or state.run.status.is_terminal:
+            return []
+        try:
+            wf = await self.cache.get(state.run.workflow_id, state.run.workflow_version)
+            node = wf.node(step.node_id)
+        except (DefinitionError, KeyError):
+            return []
+        return node.node_type.quota_keys(node.config)
+
     async def _unstorable(
         self, step: StepRecord, state: RunState | None, error: ErrorInfo
     ) -> Transition:

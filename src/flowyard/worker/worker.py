@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flowyard.domain.clock import utc_now
 from flowyard.domain.commands import StepCompletion, Transition
@@ -25,12 +25,15 @@ from flowyard.domain.errors import DefinitionError, StoreRejected, StoreUnavaila
 from flowyard.domain.ids import StepId, new_worker_id
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
-from flowyard.engine.settlement import uncommittable
+from flowyard.engine.settlement import deferred, uncommittable
 from flowyard.observability import Metrics
 from flowyard.store.ports import QueueStore, RunState
 from flowyard.worker.execute import StepExecutor
+from flowyard.worker.quotas import QuotaGate
 
 _log = logging.getLogger("flowyard.worker")
+#: Deferred steps due later than this are found by the regular polls.
+MAX_WAKE_DELAY_S = 60.0
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -71,6 +74,7 @@ class WorkerStats:
     discarded: int = 0
     recovered: int = 0
     released: int = 0
+    deferred: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -86,8 +90,11 @@ class Worker:
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utc_now,
         metrics: Metrics | None = None,
+        quotas: QuotaGate | None = None,
     ) -> None:
         self.store = store
+        #: Provider quotas (None: no step is limited).
+        self.quotas = quotas
         self.metrics = metrics or Metrics()
         self.executor = executor
         self.config = config or WorkerConfig()
@@ -209,7 +216,18 @@ class Worker:
     async def _execute(self, step: StepRecord, state: RunState | None) -> None:
         started = time.perf_counter()
         try:
+            keys = await self._quota_keys(step, state)
+            retry_at = await self._take(keys) if keys else None
+            if retry_at is not None:
+                # No token: the step goes back to the queue for when one is free, uncounted.
+                self.stats.deferred += 1
+                self.metrics.steps_deferred.labels(step.node_type).inc()
+                await self._results.put(StepCompletion(step, deferred(step, keys, retry_at)))
+                self._wake_at(retry_at)
+                return
             transition = await self.executor.execute(step, state)
+            if keys and self.quotas is not None:
+                await self._slow_down(keys, transition)
         except asyncio.CancelledError:
             if step.id not in self._lost:
                 raise
@@ -221,6 +239,46 @@ class Worker:
             return
         self.metrics.step_duration.labels(step.node_type).observe(time.perf_counter() - started)
         await self._results.put(StepCompletion(step, transition))
+
+    async def _quota_keys(self, step: StepRecord, state: RunState | None) -> list[str]:
+        """The quota keys the step is subject to: none without quotas (nothing is read), and
+        none when the quotas cannot be read now (a step is not held back by an outage of
+        the table that only paces it; the store's next answer restores the pacing)."""
+        if self.quotas is None:
+            return []
+        try:
+            if not await self.quotas.known():
+                return []
+            return await self.quotas.limited(await self.executor.quota_keys(step, state))
+        except StoreUnavailable as exc:
+            _log.warning("worker %s: quotas unavailable, not pacing: %s", self.id, exc)
+            return []
+
+    def _wake_at(self, when: datetime) -> None:
+        """Claim at ``when`` rather than at the next poll after it: a token left waiting
+        for its step is rate lost (the bucket holds only ``burst`` of them)."""
+        delay = (when - self.clock()).total_seconds()
+        if 0 < delay < MAX_WAKE_DELAY_S:
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _take(self, keys: list[str]) -> datetime | None:
+        """A token of each key, or when to try again; a store that cannot answer defers the
+        step a second (going ahead unpaced is what the quota exists to prevent)."""
+        assert self.quotas is not None
+        try:
+            return await self.quotas.take(keys)
+        except StoreUnavailable as exc:
+            _log.warning("worker %s: cannot take quota tokens, deferring: %s", self.id, exc)
+            return self.clock() + timedelta(seconds=1)
+
+    async def _slow_down(self, keys: list[str], transition: Transition) -> None:
+        """A provider refused for its rate: every worker backs off (see QuotaGate)."""
+        assert self.quotas is not None
+        try:
+            if await self.quotas.slow_down(keys, transition.error):
+                self.metrics.quota_slowdowns.inc()
+        except StoreUnavailable as exc:
+            _log.warning("worker %s: could not slow the quotas down: %s", self.id, exc)
 
     # -- committing ------------------------------------------------------------------------
 
@@ -304,6 +362,8 @@ class Worker:
         are counted from the store's answer: with branches, a path that ends does not
         always end its run.)"""
         step, tr = completion.step, completion.transition
+        if tr.attempt_delta < 0:
+            return  # not an attempt (a deferral, counted when it was decided)
         m = self.metrics
         m.steps_finished.labels(step.node_type, tr.step_status.value).inc()
         if tr.step_status == StepStatus.RETRYING:

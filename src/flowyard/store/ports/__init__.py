@@ -1,10 +1,11 @@
 """The store's ports: one ``Protocol`` per role, and :class:`Store`, their union.
 
-Consumers type against the narrowest port they use: workers the :class:`QueueStore`, the
-login throttle the :class:`LoginStore`, live streams the :class:`EventFeed`, the vault the
-:class:`CredentialStore`. The SQL stores (``SqliteStore``, ``PostgresStore``) implement the
-whole :class:`Store`; ``tests/contract`` checks every method of every port against both.
-Outside ``store/``, only this package of the store may be imported (``lint-imports``)."""
+Consumers type against the narrowest port they use: workers the :class:`QueueStore` (and
+the :class:`QuotaStore`), the login throttle the :class:`LoginStore`, live streams the
+:class:`EventFeed`, the vault the :class:`CredentialStore`. The SQL stores (``SqliteStore``,
+``PostgresStore``) implement the whole :class:`Store`; ``tests/contract`` checks every method
+of every port against both. Outside ``store/``, only this package of the store may be imported
+(``lint-imports``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from flowyard.store.ports.credentials import CredentialStore
 from flowyard.store.ports.events import EventFeed, EventListener
 from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
+from flowyard.store.ports.quotas import QuotaStore
 from flowyard.store.ports.runs import RunStore
 from flowyard.store.ports.workflows import WorkflowStore
 
@@ -32,6 +34,7 @@ class Store(
     AuthStore,
     AuditStore,
     CredentialStore,
+    QuotaStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -48,6 +51,7 @@ __all__ = [
     "LifecycleStore",
     "LoginStore",
     "QueueStore",
+    "QuotaStore",
     "RunState",
     "RunStore",
     "StepCompletion",

@@ -1,0 +1,74 @@
+"""The worker's side of provider quotas: which steps pay a take, and the adaptive slow-down.
+
+Most steps belong to node types nobody set a quota for. The gate keeps the set of quota
+keys for ``refresh_s`` seconds (one small read per worker per period), so such a step pays
+a set intersection, not a transaction. A quota set or deleted reaches every worker within
+that period.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from flowyard.domain.errors import ErrorInfo
+from flowyard.domain.quotas import rate_limited
+from flowyard.store.ports import QuotaStore
+
+#: Without a ``Retry-After``, a provider that says "too many" gets this much quiet.
+DEFAULT_SLOW_S = 1.0
+#: A provider's ``Retry-After`` beyond this is capped (the retry policy caps it too).
+MAX_SLOW_S = 300.0
+
+
+class QuotaGate:
+    """Takes quota tokens for steps, and slows the buckets down when a provider refuses."""
+
+    def __init__(
+        self,
+        store: QuotaStore,
+        *,
+        clock: Callable[[], datetime],
+        refresh_s: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self._monotonic = monotonic
+        self._keys: frozenset[str] = frozenset()
+        self._read_at: float | None = None
+
+    async def known(self) -> frozenset[str]:
+        """The keys that have a quota (cached for ``refresh_s``)."""
+        now = self._monotonic()
+        if self._read_at is None or now - self._read_at >= self.refresh_s:
+            self._keys = await self.store.quota_keys()
+            self._read_at = now
+        return self._keys
+
+    async def limited(self, keys: Sequence[str]) -> list[str]:
+        """Those of ``keys`` that have a quota."""
+        if not keys:
+            return []
+        known = await self.known()
+        return [k for k in keys if k in known]
+
+    async def take(self, keys: Sequence[str]) -> datetime | None:
+        """A token of each of ``keys`` (None), or when to try again."""
+        return await self.store.take_quota(keys, self.clock())
+
+    async def slow_down(self, keys: Sequence[str], error: ErrorInfo | None) -> bool:
+        """When ``error`` says the provider refused for its rate, pause ``keys``' buckets
+        for its ``Retry-After`` (default 1 s), so every worker backs off, not only the one
+        that was told. True when it did."""
+        if not keys or error is None or not error.transient:
+            return False
+        if not rate_limited(error.type, error.details):
+            return False
+        after = error.details.get("retry_after_s")
+        seconds = float(after) if isinstance(after, int | float) and after > 0 else DEFAULT_SLOW_S
+        until = self.clock() + timedelta(seconds=min(seconds, MAX_SLOW_S))
+        await self.store.slow_quota(keys, until)
+        return True
