@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowyard.integrations.email import EmailNode
 from flowyard.nodes.base import NodeType
 
 #: The provider node types of this pack (each slice of issue 11 adds its own).
-INTEGRATION_TYPES: tuple[type[NodeType[Any]], ...] = ()
+INTEGRATION_TYPES: tuple[type[NodeType[Any]], ...] = (EmailNode,)
 
 
 def register(registry: Any) -> None:
