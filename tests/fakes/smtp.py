@@ -176,6 +176,7 @@ class FakeSmtp:
         users: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        exclude_auth: tuple[str, ...] = (),
     ) -> None:
         if mode != "plain" and tls is None:
             raise ValueError(f"mode {mode} needs tls files")
@@ -184,6 +185,8 @@ class FakeSmtp:
         self.users = dict(users or {})
         self.host = host
         self._port = port
+        #: AUTH mechanisms not offered (e.g. ("PLAIN",) to make clients use LOGIN).
+        self.exclude_auth = exclude_auth
         self.received: list[Received] = []
         #: Scripted replies per command (MAIL, DATA), used in order before the default 250.
         self.scripts: dict[str, list[str]] = {}
@@ -245,6 +248,7 @@ class FakeSmtp:
                 authenticator=self._authenticate if self.users else None,
                 auth_required=bool(self.users),
                 auth_require_tls=self.mode == "starttls",
+                auth_exclude_mechanism=self.exclude_auth,
                 loop=asyncio.get_running_loop(),
             )
 

@@ -121,8 +121,9 @@ class EmailNode(NodeType[EmailConfig]):
     ``email.invalid_field``, ``email.empty_body``, ``email.too_many_recipients``,
     ``email.too_large``, ``email.insecure`` (a password over a connection in clear),
     ``email.tls`` (an untrusted certificate), ``email.smtp_unsupported`` (no STARTTLS or
-    AUTH), ``email.smtp_<5xx>``, ``email.recipients_refused`` (every recipient refused;
-    ``details.refused``), ``email.sendgrid_<4xx>`` (SendGrid's ``errors`` in the details),
+    AUTH), ``email.smtp_protocol`` (an answer that is not SMTP), ``email.smtp_<5xx>``,
+    ``email.recipients_refused`` (every recipient refused; ``details.refused``),
+    ``email.sendgrid_<4xx>`` (SendGrid's ``errors`` in the details),
     ``email.response_too_large``. Transient: ``email.smtp_<4xx>``, ``email.network``,
     ``email.timeout``, ``email.sendgrid_429`` (its Retry-After honoured),
     ``email.sendgrid_<5xx>``.

@@ -203,6 +203,14 @@ def _raise(exc: BaseException, where: str) -> NoReturn:
             error_type="email.recipients_refused",
             details=details,
         ) from None
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and not 200 <= exc.code < 600:
+        # aiosmtplib's code for a reply that is not SMTP (a malformed or endless line): the
+        # relay is something else, or broken; trying again will not change it.
+        raise PermanentError(
+            f"{where} did not answer in SMTP: {exc.message[:200]}",
+            error_type="email.smtp_protocol",
+            details={"reason": exc.message[:200]},
+        ) from None
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         code = exc.code
         message = f"{where} answered {code} {exc.message}".strip()
