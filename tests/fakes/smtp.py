@@ -149,6 +149,12 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = self.relay._next("QUIT", server, default="221 2.0.0 Bye")
+        if reply == "HANG":
+            await asyncio.Event().wait()  # until the client hangs up
+        return reply
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         reply = self.relay._next("DATA", server)
         if reply.startswith("250"):
@@ -205,17 +211,17 @@ class FakeSmtp:
     def script(self, command: str, replies: list[str]) -> None:
         """Answer the next ``command``s with ``replies`` (then 250 again); ``DROP`` closes
         the connection instead of answering, ``TAKE_AND_DROP`` (DATA) keeps the message
-        and closes the connection before the reply."""
+        and closes the connection before the reply, ``HANG`` (QUIT) never answers."""
         self.scripts.setdefault(command.upper(), []).extend(replies)
 
     def refuse(self, address: str, reply: str = "550 5.1.1 User unknown") -> None:
         """Refuse ``address`` at RCPT TO."""
         self.refused[address.lower()] = reply
 
-    def _next(self, command: str, server: SMTP) -> str:
+    def _next(self, command: str, server: SMTP, default: str = "250 2.0.0 OK") -> str:
         self.counts[command] += 1
         queue = self.scripts.get(command)
-        reply = queue.pop(0) if queue else "250 2.0.0 OK"
+        reply = queue.pop(0) if queue else default
         if reply in ("DROP", "TAKE_AND_DROP"):
             assert server.transport is not None
             server.transport.abort()

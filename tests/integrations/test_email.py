@@ -277,6 +277,18 @@ async def test_a_4xx_reply_is_retried(container: Container, relay: FakeSmtp) -> 
     assert detail.steps[0].attempt == 2
 
 
+async def test_a_relay_hanging_after_accepting_is_a_success(
+    container: Container, relay: FakeSmtp
+) -> None:
+    """Once DATA is answered 250 the message is sent: a QUIT that never returns must not
+    become a timeout, whose retry would send it again."""
+    relay.script("QUIT", ["HANG"])
+    await add_relay(container, relay)
+    detail = await send(container, mail(timeout_s=0.5), attempts=3)
+    assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+    assert len(relay.received) == 1 and relay.counts["QUIT"] == 1
+
+
 async def test_5xx_replies_are_permanent(container: Container, relay: FakeSmtp) -> None:
     relay.script("MAIL", ["553 5.7.1 Sender address rejected: not owned by user"])
     await add_relay(container, relay)

@@ -37,6 +37,8 @@ from flowyard.outbound import allowed_addresses, check_origin, policy_of
 
 #: The implicit-TLS submission port (RFC 8314): TLS from the first byte.
 IMPLICIT_TLS_PORT = 465
+#: How long QUIT may take once the message is accepted.
+QUIT_TIMEOUT_S = 5.0
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
@@ -156,9 +158,9 @@ async def send_smtp(
             try:
                 await client.connect()
                 errors, _ = await client.sendmail(sender, recipients, raw)
-                await _quit(client)
-            finally:
+            except BaseException:
                 client.close()
+                raise
     except TimeoutError as exc:
         if isinstance(exc, aiosmtplib.SMTPException):
             _raise(exc, where)
@@ -167,14 +169,21 @@ async def send_smtp(
         ) from None
     except (aiosmtplib.SMTPException, OSError) as exc:
         _raise(exc, where)
+    # Outside the deadline: the message is accepted, and a goodbye that fails or hangs must
+    # not turn that into a timeout (whose retry would send the message again).
+    await _quit(client, min(QUIT_TIMEOUT_S, timeout_s))
     refused = {addr: {"code": r.code, "message": r.message} for addr, r in errors.items()}
     return SmtpResult([r for r in recipients if r not in refused], refused)
 
 
-async def _quit(client: aiosmtplib.SMTP) -> None:
-    """Say goodbye; the message is already accepted, so a relay hanging up first is fine."""
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-        await client.quit()
+async def _quit(client: aiosmtplib.SMTP, timeout_s: float) -> None:
+    """Say goodbye (briefly) and close the connection, whatever the relay does."""
+    try:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await client.quit()
+    finally:
+        client.close()
 
 
 def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
