@@ -20,7 +20,14 @@ from flowyard.domain.statuses import RunStatus
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.base import StepContext
 from flowyard.nodes.registry import default_registry
-from flowyard.outbound import EgressDenied, EgressPolicy, EgressPolicyKind, guarded_client
+from flowyard.outbound import (
+    EgressDenied,
+    EgressPolicy,
+    EgressPolicyKind,
+    allowed_addresses,
+    guarded_client,
+    policy_of,
+)
 from flowyard.outbound.egress import EgressConfigError, is_public
 from flowyard.settings import Settings
 from support.http import RecordingServer, Reply
@@ -307,3 +314,26 @@ async def test_redirect_loops_are_bounded(server: RecordingServer) -> None:
         with pytest.raises(PermanentError) as plain:
             await call(client, f"{server.url}/loop")
         assert plain.value.error_type == "http.302"
+
+
+async def test_connections_beside_http_are_checked_alike() -> None:
+    """allowed_addresses: what an SMTP connection may use, resolved and checked like an HTTP
+    connect (a name resolving to loopback too); unguarded clients get the default policy."""
+    policy = EgressPolicy(DENY)
+    for host in ("127.0.0.1", "localhost", "2130706433", "169.254.169.254", "::1"):
+        with pytest.raises(EgressDenied):
+            await allowed_addresses(policy, host, 25)
+    allowing = EgressPolicy(DENY, ["127.0.0.1:2525"])
+    assert await allowed_addresses(allowing, "127.0.0.1", 2525) == [
+        ipaddress.ip_address("127.0.0.1")
+    ]
+    with pytest.raises(EgressDenied):
+        await allowed_addresses(allowing, "127.0.0.1", 25)
+    open_policy = EgressPolicy(EgressPolicyKind.ALLOW_ALL)
+    assert await allowed_addresses(open_policy, "127.0.0.1", 25) == [
+        ipaddress.ip_address("127.0.0.1")
+    ]
+    async with guarded_client(allowing) as client:
+        assert policy_of(client) is allowing
+    async with httpx.AsyncClient() as plain:
+        assert policy_of(plain).checks and policy_of(plain).rules == ()

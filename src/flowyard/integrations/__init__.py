@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowyard.integrations.email import EmailNode
 from flowyard.integrations.meta import InstagramNode
 from flowyard.integrations.salesforce import SalesforceNode
 from flowyard.integrations.sentiment import SentimentNode
@@ -23,6 +24,7 @@ from flowyard.nodes.base import NodeType
 #: The provider node types of this pack (each slice of issue 11 adds its own).
 INTEGRATION_TYPES: tuple[type[NodeType[Any]], ...] = (
     SalesforceNode,
+    EmailNode,
     SmsNode,
     WhatsAppNode,
     SlackNode,

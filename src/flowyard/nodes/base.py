@@ -163,6 +163,13 @@ class StepContext:
         self._secrets.update(resolved.secrets)
         return resolved
 
+    async def credential(self, name: str) -> ResolvedCredential:
+        """The credential called ``name``, for integrations whose protocol the outbound layer
+        does not carry (an SMTP relay's login) and to check a credential's type; its secrets
+        join what the step redacts. HTTP requests do not need it: :meth:`send` attaches the
+        credential itself, per hop, to the origins it admits."""
+        return await self._resolve(name)
+
     async def credential_info(self, name: str) -> dict[str, Any]:
         """The plain (non-secret) fields of the credential called ``name`` (e.g. an
         ``instance_url`` to build URLs with); its secrets stay in the outbound layer."""

@@ -15,7 +15,14 @@ from flowyard.outbound.auth import (
     OriginNotAllowed,
     check_origin,
 )
-from flowyard.outbound.egress import EgressDenied, EgressPolicy, guarded_client
+from flowyard.outbound.egress import (
+    EgressDenied,
+    EgressPolicy,
+    GuardedClient,
+    allowed_addresses,
+    guarded_client,
+    policy_of,
+)
 from flowyard.outbound.origins import (
     HTTP_STYLE,
     Origin,
@@ -37,16 +44,19 @@ __all__ = [
     "EgressDenied",
     "EgressPolicy",
     "EgressPolicyKind",
+    "GuardedClient",
     "Origin",
     "OriginError",
     "OriginListError",
     "OriginNotAllowed",
     "Outbound",
+    "allowed_addresses",
     "check_origin",
     "guarded_client",
     "normalize_origins",
     "origin_of",
     "parse_origin",
+    "policy_of",
     "provider_origins",
     "same_origin",
 ]

@@ -18,6 +18,10 @@ one (``localhost``, DNS rebinding between a check and a connect), or a numeric h
 ``http://2130706433/`` (which resolves to 127.0.0.1) are all refused, on every hop, for every
 caller of the shared client. A refusal is raised before any packet leaves, with the same
 message whatever the state of the port: error texts cannot be used to scan ports.
+
+Connections that are not HTTP (an SMTP relay) resolve and check their host with
+:func:`allowed_addresses` under the policy of the step's client (:func:`policy_of`) and
+connect to a checked address themselves.
 """
 
 from __future__ import annotations
@@ -283,6 +287,27 @@ async def _resolve(host: str, port: int, timeout: float | None) -> list[IPAddres
     return addresses
 
 
+async def allowed_addresses(
+    policy: EgressPolicy, host: str, port: int, *, timeout: float | None = None
+) -> list[IPAddress]:
+    """The addresses a connection that is not HTTP (an SMTP relay) may be made to for
+    ``host:port``: resolved and checked exactly as :class:`GuardedBackend` does for HTTP, so
+    the caller connects to one of these addresses, never to the name again (DNS gets no
+    second answer). Raises :class:`EgressDenied` when any address is refused (before any
+    packet leaves), ``OSError`` when the name does not resolve, ``TimeoutError`` when
+    resolving takes longer than ``timeout``. Under ``allow_all`` the addresses are returned
+    unchecked."""
+    try:
+        addresses = await _resolve(host, port, timeout)
+    except httpcore.ConnectTimeout as exc:
+        raise TimeoutError(str(exc)) from None
+    except httpcore.ConnectError as exc:
+        raise OSError(str(exc)) from None
+    if not policy.admits(host, port, addresses):
+        raise EgressDenied(host)
+    return addresses
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a connection pool whose network backend is guarded.
 
@@ -307,12 +332,30 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+class GuardedClient(httpx.AsyncClient):
+    """The outbound HTTP client that knows its egress policy, so connections made beside it
+    (SMTP) obey the same policy (:func:`policy_of`)."""
+
+    def __init__(self, policy: EgressPolicy, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+        self.egress_policy = policy
+
+
+def policy_of(client: httpx.AsyncClient) -> EgressPolicy:
+    """The egress policy of ``client`` (:func:`guarded_client` builds it); the default policy
+    (``deny_private``, no allow-list) for any other client: a connection made beside an
+    unguarded client is not let through unchecked."""
+    if isinstance(client, GuardedClient):
+        return client.egress_policy
+    return EgressPolicy()
+
+
 def guarded_client(
     policy: EgressPolicy,
     *,
     limits: httpx.Limits | None = None,
     timeout: httpx.Timeout | float | None = 5.0,
-) -> httpx.AsyncClient:
+) -> GuardedClient:
     """The one outbound client of a process: the egress policy in its transport;
     ``trust_env=False`` so ``HTTP(S)_PROXY``/``ALL_PROXY`` and ``.netrc`` are ignored (a proxy
     would connect on our behalf, out of the policy's sight; netrc would add credentials the
@@ -320,7 +363,8 @@ def guarded_client(
     shared by every run: a cookie set by one workflow's upstream must not ride along on
     another's requests."""
     limits = limits or httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return httpx.AsyncClient(
+    return GuardedClient(
+        policy,
         transport=GuardedTransport(policy, limits=limits),
         trust_env=False,
         timeout=timeout,

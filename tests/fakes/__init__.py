@@ -1,0 +1,1 @@
+"""Local servers speaking providers' wire protocols, for the integration tests."""
