@@ -164,10 +164,11 @@ class StepContext:
         return resolved
 
     async def credential(self, name: str) -> ResolvedCredential:
-        """The credential called ``name``, for integrations whose protocol the outbound layer
-        does not carry (an SMTP relay's login) and to check a credential's type; its secrets
-        join what the step redacts. HTTP requests do not need it: :meth:`send` attaches the
-        credential itself, per hop, to the origins it admits."""
+        """The credential called ``name``, secrets included, only for integrations whose
+        protocol the outbound layer does not carry (an SMTP relay's login; to check a type,
+        :meth:`credential_type`); its secrets join what the step redacts. HTTP requests do
+        not need it: :meth:`send` attaches the credential itself, per hop, to the origins it
+        admits."""
         return await self._resolve(name)
 
     async def credential_info(self, name: str) -> dict[str, Any]:
