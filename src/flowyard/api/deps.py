@@ -1,4 +1,7 @@
-"""Dependency aliases for routes."""
+"""Dependency aliases for routes.
+
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in its thread
+pool, one thread hop per dependency per request, for what is an attribute read."""
 
 from __future__ import annotations
 
@@ -6,28 +9,29 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from flowyard.api.security import PrincipalDep, audit_of
+from flowyard.api.security import PrincipalDep, audit_dependency
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import AuditEntry
 from flowyard.service import FlowyardService
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     """The process container built in the app lifespan."""
     container: Container = request.app.state.container
     return container
 
 
-def get_service(request: Request) -> FlowyardService:
+async def get_service(request: Request) -> FlowyardService:
     """The application service."""
-    return get_container(request).service
+    container: Container = request.app.state.container
+    return container.service
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 ServiceDep = Annotated[FlowyardService, Depends(get_service)]
 
 
-def get_actor(principal: PrincipalDep) -> str:
+async def get_actor(principal: PrincipalDep) -> str:
     """Who is asking, as recorded in run events and the audit log: ``user:<name>`` or
     ``key:<prefix>``."""
     return principal.actor
@@ -36,4 +40,4 @@ def get_actor(principal: PrincipalDep) -> str:
 ActorDep = Annotated[str, Depends(get_actor)]
 
 #: The request's audit entry (None for reads): pass it on as ``audit=`` to the change.
-AuditDep = Annotated[AuditEntry | None, Depends(audit_of)]
+AuditDep = Annotated[AuditEntry | None, Depends(audit_dependency)]

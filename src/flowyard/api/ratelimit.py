@@ -318,7 +318,7 @@ def _tightest(verdicts: Sequence[Verdict]) -> Verdict:
     return min(verdicts, key=lambda v: (v.remaining, -v.reset_s))
 
 
-def get_rate_limits(request: Request) -> RateLimits:
+async def get_rate_limits(request: Request) -> RateLimits:
     """The app's :class:`RateLimits` (a FastAPI dependency)."""
     limits: RateLimits = request.app.state.rate_limits
     return limits

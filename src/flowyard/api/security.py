@@ -136,6 +136,11 @@ def audit_of(conn: HTTPConnection) -> AuditEntry | None:
     return entry if entry is not None and not entry.written else None
 
 
+async def audit_dependency(conn: HTTPConnection) -> AuditEntry | None:
+    """:func:`audit_of` as a dependency (async: no thread hop)."""
+    return audit_of(conn)
+
+
 #: Where :func:`authorize` leaves its answer in the request's scope: the JSON body route
 #: calls it before parsing the body, FastAPI again as the app's dependency.
 _AUTHORIZED = "flowyard.authorized"
@@ -178,7 +183,9 @@ async def _authorize(conn: HTTPConnection) -> Principal | None:
     return principal
 
 
-def get_principal(principal: Annotated[Principal | None, Depends(authorize)]) -> Principal:
+async def get_principal(
+    principal: Annotated[Principal | None, Depends(authorize)],
+) -> Principal:
     """The authenticated principal of a protected route."""
     if principal is None:  # a public route asked for it
         raise unauthorized("authentication required")
