@@ -5,8 +5,6 @@ route, config checks (OAuth and secrets: ``test_salesforce_auth.py``)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,38 +15,14 @@ from flowyard.bootstrap import Container
 from flowyard.domain.errors import DefinitionError
 from flowyard.domain.statuses import RunStatus
 from flowyard.integrations.salesforce.models import SalesforceConfig
-from flowyard.settings import Settings
 from support.salesforce import (
     LEAD,
     add_credential,
     error,
-    fast_settings,
-    new_fake,
     output,
     run,
     sf,
-    sqlite_copy,
 )
-
-
-@pytest.fixture
-def db_url(tmp_path: Path, sqlite_template: Path) -> str:
-    return sqlite_copy(tmp_path, sqlite_template)
-
-
-@pytest.fixture
-def settings(db_url: str) -> Settings:
-    return fast_settings(db_url)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSalesforce]:
-    sf = new_fake()
-    try:
-        yield sf
-    finally:
-        sf.stop()
-
 
 # -- operations --------------------------------------------------------------------------
 

@@ -8,8 +8,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -22,7 +20,6 @@ from flowyard.domain.credentials import CredentialType, ResolvedCredential, pars
 from flowyard.domain.statuses import RunStatus
 from flowyard.integrations.salesforce import SalesforceAuth
 from flowyard.outbound import AuthContext, Outbound, provider_origins
-from flowyard.settings import Settings
 from support.dbdump import dump_database
 from support.runs import wait_for_runs
 from support.salesforce import (
@@ -35,33 +32,10 @@ from support.salesforce import (
     USERNAME,
     add_credential,
     error,
-    fast_settings,
     keypair,
-    new_fake,
     run,
     sf,
-    sqlite_copy,
 )
-
-
-@pytest.fixture
-def db_url(tmp_path: Path, sqlite_template: Path) -> str:
-    return sqlite_copy(tmp_path, sqlite_template)
-
-
-@pytest.fixture
-def settings(db_url: str) -> Settings:
-    return fast_settings(db_url)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSalesforce]:
-    sf = new_fake()
-    try:
-        yield sf
-    finally:
-        sf.stop()
-
 
 # -- OAuth -------------------------------------------------------------------------------
 
