@@ -1,4 +1,4 @@
-"""What the messaging providers' node types (Twilio, Slack, Meta Graph) share: the credential
+"""What the providers' node types share: the credential
 they take, checked by type before anything is sent; the token authenticators of their
 credential types; one request sent through :func:`~flowyard.nodes.httpio.exchange`; the
 failures every one of them classifies alike (an unparseable answer, a refused value).
@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from flowyard.domain.credentials import CredentialType, ResolvedCredential
 from flowyard.domain.errors import NodeError, PermanentError, TransientError
-from flowyard.nodes.base import StepContext
+from flowyard.nodes.base import NodeType, StepContext
 from flowyard.nodes.httpio import Exchange, error_body, exchange, parse_retry_after
 from flowyard.outbound import AuthContext
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class ProviderNode(NodeType[C]):
+    """A provider's node type: its config names one credential in ``credential``."""
+
+    def credential_refs(self, config: C) -> list[tuple[str, str]]:
+        """The config's ``credential`` (every provider config has that field)."""
+        name: str = getattr(config, "credential")  # noqa: B009 - C is any config model
+        return [("/config/credential", name)]
+
 
 #: Provider answers are a few hundred bytes; anything past this is not one of them.
 MAX_RESPONSE_BYTES = 1024 * 1024

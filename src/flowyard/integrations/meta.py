@@ -30,6 +30,7 @@ from flowyard.domain.credentials import NAME_PATTERN, CredentialType
 from flowyard.domain.errors import NodeError, PermanentError, TransientError
 from flowyard.integrations.credentialed import (
     BearerTokenAuth,
+    ProviderNode,
     endpoint,
     invalid_response,
     json_bytes,
@@ -39,7 +40,7 @@ from flowyard.integrations.credentialed import (
     retry_after,
     status_failure,
 )
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
+from flowyard.nodes.base import NodeConfig, NodeOutcome, StepContext
 from flowyard.nodes.httpio import Exchange
 from flowyard.outbound import Authenticator
 
@@ -117,7 +118,7 @@ class InstagramOutput(BaseModel):
     success: bool = Field(description="True (a failure fails the step).")
 
 
-class InstagramNode(NodeType[InstagramConfig]):
+class InstagramNode(ProviderNode[InstagramConfig]):
     """Send an Instagram direct message, reply to a comment, hide or show a comment, or like
     a media or comment; output ``{operation, id, recipient_id, success}``.
 
@@ -152,10 +153,6 @@ class InstagramNode(NodeType[InstagramConfig]):
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """Bearer auth for ``meta_graph`` credentials (the access token)."""
         return {CredentialType.META_GRAPH: BearerTokenAuth("access_token")}
-
-    def credential_refs(self, config: InstagramConfig) -> list[tuple[str, str]]:
-        """The ``credential`` of the config."""
-        return [("/config/credential", config.credential)]
 
     async def execute(self, ctx: StepContext, config: InstagramConfig) -> NodeOutcome:
         """Render the operation's fields, send it, classify the answer."""

@@ -22,6 +22,7 @@ from flowyard.domain.credentials import NAME_PATTERN, CredentialType
 from flowyard.domain.errors import NodeError, PermanentError, TransientError
 from flowyard.integrations.credentialed import (
     BearerTokenAuth,
+    ProviderNode,
     endpoint,
     invalid_response,
     json_bytes,
@@ -31,7 +32,7 @@ from flowyard.integrations.credentialed import (
     retry_after,
     status_failure,
 )
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
+from flowyard.nodes.base import NodeConfig, NodeOutcome, StepContext
 from flowyard.nodes.httpio import Exchange
 from flowyard.outbound import Authenticator
 
@@ -95,7 +96,7 @@ class SlackOutput(BaseModel):
     channel: str = Field(description="The channel ID the message was posted to.")
 
 
-class SlackNode(NodeType[SlackConfig]):
+class SlackNode(ProviderNode[SlackConfig]):
     """Post a message with ``chat.postMessage``; output ``{ts, channel}``.
 
     Errors are ``slack.<error>`` from Slack's ``{"ok": false, "error"}`` (``details``:
@@ -122,10 +123,6 @@ class SlackNode(NodeType[SlackConfig]):
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """Bearer auth for ``slack`` credentials (the bot token)."""
         return {CredentialType.SLACK: BearerTokenAuth("bot_token")}
-
-    def credential_refs(self, config: SlackConfig) -> list[tuple[str, str]]:
-        """The ``credential`` of the config."""
-        return [("/config/credential", config.credential)]
 
     async def execute(self, ctx: StepContext, config: SlackConfig) -> NodeOutcome:
         """Render the message, post it, classify the answer."""

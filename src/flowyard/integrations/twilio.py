@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from flowyard.domain.credentials import NAME_PATTERN, CredentialType, ResolvedCredential
 from flowyard.domain.errors import NodeError, PermanentError, TransientError
 from flowyard.integrations.credentialed import (
+    ProviderNode,
     endpoint,
     invalid_response,
     post,
@@ -33,7 +34,7 @@ from flowyard.integrations.credentialed import (
     retry_after,
     status_failure,
 )
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
+from flowyard.nodes.base import NodeConfig, NodeOutcome, StepContext
 from flowyard.nodes.httpio import Exchange
 from flowyard.outbound import AuthContext, Authenticator
 
@@ -141,7 +142,7 @@ TwilioMessageOutput: type[BaseModel] = create_model(
 )
 
 
-class TwilioMessageNode(NodeType[TwilioMessageConfig]):
+class TwilioMessageNode(ProviderNode[TwilioMessageConfig]):
     """Base of ``sms`` and ``whatsapp``: one message through Twilio's Messages API.
 
     Output ``{sid, status, to, from}``. Errors (``details``: ``status``, ``code``,
@@ -170,10 +171,6 @@ class TwilioMessageNode(NodeType[TwilioMessageConfig]):
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """Basic auth for ``twilio`` credentials."""
         return {CredentialType.TWILIO: TwilioAuth()}
-
-    def credential_refs(self, config: TwilioMessageConfig) -> list[tuple[str, str]]:
-        """The ``credential`` of the config."""
-        return [("/config/credential", config.credential)]
 
     async def execute(self, ctx: StepContext, config: TwilioMessageConfig) -> NodeOutcome:
         """Render and check the message, send it, classify the answer."""

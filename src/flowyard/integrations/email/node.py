@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flowyard.domain.credentials import NAME_PATTERN, CredentialType, ResolvedCredential
 from flowyard.domain.errors import PermanentError
+from flowyard.integrations.credentialed import ProviderNode
 from flowyard.integrations.email import sendgrid, smtp
 from flowyard.integrations.email.message import (
     MAX_MESSAGE_BYTES,
@@ -21,7 +22,7 @@ from flowyard.integrations.email.message import (
     compose,
     mime,
 )
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, StepContext
+from flowyard.nodes.base import NodeConfig, NodeOutcome, StepContext
 from flowyard.outbound import Authenticator
 
 #: Bodies larger than this are encoded in a thread (MIME and JSON of megabytes take a while).
@@ -109,7 +110,7 @@ class EmailOutput(BaseModel):
     )
 
 
-class EmailNode(NodeType[EmailConfig]):
+class EmailNode(ProviderNode[EmailConfig]):
     """Send an email through an SMTP relay (``smtp`` credential) or SendGrid (``sendgrid``).
 
     Output ``{message_id, transport, accepted, refused, provider_message_id}``. The
@@ -145,10 +146,6 @@ class EmailNode(NodeType[EmailConfig]):
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """SendGrid's bearer API key."""
         return {CredentialType.SENDGRID: self._sendgrid}
-
-    def credential_refs(self, config: EmailConfig) -> list[tuple[str, str]]:
-        """The ``credential``."""
-        return [("/config/credential", config.credential)]
 
     async def execute(self, ctx: StepContext, config: EmailConfig) -> NodeOutcome:
         """Resolve the credential, render and check the message, send it."""

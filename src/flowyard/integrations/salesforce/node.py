@@ -8,8 +8,8 @@ from typing import Any
 
 from flowyard.domain.credentials import SALESFORCE_API_VERSION, CredentialType
 from flowyard.domain.errors import PermanentError
-from flowyard.integrations.credentialed import provider_credential
-from flowyard.nodes.base import NodeOutcome, NodeType, StepContext
+from flowyard.integrations.credentialed import ProviderNode, provider_credential
+from flowyard.nodes.base import NodeOutcome, StepContext
 from flowyard.outbound import Authenticator
 
 from .auth import SalesforceAuth
@@ -27,7 +27,7 @@ from .models import (
 #: a credential's data, so this is how it tells the type).
 
 
-class SalesforceNode(NodeType[SalesforceConfig]):
+class SalesforceNode(ProviderNode[SalesforceConfig]):
     """Salesforce REST: ``create``, ``update``, ``upsert`` (by external id), ``get``,
     ``delete``, ``query`` (SOQL, every page up to ``max_rows``).
 
@@ -84,10 +84,6 @@ class SalesforceNode(NodeType[SalesforceConfig]):
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """The ``salesforce_oauth`` authenticator (its token cache is this node type's)."""
         return {CredentialType.SALESFORCE_OAUTH: self.auth}
-
-    def credential_refs(self, config: SalesforceConfig) -> list[tuple[str, str]]:
-        """The config's credential."""
-        return [("/config/credential", config.credential)]
 
     def request_target_pointers(self, config: SalesforceConfig) -> list[str]:
         """None: the origin is the credential's own instance, and the templated parts
