@@ -217,13 +217,11 @@ def provider_origins(type_: CredentialType, data: Mapping[str, Any]) -> list[str
         return normalize_origins(
             [str(origin_of(str(data["instance_url"]))), str(origin_of(str(token_url)))]
         )
-    if type_ in (
-        CredentialType.TWILIO,
-        CredentialType.SENDGRID,
-        CredentialType.META_GRAPH,
-        CredentialType.SLACK,
-    ):
+    if type_ is CredentialType.TWILIO:
+        # Rows saved before base_url existed talk to Twilio's own API.
         return normalize_origins([str(origin_of(str(data.get("base_url") or TWILIO_API)))])
+    if type_ in (CredentialType.SENDGRID, CredentialType.META_GRAPH, CredentialType.SLACK):
+        return normalize_origins([str(origin_of(str(data["base_url"])))])
     if type_ is CredentialType.SMTP:
         host = str(data["host"])
         host = f"[{host}]" if ":" in host and not host.startswith("[") else host
