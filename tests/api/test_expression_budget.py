@@ -165,9 +165,20 @@ async def test_api_answers_while_its_worker_meets_hostile_expressions(
             # What the run stored about it stays small.
             assert len(json.dumps(step.error)) < 2000
             assert len(json.dumps(detail.run.error)) < 4000
+    # Unbounded, one of these expressions blocked the loop for seconds (3.9 s): a stall of
+    # that order fails here. A single late answer of a few hundred ms happens on a loaded
+    # machine (a collection of the garbage the hostile runs made, a CI neighbour); most
+    # answers must still be prompt.
     assert len(answers) >= 5
-    assert max(answers) < 0.1, f"/healthz took {max(answers) * 1000:.0f} ms"
-    assert max(stalls) < 0.1, f"the event loop stalled {max(stalls) * 1000:.0f} ms"
+    assert max(answers) < 1.0, f"/healthz took {max(answers) * 1000:.0f} ms"
+    assert max(stalls) < 1.0, f"the event loop stalled {max(stalls) * 1000:.0f} ms"
+    assert _late(answers) <= 0.1, f"{_late(answers):.0%} of /healthz answers took > 100 ms"
+    assert _late(stalls) <= 0.1, f"{_late(stalls):.0%} of loop wake-ups were > 100 ms late"
+
+
+def _late(delays: list[float], limit_s: float = 0.1) -> float:
+    """The share of ``delays`` over ``limit_s``."""
+    return sum(delay > limit_s for delay in delays) / len(delays)
 
 
 # -- one validation, one answer ------------------------------------------------------------
