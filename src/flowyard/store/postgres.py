@@ -53,7 +53,10 @@ class PostgresStore(SqlStore):
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: a connection that died in the pool fails its first statement,
+            # and `_tx` retries the transaction on a fresh one (tests/durability/
+            # test_database_restart.py); pinging cost a round trip per transaction.
+            pool_pre_ping=False,
             pool_recycle=1800,
             # The asyncpg dialect decodes json/jsonb with it too. jsonb never held a lone
             # surrogate or NaN, but older rows may be nested deeper than the API can serve.
