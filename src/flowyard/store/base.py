@@ -148,7 +148,7 @@ class SqlBase(ABC):
         usage = []
         engines = {"write": self._write, "read": self._read}
         for name, engine in engines.items():
-            if name == "read" and engine is self._write:
+            if name == "read" and engine.pool is self._write.pool:
                 continue
             pool = engine.pool
             if isinstance(pool, QueuePool):
@@ -158,5 +158,5 @@ class SqlBase(ABC):
     async def close(self) -> None:
         """Dispose of the engines."""
         await self._write.dispose()
-        if self._read is not self._write:
+        if self._read.pool is not self._write.pool:
             await self._read.dispose()

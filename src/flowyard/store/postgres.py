@@ -65,7 +65,11 @@ class PostgresStore(SqlStore):
             # never in an error message or a log.
             hide_parameters=True,
         )
-        return cls(url, engine)
+        # Reads run without BEGIN/COMMIT (two round trips less each). At READ COMMITTED,
+        # PostgreSQL's level for every transaction here, each statement of a transaction
+        # sees its own snapshot anyway: a read transaction made its statements no more
+        # consistent with each other. Same pool; writes keep their transactions.
+        return cls(url, engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         # Transaction-scoped advisory lock: released by the commit that ends the upgrade, so a
