@@ -583,6 +583,8 @@ class PluginPublic(BaseModel):
     """One ``flowyard.nodes`` entry point (a node pack) and what loading it did at start."""
 
     model_config = ConfigDict(
+        # Read straight from the registry's PluginReport.
+        from_attributes=True,
         json_schema_extra={
             "examples": [
                 {
@@ -595,7 +597,7 @@ class PluginPublic(BaseModel):
                     "error": "ModuleNotFoundError: No module named 'discord_sdk'",
                 }
             ]
-        }
+        },
     )
 
     name: str = Field(description="The entry point's name.")

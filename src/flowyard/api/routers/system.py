@@ -73,16 +73,5 @@ async def plugins(container: ContainerDep) -> Page[PluginPublic]:
     order: ``loaded`` with the types it registered, ``failed`` with its error (the server
     runs without it), or ``disabled`` (third-party packs while ``FLOWYARD_LOAD_PLUGINS`` is
     false). One page: a process has a handful of packs."""
-    items = [
-        PluginPublic(
-            name=p.name,
-            value=p.value,
-            distribution=p.distribution,
-            version=p.version,
-            status=p.status,
-            types=list(p.types),
-            error=p.error,
-        )
-        for p in container.registry.plugins()
-    ]
+    items = [PluginPublic.model_validate(p) for p in container.registry.plugins()]
     return Page[PluginPublic](items=items, next_cursor=None)
