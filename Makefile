@@ -23,17 +23,18 @@ run: $(STAMP)
 	FLOWYARD_EGRESS_ALLOW=$${FLOWYARD_EGRESS_ALLOW:-127.0.0.1:9900} $(BIN)/flowyard serve --load-samples
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples/plugin_pack
+	$(BIN)/ruff format --check src tests bench examples/plugin_pack
 	$(BIN)/mypy src
+	$(BIN)/mypy --strict examples/plugin_pack/src
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench examples/plugin_pack
+	$(BIN)/ruff format src tests bench examples/plugin_pack
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

@@ -20,6 +20,7 @@ from flowyard.domain.records import (
     VersionRecord,
     WorkflowRecord,
 )
+from flowyard.nodes.registry import PluginStatus
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -576,3 +577,36 @@ class NodeTypePublic(BaseModel):
     output_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema of the step output, when the type declares it."
     )
+
+
+class PluginPublic(BaseModel):
+    """One ``flowyard.nodes`` entry point (a node pack) and what loading it did at start."""
+
+    model_config = ConfigDict(
+        # Read straight from the registry's PluginReport.
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "example",
+                    "value": "flowyard_example_pack:register",
+                    "distribution": "flowyard-example-pack",
+                    "version": "0.1.0",
+                    "status": "failed",
+                    "types": [],
+                    "error": "ModuleNotFoundError: No module named 'discord_sdk'",
+                }
+            ]
+        },
+    )
+
+    name: str = Field(description="The entry point's name.")
+    value: str = Field(description="What it names: `module:attribute`.")
+    distribution: str | None = Field(description="The installed distribution declaring it.")
+    version: str | None = Field(description="That distribution's version.")
+    status: PluginStatus = Field(
+        description="`loaded`; `failed` (skipped whole: see `error`); `disabled` (a "
+        "third-party pack while FLOWYARD_LOAD_PLUGINS is false)."
+    )
+    types: list[str] = Field(description="The node types it registered.")
+    error: str | None = Field(description="Why it failed to load (the exception, one line).")

@@ -47,6 +47,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/readyz"): Rule(None, "ready"),
     ("GET", "/metrics"): Rule(_V, "metrics", metrics=True),
     ("GET", f"{API}/node-types"): Rule(_V, "node_types.list"),
+    ("GET", f"{API}/plugins"): Rule(_V, "plugins.list"),
     ("POST", f"{API}/auth/token"): Rule(None, "auth.token"),
     ("POST", f"{API}/auth/refresh"): Rule(None, "auth.refresh"),
     ("POST", f"{API}/auth/logout"): Rule(_V, "auth.logout"),

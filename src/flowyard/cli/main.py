@@ -37,6 +37,7 @@ from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
+from flowyard.nodes.registry import NodeRegistry
 from flowyard.service import RunDetail
 from flowyard.settings import Settings
 
@@ -103,7 +104,7 @@ def serve(
     )
     logging.getLogger("flowyard").setLevel(settings.log_level)
 
-    async def preflight() -> None:
+    async def preflight() -> NodeRegistry:
         # Open, migrate and check the master key (and a first admin password) here, so that
         # a database that cannot be opened, a lost key file or a weak FLOWYARD_ADMIN_PASSWORD
         # is one line, not a traceback from the ASGI lifespan.
@@ -114,9 +115,11 @@ def serve(
             fail(str(exc))
         finally:
             await container.close()
+        # The app serves these node types: packs load (and report their failures) once.
+        return container.registry
 
-    run_async(preflight)
-    code = serve_api(settings)
+    registry = run_async(preflight)
+    code = serve_api(settings, registry=registry)
     if code:
         raise typer.Exit(code)
 
