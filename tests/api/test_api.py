@@ -285,7 +285,9 @@ async def test_input_violating_schema(
     client: httpx.AsyncClient, run_input: Any, pointers: list[str]
 ) -> None:
     await create(client, lead_routing())
-    response = await client.post(f"{API}/workflows/lead-routing-http/runs", json={"input": run_input})
+    response = await client.post(
+        f"{API}/workflows/lead-routing-http/runs", json={"input": run_input}
+    )
     body = assert_problem(response, 422, "invalid-input")
     assert [e["pointer"] for e in body["errors"]] == pointers
     assert (await client.get(f"{API}/runs")).json()["items"] == []

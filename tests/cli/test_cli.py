@@ -204,7 +204,9 @@ def test_runs_list_and_show(workdir: Path, db: str, http_server: RecordingServer
 
     only_pending = cli(workdir, "runs", "list", "--db", db, "--json", "--status", "pending")
     assert [r["id"] for r in json.loads(only_pending.stdout)] == [pending_id]
-    by_workflow = cli(workdir, "runs", "list", "--db", db, "--json", "--workflow", "lead-routing-http")
+    by_workflow = cli(
+        workdir, "runs", "list", "--db", db, "--json", "--workflow", "lead-routing-http"
+    )
     assert len(json.loads(by_workflow.stdout)) == 2
 
     table = cli(workdir, "runs", "list", "--db", db)
