@@ -165,7 +165,9 @@ class Container:
         return True
 
     async def close(self) -> None:
-        """Release the HTTP pool, the expression threads and the database."""
+        """Release the node types' connections, the HTTP pool, the expression threads and
+        the database."""
+        await self.registry.aclose()
         await self.http.aclose()
         self.expressions.close()
         await self.store.close()

@@ -249,6 +249,10 @@ class NodeType(ABC, Generic[C]):
         them to the outbound layer, so a plugin's credential works like a built-in one."""
         return {}
 
+    async def aclose(self) -> None:
+        """Release what the type keeps between steps (idle connections of its own); called
+        once when the process's container closes."""
+
     def parse_config(self, raw: Mapping[str, Any]) -> C:
         """Validate raw config into the config model (raises pydantic.ValidationError)."""
         return cast("C", self.config_model.model_validate(dict(raw)))
