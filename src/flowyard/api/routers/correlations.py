@@ -3,7 +3,7 @@ knows the customer (a phone number, an order id), not the run id (decision 0024)
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Request, status
 
@@ -14,6 +14,7 @@ from flowyard.api.routers.signals import (
     ActionRequest,
     RunActions,
     SignalName,
+    SignalPayload,
     SignalPublic,
     actions_of,
     require_json,
@@ -63,13 +64,7 @@ async def signal_by_correlation(
     workflow_ref: str,
     key: CorrelationKey,
     name: SignalName,
-    payload: Annotated[
-        Any,
-        Body(
-            description="Any JSON value; the waiting step's output carries it as 'payload'.",
-            openapi_examples={"reply": {"value": {"text": "Yes, let's talk on Tuesday"}}},
-        ),
-    ] = None,
+    payload: SignalPayload = None,
 ) -> SignalPublic:
     """Deliver a named signal to the one unfinished run of the workflow whose correlation
     key is ``key``, as ``POST /runs/{run_id}/signals/{name}`` does (the answer names the

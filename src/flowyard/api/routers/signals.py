@@ -20,6 +20,13 @@ from flowyard.service import ActionsView
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 SignalName = Annotated[str, Path(pattern=SIGNAL_NAME_PATTERN, examples=["reply_received"])]
+SignalPayload = Annotated[
+    Any,
+    Body(
+        description="Any JSON value; the waiting step's output carries it as 'payload'.",
+        openapi_examples={"reply": {"value": {"text": "Yes, let's talk on Tuesday"}}},
+    ),
+]
 
 
 class SignalPublic(BaseModel):
@@ -85,13 +92,7 @@ async def send_signal(
     audit: AuditDep,
     run_id: str,
     name: SignalName,
-    payload: Annotated[
-        Any,
-        Body(
-            description="Any JSON value; the waiting step's output carries it as 'payload'.",
-            openapi_examples={"reply": {"value": {"text": "Yes, let's talk on Tuesday"}}},
-        ),
-    ] = None,
+    payload: SignalPayload = None,
 ) -> SignalPublic:
     """Deliver a named signal (e.g. ``reply_received``). A step waiting for it wakes now;
     otherwise it is buffered, not lost, and the next ``wait_for_signal`` for that name takes
