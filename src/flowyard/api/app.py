@@ -19,6 +19,7 @@ from flowyard.api.routers import (
     api_keys,
     audit,
     auth,
+    correlations,
     credentials,
     lifecycle,
     metrics,
@@ -127,6 +128,7 @@ def create_app(
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(signals.router, prefix=API_PREFIX)
+    app.include_router(correlations.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     for security_router in (auth, users, api_keys, audit):

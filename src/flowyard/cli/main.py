@@ -269,6 +269,10 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 300.0,
     db: DbOption = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+    correlation_key: Annotated[
+        str | None,
+        typer.Option(help="The run's correlation key (else the definition computes one)"),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run, its steps and events as JSON")
     ] = False,
@@ -292,7 +296,12 @@ def run(
             else:
                 ref = str(file)
             run_record, _ = await container.service.start_run(
-                ref, run_input, vars=run_vars, idempotency_key=idempotency_key, actor=cli_actor()
+                ref,
+                run_input,
+                vars=run_vars,
+                idempotency_key=idempotency_key,
+                correlation_key=correlation_key,
+                actor=cli_actor(),
             )
             if wait:
                 if reporter is not None:

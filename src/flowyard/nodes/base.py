@@ -266,6 +266,11 @@ class NodeType(ABC, Generic[C]):
         references, so a save can check they exist."""
         return []
 
+    def signal_refs(self, config: C) -> list[tuple[str, str]]:
+        """``(pointer relative to the node, signal name)`` of every signal a step of this
+        node waits for, so a definition that declares its signals can be checked."""
+        return []
+
     def quota_keys(self, config: C) -> list[str]:
         """The provider quotas a step of this node is subject to: ``node_type:<type>`` and
         ``credential:<name>`` of each credential the config references. Only keys an admin
