@@ -128,7 +128,14 @@ runs = sa.Table(
         postgresql_where=sa.text("deadline_at IS NOT NULL"),
         sqlite_where=sa.text("deadline_at IS NOT NULL"),
     ),
-    sa.Index("ix_runs_correlation_key", "correlation_key", "id"),
+    # Partial: runs without a key (a campaign's bulk start) do not maintain it.
+    sa.Index(
+        "ix_runs_correlation_key",
+        "correlation_key",
+        "id",
+        postgresql_where=sa.text("correlation_key IS NOT NULL"),
+        sqlite_where=sa.text("correlation_key IS NOT NULL"),
+    ),
     sa.Index(
         "uq_runs_open_correlation",
         "workflow_id",

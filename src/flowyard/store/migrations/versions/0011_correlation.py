@@ -43,7 +43,14 @@ def upgrade() -> None:
         sa.Column("correlation_unique", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.add_column("runs", sa.Column("parent_step_id", BigIntId, nullable=True))
-    op.create_index("ix_runs_correlation_key", "runs", ["correlation_key", "id"])
+    # Partial: runs without a key (a campaign's bulk start) do not maintain it.
+    op.create_index(
+        "ix_runs_correlation_key",
+        "runs",
+        ["correlation_key", "id"],
+        postgresql_where=sa.text("correlation_key IS NOT NULL"),
+        sqlite_where=sa.text("correlation_key IS NOT NULL"),
+    )
     op.create_index(
         "uq_runs_open_correlation",
         "runs",
