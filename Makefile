@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The samples call fake services on 127.0.0.1:9900, which the default egress policy refuses.
+# Two samples (approval, lead-routing-http) call fake services on 127.0.0.1:9900 (examples/fake_crm.py),
+# which the default egress policy refuses; the provider samples need credentials (`make demo`).
 run: $(STAMP)
 	FLOWYARD_EGRESS_ALLOW=$${FLOWYARD_EGRESS_ALLOW:-127.0.0.1:9900} $(BIN)/flowyard serve --load-samples
 
