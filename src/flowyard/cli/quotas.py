@@ -80,6 +80,35 @@ def _print(
     out.print_json(json.dumps(result))
 
 
+def _put(
+    db: str | None,
+    method: Callable[[Container], Callable[..., Awaitable[QuotaState]]],
+    target: str,
+    key: str,
+    rate: str | None,
+    burst: int | None,
+    concurrency: int | None,
+    disabled: bool,
+) -> None:
+    """Set a quota through ``method`` (by key, or on a credential) and print it."""
+    _print(
+        db,
+        lambda c: method(c)(
+            target,
+            rate,
+            burst=burst,
+            concurrency=concurrency,
+            enabled=not disabled,
+            audit=_entry("quota.put", key),
+        ),
+        "",
+    )
+
+
+def _key_put(container: Container) -> Callable[..., Awaitable[QuotaState]]:
+    return container.quotas.put
+
+
 @quotas_app.command("set")
 def quotas_set(
     key: KeyArgument,
@@ -90,18 +119,7 @@ def quotas_set(
     db: DbOption = None,
 ) -> None:
     """Create or change a quota (a rate, a concurrency limit, or both); prints it as JSON."""
-    _print(
-        db,
-        lambda c: c.quotas.put(
-            key,
-            rate,
-            burst=burst,
-            concurrency=concurrency,
-            enabled=not disabled,
-            audit=_entry("quota.put", key),
-        ),
-        "",
-    )
+    _put(db, _key_put, key, key, rate, burst, concurrency, disabled)
 
 
 @quotas_app.command("list")
@@ -131,6 +149,10 @@ def quotas_delete(key: KeyArgument, db: DbOption = None) -> None:
     out.print(f"deleted quota {escape(key)}")
 
 
+def _credential_put(container: Container) -> Callable[..., Awaitable[QuotaState]]:
+    return container.quotas.put_for_credential
+
+
 @credential_quota_app.command("set")
 def credential_quota_set(
     name: NameArgument,
@@ -141,18 +163,7 @@ def credential_quota_set(
     db: DbOption = None,
 ) -> None:
     """Create or change the credential's quota; prints it as JSON."""
-    _print(
-        db,
-        lambda c: c.quotas.put_for_credential(
-            name,
-            rate,
-            burst=burst,
-            concurrency=concurrency,
-            enabled=not disabled,
-            audit=_entry("quota.put", f"credential:{name}"),
-        ),
-        "",
-    )
+    _put(db, _credential_put, name, f"credential:{name}", rate, burst, concurrency, disabled)
 
 
 @credential_quota_app.command("show")
