@@ -267,7 +267,7 @@ async def build(
         credentials.resolver(settings.credential_cache_ttl_s),
         Outbound(http, authenticators=_authenticators(registry)),
         AdminService(store, clock=clock),
-        QuotaService(store, clock=clock),
+        QuotaService(store, clock=clock, credentials=store),
         clock,
         metrics,
     )

@@ -104,6 +104,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/quotas/{{key}}"): Rule(_E, "quota.get"),
     ("PUT", f"{API}/quotas/{{key}}"): Rule(_A, "quota.put", "quota"),
     ("DELETE", f"{API}/quotas/{{key}}"): Rule(_A, "quota.delete", "quota"),
+    ("GET", f"{API}/credentials/{{name}}/quota"): Rule(_E, "quota.get"),
+    ("PUT", f"{API}/credentials/{{name}}/quota"): Rule(_A, "quota.put", "quota"),
+    ("DELETE", f"{API}/credentials/{{name}}/quota"): Rule(_A, "quota.delete", "quota"),
 }
 
 

@@ -338,16 +338,18 @@ login_failures = sa.Table(
     sa.Column("last_at", UTCDateTime, nullable=False),
 )
 
-# -- provider quotas (migration 0009) ------------------------------------------------------
+# -- provider quotas (migrations 0009, 0010) ----------------------------------------------
 
-#: One token bucket per quota key (``credential:<name>``, ``node_type:<type>``), shared by
-#: every worker: a take locks the row, refills, takes, writes (``store/quotas.py``).
+#: One row per quota key (``credential:<name>``, ``node_type:<type>``), shared by every
+#: worker: a rate's token bucket and a concurrency limit's queue; a take locks the row,
+#: decides, writes (``store/quotas.py``).
 quotas = sa.Table(
     "quotas",
     metadata,
     sa.Column("key", sa.String(80), primary_key=True),
-    sa.Column("tokens", sa.Integer, nullable=False),
-    sa.Column("per_s", sa.Float, nullable=False),
+    # The rate (both NULL: the quota only limits concurrency).
+    sa.Column("tokens", sa.Integer, nullable=True),
+    sa.Column("per_s", sa.Float, nullable=True),
     sa.Column("burst", sa.Integer, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("available", sa.Float, nullable=False),
@@ -356,4 +358,24 @@ quotas = sa.Table(
     #: The end of the retry slots handed to refused steps (domain.quotas.take).
     sa.Column("queue_until", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The concurrency limit (NULL: none), the moving average of how long a step holds a
+    # slot, and the end of the queue slots handed to steps that found none (domain.quotas.admit).
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("hold_s", sa.Float, nullable=False, server_default="1.0"),
+    sa.Column("slot_queue_until", UTCDateTime, nullable=True),
+)
+
+#: The slots of concurrency limits: one row per step holding one. A slot counts only while
+#: its step is ``running`` under the same ``claims`` with a live lease, so a completion, a
+#: failure, a cancel, a timeout or an expired lease frees it without touching this table;
+#: rows that stopped counting are deleted by the next take of their key (decision 0023).
+quota_slots = sa.Table(
+    "quota_slots",
+    metadata,
+    sa.Column(
+        "key", sa.String(80), sa.ForeignKey("quotas.key", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("step_id", BigIntId, primary_key=True),
+    sa.Column("claims", sa.Integer, nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
 )
