@@ -409,7 +409,3 @@ def _kind(method: str, segs: list[str]) -> str:
 
 def _oauth(error: str, description: str) -> Reply:
     return Reply(400, {"error": error, "error_description": description})
-
-
-def _oauth(error: str, description: str) -> Reply:
-    return Reply(400, {"error": error, "error_description": description})

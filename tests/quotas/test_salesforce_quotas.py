@@ -23,8 +23,9 @@ RUNS = 20
 MACHINES, WORKERS, CONCURRENCY = 2, 2, 5
 #: The time between a step's take and its request reaching the fake varies (rendering, the
 #: credential, eight workers and two databases on a loaded 2-core machine: up to 0.3 s
-#: measured): the fake's window is shortened by this much.
-SLACK_S = 0.3
+#: measured, more when other test processes hold both cores): the fake's window is shortened
+#: by this much.
+SLACK_S = 0.8
 
 
 @pytest.fixture
@@ -99,11 +100,11 @@ async def finished(container: Container, run_ids: list[str]) -> int:
 async def test_a_rate_is_never_exceeded_by_twenty_worker_tasks(
     machines: list[Container], fake: FakeSalesforce
 ) -> None:
-    """5 per 2 s with a burst of 2 (the bucket promises the rate in every window whatever
-    the burst: decision 0021): no window of 2 s holds more than 5 calls. Without the quota
-    the 20 calls arrive within a second; a classic bucket (5 at once, then 5 per 2 s)
-    would put 6 in the first 0.4 s."""
-    tokens, window = 5, 2.0
+    """5 per 3 s with a burst of 2 (the bucket promises the rate in every window whatever
+    the burst: decision 0021): no window of 3 s (less the slack) holds more than 5 calls.
+    Without the quota the 20 calls arrive within a second; a classic bucket (5 at once, then
+    one every 0.6 s) would put 8 in the first 2.2 s."""
+    tokens, window = 5, 3.0
     await prepared(machines, fake)
     await machines[0].quotas.put(KEY, f"{tokens} per {window}s", burst=2)
     run_ids = await start(machines[0], RUNS)

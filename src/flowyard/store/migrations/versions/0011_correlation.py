@@ -6,7 +6,7 @@ index). ``runs.parent_step_id`` names a child run's sub-workflow step; child run
 before this version get it from their ``branches`` row.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 from flowyard.store.schema import BigIntId
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
@@ -72,7 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Back to 0009."""
+    """Back to 0010."""
     op.drop_index("uq_runs_open_correlation", table_name="runs")
     op.drop_index("ix_runs_correlation_key", table_name="runs")
     with op.batch_alter_table("runs") as batch:
