@@ -20,6 +20,7 @@ from flowyard.api.routers import (
     audit,
     auth,
     credentials,
+    hooks,
     lifecycle,
     metrics,
     quotas,
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         app.include_router(security_router.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     app.include_router(quotas.router, prefix=API_PREFIX)
+    app.include_router(hooks.router, prefix=API_PREFIX)
     return app
 
 
