@@ -84,7 +84,10 @@ class HookPatch(BaseModel):
     """Change a hook: only the fields given. ``path: null`` removes the readable path;
     configuration fields replace the stored ones."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"enabled": False}, {"respond": "on_finish"}]},
+    )
 
     enabled: bool | None = None
     workflow: Annotated[str, Field(min_length=1, max_length=200)] | None = None
@@ -100,8 +103,34 @@ class HookPatch(BaseModel):
     rate_limit: Annotated[str, Field(max_length=64)] | None = None
 
 
+_PUBLIC_EXAMPLE: dict[str, Any] = {
+    "id": "hk_3qLx0Zr9VbT2mN8sYc4KfWp1aE6uGh7D",
+    "name": "crm-leads",
+    "workflow_id": "wf_01jh5k2v3m4n5p6q7r8s9t0vwx",
+    "workflow": "lead-routing",
+    "path": "crm-leads",
+    "enabled": True,
+    "url": "/api/v1/hooks/hk_3qLx0Zr9VbT2mN8sYc4KfWp1aE6uGh7D",
+    "path_url": "/api/v1/hooks/by-path/crm-leads",
+    "config": {
+        "auth": {"scheme": "hmac", "credential": "crm-webhook", "tolerance_s": 300},
+        "input": None,
+        "dedupe": {"header": "X-Delivery-Id", "body": None, "window_s": 86400},
+        "respond": {"mode": "accepted", "timeout_s": 10.0},
+        "action": {"signal": None},
+        "max_body_bytes": 262144,
+        "rate_limit": None,
+    },
+    "created_at": "2026-12-01T09:00:00Z",
+    "updated_at": "2026-12-01T09:00:00Z",
+    "created_by": "user:admin",
+}
+
+
 class HookPublic(BaseModel):
     """A hook: its public URL and configuration (no secret: the credential is a name)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PUBLIC_EXAMPLE]})
 
     id: str
     name: str
@@ -137,6 +166,14 @@ class HookPublic(BaseModel):
 
 class DeliveryPublic(BaseModel):
     """What a delivery started (202), found (a repeat: 200), or how its run ended (200)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"run_id": "run_01JH5K2V3M4N5P6Q7R8S9T0VWX", "status": "pending", "created": True}
+            ]
+        }
+    )
 
     run_id: str
     status: str
@@ -202,10 +239,7 @@ async def list_hooks(
     "/hooks/{hook_ref}",
     response_model=HookPublic,
     summary="Get a webhook trigger (or answer Meta's verification request)",
-    responses={
-        200: {"content": {"text/plain": {}}},
-        **documented(403, 404),
-    },
+    responses={200: {"content": {"text/plain": {}}}, **documented(404)},
 )
 async def get_hook(request: Request, hook_ref: str) -> Any:
     """A hook by id or name (editor). With ``hub.mode`` in the query it is Meta's
