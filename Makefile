@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Parallel test processes: most tests wait on I/O (databases, subprocesses, polling).
 PYTEST_WORKERS ?= 4
 
-.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs
+.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -22,18 +22,24 @@ venv: $(STAMP)
 run: $(STAMP)
 	FLOWYARD_EGRESS_ALLOW=$${FLOWYARD_EGRESS_ALLOW:-127.0.0.1:9900} $(BIN)/flowyard serve --load-samples
 
+# The three provider samples end to end: local fakes (Salesforce, SMTP, Graph), a server on a
+# temporary database, a few leads, a campaign and Instagram comments (examples/demo.py).
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples/plugin_pack
+	$(BIN)/ruff format --check src tests bench examples/plugin_pack
 	$(BIN)/mypy src
+	$(BIN)/mypy --strict examples/plugin_pack/src
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench examples/plugin_pack
+	$(BIN)/ruff format src tests bench examples/plugin_pack
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

@@ -7,13 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from flowyard import __version__
 from flowyard.domain import jsonvalue
 from flowyard.domain.clock import utc_now
-from flowyard.domain.errors import FlowyardError, NotFound
+from flowyard.domain.errors import DefinitionError, FlowyardError, NotFound
+from flowyard.domain.records import WorkflowRecord
 from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine, ExpressionLimits
@@ -121,7 +123,10 @@ class Container:
     async def load_samples(self, directory: str | Path) -> list[str]:
         """Create the workflow of every ``*.json`` definition of ``directory`` that does not
         exist yet; returns the names created. A workflow of that name that exists (edited,
-        or archived) is left as it is: samples seed a database, they never overwrite it."""
+        or archived) is left as it is: samples seed a database, they never overwrite it.
+        A sample whose credentials do not exist yet is saved all the same, and the log says
+        which ones its runs need (the provider samples name theirs: ``salesforce``,
+        ``mail``, ``instagram``)."""
         loaded = []
         for path in sorted(Path(directory).glob("*.json")):
             try:
@@ -130,12 +135,30 @@ class Container:
                 if isinstance(name, str) and await self._workflow_exists(name):
                     _log.info("sample %s not loaded: workflow %r exists", path, name)
                     continue
-                record, _ = await self.service.create_workflow(raw, "samples")
+                record = await self._create_sample(path, raw)
             except (FlowyardError, ValueError) as exc:
                 _log.error("sample %s not loaded: %s", path, exc)
                 continue
             loaded.append(record.name)
         return loaded
+
+    async def _create_sample(self, path: Path, raw: Any) -> WorkflowRecord:
+        try:
+            record, _ = await self.service.create_workflow(raw, "samples")
+        except DefinitionError as exc:
+            if not exc.problems or any(p.code != "unknown_credential" for p in exc.problems):
+                raise
+            record, _ = await self.service.create_workflow(
+                raw, "samples", require_credentials=False
+            )
+            missing = ", ".join(dict.fromkeys(p.message for p in exc.problems))
+            _log.warning(
+                "sample %s loaded; its runs fail with credential.not_found until the "
+                "credentials exist (%s)",
+                path,
+                missing,
+            )
+        return record
 
     async def _workflow_exists(self, name: str) -> bool:
         try:
@@ -145,7 +168,9 @@ class Container:
         return True
 
     async def close(self) -> None:
-        """Release the HTTP pool, the expression threads and the database."""
+        """Release the node types' connections, the HTTP pool, the expression threads and
+        the database."""
+        await self.registry.aclose()
         await self.http.aclose()
         self.expressions.close()
         await self.store.close()

@@ -19,6 +19,7 @@ from flowyard.api.routers import (
     api_keys,
     audit,
     auth,
+    correlations,
     credentials,
     hooks,
     lifecycle,
@@ -34,6 +35,7 @@ from flowyard.api.routers import (
 from flowyard.api.security import AuditMiddleware, authorize
 from flowyard.bootstrap import Container, build
 from flowyard.domain.errors import InvalidInput
+from flowyard.nodes.registry import NodeRegistry
 from flowyard.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -42,10 +44,16 @@ API_VERSION = "1"
 _log = logging.getLogger("flowyard.api")
 
 
-def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    container: Container | None = None,
+    registry: NodeRegistry | None = None,
+) -> FastAPI:
     """Build the app. Without a ``container`` one is built (and closed) by the lifespan,
-    with ``settings.workers`` in-process workers; a given one is ``app.state.container``
-    from the start."""
+    with ``settings.workers`` in-process workers (and ``registry``, when given: ``flowyard
+    serve`` passes the one its preflight loaded, so node packs load and report once); a
+    given one is ``app.state.container`` from the start."""
     settings = settings or (container.settings if container else Settings())
     # Parsed now: a wrong limit, proxy or storage setting fails the start, not a request.
     rate_limits = RateLimits.from_settings(settings)
@@ -53,7 +61,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None
-        built = container or await build(settings)
+        built = container or await build(settings, registry=registry)
         app.state.container = built
         if owned:
             try:
@@ -121,6 +129,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(workflows.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(signals.router, prefix=API_PREFIX)
+    app.include_router(correlations.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     for security_router in (auth, users, api_keys, audit):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.records import (
     EventRecord,
     RunRecord,
@@ -20,6 +21,7 @@ from flowyard.domain.records import (
     VersionRecord,
     WorkflowRecord,
 )
+from flowyard.nodes.registry import PluginStatus
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -240,6 +242,13 @@ class StartRun(BaseModel):
     version: int | None = Field(
         None, ge=1, le=MAX_VERSION, description="Pin a version; latest when omitted."
     )
+    correlation_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CORRELATION_KEY,
+        description="The run's business key (signals and actions may address it by this); "
+        "without it the definition's correlation.key computes one from the input.",
+    )
 
 
 STEP_EXAMPLE: dict[str, Any] = {
@@ -329,6 +338,9 @@ RUN_EXAMPLE: dict[str, Any] = {
     "error": None,
     "error_type": None,
     "idempotency_key": "lead-42",
+    "correlation_key": "+15551230001",
+    "parent_run_id": None,
+    "parent_step_id": None,
     "created_at": AT,
     "started_at": AT,
     "finished_at": LATER,
@@ -353,6 +365,13 @@ class RunPublic(_Out):
         None, description="Type of the error that ended the run (e.g. http.400); filterable."
     )
     idempotency_key: str | None
+    correlation_key: str | None = Field(
+        None, description="The business key signals and actions may address the run by."
+    )
+    parent_run_id: str | None = Field(
+        None, description="The run whose sub-workflow step started this one (a child run)."
+    )
+    parent_step_id: int | None = Field(None, description="That sub-workflow step.")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -576,3 +595,36 @@ class NodeTypePublic(BaseModel):
     output_schema: dict[str, Any] | None = Field(
         None, description="JSON Schema of the step output, when the type declares it."
     )
+
+
+class PluginPublic(BaseModel):
+    """One ``flowyard.nodes`` entry point (a node pack) and what loading it did at start."""
+
+    model_config = ConfigDict(
+        # Read straight from the registry's PluginReport.
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "example",
+                    "value": "flowyard_example_pack:register",
+                    "distribution": "flowyard-example-pack",
+                    "version": "0.1.0",
+                    "status": "failed",
+                    "types": [],
+                    "error": "ModuleNotFoundError: No module named 'discord_sdk'",
+                }
+            ]
+        },
+    )
+
+    name: str = Field(description="The entry point's name.")
+    value: str = Field(description="What it names: `module:attribute`.")
+    distribution: str | None = Field(description="The installed distribution declaring it.")
+    version: str | None = Field(description="That distribution's version.")
+    status: PluginStatus = Field(
+        description="`loaded`; `failed` (skipped whole: see `error`); `disabled` (a "
+        "third-party pack while FLOWYARD_LOAD_PLUGINS is false)."
+    )
+    types: list[str] = Field(description="The node types it registered.")
+    error: str | None = Field(description="Why it failed to load (the exception, one line).")

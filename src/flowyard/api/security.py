@@ -50,6 +50,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/readyz"): Rule(None, "ready"),
     ("GET", "/metrics"): Rule(_V, "metrics", metrics=True),
     ("GET", f"{API}/node-types"): Rule(_V, "node_types.list"),
+    ("GET", f"{API}/plugins"): Rule(_V, "plugins.list"),
     ("POST", f"{API}/auth/token"): Rule(None, "auth.token"),
     ("POST", f"{API}/auth/refresh"): Rule(None, "auth.refresh"),
     ("POST", f"{API}/auth/logout"): Rule(_V, "auth.logout"),
@@ -79,6 +80,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/runs/{{run_id}}/signals"): Rule(_V, "run.signals"),
     ("GET", f"{API}/runs/{{run_id}}/actions"): Rule(_V, "run.actions"),
     ("POST", f"{API}/runs/{{run_id}}/actions/{{action}}"): Rule(_O, "run.action", "run"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/correlations/{{key}}/signals/{{name}}"): Rule(
+        _O, "run.signal", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/correlations/{{key}}/actions/{{action}}"): Rule(
+        _O, "run.action", "workflow"
+    ),
     ("POST", f"{API}/users"): Rule(_A, "user.create", "user"),
     ("GET", f"{API}/users"): Rule(_A, "user.list"),
     ("PATCH", f"{API}/users/{{user_id}}"): Rule(_A, "user.update", "user"),

@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from flowyard.api.app import begin_shutdown, create_app
+from flowyard.nodes.registry import NodeRegistry
 from flowyard.settings import Settings
 
 #: uvicorn's exit code for an app that failed to start.
@@ -62,10 +63,10 @@ class Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, registry: NodeRegistry | None = None) -> int:
     """Serve the API until SIGTERM or SIGINT; the exit code (0, or 3 when the app could not
-    start)."""
-    app = create_app(settings)
+    start). ``registry``: the node types to serve (default: loaded from ``settings``)."""
+    app = create_app(settings, registry=registry)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar, assert_never
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from rich.markup import escape
 from flowyard.bootstrap import Container, build
 from flowyard.domain import jsonvalue
 from flowyard.domain.errors import FlowyardError, InvalidInput, Problem
+from flowyard.nodes.registry import OWN_DISTRIBUTION, NodeRegistry, PluginStatus
 from flowyard.settings import Settings, data_dir, display_url
 
 T = TypeVar("T")
@@ -114,7 +115,29 @@ def run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
 async def open_container(settings: Settings, *, check_keys: bool = True) -> Container:
     """Say which database is used, then build a container on it."""
     announce_database(settings)
-    return await build(settings, check_keys=check_keys)
+    container = await build(settings, check_keys=check_keys)
+    announce_plugins(container.registry)
+    return container
+
+
+def announce_plugins(registry: NodeRegistry) -> None:
+    """Say on stderr, one line each, which third-party node packs loaded (and their types)
+    and which are installed but disabled. A pack that failed is not repeated here: the
+    registry logged its one line (a warning, whatever command runs) when it was skipped."""
+    for plugin in registry.plugins():
+        match plugin.status:
+            case PluginStatus.LOADED if plugin.distribution != OWN_DISTRIBUTION:
+                line = f"node pack {plugin.label()} loaded: {', '.join(plugin.types)}"
+            case PluginStatus.DISABLED:
+                line = (
+                    f"node pack {plugin.label()} is installed but not loaded "
+                    "(FLOWYARD_LOAD_PLUGINS is false)"
+                )
+            case PluginStatus.LOADED | PluginStatus.FAILED:
+                continue
+            case _ as unreachable:
+                assert_never(unreachable)
+        err.print(f"flowyard: {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def with_container(
@@ -174,6 +197,8 @@ async def run_json(container: Container, run_id: str) -> dict[str, Any]:
     return {
         "run_id": run.id,
         "status": run.status.value,
+        "correlation_key": run.correlation_key,
+        "parent_run_id": run.parent_run_id,
         "output": run.output,
         "error": run.error,
         # The step whose error explains a failure (the caught call behind a fail node).

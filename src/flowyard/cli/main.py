@@ -38,6 +38,7 @@ from flowyard.cli.runs import runs_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
+from flowyard.nodes.registry import NodeRegistry
 from flowyard.service import RunDetail
 from flowyard.settings import Settings
 
@@ -105,7 +106,7 @@ def serve(
     )
     logging.getLogger("flowyard").setLevel(settings.log_level)
 
-    async def preflight() -> None:
+    async def preflight() -> NodeRegistry:
         # Open, migrate and check the master key (and a first admin password) here, so that
         # a database that cannot be opened, a lost key file or a weak FLOWYARD_ADMIN_PASSWORD
         # is one line, not a traceback from the ASGI lifespan.
@@ -116,9 +117,11 @@ def serve(
             fail(str(exc))
         finally:
             await container.close()
+        # The app serves these node types: packs load (and report their failures) once.
+        return container.registry
 
-    run_async(preflight)
-    code = serve_api(settings)
+    registry = run_async(preflight)
+    code = serve_api(settings, registry=registry)
     if code:
         raise typer.Exit(code)
 
@@ -268,6 +271,10 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 300.0,
     db: DbOption = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+    correlation_key: Annotated[
+        str | None,
+        typer.Option(help="The run's correlation key (else the definition computes one)"),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run, its steps and events as JSON")
     ] = False,
@@ -291,7 +298,12 @@ def run(
             else:
                 ref = str(file)
             run_record, _ = await container.service.start_run(
-                ref, run_input, vars=run_vars, idempotency_key=idempotency_key, actor=cli_actor()
+                ref,
+                run_input,
+                vars=run_vars,
+                idempotency_key=idempotency_key,
+                correlation_key=correlation_key,
+                actor=cli_actor(),
             )
             if wait:
                 if reporter is not None:

@@ -57,6 +57,12 @@ class RunRecord:
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
     error_type: str | None = None
+    #: The business key signals and actions may address the run by (decision 0024).
+    correlation_key: str | None = None
+    #: The key is unique among the workflow's unfinished runs (its version said so).
+    correlation_unique: bool = False
+    #: A child run's sub-workflow step, in the run ``parent_run_id``.
+    parent_step_id: StepId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,8 @@ class NewRun:
     campaign_id: str | None = None
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
+    correlation_key: str | None = None
+    correlation_unique: bool = False
 
 
 @dataclass(frozen=True, slots=True)

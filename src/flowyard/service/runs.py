@@ -4,12 +4,13 @@ signals, list, and resolve the workflow a sub-workflow step starts."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from flowyard.domain import jsonvalue
 from flowyard.domain.auth import AuditEntry
+from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -32,6 +33,7 @@ from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.input_schema import input_problems
 from flowyard.engine.restart import failure_cause
 from flowyard.engine.transitions import first_step
+from flowyard.expressions import ExpressionError
 from flowyard.nodes.base import ResolvedWorkflow
 from flowyard.service.base import ServiceBase
 
@@ -68,15 +70,28 @@ class RunUseCases(ServiceBase):
         idempotency_key: str | None = None,
         version: int | None = None,
         actor: str | None = None,
+        correlation_key: str | None = None,
         audit: AuditEntry | None = None,
     ) -> tuple[RunRecord, bool]:
-        """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
+        """Start a run of a workflow (latest version unless pinned). Returns (run, created).
+
+        Its correlation key is ``correlation_key``, else what the definition's
+        ``correlation.key`` template makes of the input (none when it renders empty). A key
+        the workflow declares unique that an unfinished run holds is refused (Conflict,
+        naming that run)."""
         record = await self.store.get_workflow(ref)
         if record.archived:
             raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
         stored = await self.store.get_version(record.id, version)
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
+        spec = wf.definition.correlation
+        key = correlation_key
+        if key is None and spec is not None and spec.key is not None:
+            key = await self._computed_key(wf, spec.key, new)
+        if key is not None:
+            check_correlation_key(key, "/correlation_key")
+            new = replace(new, correlation_key=key, correlation_unique=bool(spec and spec.unique))
         [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
         if actions.has_states(wf):  # its first action needs no read of the run
             self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
@@ -112,6 +127,34 @@ class RunUseCases(ServiceBase):
             actor=actor,
             deadline_at=run_deadline(wf, now),
         )
+
+    async def _computed_key(self, wf: CompiledWorkflow, source: str, new: NewRun) -> str | None:
+        """The definition's key template rendered on the run's input and vars (metered
+        like node configs): a string or number; empty or null means no key."""
+        scope = {"input": new.input, "vars": {**wf.definition.vars, **new.vars}}
+        try:
+            value = await self.validator.expressions.render_value_async(source, scope)
+        except ExpressionError as exc:
+            raise InvalidInput(
+                f"the workflow's correlation key could not be computed: {exc.message}",
+                [Problem("/input", f"correlation.key {source!r}: {exc.message}", "correlation")],
+            ) from None
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidInput(
+                "the workflow's correlation key must be a string",
+                [
+                    Problem(
+                        "/input",
+                        f"correlation.key {source!r} gave a {type(value).__name__}",
+                        "correlation",
+                    )
+                ],
+            )
+        key = str(value)
+        check_correlation_key(key, "/input")
+        return key
 
     async def get_run(self, run_id: str) -> RunDetail:
         """A run with its steps and (first 1,000) events."""
@@ -154,11 +197,15 @@ class RunUseCases(ServiceBase):
         limit: int = 1000,
         after: int | None = None,
         exclude: str | None = None,
+        buffered: bool | None = None,
     ) -> list[SignalRecord]:
         """Signals delivered to a run, oldest first, after a signal-id cursor, without
-        those called ``exclude`` (NotFound for an unknown run)."""
+        those called ``exclude``; with ``buffered`` only those no step took yet (True) or
+        only taken ones (False) (NotFound for an unknown run)."""
         await self.store.get_run(run_id)
-        return await self.store.list_signals(run_id, limit=limit, after=after, exclude=exclude)
+        return await self.store.list_signals(
+            run_id, limit=limit, after=after, exclude=exclude, buffered=buffered
+        )
 
     async def list_runs(
         self,
@@ -168,8 +215,11 @@ class RunUseCases(ServiceBase):
         limit: int = 50,
         before: str | None = None,
         error_type: str | None = None,
+        correlation_key: str | None = None,
+        parent_run_id: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``)."""
+        """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``;
+        ``correlation_key``; ``parent_run_id``: the child runs of that run)."""
         workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
         return await self.store.list_runs(
             status=status,
@@ -177,6 +227,8 @@ class RunUseCases(ServiceBase):
             limit=limit,
             before=before,
             error_type=error_type,
+            correlation_key=correlation_key,
+            parent_run_id=parent_run_id,
         )
 
     async def resolve(
@@ -218,6 +270,18 @@ class RunUseCases(ServiceBase):
 
 #: How deep child runs may nest (a run, its child, the child's child, ...).
 MAX_SUBWORKFLOW_DEPTH = 10
+
+
+def check_correlation_key(key: str, pointer: str) -> None:
+    """A correlation key is 1-200 printable characters without ``/``: it is one segment of
+    the URLs that address the run by it. InvalidInput otherwise."""
+    problem = None
+    if not key or len(key) > MAX_CORRELATION_KEY:
+        problem = f"a correlation key has 1 to {MAX_CORRELATION_KEY} characters, not {len(key)}"
+    elif not key.isprintable() or "/" in key:
+        problem = "a correlation key has no control characters and no '/'"
+    if problem is not None:
+        raise InvalidInput("the correlation key is invalid", [Problem(pointer, problem, "pattern")])
 
 
 def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:

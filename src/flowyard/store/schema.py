@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from flowyard.domain.statuses import CLAIMABLE_STEP_STATUSES
+from flowyard.domain.statuses import CLAIMABLE_STEP_STATUSES, RunStatus
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -44,6 +44,13 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 #: query uses the same literal text so both planners pick the index.
 CLAIMABLE_STATUSES = tuple(sorted(s.value for s in CLAIMABLE_STEP_STATUSES))
 CLAIMABLE_SQL = f"status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) AND NOT held"
+
+#: Runs that have not ended. A unique correlation key is held only by these: the partial
+#: unique index frees the key the moment its run ends, whichever writer ends it.
+UNFINISHED_STATUSES = tuple(sorted(s.value for s in RunStatus if not s.is_terminal))
+OPEN_CORRELATION_SQL = (
+    f"correlation_unique AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+)
 
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -102,6 +109,13 @@ runs = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # -- migration 0011: the business key replies address the run by, and its parent step.
+    sa.Column("correlation_key", sa.String(200), nullable=True),
+    # The key was unique when the run started (its version declared it): only such runs
+    # are in the unique index below.
+    sa.Column("correlation_unique", sa.Boolean, nullable=False, server_default=sa.false()),
+    # A child run's sub-workflow step (in the run ``parent_run_id``).
+    sa.Column("parent_step_id", BigIntId, nullable=True),
     sa.UniqueConstraint("workflow_id", "idempotency_key"),
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
@@ -113,6 +127,15 @@ runs = sa.Table(
         "deadline_at",
         postgresql_where=sa.text("deadline_at IS NOT NULL"),
         sqlite_where=sa.text("deadline_at IS NOT NULL"),
+    ),
+    sa.Index("ix_runs_correlation_key", "correlation_key", "id"),
+    sa.Index(
+        "uq_runs_open_correlation",
+        "workflow_id",
+        "correlation_key",
+        unique=True,
+        postgresql_where=sa.text(OPEN_CORRELATION_SQL),
+        sqlite_where=sa.text(OPEN_CORRELATION_SQL),
     ),
 )
 

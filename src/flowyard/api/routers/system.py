@@ -1,4 +1,4 @@
-"""Health checks, and the node-type registry."""
+"""Health checks, the node-type registry and the node packs it loaded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from flowyard.api.deps import ContainerDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import PROBLEM_JSON, TYPE_BASE, problem, problem_response
-from flowyard.api.schemas import Health, NodeTypePublic, Page, Readiness, paged
+from flowyard.api.schemas import Health, NodeTypePublic, Page, PluginPublic, Readiness, paged
 
 router = APIRouter(tags=["system"], route_class=StrictJSONRoute)
 
@@ -65,3 +65,13 @@ async def node_types(
     return Page[NodeTypePublic](
         items=[NodeTypePublic.model_validate(d) for d in items], next_cursor=next_cursor
     )
+
+
+@registry_router.get("/plugins", response_model=Page[PluginPublic], summary="List node packs")
+async def plugins(container: ContainerDep) -> Page[PluginPublic]:
+    """Every node pack (``flowyard.nodes`` entry point) the server found at start, in load
+    order: ``loaded`` with the types it registered, ``failed`` with its error (the server
+    runs without it), or ``disabled`` (third-party packs while ``FLOWYARD_LOAD_PLUGINS`` is
+    false). One page: a process has a handful of packs."""
+    items = [PluginPublic.model_validate(p) for p in container.registry.plugins()]
+    return Page[PluginPublic](items=items, next_cursor=None)

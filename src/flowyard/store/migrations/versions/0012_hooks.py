@@ -1,7 +1,7 @@
 """Webhook triggers: hooks and the delivery ids they remember (dedupe windows).
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from flowyard.store.schema import JSONType, UTCDateTime
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
