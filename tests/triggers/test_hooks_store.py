@@ -45,8 +45,11 @@ async def test_hooks_by_id_name_and_path(store: Store) -> None:
 async def test_a_delivery_id_is_remembered_for_its_window(store: Store) -> None:
     wf = await make_workflow(store)
     hook = await store.create_hook(NewHook("a", wf.id, None, True, CONFIG, None), T0)
+    assert await store.delivery_window(hook.id, "k1", T0) is None
     first = await store.note_delivery(hook.id, "k1", T0, 60)
     assert first == T0
+    assert await store.delivery_window(hook.id, "k1", T0 + timedelta(seconds=59)) == T0
+    assert await store.delivery_window(hook.id, "k1", T0 + timedelta(seconds=60)) is None
     assert await store.note_delivery(hook.id, "k1", T0 + timedelta(seconds=59), 60) == T0
     assert await store.note_delivery(hook.id, "k2", T0 + timedelta(seconds=1), 60) != T0
     later = T0 + timedelta(seconds=61)

@@ -252,3 +252,44 @@ async def test_management_checks_what_it_stores(hooked: Hooked) -> None:
     assert SECRET not in json.dumps(listed)
     assert (await hooked.http.delete("/hooks/h")).status_code == 204
     assert (await hooked.http.get("/hooks/h")).status_code == 404
+
+
+async def test_rate_limit_and_media_type(hooked: Hooked) -> None:
+    hook = await hooked.hook(auth=HMAC_AUTH, rate_limit="2/minute")
+    url = hooked.base + f"/hooks/{hook['id']}"
+    body = json.dumps({"email": "ada@example.com"}).encode()
+    async with httpx.AsyncClient() as sender:
+        text = await sender.post(
+            url,
+            content=b"hello",
+            headers={**flowyard_signed(b"hello"), "Content-Type": "text/plain"},
+        )
+        second = await sender.post(url, content=body, headers=flowyard_signed(body))
+        third = await sender.post(url, content=body, headers=flowyard_signed(body))
+    assert (text.status_code, text.json()["reason"]) == (415, "unsupported_media_type")
+    assert second.status_code == 202
+    assert (third.status_code, third.json()["reason"]) == (429, "rate_limited")
+    assert int(third.headers["Retry-After"]) >= 1
+    assert len(await hooked.runs()) == 1
+
+
+async def test_a_twilio_signed_json_body_is_covered_by_body_sha256(hooked: Hooked) -> None:
+    public = "https://hooks.example.com/twilio/events"
+    hook = await hooked.hook(
+        auth={"scheme": "twilio", "credential": "twilio-main", "public_url": public}
+    )
+    body = json.dumps({"email": "json@example.com"}).encode()
+    query = "bodySHA256=" + hashlib.sha256(body).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Twilio-Signature": twilio_signed(f"{public}?{query}", {}),
+    }
+    async with httpx.AsyncClient() as sender:
+        answer = await sender.post(
+            hooked.base + f"/hooks/{hook['id']}?{query}", content=body, headers=headers
+        )
+        tampered = await sender.post(
+            hooked.base + f"/hooks/{hook['id']}?{query}", content=body + b" ", headers=headers
+        )
+    assert answer.status_code == 202, answer.text
+    assert (tampered.status_code, tampered.json()["reason"]) == (401, "bad_signature")

@@ -174,7 +174,9 @@ class HookAction(_Model):
 
 
 class HookConfig(_Model):
-    """Everything about a hook but its identity and workflow: stored as JSON."""
+    """Everything about a hook but its identity and workflow: stored as JSON. A signal
+    action answers at once (``respond`` ``accepted`` or ``fixed``): it starts no run to
+    wait for."""
 
     auth: HookAuth
     input: Any = Field(
@@ -191,6 +193,12 @@ class HookConfig(_Model):
         description="Deliveries allowed per hook, e.g. '20/second;600/minute' "
         "(default: FLOWYARD_HOOK_RATE_LIMIT).",
     )
+
+    @model_validator(mode="after")
+    def _signal_answers_at_once(self) -> HookConfig:
+        if self.action.signal is not None and self.respond.mode is RespondMode.ON_FINISH:
+            raise ValueError("a signal action starts no run: respond accepted or fixed")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +257,7 @@ class RefusalReason(StrEnum):
     INPUT_MAPPING = "input_mapping"
     INVALID_INPUT = "invalid_input"
     NO_RUN = "no_run"
+    CONFLICT = "conflict"
     VERIFY_TOKEN = "verify_token"
 
 
@@ -268,6 +277,7 @@ REFUSAL_STATUS: dict[RefusalReason, tuple[int, str]] = {
     RefusalReason.INPUT_MAPPING: (422, "invalid-input"),
     RefusalReason.INVALID_INPUT: (422, "invalid-input"),
     RefusalReason.NO_RUN: (404, "not-found"),
+    RefusalReason.CONFLICT: (409, "conflict"),
     RefusalReason.VERIFY_TOKEN: (403, "forbidden"),
 }
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.credentials import is_valid_name
-from flowyard.domain.errors import InvalidInput, NodeError, NotFound, Problem
+from flowyard.domain.errors import Conflict, InvalidInput, NodeError, NotFound, Problem
 from flowyard.domain.hooks import (
     HOOK_PATH_PATTERN,
     HookChange,
@@ -28,10 +28,11 @@ from flowyard.domain.hooks import (
     RefusalReason,
     is_hook_id,
 )
-from flowyard.domain.records import RunRecord
+from flowyard.domain.records import RunRecord, SignalRecord
 from flowyard.engine.validation import pointer_from_loc
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import CredentialSource
+from flowyard.service.runs import check_correlation_key
 from flowyard.store.ports import HookStore
 from flowyard.triggers import intake as bodies
 from flowyard.triggers.signing import (
@@ -63,11 +64,15 @@ class DeliveryRequest:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """What a delivery did: the run it started (``created``) or found (a repeat)."""
+    """What a delivery did: the run it started (``created``) or found (a repeat), or the
+    signal it delivered (``signal``; ``woke``: a waiting step took it). A repeated signal
+    delivery has neither run nor signal."""
 
     hook: HookRecord
-    run: RunRecord
+    run: RunRecord | None
     created: bool
+    signal: SignalRecord | None = None
+    woke: bool = False
 
 
 def _invalid(message: str, pointer: str, code: str = "invalid") -> InvalidInput:
@@ -285,6 +290,8 @@ class HookService:
             body, request.query, request.headers, bodies.hidden_headers(hook.config)
         )
         run_input = await self._input(hook, intake)
+        if hook.config.action.signal is not None:
+            return await self._signal(hook, intake, run_input, audit)
         idempotency_key = await self._idempotency_key(hook, intake)
         try:
             run, created = await self.service.start_run(
@@ -301,6 +308,66 @@ class HookService:
                 problems=[p.as_dict() for p in exc.problems],
             ) from None
         return Delivered(hook, run, created)
+
+    async def _correlation_key(self, hook: HookRecord, intake: bodies.Intake) -> str:
+        action = hook.config.action.signal
+        assert action is not None
+        try:
+            key = await self.expressions.render_value_async(action.correlation_key, intake.scope())
+        except ExpressionError as exc:
+            raise HookRefused(
+                RefusalReason.INPUT_MAPPING, f"the hook's correlation_key template failed: {exc}"
+            ) from None
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            raise HookRefused(RefusalReason.INPUT_MAPPING, "the correlation key is not a string")
+        try:
+            check_correlation_key(str(key), "/correlation_key")
+        except InvalidInput as exc:
+            raise HookRefused(
+                RefusalReason.INPUT_MAPPING,
+                exc.message,
+                problems=[p.as_dict() for p in exc.problems],
+            ) from None
+        return str(key)
+
+    async def _signal(
+        self, hook: HookRecord, intake: bodies.Intake, payload: Any, audit: AuditEntry | None
+    ) -> Delivered:
+        """Deliver the hook's signal to the unfinished run holding the correlation key.
+        De-duplicated at least once: a delivery id is remembered after its signal is in
+        (a provider's retry of a delivery that failed delivers it; a repeat of one that
+        succeeded does not)."""
+        action = hook.config.action.signal
+        assert action is not None
+        key = await self._correlation_key(hook, intake)
+        delivery = bodies.delivery_id(hook.config, intake)
+        dedupe = hook.config.dedupe
+        dkey = bodies.delivery_key(delivery) if delivery is not None else None
+        if dkey is not None and await self.store.delivery_window(hook.id, dkey, self.clock()):
+            return Delivered(hook, None, False)
+        try:
+            signal, woke = await self.service.signal_by_correlation(
+                hook.workflow_id,
+                key,
+                action.name,
+                payload,
+                actor=f"hook:{hook.name}",
+                audit=audit,
+            )
+        except NotFound as exc:
+            raise HookRefused(RefusalReason.NO_RUN, exc.message) from None
+        except Conflict as exc:
+            raise HookRefused(RefusalReason.CONFLICT, exc.message) from None
+        except InvalidInput as exc:
+            raise HookRefused(
+                RefusalReason.INVALID_INPUT,
+                exc.message,
+                problems=[p.as_dict() for p in exc.problems],
+            ) from None
+        if dkey is not None and dedupe is not None:
+            await self.store.note_delivery(hook.id, dkey, self.clock(), dedupe.window_s)
+        run = await self.service.get_run_record(signal.run_id)
+        return Delivered(hook, run, True, signal, woke)
 
     async def subscription_challenge(self, hook: HookRecord, query: Mapping[str, str]) -> str:
         """Meta's verification request: the ``hub.challenge`` to answer (HookRefused)."""

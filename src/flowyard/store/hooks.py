@@ -176,6 +176,26 @@ class HookOps(SqlBase):
 
         await self._tx(fn, audit=audit)
 
+    async def delivery_window(
+        self, hook_id: str, delivery_key: str, now: datetime
+    ) -> datetime | None:
+        """When the window of a remembered delivery id began (None: not remembered, or its
+        window has passed)."""
+
+        async def fn(conn: AsyncConnection) -> datetime | None:
+            row = (
+                await conn.execute(
+                    sa.select(hook_deliveries.c.first_at).where(
+                        hook_deliveries.c.hook_id == hook_id,
+                        hook_deliveries.c.delivery_key == delivery_key,
+                        hook_deliveries.c.expires_at > now,
+                    )
+                )
+            ).first()
+            return None if row is None else row.first_at
+
+        return await self._tx(fn, write=False)
+
     async def note_delivery(
         self, hook_id: str, delivery_key: str, now: datetime, window_s: int
     ) -> datetime:

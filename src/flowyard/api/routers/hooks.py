@@ -33,8 +33,7 @@ from flowyard.domain.hooks import (
     RefusalReason,
     RespondMode,
 )
-from flowyard.domain.records import RunRecord
-from flowyard.service.hooks import DeliveryRequest, HookService, parse_config
+from flowyard.service.hooks import Delivered, DeliveryRequest, HookService, parse_config
 
 router = APIRouter(tags=["hooks"], route_class=StrictJSONRoute)
 
@@ -175,11 +174,13 @@ class DeliveryPublic(BaseModel):
         }
     )
 
-    run_id: str
-    status: str
-    created: bool
+    run_id: str | None = Field(description="The run started, found or signalled.")
+    status: str | None = Field(description="The run's status (null: a repeated signal).")
+    created: bool = Field(description="False for a repeated delivery id: nothing was done.")
     output: Any = None
     error: Any = None
+    signal_id: int | None = Field(None, description="A signal action: the signal delivered.")
+    woke: bool | None = Field(None, description="A signal action: a waiting step took it.")
 
 
 def _hooks(request: Request) -> HookService:
@@ -426,11 +427,12 @@ async def _deliver(
         delivered = await svc.deliver(hook, _delivery(request, body), audit=audit)
     except HookRefused as exc:
         return _refused(request, exc, hook)
-    return await _answer(request, delivered.hook, delivered.run, delivered.created)
+    return await _answer(request, delivered)
 
 
-async def _answer(request: Request, hook: HookRecord, run: RunRecord, created: bool) -> Response:
-    respond = hook.config.respond
+async def _answer(request: Request, delivered: Delivered) -> Response:
+    respond = delivered.hook.config.respond
+    run, created = delivered.run, delivered.created
     container: Container = request.app.state.container
     match respond.mode:
         case RespondMode.FIXED:
@@ -439,7 +441,7 @@ async def _answer(request: Request, hook: HookRecord, run: RunRecord, created: b
                 status_code=respond.status,
                 media_type=respond.content_type if respond.status != 204 else None,
             )
-        case RespondMode.ON_FINISH:
+        case RespondMode.ON_FINISH if run is not None:
             hub = stream.hub_of(request.app, container)
             run = await stream.wait_for_end(
                 hub, container.service.get_run_record, run.id, respond.timeout_s
@@ -454,8 +456,15 @@ async def _answer(request: Request, hook: HookRecord, run: RunRecord, created: b
             )
             code = status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED
             return JSONResponse(answer.model_dump(mode="json"), status_code=code)
-        case RespondMode.ACCEPTED:
-            answer = DeliveryPublic(run_id=run.id, status=run.status.value, created=created)
+        case _:
+            signal = delivered.signal
+            answer = DeliveryPublic(
+                run_id=run.id if run is not None else None,
+                status=run.status.value if run is not None else None,
+                created=created,
+                signal_id=signal.id if signal is not None else None,
+                woke=delivered.woke if signal is not None else None,
+            )
             code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
             return JSONResponse(answer.model_dump(mode="json"), status_code=code)
 

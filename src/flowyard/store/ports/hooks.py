@@ -42,6 +42,13 @@ class HookStore(Protocol):
         """Delete a hook and the delivery ids it remembers (NotFound)."""
         ...
 
+    async def delivery_window(
+        self, hook_id: str, delivery_key: str, now: datetime
+    ) -> datetime | None:
+        """When the window of a remembered delivery id began (None: not remembered, or its
+        window has passed)."""
+        ...
+
     async def note_delivery(
         self, hook_id: str, delivery_key: str, now: datetime, window_s: int
     ) -> datetime:
