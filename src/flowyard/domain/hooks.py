@@ -37,6 +37,11 @@ DEFAULT_TOLERANCE_S = 300
 #: How long a delivery id is remembered by default (``dedupe.window_s``): a day.
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
 
+INPUT_HELP = (
+    "The run input: a JSON value whose strings may be templates over {body, form, query, "
+    "headers}; default: the JSON body, or the form fields."
+)
+
 CredentialName = Annotated[str, Field(pattern=NAME_PATTERN)]
 #: The URL a provider signs (Twilio): absolute http(s), no fragment.
 SignedUrl = Annotated[str, Field(pattern=r"^https?://[^\s/#]+(/[^\s#]*)?$", max_length=2048)]
@@ -179,11 +184,7 @@ class HookConfig(_Model):
     wait for."""
 
     auth: HookAuth
-    input: Any = Field(
-        None,
-        description="The run input: a JSON value whose strings may be templates over "
-        "{body, form, query, headers}; default: the JSON body, or the form fields.",
-    )
+    input: Any = Field(None, description=INPUT_HELP)
     dedupe: HookDedupe | None = None
     respond: HookRespond = Field(default_factory=HookRespond)
     action: HookAction = Field(default_factory=HookAction)

@@ -79,6 +79,11 @@ def _invalid(message: str, pointer: str, code: str = "invalid") -> InvalidInput:
     return InvalidInput(message, [Problem(pointer, message, code)])
 
 
+def refused_input(reason: RefusalReason, exc: InvalidInput) -> HookRefused:
+    """A delivery refused for an input problem, with the problems' pointers."""
+    return HookRefused(reason, exc.message, problems=[p.as_dict() for p in exc.problems])
+
+
 def parse_config(raw: Mapping[str, Any]) -> HookConfig:
     """A hook's configuration from request fields (InvalidInput with pointers)."""
     try:
@@ -302,11 +307,7 @@ class HookService:
                 audit=audit,
             )
         except InvalidInput as exc:
-            raise HookRefused(
-                RefusalReason.INVALID_INPUT,
-                exc.message,
-                problems=[p.as_dict() for p in exc.problems],
-            ) from None
+            raise refused_input(RefusalReason.INVALID_INPUT, exc) from None
         return Delivered(hook, run, created)
 
     async def _correlation_key(self, hook: HookRecord, intake: bodies.Intake) -> str:
@@ -323,11 +324,7 @@ class HookService:
         try:
             check_correlation_key(str(key), "/correlation_key")
         except InvalidInput as exc:
-            raise HookRefused(
-                RefusalReason.INPUT_MAPPING,
-                exc.message,
-                problems=[p.as_dict() for p in exc.problems],
-            ) from None
+            raise refused_input(RefusalReason.INPUT_MAPPING, exc) from None
         return str(key)
 
     async def _signal(
@@ -359,11 +356,7 @@ class HookService:
         except Conflict as exc:
             raise HookRefused(RefusalReason.CONFLICT, exc.message) from None
         except InvalidInput as exc:
-            raise HookRefused(
-                RefusalReason.INVALID_INPUT,
-                exc.message,
-                problems=[p.as_dict() for p in exc.problems],
-            ) from None
+            raise refused_input(RefusalReason.INVALID_INPUT, exc) from None
         if dkey is not None and dedupe is not None:
             await self.store.note_delivery(hook.id, dkey, self.clock(), dedupe.window_s)
         run = await self.service.get_run_record(signal.run_id)

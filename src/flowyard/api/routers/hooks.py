@@ -24,6 +24,7 @@ from flowyard.api.security import audit_of
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.hooks import (
+    INPUT_HELP,
     HookAction,
     HookAuth,
     HookDedupe,
@@ -49,16 +50,13 @@ _EXAMPLE: dict[str, Any] = {
 
 
 class HookFields(BaseModel):
-    """The configuration fields of a hook (see docs/triggers.md)."""
+    """The configuration fields of a hook (see docs/triggers.md); in a change, those given
+    replace the stored ones."""
 
     model_config = ConfigDict(extra="forbid")
 
-    auth: HookAuth
-    input: Any = Field(
-        None,
-        description="The run input: a JSON value whose strings may be templates over "
-        "{body, form, query, headers}; default: the JSON body, or the form fields.",
-    )
+    auth: HookAuth | None = None
+    input: Any = Field(None, description=INPUT_HELP)
     dedupe: HookDedupe | None = None
     respond: HookRespond | None = Field(
         None, description='How a delivery is answered ("on_finish" is short for {"mode": ...}).'
@@ -73,13 +71,14 @@ class HookCreate(HookFields):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
 
+    auth: HookAuth
     workflow: Annotated[str, Field(min_length=1, max_length=200)]
     name: Annotated[str, Field(min_length=1, max_length=63)]
     path: Annotated[str, Field(max_length=100)] | None = None
     enabled: bool = True
 
 
-class HookPatch(BaseModel):
+class HookPatch(HookFields):
     """Change a hook: only the fields given. ``path: null`` removes the readable path;
     configuration fields replace the stored ones."""
 
@@ -91,15 +90,6 @@ class HookPatch(BaseModel):
     enabled: bool | None = None
     workflow: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     path: Annotated[str, Field(max_length=100)] | None = None
-    auth: HookAuth | None = None
-    input: Any = None
-    dedupe: HookDedupe | None = None
-    respond: HookRespond | None = Field(
-        None, description='How a delivery is answered ("on_finish" is short for {"mode": ...}).'
-    )
-    action: HookAction | None = None
-    max_body_bytes: int | None = Field(None, ge=1)
-    rate_limit: Annotated[str, Field(max_length=64)] | None = None
 
 
 _PUBLIC_EXAMPLE: dict[str, Any] = {
@@ -292,20 +282,23 @@ async def delete_hook(request: Request, audit: AuditDep, hook_ref: str) -> Respo
 
 # -- the public URLs -----------------------------------------------------------------------
 
-_DELIVERY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "A repeated delivery (its first run), or the run's end (on_finish)."},
-    202: {"description": "A run was started.", "model": DeliveryPublic},
-    204: {"description": "A run was started; the hook answers without a body."},
-    **documented(401, 404, 413, 415, 422, 429, 503),
+#: What both public delivery routes declare.
+_DELIVERY: dict[str, Any] = {
+    "status_code": status.HTTP_202_ACCEPTED,
+    "response_model": DeliveryPublic,
+    "responses": {
+        200: {"description": "A repeated delivery (its first run), or the run's end."},
+        202: {"description": "A run was started (or a signal delivered).", "model": DeliveryPublic},
+        204: {"description": "A run was started; the hook answers without a body."},
+        **documented(401, 404, 409, 413, 415, 422, 429, 503),
+    },
 }
 
 
 @router.post(
     "/hooks/{hook_id}",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=DeliveryPublic,
     summary="Deliver to a webhook trigger (public: the hook's scheme authenticates)",
-    responses=_DELIVERY_RESPONSES,
+    **_DELIVERY,
 )
 async def deliver(request: Request, hook_id: str) -> Response:
     """Start a run of the hook's workflow with the request mapped to its input."""
@@ -314,10 +307,8 @@ async def deliver(request: Request, hook_id: str) -> Response:
 
 @router.post(
     "/hooks/by-path/{path}",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=DeliveryPublic,
     summary="Deliver to a webhook trigger by its readable path",
-    responses=_DELIVERY_RESPONSES,
+    **_DELIVERY,
 )
 async def deliver_by_path(request: Request, path: str) -> Response:
     """The same as ``POST /hooks/{hook_id}``; the path is not a secret, the scheme is."""
