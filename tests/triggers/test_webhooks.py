@@ -291,5 +291,46 @@ async def test_a_twilio_signed_json_body_is_covered_by_body_sha256(hooked: Hooke
         tampered = await sender.post(
             hooked.base + f"/hooks/{hook['id']}?{query}", content=body + b" ", headers=headers
         )
+        # A signature of the bare URL does not vouch for a JSON body.
+        unsigned_body = await sender.post(
+            hooked.base + f"/hooks/{hook['id']}",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Twilio-Signature": twilio_signed(public, {}),
+            },
+        )
     assert answer.status_code == 202, answer.text
     assert (tampered.status_code, tampered.json()["reason"]) == (401, "bad_signature")
+    assert (unsigned_body.status_code, unsigned_body.json()["reason"]) == (401, "bad_signature")
+
+
+async def test_respond_on_finish_answers_202_when_the_run_is_still_going(hooked: Hooked) -> None:
+    waiter = {
+        "name": "waiter",
+        "start": "start",
+        "nodes": [
+            {"id": "start", "type": "trigger", "next": "wait"},
+            {"id": "wait", "type": "wait_for_signal", "config": {"signal": "go"}, "next": "done"},
+            {"id": "done", "type": "end"},
+        ],
+    }
+    assert (await hooked.http.post("/workflows", json=waiter)).status_code == 201
+    made = await hooked.http.post(
+        "/hooks",
+        json={
+            "workflow": "waiter",
+            "name": "w",
+            "auth": HMAC_AUTH,
+            "respond": {"mode": "on_finish", "timeout_s": 0.5},
+        },
+    )
+    assert made.status_code == 201, made.text
+    body = b"{}"
+    async with httpx.AsyncClient() as sender:
+        answer = await sender.post(
+            hooked.base + f"/hooks/{made.json()['id']}", content=body, headers=flowyard_signed(body)
+        )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] in ("pending", "running", "waiting")
+    assert answer.json()["output"] is None

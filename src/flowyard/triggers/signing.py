@@ -196,6 +196,12 @@ def verify_twilio(auth_token: str, request: SignedRequest) -> None:
             raise _refuse(RefusalReason.BAD_SIGNATURE, "the body does not match bodySHA256")
     elif request.form is not None:
         form = request.form
+    elif request.body:
+        # Without bodySHA256 the signature covers the URL alone: anyone holding one signed
+        # URL could send any body with it.
+        raise _refuse(
+            RefusalReason.BAD_SIGNATURE, "a body that is not a form must be signed by bodySHA256"
+        )
     for url in _port_variants(request.url):
         if _same(twilio_signature(auth_token, url, form), given):
             return
