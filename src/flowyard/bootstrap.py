@@ -31,6 +31,7 @@ from flowyard.security import (
 )
 from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
+from flowyard.service.hooks import HookService
 from flowyard.service.quotas import QuotaService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
@@ -65,6 +66,8 @@ class Container:
     admin: AdminService
     #: Provider quotas (admins manage them; workers take through the store).
     quotas: QuotaService
+    #: Webhook triggers: editors manage them; their public URLs start runs.
+    hooks: HookService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -253,6 +256,10 @@ async def build(
             ipv6_prefix=settings.client_ipv6_prefix,
         ),
     )
+    resolver = credentials.resolver(settings.credential_cache_ttl_s)
+    hooks = HookService(
+        store, service, resolver, expressions, clock=clock, public_url=settings.public_url
+    )
     container = Container(
         settings,
         store,
@@ -264,10 +271,11 @@ async def build(
         http,
         auth,
         credentials,
-        credentials.resolver(settings.credential_cache_ttl_s),
+        resolver,
         Outbound(http, authenticators=_authenticators(registry)),
         AdminService(store, clock=clock),
         QuotaService(store, clock=clock, credentials=store),
+        hooks,
         clock,
         metrics,
     )

@@ -164,6 +164,16 @@ class Settings(BaseSettings):
     rate_limit_per_principal: str = Field(
         "600/minute", description="Requests per presented bearer token or API key."
     )
+    hook_rate_limit: str = Field(
+        "20/second;600/minute",
+        description="Deliveries per webhook trigger (a hook's rate_limit overrides it).",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The API's public base URL as senders see it (https://flows.example.com): "
+        "Twilio signs the URL it posts to, which a proxy changes.",
+    )
     rate_limit_storage: str = Field(
         "memory://", description="limits storage: memory:// (per process) or redis://host:port."
     )
@@ -294,7 +304,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("rate_limit_per_ip", "rate_limit_per_principal")
+    @field_validator("rate_limit_per_ip", "rate_limit_per_principal", "hook_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         """A `limits` string: '600/minute', or several separated by ';'."""

@@ -21,6 +21,7 @@ from flowyard.api.routers import (
     auth,
     correlations,
     credentials,
+    hooks,
     lifecycle,
     metrics,
     quotas,
@@ -135,6 +136,7 @@ def create_app(
         app.include_router(security_router.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     app.include_router(quotas.router, prefix=API_PREFIX)
+    app.include_router(hooks.router, prefix=API_PREFIX)
     return app
 
 

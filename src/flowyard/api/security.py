@@ -35,6 +35,9 @@ class Rule:
     target: str | None = None
     #: ``role`` is required unless ``Settings.metrics_access`` lets this client in without.
     metrics: bool = False
+    #: ``role`` is required unless the request carries this query parameter (a hook's URL
+    #: answers Meta's unauthenticated ``hub.mode`` check; the route checks its token).
+    public_with: str | None = None
 
 
 _V, _O, _E, _A = Role.VIEWER, Role.OPERATOR, Role.EDITOR, Role.ADMIN
@@ -107,6 +110,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/credentials/{{name}}/quota"): Rule(_E, "quota.get"),
     ("PUT", f"{API}/credentials/{{name}}/quota"): Rule(_A, "quota.put", "quota"),
     ("DELETE", f"{API}/credentials/{{name}}/quota"): Rule(_A, "quota.delete", "quota"),
+    ("POST", f"{API}/hooks"): Rule(_E, "hook.create", "hook"),
+    ("GET", f"{API}/hooks"): Rule(_E, "hook.list"),
+    ("GET", f"{API}/hooks/{{hook_ref}}"): Rule(_E, "hook.get", public_with="hub.mode"),
+    ("PATCH", f"{API}/hooks/{{hook_ref}}"): Rule(_E, "hook.update", "hook"),
+    ("DELETE", f"{API}/hooks/{{hook_ref}}"): Rule(_E, "hook.delete", "hook"),
+    # The public URLs of hooks: each delivery is checked by its hook's own scheme.
+    ("POST", f"{API}/hooks/{{hook_id}}"): Rule(None, "hook.deliver", "hook"),
+    ("POST", f"{API}/hooks/by-path/{{path}}"): Rule(None, "hook.deliver", "hook"),
+    ("GET", f"{API}/hooks/by-path/{{path}}"): Rule(None, "hook.verify"),
 }
 
 
@@ -176,9 +188,13 @@ async def _authorize(conn: HTTPConnection) -> Principal | None:
         raise HTTPException(403, "no access rule for this route")
     _note_rule(entry, rule, conn)
     container = conn.app.state.container
-    if rule.role is None or (
-        rule.metrics
-        and metrics_without_token(conn.scope, container.settings, conn.app.state.rate_limits)
+    if (
+        rule.role is None
+        or (rule.public_with is not None and rule.public_with in conn.query_params)
+        or (
+            rule.metrics
+            and metrics_without_token(conn.scope, container.settings, conn.app.state.rate_limits)
+        )
     ):
         return None
     try:

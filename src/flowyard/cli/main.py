@@ -31,6 +31,7 @@ from flowyard.cli.common import (
     settings_for,
 )
 from flowyard.cli.credentials import credentials_app
+from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
 from flowyard.cli.runs import runs_app
@@ -49,6 +50,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(hooks_app, name="hooks")
 
 
 @app.callback()

@@ -379,3 +379,35 @@ quota_slots = sa.Table(
     sa.Column("claims", sa.Integer, nullable=False),
     sa.Column("acquired_at", UTCDateTime, nullable=False),
 )
+
+# -- webhook triggers (migration 0012) -----------------------------------------------------
+
+#: Hooks (``store/hooks.py``): a public URL (the unguessable id, or a readable path) that
+#: starts runs of a workflow's latest version; ``config`` is a ``domain.hooks.HookConfig``.
+hooks = sa.Table(
+    "hooks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("path", sa.String(100), nullable=True, unique=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("config", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+)
+
+#: Delivery ids seen by a hook within its dedupe window: ``first_at`` names the window, and
+#: with the id's hash it makes the run's idempotency key, so a repeat finds the first run.
+hook_deliveries = sa.Table(
+    "hook_deliveries",
+    metadata,
+    sa.Column(
+        "hook_id", sa.String(40), sa.ForeignKey("hooks.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("delivery_key", sa.String(64), primary_key=True),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_hook_deliveries_expires", "hook_id", "expires_at"),
+)

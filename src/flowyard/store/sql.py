@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
+from flowyard.store.hooks import HookOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
@@ -25,7 +26,8 @@ class SqlStore(
     LoginOps,
     CredentialOps,
     QuotaOps,
+    HookOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas."""
+    provider quotas, webhook triggers."""

@@ -17,6 +17,7 @@ from flowyard.store.ports.audit import AuditStore
 from flowyard.store.ports.auth import AuthStore, LoginStore
 from flowyard.store.ports.credentials import CredentialStore
 from flowyard.store.ports.events import EventFeed, EventListener
+from flowyard.store.ports.hooks import HookStore
 from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
 from flowyard.store.ports.quotas import QuotaStore
@@ -35,6 +36,7 @@ class Store(
     AuditStore,
     CredentialStore,
     QuotaStore,
+    HookStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -48,6 +50,7 @@ __all__ = [
     "CredentialStore",
     "EventFeed",
     "EventListener",
+    "HookStore",
     "LifecycleStore",
     "LoginStore",
     "QueueStore",
