@@ -24,6 +24,7 @@ from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
 from flowyard.store.rows import definition_checksum, workflow_record
 from flowyard.store.schema import draft_steps, drafts, workflow_versions, workflows
+from flowyard.store.workflows import insert_workflow
 
 
 def _step(row: Any) -> DraftStepRecord:
@@ -59,17 +60,7 @@ class DraftOps(SqlBase):
             if taken.first() is not None:
                 raise Conflict(f"a workflow named {name!r} already exists")
             note_target(audit, "workflow", workflow_id)
-            await conn.execute(
-                workflows.insert().values(
-                    id=workflow_id,
-                    name=name,
-                    description=description,
-                    latest_version=0,
-                    archived=False,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            await insert_workflow(conn, workflow_id, name, description, 0, now)
             draft = await self._insert_draft(conn, workflow_id, document, None, actor)
             wf = WorkflowRecord(workflow_id, name, 0, now, now, False, description)
             return wf, draft
