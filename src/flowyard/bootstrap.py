@@ -238,6 +238,7 @@ async def build(
         compile_concurrency=settings.expression_compile_concurrency,
         compile_wait_s=settings.expression_compile_wait_s,
     )
+    service.history_limit = settings.draft_history
     credentials = CredentialService(store, vault, clock=clock)
     auth = AuthService(
         store,

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     stream_slow_client_s: float = Field(
         2.0, gt=0, description="A client whose buffer stays full this long is closed (1013)."
     )
+    draft_history: int = Field(
+        100, ge=1, le=10_000, description="Undo steps kept per draft (the oldest are dropped)."
+    )
     stream_poll_interval_s: float = Field(
         0.25, gt=0, description="How often streams poll for events without LISTEN (SQLite)."
     )

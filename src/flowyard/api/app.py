@@ -21,6 +21,7 @@ from flowyard.api.routers import (
     auth,
     correlations,
     credentials,
+    drafts,
     hooks,
     lifecycle,
     metrics,
@@ -127,6 +128,7 @@ def create_app(
     if settings.metrics_enabled:
         app.include_router(metrics.router)
     app.include_router(workflows.router, prefix=API_PREFIX)
+    app.include_router(drafts.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(signals.router, prefix=API_PREFIX)
     app.include_router(correlations.router, prefix=API_PREFIX)

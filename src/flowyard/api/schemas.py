@@ -127,6 +127,9 @@ class VersionPublic(_Out):
     created_at: datetime
     created_by: str | None = None
     definition: dict[str, Any]
+    layout: dict[str, Any] | None = Field(
+        None, description="Node positions on the builder's canvas, published from a draft."
+    )
 
     @classmethod
     def of(cls, record: VersionRecord) -> VersionPublic:

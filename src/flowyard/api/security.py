@@ -66,6 +66,37 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/workflows/{{workflow_ref}}/versions/{{version}}/diff/{{other}}"): Rule(
         _V, "workflow.diff"
     ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.open", "workflow"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_V, "draft.get"),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.discard", "workflow"),
+    ("PATCH", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.patch", "workflow"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/nodes"): Rule(
+        _E, "draft.node_add", "workflow"
+    ),
+    ("PATCH", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}"): Rule(
+        _E, "draft.node_update", "workflow"
+    ),
+    ("PUT", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}"): Rule(
+        _E, "draft.node_replace", "workflow"
+    ),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}"): Rule(
+        _E, "draft.node_delete", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}/rename"): Rule(
+        _E, "draft.node_rename", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/edges"): Rule(
+        _E, "draft.connect", "workflow"
+    ),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft/edges"): Rule(
+        _E, "draft.disconnect", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/undo"): Rule(_E, "draft.undo", "workflow"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/redo"): Rule(_E, "draft.redo", "workflow"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/draft/history"): Rule(_V, "draft.history"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/publish"): Rule(
+        _E, "draft.publish", "workflow"
+    ),
     ("POST", f"{API}/workflows/{{workflow_ref}}/runs"): Rule(_O, "run.start", "workflow"),
     ("GET", f"{API}/runs"): Rule(_V, "run.list"),
     ("GET", f"{API}/runs/{{run_id}}"): Rule(_V, "run.get"),

@@ -34,6 +34,9 @@ class VersionRecord:
     checksum: str
     created_at: datetime
     created_by: str | None = None
+    #: Node positions on the builder's canvas (``{"nodes": {id: {"x", "y"}}}``), published
+    #: from a draft beside the definition; never part of what runs.
+    layout: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
 from flowyard.service.correlation import CorrelationUseCases
+from flowyard.service.drafts import DraftUseCases, DraftView
 from flowyard.service.lifecycle import BulkRetry
 from flowyard.service.machines import ActionsView
 from flowyard.service.runs import (
@@ -22,12 +23,11 @@ from flowyard.service.runs import (
     check_run_payload,
     run_deadline,
 )
-from flowyard.service.workflows import WorkflowUseCases
 
 
-class FlowyardService(WorkflowUseCases, CorrelationUseCases):
-    """Use cases over a store, a validator and the compiled-workflow cache (correlation
-    brings lifecycle, runs and state machines with it)."""
+class FlowyardService(DraftUseCases, CorrelationUseCases):
+    """Use cases over a store, a validator and the compiled-workflow cache (workflows bring
+    their drafts; correlation brings lifecycle, runs and state machines with it)."""
 
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "ActionsView",
     "AdminService",
     "BulkRetry",
+    "DraftView",
     "FlowyardService",
     "RunDetail",
     "check_run_payload",

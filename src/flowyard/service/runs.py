@@ -82,6 +82,11 @@ class RunUseCases(ServiceBase):
         record = await self.store.get_workflow(ref)
         if record.archived:
             raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
+        if record.latest_version == 0:
+            raise Conflict(
+                f"workflow {record.name!r} has no published version yet: publish its draft "
+                "(POST .../draft/publish) to run it"
+            )
         stored = await self.store.get_version(record.id, version)
         wf = await self.cache.get(record.id, stored.version)
         new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
@@ -254,6 +259,11 @@ class RunUseCases(ServiceBase):
             raise PermanentError(str(exc), error_type="subworkflow.not_found") from None
         except DefinitionError as exc:
             raise PermanentError(exc.message, error_type="subworkflow.invalid") from None
+        if record.latest_version == 0 and version is None:
+            raise PermanentError(
+                f"workflow {record.name!r} has no published version yet",
+                error_type="subworkflow.not_found",
+            )
         if record.archived:
             raise PermanentError(
                 f"workflow {record.name!r} is archived", error_type="subworkflow.archived"

@@ -64,6 +64,7 @@ def version_record(row: Row[Any]) -> VersionRecord:
         checksum=row.checksum,
         created_at=row.created_at,
         created_by=row.created_by,
+        layout=row.layout,
     )
 
 

@@ -86,6 +86,9 @@ workflow_versions = sa.Table(
     sa.Column("checksum", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=True),
+    # Node positions on the builder's canvas, published from a draft (migration 0014): kept
+    # beside the definition, never part of what runs.
+    sa.Column("layout", JSONType, nullable=True),
 )
 
 runs = sa.Table(
@@ -410,4 +413,39 @@ hook_deliveries = sa.Table(
     sa.Column("first_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index("ix_hook_deliveries_expires", "hook_id", "expires_at"),
+)
+
+
+# -- drafts (migration 0014) ------------------------------------------------------------------
+
+#: One shared draft per workflow: the whole document as it is now (``{"definition",
+#: "layout"}``) and its ``revision``, the ETag editors send back (optimistic concurrency).
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("base_version", sa.Integer, nullable=True),
+    sa.Column("document", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+)
+
+#: A draft's undo history: each step's forward JSON Patch and its inverse (not copies of the
+#: document), in ``seq`` order; ``undone`` steps are the redo tail, dropped by a new edit.
+draft_steps = sa.Table(
+    "draft_steps",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("forward", JSONType, nullable=False),
+    sa.Column("inverse", JSONType, nullable=False),
+    sa.Column("summary", sa.String(500), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("undone", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("workflow_id", "seq"),
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
+from flowyard.store.drafts import DraftOps
 from flowyard.store.hooks import HookOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
@@ -18,6 +19,7 @@ from flowyard.store.workflows import WorkflowOps
 
 class SqlStore(
     WorkflowOps,
+    DraftOps,
     RunOps,
     QueueOps,
     LifecycleOps,
@@ -30,4 +32,4 @@ class SqlStore(
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, webhook triggers."""
+    provider quotas, webhook triggers, drafts."""

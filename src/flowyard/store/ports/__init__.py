@@ -16,6 +16,7 @@ from flowyard.store.ports.admin import AdminStore
 from flowyard.store.ports.audit import AuditStore
 from flowyard.store.ports.auth import AuthStore, LoginStore
 from flowyard.store.ports.credentials import CredentialStore
+from flowyard.store.ports.drafts import DraftStore
 from flowyard.store.ports.events import EventFeed, EventListener
 from flowyard.store.ports.hooks import HookStore
 from flowyard.store.ports.lifecycle import LifecycleStore
@@ -28,6 +29,7 @@ from flowyard.store.ports.workflows import WorkflowStore
 class Store(
     AdminStore,
     WorkflowStore,
+    DraftStore,
     RunStore,
     EventFeed,
     QueueStore,
@@ -48,6 +50,7 @@ __all__ = [
     "AuthStore",
     "CompletionResult",
     "CredentialStore",
+    "DraftStore",
     "EventFeed",
     "EventListener",
     "HookStore",
