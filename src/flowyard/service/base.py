@@ -14,6 +14,7 @@ from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.observability import Metrics
 from flowyard.store.ports import (
+    CampaignStore,
     CredentialStore,
     LifecycleStore,
     QueueStore,
@@ -27,10 +28,12 @@ COMPILE_CONCURRENCY = 2
 COMPILE_WAIT_S = 2.0
 
 
-class ServiceStore(WorkflowStore, RunStore, LifecycleStore, QueueStore, CredentialStore, Protocol):
+class ServiceStore(
+    WorkflowStore, RunStore, LifecycleStore, QueueStore, CredentialStore, CampaignStore, Protocol
+):
     """The ports the use cases work over: workflows, runs, their lifecycle, the queue (a
-    cancel cancels orphaned children at once) and credential names (definitions must name
-    existing credentials)."""
+    cancel cancels orphaned children at once), credential names (definitions must name
+    existing credentials) and campaigns."""
 
 
 class ServiceBase:

@@ -33,6 +33,7 @@ from flowyard.store.base import SqlBase
 from flowyard.store.correlation import check_unique_keys
 from flowyard.store.rows import run_record
 from flowyard.store.schema import (
+    UTCDateTime,
     campaign_counts,
     campaigns,
     run_events,
@@ -75,15 +76,22 @@ EVENT_COLUMNS = ("run_id", "type", "data", "created_at")
 
 
 def _raw(table: sa.Table) -> sa.TableClause:
-    """``table`` with its JSON columns typed as text: bulk rows carry JSON already
-    serialised (the service checked it), so nothing parses or dumps it again."""
+    """``table`` with its JSON and time columns typed as text: bulk rows carry JSON already
+    serialised (the service checked it) and times formatted once per chunk
+    (:func:`_sqlite_time`), so no type processor runs per value."""
     return sa.table(
         table.name,
         *(
-            sa.column(c.name, sa.Text() if isinstance(c.type, sa.JSON) else c.type)
+            sa.column(c.name, sa.Text() if isinstance(c.type, sa.JSON | UTCDateTime) else c.type)
             for c in table.columns
         ),
     )
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A time as SQLAlchemy's SQLite ``DateTime`` stores it (what ``UTCDateTime`` binds):
+    naive UTC text that orders like the instants."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 _RAW = {t.name: _raw(t) for t in (runs, steps, run_events)}
@@ -103,8 +111,18 @@ class CampaignOps(SqlBase):
         records: Sequence[tuple[Any, ...]],
     ) -> None:
         """Insert many rows (JSON columns as text); PostgreSQL overrides this with COPY."""
+        times: dict[datetime, str] = {}
+
+        def value(v: Any) -> Any:
+            if isinstance(v, datetime):
+                if v not in times:
+                    times[v] = _sqlite_time(v)
+                return times[v]
+            return v
+
         await conn.execute(
-            _RAW[table.name].insert(), [dict(zip(columns, r, strict=True)) for r in records]
+            _RAW[table.name].insert(),
+            [{c: value(v) for c, v in zip(columns, r, strict=True)} for r in records],
         )
 
     async def start_campaign(
