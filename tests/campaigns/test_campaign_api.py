@@ -135,7 +135,7 @@ async def test_ndjson_and_csv_bodies(client: httpx.AsyncClient) -> None:
         {"email": "u1@example.com", "i": "1"},
         {"email": "u2@example.com", "i": "2, with a comma"},
     ]
-    keyed = await post_lines(client, lines, "application/x-ndjson", name="other", **{})
+    keyed = await post_lines(client, lines, "application/x-ndjson", name="other")
     assert keyed.status_code == 201
     by_header = await client.post(
         f"{API}/campaigns",
