@@ -5,16 +5,41 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.domain.campaigns import CampaignRecord
 
 #: The window the rate is measured over.
 RATE_WINDOW_S = 60.0
 
+CREATE_EXAMPLE: dict[str, Any] = {
+    "workflow": "mailer",
+    "name": "spring",
+    "item_key": "{{ item.email }}",
+    "items": [{"email": "ada@example.com"}, {"email": "bob@example.com"}],
+}
+CAMPAIGN_EXAMPLE: dict[str, Any] = {
+    "id": "cmp_01JD0000000000000000000000",
+    "name": "spring",
+    "workflow_id": "wf_01JD0000000000000000000000",
+    "workflow_version": 3,
+    "status": "running",
+    "item_key": "{{ item.email }}",
+    "total": 50000,
+    "counts": {"pending": 20000, "running": 40, "succeeded": 29950, "failed": 10},
+    "finished": 29960,
+    "rate_per_s": 1650.0,
+    "eta_s": 12.1,
+    "created_by": "user:ada",
+    "created_at": "2026-12-01T10:00:00Z",
+    "updated_at": "2026-12-01T10:00:00Z",
+}
+
 
 class CampaignCreate(BaseModel):
     """``POST /campaigns`` with a JSON body: the items inline."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
 
     workflow: str = Field(min_length=1, max_length=200, description="Workflow id or name")
     name: str = Field(min_length=1, max_length=200, description="Unique within the workflow")
@@ -30,6 +55,8 @@ class CampaignCreate(BaseModel):
 
 class CampaignPublic(BaseModel):
     """A campaign and its progress (counts read from counters, not from the runs)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CAMPAIGN_EXAMPLE]})
 
     id: str
     name: str
@@ -72,6 +99,12 @@ class CampaignPublic(BaseModel):
 
 class CampaignActionResult(BaseModel):
     """What a whole-campaign action did."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"campaign": CAMPAIGN_EXAMPLE, "moved": 20040, "skipped": 3}]
+        }
+    )
 
     campaign: CampaignPublic
     moved: int = Field(description="Runs moved by this call")

@@ -11,7 +11,12 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from flowyard.api.campaign_schemas import CampaignActionResult, CampaignCreate, CampaignPublic
+from flowyard.api.campaign_schemas import (
+    CREATE_EXAMPLE,
+    CampaignActionResult,
+    CampaignCreate,
+    CampaignPublic,
+)
 from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
@@ -29,9 +34,18 @@ router = APIRouter(prefix="/campaigns", tags=["campaigns"], route_class=StrictJS
 SPOOL_IN_MEMORY = 1024 * 1024
 
 _BODIES = {
-    "application/json": {"schema": CampaignCreate.model_json_schema()},
-    "application/x-ndjson": {"schema": {"type": "string", "description": "One item per line"}},
-    "text/csv": {"schema": {"type": "string", "description": "A header row, then one item a row"}},
+    "application/json": {
+        "schema": CampaignCreate.model_json_schema(),
+        "example": CREATE_EXAMPLE,
+    },
+    "application/x-ndjson": {
+        "schema": {"type": "string", "description": "One item per line"},
+        "example": '{"email": "ada@example.com"}\n{"email": "bob@example.com"}\n',
+    },
+    "text/csv": {
+        "schema": {"type": "string", "description": "A header row, then one item a row"},
+        "example": "email,first\r\nada@example.com,Ada\r\n",
+    },
 }
 
 
@@ -42,7 +56,10 @@ _BODIES = {
     summary="Start a campaign",
     openapi_extra={"requestBody": {"required": True, "content": _BODIES}},
     responses={
-        200: {"description": "The same campaign and items were posted before: it is returned."},
+        200: {
+            "description": "The same campaign and items were posted before: it is returned.",
+            "model": CampaignPublic,
+        },
         **documented(
             404,
             409,
