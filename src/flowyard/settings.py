@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     load_samples: bool = Field(False, description="Load examples/*.json at start ('make run').")
     samples_dir: str = "examples"
     max_request_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    #: The body of ``POST /campaigns`` (its items: a JSON array, NDJSON or CSV).
+    max_campaign_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_output_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024 * 1024,

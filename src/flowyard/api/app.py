@@ -19,6 +19,7 @@ from flowyard.api.routers import (
     api_keys,
     audit,
     auth,
+    campaigns,
     correlations,
     credentials,
     drafts,
@@ -104,7 +105,12 @@ def create_app(
     docs.install(app)  # /docs and /redoc with local assets
     # WebSockets authenticate in the stream router (api/stream.py), with the same checks.
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        # A campaign's items (50,000 lines of NDJSON) are larger than any other body.
+        overrides={f"{API_PREFIX}/campaigns": settings.max_campaign_bytes},
+    )
     app.add_middleware(AuditMiddleware, trusted_proxies=rate_limits.trusted_proxies)
     app.state.rate_limits = rate_limits  # also the client address of logins and the audit
     if container is not None:
@@ -139,6 +145,7 @@ def create_app(
     app.include_router(credentials.router, prefix=API_PREFIX)
     app.include_router(quotas.router, prefix=API_PREFIX)
     app.include_router(hooks.router, prefix=API_PREFIX)
+    app.include_router(campaigns.router, prefix=API_PREFIX)
     return app
 
 

@@ -16,27 +16,33 @@ from flowyard.api import problems
 class BodyLimitMiddleware:
     """Answer 413 (problem+json) to requests whose body exceeds ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Exact paths with a limit of their own.
+        self.overrides = overrides or {}
 
-    def _detail(self, size: str) -> str:
-        return f"the body is {size} bytes; the limit is {self.max_bytes}"
+    @staticmethod
+    def _detail(size: str, limit: int) -> str:
+        return f"the body is {size} bytes; the limit is {limit}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared length, then count the bytes actually received."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if (
             declared is not None
             and declared.isascii()
             and declared.isdigit()
-            and int(declared) > self.max_bytes
+            and int(declared) > limit
         ):
             response = problems.problem(
-                413, "too-large", "Request too large", self._detail(declared.decode())
+                413, "too-large", "Request too large", self._detail(declared.decode(), limit)
             )
             await response(scope, receive, send)
             return
@@ -47,9 +53,9 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # Raised inside the app's body read; the problem handler answers 413.
-                    raise HTTPException(413, self._detail(f"more than {self.max_bytes}"))
+                    raise HTTPException(413, self._detail(f"more than {limit}", limit))
             return message
 
         await self.app(scope, counting_receive, send)

@@ -125,6 +125,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/api-keys"): Rule(_A, "api_key.list"),
     ("DELETE", f"{API}/api-keys/{{key_id}}"): Rule(_A, "api_key.revoke", "api_key"),
     ("GET", f"{API}/audit"): Rule(_A, "audit.list"),
+    ("POST", f"{API}/campaigns"): Rule(_O, "campaign.start", "campaign"),
+    ("GET", f"{API}/campaigns"): Rule(_V, "campaign.list"),
+    ("GET", f"{API}/campaigns/{{campaign_id}}"): Rule(_V, "campaign.get"),
+    ("GET", f"{API}/campaigns/{{campaign_id}}/runs"): Rule(_V, "campaign.runs"),
+    ("POST", f"{API}/campaigns/{{campaign_id}}/pause"): Rule(_O, "campaign.pause", "campaign"),
+    ("POST", f"{API}/campaigns/{{campaign_id}}/resume"): Rule(_O, "campaign.resume", "campaign"),
+    ("POST", f"{API}/campaigns/{{campaign_id}}/cancel"): Rule(_O, "campaign.cancel", "campaign"),
+    ("POST", f"{API}/campaigns/{{campaign_id}}/retry-failed"): Rule(
+        _O, "campaign.retry_failed", "campaign"
+    ),
     # WebSockets (not in OpenAPI): checked by the stream router when the token arrives.
     ("WS", f"{API}/runs/{{run_id}}/stream"): Rule(_V, "stream.run"),
     ("WS", f"{API}/stream"): Rule(_V, "stream.all"),

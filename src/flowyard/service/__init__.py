@@ -4,7 +4,7 @@ stay thin on top of it.
 ``FlowyardService`` is one object assembled from a use-case mixin per concept, each over
 :class:`~flowyard.service.base.ServiceBase` (the store, validator, cache and clock):
 workflows, runs, lifecycle (operator actions, over runs), state machines and runs addressed
-by correlation key (over lifecycle and state machines).
+by correlation key (over lifecycle and state machines), campaigns (over lifecycle).
 :class:`~flowyard.service.admin.AdminService` holds the operators' reads (readiness, queue
 depth, the audit log)."""
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
+from flowyard.service.campaigns import CampaignAction, CampaignUseCases
 from flowyard.service.correlation import CorrelationUseCases
 from flowyard.service.drafts import DraftUseCases, DraftView
 from flowyard.service.lifecycle import BulkRetry
@@ -25,9 +26,10 @@ from flowyard.service.runs import (
 )
 
 
-class FlowyardService(DraftUseCases, CorrelationUseCases):
+class FlowyardService(DraftUseCases, CorrelationUseCases, CampaignUseCases):
     """Use cases over a store, a validator and the compiled-workflow cache (workflows bring
-    their drafts; correlation brings lifecycle, runs and state machines with it)."""
+    their drafts; correlation brings lifecycle, runs and state machines with it;
+    campaigns start runs in bulk)."""
 
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "ActionsView",
     "AdminService",
     "BulkRetry",
+    "CampaignAction",
     "DraftView",
     "FlowyardService",
     "RunDetail",

@@ -14,6 +14,7 @@ from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.observability import Metrics
 from flowyard.store.ports import (
+    CampaignStore,
     CredentialStore,
     DraftStore,
     LifecycleStore,
@@ -29,11 +30,18 @@ COMPILE_WAIT_S = 2.0
 
 
 class ServiceStore(
-    WorkflowStore, DraftStore, RunStore, LifecycleStore, QueueStore, CredentialStore, Protocol
+    WorkflowStore,
+    DraftStore,
+    RunStore,
+    LifecycleStore,
+    QueueStore,
+    CredentialStore,
+    CampaignStore,
+    Protocol,
 ):
     """The ports the use cases work over: workflows and their drafts, runs, their lifecycle,
-    the queue (a cancel cancels orphaned children at once) and credential names
-    (definitions must name existing credentials)."""
+    the queue (a cancel cancels orphaned children at once), credential names (definitions
+    must name existing credentials) and campaigns."""
 
 
 class ServiceBase:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from flowyard.domain.jsonvalue import loads_stored
 from flowyard.store import notify
 from flowyard.store.ports import EventListener
+from flowyard.store.schema import COUNT_STRIPES
 from flowyard.store.sql import SqlStore
 
 #: serialization_failure, deadlock_detected, lock_not_available, admin/crash shutdown,
@@ -45,6 +46,21 @@ class PostgresStore(SqlStore):
     """The scaling store, on asyncpg."""
 
     dialect = "postgresql"
+    count_stripes = COUNT_STRIPES
+
+    async def _insert_rows(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        columns: Sequence[str],
+        records: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """``COPY`` (binary) in the transaction's connection: a campaign's 50,000 runs, steps
+        and events in a fraction of what multi-row INSERTs take. JSON columns come as text,
+        which asyncpg's jsonb codec (as SQLAlchemy sets it up) takes as is."""
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 10) -> PostgresStore:

@@ -122,7 +122,22 @@ runs = sa.Table(
     sa.UniqueConstraint("workflow_id", "idempotency_key"),
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
-    sa.Index(None, "campaign_id"),
+    # -- migration 0015: partial, so runs outside campaigns do not maintain them. A campaign's
+    # runs page by id; its finished runs of the last minute give its rate.
+    sa.Index(
+        "ix_runs_campaign",
+        "campaign_id",
+        "id",
+        postgresql_where=sa.text("campaign_id IS NOT NULL"),
+        sqlite_where=sa.text("campaign_id IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_runs_campaign_finished",
+        "campaign_id",
+        "finished_at",
+        postgresql_where=sa.text("campaign_id IS NOT NULL AND finished_at IS NOT NULL"),
+        sqlite_where=sa.text("campaign_id IS NOT NULL AND finished_at IS NOT NULL"),
+    ),
     sa.Index(None, "parent_run_id"),
     sa.Index(None, "status", "error_type"),
     sa.Index(
@@ -448,4 +463,50 @@ draft_steps = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("undone", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("workflow_id", "seq"),
+)
+
+# -- campaigns (migration 0015) ------------------------------------------------------------
+
+#: A batch of runs started together (``store/campaigns.py``): one run per item, all of one
+#: workflow version. ``status`` is what an operator made of it (running, paused, cancelled);
+#: "completed" is read from the counters. ``checksum`` is the items' digest: a re-post of
+#: the same campaign with the same items answers the campaign, other items are a conflict.
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("workflow_version", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("item_key", sa.String(500), nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True, unique=True),
+    sa.Column("checksum", sa.String(64), nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("workflow_id", "name"),
+)
+
+#: Stripes of a campaign's counters on PostgreSQL: the counting trigger picks one by backend
+#: (connection), so two workers finishing runs of one campaign do not queue on one row. SQLite
+#: has one writer: one stripe.
+COUNT_STRIPES = 16
+
+#: Runs of a campaign by status, kept by the ``runs_campaign_count`` trigger of migration
+#: 0015 in the transaction that changes a run's status, whoever changes it (decision 0028).
+#: A campaign's count of a status is the sum over its stripes (some may be negative).
+campaign_counts = sa.Table(
+    "campaign_counts",
+    metadata,
+    sa.Column(
+        "campaign_id",
+        sa.String(40),
+        sa.ForeignKey("campaigns.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("status", sa.String(16), primary_key=True),
+    sa.Column("stripe", sa.Integer, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
 )

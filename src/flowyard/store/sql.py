@@ -5,6 +5,7 @@ stay small."""
 from __future__ import annotations
 
 from flowyard.store.auth import AuthOps
+from flowyard.store.campaigns import CampaignOps
 from flowyard.store.credentials import CredentialOps
 from flowyard.store.drafts import DraftOps
 from flowyard.store.hooks import HookOps
@@ -29,7 +30,8 @@ class SqlStore(
     CredentialOps,
     QuotaOps,
     HookOps,
+    CampaignOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, webhook triggers, drafts."""
+    provider quotas, webhook triggers, drafts, campaigns."""

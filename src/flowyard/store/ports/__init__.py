@@ -15,6 +15,7 @@ from flowyard.domain.commands import StepCompletion
 from flowyard.store.ports.admin import AdminStore
 from flowyard.store.ports.audit import AuditStore
 from flowyard.store.ports.auth import AuthStore, LoginStore
+from flowyard.store.ports.campaigns import CampaignStore
 from flowyard.store.ports.credentials import CredentialStore
 from flowyard.store.ports.drafts import DraftStore
 from flowyard.store.ports.events import EventFeed, EventListener
@@ -39,6 +40,7 @@ class Store(
     CredentialStore,
     QuotaStore,
     HookStore,
+    CampaignStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -48,6 +50,7 @@ __all__ = [
     "AdminStore",
     "AuditStore",
     "AuthStore",
+    "CampaignStore",
     "CompletionResult",
     "CredentialStore",
     "DraftStore",

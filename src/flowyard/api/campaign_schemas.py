@@ -1,0 +1,111 @@
+"""The public models of the campaigns API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flowyard.domain.campaigns import CampaignRecord
+
+#: The window the rate is measured over.
+RATE_WINDOW_S = 60.0
+
+CREATE_EXAMPLE: dict[str, Any] = {
+    "workflow": "mailer",
+    "name": "spring",
+    "item_key": "{{ item.email }}",
+    "items": [{"email": "ada@example.com"}, {"email": "bob@example.com"}],
+}
+CAMPAIGN_EXAMPLE: dict[str, Any] = {
+    "id": "cmp_01JD0000000000000000000000",
+    "name": "spring",
+    "workflow_id": "wf_01JD0000000000000000000000",
+    "workflow_version": 3,
+    "status": "running",
+    "item_key": "{{ item.email }}",
+    "total": 50000,
+    "counts": {"pending": 20000, "running": 40, "succeeded": 29950, "failed": 10},
+    "finished": 29960,
+    "rate_per_s": 1650.0,
+    "eta_s": 12.1,
+    "created_by": "user:ada",
+    "created_at": "2026-12-01T10:00:00Z",
+    "updated_at": "2026-12-01T10:00:00Z",
+}
+
+
+class CampaignCreate(BaseModel):
+    """``POST /campaigns`` with a JSON body: the items inline."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
+
+    workflow: str = Field(min_length=1, max_length=200, description="Workflow id or name")
+    name: str = Field(min_length=1, max_length=200, description="Unique within the workflow")
+    items: list[Any] = Field(description="One run per item; the item is the run's input")
+    item_key: str | None = Field(
+        None,
+        max_length=500,
+        description="Template of each run's correlation key: `{{ item.email }}`; unique "
+        "within the campaign",
+    )
+    vars: dict[str, Any] | None = Field(None, description="Vars of every run")
+
+
+class CampaignPublic(BaseModel):
+    """A campaign and its progress (counts read from counters, not from the runs)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [CAMPAIGN_EXAMPLE]})
+
+    id: str
+    name: str
+    workflow_id: str
+    workflow_version: int
+    status: str
+    item_key: str | None
+    total: int
+    counts: dict[str, int]
+    finished: int
+    rate_per_s: float = Field(description="Runs ended per second over the last minute")
+    eta_s: float | None = Field(description="Seconds until every run ended at that rate")
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: CampaignRecord, now: datetime) -> CampaignPublic:
+        """From a store record read at ``now``."""
+        age = max((now - record.created_at).total_seconds(), 1.0)
+        rate = record.finished_last_minute / min(age, RATE_WINDOW_S)
+        left = record.total - record.finished
+        return cls(
+            id=record.id,
+            name=record.name,
+            workflow_id=record.workflow_id,
+            workflow_version=record.workflow_version,
+            status=record.shown_status.value,
+            item_key=record.item_key,
+            total=record.total,
+            counts={s.value: n for s, n in record.counts.items()},
+            finished=record.finished,
+            rate_per_s=round(rate, 3),
+            eta_s=round(left / rate, 1) if rate > 0 and left > 0 else (0.0 if left <= 0 else None),
+            created_by=record.created_by,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+class CampaignActionResult(BaseModel):
+    """What a whole-campaign action did."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"campaign": CAMPAIGN_EXAMPLE, "moved": 20040, "skipped": 3}]
+        }
+    )
+
+    campaign: CampaignPublic
+    moved: int = Field(description="Runs moved by this call")
+    skipped: int = Field(description="Runs that had moved on by themselves meanwhile")

@@ -1,0 +1,89 @@
+"""Campaigns: a batch of runs of one workflow version started together, one per item, and
+tracked as a whole (counts by run status kept by the store, decision 0028)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from flowyard.domain.ids import WorkflowId
+from flowyard.domain.statuses import RunStatus
+
+
+class CampaignStatus(StrEnum):
+    """What an operator made of a campaign; ``completed`` once every run has ended."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignItem:
+    """One item of a campaign as the store writes it: the run's input as canonical JSON
+    text (checked already; written as is) and its correlation key."""
+
+    input_json: str
+    correlation_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewCampaign:
+    """What the store needs to create a campaign and start its runs."""
+
+    workflow_id: WorkflowId
+    workflow_version: int
+    name: str
+    start_node: str
+    start_node_type: str
+    checksum: str
+    total: int
+    item_key: str | None = None
+    idempotency_key: str | None = None
+    created_by: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    deadline_at: datetime | None = None
+    #: The version declares its correlation keys unique among unfinished runs.
+    correlation_unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    """A campaign with its counts of runs by status (read from the counters)."""
+
+    id: str
+    workflow_id: WorkflowId
+    workflow_version: int
+    name: str
+    status: CampaignStatus
+    item_key: str | None
+    idempotency_key: str | None
+    checksum: str
+    total: int
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    counts: dict[RunStatus, int] = field(default_factory=dict)
+    #: Runs that ended during the minute before the read.
+    finished_last_minute: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Runs that have ended, however."""
+        return sum(n for status, n in self.counts.items() if status.is_terminal)
+
+    @property
+    def shown_status(self) -> CampaignStatus:
+        """The stored status, or ``completed`` once a running campaign's runs all ended."""
+        if self.status == CampaignStatus.RUNNING and self.finished >= self.total:
+            return CampaignStatus.COMPLETED
+        return self.status
+
+
+#: A campaign's items in chunks, as the store writes them; called again when the store
+#: retries its transaction (the items are read afresh).
+ItemChunks = Callable[[], Iterable[Sequence[CampaignItem]]]

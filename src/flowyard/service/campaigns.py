@@ -1,0 +1,335 @@
+"""Campaign use cases: start many runs of a workflow at once from a JSON array, NDJSON or
+CSV (validated in full before anything is started), read progress from the counters, page
+the runs, and pause, resume, cancel or retry a campaign's runs as a whole.
+
+Starting is two passes (decision 0028). The first reads the items one at a time, checks
+each (strict JSON, the workflow's input schema, its key: rendered, valid, unique in the
+campaign) and writes the accepted ones to a temporary file as canonical JSON; a bad item is
+a 422 naming it, and nothing was started. The second hands the file to the store in chunks
+and the store writes every run in one transaction. Only one chunk of items is ever held as
+Python objects (a JSON array body excepted: it arrived parsed), and a slow client uploading
+never holds a database transaction open."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from flowyard.campaigns.items import Item, ItemError, ItemFormat, from_csv, from_list, from_ndjson
+from flowyard.campaigns.keys import KeyRenderError, KeyTemplate, KeyTemplateError
+from flowyard.domain.auth import AuditEntry
+from flowyard.domain.campaigns import CampaignItem, CampaignRecord, CampaignStatus, NewCampaign
+from flowyard.domain.errors import Conflict, InvalidInput, Problem
+from flowyard.domain.records import RunRecord
+from flowyard.domain.statuses import RunStatus
+from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.transitions import first_step
+from flowyard.service.lifecycle import LifecycleUseCases
+from flowyard.service.runs import check_correlation_key, check_run_payload, run_deadline
+
+#: Items the store writes per chunk (and the most held as objects at once).
+CHUNK = 5000
+#: Problems one refusal lists before it stops reading.
+MAX_PROBLEMS = 20
+#: Runs moved per page when a campaign is paused, resumed, cancelled or retried: each run
+#: moves in its own short transaction (the lifecycle's), so no lock is held for long.
+PAGE = 200
+#: Items one campaign may hold.
+MAX_ITEMS = 1_000_000
+MAX_NAME = 200
+
+_ACTIONS: dict[str, tuple[RunStatus, ...]] = {
+    "pause": (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING),
+    "resume": (RunStatus.PAUSED,),
+    "cancel": (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED),
+    "retry-failed": (RunStatus.FAILED, RunStatus.TIMED_OUT),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignAction:
+    """What a whole-campaign action did: the campaign after it, runs moved and skipped
+    (they had moved on by themselves meanwhile)."""
+
+    campaign: CampaignRecord
+    moved: int
+    skipped: int
+
+
+@dataclass(slots=True)
+class _Spool:
+    """The accepted items of the first pass, one line each: the key (JSON) TAB the input."""
+
+    file: IO[bytes]
+    total: int
+    checksum: str
+
+    def chunks(self) -> Iterator[Sequence[CampaignItem]]:
+        self.file.seek(0)
+        chunk: list[CampaignItem] = []
+        for line in self.file:
+            key, _, input_json = line.decode().rstrip("\n").partition("\t")
+            chunk.append(CampaignItem(input_json, json.loads(key)))
+            if len(chunk) == CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+class CampaignUseCases(LifecycleUseCases):
+    """Campaigns over the store's campaign port and the run lifecycle."""
+
+    async def start_campaign(
+        self,
+        workflow: str,
+        name: str,
+        fmt: ItemFormat,
+        source: Sequence[Any] | IO[bytes],
+        *,
+        item_key: str | None = None,
+        vars: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[CampaignRecord, bool]:
+        """Start one run of ``workflow``'s latest version per item, all or none (see the
+        module). Returns the campaign and whether it was created (False: the same campaign
+        and items were posted before)."""
+        if not name or len(name) > MAX_NAME or not name.isprintable():
+            raise InvalidInput(
+                "the campaign name is invalid",
+                [Problem("/name", f"1 to {MAX_NAME} printable characters", "pattern")],
+            )
+        template = None
+        if item_key is not None:
+            try:
+                template = KeyTemplate.compile(item_key)
+            except KeyTemplateError as exc:
+                raise InvalidInput(str(exc), [Problem("/item_key", str(exc), "pattern")]) from None
+        record = await self.store.get_workflow(workflow)
+        if record.archived:
+            raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
+        stored = await self.store.get_version(record.id, None)
+        wf = await self.cache.get(record.id, stored.version)
+        spec = wf.definition.correlation
+        if template is None and spec is not None and spec.key is not None:
+            raise InvalidInput(
+                "this workflow computes a correlation key for each run: give the campaign an "
+                "item_key ({{ item.<field> }})",
+                [Problem("/item_key", "required for this workflow", "required")],
+            )
+        problems = check_run_payload(wf, {}, vars)
+        if problems := [p for p in problems if p.pointer.startswith("/vars")]:
+            raise InvalidInput("the campaign's vars are invalid", problems)
+        items = from_list(source) if isinstance(source, Sequence) else _items(fmt, source)
+        spool = await asyncio.to_thread(_accept, wf, items, template)
+        try:
+            now = self.clock()
+            first = first_step(wf, now)
+            new = NewCampaign(
+                workflow_id=record.id,
+                workflow_version=stored.version,
+                name=name,
+                start_node=first.node_id,
+                start_node_type=first.node_type,
+                checksum=spool.checksum,
+                total=spool.total,
+                item_key=item_key,
+                idempotency_key=idempotency_key,
+                created_by=actor,
+                vars=vars or {},
+                deadline_at=run_deadline(wf, now),
+                correlation_unique=bool(spec and spec.unique and template is not None),
+            )
+            campaign, created = await self.store.start_campaign(new, spool.chunks, now, audit=audit)
+        finally:
+            spool.file.close()
+        if created:
+            if self.metrics is not None:
+                self.metrics.runs_started.labels(wf.definition.name).inc(campaign.total)
+            self._enqueued()
+        return campaign, created
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRecord:
+        """A campaign with its counts by run status (NotFound)."""
+        return await self.store.get_campaign(campaign_id, now=self.clock())
+
+    async def list_campaigns(
+        self, *, workflow: str | None = None, limit: int = 50, before: str | None = None
+    ) -> list[CampaignRecord]:
+        """Campaigns newest first, optionally of one workflow (id or name)."""
+        workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
+        return await self.store.list_campaigns(
+            workflow_id=workflow_id, limit=limit, before=before, now=self.clock()
+        )
+
+    async def list_campaign_runs(
+        self,
+        campaign_id: str,
+        *,
+        status: RunStatus | None = None,
+        correlation_key: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """A campaign's runs in id order after a cursor (NotFound for an unknown campaign)."""
+        campaign = await self.store.get_campaign(campaign_id, now=self.clock())
+        return await self.store.list_campaign_runs(
+            campaign.id,
+            statuses=(status,) if status else (),
+            correlation_key=correlation_key,
+            after=after,
+            limit=limit,
+        )
+
+    async def campaign_action(
+        self,
+        campaign_id: str,
+        action: str,
+        *,
+        actor: str | None = None,
+        audit: AuditEntry | None = None,
+    ) -> CampaignAction:
+        """Pause, resume, cancel or retry-failed every run of the campaign it applies to,
+        page by page, each run through its own lifecycle transaction. The campaign's status
+        is recorded first (with the audit entry), so a second call continues the first."""
+        statuses = _ACTIONS[action]
+        campaign = await self.store.get_campaign(campaign_id, now=self.clock())
+        if campaign.status == CampaignStatus.CANCELLED and action != "retry-failed":
+            raise Conflict(f"campaign {campaign.id} is cancelled", detail={"status": "cancelled"})
+        status = {
+            "pause": CampaignStatus.PAUSED,
+            "resume": CampaignStatus.RUNNING,
+            "cancel": CampaignStatus.CANCELLED,
+            "retry-failed": CampaignStatus.RUNNING,
+        }[action]
+        await self.store.set_campaign_status(campaign.id, status, now=self.clock(), audit=audit)
+        moved = skipped = 0
+        after: str | None = None
+        while page := await self.store.list_campaign_runs(
+            campaign.id, statuses=statuses, after=after, limit=PAGE
+        ):
+            for run in page:
+                try:
+                    await self._move(run.id, action, actor)
+                    moved += 1
+                except Conflict:
+                    skipped += 1  # it ended or moved by itself meanwhile
+            after = page[-1].id
+        return CampaignAction(
+            await self.store.get_campaign(campaign.id, now=self.clock()), moved, skipped
+        )
+
+    async def _move(self, run_id: str, action: str, actor: str | None) -> None:
+        match action:
+            case "pause":
+                await self.pause_run(run_id, actor=actor)
+            case "resume":
+                await self.resume_run(run_id, actor=actor)
+            case "cancel":
+                await self.cancel_run(run_id, actor=actor, reason="campaign cancelled")
+            case "retry-failed":
+                await self.retry_run(run_id, actor=actor)
+            case _:
+                raise AssertionError(action)
+
+
+def _items(fmt: ItemFormat, stream: IO[bytes]) -> Iterator[Item]:
+    match fmt:
+        case ItemFormat.NDJSON:
+            return from_ndjson(stream)
+        case ItemFormat.CSV:
+            return from_csv(stream)
+        case ItemFormat.JSON:
+            raise AssertionError("a JSON array arrives parsed")
+
+
+def _accept(wf: CompiledWorkflow, items: Iterator[Item], template: KeyTemplate | None) -> _Spool:
+    """The first pass (in a thread): check every item, spool the accepted ones. Raises
+    InvalidInput listing up to MAX_PROBLEMS bad items; nothing is started then."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
+    digest = hashlib.sha256()
+    keys: dict[str, str] = {}
+    problems: list[Problem] = []
+    total = 0
+    try:
+        while len(problems) < MAX_PROBLEMS:
+            try:
+                item = next(items)
+            except StopIteration:
+                break
+            except ItemError as exc:
+                problems.append(Problem(exc.where, exc.message, "item"))
+                break  # a stream cannot be read past a broken line reliably
+            total += 1
+            if total > MAX_ITEMS:
+                problems.append(Problem(item.where, f"more than {MAX_ITEMS} items", "too_large"))
+                break
+            line = _check(wf, item, template, keys, problems)
+            if line is not None and not problems:
+                spool.write(line)
+                digest.update(line)
+        if not problems and total == 0:
+            problems.append(Problem("/items", "the campaign has no items", "required"))
+        if problems:
+            raise InvalidInput(
+                f"{len(problems)} item(s) refused, first at {problems[0].pointer}; nothing "
+                "was started",
+                problems,
+            )
+    except BaseException:
+        spool.close()
+        raise
+    return _Spool(spool, total, digest.hexdigest())
+
+
+def _check(
+    wf: CompiledWorkflow,
+    item: Item,
+    template: KeyTemplate | None,
+    keys: dict[str, str],
+    problems: list[Problem],
+) -> bytes | None:
+    """One item's spool line, or None with its problems added."""
+    found = check_run_payload(wf, item.value, None)
+    if found:
+        problems.extend(Problem(_at(item.where, p.pointer), p.message, p.code) for p in found)
+        return None
+    key = None
+    if template is not None:
+        try:
+            key = template.render(item.value)
+            check_correlation_key(key, item.where)
+        except KeyRenderError as exc:
+            problems.append(Problem(item.where, f"item_key: {exc}", "item_key"))
+            return None
+        except InvalidInput as exc:
+            problems.extend(
+                Problem(item.where, f"item_key: {p.message}", p.code) for p in exc.problems
+            )
+            return None
+        if key in keys:
+            problems.append(
+                Problem(
+                    item.where,
+                    f"item_key {key!r} is also the key of {keys[key]}: keys are unique in a "
+                    "campaign",
+                    "duplicate",
+                )
+            )
+            return None
+        keys[key] = item.where
+    text = json.dumps(item.value, separators=(",", ":"), ensure_ascii=False)
+    return (json.dumps(key, ensure_ascii=False) + "\t" + text + "\n").encode()
+
+
+def _at(where: str, pointer: str) -> str:
+    """A problem's pointer into the run input (``/input/email``) placed at the item."""
+    rest = pointer.removeprefix("/input")
+    return f"{where}{rest}" if where.startswith("/") else f"{where}: {rest or '/'}"
