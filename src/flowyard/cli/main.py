@@ -149,15 +149,16 @@ def worker(
     async def main() -> None:
         container = await open_container(settings)
         workers = [container.new_worker() for _ in range(max(1, processes))]
+        dispatcher = container.new_dispatcher()  # event triggers: run ends, debounce
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _stop_all, workers)
+            loop.add_signal_handler(sig, _stop_all, [*workers, dispatcher])
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if metrics_port is not None:
                     await stack.enter_async_context(_serve_metrics(container, metrics_port))
                 err.print(f"flowyard worker: {len(workers)} loop(s) on {container.admin.dialect}")
-                await asyncio.gather(*(w.run() for w in workers))
+                await asyncio.gather(*(w.run() for w in workers), dispatcher.run())
         finally:
             await container.close()
 

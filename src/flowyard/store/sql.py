@@ -13,6 +13,7 @@ from flowyard.store.queue import QueueOps
 from flowyard.store.quotas import QuotaOps
 from flowyard.store.runs import RunOps
 from flowyard.store.signals import SignalOps
+from flowyard.store.triggers import TriggerOps
 from flowyard.store.workflows import WorkflowOps
 
 
@@ -27,7 +28,8 @@ class SqlStore(
     CredentialOps,
     QuotaOps,
     HookOps,
+    TriggerOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, webhook triggers."""
+    provider quotas, webhook triggers, event triggers."""

@@ -34,11 +34,22 @@ from flowyard.domain.hooks import (
     RefusalReason,
     RespondMode,
 )
+from flowyard.domain.triggers import Debounce, Throttle
 from flowyard.service.hooks import Delivered, DeliveryRequest, HookService, parse_config
 
 router = APIRouter(tags=["hooks"], route_class=StrictJSONRoute)
 
-_CONFIG_FIELDS = ("auth", "input", "dedupe", "respond", "action", "max_body_bytes", "rate_limit")
+_CONFIG_FIELDS = (
+    "auth",
+    "input",
+    "dedupe",
+    "respond",
+    "action",
+    "max_body_bytes",
+    "rate_limit",
+    "debounce",
+    "throttle",
+)
 _EXAMPLE: dict[str, Any] = {
     "workflow": "lead-routing",
     "name": "crm-leads",
@@ -64,6 +75,8 @@ class HookFields(BaseModel):
     action: HookAction | None = None
     max_body_bytes: int | None = Field(None, ge=1)
     rate_limit: Annotated[str, Field(max_length=64)] | None = None
+    debounce: Debounce | None = None
+    throttle: Throttle | None = None
 
 
 class HookCreate(HookFields):
@@ -171,6 +184,12 @@ class DeliveryPublic(BaseModel):
     error: Any = None
     signal_id: int | None = Field(None, description="A signal action: the signal delivered.")
     woke: bool | None = Field(None, description="A signal action: a waiting step took it.")
+    debounced: bool | None = Field(None, description="Debounce: the run starts at `fire_at`.")
+    fire_at: datetime | None = None
+    throttled: bool | None = Field(
+        None, description="Throttle: over the limit, dropped (nothing will start)."
+    )
+    retry_after_s: float | None = Field(None, description="Throttle: when the window frees.")
 
 
 def _hooks(request: Request) -> HookService:
@@ -447,6 +466,18 @@ async def _answer(request: Request, delivered: Delivered) -> Response:
             )
             code = status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED
             return JSONResponse(answer.model_dump(mode="json"), status_code=code)
+        case _ if delivered.gated is not None and delivered.gated.outcome != "started":
+            gated = delivered.gated
+            answer = DeliveryPublic(
+                run_id=None,
+                status=None,
+                created=False,
+                debounced=gated.outcome == "debounced" or None,
+                fire_at=gated.fire_at,
+                throttled=gated.outcome == "throttled" or None,
+                retry_after_s=gated.retry_after_s,
+            )
+            return JSONResponse(answer.model_dump(mode="json"), status_code=202)
         case _:
             signal = delivered.signal
             answer = DeliveryPublic(
