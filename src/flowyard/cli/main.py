@@ -35,6 +35,7 @@ from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
 from flowyard.cli.runs import runs_app
+from flowyard.cli.triggers import triggers_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
@@ -51,6 +52,7 @@ app.add_typer(keys_app, name="api-keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(quotas_app, name="quotas")
 app.add_typer(hooks_app, name="hooks")
+app.add_typer(triggers_app, name="triggers")
 
 
 @app.callback()
