@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowyard.api.deps import ActorDep, AuditDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
+from flowyard.api.routers.hooks import fields_given
 from flowyard.api.schemas import Page, paged
 from flowyard.bootstrap import Container
 from flowyard.domain.triggers import (
@@ -71,8 +72,35 @@ class TriggerPatch(TriggerFields):
     enabled: bool | None = None
 
 
+_PUBLIC_EXAMPLE: dict[str, Any] = {
+    "id": "et_3qLx0Zr9VbT2mN8sYc4KfW",
+    "name": "notify-on-failure",
+    "workflow_id": "wf_01jh5k2v3m4n5p6q7r8s9t0vwx",
+    "workflow": "notify-ops",
+    "on": {
+        "run": {
+            "workflow": "lead-routing",
+            "workflow_id": "wf_01jh5k2v3m4n5p6q7r8s9t0abc",
+            "statuses": ["failed"],
+        }
+    },
+    "enabled": True,
+    "config": {
+        "debounce": None,
+        "throttle": None,
+        "filter": "run.input.region == 'East Coast'",
+        "input": {"failed_run": "{{ run.id }}"},
+    },
+    "created_at": "2026-12-01T09:00:00Z",
+    "updated_at": "2026-12-01T09:00:00Z",
+    "created_by": "user:admin",
+}
+
+
 class TriggerPublic(BaseModel):
     """An event trigger."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_PUBLIC_EXAMPLE]})
 
     id: str
     name: str
@@ -205,15 +233,6 @@ def _triggers(request: Request) -> TriggerService:
     return container.triggers
 
 
-def _fields(body: BaseModel, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    raw = dict(base or {})
-    for name in _CONFIG_FIELDS:
-        if name in body.model_fields_set:
-            value = getattr(body, name)
-            raw[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-    return {k: v for k, v in raw.items() if v is not None or k == "input"}
-
-
 @router.post(
     "/event-triggers",
     status_code=status.HTTP_201_CREATED,
@@ -226,7 +245,9 @@ async def create_trigger(
 ) -> TriggerPublic:
     """Start ``workflow``'s latest version when a run of another workflow ends, or when
     the named event is posted (editor)."""
-    on, config = parse_trigger({"on": body.on.model_dump(mode="json"), **_fields(body)})
+    on, config = parse_trigger(
+        {"on": body.on.model_dump(mode="json"), **fields_given(body, _CONFIG_FIELDS)}
+    )
     trigger = await _triggers(request).create(
         name=body.name,
         workflow=body.workflow,
@@ -281,7 +302,9 @@ async def update_trigger(
     if any(name in body.model_fields_set for name in _CONFIG_FIELDS):
         current = (await svc.get(trigger_ref)).config.model_dump(mode="json")
         current.pop("statuses", None)
-        _, config = parse_trigger({"on": {"event": "x"}, **_fields(body, current)})
+        _, config = parse_trigger(
+            {"on": {"event": "x"}, **fields_given(body, _CONFIG_FIELDS, current)}
+        )
     trigger = await svc.update(trigger_ref, enabled=body.enabled, config=config, audit=audit)
     return TriggerPublic.of(trigger)
 
@@ -303,7 +326,7 @@ async def delete_trigger(request: Request, audit: AuditDep, trigger_ref: str) ->
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EventAccepted,
     summary="Post a named event",
-    responses=documented(422),
+    responses=documented(404, 422),
 )
 async def post_event(
     request: Request,

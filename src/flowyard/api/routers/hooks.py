@@ -197,9 +197,13 @@ def _hooks(request: Request) -> HookService:
     return container.hooks
 
 
-def _config_of(body: BaseModel, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def fields_given(
+    body: BaseModel, names: tuple[str, ...], base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fields ``names`` the request gave, as JSON, over ``base`` (the stored ones); a
+    field given as null is dropped (``input`` stays: null is its default)."""
     raw = dict(base or {})
-    for name in _CONFIG_FIELDS:
+    for name in names:
         if name in body.model_fields_set:
             value = getattr(body, name)
             raw[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
@@ -223,7 +227,7 @@ async def create_hook(
     hook = await _hooks(request).create(
         name=body.name,
         workflow=body.workflow,
-        config=parse_config(_config_of(body)),
+        config=parse_config(fields_given(body, _CONFIG_FIELDS)),
         path=body.path,
         enabled=body.enabled,
         actor=actor,
@@ -273,7 +277,7 @@ async def update_hook(
     config = None
     if any(name in body.model_fields_set for name in _CONFIG_FIELDS):
         current = (await svc.get(hook_ref)).config.model_dump(mode="json")
-        config = parse_config(_config_of(body, current))
+        config = parse_config(fields_given(body, _CONFIG_FIELDS, current))
     path_given = "path" in body.model_fields_set
     hook = await svc.update(
         hook_ref,
