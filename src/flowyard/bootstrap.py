@@ -33,6 +33,7 @@ from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
 from flowyard.service.hooks import HookService
 from flowyard.service.quotas import QuotaService
+from flowyard.service.triggers import TriggerDispatcher, TriggerService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
 from flowyard.store.ports import EventFeed
@@ -68,6 +69,8 @@ class Container:
     quotas: QuotaService
     #: Webhook triggers: editors manage them; their public URLs start runs.
     hooks: HookService
+    #: Event triggers (run ends, named events) and the debounce/throttle gate.
+    triggers: TriggerService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -109,6 +112,11 @@ class Container:
         )
         self.workers.append(worker)
         return worker
+
+    def new_dispatcher(self) -> TriggerDispatcher:
+        """The trigger loop a worker process runs beside its workers (run-end triggers,
+        debounced starts)."""
+        return TriggerDispatcher(self.triggers, interval_s=max(self.settings.poll_interval_s, 0.05))
 
     def wake_workers(self) -> None:
         """New work was enqueued in this process: in-process workers claim it at once."""
@@ -258,8 +266,15 @@ async def build(
         ),
     )
     resolver = credentials.resolver(settings.credential_cache_ttl_s)
+    triggers = TriggerService(store, service, expressions, clock=clock)
     hooks = HookService(
-        store, service, resolver, expressions, clock=clock, public_url=settings.public_url
+        store,
+        service,
+        resolver,
+        expressions,
+        clock=clock,
+        public_url=settings.public_url,
+        triggers=triggers,
     )
     container = Container(
         settings,
@@ -277,6 +292,7 @@ async def build(
         AdminService(store, clock=clock),
         QuotaService(store, clock=clock, credentials=store),
         hooks,
+        triggers,
         clock,
         metrics,
     )

@@ -160,6 +160,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/hooks/{{hook_id}}"): Rule(None, "hook.deliver", "hook"),
     ("POST", f"{API}/hooks/by-path/{{path}}"): Rule(None, "hook.deliver", "hook"),
     ("GET", f"{API}/hooks/by-path/{{path}}"): Rule(None, "hook.verify"),
+    ("POST", f"{API}/event-triggers"): Rule(_E, "event_trigger.create", "event_trigger"),
+    ("GET", f"{API}/event-triggers"): Rule(_E, "event_trigger.list"),
+    ("GET", f"{API}/event-triggers/{{trigger_ref}}"): Rule(_E, "event_trigger.get"),
+    ("PATCH", f"{API}/event-triggers/{{trigger_ref}}"): Rule(
+        _E, "event_trigger.update", "event_trigger"
+    ),
+    ("DELETE", f"{API}/event-triggers/{{trigger_ref}}"): Rule(
+        _E, "event_trigger.delete", "event_trigger"
+    ),
+    # Starts runs of every subscribed workflow, so it takes the role that wires them.
+    ("POST", f"{API}/events/{{name}}"): Rule(_E, "event.post", "event"),
 }
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flowyard.domain.commands import SIGNAL_NAME_PATTERN
 from flowyard.domain.credentials import NAME_PATTERN, HeaderName
+from flowyard.domain.triggers import Controls
 
 #: ``hk_`` and 32 URL-safe base64 characters: 192 random bits.
 HOOK_ID_PATTERN = r"^hk_[A-Za-z0-9_-]{32}$"
@@ -178,10 +179,10 @@ class HookAction(_Model):
     signal: SignalAction | None = None
 
 
-class HookConfig(_Model):
+class HookConfig(Controls):
     """Everything about a hook but its identity and workflow: stored as JSON. A signal
     action answers at once (``respond`` ``accepted`` or ``fixed``): it starts no run to
-    wait for."""
+    wait for. ``debounce`` and ``throttle`` (decision 0029) gate the runs it starts."""
 
     auth: HookAuth
     input: Any = Field(None, description=INPUT_HELP)
@@ -199,6 +200,8 @@ class HookConfig(_Model):
     def _signal_answers_at_once(self) -> HookConfig:
         if self.action.signal is not None and self.respond.mode is RespondMode.ON_FINISH:
             raise ValueError("a signal action starts no run: respond accepted or fixed")
+        if self.action.signal is not None and (self.debounce or self.throttle):
+            raise ValueError("debounce and throttle gate the runs a hook starts, not signals")
         return self
 
 

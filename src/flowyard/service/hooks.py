@@ -33,6 +33,7 @@ from flowyard.engine.validation import pointer_from_loc
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import CredentialSource
 from flowyard.service.runs import check_correlation_key
+from flowyard.service.triggers import Gated, TriggerService
 from flowyard.store.ports import HookStore
 from flowyard.triggers import intake as bodies
 from flowyard.triggers.signing import (
@@ -73,6 +74,8 @@ class Delivered:
     created: bool
     signal: SignalRecord | None = None
     woke: bool = False
+    #: Debounced (a pending start) or throttled (dropped): no run now.
+    gated: Gated | None = None
 
 
 def _invalid(message: str, pointer: str, code: str = "invalid") -> InvalidInput:
@@ -109,6 +112,7 @@ class HookService:
         clock: Callable[[], datetime],
         public_url: str | None = None,
         wall: Callable[[], float] = time.time,
+        triggers: TriggerService | None = None,
     ) -> None:
         self.store = store
         self.service = service
@@ -118,6 +122,8 @@ class HookService:
         self.public_url = public_url.rstrip("/") if public_url else None
         #: Unix seconds for the hmac scheme's replay window (tests replace it).
         self.wall = wall
+        #: Debounce and throttle (a hook without them never reaches it).
+        self.triggers = triggers
 
     # -- management ------------------------------------------------------------------------
 
@@ -145,6 +151,8 @@ class HookService:
                 self.expressions.check_template(source)
             except ExpressionError as exc:
                 raise _invalid(f"template at {pointer}: {exc}", pointer, "expression") from None
+        if self.triggers is not None:
+            self.triggers.check_controls(config)
         try:
             credential = await self.credentials.get(config.auth.credential)
         except NodeError as exc:
@@ -298,6 +306,8 @@ class HookService:
         if hook.config.action.signal is not None:
             return await self._signal(hook, intake, run_input, audit)
         idempotency_key = await self._idempotency_key(hook, intake)
+        if self.triggers is not None and (hook.config.debounce or hook.config.throttle):
+            return await self._gated(hook, intake, run_input, idempotency_key, audit)
         try:
             run, created = await self.service.start_run(
                 hook.workflow_id,
@@ -309,6 +319,36 @@ class HookService:
         except InvalidInput as exc:
             raise refused_input(RefusalReason.INVALID_INPUT, exc) from None
         return Delivered(hook, run, created)
+
+    async def _gated(
+        self,
+        hook: HookRecord,
+        intake: bodies.Intake,
+        run_input: Any,
+        idempotency_key: str | None,
+        audit: AuditEntry | None,
+    ) -> Delivered:
+        """A delivery through the hook's debounce or throttle (their keys see the
+        templates' scope and ``input``)."""
+        assert self.triggers is not None
+        try:
+            gated = await self.triggers.start_gated(
+                f"hk:{hook.id}",
+                hook.workflow_id,
+                run_input,
+                intake.scope(),
+                hook.config,
+                idempotency_key=idempotency_key,
+                actor=f"hook:{hook.name}",
+                audit=audit,
+            )
+        except ExpressionError as exc:
+            raise HookRefused(
+                RefusalReason.INPUT_MAPPING, f"the hook's debounce or throttle key failed: {exc}"
+            ) from None
+        except InvalidInput as exc:
+            raise refused_input(RefusalReason.INVALID_INPUT, exc) from None
+        return Delivered(hook, gated.run, gated.created, gated=gated)
 
     async def _correlation_key(self, hook: HookRecord, intake: bodies.Intake) -> str:
         action = hook.config.action.signal

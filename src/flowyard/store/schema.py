@@ -510,3 +510,74 @@ campaign_counts = sa.Table(
     sa.Column("stripe", sa.Integer, primary_key=True),
     sa.Column("n", sa.Integer, nullable=False),
 )
+
+# -- event triggers, debounce and throttle (migration 0016) ------------------------------------
+
+#: Event triggers (``store/triggers.py``): start a run of ``workflow_id`` when a run of
+#: ``source_workflow_id`` ends (kind ``run``) or when the event ``event`` is posted (kind
+#: ``event``); ``config`` is a ``domain.triggers.TriggerConfig``. A run-end trigger fires
+#: for run ends after ``since_event_id`` (the newest event when it was made).
+event_triggers = sa.Table(
+    "event_triggers",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("source_workflow_id", sa.String(40), nullable=True),
+    sa.Column("event", sa.String(100), nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("config", JSONType, nullable=False),
+    sa.Column("since_event_id", BigIntId, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    # The dispatcher's "any run trigger?" check and the intake's "who listens to this
+    # name?" read only these indexes.
+    sa.Index("ix_event_triggers_kind", "kind", "enabled", "source_workflow_id"),
+    sa.Index("ix_event_triggers_event", "event"),
+)
+
+#: Positions in the event feed of the loops that read it (``run_end``: the last run_events
+#: id whose run ends were dispatched). Moved by compare-and-set: two dispatchers that read
+#: the same events start each target once (its idempotency key), and the cursor moves once.
+trigger_cursors = sa.Table(
+    "trigger_cursors",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", BigIntId, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Debounced starts: one row per (source, key) while a burst lasts; each event replaces the
+#: input and moves ``fire_at``; a loop claims due rows (``claimed_until``), starts the run
+#: with an idempotency key naming the burst, and deletes the row if no event came since.
+trigger_debounces = sa.Table(
+    "trigger_debounces",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("workflow_id", sa.String(40), nullable=False),
+    sa.Column("input", JSONType, nullable=True),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("fire_at", UTCDateTime, nullable=False),
+    sa.Column("burst", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("claimed_until", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("source", "key"),
+    sa.Index("ix_trigger_debounces_fire_at", "fire_at"),
+)
+
+#: Throttle windows: starts let through (``used``) and events dropped (``dropped``) per
+#: (source, key) in the window that began at ``window_start``.
+trigger_throttles = sa.Table(
+    "trigger_throttles",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("used", sa.Integer, nullable=False),
+    sa.Column("dropped", sa.Integer, nullable=False, server_default="0"),
+)

@@ -15,6 +15,7 @@ from flowyard.store.queue import QueueOps
 from flowyard.store.quotas import QuotaOps
 from flowyard.store.runs import RunOps
 from flowyard.store.signals import SignalOps
+from flowyard.store.triggers import TriggerOps
 from flowyard.store.workflows import WorkflowOps
 
 
@@ -31,7 +32,8 @@ class SqlStore(
     QuotaOps,
     HookOps,
     CampaignOps,
+    TriggerOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, webhook triggers, drafts, campaigns."""
+    provider quotas, webhook triggers, drafts, campaigns, event triggers."""

@@ -34,11 +34,22 @@ from flowyard.domain.hooks import (
     RefusalReason,
     RespondMode,
 )
+from flowyard.domain.triggers import Debounce, Throttle
 from flowyard.service.hooks import Delivered, DeliveryRequest, HookService, parse_config
 
 router = APIRouter(tags=["hooks"], route_class=StrictJSONRoute)
 
-_CONFIG_FIELDS = ("auth", "input", "dedupe", "respond", "action", "max_body_bytes", "rate_limit")
+_CONFIG_FIELDS = (
+    "auth",
+    "input",
+    "dedupe",
+    "respond",
+    "action",
+    "max_body_bytes",
+    "rate_limit",
+    "debounce",
+    "throttle",
+)
 _EXAMPLE: dict[str, Any] = {
     "workflow": "lead-routing",
     "name": "crm-leads",
@@ -64,6 +75,8 @@ class HookFields(BaseModel):
     action: HookAction | None = None
     max_body_bytes: int | None = Field(None, ge=1)
     rate_limit: Annotated[str, Field(max_length=64)] | None = None
+    debounce: Debounce | None = None
+    throttle: Throttle | None = None
 
 
 class HookCreate(HookFields):
@@ -171,6 +184,12 @@ class DeliveryPublic(BaseModel):
     error: Any = None
     signal_id: int | None = Field(None, description="A signal action: the signal delivered.")
     woke: bool | None = Field(None, description="A signal action: a waiting step took it.")
+    debounced: bool | None = Field(None, description="Debounce: the run starts at `fire_at`.")
+    fire_at: datetime | None = None
+    throttled: bool | None = Field(
+        None, description="Throttle: over the limit, dropped (nothing will start)."
+    )
+    retry_after_s: float | None = Field(None, description="Throttle: when the window frees.")
 
 
 def _hooks(request: Request) -> HookService:
@@ -178,9 +197,13 @@ def _hooks(request: Request) -> HookService:
     return container.hooks
 
 
-def _config_of(body: BaseModel, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def fields_given(
+    body: BaseModel, names: tuple[str, ...], base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The fields ``names`` the request gave, as JSON, over ``base`` (the stored ones); a
+    field given as null is dropped (``input`` stays: null is its default)."""
     raw = dict(base or {})
-    for name in _CONFIG_FIELDS:
+    for name in names:
         if name in body.model_fields_set:
             value = getattr(body, name)
             raw[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
@@ -204,7 +227,7 @@ async def create_hook(
     hook = await _hooks(request).create(
         name=body.name,
         workflow=body.workflow,
-        config=parse_config(_config_of(body)),
+        config=parse_config(fields_given(body, _CONFIG_FIELDS)),
         path=body.path,
         enabled=body.enabled,
         actor=actor,
@@ -254,7 +277,7 @@ async def update_hook(
     config = None
     if any(name in body.model_fields_set for name in _CONFIG_FIELDS):
         current = (await svc.get(hook_ref)).config.model_dump(mode="json")
-        config = parse_config(_config_of(body, current))
+        config = parse_config(fields_given(body, _CONFIG_FIELDS, current))
     path_given = "path" in body.model_fields_set
     hook = await svc.update(
         hook_ref,
@@ -447,6 +470,18 @@ async def _answer(request: Request, delivered: Delivered) -> Response:
             )
             code = status.HTTP_200_OK if done else status.HTTP_202_ACCEPTED
             return JSONResponse(answer.model_dump(mode="json"), status_code=code)
+        case _ if delivered.gated is not None and delivered.gated.outcome != "started":
+            gated = delivered.gated
+            answer = DeliveryPublic(
+                run_id=None,
+                status=None,
+                created=False,
+                debounced=gated.outcome == "debounced" or None,
+                fire_at=gated.fire_at,
+                throttled=gated.outcome == "throttled" or None,
+                retry_after_s=gated.retry_after_s,
+            )
+            return JSONResponse(answer.model_dump(mode="json"), status_code=202)
         case _:
             signal = delivered.signal
             answer = DeliveryPublic(

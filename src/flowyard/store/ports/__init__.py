@@ -24,6 +24,7 @@ from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
 from flowyard.store.ports.quotas import QuotaStore
 from flowyard.store.ports.runs import RunStore
+from flowyard.store.ports.triggers import TriggerStore
 from flowyard.store.ports.workflows import WorkflowStore
 
 
@@ -41,6 +42,7 @@ class Store(
     QuotaStore,
     HookStore,
     CampaignStore,
+    TriggerStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -65,5 +67,6 @@ __all__ = [
     "RunStore",
     "StepCompletion",
     "Store",
+    "TriggerStore",
     "WorkflowStore",
 ]
