@@ -128,7 +128,7 @@ def draft_add_node(
     body = _json_object(node, "NODE")
     place = None if position is None else _json_object(position, "--position")
 
-    def build(doc: Any, routes: ops.RouteFinder) -> ops.Edit:
+    def build(doc: Any, refs: ops.References) -> ops.Edit:
         return ops.add_node(doc, body, after=after, position=place)
 
     _edit(ref, if_match, build, db)
@@ -151,7 +151,7 @@ def draft_set(
 ) -> None:
     """Change fields of a node (config, name, next, retry, timeout_s, catch, position)."""
     body = _json_object(patch, "PATCH")
-    _edit(ref, if_match, lambda doc, routes: ops.update_node(doc, node_id, body), db)
+    _edit(ref, if_match, lambda doc, refs: ops.update_node(doc, node_id, body), db)
 
 
 @draft_app.command("rm-node")
@@ -166,7 +166,7 @@ def draft_rm_node(
     db: DbOption = None,
 ) -> None:
     """Delete a node, its position, and the routes that led to it."""
-    _edit(ref, if_match, lambda doc, routes: ops.delete_node(doc, node_id, edges, routes), db)
+    _edit(ref, if_match, lambda doc, refs: ops.delete_node(doc, node_id, edges, refs.routes), db)
 
 
 @draft_app.command("rename")
@@ -178,7 +178,12 @@ def draft_rename(
     db: DbOption = None,
 ) -> None:
     """Change a node's id; every route to it, the start and the layout follow."""
-    _edit(ref, if_match, lambda doc, routes: ops.rename_node(doc, node_id, new_id, routes), db)
+    _edit(
+        ref,
+        if_match,
+        lambda doc, refs: ops.rename_node(doc, node_id, new_id, refs.routes, refs.expressions),
+        db,
+    )
 
 
 @draft_app.command("patch")
@@ -192,7 +197,7 @@ def draft_patch(
 ) -> None:
     """Apply a JSON Patch to the draft document (paths under /definition and /layout)."""
     operations = parse_patch(parse_json_option(patch, "PATCH"))
-    _edit(ref, if_match, lambda doc, routes: ops.raw(operations), db)
+    _edit(ref, if_match, lambda doc, refs: ops.raw(operations), db)
 
 
 def _move(ref: str, which: Literal["undo", "redo"], if_match: str | None, db: str | None) -> None:

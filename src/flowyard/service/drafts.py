@@ -21,14 +21,14 @@ from flowyard.domain.errors import Conflict, InvalidInput, NotFound, Preconditio
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.drafts import ops
 from flowyard.drafts.patching import Document, apply_patch, new_document
-from flowyard.drafts.routes import registry_routes
+from flowyard.drafts.routes import registry_references
 from flowyard.service.workflows import WorkflowUseCases
 
 #: Steps of undo history kept per draft unless the settings say otherwise.
 DRAFT_HISTORY = 100
 
-#: Builds an edit from the document as it is (and a route finder for references to a node).
-EditBuilder = Callable[[Document, ops.RouteFinder], ops.Edit]
+#: Builds an edit from the document as it is (and how to find references to a node).
+EditBuilder = Callable[[Document, ops.References], ops.Edit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,9 @@ class DraftUseCases(WorkflowUseCases):
         """Apply one edit as one step (PreconditionFailed when the draft moved on)."""
         workflow, draft = await self._current(ref, expected_revision)
         document = draft.document  # the store's fresh copy: ours to change
-        edit = build(document, registry_routes(self.validator.registry))
+        edit = build(
+            document, registry_references(self.validator.registry, self.validator.expressions)
+        )
         if not edit.ops:
             raise InvalidInput(f"nothing to change: {edit.summary}")
         step = apply_patch(document, edit.ops, edit.summary)

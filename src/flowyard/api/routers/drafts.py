@@ -246,7 +246,7 @@ async def delete_node(
         if_match,
         actor,
         response,
-        lambda d, r: ops.delete_node(d, node_id, edges, r),
+        lambda d, r: ops.delete_node(d, node_id, edges, r.routes),
     )
 
 
@@ -269,7 +269,7 @@ async def rename_node(
         if_match,
         actor,
         response,
-        lambda d, r: ops.rename_node(d, node_id, body.id, r),
+        lambda d, r: ops.rename_node(d, node_id, body.id, r.routes, r.expressions),
     )
 
 
