@@ -204,6 +204,13 @@ async def test_a_new_workflow_starts_as_a_draft_and_runs_refuse_it(
     assert tag == '"d1"' and created.json()["valid"] is False
     run = await api_client.post(f"{API}/workflows/fresh/runs", json={"input": {}})
     assert run.status_code == 409 and "no published version" in run.json()["detail"]
+    read = await api_client.get(f"{API}/workflows/fresh")
+    assert read.status_code == 200, read.text
+    assert read.json()["version"] is None and read.headers["ETag"] == '"0"'
+    assert read.json()["workflow"]["draft"] is True
+    assert read.json()["workflow"]["latest_version"] == 0
+    listed = (await api_client.get(f"{API}/workflows")).json()["items"]
+    assert [(w["name"], w["draft"]) for w in listed] == [("fresh", True)]
     tag, _ = ok(
         await api_client.post(
             f"{API}/workflows/fresh/draft/nodes",
@@ -216,6 +223,9 @@ async def test_a_new_workflow_starts_as_a_draft_and_runs_refuse_it(
     )
     assert published.status_code == 201, published.text
     assert published.json()["version"]["definition"]["start"] == "go"
+    read = await api_client.get(f"{API}/workflows/fresh")
+    assert read.json()["workflow"]["draft"] is False
+    assert read.json()["version"]["version"] == 1
     run = await api_client.post(f"{API}/workflows/fresh/runs", json={"input": {}})
     assert run.status_code == 202, run.text
 

@@ -9,6 +9,7 @@ import pytest
 
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound
 from flowyard.drafts import ops
+from flowyard.drafts.expressions import rename_step
 from flowyard.drafts.ops import Edge, EdgeKind, EdgeMode
 from flowyard.drafts.patching import (
     PatchFailed,
@@ -17,13 +18,14 @@ from flowyard.drafts.patching import (
     new_document,
     parse_patch,
 )
-from flowyard.drafts.routes import registry_routes
+from flowyard.drafts.routes import registry_references, registry_routes
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.registry import default_registry
 
 REGISTRY = default_registry(load_plugins=False)
 ROUTES = registry_routes(REGISTRY)
+REFERENCES = registry_references(REGISTRY, ExpressionEngine())
 
 
 def canonical(doc: Any) -> str:
@@ -136,6 +138,43 @@ def test_rename_updates_every_reference() -> None:
     assert node(doc, "east")["catch"][0]["next"] == "general_pool"
     assert doc["definition"]["start"] == "lead_in"
     assert doc["layout"]["nodes"]["general_pool"] == {"x": 200, "y": 100}
+
+
+def test_rename_rewrites_the_expressions_that_read_the_node_in_one_step() -> None:
+    doc = lead_routing()
+    east = node(doc, "east")
+    east["config"]["message"] = (
+        "{{ steps.pool.output.id }} {{ steps['pool'].x }} {{ steps.get(\"pool\") }} "
+        "{{ vars.pool }} {{ x.steps.pool }} {{ steps.pool_x }} {# steps.pool #} pool"
+    )
+    cases = node(doc, "is_east")["config"]["cases"]
+    cases.append({"when": "steps.pool.output.ok and steps [ 'pool' ].n > 1", "next": "east"})
+    node(doc, "notify")["config"] = {"message": "{% for s in steps %}{{ steps.pool }}{% endfor %}"}
+    before = canonical(doc)
+    edit = ops.rename_node(doc, "pool", "general", REFERENCES.routes, REFERENCES.expressions)
+    assert {"east", "is_east", "notify", "general"} <= edit.touched
+    step = apply(doc, edit)
+    assert node(doc, "east")["config"]["message"] == (
+        "{{ steps.general.output.id }} {{ steps['general'].x }} {{ steps.get(\"general\") }} "
+        "{{ vars.pool }} {{ x.steps.pool }} {{ steps.pool_x }} {# steps.pool #} pool"
+    )
+    assert cases[1]["when"] == "steps.general.output.ok and steps [ 'general' ].n > 1"
+    assert node(doc, "notify")["config"]["message"].endswith("{{ steps.general }}{% endfor %}")
+    apply_patch(doc, step.inverse, "undo")  # one step undoes the rename and every rewrite
+    assert canonical(doc) == before
+
+
+@pytest.mark.parametrize(
+    ("source", "condition"),
+    [
+        ("{{ vars.pool }} pool {{ steps.poolside }}", False),  # never a read of steps.pool
+        ("{{ steps.pool }\r\n", False),  # does not lex: left for the validator to report
+        ("{{ steps.pool }}\r\n{{ steps.pool }}", False),  # CRLF would not survive the lexer
+        ("input.pool == 'pool'", True),
+    ],
+)
+def test_what_rename_leaves_alone(source: str, condition: bool) -> None:
+    assert rename_step(source, "pool", "general", condition=condition) is None
 
 
 def test_rename_follows_branch_starts_of_a_parallel_node() -> None:

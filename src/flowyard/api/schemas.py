@@ -78,6 +78,7 @@ WORKFLOW_EXAMPLE: dict[str, Any] = {
     "description": None,
     "latest_version": 2,
     "archived": False,
+    "draft": False,
     "created_at": AT,
     "updated_at": LATER,
 }
@@ -95,13 +96,18 @@ class WorkflowPublic(_Out):
     description: str | None = None
     latest_version: int
     archived: bool
+    draft: bool = Field(
+        False,
+        description="True while the workflow exists only as a draft: no version yet "
+        "(`latest_version` 0); runs refuse it until its draft is published.",
+    )
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, record: WorkflowRecord) -> WorkflowPublic:
         """From a store record."""
-        return cls.model_validate(record)
+        return cls.model_validate(record).model_copy(update={"draft": record.latest_version == 0})
 
 
 VERSION_EXAMPLE: dict[str, Any] = {
@@ -146,7 +152,10 @@ class WorkflowWithVersion(BaseModel):
     )
 
     workflow: WorkflowPublic
-    version: VersionPublic
+    version: VersionPublic | None = Field(
+        description="The latest version; null while the workflow exists only as a draft "
+        "(`workflow.draft`: read it at `.../draft`)."
+    )
     created: bool = Field(description="False when the definition equals the latest version.")
 
 

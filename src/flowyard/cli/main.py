@@ -31,6 +31,7 @@ from flowyard.cli.common import (
     settings_for,
 )
 from flowyard.cli.credentials import credentials_app
+from flowyard.cli.drafts import draft_app
 from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
@@ -53,6 +54,7 @@ app.add_typer(credentials_app, name="credentials")
 app.add_typer(quotas_app, name="quotas")
 app.add_typer(hooks_app, name="hooks")
 app.add_typer(triggers_app, name="triggers")
+app.add_typer(draft_app, name="draft")
 
 
 @app.callback()

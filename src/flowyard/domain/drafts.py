@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flowyard.domain.ids import WorkflowId
+
+_ETAG = re.compile(r'^\s*(?:W/)?(?:"d(\d{1,9})"|d(\d{1,9}))\s*$')
+
+
+def draft_revision(etag: str) -> int | None:
+    """The revision a draft ETag names (``"d7"``, also ``d7`` as typed in a shell), or None
+    when the text is not a draft's ETag."""
+    found = _ETAG.match(etag)
+    return None if found is None else int(found.group(1) or found.group(2))
 
 
 @dataclass(frozen=True, slots=True)

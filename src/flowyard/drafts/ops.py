@@ -17,11 +17,30 @@ from typing import Any, assert_never
 
 from flowyard.domain.definition import NODE_ID_PATTERN
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, Problem
+from flowyard.drafts.expressions import rename_step
 from flowyard.drafts.patching import Document, Operation, pointer
 
 #: JSON pointers, relative to a node, of the node ids it routes to (``/next``,
 #: ``/catch/0/next``, ``/config/cases/1/next``).
 RouteFinder = Callable[[Mapping[str, Any]], Iterable[str]]
+#: The expressions of a node that may mention a text: (pointer relative to the node, source,
+#: True for a bare condition rather than a template).
+ExpressionFinder = Callable[[Mapping[str, Any], str], Iterable[tuple[str, str, bool]]]
+
+
+def no_expressions(node: Mapping[str, Any], text: str) -> list[tuple[str, str, bool]]:
+    """An expression finder that finds none."""
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """How an edit finds what refers to a node: its routes, and the expressions that read
+    its output (``steps.<id>``)."""
+
+    routes: RouteFinder
+    expressions: ExpressionFinder = no_expressions
+
 
 _NODE_ID = re.compile(NODE_ID_PATTERN)
 #: Node fields a merge patch may change (``id`` changes by rename: it moves references).
@@ -308,8 +327,15 @@ def delete_node(doc: Document, node_id: str, edges: EdgeMode, routes: RouteFinde
     return Edit(ops, summary, frozenset(touched))
 
 
-def rename_node(doc: Document, node_id: str, new_id: str, routes: RouteFinder) -> Edit:
-    """Change a node's id and every reference to it: routes, the start, the layout."""
+def rename_node(
+    doc: Document,
+    node_id: str,
+    new_id: str,
+    routes: RouteFinder,
+    expressions: ExpressionFinder = no_expressions,
+) -> Edit:
+    """Change a node's id and every reference to it: routes, the start, the layout, and
+    the expressions that read its output (``steps.<id>``), all in one step."""
     index, _ = find_node(doc, node_id)
     _check_new_id(doc, new_id, "/id")
     ops: list[Operation] = [
@@ -333,6 +359,10 @@ def rename_node(doc: Document, node_id: str, new_id: str, routes: RouteFinder) -
             )
     if doc["definition"].get("start") == node_id:
         ops.append({"op": "replace", "path": "/definition/start", "value": new_id})
+    for holder, path, source in _expressions_reading(doc, node_id, new_id, expressions):
+        touched.add(str(nodes_of(doc)[holder].get("id")) if holder != index else new_id)
+        ops.append({"op": "replace", "path": pointer("definition", "nodes", holder) + path,
+                    "value": source})  # fmt: skip
     layout = doc["layout"]["nodes"]
     if node_id in layout:
         ops.append({"op": "remove", "path": pointer("layout", "nodes", node_id)})
@@ -340,6 +370,23 @@ def rename_node(doc: Document, node_id: str, new_id: str, routes: RouteFinder) -
             {"op": "add", "path": pointer("layout", "nodes", new_id), "value": layout[node_id]}
         )
     return Edit(ops, f"rename node {node_id} to {new_id}", frozenset(touched))
+
+
+def _expressions_reading(
+    doc: Document, old: str, new: str, expressions: ExpressionFinder
+) -> list[tuple[int, str, str]]:
+    """(node index, pointer within it, rewritten source) of every expression that reads
+    ``steps.<old>``. Only a pointer that resolves to that very string is rewritten (a
+    template found in an object's key has no pointer of its own)."""
+    found = []
+    for index, node in enumerate(nodes_of(doc)):
+        for path, source, condition in expressions(node, old):
+            if _resolve(node, path) != source:
+                continue
+            rewritten = rename_step(source, old, new, condition=condition)
+            if rewritten is not None:
+                found.append((index, path, rewritten))
+    return found
 
 
 def connect(doc: Document, edge: Edge) -> Edit:

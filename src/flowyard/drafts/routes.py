@@ -15,7 +15,8 @@ from typing import Any
 
 import pydantic
 
-from flowyard.drafts.ops import RouteFinder, basic_routes
+from flowyard.drafts.ops import ExpressionFinder, References, RouteFinder, basic_routes
+from flowyard.expressions import ExpressionEngine
 from flowyard.nodes.registry import NodeRegistry
 
 
@@ -48,3 +49,41 @@ def registry_routes(registry: NodeRegistry, target: str | None = None) -> RouteF
         return found + [route.pointer for route in node_type.routes(parsed)]
 
     return routes
+
+
+def _mentions(value: Any, text: str) -> bool:
+    if isinstance(value, str):
+        return text in value
+    if isinstance(value, dict):
+        return any(_mentions(k, text) or _mentions(v, text) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_mentions(v, text) for v in value)
+    return False
+
+
+def registry_expressions(registry: NodeRegistry, engine: ExpressionEngine) -> ExpressionFinder:
+    """An expression finder that asks each node's type which of its config strings are
+    templates and which are conditions (as validation does); only configs that mention the
+    text are parsed. A config that does not parse offers its template strings."""
+
+    def expressions(node: Mapping[str, Any], text: str) -> list[tuple[str, str, bool]]:
+        config = node.get("config")
+        if not isinstance(config, dict) or not _mentions(config, text):
+            return []
+        node_type = registry.get(str(node.get("type")))
+        if node_type is not None:
+            try:
+                parsed = node_type.parse_config(config)
+            except (pydantic.ValidationError, ValueError, TypeError):
+                pass
+            else:
+                found = node_type.expressions(parsed, config, engine)
+                return [(ref.pointer, ref.source, ref.kind == "condition") for ref in found]
+        return [("/config" + p, source, False) for p, source in engine.find_templates(config)]
+
+    return expressions
+
+
+def registry_references(registry: NodeRegistry, engine: ExpressionEngine) -> References:
+    """Routes and expressions of nodes, as the registry's node types declare them."""
+    return References(registry_routes(registry), registry_expressions(registry, engine))

@@ -21,14 +21,14 @@ from flowyard.domain.errors import Conflict, InvalidInput, NotFound, Preconditio
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.drafts import ops
 from flowyard.drafts.patching import Document, apply_patch, new_document
-from flowyard.drafts.routes import registry_routes
+from flowyard.drafts.routes import registry_references
 from flowyard.service.workflows import WorkflowUseCases
 
 #: Steps of undo history kept per draft unless the settings say otherwise.
 DRAFT_HISTORY = 100
 
-#: Builds an edit from the document as it is (and a route finder for references to a node).
-EditBuilder = Callable[[Document, ops.RouteFinder], ops.Edit]
+#: Builds an edit from the document as it is (and how to find references to a node).
+EditBuilder = Callable[[Document, ops.References], ops.Edit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,27 +111,32 @@ class DraftUseCases(WorkflowUseCases):
         return await self._view(workflow, await self.store.get_draft(workflow.id))
 
     async def _current(
-        self, ref: str, expected_revision: int
+        self, ref: str, expected_revision: int | None
     ) -> tuple[WorkflowRecord, DraftRecord]:
+        """The workflow and its draft, at ``expected_revision`` (None: as it is now, for
+        scripts that edit without having read it; the store still refuses a draft that
+        moved on between this read and the write)."""
         workflow = await self._workflow(ref)
         draft = await self.store.get_draft(workflow.id)
-        if draft.revision != expected_revision:
+        if expected_revision is not None and draft.revision != expected_revision:
             raise stale(draft.revision, expected_revision)
         return workflow, draft
 
     async def edit_draft(
-        self, ref: str, expected_revision: int, build: EditBuilder, actor: str | None
+        self, ref: str, expected_revision: int | None, build: EditBuilder, actor: str | None
     ) -> DraftView:
         """Apply one edit as one step (PreconditionFailed when the draft moved on)."""
         workflow, draft = await self._current(ref, expected_revision)
         document = draft.document  # the store's fresh copy: ours to change
-        edit = build(document, registry_routes(self.validator.registry))
+        edit = build(
+            document, registry_references(self.validator.registry, self.validator.expressions)
+        )
         if not edit.ops:
             raise InvalidInput(f"nothing to change: {edit.summary}")
         step = apply_patch(document, edit.ops, edit.summary)
         saved = await self.store.record_draft_edit(
             workflow.id,
-            expected_revision,
+            draft.revision,
             document,
             NewDraftStep(step.forward, step.inverse, step.summary),
             actor,
@@ -140,7 +145,11 @@ class DraftUseCases(WorkflowUseCases):
         return await self._view(workflow, saved, step.summary)
 
     async def move_draft(
-        self, ref: str, expected_revision: int, which: Literal["undo", "redo"], actor: str | None
+        self,
+        ref: str,
+        expected_revision: int | None,
+        which: Literal["undo", "redo"],
+        actor: str | None,
     ) -> DraftView:
         """Undo the last applied step or redo the first undone one (Conflict when there is
         none)."""
@@ -152,7 +161,7 @@ class DraftUseCases(WorkflowUseCases):
         patch = step.inverse if which == "undo" else step.forward
         apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
         saved = await self.store.record_draft_move(
-            workflow.id, expected_revision, document, step.seq, which == "undo", actor
+            workflow.id, draft.revision, document, step.seq, which == "undo", actor
         )
         return await self._view(workflow, saved, f"{which}: {step.summary}")
 
@@ -172,7 +181,7 @@ class DraftUseCases(WorkflowUseCases):
     async def publish_draft(
         self,
         ref: str,
-        expected_revision: int,
+        expected_revision: int | None,
         actor: str | None,
         *,
         audit: AuditEntry | None = None,
@@ -189,7 +198,7 @@ class DraftUseCases(WorkflowUseCases):
             )
         return await self.store.publish_draft(
             workflow.id,
-            expected_revision,
+            draft.revision,
             draft.document["definition"],
             draft.document["layout"],
             actor,

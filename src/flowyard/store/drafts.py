@@ -104,7 +104,7 @@ class DraftOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
             await self._lock_workflow_row(conn, workflow_id)
-            existing = await self._draft_row(conn, workflow_id, lock=False)
+            existing = await self._draft_row(conn, workflow_id, lock=False, document=False)
             if existing is not None:
                 raise Conflict(
                     "the workflow already has a draft: edit it, or discard it first "
@@ -126,9 +126,12 @@ class DraftOps(SqlBase):
         return row
 
     async def _draft_row(
-        self, conn: AsyncConnection, workflow_id: WorkflowId, *, lock: bool
+        self, conn: AsyncConnection, workflow_id: WorkflowId, *, lock: bool, document: bool = True
     ) -> Any:
-        query = sa.select(drafts).where(drafts.c.workflow_id == workflow_id)
+        # Without the document: decoding a 1,000-node draft is most of a read, and an edit
+        # needs only the revision it checks (the service already holds the document).
+        columns = drafts.c if document else [c for c in drafts.c if c.name != "document"]
+        query = sa.select(*columns).where(drafts.c.workflow_id == workflow_id)
         if lock:
             query = query.with_for_update()
         return (await conn.execute(query)).first()
@@ -137,7 +140,7 @@ class DraftOps(SqlBase):
         self, conn: AsyncConnection, workflow_id: WorkflowId, expected_revision: int | None
     ) -> Any:
         """The draft's row, locked, if it is at ``expected_revision`` (PreconditionFailed)."""
-        row = await self._draft_row(conn, workflow_id, lock=True)
+        row = await self._draft_row(conn, workflow_id, lock=True, document=False)
         if row is None:
             raise NotFound(f"workflow {workflow_id!r} has no draft")
         if expected_revision is not None and row.revision != expected_revision:
@@ -148,7 +151,9 @@ class DraftOps(SqlBase):
             )
         return row
 
-    async def _draft_record(self, conn: AsyncConnection, row: Any) -> DraftRecord:
+    async def _draft_record(
+        self, conn: AsyncConnection, row: Any, document: dict[str, Any] | None = None
+    ) -> DraftRecord:
         counts = (
             await conn.execute(
                 sa.select(draft_steps.c.undone, sa.func.count())
@@ -161,7 +166,7 @@ class DraftOps(SqlBase):
             workflow_id=WorkflowId(row.workflow_id),
             revision=row.revision,
             base_version=row.base_version,
-            document=row.document,
+            document=row.document if document is None else document,
             created_at=row.created_at,
             created_by=row.created_by,
             updated_at=row.updated_at,
@@ -196,10 +201,10 @@ class DraftOps(SqlBase):
                 .values(
                     document=document, revision=row.revision + 1, updated_at=now, updated_by=actor
                 )
-                .returning(*drafts.c)
+                .returning(*[c for c in drafts.c if c.name != "document"])
             )
         ).one()
-        return await self._draft_record(conn, updated)
+        return await self._draft_record(conn, updated, document)
 
     async def record_draft_edit(
         self,
@@ -293,7 +298,7 @@ class DraftOps(SqlBase):
         """The history, newest first."""
 
         async def fn(conn: AsyncConnection) -> list[DraftStepRecord]:
-            if await self._draft_row(conn, workflow_id, lock=False) is None:
+            if await self._draft_row(conn, workflow_id, lock=False, document=False) is None:
                 raise NotFound(f"workflow {workflow_id!r} has no draft")
             query = (
                 sa.select(draft_steps)

@@ -8,7 +8,6 @@ the new ETag and the draft's problems (decision 0027).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
@@ -29,6 +28,7 @@ from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.routers.workflows import etag as workflow_etag
 from flowyard.api.schemas import MAX_VERSION, VersionPublic, WorkflowPublic, WorkflowWithVersion
+from flowyard.domain.drafts import draft_revision
 from flowyard.domain.errors import InvalidInput, PreconditionRequired
 from flowyard.drafts import ops
 from flowyard.drafts.ops import Edge, EdgeKind, EdgeMode
@@ -47,7 +47,6 @@ IfMatch = Annotated[
         examples=['"d7"'],
     ),
 ]
-_REVISION = re.compile(r'^\s*(?:W/)?"d(\d{1,9})"\s*$')
 EDIT = documented(404, 412, 422, 428)
 
 
@@ -59,10 +58,10 @@ def revision_of(if_match: str | None) -> int:
             "send If-Match with the draft's ETag (GET .../draft answers it): edits of a shared "
             "draft are conditional"
         )
-    found = _REVISION.match(if_match)
-    if found is None:
+    revision = draft_revision(if_match)
+    if revision is None:
         raise InvalidInput(f'If-Match {if_match.strip()!r} is not a draft ETag like "d7"')
-    return int(found.group(1))
+    return revision
 
 
 def _answer(view: DraftView, response: Response) -> DraftPublic:
@@ -247,7 +246,7 @@ async def delete_node(
         if_match,
         actor,
         response,
-        lambda d, r: ops.delete_node(d, node_id, edges, r),
+        lambda d, r: ops.delete_node(d, node_id, edges, r.routes),
     )
 
 
@@ -270,7 +269,7 @@ async def rename_node(
         if_match,
         actor,
         response,
-        lambda d, r: ops.rename_node(d, node_id, body.id, r),
+        lambda d, r: ops.rename_node(d, node_id, body.id, r.routes, r.expressions),
     )
 
 

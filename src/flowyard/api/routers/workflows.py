@@ -223,15 +223,18 @@ async def get_workflow(
     service: ServiceDep, workflow_ref: str, response: Response, if_none_match: IfNoneMatch = None
 ) -> WorkflowWithVersion | Response:
     """A workflow (by id or name) with its latest version and its `ETag`. With
-    `If-None-Match` naming the current ETag (or `*`): 304 without a body."""
+    `If-None-Match` naming the current ETag (or `*`): 304 without a body. A workflow that
+    exists only as a draft answers `version: null` and `workflow.draft: true`."""
     record = await service.get_workflow(workflow_ref)
     tag = etag(record)
     if if_none_match is not None and (
         if_none_match.strip() == "*" or tag in _tags(if_none_match, weak=True)
     ):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-    version = await service.get_version(record.id, record.latest_version)
     response.headers["ETag"] = tag
+    if record.latest_version == 0:  # only a draft so far (decision 0027): nothing to read
+        return WorkflowWithVersion(workflow=WorkflowPublic.of(record), version=None, created=False)
+    version = await service.get_version(record.id, record.latest_version)
     return WorkflowWithVersion(
         workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=False
     )

@@ -1,0 +1,194 @@
+"""Draft edit latency at size: one edit of a 100- and a 1,000-node draft, with its validation.
+
+In-process through the service (what the API and the CLI call) on a fresh SQLite file
+(WAL, as served). A draft of N nodes is a chain of ``log`` nodes whose messages are templates
+reading the previous node (``{{ steps.n41.output }}``), with a condition every tenth node
+(a real workload for validation: N templates and N/10 conditions). Measured per edit kind,
+each repeated ``--edits`` times on the same draft:
+
+- *add*: ``add_node`` of a new log node at the end,
+- *patch*: ``update_node`` (merge patch of a node's config),
+- *undo* / *redo*: the last step undone then redone.
+
+Each number is the whole use case: read the draft, apply the patch and derive its inverse,
+record the document and the step (one transaction), validate the new draft. The peer,
+measured in the same run: one *cold* validation of the same definition (a fresh expression
+engine: every template compiled) and one *warm* one (the compiled cache full), which is the
+floor of an edit that validates the whole draft.
+
+    python bench/drafts.py                      # 100 and 1,000 nodes, 50 edits each
+    python bench/drafts.py --nodes 1000 --edits 20 --profile 25
+    python bench/drafts.py --json out.json
+
+The machine's load (``uptime``) is printed with the numbers: on a shared machine compare
+the ratios of one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import functools
+import io
+import json
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from flowyard.bootstrap import Container, build
+from flowyard.drafts import ops
+from flowyard.engine.validation import DefinitionValidator
+from flowyard.expressions import ExpressionEngine
+from flowyard.service.drafts import EditBuilder
+from flowyard.settings import Settings
+
+
+def definition(size: int) -> dict[str, Any]:
+    """A chain of ``size`` nodes: logs reading the previous node, a condition every tenth."""
+    nodes: list[dict[str, Any]] = [{"id": "n0", "type": "trigger", "next": "n1"}]
+    for i in range(1, size):
+        following = f"n{i + 1}" if i + 1 < size else None
+        node: dict[str, Any]
+        if i % 10 == 0 and following is not None:
+            node = {
+                "id": f"n{i}",
+                "type": "condition",
+                "config": {
+                    "cases": [{"when": f"steps.n{i - 1}.output != 'x{i}'", "next": following}],
+                    "default": following,
+                },
+            }
+        else:
+            node = {
+                "id": f"n{i}",
+                "type": "log",
+                "config": {"message": f"{{{{ steps.n{i - 1}.output }}}} {i}"},
+            }
+            if following is not None:
+                node["next"] = following
+        nodes.append(node)
+    return {"name": f"bench-{size}", "start": "n0", "nodes": nodes}
+
+
+def adding(node: dict[str, Any]) -> EditBuilder:
+    """An edit that adds ``node``."""
+    return lambda doc, refs: ops.add_node(doc, node)
+
+
+def patching(patch: dict[str, Any]) -> EditBuilder:
+    """An edit that merge-patches node ``n5``."""
+    return lambda doc, refs: ops.update_node(doc, "n5", patch)
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    """p50 / p99 / max in ms."""
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(p99 * 1000, 2),
+        "max_ms": round(ordered[-1] * 1000, 2),
+    }
+
+
+async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
+    start = time.perf_counter()
+    await fn()
+    return time.perf_counter() - start
+
+
+async def measure(container: Container, size: int, edits: int) -> dict[str, Any]:
+    """Every edit kind ``edits`` times on one draft of ``size`` nodes, and the peer."""
+    service = container.service
+    raw = definition(size)
+    view = await service.create_draft_workflow(raw, "bench")
+    assert not view.problems, view.problems[:3]
+    name = raw["name"]
+    times: dict[str, list[float]] = {"add": [], "patch": [], "undo": [], "redo": []}
+    for i in range(edits):
+        new = {"id": f"extra{i}", "type": "log", "config": {"message": "{{ input.x }}"}}
+        patch = {"config": {"message": f"{{{{ steps.n{i}.output }}}} patched {i}"}}
+        edit = functools.partial(service.edit_draft, name, None, actor="bench")
+        move = functools.partial(service.move_draft, name, None, actor="bench")
+        times["add"].append(await timed(functools.partial(edit, build=adding(new))))
+        times["patch"].append(await timed(functools.partial(edit, build=patching(patch))))
+        times["undo"].append(await timed(functools.partial(move, which="undo")))
+        times["redo"].append(await timed(functools.partial(move, which="redo")))
+    document = (await service.get_draft(name)).draft.document["definition"]
+    registry = container.validator.registry
+    cold: list[float] = []
+    warm: list[float] = []
+    for _ in range(3):
+        validator = DefinitionValidator(registry, ExpressionEngine())
+        start = time.perf_counter()
+        validator.validate(document)
+        cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        validator.validate(document)
+        warm.append(time.perf_counter() - start)
+    result: dict[str, Any] = {k: summary(v) for k, v in times.items()}
+    result["validate_cold"] = summary(cold)
+    result["validate_warm"] = summary(warm)
+    result["edit_over_warm_validation"] = round(
+        result["patch"]["p50_ms"] / max(result["validate_warm"]["p50_ms"], 0.001), 2
+    )
+    return result
+
+
+async def profile(container: Container, size: int, edits: int, top: int) -> str:
+    """cProfile of ``edits`` patch edits of a ``size``-node draft: the top by cumulative time."""
+    service = container.service
+    raw = definition(size)
+    raw["name"] = f"profiled-{size}"
+    await service.create_draft_workflow(raw, "bench")
+    profiler = cProfile.Profile()
+    for i in range(edits):
+        patch = {"config": {"message": f"{{{{ steps.n{i}.output }}}} p {i}"}}
+        profiler.enable()
+        await service.edit_draft(raw["name"], None, patching(patch), "bench")
+        profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(top)
+    return text.getvalue()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            db_url=f"sqlite:///{Path(tmp) / 'drafts.db'}", workers=0, load_plugins=False
+        )
+        container = await build(settings)
+        try:
+            results = {str(size): await measure(container, size, args.edits) for size in args.nodes}
+            if args.profile:
+                print(await profile(container, max(args.nodes), args.edits, args.profile))
+        finally:
+            await container.close()
+    return {"load": os.getloadavg(), "edits": args.edits, "results": results}
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--edits", type=int, default=50)
+    parser.add_argument("--profile", type=int, default=0, help="print the top N of a cProfile")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    report = asyncio.run(main(args))
+    print(f"load average {report['load']}")
+    for size, result in report["results"].items():
+        print(f"{size} nodes:")
+        for kind, numbers in result.items():
+            print(f"  {kind:28} {numbers}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    cli()
