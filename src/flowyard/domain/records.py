@@ -57,6 +57,8 @@ class RunRecord:
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
     error_type: str | None = None
+    #: The schedule whose tick started the run.
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,8 @@ class NewRun:
     campaign_id: str | None = None
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
+    #: The schedule whose tick starts the run.
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,7 @@ def run_record(row: Row[Any]) -> RunRecord:
         parent_run_id=RunId(row.parent_run_id) if row.parent_run_id else None,
         deadline_at=row.deadline_at,
         error_type=row.error_type,
+        schedule_id=row.schedule_id,
     )
 
 
@@ -220,4 +221,5 @@ def run_from_dict(row: dict[str, Any]) -> RunRecord:
         campaign_id=row["campaign_id"],
         parent_run_id=row["parent_run_id"],
         deadline_at=row["deadline_at"],
+        schedule_id=row["schedule_id"],
     )

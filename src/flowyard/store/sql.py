@@ -11,12 +11,14 @@ from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.quotas import QuotaOps
 from flowyard.store.runs import RunOps
+from flowyard.store.schedules import ScheduleOps
 from flowyard.store.signals import SignalOps
 from flowyard.store.workflows import WorkflowOps
 
 
 class SqlStore(
     WorkflowOps,
+    ScheduleOps,
     RunOps,
     QueueOps,
     LifecycleOps,
@@ -28,4 +30,4 @@ class SqlStore(
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas."""
+    provider quotas, schedules."""

@@ -21,6 +21,7 @@ from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
 from flowyard.store.ports.quotas import QuotaStore
 from flowyard.store.ports.runs import RunStore
+from flowyard.store.ports.schedules import ScheduleStore
 from flowyard.store.ports.workflows import WorkflowStore
 
 
@@ -35,6 +36,7 @@ class Store(
     AuditStore,
     CredentialStore,
     QuotaStore,
+    ScheduleStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -54,6 +56,7 @@ __all__ = [
     "QuotaStore",
     "RunState",
     "RunStore",
+    "ScheduleStore",
     "StepCompletion",
     "Store",
     "WorkflowStore",

@@ -40,9 +40,10 @@ class RunStore(Protocol):
         limit: int = 50,
         before: str | None = None,
         error_type: str | None = None,
+        schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, before an id cursor; ``error_type`` filters failures by type
-        (exact, or a prefix ending in ``*``)."""
+        (exact, or a prefix ending in ``*``); ``schedule_id``: the runs a schedule started."""
         ...
 
     async def list_steps(
