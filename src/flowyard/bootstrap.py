@@ -30,9 +30,11 @@ from flowyard.security import (
 from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
 from flowyard.service.quotas import QuotaService
+from flowyard.service.schedules import ScheduleService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
 from flowyard.store.ports import EventFeed
+from flowyard.triggers.schedules.scheduler import Scheduler, SchedulerConfig
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
 from flowyard.worker.quotas import QuotaGate
@@ -63,6 +65,11 @@ class Container:
     admin: AdminService
     #: Provider quotas (admins manage them; workers take through the store).
     quotas: QuotaService
+    #: Fires due schedules: runs beside this process's first worker (none in an API-only
+    #: process); the schedules API's "trigger now" fires through it too.
+    scheduler: Scheduler
+    #: Schedules' use cases (create, read with the next fire times, pause, trigger).
+    schedules: ScheduleService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -102,6 +109,10 @@ class Container:
             metrics=self.metrics,
             quotas=QuotaGate(self.store, clock=self.clock),
         )
+        if s.scheduler and not self.workers:
+            # One scheduler per process is enough: every process polls, and the tick's
+            # unique key lets one of them fire it.
+            worker.companions.append(self.scheduler.run)
         self.workers.append(worker)
         return worker
 
@@ -211,6 +222,15 @@ async def build(
         compile_wait_s=settings.expression_compile_wait_s,
     )
     credentials = CredentialService(store, vault, clock=clock)
+    scheduler = Scheduler(
+        store,
+        service,
+        SchedulerConfig(
+            poll_s=settings.schedule_poll_s, keep_fires_s=settings.schedule_fires_keep_s
+        ),
+        clock=clock,
+        metrics=metrics,
+    )
     auth = AuthService(
         store,
         derive_key(master, "jwt"),
@@ -243,9 +263,12 @@ async def build(
         Outbound(http, authenticators=_authenticators(registry)),
         AdminService(store, clock=clock),
         QuotaService(store, clock=clock),
+        scheduler,
+        ScheduleService(store, service, scheduler, clock=clock),
         clock,
         metrics,
     )
+    scheduler.on_fired = container.wake_workers
     container.service.on_enqueue = container.wake_workers
     container.service.on_stop_requested = container.check_worker_leases
     return container

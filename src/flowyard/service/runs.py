@@ -4,7 +4,7 @@ signals, list, and resolve the workflow a sub-workflow step starts."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from flowyard.domain.records import (
     RunRecord,
     SignalRecord,
     StepRecord,
+    WorkflowRecord,
 )
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine import actions
@@ -71,12 +72,8 @@ class RunUseCases(ServiceBase):
         audit: AuditEntry | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
-        record = await self.store.get_workflow(ref)
-        if record.archived:
-            raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
-        stored = await self.store.get_version(record.id, version)
-        wf = await self.cache.get(record.id, stored.version)
-        new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
+        record, stored_version, wf = await self._runnable(ref, version)
+        new = self._new_run(wf, record.id, stored_version, input, vars, idempotency_key, actor)
         [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
         if actions.has_states(wf):  # its first action needs no read of the run
             self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
@@ -85,6 +82,33 @@ class RunUseCases(ServiceBase):
                 self.metrics.runs_started.labels(wf.definition.name).inc()
             self._enqueued()
         return run, created
+
+    async def prepare_run(
+        self,
+        ref: str,
+        input: Any,
+        *,
+        actor: str,
+        idempotency_key: str,
+        schedule_id: str,
+    ) -> tuple[NewRun, str]:
+        """A checked run of the latest version of ``ref``, not started: a schedule starts it
+        in the transaction that records its tick (``ScheduleStore.fire_schedule``). Returns
+        it with the workflow's name. NotFound, Conflict (archived), InvalidInput (the input
+        no longer fits the workflow)."""
+        record, version, wf = await self._runnable(ref, None)
+        new = self._new_run(wf, record.id, version, input, None, idempotency_key, actor)
+        return replace(new, schedule_id=schedule_id), wf.definition.name
+
+    async def _runnable(
+        self, ref: str, version: int | None
+    ) -> tuple[WorkflowRecord, int, CompiledWorkflow]:
+        """The workflow (not archived), the version to run and its compiled form."""
+        record = await self.store.get_workflow(ref)
+        if record.archived:
+            raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
+        stored = await self.store.get_version(record.id, version)
+        return record, stored.version, await self.cache.get(record.id, stored.version)
 
     def _new_run(
         self,
@@ -168,8 +192,10 @@ class RunUseCases(ServiceBase):
         limit: int = 50,
         before: str | None = None,
         error_type: str | None = None,
+        schedule_id: str | None = None,
     ) -> list[RunRecord]:
-        """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``)."""
+        """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``;
+        ``schedule_id``: the runs a schedule started)."""
         workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
         return await self.store.list_runs(
             status=status,
@@ -177,6 +203,7 @@ class RunUseCases(ServiceBase):
             limit=limit,
             before=before,
             error_type=error_type,
+            schedule_id=schedule_id,
         )
 
     async def resolve(
