@@ -24,6 +24,7 @@ from flowyard.api.routers import (
     metrics,
     quotas,
     runs,
+    schedules,
     signals,
     stream,
     system,
@@ -133,6 +134,7 @@ def create_app(
         app.include_router(security_router.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     app.include_router(quotas.router, prefix=API_PREFIX)
+    app.include_router(schedules.router, prefix=API_PREFIX)
     return app
 
 

@@ -354,6 +354,9 @@ class RunPublic(_Out):
         None, description="Type of the error that ended the run (e.g. http.400); filterable."
     )
     idempotency_key: str | None
+    schedule_id: str | None = Field(
+        None, description="The schedule whose tick started the run; filter with ?schedule=."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -98,6 +98,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/quotas/{{key}}"): Rule(_E, "quota.get"),
     ("PUT", f"{API}/quotas/{{key}}"): Rule(_A, "quota.put", "quota"),
     ("DELETE", f"{API}/quotas/{{key}}"): Rule(_A, "quota.delete", "quota"),
+    ("POST", f"{API}/schedules"): Rule(_E, "schedule.create", "schedule"),
+    ("GET", f"{API}/schedules"): Rule(_V, "schedule.list"),
+    ("GET", f"{API}/schedules/{{schedule_ref}}"): Rule(_V, "schedule.get"),
+    ("PATCH", f"{API}/schedules/{{schedule_ref}}"): Rule(_E, "schedule.update", "schedule"),
+    ("DELETE", f"{API}/schedules/{{schedule_ref}}"): Rule(_E, "schedule.delete", "schedule"),
+    ("POST", f"{API}/schedules/{{schedule_ref}}/pause"): Rule(_O, "schedule.pause", "schedule"),
+    ("POST", f"{API}/schedules/{{schedule_ref}}/resume"): Rule(_O, "schedule.resume", "schedule"),
+    ("POST", f"{API}/schedules/{{schedule_ref}}/trigger"): Rule(_O, "schedule.trigger", "schedule"),
+    ("GET", f"{API}/schedules/{{schedule_ref}}/fires"): Rule(_V, "schedule.fires"),
 }
 
 

@@ -34,6 +34,7 @@ from flowyard.cli.credentials import credentials_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
 from flowyard.cli.runs import runs_app
+from flowyard.cli.schedules import schedules_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
 from flowyard.domain.statuses import RunStatus
@@ -49,6 +50,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(schedules_app, name="schedules")
 
 
 @app.callback()

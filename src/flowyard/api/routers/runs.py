@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ContainerDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -72,10 +72,11 @@ async def start_run(
     "/runs",
     response_model=Page[RunPublic],
     summary="List runs",
-    responses=documented(404, d404="The `workflow` filter names no workflow."),
+    responses=documented(404, d404="The `workflow` or `schedule` filter names nothing."),
 )
 async def list_runs(
     service: ServiceDep,
+    container: ContainerDep,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
     workflow: Annotated[
         str | None, Query(max_length=200, description="Workflow id or name")
@@ -90,11 +91,21 @@ async def list_runs(
             description="Error type that ended the run: exact (`http.400`) or prefix (`http.*`)",
         ),
     ] = None,
+    schedule: Annotated[
+        str | None,
+        Query(max_length=200, description="Schedule id or name: the runs its ticks started"),
+    ] = None,
 ) -> Page[RunPublic]:
-    """Runs, newest first, filtered by status, workflow and error type, a page at a time
-    (`next_cursor` is null on the last page)."""
+    """Runs, newest first, filtered by status, workflow, error type and schedule, a page at
+    a time (`next_cursor` is null on the last page)."""
+    schedule_id = (await container.schedules.record(schedule)).id if schedule else None
     rows = await service.list_runs(
-        status=status_, workflow=workflow, limit=limit + 1, before=cursor, error_type=error_type
+        status=status_,
+        workflow=workflow,
+        limit=limit + 1,
+        before=cursor,
+        error_type=error_type,
+        schedule_id=schedule_id,
     )
     runs, next_cursor = paged(rows, limit, lambda r: r.id)
     return Page[RunPublic](items=[RunPublic.of(r) for r in runs], next_cursor=next_cursor)
