@@ -12,22 +12,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from flowyard.bootstrap import build
 from flowyard.domain.clock import utc_now
+from flowyard.domain.schedules import ScheduleId, ScheduleRecord, TickOutcome
 from flowyard.service.schedules import ScheduleChange
 from flowyard.settings import Settings
-from flowyard.store import normalize_url
-from flowyard.store.schema import runs, schedule_fires, schedules
+from flowyard.store import open_store
 from support.procs import WorkerGroup, worker_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(150)]
@@ -43,15 +39,6 @@ DEFINITION = {
     "start": "a",
     "nodes": [{"id": "a", "type": "set", "config": {"values": {"tick": "{{ input.n }}"}}}],
 }
-
-
-async def fetch(db_url: str, query: sa.Select[Any]) -> list[sa.Row[Any]]:
-    engine = create_async_engine(normalize_url(db_url), poolclass=NullPool)
-    try:
-        async with engine.connect() as conn:
-            return list(await conn.execute(query))
-    finally:
-        await engine.dispose()
 
 
 async def start_all(group: WorkerGroup) -> datetime:
@@ -78,18 +65,24 @@ def kill_all(group: WorkerGroup) -> None:
 
 async def ticks_and_runs(db_url: str, schedule_id: str) -> tuple[list[datetime], list[Any]]:
     """The fired ticks (in order) and the schedule's runs, read from the database."""
-    fired = await fetch(
-        db_url,
-        sa.select(schedule_fires.c.tick_at, schedule_fires.c.run_id, schedule_fires.c.outcome)
-        .where(schedule_fires.c.schedule_id == schedule_id)
-        .order_by(schedule_fires.c.tick_at),
-    )
-    assert {row.outcome for row in fired} <= {"fired"}
-    started = await fetch(db_url, sa.select(runs.c.id).where(runs.c.schedule_id == schedule_id))
+    store = open_store(db_url)
+    try:
+        fired = await store.list_schedule_fires(ScheduleId(schedule_id), limit=1000)
+        started = await store.list_runs(schedule_id=schedule_id, limit=1000)
+    finally:
+        await store.close()
+    assert {f.outcome for f in fired} <= {TickOutcome.FIRED}
     # One run per recorded tick and one recorded tick per run: no tick fired twice.
-    assert sorted(row.run_id for row in fired) == sorted(row.id for row in started)
-    assert Counter(row.run_id for row in fired).most_common(1)[0][1] == 1
-    return [row.tick_at for row in fired], started
+    assert sorted(str(f.run_id) for f in fired) == sorted(r.id for r in started)
+    return sorted(f.tick_at for f in fired), started
+
+
+async def schedule_now(db_url: str, schedule_id: str) -> ScheduleRecord:
+    store = open_store(db_url)
+    try:
+        return await store.get_schedule(schedule_id)
+    finally:
+        await store.close()
 
 
 def seconds_between(ticks: list[datetime]) -> list[float]:
@@ -134,7 +127,7 @@ async def scenario(pg_url: str, tmp_path: Path, catch_up: str) -> dict[str, Any]
         kill_all(group)
         logs = group.logs()
     after, started_runs = await ticks_and_runs(pg_url, sid)
-    [row] = await fetch(pg_url, sa.select(schedules).where(schedules.c.id == sid))
+    row = await schedule_now(pg_url, sid)
     assert "Traceback" not in logs, logs
     assert (restart_at - stopped_at).total_seconds() >= DOWN_S - 3, (stopped_at, restart_at)
     return {
