@@ -160,7 +160,7 @@ class Scheduler:
             except Exception:  # one broken schedule must not stop the others
                 _log.exception("scheduler: schedule %s could not fire", record.spec.name)
                 continue
-            if advance is not None and advance.next_fire_at is not None:
+            if advance.next_fire_at is not None:
                 soonest = min(soonest, advance.next_fire_at)
         await self._prune(now)
         if len(due) == self.config.batch and all(
@@ -169,9 +169,10 @@ class Scheduler:
             return 0.0  # a backlog: the next pass at once
         return max(0.0, (soonest - self.clock()).total_seconds())
 
-    async def fire(self, record: ScheduleRecord, now: datetime) -> Advance | None:
-        """Fire one due schedule's ticks; the advance written, or None when another worker
-        fired it first (or it changed meanwhile)."""
+    async def fire(self, record: ScheduleRecord, now: datetime) -> Advance:
+        """Fire one due schedule's ticks; where its timetable goes next. When another worker
+        fired them first, nothing is written here, and the answer is the same (the plan is
+        the same in every process): this scheduler sleeps until that next tick too."""
         assert record.next_tick_at is not None
         table = timetable(
             record.spec.cron, record.spec.every_s, record.spec.timezone, record.spec.anchor_at
@@ -181,9 +182,8 @@ class Scheduler:
         recorded = await self.store.fire_schedule(
             record.id, record.next_tick_at, fires, fire_plan.advance, self.clock()
         )
-        if recorded is None:
-            return None  # another worker fired these ticks
-        self._count(recorded, fire_plan.advance.missed, name)
+        if recorded is not None:  # else another worker fired these ticks
+            self._count(recorded, fire_plan.advance.missed, name)
         return fire_plan.advance
 
     async def trigger(self, record: ScheduleRecord) -> ScheduleFire | None:
