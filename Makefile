@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Parallel test processes: most tests wait on I/O (databases, subprocesses, polling).
 PYTEST_WORKERS ?= 4
 
-.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs
+.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -18,9 +18,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The samples call fake services on 127.0.0.1:9900, which the default egress policy refuses.
+# Two samples (approval, lead-routing-http) call fake services on 127.0.0.1:9900 (examples/fake_crm.py),
+# which the default egress policy refuses; the provider samples need credentials (`make demo`).
 run: $(STAMP)
 	FLOWYARD_EGRESS_ALLOW=$${FLOWYARD_EGRESS_ALLOW:-127.0.0.1:9900} $(BIN)/flowyard serve --load-samples
+
+# The three provider samples end to end: local fakes (Salesforce, SMTP, Graph), a server on a
+# temporary database, a few leads, a campaign and Instagram comments (examples/demo.py).
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples/plugin_pack

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     stream_slow_client_s: float = Field(
         2.0, gt=0, description="A client whose buffer stays full this long is closed (1013)."
     )
+    draft_history: int = Field(
+        100, ge=1, le=10_000, description="Undo steps kept per draft (the oldest are dropped)."
+    )
     stream_poll_interval_s: float = Field(
         0.25, gt=0, description="How often streams poll for events without LISTEN (SQLite)."
     )
@@ -172,6 +175,16 @@ class Settings(BaseSettings):
     )
     rate_limit_per_principal: str = Field(
         "600/minute", description="Requests per presented bearer token or API key."
+    )
+    hook_rate_limit: str = Field(
+        "20/second;600/minute",
+        description="Deliveries per webhook trigger (a hook's rate_limit overrides it).",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The API's public base URL as senders see it (https://flows.example.com): "
+        "Twilio signs the URL it posts to, which a proxy changes.",
     )
     rate_limit_storage: str = Field(
         "memory://", description="limits storage: memory:// (per process) or redis://host:port."
@@ -303,7 +316,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
-    @field_validator("rate_limit_per_ip", "rate_limit_per_principal")
+    @field_validator("rate_limit_per_ip", "rate_limit_per_principal", "hook_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         """A `limits` string: '600/minute', or several separated by ';'."""

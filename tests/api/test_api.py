@@ -21,7 +21,7 @@ from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer
 from support.runs import wait_for_runs
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing_http.json"
 PROBLEM_JSON = "application/problem+json"
 API = "/api/v1"
 
@@ -105,7 +105,7 @@ async def test_create_workflow(client: httpx.AsyncClient) -> None:
     body = response.json()
     workflow_id = body["workflow"]["id"]
     assert body["created"] is True
-    assert body["workflow"]["name"] == "lead-routing"
+    assert body["workflow"]["name"] == "lead-routing-http"
     assert body["workflow"]["latest_version"] == 1
     assert body["version"]["version"] == 1
     assert body["version"]["definition"] == lead_routing()
@@ -263,8 +263,8 @@ async def test_start_run(client: httpx.AsyncClient) -> None:
 async def test_idempotency_key(client: httpx.AsyncClient) -> None:
     await create(client, lead_routing())
     payload = {"input": LEAD, "idempotency_key": "lead-42"}
-    first = await client.post(f"{API}/workflows/lead-routing/runs", json=payload)
-    second = await client.post(f"{API}/workflows/lead-routing/runs", json=payload)
+    first = await client.post(f"{API}/workflows/lead-routing-http/runs", json=payload)
+    second = await client.post(f"{API}/workflows/lead-routing-http/runs", json=payload)
     assert (first.status_code, second.status_code) == (202, 200)
     assert first.json()["id"] == second.json()["id"]
     assert second.headers["location"] == f"{API}/runs/{first.json()['id']}"
@@ -285,7 +285,9 @@ async def test_input_violating_schema(
     client: httpx.AsyncClient, run_input: Any, pointers: list[str]
 ) -> None:
     await create(client, lead_routing())
-    response = await client.post(f"{API}/workflows/lead-routing/runs", json={"input": run_input})
+    response = await client.post(
+        f"{API}/workflows/lead-routing-http/runs", json={"input": run_input}
+    )
     body = assert_problem(response, 422, "invalid-input")
     assert [e["pointer"] for e in body["errors"]] == pointers
     assert (await client.get(f"{API}/runs")).json()["items"] == []
@@ -294,7 +296,7 @@ async def test_input_violating_schema(
 async def test_unknown_field_in_start_body(client: httpx.AsyncClient) -> None:
     await create(client, lead_routing())
     response = await client.post(
-        f"{API}/workflows/lead-routing/runs", json={"input": LEAD, "inptu": {}}
+        f"{API}/workflows/lead-routing-http/runs", json={"input": LEAD, "inptu": {}}
     )
     body = assert_problem(response, 422, "invalid-input")
     assert [e["pointer"] for e in body["errors"]] == ["/inptu"]
@@ -306,7 +308,7 @@ async def test_list_runs_by_status_and_pages(client: httpx.AsyncClient) -> None:
     started = []
     for i in range(7):
         response = await client.post(
-            f"{API}/workflows/lead-routing/runs",
+            f"{API}/workflows/lead-routing-http/runs",
             json={"input": {**LEAD, "email": f"lead{i}@example.com"}},
         )
         started.append(response.json()["id"])
@@ -316,7 +318,7 @@ async def test_list_runs_by_status_and_pages(client: httpx.AsyncClient) -> None:
     cursor: str | None = None
     pages = 0
     while True:
-        params: dict[str, Any] = {"limit": 3, "workflow": "lead-routing"}
+        params: dict[str, Any] = {"limit": 3, "workflow": "lead-routing-http"}
         if cursor:
             params["cursor"] = cursor
         page = (await client.get(f"{API}/runs", params=params)).json()
@@ -351,7 +353,7 @@ async def test_run_executes_and_shows_steps_and_events(
 ) -> None:
     await create(client, lead_routing())
     started = await client.post(
-        f"{API}/workflows/lead-routing/runs",
+        f"{API}/workflows/lead-routing-http/runs",
         json={
             "input": {"email": "lead@example.com", "region": region},
             "vars": {

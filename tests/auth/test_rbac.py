@@ -19,6 +19,10 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
+    # Webhook triggers' public URLs: each hook's own scheme authenticates (tests/triggers).
+    ("POST", "/api/v1/hooks/{hook_id}"),
+    ("POST", "/api/v1/hooks/by-path/{path}"),
+    ("GET", "/api/v1/hooks/by-path/{path}"),
 }
 
 

@@ -16,7 +16,7 @@ from support.definitions import FIVE_MISTAKES, FIVE_POINTERS
 from support.http import RecordingServer, Reply
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-LEAD_ROUTING = EXAMPLES / "lead_routing.json"
+LEAD_ROUTING = EXAMPLES / "lead_routing_http.json"
 
 
 def crm_vars(server: RecordingServer) -> str:
@@ -70,7 +70,7 @@ def test_validate_prints_every_mistake(workdir: Path) -> None:
     assert "valid" not in result.stdout
 
 
-@pytest.mark.parametrize("sample", ["lead_routing.json", "approval.json"])
+@pytest.mark.parametrize("sample", ["lead_routing_http.json", "approval.json"])
 def test_validate_samples(workdir: Path, sample: str) -> None:
     result = cli(workdir, "validate", str(EXAMPLES / sample))
     assert result.returncode == 0, result.stderr
@@ -204,7 +204,9 @@ def test_runs_list_and_show(workdir: Path, db: str, http_server: RecordingServer
 
     only_pending = cli(workdir, "runs", "list", "--db", db, "--json", "--status", "pending")
     assert [r["id"] for r in json.loads(only_pending.stdout)] == [pending_id]
-    by_workflow = cli(workdir, "runs", "list", "--db", db, "--json", "--workflow", "lead-routing")
+    by_workflow = cli(
+        workdir, "runs", "list", "--db", db, "--json", "--workflow", "lead-routing-http"
+    )
     assert len(json.loads(by_workflow.stdout)) == 2
 
     table = cli(workdir, "runs", "list", "--db", db)

@@ -11,7 +11,7 @@ import pytest
 
 from support.cli import cli, messages
 
-LEAD_ROUTING = Path(__file__).parents[2] / "examples" / "lead_routing.json"
+LEAD_ROUTING = Path(__file__).parents[2] / "examples" / "lead_routing_http.json"
 
 
 def assert_one_line(stderr: str, *parts: str) -> None:

@@ -19,7 +19,7 @@ from support.http import RecordingServer, Reply
 from support.pg import admin_url
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-LEAD_ROUTING = EXAMPLES / "lead_routing.json"
+LEAD_ROUTING = EXAMPLES / "lead_routing_http.json"
 LEAD = json.dumps({"region": "East Coast", "email": "a@b.c"})
 PASSWORD = "a-long-enough-password-9"
 
@@ -264,10 +264,10 @@ def test_runs_list_names_the_workflow(workdir: Path, db: str) -> None:
     started = cli(workdir, "run", str(LEAD_ROUTING), "--db", db, "--input", LEAD, "--json")
     assert started.returncode == 0, started.stderr
     table = cli(workdir, "runs", "list", "--db", db)
-    assert "lead-routing" in table.stdout
+    assert "lead-routing-http" in table.stdout
     [row] = json.loads(cli(workdir, "runs", "list", "--db", db, "--json").stdout)
-    assert row["workflow"] == "lead-routing" and row["workflow_id"].startswith("wf_")
-    plain = cli(workdir, "run", "lead-routing", "--db", db, "--input", LEAD)
+    assert row["workflow"] == "lead-routing-http" and row["workflow_id"].startswith("wf_")
+    plain = cli(workdir, "run", "lead-routing-http", "--db", db, "--input", LEAD)
     assert plain.returncode == 0 and re.search(r"run run_\w+ pending", plain.stdout)
 
 

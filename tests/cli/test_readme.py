@@ -117,7 +117,7 @@ def test_the_lead_routing_example_runs_against_the_fake_crm(tmp_path: Path, fake
     port = fake_crm.rsplit(":", 1)[1]
     env = {"FLOWYARD_EGRESS_ALLOW": f"127.0.0.1:{port}"}
     crm = json.dumps({"crm_url": f"{fake_crm}/crm", "notify_url": f"{fake_crm}/notify"})
-    example = str(ROOT / "examples" / "lead_routing.json")
+    example = str(ROOT / "examples" / "lead_routing_http.json")
     assert cli(tmp_path, "validate", example, env=env).returncode == 0
     for region, route in (("East Coast", "east"), ("West", "pool")):
         lead = json.dumps({"region": region, "email": "a@example.com"})

@@ -8,6 +8,8 @@ answers), with an in-memory store, scriptable failures and call counters.
         sf.fail(503, SERVER_UNAVAILABLE, times=2)   # the next two REST calls
         ...
         sf.calls["create"], sf.calls["token"], sf.records["Lead"]
+        sf.latency_s = 0.2                          # every REST answer takes this long
+        sf.times, sf.max_in_flight                  # when REST calls arrived; most at once
 
 What it does as Salesforce does: record ids of 15/18 characters (the 18-character case-safe
 suffix computed), required fields (``REQUIRED_FIELD_MISSING``), unknown fields
@@ -125,6 +127,14 @@ class FakeSalesforce:
         self.token_expires_in: int | None = None
         #: Every access token issued, in order (also those expired since).
         self.issued: list[str] = []
+        #: How long every REST answer takes (a busy org), so calls overlap.
+        self.latency_s = 0.0
+        #: When each REST call arrived (``time.monotonic()``), in order; the token endpoint
+        #: is not counted (Salesforce's API limits count REST calls).
+        self.times: list[float] = []
+        #: REST calls being answered now, and the most there ever were at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._tokens: set[str] = set()
         self._lock = threading.RLock()
         fake = self
@@ -135,7 +145,7 @@ class FakeSalesforce:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, payload, headers = fake._dispatch(self, body)
+                status, payload, headers = fake._serve(self, body)
                 if status == 0:  # scripted: drop the connection without an answer
                     self.close_connection = True
                     return
@@ -240,6 +250,25 @@ class FakeSalesforce:
             return [s for s in self.seen if s.kind == kind]
 
     # -- dispatch ----------------------------------------------------------------------
+
+    def _serve(
+        self, handler: BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """:meth:`_dispatch`, counting REST calls in flight and their arrival times."""
+        rest = urlsplit(handler.path).path != "/services/oauth2/token"
+        if not rest:
+            return self._dispatch(handler, body)
+        with self._lock:
+            self.times.append(time.monotonic())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                threading.Event().wait(self.latency_s)
+            return self._dispatch(handler, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def _dispatch(
         self, handler: BaseHTTPRequestHandler, body: bytes
@@ -376,10 +405,6 @@ def _kind(method: str, segs: list[str]) -> str:
     if rest[0] == "sobjects" and len(rest) == 3 and method == "POST" and rest[2]:
         return "unknown"
     return table.get((rest[0], len(rest), method), "unknown")
-
-
-def _oauth(error: str, description: str) -> Reply:
-    return Reply(400, {"error": error, "error_description": description})
 
 
 def _oauth(error: str, description: str) -> Reply:

@@ -14,7 +14,14 @@ LIMIT_EXCEEDED = [
     {"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}
 ]
 NOT_FOUND = [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
-PREFIXES = {"Lead": "00Q", "Account": "001", "Contact": "003", "Opportunity": "006", "Case": "500"}
+PREFIXES = {
+    "Lead": "00Q",
+    "Account": "001",
+    "Contact": "003",
+    "Opportunity": "006",
+    "Case": "500",
+    "Task": "00T",
+}
 #: Fields of the standard objects it knows (custom ``__c`` fields are accepted everywhere).
 FIELDS = {
     "Lead": {
@@ -31,6 +38,7 @@ FIELDS = {
     "Contact": {"FirstName", "LastName", "Email", "Phone", "AccountId", "OwnerId"},
     "Opportunity": {"Name", "StageName", "CloseDate", "Amount", "AccountId", "OwnerId"},
     "Case": {"Subject", "Description", "Status", "Origin", "ContactId", "OwnerId"},
+    "Task": {"Subject", "Description", "Status", "Priority", "WhoId", "WhatId", "OwnerId"},
 }
 SYSTEM_FIELDS = {"Id", "CreatedDate", "LastModifiedDate"}
 REQUIRED = {"Lead": ["LastName", "Company"], "Account": ["Name"], "Contact": ["LastName"]}

@@ -149,6 +149,10 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        # A pooled client's check that its idle connection is alive; ``DROP`` makes it dead.
+        return self.relay._next("RSET", server)
+
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         reply = self.relay._next("QUIT", server, default="221 2.0.0 Bye")
         if reply == "HANG":

@@ -12,7 +12,7 @@ from flowyard.domain.statuses import RunStatus
 from support.http import RecordingServer
 from support.runs import run_definition
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing.json"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "lead_routing_http.json"
 
 
 def _vars(server: RecordingServer) -> dict[str, str]:

@@ -54,7 +54,7 @@ async def test_samples_never_overwrite_a_workflow(container: Container, tmp_path
     names = sorted(json.loads(p.read_text())["name"] for p in samples.glob("*.json"))
     assert sorted(await container.load_samples(samples)) == names
 
-    edited = json.loads((samples / "lead_routing.json").read_text())
+    edited = json.loads((samples / "lead_routing_http.json").read_text())
     edited["description"] = "edited by a user"
     record, _, created = await container.service.save_workflow(edited, "user:ann")
     assert created and record.latest_version == 2
@@ -62,7 +62,7 @@ async def test_samples_never_overwrite_a_workflow(container: Container, tmp_path
     await container.store.archive_workflow(archived.id)
 
     assert await container.load_samples(samples) == []  # every one exists: none loaded
-    kept = await container.store.get_workflow("lead-routing")
+    kept = await container.store.get_workflow("lead-routing-http")
     assert kept.latest_version == 2
     version = await container.store.get_version(kept.id, 2)
     assert version.definition["description"] == "edited by a user"

@@ -281,12 +281,66 @@ async def test_a_relay_hanging_after_accepting_is_a_success(
     container: Container, relay: FakeSmtp
 ) -> None:
     """Once DATA is answered 250 the message is sent: a QUIT that never returns must not
-    become a timeout, whose retry would send it again."""
+    become a timeout, whose retry would send it again. (The connection says goodbye in the
+    step when it has sent its last message: here its first.)"""
+    email_node(container).smtp_pool.max_messages = 1
     relay.script("QUIT", ["HANG"])
     await add_relay(container, relay)
     detail = await send(container, mail(timeout_s=0.5), attempts=3)
     assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
     assert len(relay.received) == 1 and relay.counts["QUIT"] == 1
+
+
+def email_node(container: Container) -> EmailNode:
+    node = container.registry.get("email")
+    assert isinstance(node, EmailNode)
+    return node
+
+
+async def test_messages_to_one_relay_share_a_connection(
+    container: Container, relay: FakeSmtp
+) -> None:
+    """A campaign's messages pay for TCP, STARTTLS and AUTH once, not once each; closing
+    the container says goodbye on the idle connection."""
+    await add_relay(container, relay)
+    for name in ("Ada", "Bob", "Cy"):
+        detail = await send(container, mail(), name=name)
+        assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+    assert [r.message["Subject"] for r in relay.received] == ["Hi Ada", "Hi Bob", "Hi Cy"]
+    assert relay.counts["connections"] == 1 and len(relay.logins) == 1
+    assert all(r.tls and r.login == USER for r in relay.received)
+    assert relay.counts["QUIT"] == 0
+    await container.registry.aclose()
+    assert relay.counts["QUIT"] == 1
+
+
+async def test_a_connection_the_relay_dropped_is_replaced_before_sending(
+    container: Container, relay: FakeSmtp
+) -> None:
+    """The relay closed the idle connection: the next message goes on a new one, at its
+    first attempt, and arrives once."""
+    await add_relay(container, relay)
+    assert (await send(container, mail())).run.status is RunStatus.SUCCEEDED
+    relay.script("RSET", ["DROP"])
+    detail = await send(container, mail(), attempts=3, name="Bob")
+    assert detail.run.status is RunStatus.SUCCEEDED, detail.run.error
+    assert retried(detail) == [] and detail.steps[0].attempt == 1
+    assert [r.message["Subject"] for r in relay.received] == ["Hi Ada", "Hi Bob"]
+    assert relay.counts["connections"] == 2
+
+
+async def test_an_edited_credential_does_not_reuse_the_old_login(
+    container: Container, relay: FakeSmtp
+) -> None:
+    container.credential_resolver.ttl_s = 0  # the edit reaches the worker at once
+    await add_relay(container, relay)
+    assert (await send(container, mail())).run.status is RunStatus.SUCCEEDED
+    relay.users["mailer2"] = "another-pw-5Tg8Lq"
+    fields = {"host": "127.0.0.1", "port": relay.port, "username": "mailer2"}
+    await container.credentials.update("relay", data={**fields, "password": "another-pw-5Tg8Lq"})
+    assert (await send(container, mail(), name="Bob")).run.status is RunStatus.SUCCEEDED
+    assert [r.login for r in relay.received] == [USER, "mailer2"]
+    assert relay.counts["connections"] == 2
 
 
 async def test_5xx_replies_are_permanent(container: Container, relay: FakeSmtp) -> None:

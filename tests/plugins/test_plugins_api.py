@@ -36,3 +36,17 @@ async def test_a_viewer_may_read_the_plugins_and_nobody_anonymous(
     async with admin_client(container) as client:
         client.headers.update(await auth_headers(container, "viewer", Role.VIEWER))
         assert (await client.get(f"{API}/plugins")).status_code == 200
+
+
+async def test_plugins_are_paged_by_position(
+    api_client: httpx.AsyncClient, container: Container
+) -> None:
+    everything = container.registry.plugins()
+    first = (await api_client.get(f"{API}/plugins", params={"limit": 1})).json()
+    assert len(first["items"]) == 1
+    assert first["next_cursor"] == ("1" if len(everything) > 1 else None)
+    past = await api_client.get(f"{API}/plugins", params={"cursor": str(len(everything))})
+    assert past.status_code == 200 and past.json() == {"items": [], "next_cursor": None}
+    bad = await api_client.get(f"{API}/plugins", params={"cursor": "salesforce"})
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")

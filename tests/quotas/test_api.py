@@ -9,6 +9,7 @@ import httpx
 
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import Role
+from flowyard.domain.credentials import CredentialType
 from support.auth import auth_headers
 
 API = "/api/v1"
@@ -98,3 +99,78 @@ async def test_editors_read_admins_write(anon: httpx.AsyncClient, container: Con
     assert put.status_code == 403
     assert (await anon.get(f"{API}/quotas", headers=editor)).status_code == 200
     assert (await anon.get(f"{API}/quotas", headers=viewer)).status_code == 403
+
+
+async def test_a_concurrency_limit_with_or_without_a_rate(
+    anon: httpx.AsyncClient, container: Container
+) -> None:
+    admin = await auth_headers(container)
+    made = await anon.put(f"{API}/quotas/{KEY}", json={"concurrency": 4}, headers=admin)
+    assert made.status_code == 200, made.text
+    body = made.json()
+    assert (body["concurrency"], body["in_flight"], body["hold_s"]) == (4, 0, 1.0)
+    assert (body["rate"], body["tokens"], body["per_s"], body["refill_per_s"]) == (
+        None,
+        None,
+        None,
+        0.0,
+    )
+    both = await anon.put(
+        f"{API}/quotas/{KEY}", json={"rate": "100 per 20s", "concurrency": 25}, headers=admin
+    )
+    assert (both.json()["rate"], both.json()["concurrency"]) == ("100 per 20s", 25)
+    rate_again = await anon.put(f"{API}/quotas/{KEY}", json={"rate": "5/s"}, headers=admin)
+    assert rate_again.json()["concurrency"] is None
+    cases = [
+        ({}, "/rate"),
+        ({"concurrency": 0}, "/concurrency"),
+        ({"concurrency": "many"}, "/concurrency"),
+        ({"concurrency": 3, "burst": 2}, "/burst"),
+    ]
+    for body, pointer in cases:
+        response = await anon.put(f"{API}/quotas/{KEY}", json=body, headers=admin)
+        assert response.status_code == 422, (body, response.text)
+        assert pointer in [e["pointer"] for e in response.json()["errors"]], response.text
+    assert (await anon.get(f"{API}/quotas/{KEY}", headers=admin)).json()["rate"] == "5 per 1s"
+
+
+async def test_a_credentials_quota_is_managed_on_the_credential(
+    anon: httpx.AsyncClient, container: Container
+) -> None:
+    admin = await auth_headers(container)
+    editor = await auth_headers(container, "ed", Role.EDITOR)
+    await container.credentials.create(
+        "crm",
+        CredentialType.BEARER,
+        {"token": "t0k3n-for-crm"},
+        allowed_origins=["https://crm.example"],
+    )
+    url = f"{API}/credentials/crm/quota"
+    assert (await anon.get(url, headers=admin)).status_code == 404
+    assert (await anon.get(f"{API}/credentials/crm", headers=admin)).json()["quota"] is None
+
+    made = await anon.put(url, json={"rate": "100 per 20s", "concurrency": 5}, headers=admin)
+    assert made.status_code == 200, made.text
+    assert (made.json()["key"], made.json()["concurrency"]) == ("credential:crm", 5)
+    # One source of truth: the same row as /quotas/credential:crm, shown on the credential.
+    by_key = (await anon.get(f"{API}/quotas/credential:crm", headers=admin)).json()
+    assert by_key["rate"] == "100 per 20s" and by_key["concurrency"] == 5
+    shown = (await anon.get(f"{API}/credentials/crm", headers=editor)).json()
+    assert shown["quota"]["key"] == "credential:crm" and shown["quota"]["concurrency"] == 5
+    assert (await anon.get(url, headers=editor)).json()["rate"] == "100 per 20s"
+
+    assert (await anon.put(url, json={"concurrency": 2}, headers=editor)).status_code == 403
+    assert (await anon.delete(url, headers=editor)).status_code == 403
+    bad = await anon.put(url, json={"rate": "often"}, headers=admin)
+    assert bad.status_code == 422 and "/rate" in [e["pointer"] for e in bad.json()["errors"]]
+    nobody = await anon.put(
+        f"{API}/credentials/nobody/quota", json={"concurrency": 2}, headers=admin
+    )
+    assert nobody.status_code == 404, nobody.text
+    assert nobody.headers["content-type"].startswith(PROBLEM_JSON)
+
+    assert (await anon.delete(url, headers=admin)).status_code == 204
+    assert (await anon.delete(url, headers=admin)).status_code == 404
+    assert (await anon.get(f"{API}/quotas/credential:crm", headers=admin)).status_code == 404
+    entries = await container.admin.list_audit(target="quota:credential:crm")
+    assert [e.action for e in entries if e.outcome == "success"] == ["quota.delete", "quota.put"]

@@ -5,16 +5,16 @@ PostgreSQL (the ``container`` fixture)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from bisect import bisect_left
 from typing import Any
 
 from flowyard.bootstrap import Container
 from flowyard.domain.credentials import CredentialType
 from flowyard.domain.quotas import Quota
 from flowyard.domain.statuses import RunStatus
+from quotas.helpers import most_in_a_window
+from quotas.helpers import run_workers as ended
 from support.http import Recorded, RecordingServer, Reply
 
 #: The rate under test: N requests per window of W seconds.
@@ -43,8 +43,7 @@ class Counter:
 
     def most_in_a_window(self, window: float) -> int:
         """The most requests in any half-open window ``[t, t + window)``."""
-        times = sorted(self.times)
-        return max(bisect_left(times, t + window) - i for i, t in enumerate(times))
+        return most_in_a_window(self.times, window)
 
 
 def workflow(url: str, *, attempts: int = 1) -> dict[str, Any]:
@@ -73,20 +72,7 @@ async def start_runs(container: Container, url: str, count: int, **kw: Any) -> l
 async def run_workers(container: Container, run_ids: list[str], *, timeout_s: float) -> None:
     """Four in-process workers of five concurrent steps each (20 worker tasks) until every
     run has ended."""
-    workers = [container.new_worker(concurrency=5) for _ in range(4)]
-    pending = set(run_ids)
-
-    async def watch() -> None:
-        while pending:
-            for run_id in list(pending):
-                if (await container.store.get_run(run_id)).status.is_terminal:
-                    pending.discard(run_id)
-            await asyncio.sleep(0.05)
-        for worker in workers:
-            worker.stop()
-
-    async with asyncio.timeout(timeout_s):
-        await asyncio.gather(watch(), *(w.run() for w in workers))
+    await ended([container], run_ids, workers=4, concurrency=5, timeout_s=timeout_s)
 
 
 async def test_twenty_worker_tasks_never_exceed_the_quota(

@@ -168,6 +168,40 @@ async def test_a_tick_whose_run_cannot_start_is_skipped_with_the_reason(
     assert (await box.schedules.get(sid)).record.next_tick_at == EPOCH + timedelta(seconds=20)
 
 
+async def test_a_scheduled_run_gets_its_correlation_key_and_a_held_unique_one_skips_the_tick(
+    box: Container, clock: FakeClock
+) -> None:
+    await box.service.create_workflow(
+        {
+            **DEFINITION,
+            "name": "keyed",
+            "correlation": {"key": "{{ input.region }}", "unique": True},
+        },
+        "tester",
+    )
+    sid = await make(box, name="keyed-10s", workflow="keyed")  # overlap: allow
+    clock.advance(10)
+    await box.scheduler.run_once()
+    [first] = await runs_of(box, sid)
+    assert (first.correlation_key, first.correlation_unique) == ("EU", True)
+
+    clock.advance(10)  # the first run still holds "EU": the tick is skipped, not stuck
+    await box.scheduler.run_once()
+    assert [r.id for r in await runs_of(box, sid)] == [first.id]
+    [skipped, _] = await box.schedules.fires(sid)
+    assert skipped.outcome == TickOutcome.SKIPPED and skipped.run_id is None
+    assert f"run {first.id} holds correlation key 'EU'" in (skipped.reason or "")
+    record = (await box.schedules.get(sid)).record
+    assert (record.fired, record.skipped, record.last_run_id) == (1, 1, first.id)
+    assert record.next_tick_at == EPOCH + timedelta(seconds=30)
+
+    await box.service.cancel_run(first.id, actor="tester")  # the key is free again
+    clock.advance(10)
+    await box.scheduler.run_once()
+    second, _ = await runs_of(box, sid)
+    assert second.id != first.id and second.correlation_key == "EU"
+
+
 async def test_pause_resume_and_trigger_now(box: Container, clock: FakeClock) -> None:
     sid = await make(box)
     paused = await box.schedules.pause(sid)

@@ -171,7 +171,7 @@ async def test_credential_types_describe_their_data(
     by_type = {t["type"]: t["data_schema"] for t in types}
     assert set(by_type) == {
         "salesforce_oauth", "smtp", "api_key_header", "basic", "bearer", "twilio", "sendgrid",
-        "meta_graph", "slack", "custom",
+        "meta_graph", "slack", "webhook_secret", "custom",
     }  # fmt: skip
     password = by_type["basic"]["properties"]["password"]
     assert password["writeOnly"] is True and password["format"] == "password"

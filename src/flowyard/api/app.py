@@ -19,7 +19,10 @@ from flowyard.api.routers import (
     api_keys,
     audit,
     auth,
+    correlations,
     credentials,
+    drafts,
+    hooks,
     lifecycle,
     metrics,
     quotas,
@@ -126,14 +129,17 @@ def create_app(
     if settings.metrics_enabled:
         app.include_router(metrics.router)
     app.include_router(workflows.router, prefix=API_PREFIX)
+    app.include_router(drafts.router, prefix=API_PREFIX)
     app.include_router(lifecycle.router, prefix=API_PREFIX)
     app.include_router(signals.router, prefix=API_PREFIX)
+    app.include_router(correlations.router, prefix=API_PREFIX)
     app.include_router(runs.router, prefix=API_PREFIX)
     app.include_router(stream.router, prefix=API_PREFIX)
     for security_router in (auth, users, api_keys, audit):
         app.include_router(security_router.router, prefix=API_PREFIX)
     app.include_router(credentials.router, prefix=API_PREFIX)
     app.include_router(quotas.router, prefix=API_PREFIX)
+    app.include_router(hooks.router, prefix=API_PREFIX)
     app.include_router(schedules.router, prefix=API_PREFIX)
     return app
 

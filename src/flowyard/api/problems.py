@@ -19,6 +19,7 @@ from flowyard.domain.errors import (
     InvalidInput,
     NotFound,
     PreconditionFailed,
+    PreconditionRequired,
     StoreUnavailable,
 )
 from flowyard.engine.validation import pointer_from_loc
@@ -36,6 +37,7 @@ _STATUS: list[tuple[type[FlowyardError], int]] = [
     (InvalidInput, 422),
     (NotFound, 404),
     (PreconditionFailed, 412),  # before Conflict: it is one
+    (PreconditionRequired, 428),
     (Conflict, 409),
     (StoreUnavailable, 503),
     (Busy, 503),
@@ -102,6 +104,15 @@ PROBLEM_RESPONSES: dict[int, tuple[str, dict[str, Any]]] = {
             current_etag='"3"',
             latest_version=3,
             archived=False,
+        ),
+    ),
+    428: (
+        "`If-Match` is required here (send the ETag you read): nothing was changed.",
+        _example(
+            428,
+            "precondition-required",
+            "Precondition required",
+            "send If-Match with the draft's ETag",
         ),
     ),
     413: (

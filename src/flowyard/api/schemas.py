@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.records import (
     EventRecord,
     RunRecord,
@@ -126,6 +127,9 @@ class VersionPublic(_Out):
     created_at: datetime
     created_by: str | None = None
     definition: dict[str, Any]
+    layout: dict[str, Any] | None = Field(
+        None, description="Node positions on the builder's canvas, published from a draft."
+    )
 
     @classmethod
     def of(cls, record: VersionRecord) -> VersionPublic:
@@ -241,6 +245,13 @@ class StartRun(BaseModel):
     version: int | None = Field(
         None, ge=1, le=MAX_VERSION, description="Pin a version; latest when omitted."
     )
+    correlation_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CORRELATION_KEY,
+        description="The run's business key (signals and actions may address it by this); "
+        "without it the definition's correlation.key computes one from the input.",
+    )
 
 
 STEP_EXAMPLE: dict[str, Any] = {
@@ -330,6 +341,9 @@ RUN_EXAMPLE: dict[str, Any] = {
     "error": None,
     "error_type": None,
     "idempotency_key": "lead-42",
+    "correlation_key": "+15551230001",
+    "parent_run_id": None,
+    "parent_step_id": None,
     "created_at": AT,
     "started_at": AT,
     "finished_at": LATER,
@@ -354,6 +368,13 @@ class RunPublic(_Out):
         None, description="Type of the error that ended the run (e.g. http.400); filterable."
     )
     idempotency_key: str | None
+    correlation_key: str | None = Field(
+        None, description="The business key signals and actions may address the run by."
+    )
+    parent_run_id: str | None = Field(
+        None, description="The run whose sub-workflow step started this one (a child run)."
+    )
+    parent_step_id: int | None = Field(None, description="That sub-workflow step.")
     schedule_id: str | None = Field(
         None, description="The schedule whose tick started the run; filter with ?schedule=."
     )

@@ -35,6 +35,9 @@ class Rule:
     target: str | None = None
     #: ``role`` is required unless ``Settings.metrics_access`` lets this client in without.
     metrics: bool = False
+    #: ``role`` is required unless the request carries this query parameter (a hook's URL
+    #: answers Meta's unauthenticated ``hub.mode`` check; the route checks its token).
+    public_with: str | None = None
 
 
 _V, _O, _E, _A = Role.VIEWER, Role.OPERATOR, Role.EDITOR, Role.ADMIN
@@ -63,6 +66,37 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/workflows/{{workflow_ref}}/versions/{{version}}/diff/{{other}}"): Rule(
         _V, "workflow.diff"
     ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.open", "workflow"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_V, "draft.get"),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.discard", "workflow"),
+    ("PATCH", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.patch", "workflow"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/nodes"): Rule(
+        _E, "draft.node_add", "workflow"
+    ),
+    ("PATCH", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}"): Rule(
+        _E, "draft.node_update", "workflow"
+    ),
+    ("PUT", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}"): Rule(
+        _E, "draft.node_replace", "workflow"
+    ),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}"): Rule(
+        _E, "draft.node_delete", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/nodes/{{node_id}}/rename"): Rule(
+        _E, "draft.node_rename", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/edges"): Rule(
+        _E, "draft.connect", "workflow"
+    ),
+    ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft/edges"): Rule(
+        _E, "draft.disconnect", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/undo"): Rule(_E, "draft.undo", "workflow"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/redo"): Rule(_E, "draft.redo", "workflow"),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/draft/history"): Rule(_V, "draft.history"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/draft/publish"): Rule(
+        _E, "draft.publish", "workflow"
+    ),
     ("POST", f"{API}/workflows/{{workflow_ref}}/runs"): Rule(_O, "run.start", "workflow"),
     ("GET", f"{API}/runs"): Rule(_V, "run.list"),
     ("GET", f"{API}/runs/{{run_id}}"): Rule(_V, "run.get"),
@@ -77,6 +111,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/runs/{{run_id}}/signals"): Rule(_V, "run.signals"),
     ("GET", f"{API}/runs/{{run_id}}/actions"): Rule(_V, "run.actions"),
     ("POST", f"{API}/runs/{{run_id}}/actions/{{action}}"): Rule(_O, "run.action", "run"),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/correlations/{{key}}/signals/{{name}}"): Rule(
+        _O, "run.signal", "workflow"
+    ),
+    ("POST", f"{API}/workflows/{{workflow_ref}}/correlations/{{key}}/actions/{{action}}"): Rule(
+        _O, "run.action", "workflow"
+    ),
     ("POST", f"{API}/users"): Rule(_A, "user.create", "user"),
     ("GET", f"{API}/users"): Rule(_A, "user.list"),
     ("PATCH", f"{API}/users/{{user_id}}"): Rule(_A, "user.update", "user"),
@@ -98,6 +138,18 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/quotas/{{key}}"): Rule(_E, "quota.get"),
     ("PUT", f"{API}/quotas/{{key}}"): Rule(_A, "quota.put", "quota"),
     ("DELETE", f"{API}/quotas/{{key}}"): Rule(_A, "quota.delete", "quota"),
+    ("GET", f"{API}/credentials/{{name}}/quota"): Rule(_E, "quota.get"),
+    ("PUT", f"{API}/credentials/{{name}}/quota"): Rule(_A, "quota.put", "quota"),
+    ("DELETE", f"{API}/credentials/{{name}}/quota"): Rule(_A, "quota.delete", "quota"),
+    ("POST", f"{API}/hooks"): Rule(_E, "hook.create", "hook"),
+    ("GET", f"{API}/hooks"): Rule(_E, "hook.list"),
+    ("GET", f"{API}/hooks/{{hook_ref}}"): Rule(_E, "hook.get", public_with="hub.mode"),
+    ("PATCH", f"{API}/hooks/{{hook_ref}}"): Rule(_E, "hook.update", "hook"),
+    ("DELETE", f"{API}/hooks/{{hook_ref}}"): Rule(_E, "hook.delete", "hook"),
+    # The public URLs of hooks: each delivery is checked by its hook's own scheme.
+    ("POST", f"{API}/hooks/{{hook_id}}"): Rule(None, "hook.deliver", "hook"),
+    ("POST", f"{API}/hooks/by-path/{{path}}"): Rule(None, "hook.deliver", "hook"),
+    ("GET", f"{API}/hooks/by-path/{{path}}"): Rule(None, "hook.verify"),
     ("POST", f"{API}/schedules"): Rule(_E, "schedule.create", "schedule"),
     ("GET", f"{API}/schedules"): Rule(_V, "schedule.list"),
     ("GET", f"{API}/schedules/{{schedule_ref}}"): Rule(_V, "schedule.get"),
@@ -176,9 +228,13 @@ async def _authorize(conn: HTTPConnection) -> Principal | None:
         raise HTTPException(403, "no access rule for this route")
     _note_rule(entry, rule, conn)
     container = conn.app.state.container
-    if rule.role is None or (
-        rule.metrics
-        and metrics_without_token(conn.scope, container.settings, conn.app.state.rate_limits)
+    if (
+        rule.role is None
+        or (rule.public_with is not None and rule.public_with in conn.query_params)
+        or (
+            rule.metrics
+            and metrics_without_token(conn.scope, container.settings, conn.app.state.rate_limits)
+        )
     ):
         return None
     try:

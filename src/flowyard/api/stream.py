@@ -31,7 +31,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowyard.api.schemas import EventPublic
 from flowyard.domain import jsonvalue
@@ -42,6 +42,9 @@ from flowyard.domain.records import EventRecord, RunRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.security import AccessRevoked, AuthError, AuthService, Principal
 from flowyard.store.ports import EventFeed, EventListener
+
+if TYPE_CHECKING:
+    from flowyard.bootstrap import Container
 
 _log = logging.getLogger("flowyard.api.stream")
 
@@ -191,6 +194,40 @@ class StreamHub:
             async with self._moved:
                 self.horizon = horizon
                 self._moved.notify_all()
+
+
+def hub_of(app: Any, container: Container) -> StreamHub:
+    """The process's hub, created on first use and kept on ``app.state`` (streams and the
+    hooks that answer with a run's output share it)."""
+    hub: StreamHub | None = getattr(app.state, "stream_hub", None)
+    if hub is None:
+        hub = StreamHub(
+            container.events,
+            container.service.get_run_record,
+            poll_interval_s=container.settings.stream_poll_interval_s,
+        )
+        app.state.stream_hub = hub
+    return hub
+
+
+async def wait_for_end(
+    hub: StreamHub, runs: RunLookup, run_id: RunId, timeout_s: float
+) -> RunRecord:
+    """The run once it has ended, or as it is when ``timeout_s`` passed: read again each
+    time the event horizon moves (any run's events: one cheap read per wake-up)."""
+    await hub.acquire()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                horizon = hub.horizon
+                run = await runs(run_id)
+                if run.status.is_terminal:
+                    return run
+                await hub.wait_beyond(horizon)
+    except TimeoutError:
+        return await runs(run_id)
+    finally:
+        await hub.release()
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,6 +197,8 @@ async def run_json(container: Container, run_id: str) -> dict[str, Any]:
     return {
         "run_id": run.id,
         "status": run.status.value,
+        "correlation_key": run.correlation_key,
+        "parent_run_id": run.parent_run_id,
         "output": run.output,
         "error": run.error,
         # The step whose error explains a failure (the caught call behind a fail node).

@@ -26,6 +26,7 @@ from flowyard.cli.common import (
     settings_for,
     with_container,
 )
+from flowyard.cli.quotas import credential_quota_app
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.credentials import CredentialType
 from flowyard.security import CredentialView, Rotation
@@ -42,6 +43,8 @@ from flowyard.security.vault import sidecar_paths
 credentials_app = typer.Typer(
     help="Manage credentials (encrypted; secrets are never printed).", no_args_is_help=True
 )
+
+credentials_app.add_typer(credential_quota_app, name="quota")
 
 NEW_KEY_ENV = "FLOWYARD_NEW_SECRET_KEY"
 

@@ -31,6 +31,7 @@ from flowyard.cli.common import (
     settings_for,
 )
 from flowyard.cli.credentials import credentials_app
+from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
 from flowyard.cli.runs import runs_app
@@ -50,6 +51,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(hooks_app, name="hooks")
 app.add_typer(schedules_app, name="schedules")
 
 
@@ -271,6 +273,10 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 300.0,
     db: DbOption = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+    correlation_key: Annotated[
+        str | None,
+        typer.Option(help="The run's correlation key (else the definition computes one)"),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the run, its steps and events as JSON")
     ] = False,
@@ -294,7 +300,12 @@ def run(
             else:
                 ref = str(file)
             run_record, _ = await container.service.start_run(
-                ref, run_input, vars=run_vars, idempotency_key=idempotency_key, actor=cli_actor()
+                ref,
+                run_input,
+                vars=run_vars,
+                idempotency_key=idempotency_key,
+                correlation_key=correlation_key,
+                actor=cli_actor(),
             )
             if wait:
                 if reporter is not None:

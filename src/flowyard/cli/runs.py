@@ -50,6 +50,12 @@ def runs_list(
     status: Annotated[RunStatus | None, typer.Option(help="Filter by status")] = None,
     workflow: Annotated[str | None, typer.Option(help="Workflow id or name")] = None,
     error_type: ErrorTypeOption = None,
+    correlation_key: Annotated[
+        str | None, typer.Option(help="Only runs with this correlation key")
+    ] = None,
+    parent_run_id: Annotated[
+        str | None, typer.Option("--parent", help="Only the child runs of this run")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
 ) -> None:
@@ -57,7 +63,12 @@ def runs_list(
 
     async def main(container: Container) -> tuple[list[RunRecord], dict[str, str]]:
         found = await container.service.list_runs(
-            status=status, workflow=workflow, error_type=error_type, limit=limit
+            status=status,
+            workflow=workflow,
+            error_type=error_type,
+            correlation_key=correlation_key,
+            parent_run_id=parent_run_id,
+            limit=limit,
         )
         names: dict[str, str] = {}
         for workflow_id in {r.workflow_id for r in found}:
@@ -74,6 +85,8 @@ def runs_list(
                     "workflow_id": r.workflow_id,
                     "status": r.status.value,
                     "error_type": r.error_type,
+                    "correlation_key": r.correlation_key,
+                    "parent_run_id": r.parent_run_id,
                     "created_at": r.created_at.isoformat(),
                 }
                 for r in runs

@@ -76,6 +76,7 @@ class CredentialType(StrEnum):
     SENDGRID = "sendgrid"
     META_GRAPH = "meta_graph"
     SLACK = "slack"
+    WEBHOOK_SECRET = "webhook_secret"
     CUSTOM = "custom"
 
 
@@ -186,6 +187,15 @@ class SlackData(_Data):
     base_url: ProviderUrl = "https://slack.com"
 
 
+class WebhookSecretData(_Data):
+    """The secret inbound webhook deliveries are checked against (a hook's ``hmac`` or
+    ``meta`` signature key, or its ``header_token``), and Meta's verify token for the
+    subscription check. Inbound only: it has no origins, so it is never sent anywhere."""
+
+    secret: HttpSecret
+    verify_token: HttpSecret | None = None
+
+
 CustomKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -206,6 +216,7 @@ MODELS: dict[CredentialType, type[BaseModel]] = {
     CredentialType.SENDGRID: SendgridData,
     CredentialType.META_GRAPH: MetaGraphData,
     CredentialType.SLACK: SlackData,
+    CredentialType.WEBHOOK_SECRET: WebhookSecretData,
     CredentialType.CUSTOM: CustomData,
 }
 

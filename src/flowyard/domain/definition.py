@@ -12,11 +12,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowyard.domain.commands import SIGNAL_NAME_PATTERN
+
 #: Node ids are identifiers so that expressions can say ``steps.<id>.output``.
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,127}$"
 
 NodeIdStr = Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+SignalNameStr = Annotated[str, Field(pattern=SIGNAL_NAME_PATTERN)]
+
+#: Longest correlation key (``runs.correlation_key``), given at start or computed.
+MAX_CORRELATION_KEY = 200
+#: Most signal names a definition may declare.
+MAX_DECLARED_SIGNALS = 100
 
 
 class _Strict(BaseModel):
@@ -75,6 +83,24 @@ class WorkflowDefaults(_Strict):
     timeout_s: float | None = Field(None, gt=0, le=7 * 86_400)
 
 
+class CorrelationSpec(_Strict):
+    """How a run's correlation key (its business id: a phone number, an order id) is found,
+    and whether it is unique among the workflow's unfinished runs."""
+
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="Template computing the key from the run's input and vars, e.g. "
+        "'{{ input.phone }}'. A key given at start takes precedence; an empty result: no key.",
+    )
+    unique: bool = Field(
+        False,
+        description="At most one unfinished run of the workflow holds a key: starting a "
+        "second is refused (409) until the first ends.",
+    )
+
+
 class WorkflowDefinition(_Strict):
     """A whole workflow: what users write and what a version stores."""
 
@@ -89,4 +115,11 @@ class WorkflowDefinition(_Strict):
     start: NodeIdStr
     defaults: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
     run_timeout_s: float | None = Field(None, gt=0)
+    correlation: CorrelationSpec | None = None
+    signals: list[SignalNameStr] | None = Field(
+        None,
+        max_length=MAX_DECLARED_SIGNALS,
+        description="The signal names runs accept; others are refused (422). Without the "
+        "list any name is accepted (and buffered until a step waits for it).",
+    )
     nodes: list[NodeSpec] = Field(min_length=1, max_length=10_000)

@@ -75,6 +75,14 @@ class PreconditionFailed(Conflict):
     title = "Precondition failed"
 
 
+class PreconditionRequired(FlowyardError):
+    """A write that must be conditional came without ``If-Match`` (HTTP 428): editing a
+    shared draft blind could undo another editor's change."""
+
+    code = "precondition-required"
+    title = "Precondition required"
+
+
 class Busy(FlowyardError):
     """This process is at its bound for a kind of work (compiling definitions): nothing was
     done; the same request may succeed after ``retry_after_s``."""

@@ -2,7 +2,8 @@
 
 A quota is keyed ``credential:<name>`` (every step that sends that credential) or
 ``node_type:<type>`` (every step of that node type). ``"100 per 20s"`` promises the
-provider that no window of 20 seconds ever sees more than 100 steps of the key start:
+provider that no window of 20 seconds ever sees more than 100 steps of the key start, and
+``concurrency: 5`` that no more than 5 steps of the key are in flight at once:
 
 - the bucket holds at most ``burst`` tokens (default 1: requests spaced evenly);
 - it refills at ``(tokens - burst + 1) / per_s`` tokens a second.
@@ -14,8 +15,13 @@ classic bucket (capacity ``tokens``, refilled at ``tokens / per_s``) lets ``2 * 
 through in one window: a full bucket at its start, then a window's refill; a provider
 counting its window sees twice its limit (decision 0021).
 
-The bucket math here is pure: the store locks the rows, asks :func:`take`, writes the
-answer (``store/quotas.py``).
+A concurrency limit is counted in *slots*: a step that starts holds one for as long as its
+claim lasts (the store counts only slots whose step is still running under the same claim
+with a live lease, so a killed worker leaks none: decision 0023). A step that finds every
+slot taken comes back at a queue slot spaced by the observed hold time (:func:`admit`).
+
+The math here is pure: the store locks the rows, asks :func:`decide`, writes the answer
+(``store/quotas.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from flowyard.domain.durations import parse_duration
 
@@ -41,6 +48,14 @@ _WORDS = {"second": 1.0, "sec": 1.0, "minute": 60.0, "min": 60.0, "hour": 3600.0
 MAX_TOKENS = 1_000_000
 MIN_WINDOW_S = 0.001
 MAX_WINDOW_S = 7 * 86400.0
+MAX_CONCURRENCY = 100_000
+#: A new concurrency limit assumes a step holds its slot this long, until steps are seen.
+DEFAULT_HOLD_S = 1.0
+#: Hold times outside this range are clamped (a step stuck for an hour says little about
+#: when the next slot frees; retry intervals stay within reason).
+MIN_HOLD_S, MAX_HOLD_S = 0.01, 300.0
+#: Weight of each new hold time in the moving average.
+HOLD_WEIGHT = 0.2
 #: A step told to come back at a slot is claimed within a worker's poll interval (0.25 s by
 #: default) of it; a full bucket nobody came for in this long means its queue is void.
 QUEUE_GRACE_S = 5.0
@@ -86,41 +101,70 @@ def parse_rate(text: str) -> tuple[int, float]:
         per_s = parse_duration("1" + window)
     else:
         per_s = parse_duration(window)
-    quota = Quota("node_type:x", tokens, per_s)  # the bounds, checked once
-    return quota.tokens, quota.per_s
+    Quota("node_type:x", tokens, per_s)  # the bounds, checked once
+    return tokens, per_s
 
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """``tokens`` per ``per_s`` seconds for ``key``, at most ``burst`` at once."""
+    """For ``key``: at most ``tokens`` starts per ``per_s`` seconds, ``burst`` at once (a
+    rate; both None: no rate), and at most ``concurrency`` steps in flight (None: no
+    limit). A quota has a rate, a concurrency limit, or both."""
 
     key: str
-    tokens: int
-    per_s: float
+    tokens: int | None
+    per_s: float | None
     burst: int = 1
     enabled: bool = True
+    concurrency: int | None = None
 
     def __post_init__(self) -> None:
         check_key(self.key)
-        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int):
-            raise ValueError("tokens must be an integer")
-        if not 1 <= self.tokens <= MAX_TOKENS:
-            raise ValueError(f"tokens must be between 1 and {MAX_TOKENS}")
-        if not (math.isfinite(self.per_s) and MIN_WINDOW_S <= self.per_s <= MAX_WINDOW_S):
-            raise ValueError(f"the window must be between {MIN_WINDOW_S} s and 7 days")
+        if (self.tokens is None) != (self.per_s is None):
+            raise ValueError("a rate needs both its count and its window")
+        if self.tokens is None and self.concurrency is None:
+            raise ValueError("a quota needs a rate, a concurrency limit, or both")
         if isinstance(self.burst, bool) or not isinstance(self.burst, int):
             raise ValueError("burst must be an integer")
-        if not 1 <= self.burst <= self.tokens:
-            raise ValueError(f"burst must be between 1 and the rate's tokens ({self.tokens})")
+        if self.tokens is not None and self.per_s is not None:
+            self._check_rate(self.tokens, self.per_s)
+        elif self.burst != 1:
+            raise ValueError("burst applies to a rate: set a rate, or leave burst out")
+        if self.concurrency is not None and (
+            isinstance(self.concurrency, bool)
+            or not isinstance(self.concurrency, int)
+            or not 1 <= self.concurrency <= MAX_CONCURRENCY
+        ):
+            raise ValueError(f"concurrency must be an integer between 1 and {MAX_CONCURRENCY}")
+
+    def _check_rate(self, tokens: int, per_s: float) -> None:
+        if isinstance(tokens, bool) or not isinstance(tokens, int):
+            raise ValueError("tokens must be an integer")
+        if not 1 <= tokens <= MAX_TOKENS:
+            raise ValueError(f"tokens must be between 1 and {MAX_TOKENS}")
+        if not (math.isfinite(per_s) and MIN_WINDOW_S <= per_s <= MAX_WINDOW_S):
+            raise ValueError(f"the window must be between {MIN_WINDOW_S} s and 7 days")
+        if not 1 <= self.burst <= tokens:
+            raise ValueError(f"burst must be between 1 and the rate's tokens ({tokens})")
+
+    @property
+    def has_rate(self) -> bool:
+        """The quota paces starts (it may only limit concurrency)."""
+        return self.tokens is not None
 
     @property
     def refill_per_s(self) -> float:
-        """Tokens added per second: what keeps every window at ``tokens`` or fewer."""
+        """Tokens added per second: what keeps every window at ``tokens`` or fewer (0
+        without a rate)."""
+        if self.tokens is None or self.per_s is None:
+            return 0.0
         return (self.tokens - self.burst + 1) / self.per_s
 
     @property
-    def rate(self) -> str:
-        """The rate as written back (``"100 per 20s"``)."""
+    def rate(self) -> str | None:
+        """The rate as written back (``"100 per 20s"``); None without one."""
+        if self.tokens is None or self.per_s is None:
+            return None
         return f"{self.tokens} per {self.per_s:g}s"
 
 
@@ -136,13 +180,33 @@ class Bucket:
     queue_until: datetime | None = None
 
 
+class SlotHolder(NamedTuple):
+    """Who holds a concurrency slot: a step, under one claim (``claims`` as the claim left
+    it; a later claim of the same step is another holder)."""
+
+    step_id: int
+    claims: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """The shared state of a concurrency limit: ``in_flight`` steps hold a slot now; a step
+    holds one for ``hold_s`` on average (a moving average of the steps seen); refused steps
+    were told to come back until ``queue_until``."""
+
+    in_flight: int = 0
+    hold_s: float = DEFAULT_HOLD_S
+    queue_until: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class QuotaState:
-    """A quota and its bucket, as the API shows it."""
+    """A quota, its bucket and its slots, as the API shows them."""
 
     quota: Quota
     bucket: Bucket
     created_at: datetime
+    slots: Slots = Slots()
 
     def available_at(self, now: datetime) -> float:
         """Tokens available at ``now`` (0 while paused)."""
@@ -204,7 +268,7 @@ def take(bucket: Bucket, quota: Quota, now: datetime) -> Take:
     backlog of 50,000 would cost 50,000 claims per token. Slots reserve nothing (a token goes
     to whoever asks first once it is there), so a step that never comes back leaks nothing;
     a queue nobody came for is forgotten once a token has sat unused for an interval."""
-    if not quota.enabled:
+    if not quota.enabled or not quota.has_rate:
         return Take(True, bucket)
     paused = bucket.paused_until is not None and now < bucket.paused_until
     current = bucket if paused else refill(bucket, quota, now)
@@ -222,27 +286,87 @@ def take(bucket: Bucket, quota: Quota, now: datetime) -> Take:
     return Take(False, replace(bucket, queue_until=_after(slot, interval)), slot)
 
 
+def admit(slots: Slots, quota: Quota, now: datetime) -> tuple[Slots, datetime | None]:
+    """A slot of ``quota``'s concurrency limit: ``(slots with it, None)``, or ``(slots to
+    write, when to come back)`` when all are held.
+
+    A refused step cannot know when a slot frees (that is when another step ends), so it is
+    told a *queue slot*: one average hold time divided by the limit after the last one
+    handed out (about when the next slot frees if the steps holding them end in turn). The
+    claims a backlog costs are then about one per slot freed, not one per poll per step.
+    A queue slot reserves nothing: a step that comes when a slot is free takes it, and a
+    grant that leaves slots free voids the queue (nobody waits for them)."""
+    if not quota.enabled or quota.concurrency is None:
+        return slots, None
+    if slots.in_flight < quota.concurrency:
+        spare = slots.in_flight + 1 < quota.concurrency
+        return replace(
+            slots, in_flight=slots.in_flight + 1, queue_until=None if spare else slots.queue_until
+        ), None
+    interval = slots.hold_s / quota.concurrency
+    slot = _after(now, interval)
+    if slots.queue_until is not None and slots.queue_until > slot:
+        slot = slots.queue_until
+    return replace(slots, queue_until=_after(slot, interval)), slot
+
+
+def observe_hold(hold_s: float, samples: list[float]) -> float:
+    """The moving average of the hold time after ``samples`` (seconds, each clamped)."""
+    for sample in samples:
+        clamped = min(MAX_HOLD_S, max(MIN_HOLD_S, sample))
+        hold_s += HOLD_WEIGHT * (clamped - hold_s)
+    return min(MAX_HOLD_S, max(MIN_HOLD_S, hold_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What :func:`decide` answered: ``retry_at`` None when every quota granted (then
+    ``buckets`` and ``slots`` hold what was taken), else the earliest moment all of them may
+    grant (then they hold only the refused quotas' moved queues: nothing was taken)."""
+
+    buckets: dict[str, Bucket]
+    slots: dict[str, Slots]
+    retry_at: datetime | None
+
+    @property
+    def granted(self) -> bool:
+        """Every quota granted."""
+        return self.retry_at is None
+
+
+def decide(entries: dict[str, tuple[Quota, Bucket, Slots]], now: datetime) -> Decision:
+    """All-or-nothing over several quotas, each a rate (a token) and/or a concurrency limit
+    (a slot): a step starts only when every one of its quotas lets it."""
+    granted: tuple[dict[str, Bucket], dict[str, Slots]] = ({}, {})
+    refused: tuple[dict[str, Bucket], dict[str, Slots]] = ({}, {})
+    retry_at: datetime | None = None
+    for key, (quota, bucket, slots) in entries.items():
+        result = take(bucket, quota, now)
+        if result.granted:
+            granted[0][key] = result.bucket
+        else:
+            refused[0][key] = result.bucket
+            assert result.retry_at is not None
+            retry_at = result.retry_at if retry_at is None else max(retry_at, result.retry_at)
+        admitted, come_back = admit(slots, quota, now)
+        if come_back is None:
+            granted[1][key] = admitted
+        else:
+            refused[1][key] = admitted
+            retry_at = come_back if retry_at is None else max(retry_at, come_back)
+    if retry_at is not None:
+        return Decision(*refused, retry_at)
+    return Decision(*granted, None)
+
+
 def take_all(
     buckets: dict[str, tuple[Quota, Bucket]], now: datetime
 ) -> tuple[dict[str, Bucket], datetime | None]:
-    """All-or-nothing over several quotas: ``(buckets to write, None)`` when every one
-    grants; else ``(buckets to write, when)``: nothing taken (only the refused buckets'
-    queues move), ``when`` the latest of the refused ones' slots, the earliest moment all
-    of them may grant."""
-    granted: dict[str, Bucket] = {}
-    refused: dict[str, Bucket] = {}
-    retry_at: datetime | None = None
-    for key, (quota, bucket) in buckets.items():
-        result = take(bucket, quota, now)
-        if result.granted:
-            granted[key] = result.bucket
-        else:
-            refused[key] = result.bucket
-            assert result.retry_at is not None
-            retry_at = result.retry_at if retry_at is None else max(retry_at, result.retry_at)
-    if retry_at is not None:
-        return refused, retry_at
-    return granted, None
+    """:func:`decide` over rates only: ``(buckets to write, None)`` when every one grants;
+    else ``(buckets to write, when)``: nothing taken (only the refused buckets' queues
+    move), ``when`` the latest of the refused ones' slots."""
+    decision = decide({k: (q, b, Slots()) for k, (q, b) in buckets.items()}, now)
+    return decision.buckets, decision.retry_at
 
 
 def slowed(bucket: Bucket, until: datetime) -> Bucket:

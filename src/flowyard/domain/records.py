@@ -34,6 +34,9 @@ class VersionRecord:
     checksum: str
     created_at: datetime
     created_by: str | None = None
+    #: Node positions on the builder's canvas (``{"nodes": {id: {"x", "y"}}}``), published
+    #: from a draft beside the definition; never part of what runs.
+    layout: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,12 @@ class RunRecord:
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
     error_type: str | None = None
+    #: The business key signals and actions may address the run by (decision 0024).
+    correlation_key: str | None = None
+    #: The key is unique among the workflow's unfinished runs (its version said so).
+    correlation_unique: bool = False
+    #: A child run's sub-workflow step, in the run ``parent_run_id``.
+    parent_step_id: StepId | None = None
     #: The schedule whose tick started the run.
     schedule_id: str | None = None
 
@@ -130,6 +139,8 @@ class NewRun:
     campaign_id: str | None = None
     parent_run_id: RunId | None = None
     deadline_at: datetime | None = None
+    correlation_key: str | None = None
+    correlation_unique: bool = False
     #: The schedule whose tick starts the run.
     schedule_id: str | None = None
 

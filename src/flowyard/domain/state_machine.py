@@ -12,10 +12,13 @@ from typing import Any
 from pydantic import Field
 
 from flowyard.domain.definition import (
+    MAX_DECLARED_SIGNALS,
     NODE_ID_PATTERN,
     WORKFLOW_NAME_PATTERN,
+    CorrelationSpec,
     NodeIdStr,
     NodeSpec,
+    SignalNameStr,
     WorkflowDefaults,
     _Strict,
 )
@@ -64,6 +67,8 @@ class StateMachineDefinition(_Strict):
     vars: dict[str, Any] = Field(default_factory=dict)
     defaults: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
     run_timeout_s: float | None = Field(None, gt=0)
+    correlation: CorrelationSpec | None = None
+    signals: list[SignalNameStr] | None = Field(None, max_length=MAX_DECLARED_SIGNALS)
     #: Loop guard per state: how many times a run may enter one state.
     max_visits: int = Field(1000, ge=1, le=100_000)
     states: list[StateSpec] = Field(min_length=1, max_length=1000)

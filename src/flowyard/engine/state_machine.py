@@ -115,9 +115,11 @@ def compile_state_machine(raw: dict[str, Any]) -> CompiledStateMachine:
         "defaults": sm.defaults.model_dump(exclude_none=True),
         "nodes": nodes,
     }
-    for key in ("description", "input_schema", "run_timeout_s"):
+    for key in ("description", "input_schema", "run_timeout_s", "signals"):
         if getattr(sm, key) is not None:
             graph[key] = getattr(sm, key)
+    if sm.correlation is not None:
+        graph["correlation"] = sm.correlation.model_dump(exclude_none=True)
     return CompiledStateMachine(graph, [], origins, f"/states/{initial}/is_initial")
 
 

@@ -15,6 +15,7 @@ from flowyard.domain.definition import NODE_ID_PATTERN, NodeSpec, WorkflowDefini
 from flowyard.domain.errors import DefinitionError, Problem
 from flowyard.domain.state_machine import is_state_machine
 from flowyard.engine.compiled import DEFAULT_RETRY, CompiledNode, CompiledWorkflow, guard_vars
+from flowyard.engine.declarations import correlation_expressions, signal_problems
 from flowyard.engine.input_schema import schema_problems
 from flowyard.engine.state_machine import compile_state_machine
 from flowyard.expressions import ExpressionEngine, ExpressionError
@@ -144,6 +145,16 @@ class DefinitionValidator:
         else:
             nodes, broken = self._salvage_nodes(raw)
         infos = self._check_nodes(nodes, result.problems, budget)
+        if definition is not None:
+            if not budget.stopped:
+                found = correlation_expressions(definition)
+                result.problems.extend(self._check_expressions(found, budget))
+            typed = [
+                (i.index, i.node_type, i.config)
+                for i in infos.values()
+                if i.node_type is not None and i.routes_known
+            ]
+            result.problems.extend(signal_problems(definition.signals, typed))
         broken = {node_id: b for node_id, b in broken.items() if node_id not in infos}
         start = definition.start if definition else raw.get("start")
         if infos or broken:  # without any node the graph checks would only add noise

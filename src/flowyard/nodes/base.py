@@ -249,6 +249,10 @@ class NodeType(ABC, Generic[C]):
         them to the outbound layer, so a plugin's credential works like a built-in one."""
         return {}
 
+    async def aclose(self) -> None:
+        """Release what the type keeps between steps (idle connections of its own); called
+        once when the process's container closes."""
+
     def parse_config(self, raw: Mapping[str, Any]) -> C:
         """Validate raw config into the config model (raises pydantic.ValidationError)."""
         return cast("C", self.config_model.model_validate(dict(raw)))
@@ -260,6 +264,11 @@ class NodeType(ABC, Generic[C]):
     def credential_refs(self, config: C) -> list[tuple[str, str]]:
         """``(pointer relative to the node, credential name)`` of every credential the config
         references, so a save can check they exist."""
+        return []
+
+    def signal_refs(self, config: C) -> list[tuple[str, str]]:
+        """``(pointer relative to the node, signal name)`` of every signal a step of this
+        node waits for, so a definition that declares its signals can be checked."""
         return []
 
     def quota_keys(self, config: C) -> list[str]:

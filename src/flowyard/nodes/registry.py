@@ -124,6 +124,15 @@ class NodeRegistry:
         """Every type with its config JSON Schema, sorted by name."""
         return [self._types[name].describe() for name in self.names()]
 
+    async def aclose(self) -> None:
+        """Let every node type release what it keeps (one failing does not stop the
+        others)."""
+        for name, instance in self._types.items():
+            try:
+                await instance.aclose()
+            except Exception:
+                _log.exception("node type %r failed to close", name)
+
     def plugins(self) -> list[PluginReport]:
         """Every ``flowyard.nodes`` entry point seen by :meth:`load_entry_points`, in load
         order: loaded, failed (with the error) or disabled."""

@@ -3,7 +3,8 @@ stay thin on top of it.
 
 ``FlowyardService`` is one object assembled from a use-case mixin per concept, each over
 :class:`~flowyard.service.base.ServiceBase` (the store, validator, cache and clock):
-workflows, runs, lifecycle (operator actions, over runs) and state machines.
+workflows, runs, lifecycle (operator actions, over runs), state machines and runs addressed
+by correlation key (over lifecycle and state machines).
 :class:`~flowyard.service.admin.AdminService` holds the operators' reads (readiness, queue
 depth, the audit log)."""
 
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
-from flowyard.service.lifecycle import BulkRetry, LifecycleUseCases
-from flowyard.service.machines import ActionsView, StateMachineUseCases
+from flowyard.service.correlation import CorrelationUseCases
+from flowyard.service.drafts import DraftUseCases, DraftView
+from flowyard.service.lifecycle import BulkRetry
+from flowyard.service.machines import ActionsView
 from flowyard.service.runs import (
     MAX_RUN_PAYLOAD_BYTES,
     MAX_SUBWORKFLOW_DEPTH,
@@ -20,11 +23,11 @@ from flowyard.service.runs import (
     check_run_payload,
     run_deadline,
 )
-from flowyard.service.workflows import WorkflowUseCases
 
 
-class FlowyardService(WorkflowUseCases, LifecycleUseCases, StateMachineUseCases):
-    """Use cases over a store, a validator and the compiled-workflow cache."""
+class FlowyardService(DraftUseCases, CorrelationUseCases):
+    """Use cases over a store, a validator and the compiled-workflow cache (workflows bring
+    their drafts; correlation brings lifecycle, runs and state machines with it)."""
 
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "ActionsView",
     "AdminService",
     "BulkRetry",
+    "DraftView",
     "FlowyardService",
     "RunDetail",
     "check_run_payload",

@@ -15,6 +15,7 @@ from flowyard.engine.validation import DefinitionValidator
 from flowyard.observability import Metrics
 from flowyard.store.ports import (
     CredentialStore,
+    DraftStore,
     LifecycleStore,
     QueueStore,
     RunStore,
@@ -27,10 +28,12 @@ COMPILE_CONCURRENCY = 2
 COMPILE_WAIT_S = 2.0
 
 
-class ServiceStore(WorkflowStore, RunStore, LifecycleStore, QueueStore, CredentialStore, Protocol):
-    """The ports the use cases work over: workflows, runs, their lifecycle, the queue (a
-    cancel cancels orphaned children at once) and credential names (definitions must name
-    existing credentials)."""
+class ServiceStore(
+    WorkflowStore, DraftStore, RunStore, LifecycleStore, QueueStore, CredentialStore, Protocol
+):
+    """The ports the use cases work over: workflows and their drafts, runs, their lifecycle,
+    the queue (a cancel cancels orphaned children at once) and credential names
+    (definitions must name existing credentials)."""
 
 
 class ServiceBase:

@@ -25,6 +25,15 @@ from flowyard.service.runs import RunUseCases, run_deadline
 SIGNAL_NAME = re.compile(SIGNAL_NAME_PATTERN)
 
 
+def check_signal_name(name: str) -> None:
+    """InvalidInput unless ``name`` is a signal name one may send (not ``@action``)."""
+    if not SIGNAL_NAME.match(name):
+        raise InvalidInput(
+            f"{name[:100]!r} is not a signal name",
+            [Problem("/name", f"a signal name matches {SIGNAL_NAME.pattern}", "pattern")],
+        )
+
+
 @dataclass(slots=True)
 class BulkRetry:
     """Outcome of retrying runs by filter."""
@@ -79,14 +88,35 @@ class LifecycleUseCases(RunUseCases):
     ) -> tuple[SignalRecord, bool]:
         """Deliver a signal to a run: a step waiting for it wakes now; otherwise it is
         buffered until the run gets to one. A finished run refuses it (Conflict); a name
-        that is not a signal name (``@action`` is how actions are recorded) is InvalidInput."""
-        if not SIGNAL_NAME.match(name):
+        that is not a signal name (``@action`` is how actions are recorded), or one the
+        run's workflow version does not declare when it declares its signals, is
+        InvalidInput."""
+        check_signal_name(name)
+        return await self._deliver_signal(
+            await self.store.get_run(run_id), name, payload, actor=actor, audit=audit
+        )
+
+    async def _deliver_signal(
+        self,
+        run: RunRecord,
+        name: str,
+        payload: Any,
+        *,
+        actor: str | None,
+        audit: AuditEntry | None,
+    ) -> tuple[SignalRecord, bool]:
+        """Deliver a (well-formed) signal name the run's version accepts (InvalidInput when
+        it declares its signals and not this one)."""
+        wf = await self.compiled(run.workflow_id, run.workflow_version)
+        declared = wf.definition.signals
+        if declared is not None and name not in declared:
+            accepted = ", ".join(repr(n) for n in declared) or "none"
             raise InvalidInput(
-                f"{name[:100]!r} is not a signal name",
-                [Problem("/name", f"a signal name matches {SIGNAL_NAME.pattern}", "pattern")],
+                f"workflow {wf.definition.name!r} does not accept the signal {name!r}",
+                [Problem("/name", f"the signals it declares: {accepted}", "undeclared_signal")],
             )
         signal, woke = await self.store.send_signal(
-            run_id, name, payload, actor=actor, now=self.clock(), audit=audit
+            run.id, name, payload, actor=actor, now=self.clock(), audit=audit
         )
         if woke:
             self._enqueued()

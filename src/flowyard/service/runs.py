@@ -10,6 +10,7 @@ from typing import Any
 
 from flowyard.domain import jsonvalue
 from flowyard.domain.auth import AuditEntry
+from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.errors import (
     Conflict,
     DefinitionError,
@@ -33,6 +34,7 @@ from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.input_schema import input_problems
 from flowyard.engine.restart import failure_cause
 from flowyard.engine.transitions import first_step
+from flowyard.expressions import ExpressionError
 from flowyard.nodes.base import ResolvedWorkflow
 from flowyard.service.base import ServiceBase
 
@@ -69,11 +71,18 @@ class RunUseCases(ServiceBase):
         idempotency_key: str | None = None,
         version: int | None = None,
         actor: str | None = None,
+        correlation_key: str | None = None,
         audit: AuditEntry | None = None,
     ) -> tuple[RunRecord, bool]:
-        """Start a run of a workflow (latest version unless pinned). Returns (run, created)."""
+        """Start a run of a workflow (latest version unless pinned). Returns (run, created).
+
+        Its correlation key is ``correlation_key``, else what the definition's
+        ``correlation.key`` template makes of the input (none when it renders empty). A key
+        the workflow declares unique that an unfinished run holds is refused (Conflict,
+        naming that run)."""
         record, stored_version, wf = await self._runnable(ref, version)
         new = self._new_run(wf, record.id, stored_version, input, vars, idempotency_key, actor)
+        new = await self._correlated(wf, new, correlation_key)
         [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
         if actions.has_states(wf):  # its first action needs no read of the run
             self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
@@ -93,22 +102,46 @@ class RunUseCases(ServiceBase):
         schedule_id: str,
     ) -> tuple[NewRun, str]:
         """A checked run of the latest version of ``ref``, not started: a schedule starts it
-        in the transaction that records its tick (``ScheduleStore.fire_schedule``). Returns
-        it with the workflow's name. NotFound, Conflict (archived), InvalidInput (the input
-        no longer fits the workflow)."""
+        in the transaction that records its tick (``ScheduleStore.fire_schedule``). It
+        carries the correlation key the definition's template makes of the input (the store
+        refuses a unique one an unfinished run holds). Returns it with the workflow's name.
+        NotFound, Conflict (archived, nothing published), InvalidInput (the input no longer
+        fits the workflow, or its key cannot be computed)."""
         record, version, wf = await self._runnable(ref, None)
         new = self._new_run(wf, record.id, version, input, None, idempotency_key, actor)
+        new = await self._correlated(wf, new, None)
         return replace(new, schedule_id=schedule_id), wf.definition.name
 
     async def _runnable(
         self, ref: str, version: int | None
     ) -> tuple[WorkflowRecord, int, CompiledWorkflow]:
-        """The workflow (not archived), the version to run and its compiled form."""
+        """The workflow (not archived, a version published), the version to run and its
+        compiled form."""
         record = await self.store.get_workflow(ref)
         if record.archived:
             raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
+        if record.latest_version == 0:
+            raise Conflict(
+                f"workflow {record.name!r} has no published version yet: publish its draft "
+                "(POST .../draft/publish) to run it"
+            )
         stored = await self.store.get_version(record.id, version)
         return record, stored.version, await self.cache.get(record.id, stored.version)
+
+    async def _correlated(
+        self, wf: CompiledWorkflow, new: NewRun, correlation_key: str | None
+    ) -> NewRun:
+        """``new`` with its correlation key: ``correlation_key``, else what the definition's
+        ``correlation.key`` template makes of the input (none when it renders empty), and
+        whether the workflow declares it unique."""
+        spec = wf.definition.correlation
+        key = correlation_key
+        if key is None and spec is not None and spec.key is not None:
+            key = await self._computed_key(wf, spec.key, new)
+        if key is None:
+            return new
+        check_correlation_key(key, "/correlation_key")
+        return replace(new, correlation_key=key, correlation_unique=bool(spec and spec.unique))
 
     def _new_run(
         self,
@@ -136,6 +169,34 @@ class RunUseCases(ServiceBase):
             actor=actor,
             deadline_at=run_deadline(wf, now),
         )
+
+    async def _computed_key(self, wf: CompiledWorkflow, source: str, new: NewRun) -> str | None:
+        """The definition's key template rendered on the run's input and vars (metered
+        like node configs): a string or number; empty or null means no key."""
+        scope = {"input": new.input, "vars": {**wf.definition.vars, **new.vars}}
+        try:
+            value = await self.validator.expressions.render_value_async(source, scope)
+        except ExpressionError as exc:
+            raise InvalidInput(
+                f"the workflow's correlation key could not be computed: {exc.message}",
+                [Problem("/input", f"correlation.key {source!r}: {exc.message}", "correlation")],
+            ) from None
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidInput(
+                "the workflow's correlation key must be a string",
+                [
+                    Problem(
+                        "/input",
+                        f"correlation.key {source!r} gave a {type(value).__name__}",
+                        "correlation",
+                    )
+                ],
+            )
+        key = str(value)
+        check_correlation_key(key, "/input")
+        return key
 
     async def get_run(self, run_id: str) -> RunDetail:
         """A run with its steps and (first 1,000) events."""
@@ -178,11 +239,15 @@ class RunUseCases(ServiceBase):
         limit: int = 1000,
         after: int | None = None,
         exclude: str | None = None,
+        buffered: bool | None = None,
     ) -> list[SignalRecord]:
         """Signals delivered to a run, oldest first, after a signal-id cursor, without
-        those called ``exclude`` (NotFound for an unknown run)."""
+        those called ``exclude``; with ``buffered`` only those no step took yet (True) or
+        only taken ones (False) (NotFound for an unknown run)."""
         await self.store.get_run(run_id)
-        return await self.store.list_signals(run_id, limit=limit, after=after, exclude=exclude)
+        return await self.store.list_signals(
+            run_id, limit=limit, after=after, exclude=exclude, buffered=buffered
+        )
 
     async def list_runs(
         self,
@@ -192,10 +257,13 @@ class RunUseCases(ServiceBase):
         limit: int = 50,
         before: str | None = None,
         error_type: str | None = None,
+        correlation_key: str | None = None,
+        parent_run_id: str | None = None,
         schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``;
-        ``schedule_id``: the runs a schedule started)."""
+        ``correlation_key``; ``parent_run_id``: the child runs of that run; ``schedule_id``:
+        the runs a schedule started)."""
         workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
         return await self.store.list_runs(
             status=status,
@@ -203,6 +271,8 @@ class RunUseCases(ServiceBase):
             limit=limit,
             before=before,
             error_type=error_type,
+            correlation_key=correlation_key,
+            parent_run_id=parent_run_id,
             schedule_id=schedule_id,
         )
 
@@ -229,6 +299,11 @@ class RunUseCases(ServiceBase):
             raise PermanentError(str(exc), error_type="subworkflow.not_found") from None
         except DefinitionError as exc:
             raise PermanentError(exc.message, error_type="subworkflow.invalid") from None
+        if record.latest_version == 0 and version is None:
+            raise PermanentError(
+                f"workflow {record.name!r} has no published version yet",
+                error_type="subworkflow.not_found",
+            )
         if record.archived:
             raise PermanentError(
                 f"workflow {record.name!r} is archived", error_type="subworkflow.archived"
@@ -245,6 +320,18 @@ class RunUseCases(ServiceBase):
 
 #: How deep child runs may nest (a run, its child, the child's child, ...).
 MAX_SUBWORKFLOW_DEPTH = 10
+
+
+def check_correlation_key(key: str, pointer: str) -> None:
+    """A correlation key is 1-200 printable characters without ``/``: it is one segment of
+    the URLs that address the run by it. InvalidInput otherwise."""
+    problem = None
+    if not key or len(key) > MAX_CORRELATION_KEY:
+        problem = f"a correlation key has 1 to {MAX_CORRELATION_KEY} characters, not {len(key)}"
+    elif not key.isprintable() or "/" in key:
+        problem = "a correlation key has no control characters and no '/'"
+    if problem is not None:
+        raise InvalidInput("the correlation key is invalid", [Problem(pointer, problem, "pattern")])
 
 
 def run_deadline(wf: CompiledWorkflow, now: datetime) -> datetime | None:

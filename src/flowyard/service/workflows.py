@@ -112,12 +112,21 @@ class WorkflowUseCases(WorkflowReads):
         return (await self._validated(raw)).compiled()
 
     async def create_workflow(
-        self, raw: Any, actor: str | None = None, *, audit: AuditEntry | None = None
+        self,
+        raw: Any,
+        actor: str | None = None,
+        *,
+        audit: AuditEntry | None = None,
+        require_credentials: bool = True,
     ) -> tuple[WorkflowRecord, VersionRecord]:
         """Validate and save a new workflow (version 1). A name taken by an archived
-        workflow is a Conflict that says so and how to bring it back."""
+        workflow is a Conflict that says so and how to bring it back. Only the samples
+        loaded at start pass ``require_credentials=False``: they ship with the credential
+        names they need, which a fresh database does not hold yet (their steps then fail
+        with ``credential.not_found`` until an admin creates them)."""
         wf = await self._compile(raw)
-        await self.check_credentials(wf)
+        if require_credentials:
+            await self.check_credentials(wf)
         definition = _as_json(raw)
         await self._refuse_archived_name(wf.definition.name)
         return await self.store.create_workflow(

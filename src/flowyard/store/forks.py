@@ -150,6 +150,7 @@ class ForkWriter:
                     input=child.input,
                     vars={},
                     parent_run_id=parent.run_id,
+                    parent_step_id=parent.id,
                     deadline_at=child.deadline_at,
                     created_at=self.now,
                     updated_at=self.now,

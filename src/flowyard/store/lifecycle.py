@@ -19,6 +19,7 @@ from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import BranchStatus, RunStatus, StepStatus
 from flowyard.engine.settlement import resumed
 from flowyard.store.base import SqlBase
+from flowyard.store.correlation import check_unique_keys
 from flowyard.store.forks import ForkWriter, cancel_steps_of, drop_fork
 from flowyard.store.rows import ACTIVE, PENDING, event_row, lock_run, run_record
 from flowyard.store.schema import branches, run_events, runs, steps
@@ -221,6 +222,8 @@ class LifecycleOps(SqlBase):
             run = await self._lock_run(
                 conn, run_id, _RETRYABLE, "only failed, timed-out or cancelled runs can be retried"
             )
+            if run.correlation_unique:  # another run may have taken its key since it ended
+                await check_unique_keys(conn, [_unique_key_of(run)])
             failed_step = (run.error or {}).get("details", {}).get("step_id")
             discarded: list[str] = []
             if restart is not None:
@@ -431,3 +434,12 @@ class LifecycleOps(SqlBase):
             return [RunId(r) for r in locked]
 
         return await self._tx(fn)
+
+
+def _unique_key_of(run: RunRecord) -> dict[str, Any]:
+    """The run's unique correlation key, as :func:`check_unique_keys` reads it."""
+    return {
+        "workflow_id": run.workflow_id,
+        "correlation_key": run.correlation_key,
+        "correlation_unique": True,
+    }

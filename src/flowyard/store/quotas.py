@@ -1,8 +1,9 @@
-"""Provider quotas in the SQL store: one row per quota key holds its token bucket; a take
-locks the rows of its keys in sorted order (``FOR UPDATE`` on PostgreSQL; SQLite's writers
-are serialised by ``BEGIN IMMEDIATE``), asks :func:`flowyard.domain.quotas.take_all`, and
-writes what it answered, in one transaction: every worker on every machine shares the
-bucket."""
+"""Provider quotas in the SQL store: one row per quota key holds its token bucket and its
+concurrency limit's queue, and ``quota_slots`` the slots running steps hold. A take locks
+the rows of its keys in sorted order (``FOR UPDATE`` on PostgreSQL; SQLite's writers are
+serialised by ``BEGIN IMMEDIATE``), counts the live slots (deleting those that stopped
+counting), asks :func:`flowyard.domain.quotas.decide`, and writes what it answered, in one
+transaction: every worker on every machine shares the bucket and the slots."""
 
 from __future__ import annotations
 
@@ -16,22 +17,67 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import NotFound
-from flowyard.domain.quotas import Bucket, Quota, QuotaState, full, slowed, take_all
+from flowyard.domain.quotas import (
+    Bucket,
+    Quota,
+    QuotaState,
+    SlotHolder,
+    Slots,
+    decide,
+    full,
+    observe_hold,
+    slowed,
+)
+from flowyard.domain.statuses import StepStatus
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
-from flowyard.store.schema import quotas
+from flowyard.store.schema import quota_slots, quotas, steps
 
 
 def _quota(row: Row[Any]) -> Quota:
-    return Quota(row.key, row.tokens, row.per_s, row.burst, row.enabled)
+    return Quota(row.key, row.tokens, row.per_s, row.burst, row.enabled, row.concurrency)
 
 
 def _bucket(row: Row[Any]) -> Bucket:
     return Bucket(row.available, row.updated_at, row.paused_until, row.queue_until)
 
 
-def _state(row: Row[Any]) -> QuotaState:
-    return QuotaState(_quota(row), _bucket(row), row.created_at)
+def _slots(row: Row[Any], in_flight: int) -> Slots:
+    return Slots(in_flight, row.hold_s, row.slot_queue_until)
+
+
+def _state(row: Row[Any], in_flight: int = 0) -> QuotaState:
+    return QuotaState(_quota(row), _bucket(row), row.created_at, _slots(row, in_flight))
+
+
+def _slot_held(now: datetime | None) -> sa.ColumnElement[bool]:
+    """A slot counts while its step runs under the claim that took it (and, given ``now``,
+    its lease is live): the step's completion, failure, cancel or timeout, or a worker
+    that died (its lease lapses, another claim follows), frees it."""
+    held = sa.and_(
+        steps.c.status == StepStatus.RUNNING.value, steps.c.claims == quota_slots.c.claims
+    )
+    if now is not None:
+        held = sa.and_(held, steps.c.lease_expires_at > now)
+    return held
+
+
+def _slot_rows(keys: Sequence[str]) -> sa.Select[Any]:
+    """The slots of ``keys`` with what decides whether they still count."""
+    return (
+        sa.select(
+            quota_slots.c.key,
+            quota_slots.c.step_id,
+            quota_slots.c.claims,
+            quota_slots.c.acquired_at,
+            steps.c.status,
+            steps.c.claims.label("step_claims"),
+            steps.c.lease_expires_at,
+            steps.c.finished_at,
+        )
+        .select_from(quota_slots.outerjoin(steps, steps.c.id == quota_slots.c.step_id))
+        .where(quota_slots.c.key.in_(keys))
+    )
 
 
 def _bucket_values(bucket: Bucket) -> dict[str, Any]:
@@ -61,6 +107,7 @@ class QuotaOps(SqlBase):
                     per_s=quota.per_s,
                     burst=quota.burst,
                     enabled=quota.enabled,
+                    concurrency=quota.concurrency,
                     created_at=now,
                     **_bucket_values(full(quota, now)),
                 )
@@ -79,32 +126,57 @@ class QuotaOps(SqlBase):
                         per_s=quota.per_s,
                         burst=quota.burst,
                         enabled=quota.enabled,
+                        concurrency=quota.concurrency,
                         available=min(row.available, float(quota.burst)),
                     )
                     .returning(*quotas.c)
                 )
             ).one()
-            return _state(updated)
+            return _state(
+                updated, (await self._in_flight(conn, [quota.key], now)).get(quota.key, 0)
+            )
 
         return await self._tx(fn, audit=audit)
 
-    async def get_quota(self, key: str) -> QuotaState:
-        """A quota and its bucket (NotFound)."""
+    async def _in_flight(
+        self, conn: AsyncConnection, keys: Sequence[str] | None, now: datetime | None
+    ) -> dict[str, int]:
+        """Slots held per key (of ``keys``; None: every key)."""
+        query = (
+            sa.select(quota_slots.c.key, sa.func.count().label("n"))
+            .select_from(quota_slots.join(steps, steps.c.id == quota_slots.c.step_id))
+            .where(_slot_held(now))
+            .group_by(quota_slots.c.key)
+        )
+        if keys is not None:
+            query = query.where(quota_slots.c.key.in_(keys))
+        return {r.key: r.n for r in await conn.execute(query)}
+
+    async def get_quota(self, key: str, *, now: datetime | None = None) -> QuotaState:
+        """A quota, its bucket and its slots held (NotFound)."""
 
         async def fn(conn: AsyncConnection) -> QuotaState:
             row = (await conn.execute(sa.select(quotas).where(quotas.c.key == key))).first()
             if row is None:
                 raise NotFound(f"quota {key!r} not found")
-            return _state(row)
+            return _state(row, (await self._in_flight(conn, [key], now)).get(key, 0))
 
         return await self._tx(fn, write=False)
 
-    async def list_quotas(self) -> list[QuotaState]:
+    async def find_quota(self, key: str, *, now: datetime | None = None) -> QuotaState | None:
+        """A quota, its bucket and its slots held; None when ``key`` has none."""
+        try:
+            return await self.get_quota(key, now=now)
+        except NotFound:
+            return None
+
+    async def list_quotas(self, *, now: datetime | None = None) -> list[QuotaState]:
         """Every quota, by key (an installation has a handful: no pages)."""
 
         async def fn(conn: AsyncConnection) -> list[QuotaState]:
-            rows = await conn.execute(sa.select(quotas).order_by(quotas.c.key))
-            return [_state(r) for r in rows]
+            rows = list(await conn.execute(sa.select(quotas).order_by(quotas.c.key)))
+            held = await self._in_flight(conn, None, now) if rows else {}
+            return [_state(r, held.get(r.key, 0)) for r in rows]
 
         return await self._tx(fn, write=False)
 
@@ -113,6 +185,8 @@ class QuotaOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> None:
             note_target(audit, "quota", key)
+            # The foreign key cascades too; SQLite enforces it only with its pragma on.
+            await conn.execute(quota_slots.delete().where(quota_slots.c.key == key))
             deleted = await conn.execute(quotas.delete().where(quotas.c.key == key))
             if deleted.rowcount == 0:
                 raise NotFound(f"quota {key!r} not found")
@@ -139,20 +213,82 @@ class QuotaOps(SqlBase):
         )
         return list(result)
 
-    async def take_quota(self, keys: Sequence[str], now: datetime) -> datetime | None:
-        """A token from each of ``keys``, all or none: None when granted, else when to try
-        again (the refused buckets' queues move: the next refused step gets a later slot)."""
+    async def _held_slots(
+        self, conn: AsyncConnection, rows: list[Row[Any]], now: datetime
+    ) -> dict[str, Slots]:
+        """The slots of the concurrency-limited ``rows`` now: those still held counted,
+        those that stopped counting deleted, their hold times folded into the average."""
+        limited = {r.key: r for r in rows if r.concurrency is not None and r.enabled}
+        if not limited:
+            return {}
+        counts = dict.fromkeys(limited, 0)
+        samples: dict[str, list[float]] = {k: [] for k in limited}
+        gone: list[tuple[str, int]] = []
+        for slot in await conn.execute(_slot_rows(sorted(limited))):
+            same_claim = slot.step_claims == slot.claims
+            if (
+                same_claim
+                and slot.status == StepStatus.RUNNING.value
+                and slot.lease_expires_at is not None
+                and slot.lease_expires_at > now
+            ):
+                counts[slot.key] += 1
+                continue
+            gone.append((slot.key, slot.step_id))
+            if same_claim and slot.finished_at is not None:
+                samples[slot.key].append((slot.finished_at - slot.acquired_at).total_seconds())
+        if gone:
+            await conn.execute(
+                quota_slots.delete().where(
+                    sa.tuple_(quota_slots.c.key, quota_slots.c.step_id).in_(gone)
+                )
+            )
+        return {
+            k: Slots(counts[k], observe_hold(r.hold_s, samples[k]), r.slot_queue_until)
+            for k, r in limited.items()
+        }
+
+    async def take_quota(
+        self, keys: Sequence[str], now: datetime, *, holder: SlotHolder | None = None
+    ) -> datetime | None:
+        """A token (rates) and a slot (concurrency limits, held by ``holder``) of each of
+        ``keys``, all or none: None when granted, else when to try again (the refused
+        quotas' queues move: the next refused step gets a later time)."""
         if not keys:
             return None
 
         async def fn(conn: AsyncConnection) -> datetime | None:
             rows = await self._lock_quotas(conn, keys)
-            changed, retry_at = take_all({r.key: (_quota(r), _bucket(r)) for r in rows}, now)
-            for key, bucket in sorted(changed.items()):
+            if holder is None:
+                # No step to hold a slot: only the rates apply.
+                rows = [r for r in rows if r.tokens is not None]
+                held: dict[str, Slots] = {}
+            else:
+                held = await self._held_slots(conn, rows, now)
+            decision = decide(
+                {r.key: (_quota(r), _bucket(r), held.get(r.key, Slots())) for r in rows}, now
+            )
+            for key, bucket in sorted(decision.buckets.items()):
                 await conn.execute(
                     quotas.update().where(quotas.c.key == key).values(**_bucket_values(bucket))
                 )
-            return retry_at
+            for key, seen in sorted(held.items()):
+                slots = decision.slots.get(key, seen)
+                await conn.execute(
+                    quotas.update()
+                    .where(quotas.c.key == key)
+                    .values(hold_s=seen.hold_s, slot_queue_until=slots.queue_until)
+                )
+                if decision.granted and holder is not None:
+                    await conn.execute(
+                        quota_slots.insert().values(
+                            key=key,
+                            step_id=holder.step_id,
+                            claims=holder.claims,
+                            acquired_at=now,
+                        )
+                    )
+            return decision.retry_at
 
         return await self._tx(fn)
 

@@ -64,6 +64,7 @@ def version_record(row: Row[Any]) -> VersionRecord:
         checksum=row.checksum,
         created_at=row.created_at,
         created_by=row.created_by,
+        layout=row.layout,
     )
 
 
@@ -86,6 +87,9 @@ def run_record(row: Row[Any]) -> RunRecord:
         parent_run_id=RunId(row.parent_run_id) if row.parent_run_id else None,
         deadline_at=row.deadline_at,
         error_type=row.error_type,
+        correlation_key=row.correlation_key,
+        correlation_unique=bool(row.correlation_unique),
+        parent_step_id=StepId(row.parent_step_id) if row.parent_step_id is not None else None,
         schedule_id=row.schedule_id,
     )
 
@@ -221,5 +225,7 @@ def run_from_dict(row: dict[str, Any]) -> RunRecord:
         campaign_id=row["campaign_id"],
         parent_run_id=row["parent_run_id"],
         deadline_at=row["deadline_at"],
+        correlation_key=row["correlation_key"],
+        correlation_unique=row["correlation_unique"],
         schedule_id=row["schedule_id"],
     )

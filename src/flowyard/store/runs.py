@@ -23,6 +23,7 @@ from flowyard.domain.records import (
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
+from flowyard.store.correlation import check_unique_keys
 from flowyard.store.ports import EventListener
 from flowyard.store.rows import (
     chunks,
@@ -34,7 +35,7 @@ from flowyard.store.rows import (
     run_record,
     step_record,
 )
-from flowyard.store.schema import run_events, runs, steps, workflows
+from flowyard.store.schema import UNFINISHED_STATUSES, run_events, runs, steps, workflows
 
 
 def _created_data(row: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +65,8 @@ class RunOps(SqlBase):
         try:
             return await self._tx(fn, audit=audit)
         except IntegrityError:
-            # A concurrent start with the same idempotency key won the race: the retry sees it.
+            # A concurrent start with the same idempotency key (or unique correlation key)
+            # won the race: the retry sees it.
             return await self._tx(fn, audit=audit)
 
     async def _insert_runs(
@@ -106,6 +108,8 @@ class RunOps(SqlBase):
                 "campaign_id": new.campaign_id,
                 "parent_run_id": new.parent_run_id,
                 "deadline_at": new.deadline_at,
+                "correlation_key": new.correlation_key,
+                "correlation_unique": new.correlation_unique and bool(new.correlation_key),
                 "schedule_id": new.schedule_id,
                 "created_at": now,
                 "started_at": None,
@@ -116,6 +120,7 @@ class RunOps(SqlBase):
                 seen_keys[key] = len(run_rows)
             run_rows.append(row)
             results.append((run_from_dict(row), True))
+        await check_unique_keys(conn, run_rows)
         if run_rows:
             await conn.execute(runs.insert(), run_rows)
             step_rows = [
@@ -186,6 +191,8 @@ class RunOps(SqlBase):
         limit: int = 50,
         before: str | None = None,
         error_type: str | None = None,
+        correlation_key: str | None = None,
+        parent_run_id: str | None = None,
         schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first (ids are time-ordered)."""
@@ -196,6 +203,10 @@ class RunOps(SqlBase):
             query = query.where(runs.c.status == status.value)
         if workflow_id is not None:
             query = query.where(runs.c.workflow_id == workflow_id)
+        if correlation_key is not None:
+            query = query.where(runs.c.correlation_key == correlation_key)
+        if parent_run_id is not None:
+            query = query.where(runs.c.parent_run_id == parent_run_id)
         if before is not None:
             query = query.where(runs.c.id < before)
         if error_type is not None:
@@ -206,6 +217,26 @@ class RunOps(SqlBase):
                 query = query.where(sa.func.substr(runs.c.error_type, 1, len(prefix)) == prefix)
             else:
                 query = query.where(runs.c.error_type == error_type)
+
+        async def fn(conn: AsyncConnection) -> list[RunRecord]:
+            return [run_record(row) for row in await conn.execute(query)]
+
+        return await self._tx(fn, write=False)
+
+    async def unfinished_runs_by_key(
+        self, workflow_id: WorkflowId, correlation_key: str, *, limit: int = 10
+    ) -> list[RunRecord]:
+        """The workflow's unfinished runs holding ``correlation_key``, oldest first."""
+        query = (
+            sa.select(runs)
+            .where(
+                runs.c.correlation_key == correlation_key,
+                runs.c.workflow_id == workflow_id,
+                runs.c.status.in_(UNFINISHED_STATUSES),
+            )
+            .order_by(runs.c.id)
+            .limit(limit)
+        )
 
         async def fn(conn: AsyncConnection) -> list[RunRecord]:
             return [run_record(row) for row in await conn.execute(query)]

@@ -316,20 +316,27 @@ class ScheduleOps(RunOps):
         if taken is None:
             return None
         run_id: RunId | None = None
+        reason = fire.reason
         if fire.run is not None:
-            [(run, _)] = await self._insert_runs(conn, [fire.run], now)
-            run_id = run.id
-            await conn.execute(
-                schedule_fires.update()
-                .where(
-                    schedule_fires.c.schedule_id == schedule_id,
-                    schedule_fires.c.tick_at == fire.tick_at,
-                )
-                .values(run_id=run_id)
+            this_tick = sa.and_(
+                schedule_fires.c.schedule_id == schedule_id,
+                schedule_fires.c.tick_at == fire.tick_at,
             )
-        return ScheduleFire(
-            schedule_id, fire.tick_at, outcome, run_id, now, fire.reason, fire.manual
-        )
+            try:
+                [(run, _)] = await self._insert_runs(conn, [fire.run], now)
+            except Conflict as exc:
+                # A unique correlation key an unfinished run holds (checked by a read before
+                # any insert): the tick is skipped with the reason, the schedule moves on.
+                outcome, reason = TickOutcome.SKIPPED, f"not started: {exc}"[:200]
+                await conn.execute(
+                    schedule_fires.update()
+                    .where(this_tick)
+                    .values(outcome=outcome.value, reason=reason)
+                )
+            else:
+                run_id = run.id
+                await conn.execute(schedule_fires.update().where(this_tick).values(run_id=run_id))
+        return ScheduleFire(schedule_id, fire.tick_at, outcome, run_id, now, reason, fire.manual)
 
     async def list_schedule_fires(
         self, schedule_id: ScheduleId, *, limit: int = 50, before: datetime | None = None

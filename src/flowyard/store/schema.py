@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from flowyard.domain.statuses import CLAIMABLE_STEP_STATUSES
+from flowyard.domain.statuses import CLAIMABLE_STEP_STATUSES, RunStatus
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -44,6 +44,13 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 #: query uses the same literal text so both planners pick the index.
 CLAIMABLE_STATUSES = tuple(sorted(s.value for s in CLAIMABLE_STEP_STATUSES))
 CLAIMABLE_SQL = f"status IN ({', '.join(repr(s) for s in CLAIMABLE_STATUSES)}) AND NOT held"
+
+#: Runs that have not ended. A unique correlation key is held only by these: the partial
+#: unique index frees the key the moment its run ends, whichever writer ends it.
+UNFINISHED_STATUSES = tuple(sorted(s.value for s in RunStatus if not s.is_terminal))
+OPEN_CORRELATION_SQL = (
+    f"correlation_unique AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
+)
 
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -79,6 +86,9 @@ workflow_versions = sa.Table(
     sa.Column("checksum", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=True),
+    # Node positions on the builder's canvas, published from a draft (migration 0014): kept
+    # beside the definition, never part of what runs.
+    sa.Column("layout", JSONType, nullable=True),
 )
 
 runs = sa.Table(
@@ -102,6 +112,13 @@ runs = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # -- migration 0011: the business key replies address the run by, and its parent step.
+    sa.Column("correlation_key", sa.String(200), nullable=True),
+    # The key was unique when the run started (its version declared it): only such runs
+    # are in the unique index below.
+    sa.Column("correlation_unique", sa.Boolean, nullable=False, server_default=sa.false()),
+    # A child run's sub-workflow step (in the run ``parent_run_id``).
+    sa.Column("parent_step_id", BigIntId, nullable=True),
     # -- migration 0013: the schedule that started the run (no foreign key: a deleted
     # schedule's runs keep naming it).
     sa.Column("schedule_id", sa.String(40), nullable=True),
@@ -117,6 +134,22 @@ runs = sa.Table(
         "deadline_at",
         postgresql_where=sa.text("deadline_at IS NOT NULL"),
         sqlite_where=sa.text("deadline_at IS NOT NULL"),
+    ),
+    # Partial: runs without a key (a campaign's bulk start) do not maintain it.
+    sa.Index(
+        "ix_runs_correlation_key",
+        "correlation_key",
+        "id",
+        postgresql_where=sa.text("correlation_key IS NOT NULL"),
+        sqlite_where=sa.text("correlation_key IS NOT NULL"),
+    ),
+    sa.Index(
+        "uq_runs_open_correlation",
+        "workflow_id",
+        "correlation_key",
+        unique=True,
+        postgresql_where=sa.text(OPEN_CORRELATION_SQL),
+        sqlite_where=sa.text(OPEN_CORRELATION_SQL),
     ),
 )
 
@@ -312,16 +345,18 @@ login_failures = sa.Table(
     sa.Column("last_at", UTCDateTime, nullable=False),
 )
 
-# -- provider quotas (migration 0009) ------------------------------------------------------
+# -- provider quotas (migrations 0009, 0010) ----------------------------------------------
 
-#: One token bucket per quota key (``credential:<name>``, ``node_type:<type>``), shared by
-#: every worker: a take locks the row, refills, takes, writes (``store/quotas.py``).
+#: One row per quota key (``credential:<name>``, ``node_type:<type>``), shared by every
+#: worker: a rate's token bucket and a concurrency limit's queue; a take locks the row,
+#: decides, writes (``store/quotas.py``).
 quotas = sa.Table(
     "quotas",
     metadata,
     sa.Column("key", sa.String(80), primary_key=True),
-    sa.Column("tokens", sa.Integer, nullable=False),
-    sa.Column("per_s", sa.Float, nullable=False),
+    # The rate (both NULL: the quota only limits concurrency).
+    sa.Column("tokens", sa.Integer, nullable=True),
+    sa.Column("per_s", sa.Float, nullable=True),
     sa.Column("burst", sa.Integer, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("available", sa.Float, nullable=False),
@@ -330,6 +365,93 @@ quotas = sa.Table(
     #: The end of the retry slots handed to refused steps (domain.quotas.take).
     sa.Column("queue_until", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # The concurrency limit (NULL: none), the moving average of how long a step holds a
+    # slot, and the end of the queue slots handed to steps that found none (domain.quotas.admit).
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("hold_s", sa.Float, nullable=False, server_default="1.0"),
+    sa.Column("slot_queue_until", UTCDateTime, nullable=True),
+)
+
+#: The slots of concurrency limits: one row per step holding one. A slot counts only while
+#: its step is ``running`` under the same ``claims`` with a live lease, so a completion, a
+#: failure, a cancel, a timeout or an expired lease frees it without touching this table;
+#: rows that stopped counting are deleted by the next take of their key (decision 0023).
+quota_slots = sa.Table(
+    "quota_slots",
+    metadata,
+    sa.Column(
+        "key", sa.String(80), sa.ForeignKey("quotas.key", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("step_id", BigIntId, primary_key=True),
+    sa.Column("claims", sa.Integer, nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+)
+
+# -- webhook triggers (migration 0012) -----------------------------------------------------
+
+#: Hooks (``store/hooks.py``): a public URL (the unguessable id, or a readable path) that
+#: starts runs of a workflow's latest version; ``config`` is a ``domain.hooks.HookConfig``.
+hooks = sa.Table(
+    "hooks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("path", sa.String(100), nullable=True, unique=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("config", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+)
+
+#: Delivery ids seen by a hook within its dedupe window: ``first_at`` names the window, and
+#: with the id's hash it makes the run's idempotency key, so a repeat finds the first run.
+hook_deliveries = sa.Table(
+    "hook_deliveries",
+    metadata,
+    sa.Column(
+        "hook_id", sa.String(40), sa.ForeignKey("hooks.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("delivery_key", sa.String(64), primary_key=True),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_hook_deliveries_expires", "hook_id", "expires_at"),
+)
+
+
+# -- drafts (migration 0014) ------------------------------------------------------------------
+
+#: One shared draft per workflow: the whole document as it is now (``{"definition",
+#: "layout"}``) and its ``revision``, the ETag editors send back (optimistic concurrency).
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("base_version", sa.Integer, nullable=True),
+    sa.Column("document", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+)
+
+#: A draft's undo history: each step's forward JSON Patch and its inverse (not copies of the
+#: document), in ``seq`` order; ``undone`` steps are the redo tail, dropped by a new edit.
+draft_steps = sa.Table(
+    "draft_steps",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("forward", JSONType, nullable=False),
+    sa.Column("inverse", JSONType, nullable=False),
+    sa.Column("summary", sa.String(500), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("undone", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.UniqueConstraint("workflow_id", "seq"),
 )
 
 # -- schedules (migration 0013) --------------------------------------------------------------

@@ -122,9 +122,11 @@ class SignalOps(SqlBase):
         after: int | None = None,
         name: str | None = None,
         exclude: str | None = None,
+        buffered: bool | None = None,
     ) -> list[SignalRecord]:
         """Signals of a run, oldest first (after the id ``after``; only those called
-        ``name``; not those called ``exclude``)."""
+        ``name``; not those called ``exclude``; with ``buffered`` only those no step took
+        yet (True) or only taken ones (False))."""
         query = sa.select(signals).where(signals.c.run_id == run_id)
         if after is not None:
             query = query.where(signals.c.id > after)
@@ -132,6 +134,9 @@ class SignalOps(SqlBase):
             query = query.where(signals.c.name == name)
         if exclude is not None:
             query = query.where(signals.c.name != exclude)
+        if buffered is not None:
+            taken = signals.c.consumed_at.is_not(None)
+            query = query.where(sa.not_(taken) if buffered else taken)
 
         async def fn(conn: AsyncConnection) -> list[SignalRecord]:
             rows = await conn.execute(query.order_by(signals.c.id).limit(limit))

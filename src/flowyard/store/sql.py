@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from flowyard.store.auth import AuthOps
 from flowyard.store.credentials import CredentialOps
+from flowyard.store.drafts import DraftOps
+from flowyard.store.hooks import HookOps
 from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
@@ -18,6 +20,7 @@ from flowyard.store.workflows import WorkflowOps
 
 class SqlStore(
     WorkflowOps,
+    DraftOps,
     ScheduleOps,
     RunOps,
     QueueOps,
@@ -27,7 +30,8 @@ class SqlStore(
     LoginOps,
     CredentialOps,
     QuotaOps,
+    HookOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, schedules."""
+    provider quotas, webhook triggers, drafts, schedules."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,28 @@ from flowyard.store.rows import (
 from flowyard.store.schema import workflow_versions, workflows
 
 
+async def insert_workflow(
+    conn: AsyncConnection,
+    workflow_id: str,
+    name: str,
+    description: str | None,
+    latest_version: int,
+    now: datetime,
+) -> None:
+    """Insert a workflow's row (``latest_version`` 0: it starts as a draft)."""
+    await conn.execute(
+        workflows.insert().values(
+            id=workflow_id,
+            name=name,
+            description=description,
+            latest_version=latest_version,
+            archived=False,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
 class WorkflowOps(SqlBase):
     """Create, version, archive and read workflows."""
 
@@ -48,17 +71,7 @@ class WorkflowOps(SqlBase):
             if existing.first() is not None:
                 raise Conflict(f"a workflow named {name!r} already exists")
             note_target(audit, "workflow", workflow_id)
-            await conn.execute(
-                workflows.insert().values(
-                    id=workflow_id,
-                    name=name,
-                    description=description,
-                    latest_version=1,
-                    archived=False,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            await insert_workflow(conn, workflow_id, name, description, 1, now)
             await conn.execute(
                 workflow_versions.insert().values(
                     workflow_id=workflow_id,

@@ -1,4 +1,5 @@
-"""The worker's side of provider quotas: which steps pay a take, and the adaptive slow-down.
+"""The worker's side of provider quotas: which steps pay a take (a token and/or a slot held
+while the step runs), and the adaptive slow-down.
 
 Most steps belong to node types nobody set a quota for. The gate keeps the set of quota
 keys for ``refresh_s`` seconds (one small read per worker per period), so such a step pays
@@ -13,7 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from flowyard.domain.errors import ErrorInfo
-from flowyard.domain.quotas import rate_limited
+from flowyard.domain.quotas import SlotHolder, rate_limited
+from flowyard.domain.records import StepRecord
 from flowyard.store.ports import QuotaStore
 
 #: Without a ``Retry-After``, a provider that says "too many" gets this much quiet.
@@ -55,9 +57,13 @@ class QuotaGate:
         known = await self.known()
         return [k for k in keys if k in known]
 
-    async def take(self, keys: Sequence[str]) -> datetime | None:
-        """A token of each of ``keys`` (None), or when to try again."""
-        return await self.store.take_quota(keys, self.clock())
+    async def take(self, keys: Sequence[str], step: StepRecord) -> datetime | None:
+        """A token and a slot of each of ``keys`` for ``step`` under its current claim
+        (None), or when to try again. The slot is freed when the step stops running under
+        this claim (its result committed, its run cancelled, its lease lost)."""
+        return await self.store.take_quota(
+            keys, self.clock(), holder=SlotHolder(step.id, step.claims)
+        )
 
     async def slow_down(self, keys: Sequence[str], error: ErrorInfo | None) -> bool:
         """When ``error`` says the provider refused for its rate, pause ``keys``' buckets

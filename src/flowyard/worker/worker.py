@@ -230,9 +230,10 @@ class Worker:
         started = time.perf_counter()
         try:
             keys = await self._quota_keys(step, state)
-            retry_at = await self._take(keys) if keys else None
+            retry_at = await self._take(keys, step) if keys else None
             if retry_at is not None:
-                # No token: the step goes back to the queue for when one is free, uncounted.
+                # No token or no slot: the step goes back to the queue for when one is
+                # likely free, uncounted.
                 self.stats.deferred += 1
                 self.metrics.steps_deferred.labels(step.node_type).inc()
                 await self._results.put(StepCompletion(step, deferred(step, keys, retry_at)))
@@ -274,12 +275,12 @@ class Worker:
         if 0 < delay < MAX_WAKE_DELAY_S:
             asyncio.get_running_loop().call_later(delay, self._wake.set)
 
-    async def _take(self, keys: list[str]) -> datetime | None:
-        """A token of each key, or when to try again; a store that cannot answer defers the
-        step a second (going ahead unpaced is what the quota exists to prevent)."""
+    async def _take(self, keys: list[str], step: StepRecord) -> datetime | None:
+        """A token and a slot of each key, or when to try again; a store that cannot answer
+        defers the step a second (going ahead unpaced is what the quota exists to prevent)."""
         assert self.quotas is not None
         try:
-            return await self.quotas.take(keys)
+            return await self.quotas.take(keys, step)
         except StoreUnavailable as exc:
             _log.warning("worker %s: cannot take quota tokens, deferring: %s", self.id, exc)
             return self.clock() + timedelta(seconds=1)

@@ -12,10 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowyard.api.deps import ActorDep, AuditDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
+from flowyard.api.routers.quotas import QuotaPublic
 from flowyard.api.schemas import MAX_VERSION, Page
 from flowyard.domain.credentials import MODELS, NAME_PATTERN, CredentialType
+from flowyard.domain.quotas import credential_key
 from flowyard.security import CredentialService, CredentialView
 from flowyard.security.credentials import MAX_DESCRIPTION, UNSET
+from flowyard.service.quotas import QuotaService
 
 router = APIRouter(tags=["credentials"], route_class=StrictJSONRoute)
 
@@ -180,6 +183,11 @@ class CredentialPublic(BaseModel):
     created_by: str | None
     created_at: datetime
     updated_at: datetime
+    quota: QuotaPublic | None = Field(
+        None,
+        description="The credential's quota (the one keyed credential:<name>; managed at "
+        "/credentials/{name}/quota), null when it has none. Shown by GET only.",
+    )
 
     @classmethod
     def of(cls, view: CredentialView) -> CredentialPublic:
@@ -281,8 +289,14 @@ async def list_credentials(
 
 @router.get("/credentials/{name}", response_model=CredentialPublic, responses=documented(404))
 async def get_credential(request: Request, name: str) -> CredentialPublic:
-    """A credential by name (or id), masked (editor)."""
-    return CredentialPublic.of(await _credentials(request).get(name))
+    """A credential by name (or id), masked, with its quota (editor)."""
+    view = await _credentials(request).get(name)
+    quotas: QuotaService = request.app.state.container.quotas
+    public = CredentialPublic.of(view)
+    quota = await quotas.find(credential_key(view.record.name))
+    if quota is not None:
+        public.quota = QuotaPublic.of(quota, quotas.clock())
+    return public
 
 
 @router.put(

@@ -1,4 +1,5 @@
-"""/quotas: provider quotas shared by every worker (admin writes, editor reads)."""
+"""/quotas and /credentials/{name}/quota: provider quotas shared by every worker (admin
+writes, editor reads). A credential's quota is the quota keyed ``credential:<name>``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowyard.api.deps import AuditDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
-from flowyard.domain.quotas import MAX_TOKENS, QuotaState
+from flowyard.domain.errors import NotFound
+from flowyard.domain.quotas import MAX_CONCURRENCY, MAX_TOKENS, QuotaState
 from flowyard.service.quotas import QuotaService
 
 router = APIRouter(tags=["quotas"], route_class=StrictJSONRoute)
@@ -20,20 +22,34 @@ KEY_HELP = "credential:<name> (steps sending that credential) or node_type:<type
 
 
 class QuotaPut(BaseModel):
-    """A quota's rate and burst."""
+    """A quota's rate and burst and/or its concurrency limit (at least one of them)."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"rate": "100 per 20s"}, {"rate": "5/s", "burst": 2}]},
+        json_schema_extra={
+            "examples": [
+                {"rate": "100 per 20s"},
+                {"rate": "5/s", "burst": 2},
+                {"concurrency": 10},
+                {"rate": "100 per 20s", "concurrency": 25},
+            ]
+        },
     )
-    rate: Annotated[str, Field(max_length=64)] = Field(
+    rate: Annotated[str, Field(max_length=64)] | None = Field(
+        None,
         description="At most this many steps start in any window of this length: "
-        "'100 per 20s', '5/s', '300 per minute'."
+        "'100 per 20s', '5/s', '300 per minute'. Omit for a concurrency limit alone.",
     )
     burst: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = Field(
         None,
         description="How many may start at once (default 1: evenly spaced). At most the "
         "rate's count; a larger burst lowers the steady rate so no window exceeds the rate.",
+    )
+    concurrency: Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)] | None = Field(
+        None,
+        description="At most this many steps in flight at once, across every worker "
+        "(a slot is held from the step's start until its result is recorded, or its lease "
+        "lapses).",
     )
     enabled: bool = Field(True, description="False: kept, but not applied.")
 
@@ -49,6 +65,10 @@ _EXAMPLE: dict[str, Any] = {
     "available": 0.4,
     "paused_until": None,
     "queue_until": "2026-12-01T09:00:12.200000Z",
+    "concurrency": 25,
+    "in_flight": 25,
+    "hold_s": 1.8,
+    "slot_queue_until": "2026-12-01T09:00:00.610000Z",
     "updated_at": "2026-12-01T09:00:00.250000Z",
     "created_at": "2026-12-01T08:00:00Z",
 }
@@ -60,12 +80,12 @@ class QuotaPublic(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
 
     key: str = Field(description=KEY_HELP)
-    rate: str
-    tokens: int
-    per_s: float
+    rate: str | None = Field(description="Null: no rate (a concurrency limit alone).")
+    tokens: int | None
+    per_s: float | None
     burst: int
     enabled: bool
-    refill_per_s: float = Field(description="Tokens added per second.")
+    refill_per_s: float = Field(description="Tokens added per second (0 without a rate).")
     available: float = Field(description="Tokens available now (0 while paused).")
     paused_until: datetime | None = Field(
         description="A provider's rate-limit answer paused the bucket until then."
@@ -74,13 +94,23 @@ class QuotaPublic(BaseModel):
         description="When the steps deferred so far will all have had their slot (the "
         "backlog's end); null when none wait."
     )
+    concurrency: int | None = Field(description="At most this many in flight; null: no limit.")
+    in_flight: int = Field(description="Steps holding a slot now.")
+    hold_s: float = Field(
+        description="How long a step holds its slot (moving average): spaces the retries of "
+        "steps that found none."
+    )
+    slot_queue_until: datetime | None = Field(
+        description="When the steps that found no slot will all have come back; null when "
+        "none wait."
+    )
     updated_at: datetime
     created_at: datetime
 
     @classmethod
     def of(cls, state: QuotaState, now: datetime) -> QuotaPublic:
         """From the store's state."""
-        q, b = state.quota, state.bucket
+        q, b, slots = state.quota, state.bucket, state.slots
         paused = b.paused_until if b.paused_until is not None and b.paused_until > now else None
         return cls(
             key=q.key,
@@ -95,6 +125,12 @@ class QuotaPublic(BaseModel):
             queue_until=b.queue_until
             if b.queue_until is not None and b.queue_until > now
             else None,
+            concurrency=q.concurrency,
+            in_flight=slots.in_flight,
+            hold_s=round(slots.hold_s, 3),
+            slot_queue_until=slots.queue_until
+            if slots.queue_until is not None and slots.queue_until > now
+            else None,
             updated_at=b.updated_at,
             created_at=state.created_at,
         )
@@ -106,6 +142,10 @@ class QuotaList(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_EXAMPLE]}]})
 
     items: list[QuotaPublic]
+
+
+def _settings(body: QuotaPut) -> dict[str, Any]:
+    return {"burst": body.burst, "concurrency": body.concurrency, "enabled": body.enabled}
 
 
 def _quotas(request: Request) -> QuotaService:
@@ -132,7 +172,7 @@ async def get_quota(request: Request, key: str) -> QuotaPublic:
 async def put_quota(request: Request, audit: AuditDep, key: str, body: QuotaPut) -> QuotaPublic:
     """Create or change the quota of ``key`` (admin). Workers apply it within 2 s."""
     svc = _quotas(request)
-    state = await svc.put(key, body.rate, burst=body.burst, enabled=body.enabled, audit=audit)
+    state = await svc.put(key, body.rate, **_settings(body), audit=audit)
     return QuotaPublic.of(state, svc.clock())
 
 
@@ -142,4 +182,44 @@ async def put_quota(request: Request, audit: AuditDep, key: str, body: QuotaPut)
 async def delete_quota(request: Request, audit: AuditDep, key: str) -> Response:
     """Delete a quota (admin): its steps are no longer paced."""
     await _quotas(request).delete(key, audit=audit)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- on the credential ----------------------------------------------------------------------
+
+
+@router.get(
+    "/credentials/{name}/quota",
+    response_model=QuotaPublic,
+    responses=documented(404, d404="No such credential, or it has no quota."),
+)
+async def get_credential_quota(request: Request, name: str) -> QuotaPublic:
+    """The quota of a credential (the one keyed ``credential:<name>``) with its bucket and
+    slots now (editor)."""
+    svc = _quotas(request)
+    state = await svc.find_for_credential(name)
+    if state is None:
+        raise NotFound(f"credential {name!r} has no quota")
+    return QuotaPublic.of(state, svc.clock())
+
+
+@router.put("/credentials/{name}/quota", response_model=QuotaPublic, responses=documented(404, 422))
+async def put_credential_quota(
+    request: Request, audit: AuditDep, name: str, body: QuotaPut
+) -> QuotaPublic:
+    """Create or change the quota of a credential (admin): the same quota as
+    ``PUT /quotas/credential:<name>``. Workers apply it within 2 s."""
+    svc = _quotas(request)
+    state = await svc.put_for_credential(name, body.rate, **_settings(body), audit=audit)
+    return QuotaPublic.of(state, svc.clock())
+
+
+@router.delete(
+    "/credentials/{name}/quota",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=documented(404, d404="No such credential, or it has no quota."),
+)
+async def delete_credential_quota(request: Request, audit: AuditDep, name: str) -> Response:
+    """Delete the quota of a credential (admin): its steps are no longer paced."""
+    await _quotas(request).delete_for_credential(name, audit=audit)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -19,6 +19,7 @@ from flowyard.api.schemas import (
     StepPublic,
     paged,
 )
+from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.domain.statuses import RunStatus, StepStatus
 
@@ -39,8 +40,10 @@ router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
             404,
             409,
             422,
-            d409="The workflow is archived.",
-            d422="The input does not match the workflow's input_schema.",
+            d409="The workflow is archived, or an unfinished run holds the correlation key "
+            "the workflow makes unique (`run_id` names it).",
+            d422="The input does not match the workflow's input_schema, or the correlation "
+            "key is invalid or could not be computed.",
         ),
     },
 )
@@ -60,6 +63,7 @@ async def start_run(
         idempotency_key=body.idempotency_key,
         version=body.version,
         actor=actor,
+        correlation_key=body.correlation_key,
         audit=audit,
     )
     if not created:
@@ -91,13 +95,25 @@ async def list_runs(
             description="Error type that ended the run: exact (`http.400`) or prefix (`http.*`)",
         ),
     ] = None,
+    correlation_key: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_CORRELATION_KEY,
+            description="Only runs with this correlation key",
+        ),
+    ] = None,
+    parent_run_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Only the child runs of this run"),
+    ] = None,
     schedule: Annotated[
         str | None,
         Query(max_length=200, description="Schedule id or name: the runs its ticks started"),
     ] = None,
 ) -> Page[RunPublic]:
-    """Runs, newest first, filtered by status, workflow, error type and schedule, a page at
-    a time (`next_cursor` is null on the last page)."""
+    """Runs, newest first, filtered by status, workflow, error type, correlation key, parent
+    run and schedule, a page at a time (`next_cursor` is null on the last page)."""
     schedule_id = (await container.schedules.record(schedule)).id if schedule else None
     rows = await service.list_runs(
         status=status_,
@@ -105,6 +121,8 @@ async def list_runs(
         limit=limit + 1,
         before=cursor,
         error_type=error_type,
+        correlation_key=correlation_key,
+        parent_run_id=parent_run_id,
         schedule_id=schedule_id,
     )
     runs, next_cursor = paged(rows, limit, lambda r: r.id)

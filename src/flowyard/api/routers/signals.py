@@ -20,6 +20,13 @@ from flowyard.service import ActionsView
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
 SignalName = Annotated[str, Path(pattern=SIGNAL_NAME_PATTERN, examples=["reply_received"])]
+SignalPayload = Annotated[
+    Any,
+    Body(
+        description="Any JSON value; the waiting step's output carries it as 'payload'.",
+        openapi_examples={"reply": {"value": {"text": "Yes, let's talk on Tuesday"}}},
+    ),
+]
 
 
 class SignalPublic(BaseModel):
@@ -85,24 +92,24 @@ async def send_signal(
     audit: AuditDep,
     run_id: str,
     name: SignalName,
-    payload: Annotated[
-        Any,
-        Body(
-            description="Any JSON value; the waiting step's output carries it as 'payload'.",
-            openapi_examples={"reply": {"value": {"text": "Yes, let's talk on Tuesday"}}},
-        ),
-    ] = None,
+    payload: SignalPayload = None,
 ) -> SignalPublic:
     """Deliver a named signal (e.g. ``reply_received``). A step waiting for it wakes now;
     otherwise it is buffered, not lost, and the next ``wait_for_signal`` for that name takes
-    it. A finished run refuses signals (409); a body that is not JSON, 415."""
+    it. A finished run refuses signals (409); a body that is not JSON, 415; a name the
+    workflow does not declare (when it declares `signals`), 422."""
+    require_json(request, payload)
+    signal, woke = await service.send_signal(run_id, name, payload, actor=actor, audit=audit)
+    return SignalPublic.of(signal, woke)
+
+
+def require_json(request: Request, payload: Any) -> None:
+    """415 unless the body is JSON (a signal's payload is stored and shown as JSON)."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if isinstance(payload, bytes | bytearray) or not (
         kind == "application/json" or kind.endswith("+json")
     ):
         raise HTTPException(415, f"the payload must be JSON (application/json), not {kind}")
-    signal, woke = await service.send_signal(run_id, name, payload, actor=actor, audit=audit)
-    return SignalPublic.of(signal, woke)
 
 
 @router.get(
@@ -116,10 +123,20 @@ async def list_signals(
     run_id: str,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    buffered: Annotated[
+        bool | None,
+        Query(
+            description="true: only signals no step took yet (buffered); false: only taken "
+            "ones; omitted: all"
+        ),
+    ] = None,
 ) -> Page[SignalPublic]:
     """Signals delivered to the run, oldest first, with the step that took each (actions
-    on a state machine are listed by ``GET /runs/{run_id}/actions``)."""
-    rows = await service.list_signals(run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL)
+    on a state machine are listed by ``GET /runs/{run_id}/actions``);
+    ``?buffered=true`` lists those still waiting for a step."""
+    rows = await service.list_signals(
+        run_id, limit=limit + 1, after=cursor, exclude=ACTION_SIGNAL, buffered=buffered
+    )
     items, next_cursor = paged(rows, limit, lambda s: s.id)
     return Page[SignalPublic](items=[SignalPublic.of(s) for s in items], next_cursor=next_cursor)
 
@@ -204,7 +221,7 @@ class ActionRequest(BaseModel):
     payload: Any = None
 
 
-def _actions_of(view: ActionsView) -> RunActions:
+def actions_of(view: ActionsView) -> RunActions:
     where = view.where
     return RunActions(
         run_id=view.run.id,
@@ -230,7 +247,7 @@ async def list_actions(service: ServiceDep, run_id: str) -> RunActions:
     """The run's current state, the actions allowed from it now, the other actions of that
     state with the reason each is refused, and every transition so far (who and when).
     409 when the run's workflow is not a state machine."""
-    return _actions_of(await service.run_actions(run_id))
+    return actions_of(await service.run_actions(run_id))
 
 
 @router.post(
@@ -257,4 +274,4 @@ async def take_action(
     moved = await service.take_action(
         run_id, action, actor=actor, payload=body.payload if body else None, audit=audit
     )
-    return _actions_of(moved)
+    return actions_of(moved)

@@ -26,19 +26,6 @@ router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 AfterQuery = Annotated[int, Query(ge=0, le=MAX_ID, description="Resume after this event id")]
 
 
-def _hub(ws: WebSocket, container: Container) -> stream.StreamHub:
-    """The process's hub, created on first use and kept on ``app.state``."""
-    hub: stream.StreamHub | None = getattr(ws.app.state, "stream_hub", None)
-    if hub is None:
-        hub = stream.StreamHub(
-            container.events,
-            container.service.get_run_record,
-            poll_interval_s=container.settings.stream_poll_interval_s,
-        )
-        ws.app.state.stream_hub = hub
-    return hub
-
-
 async def _accept(ws: WebSocket, container: Container) -> stream.Guard | None:
     """Accept, take the token (subprotocol ``bearer.<token>`` or a first message
     ``{"token": ...}`` within ``stream_auth_timeout_s``), authenticate and check the route's
@@ -96,7 +83,7 @@ async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> Non
     settings = container.settings
     session = stream.StreamSession(
         ws,
-        _hub(ws, container),
+        stream.hub_of(ws.app, container),
         filter_,
         after=after,
         queue_size=settings.stream_queue_size,

@@ -68,10 +68,20 @@ async def node_types(
 
 
 @registry_router.get("/plugins", response_model=Page[PluginPublic], summary="List node packs")
-async def plugins(container: ContainerDep) -> Page[PluginPublic]:
+async def plugins(
+    container: ContainerDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=8, pattern=r"^[0-9]+$", description="`next_cursor` (a position)"),
+    ] = None,
+) -> Page[PluginPublic]:
     """Every node pack (``flowyard.nodes`` entry point) the server found at start, in load
     order: ``loaded`` with the types it registered, ``failed`` with its error (the server
     runs without it), or ``disabled`` (third-party packs while ``FLOWYARD_LOAD_PLUGINS`` is
-    false). One page: a process has a handful of packs."""
-    items = [PluginPublic.model_validate(p) for p in container.registry.plugins()]
-    return Page[PluginPublic](items=items, next_cursor=None)
+    false). A process has a handful of packs: the cursor is a position in that order."""
+    start = int(cursor) if cursor is not None else 0
+    found = container.registry.plugins()
+    items = [PluginPublic.model_validate(p) for p in found[start : start + limit]]
+    more = start + limit < len(found)
+    return Page[PluginPublic](items=items, next_cursor=str(start + limit) if more else None)

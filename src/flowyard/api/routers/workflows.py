@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
+from flowyard.api.draft_schemas import DraftPublic
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -151,7 +152,7 @@ async def validate_workflow(service: ServiceDep, definition: DefinitionBody) -> 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=WorkflowWithVersion,
+    response_model=WorkflowWithVersion | DraftPublic,
     summary="Create a workflow",
     responses={
         201: {"headers": ETAG_HEADER},
@@ -171,9 +172,18 @@ async def create_workflow(
     audit: AuditDep,
     definition: DefinitionBody,
     response: Response,
-) -> WorkflowWithVersion:
+) -> WorkflowWithVersion | DraftPublic:
     """Create a workflow from a definition (its version 1), with `Location` and `ETag: "1"`.
-    422 lists every problem of the definition."""
+    422 lists every problem of the definition.
+
+    With `"draft": true` in the body the workflow starts as a draft instead: only its name
+    must be valid, it has no version (runs refuse it) until its draft is published, and
+    the answer is the draft (`ETag: "d1"`, `Location` of the draft)."""
+    if definition.get("draft") is True:
+        view = await service.create_draft_workflow(definition, actor, audit=audit)
+        response.headers["Location"] = f"/api/v1/workflows/{view.workflow.id}/draft"
+        response.headers["ETag"] = view.draft.etag
+        return DraftPublic.of(view)
     record, version = await service.create_workflow(definition, actor, audit=audit)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}"
     response.headers["ETag"] = etag(record)

@@ -140,12 +140,18 @@ class EmailNode(ProviderNode[EmailConfig]):
 
     def __init__(self) -> None:
         self._tls = smtp.TlsContexts()
+        #: Idle SMTP connections of this process, reused by the next message.
+        self.smtp_pool = smtp.SmtpPool()
         self._sendgrid = sendgrid.SendgridAuth()
         self._hostname: str | None = None
 
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """SendGrid's bearer API key."""
         return {CredentialType.SENDGRID: self._sendgrid}
+
+    async def aclose(self) -> None:
+        """Say goodbye on the idle SMTP connections."""
+        await self.smtp_pool.aclose()
 
     async def execute(self, ctx: StepContext, config: EmailConfig) -> NodeOutcome:
         """Resolve the credential, render and check the message, send it."""
@@ -192,6 +198,7 @@ class EmailNode(ProviderNode[EmailConfig]):
             timeout_s=config.timeout_s,
             tls=self._tls.get(),
             local_hostname=self._hostname,
+            pool=self.smtp_pool,
         )
         return EmailOutput(
             message_id=letter.message_id,

@@ -1,6 +1,7 @@
-"""The SMTP transport: one connection per message to the credential's relay, under the
-credential's allowed origins (``smtp://host:port``) and the egress policy of the step's
-client, with TLS verified against the same trust store as HTTPS.
+"""The SMTP transport: connections to the credential's relay, kept and reused by the next
+messages (:class:`SmtpPool`), under the credential's allowed origins (``smtp://host:port``)
+and the egress policy of the step's client, with TLS verified against the same trust store
+as HTTPS.
 
 TLS: port 465 is implicit TLS (RFC 8314); any other port upgrades with STARTTLS when the
 credential says ``starttls`` (the default), and the send fails if the relay does not offer
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
+import json
 import os
 import socket
 import ssl
@@ -105,6 +108,82 @@ async def _connect(addresses: Sequence[IPAddress], port: int) -> socket.socket:
     raise error if error is not None else OSError("no address to connect to")
 
 
+@dataclass(eq=False, slots=True)
+class _Idle:
+    """A connection that sent its last message and waits for the next."""
+
+    client: aiosmtplib.SMTP
+    #: When it went idle (the loop's clock).
+    since: float
+    #: Messages it has sent.
+    sent: int
+
+
+class SmtpPool:
+    """The process's idle SMTP connections, per relay and login: the next message to the
+    same relay with the same credential takes one instead of paying for TCP, STARTTLS and
+    AUTH again (a campaign's thousands of messages, a handful of connections).
+
+    A connection is reused only by the credential it was opened for (its key holds a digest
+    of the credential's values: an edited password or host opens new ones), only on the
+    event loop it belongs to, only while younger than ``idle_s`` (relays drop idle clients,
+    commonly after a minute or more), and for at most ``max_messages`` messages. A reused
+    connection is checked with ``RSET`` first; one the relay closed meanwhile is dropped and
+    a new one opened, before anything of the message was sent. Any failure closes the
+    connection instead of returning it."""
+
+    def __init__(self, *, max_idle: int = 8, idle_s: float = 30.0, max_messages: int = 100):
+        self.max_idle = max_idle
+        self.idle_s = idle_s
+        self.max_messages = max_messages
+        self._idle: dict[tuple[Any, ...], list[_Idle]] = {}
+
+    @staticmethod
+    def key(credential: ResolvedCredential, host: str, port: int) -> tuple[Any, ...]:
+        """Where a connection may be reused: this relay, this login, this event loop."""
+        values = json.dumps(credential.values, sort_keys=True, default=str).encode()
+        digest = hashlib.sha256(values).hexdigest()
+        return (credential.name, host, port, digest, id(asyncio.get_running_loop()))
+
+    async def take(self, key: tuple[Any, ...]) -> _Idle | None:
+        """A live idle connection for ``key``, the most recently used first (stale ones are
+        closed), or None. ``RSET`` proves it live: a relay that closed it meanwhile costs a
+        round trip here, not the message."""
+        idle = self._idle.get(key)
+        while idle:
+            found = idle.pop()
+            fresh = asyncio.get_running_loop().time() - found.since < self.idle_s
+            if fresh and found.client.is_connected:
+                try:
+                    await found.client.rset()
+                except (aiosmtplib.SMTPException, OSError):
+                    pass
+                else:
+                    return found
+            found.client.close()
+        return None
+
+    async def give_back(self, key: tuple[Any, ...], client: aiosmtplib.SMTP, sent: int) -> None:
+        """Keep ``client`` for the next message, or say goodbye when it has sent enough or
+        enough others wait."""
+        idle = self._idle.setdefault(key, [])
+        if sent >= self.max_messages or len(idle) >= self.max_idle or not client.is_connected:
+            await _quit(client, QUIT_TIMEOUT_S)
+            return
+        idle.append(_Idle(client, asyncio.get_running_loop().time(), sent))
+
+    async def aclose(self) -> None:
+        """Say goodbye on every idle connection of this event loop; drop the others."""
+        loop = id(asyncio.get_running_loop())
+        pools, self._idle = self._idle, {}
+        for key, idle in pools.items():
+            for found in idle:
+                if key[-1] == loop:
+                    await _quit(found.client, 1.0)
+                else:
+                    found.client.close()
+
+
 async def send_smtp(
     http: httpx.AsyncClient,
     credential: ResolvedCredential,
@@ -115,9 +194,11 @@ async def send_smtp(
     timeout_s: float,
     tls: ssl.SSLContext,
     local_hostname: str,
+    pool: SmtpPool | None = None,
 ) -> SmtpResult:
-    """Send ``raw`` from ``sender`` to ``recipients`` through the credential's relay; every
-    failure is a classified TransientError or PermanentError (``email.*``)."""
+    """Send ``raw`` from ``sender`` to ``recipients`` through the credential's relay (on a
+    connection of ``pool`` when it has one); every failure is a classified TransientError or
+    PermanentError (``email.*``)."""
     values = credential.values
     host = str(values["host"])
     port = int(values.get("port") or 587)
@@ -134,29 +215,41 @@ async def send_smtp(
             details={"host": host, "port": port},
         )
     where = f"{host}:{port}"
+    key = pool.key(credential, host, port) if pool is not None else None
+
+    async def connect() -> aiosmtplib.SMTP:
+        addresses = await allowed_addresses(policy_of(http), host, port, timeout=timeout_s)
+        sock = await _connect(addresses, port)
+        try:
+            client = aiosmtplib.SMTP(
+                hostname=host,
+                sock=sock,
+                use_tls=implicit,
+                start_tls=starttls,
+                tls_context=tls,
+                timeout=timeout_s,
+                local_hostname=local_hostname,
+                username=str(username) if login else None,
+                password=str(password) if login else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
+        # From here the connection's transport owns the socket and closes it (closing it
+        # here too would free its descriptor while a TLS shutdown still uses it).
+        try:
+            await client.connect()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
     try:
         async with asyncio.timeout(timeout_s):
-            addresses = await allowed_addresses(policy_of(http), host, port, timeout=timeout_s)
-            sock = await _connect(addresses, port)
+            found = await pool.take(key) if pool is not None and key is not None else None
+            client = found.client if found is not None else await connect()
+            sent = found.sent if found is not None else 0
             try:
-                client = aiosmtplib.SMTP(
-                    hostname=host,
-                    sock=sock,
-                    use_tls=implicit,
-                    start_tls=starttls,
-                    tls_context=tls,
-                    timeout=timeout_s,
-                    local_hostname=local_hostname,
-                    username=str(username) if login else None,
-                    password=str(password) if login else None,
-                )
-            except BaseException:
-                sock.close()
-                raise
-            # From here the connection's transport owns the socket and closes it (closing it
-            # here too would free its descriptor while a TLS shutdown still uses it).
-            try:
-                await client.connect()
                 errors, _ = await client.sendmail(sender, recipients, raw)
             except BaseException:
                 client.close()
@@ -171,7 +264,10 @@ async def send_smtp(
         _raise(exc, where)
     # Outside the deadline: the message is accepted, and a goodbye that fails or hangs must
     # not turn that into a timeout (whose retry would send the message again).
-    await _quit(client, min(QUIT_TIMEOUT_S, timeout_s))
+    if pool is not None and key is not None:
+        await pool.give_back(key, client, sent + 1)
+    else:
+        await _quit(client, min(QUIT_TIMEOUT_S, timeout_s))
     refused = {addr: {"code": r.code, "message": r.message} for addr, r in errors.items()}
     return SmtpResult([r for r in recipients if r not in refused], refused)
 

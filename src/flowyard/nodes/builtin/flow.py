@@ -138,6 +138,10 @@ class WaitForSignalNode(NodeType[WaitForSignalConfig]):
         """The timeout route."""
         return [Route("/config/on_timeout", config.on_timeout)] if config.on_timeout else []
 
+    def signal_refs(self, config: WaitForSignalConfig) -> list[tuple[str, str]]:
+        """The signal it waits for."""
+        return [("/config/signal", config.signal)]
+
     async def execute(self, ctx: StepContext, config: WaitForSignalConfig) -> NodeOutcome:
         """Take a buffered signal, time out, or park."""
         for signal in ctx.signals:

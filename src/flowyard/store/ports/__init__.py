@@ -16,7 +16,9 @@ from flowyard.store.ports.admin import AdminStore
 from flowyard.store.ports.audit import AuditStore
 from flowyard.store.ports.auth import AuthStore, LoginStore
 from flowyard.store.ports.credentials import CredentialStore
+from flowyard.store.ports.drafts import DraftStore
 from flowyard.store.ports.events import EventFeed, EventListener
+from flowyard.store.ports.hooks import HookStore
 from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
 from flowyard.store.ports.quotas import QuotaStore
@@ -28,6 +30,7 @@ from flowyard.store.ports.workflows import WorkflowStore
 class Store(
     AdminStore,
     WorkflowStore,
+    DraftStore,
     RunStore,
     EventFeed,
     QueueStore,
@@ -36,6 +39,7 @@ class Store(
     AuditStore,
     CredentialStore,
     QuotaStore,
+    HookStore,
     ScheduleStore,
     Protocol,
 ):
@@ -48,8 +52,10 @@ __all__ = [
     "AuthStore",
     "CompletionResult",
     "CredentialStore",
+    "DraftStore",
     "EventFeed",
     "EventListener",
+    "HookStore",
     "LifecycleStore",
     "LoginStore",
     "QueueStore",

@@ -40,10 +40,19 @@ class RunStore(Protocol):
         limit: int = 50,
         before: str | None = None,
         error_type: str | None = None,
+        correlation_key: str | None = None,
+        parent_run_id: str | None = None,
         schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, before an id cursor; ``error_type`` filters failures by type
-        (exact, or a prefix ending in ``*``); ``schedule_id``: the runs a schedule started."""
+        (exact, or a prefix ending in ``*``); ``correlation_key``, ``parent_run_id`` (child
+        runs of that run) and ``schedule_id`` (the runs a schedule started) match exactly."""
+        ...
+
+    async def unfinished_runs_by_key(
+        self, workflow_id: WorkflowId, correlation_key: str, *, limit: int = 10
+    ) -> list[RunRecord]:
+        """The workflow's unfinished runs holding ``correlation_key``, oldest first."""
         ...
 
     async def list_steps(
@@ -79,7 +88,9 @@ class RunStore(Protocol):
         after: int | None = None,
         name: str | None = None,
         exclude: str | None = None,
+        buffered: bool | None = None,
     ) -> list[SignalRecord]:
         """Signals of a run, oldest first (after the id ``after``; only those called
-        ``name``; not those called ``exclude``)."""
+        ``name``; not those called ``exclude``; with ``buffered`` only those no step took
+        yet (True) or only taken ones (False))."""
         ...

@@ -2,7 +2,7 @@
 schedule that started a run.
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0014
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from flowyard.store.schema import JSONType, UTCDateTime
 
 revision = "0013"
-down_revision = "0009"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
@@ -84,7 +84,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop what upgrade created."""
+    """Back to 0014: schedules, their fired ticks and runs.schedule_id are dropped."""
     op.drop_index("ix_runs_schedule_id_id", table_name="runs")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("schedule_id")

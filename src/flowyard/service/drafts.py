@@ -1,0 +1,206 @@
+"""Draft use cases: open a workflow's shared draft, edit it node by node (each edit one
+undoable step), undo, redo, read its history, discard it, publish it as the next version.
+
+Every edit is computed here from the draft as read (the pure ``flowyard.drafts`` code: a
+JSON Patch and its inverse) and recorded by the store only if the draft is still at the
+revision the client's ``If-Match`` named (decision 0027).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from flowyard.domain.auth import AuditEntry
+from flowyard.domain.definition import WORKFLOW_NAME_PATTERN
+from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep
+from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
+from flowyard.domain.records import VersionRecord, WorkflowRecord
+from flowyard.drafts import ops
+from flowyard.drafts.patching import Document, apply_patch, new_document
+from flowyard.drafts.routes import registry_routes
+from flowyard.service.workflows import WorkflowUseCases
+
+#: Steps of undo history kept per draft unless the settings say otherwise.
+DRAFT_HISTORY = 100
+
+#: Builds an edit from the document as it is (and a route finder for references to a node).
+EditBuilder = Callable[[Document, ops.RouteFinder], ops.Edit]
+
+
+@dataclass(frozen=True, slots=True)
+class DraftView:
+    """A draft as clients see it: the record and its validation problems (pointers into
+    the draft document)."""
+
+    workflow: WorkflowRecord
+    draft: DraftRecord
+    problems: list[Problem]
+    summary: str | None = None
+
+
+class DraftUseCases(WorkflowUseCases):
+    """Drafts over the store's DraftStore port."""
+
+    history_limit: int = DRAFT_HISTORY
+
+    async def _workflow(self, ref: str) -> WorkflowRecord:
+        return await self.store.get_workflow(ref)
+
+    async def _view(
+        self, workflow: WorkflowRecord, draft: DraftRecord, summary: str | None = None
+    ) -> DraftView:
+        return DraftView(workflow, draft, await self.draft_problems(workflow, draft), summary)
+
+    async def draft_problems(self, workflow: WorkflowRecord, draft: DraftRecord) -> list[Problem]:
+        """What publishing would refuse the draft for, located in the draft document."""
+        definition = draft.document.get("definition")
+        result = await self.validate(definition)
+        problems = [Problem("/definition" + p.pointer, p.message, p.code) for p in result.problems]
+        if isinstance(definition, dict) and definition.get("name") != workflow.name:
+            problems.append(
+                Problem(
+                    "/definition/name", f"must be the workflow's name {workflow.name!r}", "name"
+                )
+            )
+        return problems
+
+    async def create_draft_workflow(
+        self, raw: Any, actor: str | None, *, audit: AuditEntry | None = None
+    ) -> DraftView:
+        """A new workflow that starts as a draft: no version (runs refuse it) until the
+        first publish. Only its name must be valid now; the rest may be unfinished."""
+        if not isinstance(raw, dict):
+            raise InvalidInput("a workflow definition must be a JSON object")
+        body = dict(raw)
+        body.pop("draft", None)
+        layout = body.pop("layout", None)
+        name = body.get("name")
+        if not isinstance(name, str) or not re.match(WORKFLOW_NAME_PATTERN, name):
+            raise InvalidInput(
+                "a draft workflow needs a valid name",
+                [Problem("/name", "lowercase letters, digits, '_', '.', '-'", "pattern")],
+            )
+        await self._refuse_archived_name(name)
+        document = new_document(body, layout if isinstance(layout, dict) else None)
+        record, draft = await self.store.create_draft_workflow(
+            name, body.get("description"), document, actor, audit=audit
+        )
+        return await self._view(record, draft)
+
+    async def open_draft(
+        self, ref: str, actor: str | None, *, from_version: int | None = None
+    ) -> DraftView:
+        """Open the workflow's draft from its latest version (or ``from_version``)."""
+        workflow = await self._workflow(ref)
+        if workflow.latest_version == 0:
+            raise Conflict(f"workflow {workflow.name!r} already has its first draft open")
+        if from_version is not None and from_version < 1:
+            raise NotFound(f"workflow {ref!r} has no version {from_version}")
+        version = await self.store.get_version(workflow.id, from_version)
+        document = new_document(copy.deepcopy(version.definition), version.layout)
+        draft = await self.store.open_draft(workflow.id, document, version.version, actor)
+        return await self._view(workflow, draft)
+
+    async def get_draft(self, ref: str) -> DraftView:
+        """The draft with its problems and undo/redo depths (NotFound)."""
+        workflow = await self._workflow(ref)
+        return await self._view(workflow, await self.store.get_draft(workflow.id))
+
+    async def _current(
+        self, ref: str, expected_revision: int
+    ) -> tuple[WorkflowRecord, DraftRecord]:
+        workflow = await self._workflow(ref)
+        draft = await self.store.get_draft(workflow.id)
+        if draft.revision != expected_revision:
+            raise stale(draft.revision, expected_revision)
+        return workflow, draft
+
+    async def edit_draft(
+        self, ref: str, expected_revision: int, build: EditBuilder, actor: str | None
+    ) -> DraftView:
+        """Apply one edit as one step (PreconditionFailed when the draft moved on)."""
+        workflow, draft = await self._current(ref, expected_revision)
+        document = draft.document  # the store's fresh copy: ours to change
+        edit = build(document, registry_routes(self.validator.registry))
+        if not edit.ops:
+            raise InvalidInput(f"nothing to change: {edit.summary}")
+        step = apply_patch(document, edit.ops, edit.summary)
+        saved = await self.store.record_draft_edit(
+            workflow.id,
+            expected_revision,
+            document,
+            NewDraftStep(step.forward, step.inverse, step.summary),
+            actor,
+            max_steps=self.history_limit,
+        )
+        return await self._view(workflow, saved, step.summary)
+
+    async def move_draft(
+        self, ref: str, expected_revision: int, which: Literal["undo", "redo"], actor: str | None
+    ) -> DraftView:
+        """Undo the last applied step or redo the first undone one (Conflict when there is
+        none)."""
+        workflow, draft = await self._current(ref, expected_revision)
+        step = await self.store.draft_step(workflow.id, which)
+        if step is None:
+            raise Conflict(f"nothing to {which}", detail={"current_etag": draft.etag})
+        document = draft.document
+        patch = step.inverse if which == "undo" else step.forward
+        apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
+        saved = await self.store.record_draft_move(
+            workflow.id, expected_revision, document, step.seq, which == "undo", actor
+        )
+        return await self._view(workflow, saved, f"{which}: {step.summary}")
+
+    async def draft_history(
+        self, ref: str, *, limit: int = 100
+    ) -> tuple[DraftRecord, list[DraftStepRecord]]:
+        """The draft and its steps, newest first."""
+        workflow = await self._workflow(ref)
+        draft = await self.store.get_draft(workflow.id)
+        return draft, await self.store.list_draft_steps(workflow.id, limit=limit)
+
+    async def discard_draft(self, ref: str, expected_revision: int | None) -> None:
+        """Delete the draft and its history."""
+        workflow = await self._workflow(ref)
+        await self.store.discard_draft(workflow.id, expected_revision=expected_revision)
+
+    async def publish_draft(
+        self,
+        ref: str,
+        expected_revision: int,
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> tuple[WorkflowRecord, VersionRecord]:
+        """Validate the draft and make it the next immutable version (with its layout);
+        Conflict listing every problem when it is not valid."""
+        workflow, draft = await self._current(ref, expected_revision)
+        problems = await self.draft_problems(workflow, draft)
+        if problems:
+            count = len(problems)
+            raise Conflict(
+                f"the draft has {count} problem{'s' if count != 1 else ''}: fix them, then publish",
+                detail={"errors": [p.as_dict() for p in problems]},
+            )
+        return await self.store.publish_draft(
+            workflow.id,
+            expected_revision,
+            draft.document["definition"],
+            draft.document["layout"],
+            actor,
+            audit=audit,
+        )
+
+
+def stale(current: int, sent: int) -> PreconditionFailed:
+    """The draft moved on since the client read it."""
+    return PreconditionFailed(
+        f'the draft is at ETag "d{current}", not "d{sent}": it changed since you read it; '
+        "GET it again and retry",
+        detail={"current_etag": f'"d{current}"'},
+    )

@@ -1,0 +1,102 @@
+"""Drafts: one shared draft per workflow, its undo history, publishing it as a version."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from flowyard.domain.auth import AuditEntry
+from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep
+from flowyard.domain.ids import WorkflowId
+from flowyard.domain.records import VersionRecord, WorkflowRecord
+
+
+class DraftStore(Protocol):
+    """Drafts and their steps. Every write names the revision it was computed from and is
+    refused (PreconditionFailed) when the draft moved on, checked under the draft's lock:
+    of two writers that read the same revision exactly one wins."""
+
+    async def create_draft_workflow(
+        self,
+        name: str,
+        description: str | None,
+        document: dict[str, Any],
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> tuple[WorkflowRecord, DraftRecord]:
+        """A new workflow with no version (``latest_version`` 0) and its draft (Conflict
+        when the name is taken)."""
+        ...
+
+    async def open_draft(
+        self,
+        workflow_id: WorkflowId,
+        document: dict[str, Any],
+        base_version: int | None,
+        actor: str | None,
+    ) -> DraftRecord:
+        """Open the workflow's draft (NotFound; Conflict when one is open)."""
+        ...
+
+    async def get_draft(self, workflow_id: WorkflowId) -> DraftRecord:
+        """The workflow's draft with its undo and redo depths (NotFound)."""
+        ...
+
+    async def record_draft_edit(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int,
+        document: dict[str, Any],
+        step: NewDraftStep,
+        actor: str | None,
+        *,
+        max_steps: int,
+    ) -> DraftRecord:
+        """Save the edited document and its step: the redo tail is dropped, and the oldest
+        steps past ``max_steps``."""
+        ...
+
+    async def draft_step(
+        self, workflow_id: WorkflowId, which: Literal["undo", "redo"]
+    ) -> DraftStepRecord | None:
+        """The step an undo would revert (the last applied) or a redo re-apply (the first
+        undone); None when there is none."""
+        ...
+
+    async def record_draft_move(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int,
+        document: dict[str, Any],
+        seq: int,
+        undone: bool,
+        actor: str | None,
+    ) -> DraftRecord:
+        """Save the document after undoing (``undone``) or redoing step ``seq``."""
+        ...
+
+    async def list_draft_steps(
+        self, workflow_id: WorkflowId, *, limit: int = 100
+    ) -> list[DraftStepRecord]:
+        """The draft's history, newest first (NotFound without a draft)."""
+        ...
+
+    async def discard_draft(
+        self, workflow_id: WorkflowId, *, expected_revision: int | None = None
+    ) -> None:
+        """Delete the draft and its history (NotFound)."""
+        ...
+
+    async def publish_draft(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int,
+        definition: dict[str, Any],
+        layout: dict[str, Any],
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
+    ) -> tuple[WorkflowRecord, VersionRecord]:
+        """Make the draft the workflow's next version (with its layout) and close the
+        draft, in one transaction."""
+        ...
