@@ -33,10 +33,12 @@ from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
 from flowyard.service.hooks import HookService
 from flowyard.service.quotas import QuotaService
+from flowyard.service.schedules import ScheduleService
 from flowyard.service.triggers import TriggerDispatcher, TriggerService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
 from flowyard.store.ports import EventFeed
+from flowyard.triggers.schedules.scheduler import Scheduler, SchedulerConfig
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
 from flowyard.worker.quotas import QuotaGate
@@ -71,6 +73,11 @@ class Container:
     hooks: HookService
     #: Event triggers (run ends, named events) and the debounce/throttle gate.
     triggers: TriggerService
+    #: Fires due schedules: runs beside this process's first worker (none in an API-only
+    #: process); the schedules API's "trigger now" fires through it too.
+    scheduler: Scheduler
+    #: Schedules' use cases (create, read with the next fire times, pause, trigger).
+    schedules: ScheduleService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -110,6 +117,12 @@ class Container:
             metrics=self.metrics,
             quotas=QuotaGate(self.store, clock=self.clock),
         )
+        if not self.workers:
+            # One scheduler and one trigger dispatcher per process are enough: every process
+            # polls, and a tick's unique key (a trigger's idempotency key) lets one fire it.
+            if s.scheduler:
+                worker.companions.append(self.scheduler.run)
+            worker.companions.append(self.new_dispatcher().run)
         self.workers.append(worker)
         return worker
 
@@ -248,6 +261,15 @@ async def build(
     )
     service.history_limit = settings.draft_history
     credentials = CredentialService(store, vault, clock=clock)
+    scheduler = Scheduler(
+        store,
+        service,
+        SchedulerConfig(
+            poll_s=settings.schedule_poll_s, keep_fires_s=settings.schedule_fires_keep_s
+        ),
+        clock=clock,
+        metrics=metrics,
+    )
     auth = AuthService(
         store,
         derive_key(master, "jwt"),
@@ -293,9 +315,12 @@ async def build(
         QuotaService(store, clock=clock, credentials=store),
         hooks,
         triggers,
+        scheduler,
+        ScheduleService(store, service, scheduler, clock=clock),
         clock,
         metrics,
     )
+    scheduler.on_fired = container.wake_workers
     container.service.on_enqueue = container.wake_workers
     container.service.on_stop_requested = container.check_worker_leases
     return container

@@ -86,6 +86,15 @@ class Settings(BaseSettings):
     lease_s: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(0.25, gt=0)
     reap_interval_s: float = Field(5.0, gt=0)
+    scheduler: bool = Field(
+        True, description="Every worker also fires due schedules (each tick exactly once)."
+    )
+    schedule_poll_s: float = Field(
+        1.0, gt=0, le=60, description="Longest sleep of a worker's scheduler between due reads."
+    )
+    schedule_fires_keep_s: float = Field(
+        7 * 86400, ge=3600, description="How long fired ticks are kept as history."
+    )
     max_recoveries: int = Field(3, ge=0)
     shutdown_grace_s: float = Field(30.0, ge=0)
     db_pool_size: int = Field(10, ge=1, le=200)

@@ -29,6 +29,7 @@ from flowyard.api.routers import (
     metrics,
     quotas,
     runs,
+    schedules,
     signals,
     stream,
     system,
@@ -76,18 +77,14 @@ def create_app(
             names = await built.load_samples(settings.samples_dir)
             _log.info("loaded %d sample workflows: %s", len(names), ", ".join(names))
         workers = [built.new_worker() for _ in range(settings.workers)] if owned else []
+        # The first worker brings the process's scheduler and trigger dispatcher along.
         tasks = [asyncio.create_task(w.run(), name=f"worker-{w.id}") for w in workers]
-        # A process that runs workers also dispatches event triggers (run ends, debounce).
-        dispatchers = [built.new_dispatcher()] if workers else []
-        tasks += [asyncio.create_task(d.run(), name="triggers") for d in dispatchers]
         app.state.workers = workers  # stopped early by begin_shutdown()
         try:
             yield
         finally:
             for worker in workers:
                 worker.stop()
-            for dispatcher in dispatchers:
-                dispatcher.stop()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if owned:
@@ -153,6 +150,7 @@ def create_app(
     app.include_router(hooks.router, prefix=API_PREFIX)
     app.include_router(campaigns.router, prefix=API_PREFIX)
     app.include_router(event_triggers.router, prefix=API_PREFIX)
+    app.include_router(schedules.router, prefix=API_PREFIX)
     return app
 
 

@@ -384,6 +384,9 @@ class RunPublic(_Out):
         None, description="The run whose sub-workflow step started this one (a child run)."
     )
     parent_step_id: int | None = Field(None, description="That sub-workflow step.")
+    schedule_id: str | None = Field(
+        None, description="The schedule whose tick started the run; filter with ?schedule=."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

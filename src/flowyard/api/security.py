@@ -171,6 +171,15 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     # Starts runs of every subscribed workflow, so it takes the role that wires them.
     ("POST", f"{API}/events/{{name}}"): Rule(_E, "event.post", "event"),
+    ("POST", f"{API}/schedules"): Rule(_E, "schedule.create", "schedule"),
+    ("GET", f"{API}/schedules"): Rule(_V, "schedule.list"),
+    ("GET", f"{API}/schedules/{{schedule_ref}}"): Rule(_V, "schedule.get"),
+    ("PATCH", f"{API}/schedules/{{schedule_ref}}"): Rule(_E, "schedule.update", "schedule"),
+    ("DELETE", f"{API}/schedules/{{schedule_ref}}"): Rule(_E, "schedule.delete", "schedule"),
+    ("POST", f"{API}/schedules/{{schedule_ref}}/pause"): Rule(_O, "schedule.pause", "schedule"),
+    ("POST", f"{API}/schedules/{{schedule_ref}}/resume"): Rule(_O, "schedule.resume", "schedule"),
+    ("POST", f"{API}/schedules/{{schedule_ref}}/trigger"): Rule(_O, "schedule.trigger", "schedule"),
+    ("GET", f"{API}/schedules/{{schedule_ref}}/fires"): Rule(_V, "schedule.fires"),
 }
 
 

@@ -36,6 +36,7 @@ from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
 from flowyard.cli.runs import runs_app
+from flowyard.cli.schedules import schedules_app
 from flowyard.cli.triggers import triggers_app
 from flowyard.cli.users import keys_app, users_app
 from flowyard.domain.errors import FlowyardError, Problem
@@ -55,6 +56,7 @@ app.add_typer(quotas_app, name="quotas")
 app.add_typer(hooks_app, name="hooks")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(draft_app, name="draft")
+app.add_typer(schedules_app, name="schedules")
 
 
 @app.callback()
@@ -152,17 +154,17 @@ def worker(
 
     async def main() -> None:
         container = await open_container(settings)
+        # The first worker brings the process's scheduler and trigger dispatcher along.
         workers = [container.new_worker() for _ in range(max(1, processes))]
-        dispatcher = container.new_dispatcher()  # event triggers: run ends, debounce
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _stop_all, [*workers, dispatcher])
+            loop.add_signal_handler(sig, _stop_all, workers)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if metrics_port is not None:
                     await stack.enter_async_context(_serve_metrics(container, metrics_port))
                 err.print(f"flowyard worker: {len(workers)} loop(s) on {container.admin.dialect}")
-                await asyncio.gather(*(w.run() for w in workers), dispatcher.run())
+                await asyncio.gather(*(w.run() for w in workers))
         finally:
             await container.close()
 

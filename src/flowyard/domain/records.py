@@ -66,6 +66,8 @@ class RunRecord:
     correlation_unique: bool = False
     #: A child run's sub-workflow step, in the run ``parent_run_id``.
     parent_step_id: StepId | None = None
+    #: The schedule whose tick started the run.
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,8 @@ class NewRun:
     deadline_at: datetime | None = None
     correlation_key: str | None = None
     correlation_unique: bool = False
+    #: The schedule whose tick starts the run.
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,13 @@ class Metrics:
             "Times a provider's rate-limit answer paused the quotas of its step",
             registry=r,
         )
+        self.schedule_ticks = Counter(
+            "flowyard_schedule_ticks",
+            "Schedule ticks by outcome: fired (a run started), skipped (overlap, or the run "
+            "could not start), missed (passed over by the catch-up policy)",
+            ["outcome"],
+            registry=r,
+        )
         self.lease_recoveries = Counter(
             "flowyard_lease_recoveries",
             "Steps re-queued because their worker's lease expired",

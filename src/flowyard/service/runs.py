@@ -26,6 +26,7 @@ from flowyard.domain.records import (
     RunRecord,
     SignalRecord,
     StepRecord,
+    WorkflowRecord,
 )
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine import actions
@@ -79,6 +80,43 @@ class RunUseCases(ServiceBase):
         ``correlation.key`` template makes of the input (none when it renders empty). A key
         the workflow declares unique that an unfinished run holds is refused (Conflict,
         naming that run)."""
+        record, stored_version, wf = await self._runnable(ref, version)
+        new = self._new_run(wf, record.id, stored_version, input, vars, idempotency_key, actor)
+        new = await self._correlated(wf, new, correlation_key)
+        [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
+        if actions.has_states(wf):  # its first action needs no read of the run
+            self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
+        if created:
+            if self.metrics is not None:
+                self.metrics.runs_started.labels(wf.definition.name).inc()
+            self._enqueued()
+        return run, created
+
+    async def prepare_run(
+        self,
+        ref: str,
+        input: Any,
+        *,
+        actor: str,
+        idempotency_key: str,
+        schedule_id: str,
+    ) -> tuple[NewRun, str]:
+        """A checked run of the latest version of ``ref``, not started: a schedule starts it
+        in the transaction that records its tick (``ScheduleStore.fire_schedule``). It
+        carries the correlation key the definition's template makes of the input (the store
+        refuses a unique one an unfinished run holds). Returns it with the workflow's name.
+        NotFound, Conflict (archived, nothing published), InvalidInput (the input no longer
+        fits the workflow, or its key cannot be computed)."""
+        record, version, wf = await self._runnable(ref, None)
+        new = self._new_run(wf, record.id, version, input, None, idempotency_key, actor)
+        new = await self._correlated(wf, new, None)
+        return replace(new, schedule_id=schedule_id), wf.definition.name
+
+    async def _runnable(
+        self, ref: str, version: int | None
+    ) -> tuple[WorkflowRecord, int, CompiledWorkflow]:
+        """The workflow (not archived, a version published), the version to run and its
+        compiled form."""
         record = await self.store.get_workflow(ref)
         if record.archived:
             raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
@@ -88,23 +126,22 @@ class RunUseCases(ServiceBase):
                 "(POST .../draft/publish) to run it"
             )
         stored = await self.store.get_version(record.id, version)
-        wf = await self.cache.get(record.id, stored.version)
-        new = self._new_run(wf, record.id, stored.version, input, vars, idempotency_key, actor)
+        return record, stored.version, await self.cache.get(record.id, stored.version)
+
+    async def _correlated(
+        self, wf: CompiledWorkflow, new: NewRun, correlation_key: str | None
+    ) -> NewRun:
+        """``new`` with its correlation key: ``correlation_key``, else what the definition's
+        ``correlation.key`` template makes of the input (none when it renders empty), and
+        whether the workflow declares it unique."""
         spec = wf.definition.correlation
         key = correlation_key
         if key is None and spec is not None and spec.key is not None:
             key = await self._computed_key(wf, spec.key, new)
-        if key is not None:
-            check_correlation_key(key, "/correlation_key")
-            new = replace(new, correlation_key=key, correlation_unique=bool(spec and spec.unique))
-        [(run, created)] = await self.store.start_runs([new], self.clock(), audit=audit)
-        if actions.has_states(wf):  # its first action needs no read of the run
-            self._run_workflows.put(run.id, (run.workflow_id, run.workflow_version))
-        if created:
-            if self.metrics is not None:
-                self.metrics.runs_started.labels(wf.definition.name).inc()
-            self._enqueued()
-        return run, created
+        if key is None:
+            return new
+        check_correlation_key(key, "/correlation_key")
+        return replace(new, correlation_key=key, correlation_unique=bool(spec and spec.unique))
 
     def _new_run(
         self,
@@ -222,9 +259,11 @@ class RunUseCases(ServiceBase):
         error_type: str | None = None,
         correlation_key: str | None = None,
         parent_run_id: str | None = None,
+        schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``;
-        ``correlation_key``; ``parent_run_id``: the child runs of that run)."""
+        ``correlation_key``; ``parent_run_id``: the child runs of that run; ``schedule_id``:
+        the runs a schedule started)."""
         workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
         return await self.store.list_runs(
             status=status,
@@ -234,6 +273,7 @@ class RunUseCases(ServiceBase):
             error_type=error_type,
             correlation_key=correlation_key,
             parent_run_id=parent_run_id,
+            schedule_id=schedule_id,
         )
 
     async def resolve(

@@ -90,6 +90,7 @@ def run_record(row: Row[Any]) -> RunRecord:
         correlation_key=row.correlation_key,
         correlation_unique=bool(row.correlation_unique),
         parent_step_id=StepId(row.parent_step_id) if row.parent_step_id is not None else None,
+        schedule_id=row.schedule_id,
     )
 
 
@@ -226,4 +227,5 @@ def run_from_dict(row: dict[str, Any]) -> RunRecord:
         deadline_at=row["deadline_at"],
         correlation_key=row["correlation_key"],
         correlation_unique=row["correlation_unique"],
+        schedule_id=row["schedule_id"],
     )

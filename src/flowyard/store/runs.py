@@ -38,6 +38,14 @@ from flowyard.store.rows import (
 from flowyard.store.schema import UNFINISHED_STATUSES, run_events, runs, steps, workflows
 
 
+def _created_data(row: dict[str, Any]) -> dict[str, Any]:
+    """What ``run.created`` records: the version, and the schedule that started the run."""
+    data: dict[str, Any] = {"workflow_version": row["workflow_version"]}
+    if row["schedule_id"] is not None:
+        data["schedule_id"] = row["schedule_id"]
+    return data
+
+
 class RunOps(SqlBase):
     """Start runs (in bulk, idempotently) and read runs, steps and events."""
 
@@ -49,79 +57,7 @@ class RunOps(SqlBase):
             now = now.astimezone(UTC)  # the records returned are UTC, like those read back
 
         async def fn(conn: AsyncConnection) -> list[tuple[RunRecord, bool]]:
-            wanted = sorted({n.workflow_id for n in new_runs})
-            found = set(
-                (await conn.execute(sa.select(workflows.c.id).where(workflows.c.id.in_(wanted))))
-                .scalars()
-                .all()
-            )
-            if missing := [w for w in wanted if w not in found]:
-                raise NotFound(f"workflow {missing[0]!r} not found")
-            existing = await self._existing_by_key(conn, new_runs)
-            results: list[tuple[RunRecord, bool] | None] = []
-            run_rows: list[dict[str, Any]] = []
-            seen_keys: dict[tuple[str, str], int] = {}
-            for new in new_runs:
-                key = (new.workflow_id, new.idempotency_key) if new.idempotency_key else None
-                if key is not None and key in existing:
-                    results.append((existing[key], False))
-                    continue
-                if key is not None and key in seen_keys:
-                    results.append(None)  # same key twice in one batch: resolved below
-                    continue
-                run_id = new_run_id()
-                row = {
-                    "id": run_id,
-                    "workflow_id": new.workflow_id,
-                    "workflow_version": new.workflow_version,
-                    "status": RunStatus.PENDING.value,
-                    "input": new.input,
-                    "vars": new.vars,
-                    "output": None,
-                    "error": None,
-                    "idempotency_key": new.idempotency_key,
-                    "campaign_id": new.campaign_id,
-                    "parent_run_id": new.parent_run_id,
-                    "deadline_at": new.deadline_at,
-                    "correlation_key": new.correlation_key,
-                    "correlation_unique": new.correlation_unique and bool(new.correlation_key),
-                    "created_at": now,
-                    "started_at": None,
-                    "finished_at": None,
-                    "updated_at": now,
-                }
-                if key is not None:
-                    seen_keys[key] = len(run_rows)
-                run_rows.append(row)
-                results.append((run_from_dict(row), True))
-            await check_unique_keys(conn, run_rows)
-            if run_rows:
-                await conn.execute(runs.insert(), run_rows)
-                step_rows = [
-                    new_step_row(row["id"], new.start_node, new.start_node_type, now)
-                    for row, new in zip(run_rows, created_only(new_runs, results), strict=True)
-                ]
-                await conn.execute(steps.insert(), step_rows)
-                await conn.execute(
-                    run_events.insert(),
-                    [
-                        event_row(
-                            row["id"],
-                            EventType.RUN_CREATED,
-                            {"workflow_version": row["workflow_version"]},
-                            now,
-                            actor=new.actor,
-                        )
-                        for row, new in zip(run_rows, created_only(new_runs, results), strict=True)
-                    ],
-                )
-            final: list[tuple[RunRecord, bool]] = []
-            for new, result in zip(new_runs, results, strict=True):
-                if result is None:
-                    assert new.idempotency_key is not None
-                    first = run_rows[seen_keys[(new.workflow_id, new.idempotency_key)]]
-                    result = (run_from_dict(first), False)
-                final.append(result)
+            final = await self._insert_runs(conn, new_runs, now)
             if len(final) == 1:
                 note_target(audit, "run", final[0][0].id)
             return final
@@ -132,6 +68,87 @@ class RunOps(SqlBase):
             # A concurrent start with the same idempotency key (or unique correlation key)
             # won the race: the retry sees it.
             return await self._tx(fn, audit=audit)
+
+    async def _insert_runs(
+        self, conn: AsyncConnection, new_runs: Sequence[NewRun], now: datetime
+    ) -> list[tuple[RunRecord, bool]]:
+        """Insert runs, their first steps and ``run.created`` events on ``conn`` (the
+        caller's transaction: a scheduled tick starts its run in the one that records it)."""
+        wanted = sorted({n.workflow_id for n in new_runs})
+        found = set(
+            (await conn.execute(sa.select(workflows.c.id).where(workflows.c.id.in_(wanted))))
+            .scalars()
+            .all()
+        )
+        if missing := [w for w in wanted if w not in found]:
+            raise NotFound(f"workflow {missing[0]!r} not found")
+        existing = await self._existing_by_key(conn, new_runs)
+        results: list[tuple[RunRecord, bool] | None] = []
+        run_rows: list[dict[str, Any]] = []
+        seen_keys: dict[tuple[str, str], int] = {}
+        for new in new_runs:
+            key = (new.workflow_id, new.idempotency_key) if new.idempotency_key else None
+            if key is not None and key in existing:
+                results.append((existing[key], False))
+                continue
+            if key is not None and key in seen_keys:
+                results.append(None)  # same key twice in one batch: resolved below
+                continue
+            run_id = new_run_id()
+            row = {
+                "id": run_id,
+                "workflow_id": new.workflow_id,
+                "workflow_version": new.workflow_version,
+                "status": RunStatus.PENDING.value,
+                "input": new.input,
+                "vars": new.vars,
+                "output": None,
+                "error": None,
+                "idempotency_key": new.idempotency_key,
+                "campaign_id": new.campaign_id,
+                "parent_run_id": new.parent_run_id,
+                "deadline_at": new.deadline_at,
+                "correlation_key": new.correlation_key,
+                "correlation_unique": new.correlation_unique and bool(new.correlation_key),
+                "schedule_id": new.schedule_id,
+                "created_at": now,
+                "started_at": None,
+                "finished_at": None,
+                "updated_at": now,
+            }
+            if key is not None:
+                seen_keys[key] = len(run_rows)
+            run_rows.append(row)
+            results.append((run_from_dict(row), True))
+        await check_unique_keys(conn, run_rows)
+        if run_rows:
+            await conn.execute(runs.insert(), run_rows)
+            step_rows = [
+                new_step_row(row["id"], new.start_node, new.start_node_type, now)
+                for row, new in zip(run_rows, created_only(new_runs, results), strict=True)
+            ]
+            await conn.execute(steps.insert(), step_rows)
+            await conn.execute(
+                run_events.insert(),
+                [
+                    event_row(
+                        row["id"],
+                        EventType.RUN_CREATED,
+                        _created_data(row),
+                        now,
+                        actor=new.actor,
+                    )
+                    for row, new in zip(run_rows, created_only(new_runs, results), strict=True)
+                ],
+            )
+        final: list[tuple[RunRecord, bool]] = []
+        for new, result in zip(new_runs, results, strict=True):
+            if result is None:
+                assert new.idempotency_key is not None
+                first = run_rows[seen_keys[(new.workflow_id, new.idempotency_key)]]
+                result = (run_from_dict(first), False)
+            final.append(result)
+        return final
 
     async def _existing_by_key(
         self, conn: AsyncConnection, new_runs: Sequence[NewRun]
@@ -176,9 +193,12 @@ class RunOps(SqlBase):
         error_type: str | None = None,
         correlation_key: str | None = None,
         parent_run_id: str | None = None,
+        schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first (ids are time-ordered)."""
         query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if schedule_id is not None:
+            query = query.where(runs.c.schedule_id == schedule_id)
         if status is not None:
             query = query.where(runs.c.status == status.value)
         if workflow_id is not None:

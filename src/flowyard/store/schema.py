@@ -119,6 +119,9 @@ runs = sa.Table(
     sa.Column("correlation_unique", sa.Boolean, nullable=False, server_default=sa.false()),
     # A child run's sub-workflow step (in the run ``parent_run_id``).
     sa.Column("parent_step_id", BigIntId, nullable=True),
+    # -- migration 0013: the schedule that started the run (no foreign key: a deleted
+    # schedule's runs keep naming it).
+    sa.Column("schedule_id", sa.String(40), nullable=True),
     sa.UniqueConstraint("workflow_id", "idempotency_key"),
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
@@ -140,6 +143,7 @@ runs = sa.Table(
     ),
     sa.Index(None, "parent_run_id"),
     sa.Index(None, "status", "error_type"),
+    sa.Index(None, "schedule_id", "id"),
     sa.Index(
         "ix_runs_deadline",
         "deadline_at",
@@ -580,4 +584,67 @@ trigger_throttles = sa.Table(
     sa.Column("window_start", UTCDateTime, nullable=False),
     sa.Column("used", sa.Integer, nullable=False),
     sa.Column("dropped", sa.Integer, nullable=False, server_default="0"),
+)
+
+# -- schedules (migration 0013) --------------------------------------------------------------
+
+#: Schedules (``store/schedules.py``): a timetable (``cron`` in ``timezone``, or ``every_s``
+#: from ``anchor_at``) that starts runs of a workflow's latest version. ``next_tick_at`` is the
+#: next tick's identity, ``next_fire_at`` when it is due (tick + jitter): the due query reads
+#: the partial index on it, so a poll costs the same with one schedule or ten thousand.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=True),
+    sa.Column("every_s", sa.Integer, nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("anchor_at", UTCDateTime, nullable=False),
+    sa.Column("input", JSONType, nullable=True),
+    sa.Column("catch_up", sa.String(16), nullable=False),
+    sa.Column("max_catch_up", sa.Integer, nullable=False),
+    sa.Column("jitter_s", sa.Float, nullable=False),
+    sa.Column("overlap", sa.String(16), nullable=False),
+    sa.Column("misfire_grace_s", sa.Float, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("next_tick_at", UTCDateTime, nullable=True),
+    sa.Column("next_fire_at", UTCDateTime, nullable=True),
+    sa.Column("last_tick_at", UTCDateTime, nullable=True),
+    sa.Column("last_run_id", sa.String(40), nullable=True),
+    sa.Column("fired", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("missed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Index(None, "workflow_id"),
+    sa.Index(
+        "ix_schedules_due",
+        "next_fire_at",
+        postgresql_where=sa.text("enabled"),
+        sqlite_where=sa.text("enabled"),
+    ),
+)
+
+#: Fired (or skipped) ticks. The primary key (schedule, tick) is what makes a tick fire once:
+#: a worker inserts it in the transaction that starts the tick's run, and a worker that
+#: finds it taken starts nothing.
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column(
+        "schedule_id",
+        sa.String(40),
+        sa.ForeignKey("schedules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("tick_at", UTCDateTime, primary_key=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(40), nullable=True),
+    sa.Column("reason", sa.String(200), nullable=True),
+    sa.Column("manual", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("fired_at", UTCDateTime, nullable=False),
+    sa.Index(None, "fired_at"),
 )

@@ -14,6 +14,7 @@ from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.quotas import QuotaOps
 from flowyard.store.runs import RunOps
+from flowyard.store.schedules import ScheduleOps
 from flowyard.store.signals import SignalOps
 from flowyard.store.triggers import TriggerOps
 from flowyard.store.workflows import WorkflowOps
@@ -22,6 +23,7 @@ from flowyard.store.workflows import WorkflowOps
 class SqlStore(
     WorkflowOps,
     DraftOps,
+    ScheduleOps,
     RunOps,
     QueueOps,
     LifecycleOps,
@@ -36,4 +38,4 @@ class SqlStore(
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, webhook triggers, drafts, campaigns, event triggers."""
+    provider quotas, webhook triggers, drafts, campaigns, event triggers, schedules."""

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -43,6 +43,10 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.wait([task])
     if not task.cancelled() and task.exception() is not None:
         _log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+async def _awaited(loop: Callable[[], Awaitable[None]]) -> None:
+    await loop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,9 @@ class Worker:
         self._slots = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        #: Loops that live and die with this worker's run (the process's scheduler): started
+        #: with the claim loop, cancelled when it stops claiming.
+        self.companions: list[Callable[[], Awaitable[None]]] = []
 
     def wake(self) -> None:
         """Claim now instead of waiting for the next poll (new work was just enqueued)."""
@@ -130,12 +137,18 @@ class Worker:
         committer = asyncio.create_task(self._commit_loop(), name=f"{self.id}-committer")
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.id}-heartbeat")
         reaper = asyncio.create_task(self._reap_loop(), name=f"{self.id}-reaper")
+        companions = [
+            asyncio.create_task(_awaited(loop), name=f"{self.id}-companion-{i}")
+            for i, loop in enumerate(self.companions)
+        ]
         try:
             await self._claim_loop()
         finally:
             # Stop taking over other workers' steps, but keep our leases alive while draining:
             # the grace period may outlast the lease, and a lapsed lease lets another worker
             # re-run a step that is still executing here (a repeated side effect).
+            for task in companions:
+                await _cancel(task)
             await _cancel(reaper)
             try:
                 await self._drain()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
+from flowyard.api.deps import ActorDep, AuditDep, ContainerDep, ServiceDep
 from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.schemas import (
@@ -76,10 +76,11 @@ async def start_run(
     "/runs",
     response_model=Page[RunPublic],
     summary="List runs",
-    responses=documented(404, d404="The `workflow` filter names no workflow."),
+    responses=documented(404, d404="The `workflow` or `schedule` filter names nothing."),
 )
 async def list_runs(
     service: ServiceDep,
+    container: ContainerDep,
     status_: Annotated[RunStatus | None, Query(alias="status")] = None,
     workflow: Annotated[
         str | None, Query(max_length=200, description="Workflow id or name")
@@ -106,9 +107,14 @@ async def list_runs(
         str | None,
         Query(min_length=1, max_length=64, description="Only the child runs of this run"),
     ] = None,
+    schedule: Annotated[
+        str | None,
+        Query(max_length=200, description="Schedule id or name: the runs its ticks started"),
+    ] = None,
 ) -> Page[RunPublic]:
-    """Runs, newest first, filtered by status, workflow, error type, correlation key and
-    parent run, a page at a time (`next_cursor` is null on the last page)."""
+    """Runs, newest first, filtered by status, workflow, error type, correlation key, parent
+    run and schedule, a page at a time (`next_cursor` is null on the last page)."""
+    schedule_id = (await container.schedules.record(schedule)).id if schedule else None
     rows = await service.list_runs(
         status=status_,
         workflow=workflow,
@@ -117,6 +123,7 @@ async def list_runs(
         error_type=error_type,
         correlation_key=correlation_key,
         parent_run_id=parent_run_id,
+        schedule_id=schedule_id,
     )
     runs, next_cursor = paged(rows, limit, lambda r: r.id)
     return Page[RunPublic](items=[RunPublic.of(r) for r in runs], next_cursor=next_cursor)

@@ -24,6 +24,7 @@ from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
 from flowyard.store.ports.quotas import QuotaStore
 from flowyard.store.ports.runs import RunStore
+from flowyard.store.ports.schedules import ScheduleStore
 from flowyard.store.ports.triggers import TriggerStore
 from flowyard.store.ports.workflows import WorkflowStore
 
@@ -43,6 +44,7 @@ class Store(
     HookStore,
     CampaignStore,
     TriggerStore,
+    ScheduleStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -65,6 +67,7 @@ __all__ = [
     "QuotaStore",
     "RunState",
     "RunStore",
+    "ScheduleStore",
     "StepCompletion",
     "Store",
     "TriggerStore",

@@ -42,10 +42,11 @@ class RunStore(Protocol):
         error_type: str | None = None,
         correlation_key: str | None = None,
         parent_run_id: str | None = None,
+        schedule_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, before an id cursor; ``error_type`` filters failures by type
-        (exact, or a prefix ending in ``*``); ``correlation_key`` and ``parent_run_id``
-        (child runs of that run) match exactly."""
+        (exact, or a prefix ending in ``*``); ``correlation_key``, ``parent_run_id`` (child
+        runs of that run) and ``schedule_id`` (the runs a schedule started) match exactly."""
         ...
 
     async def unfinished_runs_by_key(
