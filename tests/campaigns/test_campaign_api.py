@@ -12,29 +12,11 @@ import httpx
 import pytest
 
 from flowyard.bootstrap import Container
+from support.campaigns import MAILER, WAITER
 from support.runs import wait_for_runs
 
 API = "/api/v1"
 PROBLEM = "application/problem+json"
-
-MAILER: dict[str, Any] = {
-    "name": "mailer",
-    "input_schema": {
-        "type": "object",
-        "required": ["email"],
-        "properties": {"email": {"type": "string", "minLength": 3}},
-    },
-    "start": "greet",
-    "nodes": [
-        {"id": "greet", "type": "set", "config": {"values": {"seen": True}}, "next": "done"},
-        {"id": "done", "type": "end", "config": {"output": "{{ input.email }}"}},
-    ],
-}
-WAITER: dict[str, Any] = {
-    "name": "waiter",
-    "start": "wait",
-    "nodes": [{"id": "wait", "type": "wait_for_signal", "config": {"signal": "reply"}}],
-}
 
 
 @pytest.fixture

@@ -7,7 +7,12 @@ import time
 
 import pytest
 
-from flowyard.engine.input_schema import PATTERN_BUDGET_S, input_problems, schema_problems
+from flowyard.engine.input_schema import (
+    PATTERN_BUDGET_S,
+    InputValidator,
+    input_problems,
+    schema_problems,
+)
 
 EVIL = "^(a|a)+$"  # exponential even for `regex` (it handles ^(a+)+$ by itself)
 ATTACK = "a" * 40 + "!"  # with Python's re: hours
@@ -79,3 +84,13 @@ def test_pattern_pointers_escape_the_schema_authors_keys() -> None:
         ("/input_schema/patternProperties/a~1b", "a/b"),
         ("/input_schema/patternProperties/a~1b/properties/x~0y/pattern", "^z"),
     ]
+
+
+def test_a_compiled_schema_gives_every_input_its_own_budget() -> None:
+    validator = InputValidator({"type": "string", "pattern": EVIL})
+    assert validator.is_valid(ATTACK) is False  # ran out of its budget: not accepted
+    assert validator.is_valid("aaaa") is True  # the next input starts with a full budget
+    assert [p.code for p in validator.problems(ATTACK)] == ["pattern_timeout"]
+    assert validator.problems("aaaa") == []
+    assert validator.is_valid(3) is False
+    assert [p.pointer for p in validator.problems(3, prefix="/items/2")] == ["/items/2"]

@@ -3,6 +3,7 @@ it came from (its index, or its line), so a bad one is named and the rest never 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -83,7 +84,16 @@ def from_csv(stream: IO[bytes]) -> Iterator[Item]:
     """A header row naming the fields (unique, not empty), then one item per row: an object
     of the row's fields as strings. A row with another number of fields is refused."""
     text = io.TextIOWrapper(cast(BinaryIO, stream), encoding="utf-8-sig", newline="")
-    reader = csv.reader(_lines(text))
+    try:
+        yield from _rows(csv.reader(_lines(text)))
+    finally:
+        # The caller owns the stream: unwrapped, so the wrapper neither closes it when it is
+        # collected nor warns that a file it wraps was left open.
+        with contextlib.suppress(ValueError):
+            text.detach()
+
+
+def _rows(reader: Any) -> Iterator[Item]:
     try:
         header = next(reader, None)
     except (csv.Error, UnicodeDecodeError) as exc:

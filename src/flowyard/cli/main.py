@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from flowyard.bootstrap import Container
+from flowyard.cli.campaigns import campaigns_app
 from flowyard.cli.common import (
     DbOption,
     cli_actor,
@@ -57,6 +58,7 @@ app.add_typer(hooks_app, name="hooks")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(draft_app, name="draft")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(campaigns_app, name="campaigns")
 
 
 @app.callback()

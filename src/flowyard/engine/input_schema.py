@@ -121,30 +121,55 @@ _Bounded = jsonschema.validators.extend(
 )
 
 
+class InputValidator:
+    """An ``input_schema`` compiled once to check many inputs (a campaign's items): a cheap
+    yes or no first (:meth:`is_valid`), the problems only for an input that fails. Every
+    validation gets its own pattern budget, as :func:`input_problems`'s does."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self._validator = _Bounded(schema)
+
+    def is_valid(self, instance: Any) -> bool:
+        """True when ``instance`` satisfies the schema; False when it does not, or when
+        matching a pattern ran out of its budget (:meth:`problems` says which)."""
+        token = _CLOCK.set(_Clock(PATTERN_BUDGET_S))
+        try:
+            return bool(self._validator.is_valid(instance))
+        except PatternTimeout:
+            return False
+        finally:
+            _CLOCK.reset(token)
+
+    def problems(self, instance: Any, *, prefix: str = "/input") -> list[Problem]:
+        """Where ``instance`` breaks the schema, each at its JSON pointer under ``prefix``
+        (``schema`` problems; ``pattern_timeout`` when matching ran out of its budget)."""
+        token = _CLOCK.set(_Clock(PATTERN_BUDGET_S))
+        problems: list[Problem] = []
+        try:
+            errors = self._validator.iter_errors(instance)
+            for error in sorted(errors, key=lambda e: list(e.path)):
+                problems.append(Problem(_pointer(prefix, error.path), error.message, "schema"))
+        except PatternTimeout as exc:
+            problems.append(
+                Problem(
+                    prefix,
+                    f"matching the input_schema's pattern {str(exc)[:100]!r} took longer than "
+                    f"{PATTERN_BUDGET_S:g} s (a pattern that backtracks without bound, such as "
+                    "'^(a|a)+$'?): the input was not accepted",
+                    "pattern_timeout",
+                )
+            )
+        finally:
+            _CLOCK.reset(token)
+        return problems
+
+
 def input_problems(
     schema: Mapping[str, Any], instance: Any, *, prefix: str = "/input"
 ) -> list[Problem]:
     """Where ``instance`` breaks ``schema``, each at its JSON pointer under ``prefix``
     (``schema`` problems; ``pattern_timeout`` when matching ran out of its budget)."""
-    validator = _Bounded(schema)
-    token = _CLOCK.set(_Clock(PATTERN_BUDGET_S))
-    problems: list[Problem] = []
-    try:
-        for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
-            problems.append(Problem(_pointer(prefix, error.path), error.message, "schema"))
-    except PatternTimeout as exc:
-        problems.append(
-            Problem(
-                prefix,
-                f"matching the input_schema's pattern {str(exc)[:100]!r} took longer than "
-                f"{PATTERN_BUDGET_S:g} s (a pattern that backtracks without bound, such as "
-                "'^(a|a)+$'?): the input was not accepted",
-                "pattern_timeout",
-            )
-        )
-    finally:
-        _CLOCK.reset(token)
-    return problems
+    return InputValidator(schema).problems(instance, prefix=prefix)
 
 
 def schema_problems(schema: Mapping[str, Any]) -> list[Problem]:

@@ -22,15 +22,22 @@ from typing import IO, Any
 
 from flowyard.campaigns.items import Item, ItemError, ItemFormat, from_csv, from_list, from_ndjson
 from flowyard.campaigns.keys import KeyRenderError, KeyTemplate, KeyTemplateError
+from flowyard.domain import jsonvalue
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.campaigns import CampaignItem, CampaignRecord, CampaignStatus, NewCampaign
 from flowyard.domain.errors import Conflict, InvalidInput, Problem
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.engine.compiled import CompiledWorkflow
+from flowyard.engine.input_schema import InputValidator
 from flowyard.engine.transitions import first_step
 from flowyard.service.lifecycle import LifecycleUseCases
-from flowyard.service.runs import check_correlation_key, check_run_payload, run_deadline
+from flowyard.service.runs import (
+    MAX_RUN_PAYLOAD_BYTES,
+    check_correlation_key,
+    check_run_payload,
+    run_deadline,
+)
 
 #: Items the store writes per chunk (and the most held as objects at once).
 CHUNK = 5000
@@ -258,6 +265,7 @@ def _accept(wf: CompiledWorkflow, items: Iterator[Item], template: KeyTemplate |
     keys: dict[str, str] = {}
     problems: list[Problem] = []
     total = 0
+    checks = _Checks(wf)
     try:
         while len(problems) < MAX_PROBLEMS:
             try:
@@ -271,7 +279,7 @@ def _accept(wf: CompiledWorkflow, items: Iterator[Item], template: KeyTemplate |
             if total > MAX_ITEMS:
                 problems.append(Problem(item.where, f"more than {MAX_ITEMS} items", "too_large"))
                 break
-            line = _check(wf, item, template, keys, problems)
+            line = _check(checks, item, template, keys, problems)
             if line is not None and not problems:
                 spool.write(line)
                 digest.update(line)
@@ -289,15 +297,44 @@ def _accept(wf: CompiledWorkflow, items: Iterator[Item], template: KeyTemplate |
     return _Spool(spool, total, digest.hexdigest())
 
 
+class _Checks:
+    """The checks of a run start for one campaign's items, set up once (the input_schema
+    compiled) and cheap for an item that passes them: strict JSON, size and the schema's
+    yes or no. An item that may fail any of them goes through
+    :func:`~flowyard.service.runs.check_run_payload`, which names its problems exactly as a
+    single run start would."""
+
+    def __init__(self, wf: CompiledWorkflow) -> None:
+        self.wf = wf
+        schema = wf.definition.input_schema
+        self.schema = InputValidator(schema) if schema is not None else None
+
+    def text(self, value: Any) -> tuple[str, list[Problem]]:
+        """The item's canonical JSON and its problems (none: accepted)."""
+        clean = not jsonvalue.problems(value, prefix="/input", limit=1)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+        # check_run_payload measures json.dumps({"input": item, "vars": None}): ASCII escapes
+        # and spaced separators write at most 3 characters per byte of this text, so below
+        # this bound the item is within the limit without measuring it again.
+        small = 3 * len(text.encode()) + _ENVELOPE <= MAX_RUN_PAYLOAD_BYTES
+        if clean and small and (self.schema is None or self.schema.is_valid(value)):
+            return text, []
+        return text, check_run_payload(self.wf, value, None)
+
+
+#: Characters ``{"input": , "vars": null}`` adds around the item in check_run_payload.
+_ENVELOPE = 32
+
+
 def _check(
-    wf: CompiledWorkflow,
+    checks: _Checks,
     item: Item,
     template: KeyTemplate | None,
     keys: dict[str, str],
     problems: list[Problem],
 ) -> bytes | None:
     """One item's spool line, or None with its problems added."""
-    found = check_run_payload(wf, item.value, None)
+    text, found = checks.text(item.value)
     if found:
         problems.extend(Problem(_at(item.where, p.pointer), p.message, p.code) for p in found)
         return None
@@ -325,7 +362,6 @@ def _check(
             )
             return None
         keys[key] = item.where
-    text = json.dumps(item.value, separators=(",", ":"), ensure_ascii=False)
     return (json.dumps(key, ensure_ascii=False) + "\t" + text + "\n").encode()
 
 
