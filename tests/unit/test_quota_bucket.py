@@ -229,6 +229,9 @@ def test_rate_limited_errors() -> None:
     assert rate_limited("twilio.20429", {})
     assert rate_limited("http.503", {"retry_after_s": 2})
     assert not rate_limited("http.503", {})
+    # A node that knows its provider's rate-limit answers says so (Graph's code 4).
+    assert rate_limited("instagram.4", {"rate_limited": True})
+    assert not rate_limited("instagram.4", {"rate_limited": "yes"})
 
 
 def _running_step() -> StepRecord:

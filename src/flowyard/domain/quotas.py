@@ -377,8 +377,10 @@ def slowed(bucket: Bucket, until: datetime) -> Bucket:
 
 
 def rate_limited(error_type: str, details: dict[str, object]) -> bool:
-    """An error that means the provider refused for the rate: a ``retry_after_s`` or a type
-    ending in ``.429``, ``.request_limit_exceeded``, ``.ratelimited`` or ``.20429``."""
-    if isinstance(details.get("retry_after_s"), int | float):
+    """An error that means the provider refused for the rate: a ``retry_after_s``, a
+    ``rate_limited: true`` (set by a node that knows its provider's rate-limit answers, e.g.
+    Graph's codes 4/17/32/613, which no type suffix could name), or a type ending in
+    ``.429``, ``.request_limit_exceeded``, ``.ratelimited`` or ``.20429``."""
+    if isinstance(details.get("retry_after_s"), int | float) or details.get("rate_limited") is True:
         return True
     return error_type.lower().endswith(RATE_LIMITED_SUFFIXES)

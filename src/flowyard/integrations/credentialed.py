@@ -125,10 +125,17 @@ async def status_failure(ctx: StepContext, done: Exchange, prefix: str, what: st
         return TransientError(
             message,
             error_type=f"{prefix}.{status}",
-            details=details,
+            details=rate_limit_details(details, status == 429),
             retry_after_s=retry_after(done),
         )
     return PermanentError(message, error_type=f"{prefix}.{status}", details=details)
+
+
+def rate_limit_details(details: dict[str, Any], rate_limited: bool) -> dict[str, Any]:
+    """``details`` with ``rate_limited: true`` when the provider refused for its rate: the
+    worker then pauses the step's quota buckets for every worker (decision 0021), even
+    when the answer carried no ``Retry-After``."""
+    return {**details, "rate_limited": True} if rate_limited else details
 
 
 def retry_after(done: Exchange) -> float | None:

@@ -36,6 +36,7 @@ from flowyard.integrations.credentialed import (
     json_bytes,
     post,
     provider_credential,
+    rate_limit_details,
     refused,
     retry_after,
     status_failure,
@@ -51,6 +52,8 @@ GRAPH_ID = re.compile(r"^[0-9]{1,32}$")
 #: Rate limits (4 application, 17 user, 32 page, 613 calls within a window, 80002 Instagram
 #: business use case), 1/2 Graph's temporary service errors, 1200 a temporary send failure.
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 613, 1200, 80002})
+#: Those of them that are rate limits (they pause the credential's quota bucket).
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80002})
 #: Code 10 with this subcode: "This message is sent outside of allowed window" (the
 #: 24-hour messaging window). Permanent like every code 10 (permission) error; named here
 #: because workflows route on it (``instagram.10_2018278``).
@@ -269,8 +272,12 @@ def _error(ctx: StepContext, done: Exchange, error: Mapping[str, Any]) -> NodeEr
         or done.status >= 500
     )
     if transient and subcode != OUTSIDE_WINDOW:
+        limited = code in RATE_LIMIT_CODES or done.status == 429
         return TransientError(
-            message, error_type=error_type, details=details, retry_after_s=_wait(done)
+            message,
+            error_type=error_type,
+            details=rate_limit_details(details, limited),
+            retry_after_s=_wait(done),
         )
     return PermanentError(message, error_type=error_type, details=details)
 

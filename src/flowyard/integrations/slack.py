@@ -28,6 +28,7 @@ from flowyard.integrations.credentialed import (
     json_bytes,
     post,
     provider_credential,
+    rate_limit_details,
     refused,
     retry_after,
     status_failure,
@@ -48,6 +49,9 @@ TRANSIENT_ERRORS = frozenset(
         "request_timeout",
     }
 )
+#: Slack's rate limits: HTTP 429 ``ratelimited`` (a method's tier), and chat.postMessage's
+#: own ``rate_limited`` ("posted too many messages"), which comes with HTTP 200.
+RATE_LIMITS = frozenset({"ratelimited", "rate_limited"})
 #: What an error code looks like (anything else is not Slack's answer).
 ERROR_CODE = re.compile(r"^[a-z0-9_]{1,100}$")
 #: Slack refuses more blocks than this in one message.
@@ -192,7 +196,7 @@ def _error(done: Exchange, body: dict[str, Any], error: str) -> NodeError:
         return TransientError(
             message,
             error_type=f"{PREFIX}.{error}",
-            details=details,
+            details=rate_limit_details(details, error in RATE_LIMITS or done.status == 429),
             retry_after_s=retry_after(done),
         )
     return PermanentError(message, error_type=f"{PREFIX}.{error}", details=details)

@@ -30,6 +30,7 @@ from flowyard.integrations.credentialed import (
     invalid_response,
     post,
     provider_credential,
+    rate_limit_details,
     refused,
     retry_after,
     status_failure,
@@ -289,7 +290,7 @@ async def _error(ctx: StepContext, done: Exchange) -> NodeError:
         return TransientError(
             message,
             error_type=f"{PREFIX}.{code}",
-            details=details,
+            details=rate_limit_details(details, done.status == 429 or code == 20429),
             retry_after_s=retry_after(done),
         )
     return PermanentError(message, error_type=f"{PREFIX}.{code}", details=details)

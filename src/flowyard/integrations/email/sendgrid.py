@@ -23,6 +23,7 @@ import httpx
 
 from flowyard.domain.credentials import ResolvedCredential
 from flowyard.domain.errors import PermanentError, TransientError
+from flowyard.integrations.credentialed import rate_limit_details
 from flowyard.integrations.email.message import Letter, check_size
 from flowyard.nodes.base import StepContext
 from flowyard.nodes.httpio import error_body, exchange, parse_retry_after
@@ -148,7 +149,7 @@ def _fail(response: httpx.Response, body: Any) -> NoReturn:
         raise TransientError(
             message,
             error_type=error_type,
-            details=details,
+            details=rate_limit_details(details, status == 429),
             retry_after_s=_retry_after(response.headers),
         )
     raise PermanentError(message, error_type=error_type, details=details)
