@@ -153,7 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 command += ["--seed", str(args.seed)]
             if args.max_time is not None:
                 command += ["--max-time", str(args.max_time)]
-            code = subprocess.run(command, check=False).returncode
+            # Serializers for the bodies schemathesis cannot send by itself (NDJSON, CSV).
+            env = {
+                **os.environ,
+                "SCHEMATHESIS_HOOKS": "support.fuzz_hooks",
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])
+                ),
+            }
+            code = subprocess.run(command, check=False, env=env).returncode
         finally:
             proc.terminate()
             try:

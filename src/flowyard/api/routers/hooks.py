@@ -236,7 +236,12 @@ async def create_hook(
     return HookPublic.of(hook)
 
 
-@router.get("/hooks", response_model=Page[HookPublic], summary="List webhook triggers")
+@router.get(
+    "/hooks",
+    response_model=Page[HookPublic],
+    summary="List webhook triggers",
+    responses=documented(404),
+)
 async def list_hooks(
     request: Request,
     workflow: Annotated[str | None, Query(max_length=200)] = None,

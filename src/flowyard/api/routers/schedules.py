@@ -277,7 +277,7 @@ async def create_schedule(
     return SchedulePublic.of(view)
 
 
-@router.get("/schedules", response_model=Page[SchedulePublic])
+@router.get("/schedules", response_model=Page[SchedulePublic], responses=documented(404))
 async def list_schedules(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size")] = 50,
