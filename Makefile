@@ -42,13 +42,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench examples/plugin_pack
 	$(BIN)/ruff format src tests bench examples/plugin_pack
 
+# worksteal: a worker that runs out of tests takes some from a busy one (the suite has a few
+# 10-40 s tests; a plain split left one process finishing alone).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Under a minute, while editing: the pure engine, expressions and domain, and the store
 # contract on SQLite (no PostgreSQL, no subprocesses). `make test` is the whole suite.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not postgres and not slow" tests/unit tests/contract $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not postgres and not slow" tests/unit tests/contract $(PYTEST_ARGS)
 
 # Docs that quote the code (the claim statement, its predicate, the step key) are
 # regenerated from it; tests/unit/test_docblocks.py fails when they are stale.

@@ -4,6 +4,7 @@ container and its in-process clients, a local HTTP server."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 from collections import deque
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 
 from flowyard.api import create_app
 from flowyard.bootstrap import Container, build
+from flowyard.security import passwords
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
 from support.api import BASE_URL, admin_client
@@ -43,6 +46,20 @@ def _secret_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
         mp.delenv("FLOWYARD_DB", raising=False)
         mp.delenv("FLOWYARD_DB_URL", raising=False)
+        yield
+
+
+#: argon2 parameters for the in-process tests: each hash or check of the default RFC 9106
+#: profile costs ~0.1 s of CPU (0.2 s on a slow CI machine), and hundreds of tests create a
+#: user or log in. What the tests check is who may log in, not the hash's cost; the
+#: subprocess tests (serve, the CLI) keep the default profile.
+CHEAP_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(passwords, "PasswordHasher", functools.partial(PasswordHasher, **CHEAP_ARGON2))
         yield
 
 

@@ -33,6 +33,7 @@ RUN_S = 20.0
 DOWN_S = 10.0
 AFTER_S = 5.0
 GRACE_S = 2.0
+POLICIES = ("skip", "all")
 ENV = {"FLOWYARD_POLL_INTERVAL_S": "0.05", "FLOWYARD_SCHEDULE_POLL_S": "0.5"}
 DEFINITION = {
     "name": "pulse",
@@ -89,28 +90,32 @@ def seconds_between(ticks: list[datetime]) -> list[float]:
     return [round((b - a).total_seconds(), 3) for a, b in itertools.pairwise(ticks)]
 
 
-async def scenario(pg_url: str, tmp_path: Path, catch_up: str) -> dict[str, Any]:
-    """Run the schedule with 4 workers, stop them all, start them again; what happened."""
+async def scenario(pg_url: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Two schedules (catch-up ``skip`` and ``all``) on the same 4 workers: run them, stop
+    every worker, start them again; what happened to each (one scenario for both policies:
+    4 worker processes twice is the cost of the test)."""
     container = await build(Settings(db_url=pg_url, workers=0, load_plugins=False))
     try:
         await container.service.create_workflow(DEFINITION, "tester")
-        view = await container.schedules.create(
-            ScheduleChange.of(
-                {
-                    "name": "every-second",
-                    "workflow": "pulse",
-                    "every": "1s",
-                    "input": {"n": 1},
-                    "catch_up": catch_up,
-                    "max_catch_up": 100,
-                    "misfire_grace_s": GRACE_S,
-                }
-            ),
-            actor="tester",
-        )
+        ids = {}
+        for catch_up in POLICIES:
+            view = await container.schedules.create(
+                ScheduleChange.of(
+                    {
+                        "name": f"every-second-{catch_up}",
+                        "workflow": "pulse",
+                        "every": "1s",
+                        "input": {"n": 1},
+                        "catch_up": catch_up,
+                        "max_catch_up": 100,
+                        "misfire_grace_s": GRACE_S,
+                    }
+                ),
+                actor="tester",
+            )
+            ids[catch_up] = view.record.id
     finally:
         await container.close()
-    sid = view.record.id
     with worker_group(pg_url, tmp_path, ENV) as group:
         spawned = time.monotonic()
         await start_all(group)
@@ -118,7 +123,7 @@ async def scenario(pg_url: str, tmp_path: Path, catch_up: str) -> dict[str, Any]
         await asyncio.sleep(RUN_S)
         kill_all(group)
         stopped_at = utc_now()
-        before, _ = await ticks_and_runs(pg_url, sid)
+        before = {policy: (await ticks_and_runs(pg_url, sid))[0] for policy, sid in ids.items()}
         # The next batch takes about as long to start as the first: spawn it early so that
         # the schedule is unattended for ~DOWN_S, not DOWN_S plus a start.
         # The head start is capped: a second start faster than the first (a loaded machine)
@@ -128,25 +133,32 @@ async def scenario(pg_url: str, tmp_path: Path, catch_up: str) -> dict[str, Any]
         await asyncio.sleep(AFTER_S)
         kill_all(group)
         logs = group.logs()
-    after, started_runs = await ticks_and_runs(pg_url, sid)
-    row = await schedule_now(pg_url, sid)
     assert "Traceback" not in logs, logs
     assert (restart_at - stopped_at).total_seconds() >= DOWN_S - 3, (stopped_at, restart_at)
-    return {
-        "before": before,
-        "after": [t for t in after if t > before[-1]],
-        "all": after,
-        "stopped_at": stopped_at,
-        "restart_at": restart_at,
-        "schedule": row,
-        "runs": started_runs,
-    }
+    seen = {}
+    for policy, sid in ids.items():
+        after, started_runs = await ticks_and_runs(pg_url, sid)
+        seen[policy] = {
+            "before": before[policy],
+            "after": [t for t in after if t > before[policy][-1]],
+            "all": after,
+            "stopped_at": stopped_at,
+            "restart_at": restart_at,
+            "schedule": await schedule_now(pg_url, sid),
+            "runs": started_runs,
+        }
+    return seen
 
 
-async def test_every_tick_once_with_four_workers_and_skip_after_downtime(
+async def test_every_tick_once_with_four_workers_and_each_catch_up_after_downtime(
     pg_url: str, tmp_path: Path
 ) -> None:
-    seen = await scenario(pg_url, tmp_path, "skip")
+    both = await scenario(pg_url, tmp_path)
+    check_skip(both["skip"])
+    check_all(both["all"])
+
+
+def check_skip(seen: dict[str, Any]) -> None:
     before, after = seen["before"], seen["after"]
     # ~20 s of ticks, one second apart, none missing and none twice.
     assert len(before) >= RUN_S - 6, before
@@ -163,10 +175,7 @@ async def test_every_tick_once_with_four_workers_and_skip_after_downtime(
     assert seen["schedule"].fired == len(seen["all"]) == len(seen["runs"])
 
 
-async def test_every_tick_once_with_four_workers_and_all_after_downtime(
-    pg_url: str, tmp_path: Path
-) -> None:
-    seen = await scenario(pg_url, tmp_path, "all")
+def check_all(seen: dict[str, Any]) -> None:
     ticks = seen["all"]
     # all: the ticks missed while every worker was down ran after the restart; from the
     # first tick to the last, every second has exactly one run.
