@@ -41,6 +41,7 @@ from flowyard.store.ports import EventFeed
 from flowyard.triggers.schedules.scheduler import Scheduler, SchedulerConfig
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
+from flowyard.worker.foreground import Foreground
 from flowyard.worker.quotas import QuotaGate
 
 _log = logging.getLogger("flowyard")
@@ -81,6 +82,8 @@ class Container:
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
+    #: This process's API requests in flight, which its workers yield to (worker/foreground.py).
+    foreground: Foreground = field(default_factory=Foreground)
 
     @property
     def events(self) -> EventFeed:
@@ -116,6 +119,7 @@ class Container:
             clock=self.clock,
             metrics=self.metrics,
             quotas=QuotaGate(self.store, clock=self.clock),
+            foreground=self.foreground,
         )
         if not self.workers:
             # One scheduler and one trigger dispatcher per process are enough: every process
