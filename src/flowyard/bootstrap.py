@@ -228,7 +228,12 @@ async def build(
     With ``check_keys`` the start is refused when the database holds credentials encrypted
     under a master key this process does not have (a lost key file is never replaced);
     without it those credentials stay unreadable (commands that delete them)."""
-    store = open_store(settings.db_url, pool_size=settings.db_pool_size)
+    store = open_store(
+        settings.db_url,
+        pool_size=settings.db_pool_size,
+        pooler=settings.db_pooler,
+        listen_url=settings.db_listen_url,
+    )
     try:
         if migrate:
             await store.migrate()

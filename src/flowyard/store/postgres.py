@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,6 +39,16 @@ _WRITERS_AT_HORIZON = sa.text(_EVENT_WRITERS)
 _STILL_OPEN = sa.text(_EVENT_WRITERS + " AND virtualtransaction = ANY(:open)")
 
 
+#: asyncpg behind PgBouncer in transaction mode: no statement cache in asyncpg or in
+#: SQLAlchemy's adapter, and unique names for the statements it still prepares (a server
+#: connection is shared by many clients, so ``__asyncpg_stmt_1__`` would collide).
+_POOLED_CONNECT_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: f"__flowyard_{uuid.uuid4().hex}__",
+}
+
+
 #: Arbitrary, fixed advisory-lock key that serialises schema migrations.
 MIGRATION_LOCK_KEY = 0x666C6F77  # "flow"
 
@@ -62,9 +73,21 @@ class PostgresStore(SqlStore):
         driver: Any = raw.driver_connection
         await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
 
+    #: Where LISTEN connects (None: streams poll). ``url`` unless a pooler is in between.
+    listen_url: str | None = None
+
     @classmethod
-    def open(cls, url: str, *, pool_size: int = 10) -> PostgresStore:
-        """Create the engine for ``postgresql+asyncpg://...``."""
+    def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pooler: str = "none",
+        listen_url: str | None = None,
+    ) -> PostgresStore:
+        """Create the engine for ``postgresql+asyncpg://...``. ``pooler="transaction"``: the
+        URL is a PgBouncer in transaction mode (decision 0035)."""
+        pooled = pooler == "transaction"
         engine = create_async_engine(
             url,
             pool_size=pool_size,
@@ -80,12 +103,18 @@ class PostgresStore(SqlStore):
             # What a statement binds may be huge or secret (a step's output, a credential):
             # never in an error message or a log.
             hide_parameters=True,
+            connect_args=_POOLED_CONNECT_ARGS if pooled else {},
         )
         # Reads run without BEGIN/COMMIT (two round trips less each). At READ COMMITTED,
         # PostgreSQL's level for every transaction here, each statement of a transaction
         # sees its own snapshot anyway: a read transaction made its statements no more
         # consistent with each other. Same pool; writes keep their transactions.
-        return cls(url, engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # Behind a transaction pooler a statement outside a transaction may be parsed on one
+        # server connection and executed on another: reads keep their transactions there.
+        read = engine if pooled else engine.execution_options(isolation_level="AUTOCOMMIT")
+        store = cls(url, engine, read)
+        store.listen_url = listen_url if pooled else (listen_url or url)
+        return store
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         # Transaction-scoped advisory lock: released by the commit that ends the upgrade, so a
@@ -129,7 +158,9 @@ class PostgresStore(SqlStore):
     async def listen_for_events(self, wake: Callable[[], None]) -> EventListener | None:
         """``LISTEN flowyard_events`` on a connection of its own (see :mod:`flowyard.store.notify`);
         None when it cannot connect (logged): poll instead."""
-        return await notify.listen_for_events(self.url, wake)
+        if self.listen_url is None:
+            return None
+        return await notify.listen_for_events(self.listen_url, wake)
 
     #: How long :meth:`event_horizon` waits for open event-writing transactions.
     horizon_wait_s = 2.0
