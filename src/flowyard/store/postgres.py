@@ -49,6 +49,14 @@ _POOLED_CONNECT_ARGS: dict[str, Any] = {
 }
 
 
+#: Sessions of this database waiting for a lock (row locks show as ``transactionid`` waits,
+#: which pg_locks does not tie to a database; pg_stat_activity does).
+_LOCK_WAITS = sa.text(
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
 #: Arbitrary, fixed advisory-lock key that serialises schema migrations.
 MIGRATION_LOCK_KEY = 0x666C6F77  # "flow"
 
@@ -132,6 +140,9 @@ class PostgresStore(SqlStore):
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()
+
+    async def _lock_waits(self, conn: AsyncConnection) -> int | None:
+        return int(await conn.scalar(_LOCK_WAITS) or 0)
 
     def _open_hint(self, exc: BaseException) -> str:
         sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)

@@ -373,6 +373,7 @@ class Worker:
                 scheduled_now = scheduled_now or bool(tr.next_steps or tr.fork or tr.child)
             else:
                 self.stats.discarded += 1
+                self.metrics.steps_discarded.inc()
         self._slots.set()
         if scheduled_now:
             self._wake.set()
