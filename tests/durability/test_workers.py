@@ -22,12 +22,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from flowyard.bootstrap import Container, build
-from flowyard.domain.ids import RunId, WorkflowId
-from flowyard.domain.records import NewRun, StepRecord
+from flowyard.domain.ids import RunId
+from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.settings import Settings
 from flowyard.store.factory import normalize_url
 from flowyard.store.schema import run_events, runs, steps
+from support.bulk import ended_runs, numbered_runs
 from support.http import Recorded, RecordingServer, Reply
 from support.procs import WorkerGroup, worker_group
 
@@ -194,28 +195,14 @@ async def test_two_worker_processes_run_2000_steps_once_each_on_postgres(
         with worker_group(pg_url, tmp_path, FAST) as group:
             first = await group.start(concurrency=32)
             second = await group.start(concurrency=32)
-            new_runs = [
-                NewRun(
-                    workflow_id=WorkflowId(record.id),
-                    workflow_version=version.version,
-                    start_node="start",
-                    start_node_type="trigger",
-                    input={"n": n},
-                )
-                for n in range(RUNS)
-            ]
             started = time.perf_counter()
-            created = await container.store.start_runs(new_runs, container.clock())
+            created = await container.store.start_runs(
+                numbered_runs(record, version, RUNS), container.clock()
+            )
             assert all(was_created for _, was_created in created)
 
             async def all_finished() -> bool:
-                rows = await fetch(
-                    pg_url,
-                    sa.select(sa.func.count()).where(
-                        runs.c.status.in_([s.value for s in RunStatus if s.is_terminal])
-                    ),
-                )
-                return int(rows[0][0]) == RUNS
+                return await ended_runs(pg_url) == RUNS
 
             await until(all_finished, 60, f"{RUNS} runs to finish", group, every_s=0.1)
             elapsed = time.perf_counter() - started

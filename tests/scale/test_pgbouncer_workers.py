@@ -15,11 +15,10 @@ import sqlalchemy as sa
 
 from durability.test_workers import KEY, chain, fetch, until, worker_pid
 from flowyard.bootstrap import build
-from flowyard.domain.ids import WorkflowId
-from flowyard.domain.records import NewRun
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.settings import Settings
 from flowyard.store.schema import run_events, runs, steps
+from support.bulk import ended_runs, numbered_runs
 from support.http import RecordingServer
 from support.pgbouncer import pgbouncer
 from support.procs import worker_group
@@ -51,28 +50,14 @@ async def test_twenty_worker_processes_through_pgbouncer_run_each_step_once(
                     assert all(w.running() for w in batch), group.logs()
                     assert time.monotonic() < deadline, group.logs()
                     await asyncio.sleep(0.1)
-                new_runs = [
-                    NewRun(
-                        workflow_id=WorkflowId(record.id),
-                        workflow_version=version.version,
-                        start_node="start",
-                        start_node_type="trigger",
-                        input={"n": n},
-                    )
-                    for n in range(RUNS)
-                ]
                 ready_s = time.monotonic() - deadline + 120
-                created = await container.store.start_runs(new_runs, container.clock())
+                created = await container.store.start_runs(
+                    numbered_runs(record, version, RUNS), container.clock()
+                )
                 assert all(was_created for _, was_created in created)
 
                 async def all_finished() -> bool:
-                    rows = await fetch(
-                        pg_url,
-                        sa.select(sa.func.count()).where(
-                            runs.c.status.in_([s.value for s in RunStatus if s.is_terminal])
-                        ),
-                    )
-                    return int(rows[0][0]) == RUNS
+                    return await ended_runs(pg_url) == RUNS
 
                 drained = time.monotonic()
                 await until(all_finished, 120, f"{RUNS} runs to finish", group, every_s=0.2)
