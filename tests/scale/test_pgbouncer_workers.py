@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from durability.test_workers import KEY, chain, fetch, until, worker_pid
+from durability.test_workers import chain, until
 from flowyard.bootstrap import build
-from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.domain.statuses import RunStatus
 from flowyard.settings import Settings
-from flowyard.store.schema import run_events, runs, steps
-from support.bulk import ended_runs, numbered_runs
+from support.bulk import ended_runs, numbered_runs, steps_ran_once
 from support.http import RecordingServer
 from support.pgbouncer import pgbouncer
 from support.procs import worker_group
@@ -71,22 +68,12 @@ async def test_twenty_worker_processes_through_pgbouncer_run_each_step_once(
             await container.close()
     assert "Traceback" not in logs, logs
 
-    statuses = Counter(row.status for row in await fetch(pg_url, sa.select(runs.c.status)))
-    assert statuses == {RunStatus.SUCCEEDED.value: RUNS}
-    step_rows = await fetch(pg_url, sa.select(steps.c.status, steps.c.attempt))
-    assert len(step_rows) == RUNS * 4
-    assert {row.status for row in step_rows} == {StepStatus.SUCCEEDED.value}
-    assert max(row.attempt for row in step_rows) == 1, "a step was attempted twice"
-    # Each HTTP step reached the server once: its idempotency key is never repeated.
-    keys = Counter(r.headers.get(KEY) for r in http_server.requests)
-    assert len(keys) == RUNS * 2 and None not in keys
-    assert set(keys.values()) == {1}, [k for k, n in keys.items() if n != 1][:5]
-    # The work was spread: most of the twenty processes took steps.
-    started = await fetch(
-        pg_url, sa.select(run_events.c.data).where(run_events.c.type == "step.started")
+    # Every step ran once and every HTTP call (its idempotency key) reached the server once.
+    per_worker = await steps_ran_once(
+        pg_url, http_server.requests, runs_count=RUNS, steps_per_run=4
     )
-    per_worker = Counter(worker_pid(row.data["worker"]) for row in started)
-    assert len(started) == RUNS * 4
+    assert len(http_server.requests) == RUNS * 2
+    # The work was spread: most of the twenty processes took steps.
     assert len(per_worker) >= WORKERS // 2, per_worker
 
 
