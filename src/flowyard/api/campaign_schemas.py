@@ -8,6 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.domain.campaigns import CampaignRecord
+from flowyard.domain.priorities import (
+    BULK,
+    DEFAULT_WEIGHT,
+    INTERACTIVE,
+    MAX_PRIORITY,
+    MAX_WEIGHT,
+    MIN_PRIORITY,
+)
 
 #: The window the rate is measured over.
 RATE_WINDOW_S = 60.0
@@ -25,6 +33,8 @@ CAMPAIGN_EXAMPLE: dict[str, Any] = {
     "workflow_version": 3,
     "status": "running",
     "item_key": "{{ item.email }}",
+    "priority": 3,
+    "weight": 1,
     "total": 50000,
     "counts": {"pending": 20000, "running": 40, "succeeded": 29950, "failed": 10},
     "finished": 29960,
@@ -51,6 +61,19 @@ class CampaignCreate(BaseModel):
         "within the campaign",
     )
     vars: dict[str, Any] | None = Field(None, description="Vars of every run")
+    priority: int = Field(
+        BULK,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="The priority of its runs' steps in the claim (higher first); runs "
+        f"started one at a time have {INTERACTIVE}, campaigns {BULK} unless they say",
+    )
+    weight: int = Field(
+        DEFAULT_WEIGHT,
+        ge=1,
+        le=MAX_WEIGHT,
+        description="Its share of the workers among the campaigns of its priority",
+    )
 
 
 class CampaignPublic(BaseModel):
@@ -64,6 +87,8 @@ class CampaignPublic(BaseModel):
     workflow_version: int
     status: str
     item_key: str | None
+    priority: int
+    weight: int
     total: int
     counts: dict[str, int]
     finished: int
@@ -86,6 +111,8 @@ class CampaignPublic(BaseModel):
             workflow_version=record.workflow_version,
             status=record.shown_status.value,
             item_key=record.item_key,
+            priority=record.priority,
+            weight=record.weight,
             total=record.total,
             counts={s.value: n for s, n in record.counts.items()},
             finished=record.finished,

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from flowyard.domain.ids import WorkflowId
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT
 from flowyard.domain.statuses import RunStatus
 
 
@@ -49,6 +50,10 @@ class NewCampaign:
     deadline_at: datetime | None = None
     #: The version declares its correlation keys unique among unfinished runs.
     correlation_unique: bool = False
+    #: Its runs' priority, and its share of the workers among the campaigns of that
+    #: priority (decision 0032).
+    priority: int = BULK
+    weight: int = DEFAULT_WEIGHT
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class CampaignRecord:
     counts: dict[RunStatus, int] = field(default_factory=dict)
     #: Runs that ended during the minute before the read.
     finished_last_minute: int = 0
+    priority: int = BULK
+    weight: int = DEFAULT_WEIGHT
 
     @property
     def finished(self) -> int:

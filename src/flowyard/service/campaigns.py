@@ -26,6 +26,7 @@ from flowyard.domain import jsonvalue
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.campaigns import CampaignItem, CampaignRecord, CampaignStatus, NewCampaign
 from flowyard.domain.errors import Conflict, InvalidInput, Problem
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, check_priority, check_weight
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.engine.compiled import CompiledWorkflow
@@ -101,6 +102,8 @@ class CampaignUseCases(LifecycleUseCases):
         *,
         item_key: str | None = None,
         vars: dict[str, Any] | None = None,
+        priority: int = BULK,
+        weight: int = DEFAULT_WEIGHT,
         idempotency_key: str | None = None,
         actor: str | None = None,
         audit: AuditEntry | None = None,
@@ -113,6 +116,14 @@ class CampaignUseCases(LifecycleUseCases):
                 "the campaign name is invalid",
                 [Problem("/name", f"1 to {MAX_NAME} printable characters", "pattern")],
             )
+        for pointer, check, value in (
+            ("/priority", check_priority, priority),
+            ("/weight", check_weight, weight),
+        ):
+            try:
+                check(value)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), [Problem(pointer, str(exc), "range")]) from None
         template = None
         if item_key is not None:
             try:
@@ -153,6 +164,8 @@ class CampaignUseCases(LifecycleUseCases):
                 vars=vars or {},
                 deadline_at=run_deadline(wf, now),
                 correlation_unique=bool(spec and spec.unique and template is not None),
+                priority=priority,
+                weight=weight,
             )
             campaign, created = await self.store.start_campaign(new, spool.chunks, now, audit=audit)
         finally:

@@ -17,6 +17,7 @@ from sqlalchemy.pool import QueuePool
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import StoreUnavailable
+from flowyard.domain.fairness import FairShare
 from flowyard.settings import display_url
 from flowyard.store import migrate as migrations
 from flowyard.store.audit import audit_row
@@ -39,6 +40,9 @@ class SqlBase(ABC):
         self.url = url
         self._write = write_engine
         self._read = read_engine or write_engine
+        #: This process's fair shares between the lanes of a priority (the claim asks it, as it asks domain.quotas;
+        #: decision 0032).
+        self._fair = FairShare()
 
     # -- plumbing --------------------------------------------------------------------------
 

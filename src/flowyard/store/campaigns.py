@@ -54,6 +54,8 @@ RUN_COLUMNS = (
     "deadline_at",
     "correlation_key",
     "correlation_unique",
+    "priority",
+    "lane",
     "created_at",
     "updated_at",
 )
@@ -66,6 +68,7 @@ STEP_COLUMNS = (
     "status",
     "attempt",
     "priority",
+    "lane",
     "available_at",
     "claims",
     "recoveries",
@@ -165,6 +168,8 @@ class CampaignOps(SqlBase):
                     created_by=new.created_by,
                     created_at=now,
                     updated_at=now,
+                    priority=new.priority,
+                    weight=new.weight,
                 )
             )
             await conn.execute(
@@ -253,6 +258,8 @@ class CampaignOps(SqlBase):
                     new.deadline_at,
                     item.correlation_key,
                     unique and item.correlation_key is not None,
+                    new.priority,
+                    campaign_id,
                     now,
                     now,
                 )
@@ -273,7 +280,8 @@ class CampaignOps(SqlBase):
                     0,
                     scheduled,
                     0,
-                    0,
+                    new.priority,
+                    campaign_id,
                     now,
                     0,
                     0,
@@ -432,6 +440,8 @@ def _record(row: Any, counts: dict[RunStatus, int], recent: int) -> CampaignReco
         updated_at=row.updated_at,
         counts=counts,
         finished_last_minute=recent,
+        priority=row.priority,
+        weight=row.weight,
     )
 
 

@@ -25,6 +25,7 @@ from flowyard.campaigns.items import ItemFormat
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.errors import InvalidInput, Problem
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, MAX_PRIORITY, MAX_WEIGHT, MIN_PRIORITY
 from flowyard.domain.statuses import RunStatus
 from flowyard.service import FlowyardService
 
@@ -82,14 +83,18 @@ async def start_campaign(
     workflow: Annotated[str | None, Query(max_length=200)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     item_key: Annotated[str | None, Query(max_length=500)] = None,
+    priority: Annotated[int, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = BULK,
+    weight: Annotated[int, Query(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> CampaignPublic:
     """One run of the workflow's latest version per item, all started or none. A JSON body
-    holds the items; an NDJSON or CSV body is the items, with `workflow`, `name` and
-    `item_key` in the query. 201 when created; 200 with the campaign when the same
-    campaign (workflow and name, or `Idempotency-Key`) was posted with the same items."""
+    holds the items; an NDJSON or CSV body is the items, with `workflow`, `name`, `item_key`,
+    `priority` and `weight` in the query. 201 when created; 200 with the campaign when the
+    same campaign (workflow and name, or `Idempotency-Key`) was posted with the same items.
+    Its runs' steps are claimed at `priority` (default 3; runs started one at a time have 6),
+    sharing the workers with the other campaigns of that priority by `weight`."""
     fmt = ItemFormat.of_media_type(request.headers.get("content-type"))
     if fmt is None:
         raise _unsupported(request.headers.get("content-type"))
@@ -108,6 +113,8 @@ async def start_campaign(
             body.items,
             item_key=body.item_key,
             vars=body.vars,
+            priority=body.priority,
+            weight=body.weight,
             idempotency_key=idempotency_key,
             actor=actor,
             audit=audit,
@@ -130,6 +137,8 @@ async def start_campaign(
                 fmt,
                 spool,
                 item_key=item_key,
+                priority=priority,
+                weight=weight,
                 idempotency_key=idempotency_key,
                 actor=actor,
                 audit=audit,
