@@ -40,8 +40,8 @@ class SqlBase(ABC):
         self.url = url
         self._write = write_engine
         self._read = read_engine or write_engine
-        #: This process's fair shares between the lanes of a priority (the claim asks it, as it asks domain.quotas;
-        #: decision 0032).
+        #: This process's fair shares between the lanes of a priority: the claim asks it
+        #: (pure math in the domain, like the quota buckets; decision 0032).
         self._fair = FairShare()
 
     # -- plumbing --------------------------------------------------------------------------
