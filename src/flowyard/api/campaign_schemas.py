@@ -16,6 +16,7 @@ from flowyard.domain.priorities import (
     MAX_WEIGHT,
     MIN_PRIORITY,
 )
+from flowyard.domain.quotas import MAX_CONCURRENCY
 
 #: The window the rate is measured over.
 RATE_WINDOW_S = 60.0
@@ -46,6 +47,20 @@ CAMPAIGN_EXAMPLE: dict[str, Any] = {
 }
 
 
+class CampaignLimitsIn(BaseModel):
+    """A campaign's limits, shared by every worker (quotas ``campaign:<id>`` and one per
+    concurrency key): steps of its runs in flight, and step starts per window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
+    rate: str | None = Field(None, max_length=100, description="`10/s`, `100 per minute`")
+    key_concurrency: int | None = Field(
+        None, ge=1, le=MAX_CONCURRENCY, description="The same per concurrency key"
+    )
+    key_rate: str | None = Field(None, max_length=100, description="The same per key")
+
+
 class CampaignCreate(BaseModel):
     """``POST /campaigns`` with a JSON body: the items inline."""
 
@@ -74,6 +89,13 @@ class CampaignCreate(BaseModel):
         le=MAX_WEIGHT,
         description="Its share of the workers among the campaigns of its priority",
     )
+    limits: CampaignLimitsIn | None = Field(None, description="Limits shared by every worker")
+    concurrency_key: str | None = Field(
+        None,
+        max_length=500,
+        description="Template of each item's concurrency key (`{{ item.tenant }}`): the "
+        "key the `key_*` limits apply to",
+    )
 
 
 class CampaignPublic(BaseModel):
@@ -89,6 +111,7 @@ class CampaignPublic(BaseModel):
     item_key: str | None
     priority: int
     weight: int
+    concurrency_key: str | None = None
     total: int
     counts: dict[str, int]
     finished: int
@@ -113,6 +136,7 @@ class CampaignPublic(BaseModel):
             item_key=record.item_key,
             priority=record.priority,
             weight=record.weight,
+            concurrency_key=record.concurrency_key,
             total=record.total,
             counts={s.value: n for s, n in record.counts.items()},
             finished=record.finished,

@@ -72,6 +72,8 @@ class RunRecord:
     #: What the run's steps inherit: the claim's order (decision 0032).
     priority: int = INTERACTIVE
     lane: str = NO_LANE
+    #: The quota key of its campaign's limit per concurrency key, if it has one.
+    limit_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

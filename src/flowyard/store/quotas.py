@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import NotFound
 from flowyard.domain.quotas import (
+    CAMPAIGN_PREFIX,
     Bucket,
     Quota,
     QuotaState,
@@ -194,10 +195,15 @@ class QuotaOps(SqlBase):
         await self._tx(fn, audit=audit)
 
     async def quota_keys(self) -> frozenset[str]:
-        """The keys of the enabled quotas."""
+        """The keys of the enabled quotas, but for campaigns' quotas per concurrency key
+        (a run names its own; a campaign may have thousands)."""
 
         async def fn(conn: AsyncConnection) -> frozenset[str]:
-            rows = await conn.execute(sa.select(quotas.c.key).where(quotas.c.enabled))
+            rows = await conn.execute(
+                sa.select(quotas.c.key).where(
+                    quotas.c.enabled, quotas.c.key.not_like(CAMPAIGN_PREFIX + "%/%")
+                )
+            )
             return frozenset(r.key for r in rows)
 
         return await self._tx(fn, write=False)

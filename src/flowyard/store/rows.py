@@ -93,6 +93,7 @@ def run_record(row: Row[Any]) -> RunRecord:
         schedule_id=row.schedule_id,
         priority=row.priority,
         lane=row.lane,
+        limit_key=row.limit_key,
     )
 
 
@@ -238,4 +239,5 @@ def run_from_dict(row: dict[str, Any]) -> RunRecord:
         schedule_id=row["schedule_id"],
         priority=row["priority"],
         lane=row["lane"],
+        limit_key=row.get("limit_key"),
     )

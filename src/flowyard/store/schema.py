@@ -127,6 +127,8 @@ runs = sa.Table(
     # the priority, and the lane (its campaign, or its parent's; '' outside campaigns).
     sa.Column("priority", sa.Integer, nullable=False, server_default=str(INTERACTIVE)),
     sa.Column("lane", sa.String(40), nullable=False, server_default=""),
+    # The quota key of its campaign's limit per concurrency key (decision 0032).
+    sa.Column("limit_key", sa.String(80), nullable=True),
     sa.UniqueConstraint("workflow_id", "idempotency_key"),
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
@@ -504,6 +506,8 @@ campaigns = sa.Table(
     # campaigns of that priority (decision 0032).
     sa.Column("priority", sa.Integer, nullable=False, server_default=str(BULK)),
     sa.Column("weight", sa.Integer, nullable=False, server_default=str(DEFAULT_WEIGHT)),
+    # The template of its runs' concurrency keys (their limits are quotas).
+    sa.Column("concurrency_key", sa.String(500), nullable=True),
     sa.UniqueConstraint("workflow_id", "name"),
 )
 

@@ -26,8 +26,9 @@ from flowyard.domain.auth import AuditEntry
 from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.errors import InvalidInput, Problem
 from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, MAX_PRIORITY, MAX_WEIGHT, MIN_PRIORITY
+from flowyard.domain.quotas import MAX_CONCURRENCY
 from flowyard.domain.statuses import RunStatus
-from flowyard.service import FlowyardService
+from flowyard.service import FlowyardService, LimitsSpec
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], route_class=StrictJSONRoute)
 
@@ -85,16 +86,23 @@ async def start_campaign(
     item_key: Annotated[str | None, Query(max_length=500)] = None,
     priority: Annotated[int, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = BULK,
     weight: Annotated[int, Query(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT,
+    concurrency: Annotated[int | None, Query(ge=1, le=MAX_CONCURRENCY)] = None,
+    rate: Annotated[str | None, Query(max_length=100)] = None,
+    key_concurrency: Annotated[int | None, Query(ge=1, le=MAX_CONCURRENCY)] = None,
+    key_rate: Annotated[str | None, Query(max_length=100)] = None,
+    concurrency_key: Annotated[str | None, Query(max_length=500)] = None,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> CampaignPublic:
     """One run of the workflow's latest version per item, all started or none. A JSON body
-    holds the items; an NDJSON or CSV body is the items, with `workflow`, `name`, `item_key`,
-    `priority` and `weight` in the query. 201 when created; 200 with the campaign when the
-    same campaign (workflow and name, or `Idempotency-Key`) was posted with the same items.
-    Its runs' steps are claimed at `priority` (default 3; runs started one at a time have 6),
-    sharing the workers with the other campaigns of that priority by `weight`."""
+    holds the items; an NDJSON or CSV body is the items, with the other fields in the query
+    (the limits flat: `concurrency`, `rate`, `key_concurrency`, `key_rate`). 201 when
+    created; 200 with the campaign when the same campaign (workflow and name, or
+    `Idempotency-Key`) was posted with the same items. Its runs' steps are claimed at
+    `priority` (default 3; runs started one at a time have 6), sharing the workers with the
+    other campaigns of that priority by `weight`; `limits` cap its steps in flight and
+    their rate, for the whole campaign and per `concurrency_key`."""
     fmt = ItemFormat.of_media_type(request.headers.get("content-type"))
     if fmt is None:
         raise _unsupported(request.headers.get("content-type"))
@@ -115,6 +123,8 @@ async def start_campaign(
             vars=body.vars,
             priority=body.priority,
             weight=body.weight,
+            limits=LimitsSpec(**body.limits.model_dump()) if body.limits else None,
+            concurrency_key=body.concurrency_key,
             idempotency_key=idempotency_key,
             actor=actor,
             audit=audit,
@@ -139,6 +149,8 @@ async def start_campaign(
                 item_key=item_key,
                 priority=priority,
                 weight=weight,
+                limits=LimitsSpec(concurrency, rate, key_concurrency, key_rate),
+                concurrency_key=concurrency_key,
                 idempotency_key=idempotency_key,
                 actor=actor,
                 audit=audit,

@@ -1,5 +1,6 @@
 """Priorities and lanes in the claim: runs carry a priority and a lane that their steps
-inherit, campaigns a priority and a weight, and the claim index orders by both first
+inherit, campaigns a priority and a weight, and the claim index orders by both first;
+campaigns' limits per concurrency key: the template, and each run's quota key
 (decision 0032).
 
 Revision ID: 0018
@@ -32,12 +33,14 @@ def upgrade() -> None:
         sa.Column("priority", sa.Integer, nullable=False, server_default=str(_INTERACTIVE)),
     )
     op.add_column("runs", sa.Column("lane", sa.String(40), nullable=False, server_default=""))
+    op.add_column("runs", sa.Column("limit_key", sa.String(80), nullable=True))
     op.add_column("steps", sa.Column("lane", sa.String(40), nullable=False, server_default=""))
     op.add_column(
         "campaigns",
         sa.Column("priority", sa.Integer, nullable=False, server_default=str(_BULK)),
     )
     op.add_column("campaigns", sa.Column("weight", sa.Integer, nullable=False, server_default="1"))
+    op.add_column("campaigns", sa.Column("concurrency_key", sa.String(500), nullable=True))
     op.execute(
         f"UPDATE runs SET priority = {_BULK}, lane = campaign_id"
         f" WHERE campaign_id IS NOT NULL AND status IN {_UNFINISHED_RUNS}"
@@ -72,8 +75,10 @@ def downgrade() -> None:
     with op.batch_alter_table("steps") as batch:
         batch.drop_column("lane")
     with op.batch_alter_table("campaigns") as batch:
+        batch.drop_column("concurrency_key")
         batch.drop_column("weight")
         batch.drop_column("priority")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("limit_key")
         batch.drop_column("lane")
         batch.drop_column("priority")
