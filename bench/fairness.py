@@ -61,7 +61,7 @@ async def _explain(url: str) -> str:
     """EXPLAIN ANALYZE of the claim's statements (new claim only), rolled back."""
     from datetime import UTC, datetime
 
-    from flowyard.store.queue import DUE_LANES, claim_statement
+    from flowyard.store.claim import DUE_LANES, claim_statement
 
     engine = _engine(url)
     out: list[str] = []

@@ -27,12 +27,13 @@ from flowyard.domain.campaigns import (
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import WorkflowId, new_run_id, new_ulid
-from flowyard.domain.quotas import Quota, campaign_item_key, campaign_key, full
+from flowyard.domain.quotas import Quota, campaign_item_key, campaign_key
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
 from flowyard.store.correlation import check_unique_keys
+from flowyard.store.quotas import quota_row
 from flowyard.store.rows import chunks, run_record
 from flowyard.store.schema import (
     UTCDateTime,
@@ -338,23 +339,7 @@ class CampaignOps(SqlBase):
                 Quota(key, tokens, per_s, concurrency=limits.key_concurrency)
                 for key in sorted(item_keys)
             )
-        rows = [
-            {
-                "key": q.key,
-                "tokens": q.tokens,
-                "per_s": q.per_s,
-                "burst": q.burst,
-                "enabled": True,
-                "concurrency": q.concurrency,
-                "available": bucket.available,
-                "updated_at": bucket.updated_at,
-                "paused_until": bucket.paused_until,
-                "queue_until": bucket.queue_until,
-                "created_at": now,
-            }
-            for q in wanted
-            for bucket in (full(q, now),)
-        ]
+        rows = [quota_row(q, now) for q in wanted]
         for chunk in chunks(rows, 2000):
             await conn.execute(self._insert_ignore(quotas), list(chunk))
 

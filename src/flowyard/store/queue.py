@@ -19,15 +19,14 @@ from flowyard.domain.commands import JOINED_WAITS, StepCompletion, waited_signal
 from flowyard.domain.errors import StoreRejected
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, StepId
-from flowyard.domain.priorities import DEFAULT_WEIGHT, INTERACTIVE, NO_LANE
 from flowyard.domain.records import SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
+from flowyard.store.claim import claim_by_lane
 from flowyard.store.completion import BatchCompletion
 from flowyard.store.forks import ancestors, load_branch_results
 from flowyard.store.ports import CompletionResult, RunState
 from flowyard.store.rows import (
-    CLAIMABLE,
     LEASED,
     chunks,
     event_row,
@@ -35,10 +34,7 @@ from flowyard.store.rows import (
     step_record,
 )
 from flowyard.store.schema import (
-    CLAIMABLE_SQL,
-    UTCDateTime,
     branches,
-    campaigns,
     run_events,
     runs,
     signals,
@@ -62,7 +58,9 @@ class QueueOps(SqlBase):
         locked, skip-locked sub-select, until ``limit`` are claimed."""
 
         async def fn(conn: AsyncConnection) -> list[StepRecord]:
-            claimed = await self._claim_by_lane(conn, worker_id, limit, now, lease_s)
+            claimed = await claim_by_lane(
+                conn, self._fair, worker_id, limit=limit, now=now, lease_s=lease_s
+            )
             if not claimed:
                 return []
             await self._mark_runs_started(
@@ -87,33 +85,6 @@ class QueueOps(SqlBase):
             return claimed
 
         return await self._tx(fn)
-
-    async def _claim_by_lane(
-        self, conn: AsyncConnection, worker_id: str, limit: int, now: datetime, lease_s: float
-    ) -> list[StepRecord]:
-        """The lanes with due steps (read off the claim index, one probe per lane), then
-        each lane's due steps in the order the engine's fair share gives."""
-        lanes: dict[int, list[str]] = {}
-        for row in await conn.execute(DUE_LANES, {"now": now}):
-            lanes.setdefault(row.priority, []).append(row.lane)
-        claimed: list[StepRecord] = []
-        for priority in sorted(lanes, reverse=True):
-            weights = await _weights(conn, lanes[priority])
-            for lane in self._fair.order(priority, weights):
-                claim = claim_statement(
-                    worker_id,
-                    limit=limit - len(claimed),
-                    now=now,
-                    lease_s=lease_s,
-                    priority=priority,
-                    lane=lane,
-                )
-                got = [step_record(row) for row in await conn.execute(claim)]
-                self._fair.served(priority, lane, len(got), weights[lane])
-                claimed.extend(got)
-                if len(claimed) >= limit:
-                    return claimed
-        return claimed
 
     async def _mark_runs_started(
         self, conn: AsyncConnection, run_ids: set[RunId], woken: set[RunId], now: datetime
@@ -363,89 +334,6 @@ class QueueOps(SqlBase):
             return {row[0]: int(row[1]) for row in rows}
 
         return await self._tx(fn, write=False)
-
-
-def claim_statement(
-    worker_id: str,
-    *,
-    limit: int,
-    now: datetime,
-    lease_s: float,
-    priority: int = INTERACTIVE,
-    lane: str = NO_LANE,
-) -> sa.Update:
-    """The claim from one lane: one UPDATE of up to ``limit`` due steps, picked by a
-    sub-select that locks them and skips rows another worker has locked (quoted in
-    docs/architecture.md). The lane's due steps are one range of the claim index."""
-    due = (
-        sa.select(steps.c.id)
-        .where(
-            CLAIMABLE,
-            steps.c.priority == priority,
-            steps.c.lane == lane,
-            steps.c.available_at <= now,
-        )
-        .order_by(steps.c.available_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        steps.update()
-        .where(steps.c.id.in_(due.scalar_subquery()))
-        .values(
-            status=StepStatus.RUNNING.value,
-            lease_owner=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            attempt=steps.c.attempt + 1,
-            claims=steps.c.claims + 1,
-            started_at=now,
-        )
-        .returning(*steps.c)
-    )
-
-
-def _claimable(alias: str) -> str:
-    """The claim predicate (literal, so the planners match the partial index) on ``alias``."""
-    return CLAIMABLE_SQL.replace("status", f"{alias}.status").replace(" held", f" {alias}.held")
-
-
-_NEXT_LANE = f"""SELECT {{col}} FROM steps s WHERE {_claimable("s")}
-      AND (s.priority, s.lane) < (f.priority, f.lane)
-      ORDER BY s.priority DESC, s.lane DESC LIMIT 1"""
-
-#: The (priority, lane) pairs that have due steps. A loose index scan of ``ix_steps_claimable``
-#: (priority, lane, available_at): each round of the recursion jumps to the next lower
-#: (priority, lane) with one index probe, so the cost grows with the number of lanes, not
-#: with the steps waiting in them; a lane whose steps are all due later is then left out by
-#: one more probe. The same text on both databases (row values: SQLite >= 3.15).
-DUE_LANES = sa.text(
-    f"""WITH RECURSIVE f(priority, lane) AS (
-  SELECT priority, lane FROM (
-    SELECT s.priority, s.lane FROM steps s WHERE {_claimable("s")}
-    ORDER BY s.priority DESC, s.lane DESC LIMIT 1) AS top
-  UNION ALL
-  SELECT ({_NEXT_LANE.format(col="s.priority")}),
-         ({_NEXT_LANE.format(col="s.lane")})
-  FROM f WHERE f.priority IS NOT NULL
-)
-SELECT f.priority, f.lane FROM f
-WHERE f.priority IS NOT NULL AND EXISTS (
-  SELECT 1 FROM steps s WHERE {_claimable("s")}
-    AND s.priority = f.priority AND s.lane = f.lane AND s.available_at <= :now)"""
-).bindparams(sa.bindparam("now", type_=UTCDateTime))
-
-
-async def _weights(conn: AsyncConnection, lanes: Sequence[str]) -> dict[str, int]:
-    """Each lane's weight: its campaign's, 1 for the lane outside campaigns (and for a lane
-    alone at its priority, where the weight does not matter: nothing is read)."""
-    weights = dict.fromkeys(lanes, DEFAULT_WEIGHT)
-    named = [lane for lane in lanes if lane != NO_LANE]
-    if len(lanes) > 1 and named:
-        rows = await conn.execute(
-            sa.select(campaigns.c.id, campaigns.c.weight).where(campaigns.c.id.in_(named))
-        )
-        weights.update({row.id: int(row.weight) for row in rows})
-    return weights
 
 
 async def _pending_signals(

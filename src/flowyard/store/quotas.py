@@ -90,6 +90,20 @@ def _bucket_values(bucket: Bucket) -> dict[str, Any]:
     }
 
 
+def quota_row(quota: Quota, now: datetime) -> dict[str, Any]:
+    """The ``quotas`` row of a new quota, its bucket full."""
+    return {
+        "key": quota.key,
+        "tokens": quota.tokens,
+        "per_s": quota.per_s,
+        "burst": quota.burst,
+        "enabled": quota.enabled,
+        "concurrency": quota.concurrency,
+        "created_at": now,
+        **_bucket_values(full(quota, now)),
+    }
+
+
 class QuotaOps(SqlBase):
     """The ``quotas`` table. Admin writes take their audit entry; workers' takes none."""
 
@@ -101,18 +115,7 @@ class QuotaOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> QuotaState:
             note_target(audit, "quota", quota.key)
-            await conn.execute(
-                self._insert_ignore(quotas).values(
-                    key=quota.key,
-                    tokens=quota.tokens,
-                    per_s=quota.per_s,
-                    burst=quota.burst,
-                    enabled=quota.enabled,
-                    concurrency=quota.concurrency,
-                    created_at=now,
-                    **_bucket_values(full(quota, now)),
-                )
-            )
+            await conn.execute(self._insert_ignore(quotas).values(**quota_row(quota, now)))
             row = (
                 await conn.execute(
                     sa.select(quotas).where(quotas.c.key == quota.key).with_for_update()
