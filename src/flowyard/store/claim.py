@@ -96,23 +96,30 @@ def _claimable(alias: str) -> str:
     return CLAIMABLE_SQL.replace("status", f"{alias}.status").replace(" held", f" {alias}.held")
 
 
-_NEXT_LANE = f"""SELECT {{col}} FROM steps s WHERE {_claimable("s")}
-      AND (s.priority, s.lane) < (f.priority, f.lane)
+#: The next lane below ``f``'s: first within its priority, else in the next lower one. Two
+#: probes with plain range conditions rather than one on a row value, ``(priority, lane) <
+#: (p, l)``: SQLite seeks a row value by its first column only, and would read the whole lane
+#: just visited before finding the next (its cost would grow with that lane's backlog).
+_SAME_PRIORITY = f"""SELECT {{col}} FROM steps s WHERE {_claimable("s")}
+      AND s.priority = f.priority AND s.lane < f.lane
+      ORDER BY s.lane DESC LIMIT 1"""
+_LOWER_PRIORITY = f"""SELECT {{col}} FROM steps s WHERE {_claimable("s")}
+      AND s.priority < f.priority
       ORDER BY s.priority DESC, s.lane DESC LIMIT 1"""
 
-#: The (priority, lane) pairs that have due steps. A loose index scan of ``ix_steps_claimable``
-#: (priority, lane, available_at): each round of the recursion jumps to the next lower
-#: (priority, lane) with one index probe, so the cost grows with the number of lanes, not
-#: with the steps waiting in them; a lane whose steps are all due later is then left out by
-#: one more probe. The same text on both databases (row values: SQLite >= 3.15).
+
+def _next(col: str) -> str:
+    return f"COALESCE(({_SAME_PRIORITY.format(col=col)}),\n    ({_LOWER_PRIORITY.format(col=col)}))"
+
+
 DUE_LANES = sa.text(
     f"""WITH RECURSIVE f(priority, lane) AS (
   SELECT priority, lane FROM (
     SELECT s.priority, s.lane FROM steps s WHERE {_claimable("s")}
     ORDER BY s.priority DESC, s.lane DESC LIMIT 1) AS top
   UNION ALL
-  SELECT ({_NEXT_LANE.format(col="s.priority")}),
-         ({_NEXT_LANE.format(col="s.lane")})
+  SELECT {_next("s.priority")},
+         {_next("s.lane")}
   FROM f WHERE f.priority IS NOT NULL
 )
 SELECT f.priority, f.lane FROM f
