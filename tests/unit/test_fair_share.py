@@ -1,12 +1,15 @@
 """The fair share between lanes of one priority (stride scheduling, decision 0032): counts
 follow the weights, a lane that appears late starts level with the others instead of
-collecting the share it missed, and idle lanes are forgotten."""
+collecting the share it missed, and idle lanes are forgotten; and the quota keys of a campaign's limits."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from flowyard.domain.fairness import FairShare
+from flowyard.domain.quotas import campaign_item_key, campaign_key, check_key, is_campaign_item_key
 
 
 def drive(fair: FairShare, weights: dict[str, int], claims: int, batch: int) -> Counter[str]:
@@ -57,3 +60,16 @@ def test_priorities_are_separate() -> None:
     fair.served(6, "", 100, 1)
     assert fair.order(3, {"c": 1, "": 1}) == ["", "c"]
     assert fair.passes(6) == {"": 100.0}
+
+
+def test_campaign_quota_keys() -> None:
+    cid = "cmp_" + "0" * 26
+    assert check_key(campaign_key(cid)) == "campaign:" + cid
+    per_key = campaign_item_key(cid, "Ünïcode tenant / with spaces")
+    assert check_key(per_key) == per_key and len(per_key) <= 80
+    assert per_key == campaign_item_key(cid, "Ünïcode tenant / with spaces")
+    assert per_key != campaign_item_key(cid, "another")
+    assert is_campaign_item_key(per_key) and not is_campaign_item_key(campaign_key(cid))
+    for bad in ("campaign:nope", f"campaign:{cid}:xyz", f"campaign:{cid}/" + "0" * 16):
+        with pytest.raises(ValueError, match="not a quota key"):
+            check_key(bad)

@@ -39,11 +39,11 @@ from flowyard.domain.durations import parse_duration
 CREDENTIAL_PREFIX = "credential:"
 NODE_TYPE_PREFIX = "node_type:"
 #: A campaign's limits (decision 0032): ``campaign:<id>`` for the whole campaign and
-#: ``campaign:<id>/<digest>`` for the runs of one concurrency key (its digest: any text).
+#: ``campaign:<id>:<digest>`` for the runs of one concurrency key (its digest: any text).
 CAMPAIGN_PREFIX = "campaign:"
 _KEY = re.compile(
     r"^(credential:[a-z][a-z0-9_.-]{0,62}|node_type:[a-z][a-z0-9_.-]{0,62}"
-    r"|campaign:cmp_[0-9a-z]{26}(/[0-9a-f]{16})?)$"
+    r"|campaign:cmp_[0-9a-z]{26}(:[0-9a-f]{16})?)$"
 )
 _RATE = re.compile(
     r"^\s*(?P<tokens>\d+)\s*(?:per|/)\s*(?P<window>.+?)\s*$",
@@ -91,17 +91,17 @@ def campaign_item_key(campaign_id: str, concurrency_key: str) -> str:
     """The quota key of the runs of ``campaign_id`` whose concurrency key is
     ``concurrency_key`` (a digest: keys are any text, quota keys are short and plain)."""
     digest = hashlib.sha256(concurrency_key.encode()).hexdigest()[:16]
-    return f"{CAMPAIGN_PREFIX}{campaign_id}/{digest}"
+    return f"{CAMPAIGN_PREFIX}{campaign_id}:{digest}"
 
 
 def is_campaign_item_key(key: str) -> bool:
     """A per-key quota of a campaign: its row is made with the campaign's runs."""
-    return key.startswith(CAMPAIGN_PREFIX) and "/" in key
+    return key.startswith(CAMPAIGN_PREFIX) and ":" in key[len(CAMPAIGN_PREFIX) :]
 
 
 def check_key(key: str) -> str:
     """``key`` when it is ``credential:<name>``, ``node_type:<type>`` or a campaign's
-    (``campaign:<id>``, ``campaign:<id>/<digest>``); ValueError else."""
+    (``campaign:<id>``, ``campaign:<id>:<digest>``); ValueError else."""
     if not isinstance(key, str) or not _KEY.match(key):
         raise ValueError(
             f"{key!r} is not a quota key: use credential:<name> or node_type:<type> "

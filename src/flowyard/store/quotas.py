@@ -175,10 +175,17 @@ class QuotaOps(SqlBase):
             return None
 
     async def list_quotas(self, *, now: datetime | None = None) -> list[QuotaState]:
-        """Every quota, by key (an installation has a handful: no pages)."""
+        """Every quota, by key (an installation has a handful: no pages), but for campaigns'
+        quotas per concurrency key (one campaign may have thousands; read one by its key)."""
 
         async def fn(conn: AsyncConnection) -> list[QuotaState]:
-            rows = list(await conn.execute(sa.select(quotas).order_by(quotas.c.key)))
+            rows = list(
+                await conn.execute(
+                    sa.select(quotas)
+                    .where(quotas.c.key.not_like(CAMPAIGN_PREFIX + "%:%"))
+                    .order_by(quotas.c.key)
+                )
+            )
             held = await self._in_flight(conn, None, now) if rows else {}
             return [_state(r, held.get(r.key, 0)) for r in rows]
 
@@ -204,7 +211,7 @@ class QuotaOps(SqlBase):
         async def fn(conn: AsyncConnection) -> frozenset[str]:
             rows = await conn.execute(
                 sa.select(quotas.c.key).where(
-                    quotas.c.enabled, quotas.c.key.not_like(CAMPAIGN_PREFIX + "%/%")
+                    quotas.c.enabled, quotas.c.key.not_like(CAMPAIGN_PREFIX + "%:%")
                 )
             )
             return frozenset(r.key for r in rows)
