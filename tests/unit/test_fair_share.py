@@ -1,6 +1,7 @@
 """The fair share between lanes of one priority (stride scheduling, decision 0032): counts
 follow the weights, a lane that appears late starts level with the others instead of
-collecting the share it missed, and idle lanes are forgotten; and the quota keys of a campaign's limits."""
+collecting the share it missed, and idle lanes are forgotten; and the quota keys of a
+campaign's limits."""
 
 from __future__ import annotations
 
