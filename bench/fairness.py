@@ -8,17 +8,18 @@ On a fresh PostgreSQL database (the `bench/throughput.py` helpers):
    against that backlog, in a transaction rolled back (the lanes read off the index, and the
    claim from the campaign's lane);
 3. start K `flowyard worker` processes (default 2, concurrency 32, 0.05 s poll) and, once
-   the drain has begun, start M interactive runs of a second copy of the workflow one after
-   the other (`service.start_run`, what `POST /workflows/{id}/runs` calls) and time each
-   from the start to `succeeded` (polled every 2 ms on its own connection);
+   1,000 campaign runs have started, start M interactive runs (default 20) of a second copy
+   of the workflow, one every `--every` seconds (default 1; 0: one after the other), through
+   `service.start_run` (what `POST /workflows/{id}/runs` calls), and time each from its start
+   to `succeeded` (polled on its own connection);
 4. report p50 / p99 / max of those latencies, and how many campaign runs had started and
    finished when the measurement began and ended (the campaign kept draining meanwhile).
 
 The same script runs against any version of flowyard that has campaigns (the "before" of
 decision 0032 is main without priorities: the interactive runs queue behind the backlog).
 
-    python bench/fairness.py                       # 50,000 runs, 2 workers, 50 samples
-    python bench/fairness.py --runs 5000 --samples 20 --explain
+    python bench/fairness.py                       # 50,000 runs, 2 workers, 20 samples
+    python bench/fairness.py --runs 5000 --samples 10 --every 0 --explain
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from flowyard.bootstrap import build
 from flowyard.campaigns.items import ItemFormat
 from flowyard.settings import Settings
+from flowyard.store.factory import normalize_url
 from throughput import WORKER_POLL_S, WORKFLOW, _engine, _rows, _tail, fresh_database, spawn, stop
 
 INTERACTIVE = {**WORKFLOW, "name": "bench-interactive-3"}
@@ -92,7 +95,12 @@ async def _explain(url: str) -> str:
 
 async def measure(args: argparse.Namespace, url: str, log: Path) -> dict[str, Any]:
     container = await build(Settings(db_url=url, load_plugins=False))
-    result: dict[str, Any] = {"runs": args.runs, "procs": args.procs, "samples": args.samples}
+    result: dict[str, Any] = {
+        "runs": args.runs,
+        "procs": args.procs,
+        "samples": args.samples,
+        "every_s": args.every,
+    }
     try:
         service = container.service
         await service.save_workflow(WORKFLOW, "bench")
@@ -136,14 +144,19 @@ async def measure(args: argparse.Namespace, url: str, log: Path) -> dict[str, An
                     raise RuntimeError(f"the drain did not begin: {_tail(log)}")
                 await asyncio.sleep(0.2)
             result["campaign_before"] = await progress()
-            latencies = []
-            async with engine.connect() as conn:
-                for i in range(args.samples):
-                    started = time.perf_counter()
-                    run, _ = await service.start_run(INTERACTIVE["name"], {"i": i}, actor="bench")
-                    status = ""
+            latencies: list[float] = []
+            # One connection per sample in flight: each polls its run on its own.
+            poller = create_async_engine(normalize_url(url), pool_size=args.samples + 1)
+
+            async def one(i: int) -> None:
+                """Start interactive run ``i`` at its time, wait until it has ended."""
+                await asyncio.sleep(i * args.every)
+                started = time.perf_counter()
+                run, _ = await service.start_run(INTERACTIVE["name"], {"i": i}, actor="bench")
+                status = ""
+                async with poller.connect() as conn:
                     while status not in ("succeeded", "failed", "cancelled", "timed_out"):
-                        await asyncio.sleep(0.002)
+                        await asyncio.sleep(0.002 if args.every == 0 else 0.01)
                         status = (
                             await conn.execute(
                                 sa.text("SELECT status FROM runs WHERE id = :id"), {"id": run.id}
@@ -152,8 +165,17 @@ async def measure(args: argparse.Namespace, url: str, log: Path) -> dict[str, An
                         await conn.commit()
                         if time.perf_counter() - started > args.timeout:
                             raise TimeoutError(f"interactive run {run.id} still {status}")
-                    latencies.append((time.perf_counter() - started) * 1000)
-                    assert status == "succeeded", status
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert status == "succeeded", status
+
+            try:
+                if args.every == 0:  # one after the other
+                    for i in range(args.samples):
+                        await one(i)
+                else:  # one every `every` seconds, each timed on its own
+                    await asyncio.gather(*(one(i) for i in range(args.samples)))
+            finally:
+                await poller.dispose()
             result["campaign_after"] = await progress()
             latencies.sort()
             result["latency_ms"] = {
@@ -174,7 +196,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=50_000)
     parser.add_argument("--procs", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument(
+        "--every",
+        type=float,
+        default=1.0,
+        help="seconds between interactive starts, each timed on its own (0: one after another)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--explain", action="store_true")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
