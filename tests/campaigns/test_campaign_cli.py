@@ -165,6 +165,9 @@ async def test_whole_campaign_actions(workdir: Path, db: tuple[str, Container]) 
         (["people.ndjson", "--name", "x", "--item-key", "{{ 1 }}"], None, 2, "not a path"),
         (["people.ndjson", "--name", "x", "--vars", "[1]"], None, 2, "--vars is not"),
         (["people.ndjson", "--name", "x", "--workflow", "nope"], None, 1, "nope"),
+        (["people.ndjson", "--name", "x", "--priority", "12"], None, 2, "priority must be"),
+        (["people.ndjson", "--name", "x", "--key-concurrency", "2"], None, 2, "limits"),
+        (["people.ndjson", "--name", "x", "--rate", "fast"], None, 2, "limits"),
     ],
 )
 async def test_bad_starts_are_one_line_and_start_nothing(

@@ -70,7 +70,7 @@ def _sqlite_empty_string_default(connection: sa.Connection, diff: Any) -> bool:
     kind, _schema, table, column, _existing, reflected, wanted = diff[0]
     return (
         kind == "modify_default"
-        and (table, column) == ("steps", "branch")
+        and (table, column) in {("steps", "branch"), ("steps", "lane"), ("runs", "lane")}
         and str(reflected.arg).strip("()") == "''"  # alembic parenthesises the SQLite default
         and wanted.arg == ""
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.dialects import postgresql
 
 from flowyard.domain.records import step_idempotency_key
-from flowyard.store.queue import claim_statement
+from flowyard.store.claim import claim_statement
 from flowyard.store.schema import CLAIMABLE_SQL
 
 ROOT = Path(__file__).resolve().parents[2]

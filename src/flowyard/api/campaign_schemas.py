@@ -8,6 +8,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.domain.campaigns import CampaignRecord
+from flowyard.domain.priorities import (
+    BULK,
+    DEFAULT_WEIGHT,
+    INTERACTIVE,
+    MAX_PRIORITY,
+    MAX_WEIGHT,
+    MIN_PRIORITY,
+)
+from flowyard.domain.quotas import MAX_CONCURRENCY
 
 #: The window the rate is measured over.
 RATE_WINDOW_S = 60.0
@@ -25,6 +34,8 @@ CAMPAIGN_EXAMPLE: dict[str, Any] = {
     "workflow_version": 3,
     "status": "running",
     "item_key": "{{ item.email }}",
+    "priority": 3,
+    "weight": 1,
     "total": 50000,
     "counts": {"pending": 20000, "running": 40, "succeeded": 29950, "failed": 10},
     "finished": 29960,
@@ -34,6 +45,20 @@ CAMPAIGN_EXAMPLE: dict[str, Any] = {
     "created_at": "2026-12-01T10:00:00Z",
     "updated_at": "2026-12-01T10:00:00Z",
 }
+
+
+class CampaignLimitsIn(BaseModel):
+    """A campaign's limits, shared by every worker (quotas ``campaign:<id>`` and one per
+    concurrency key): steps of its runs in flight, and step starts per window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
+    rate: str | None = Field(None, max_length=100, description="`10/s`, `100 per minute`")
+    key_concurrency: int | None = Field(
+        None, ge=1, le=MAX_CONCURRENCY, description="The same per concurrency key"
+    )
+    key_rate: str | None = Field(None, max_length=100, description="The same per key")
 
 
 class CampaignCreate(BaseModel):
@@ -51,6 +76,26 @@ class CampaignCreate(BaseModel):
         "within the campaign",
     )
     vars: dict[str, Any] | None = Field(None, description="Vars of every run")
+    priority: int = Field(
+        BULK,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="The priority of its runs' steps in the claim (higher first); runs "
+        f"started one at a time have {INTERACTIVE}, campaigns {BULK} unless they say",
+    )
+    weight: int = Field(
+        DEFAULT_WEIGHT,
+        ge=1,
+        le=MAX_WEIGHT,
+        description="Its share of the workers among the campaigns of its priority",
+    )
+    limits: CampaignLimitsIn | None = Field(None, description="Limits shared by every worker")
+    concurrency_key: str | None = Field(
+        None,
+        max_length=500,
+        description="Template of each item's concurrency key (`{{ item.tenant }}`): the "
+        "key the `key_*` limits apply to",
+    )
 
 
 class CampaignPublic(BaseModel):
@@ -64,6 +109,9 @@ class CampaignPublic(BaseModel):
     workflow_version: int
     status: str
     item_key: str | None
+    priority: int
+    weight: int
+    concurrency_key: str | None = None
     total: int
     counts: dict[str, int]
     finished: int
@@ -86,6 +134,9 @@ class CampaignPublic(BaseModel):
             workflow_version=record.workflow_version,
             status=record.shown_status.value,
             item_key=record.item_key,
+            priority=record.priority,
+            weight=record.weight,
+            concurrency_key=record.concurrency_key,
             total=record.total,
             counts={s.value: n for s, n in record.counts.items()},
             finished=record.finished,

@@ -42,7 +42,9 @@ from flowyard.cli.common import (
 )
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.campaigns import CampaignRecord
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, MAX_PRIORITY, MIN_PRIORITY
 from flowyard.domain.statuses import RunStatus
+from flowyard.service import LimitsSpec
 
 campaigns_app = typer.Typer(
     help="Campaigns: one run of a workflow per item of a file, tracked as a whole.",
@@ -140,10 +142,29 @@ def campaigns_start(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Posting again with this key returns the campaign")
     ] = None,
+    priority: Annotated[
+        int, typer.Option(help=f"Claim priority of its steps ({MIN_PRIORITY}-{MAX_PRIORITY})")
+    ] = BULK,
+    weight: Annotated[
+        int, typer.Option(help="Share of the workers among campaigns of its priority")
+    ] = DEFAULT_WEIGHT,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Most steps of the campaign in flight at once")
+    ] = None,
+    rate: Annotated[str | None, typer.Option(help="Most step starts: '10/s'")] = None,
+    concurrency_key: Annotated[
+        str | None, typer.Option(help="Each item's key for the key limits: '{{ item.tenant }}'")
+    ] = None,
+    key_concurrency: Annotated[
+        int | None, typer.Option(help="Most steps in flight per concurrency key")
+    ] = None,
+    key_rate: Annotated[str | None, typer.Option(help="Most step starts per key")] = None,
     db: DbOption = None,
 ) -> None:
     """Start one run per item, all or none (a bad item is named and nothing starts); prints
-    the campaign as JSON. The same campaign and items again: the existing one, exit 0."""
+    the campaign as JSON. The same campaign and items again: the existing one, exit 0.
+    Its steps are claimed at --priority, sharing the workers by --weight; the limits are
+    quotas every worker shares (decision 0032)."""
     settings = settings_for(db)
     if str(file) == "-" and fmt is None:
         fail("reading items from stdin needs --format json, ndjson or csv", code=2)
@@ -163,6 +184,10 @@ def campaigns_start(
                 source,
                 item_key=item_key,
                 vars=run_vars,
+                priority=priority,
+                weight=weight,
+                limits=LimitsSpec(concurrency, rate, key_concurrency, key_rate),
+                concurrency_key=concurrency_key,
                 idempotency_key=idempotency_key,
                 actor=cli_actor(),
                 audit=_audit("campaign.start", None),

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from flowyard.domain.ids import WorkflowId
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT
 from flowyard.domain.statuses import RunStatus
 
 
@@ -29,6 +30,31 @@ class CampaignItem:
 
     input_json: str
     correlation_key: str | None
+    #: The item's concurrency key (the campaign's ``concurrency_key`` rendered), when the
+    #: campaign limits each key.
+    concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignLimits:
+    """A campaign's limits (decision 0032), kept as quotas so every worker shares them:
+    ``concurrency`` steps of its runs in flight and a ``rate`` of ``(tokens, per_s)`` step
+    starts for the whole campaign, and the same per concurrency key (``key_*``)."""
+
+    concurrency: int | None = None
+    rate: tuple[int, float] | None = None
+    key_concurrency: int | None = None
+    key_rate: tuple[int, float] | None = None
+
+    @property
+    def whole(self) -> bool:
+        """It limits the whole campaign."""
+        return self.concurrency is not None or self.rate is not None
+
+    @property
+    def per_key(self) -> bool:
+        """It limits each concurrency key."""
+        return self.key_concurrency is not None or self.key_rate is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +75,13 @@ class NewCampaign:
     deadline_at: datetime | None = None
     #: The version declares its correlation keys unique among unfinished runs.
     correlation_unique: bool = False
+    #: Its runs' priority, and its share of the workers among the campaigns of that
+    #: priority (decision 0032).
+    priority: int = BULK
+    weight: int = DEFAULT_WEIGHT
+    limits: CampaignLimits = field(default_factory=CampaignLimits)
+    #: The template of each item's concurrency key (``{{ item.tenant }}``).
+    concurrency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +103,9 @@ class CampaignRecord:
     counts: dict[RunStatus, int] = field(default_factory=dict)
     #: Runs that ended during the minute before the read.
     finished_last_minute: int = 0
+    priority: int = BULK
+    weight: int = DEFAULT_WEIGHT
+    concurrency_key: str | None = None
 
     @property
     def finished(self) -> int:

@@ -26,6 +26,7 @@ The math here is pure: the store locks the rows, asks :func:`decide`, writes the
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, replace
@@ -37,7 +38,13 @@ from flowyard.domain.durations import parse_duration
 #: Key prefixes: what a quota applies to.
 CREDENTIAL_PREFIX = "credential:"
 NODE_TYPE_PREFIX = "node_type:"
-_KEY = re.compile(r"^(credential:[a-z][a-z0-9_.-]{0,62}|node_type:[a-z][a-z0-9_.-]{0,62})$")
+#: A campaign's limits (decision 0032): ``campaign:<id>`` for the whole campaign and
+#: ``campaign:<id>:<digest>`` for the runs of one concurrency key (its digest: any text).
+CAMPAIGN_PREFIX = "campaign:"
+_KEY = re.compile(
+    r"^(credential:[a-z][a-z0-9_.-]{0,62}|node_type:[a-z][a-z0-9_.-]{0,62}"
+    r"|campaign:cmp_[0-9a-z]{26}(:[0-9a-f]{16})?)$"
+)
 _RATE = re.compile(
     r"^\s*(?P<tokens>\d+)\s*(?:per|/)\s*(?P<window>.+?)\s*$",
     re.IGNORECASE,
@@ -75,12 +82,30 @@ def node_type_key(type_name: str) -> str:
     return NODE_TYPE_PREFIX + type_name
 
 
+def campaign_key(campaign_id: str) -> str:
+    """The quota key of a whole campaign's limits."""
+    return CAMPAIGN_PREFIX + campaign_id
+
+
+def campaign_item_key(campaign_id: str, concurrency_key: str) -> str:
+    """The quota key of the runs of ``campaign_id`` whose concurrency key is
+    ``concurrency_key`` (a digest: keys are any text, quota keys are short and plain)."""
+    digest = hashlib.sha256(concurrency_key.encode()).hexdigest()[:16]
+    return f"{CAMPAIGN_PREFIX}{campaign_id}:{digest}"
+
+
+def is_campaign_item_key(key: str) -> bool:
+    """A per-key quota of a campaign: its row is made with the campaign's runs."""
+    return key.startswith(CAMPAIGN_PREFIX) and ":" in key[len(CAMPAIGN_PREFIX) :]
+
+
 def check_key(key: str) -> str:
-    """``key`` when it is ``credential:<name>`` or ``node_type:<type>``; ValueError else."""
+    """``key`` when it is ``credential:<name>``, ``node_type:<type>`` or a campaign's
+    (``campaign:<id>``, ``campaign:<id>:<digest>``); ValueError else."""
     if not isinstance(key, str) or not _KEY.match(key):
         raise ValueError(
             f"{key!r} is not a quota key: use credential:<name> or node_type:<type> "
-            "(lower-case letters, digits, '_', '.', '-')"
+            "(lower-case letters, digits, '_', '.', '-'), or campaign:<campaign id>"
         )
     return key
 

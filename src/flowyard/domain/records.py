@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from flowyard.domain.ids import EventId, RunId, StepId, WorkflowId
+from flowyard.domain.priorities import INTERACTIVE, NO_LANE
 from flowyard.domain.statuses import BranchStatus, RunStatus, StepStatus
 
 
@@ -68,6 +69,11 @@ class RunRecord:
     parent_step_id: StepId | None = None
     #: The schedule whose tick started the run.
     schedule_id: str | None = None
+    #: What the run's steps inherit: the claim's order (decision 0032).
+    priority: int = INTERACTIVE
+    lane: str = NO_LANE
+    #: The quota key of its campaign's limit per concurrency key, if it has one.
+    limit_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,9 @@ class StepRecord:
     #: What a waiting step waits for (``signal:<name>``, ``action``, ``branches``, ...).
     waiting_for: str | None = None
     wait_data: dict[str, Any] | None = None
+    #: The run's priority and lane (decision 0032).
+    priority: int = INTERACTIVE
+    lane: str = NO_LANE
 
     @property
     def idempotency_key(self) -> str:
@@ -143,6 +152,10 @@ class NewRun:
     correlation_unique: bool = False
     #: The schedule whose tick starts the run.
     schedule_id: str | None = None
+    #: The claim's order of the run's steps (decision 0032): runs started one at a time are
+    #: interactive; a campaign's runs are in its lane at its priority.
+    priority: int = INTERACTIVE
+    lane: str = NO_LANE
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
-from flowyard.service.campaigns import CampaignAction, CampaignUseCases
+from flowyard.service.campaigns import CampaignAction, CampaignUseCases, LimitsSpec
 from flowyard.service.correlation import CorrelationUseCases
 from flowyard.service.drafts import DraftUseCases, DraftView
 from flowyard.service.lifecycle import BulkRetry
@@ -43,6 +43,7 @@ __all__ = [
     "CampaignAction",
     "DraftView",
     "FlowyardService",
+    "LimitsSpec",
     "RunDetail",
     "check_run_payload",
     "run_deadline",

@@ -24,8 +24,16 @@ from flowyard.campaigns.items import Item, ItemError, ItemFormat, from_csv, from
 from flowyard.campaigns.keys import KeyRenderError, KeyTemplate, KeyTemplateError
 from flowyard.domain import jsonvalue
 from flowyard.domain.auth import AuditEntry
-from flowyard.domain.campaigns import CampaignItem, CampaignRecord, CampaignStatus, NewCampaign
+from flowyard.domain.campaigns import (
+    CampaignItem,
+    CampaignLimits,
+    CampaignRecord,
+    CampaignStatus,
+    NewCampaign,
+)
 from flowyard.domain.errors import Conflict, InvalidInput, Problem
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, check_priority, check_weight
+from flowyard.domain.quotas import MAX_CONCURRENCY, parse_rate
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.engine.compiled import CompiledWorkflow
@@ -70,7 +78,8 @@ class CampaignAction:
 
 @dataclass(slots=True)
 class _Spool:
-    """The accepted items of the first pass, one line each: the key (JSON) TAB the input."""
+    """The accepted items of the first pass, one line each: the key (JSON; with a
+    concurrency key, the JSON pair of both) TAB the input."""
 
     file: IO[bytes]
     total: int
@@ -81,7 +90,10 @@ class _Spool:
         chunk: list[CampaignItem] = []
         for line in self.file:
             key, _, input_json = line.decode().rstrip("\n").partition("\t")
-            chunk.append(CampaignItem(input_json, json.loads(key)))
+            found = json.loads(key)
+            # [correlation key, concurrency key] when the campaign limits each key.
+            pair = found if isinstance(found, list) else [found, None]
+            chunk.append(CampaignItem(input_json, pair[0], pair[1]))
             if len(chunk) == CHUNK:
                 yield chunk
                 chunk = []
@@ -101,6 +113,10 @@ class CampaignUseCases(LifecycleUseCases):
         *,
         item_key: str | None = None,
         vars: dict[str, Any] | None = None,
+        priority: int = BULK,
+        weight: int = DEFAULT_WEIGHT,
+        limits: LimitsSpec | None = None,
+        concurrency_key: str | None = None,
         idempotency_key: str | None = None,
         actor: str | None = None,
         audit: AuditEntry | None = None,
@@ -113,12 +129,22 @@ class CampaignUseCases(LifecycleUseCases):
                 "the campaign name is invalid",
                 [Problem("/name", f"1 to {MAX_NAME} printable characters", "pattern")],
             )
+        for pointer, check, value in (
+            ("/priority", check_priority, priority),
+            ("/weight", check_weight, weight),
+        ):
+            try:
+                check(value)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), [Problem(pointer, str(exc), "range")]) from None
         template = None
         if item_key is not None:
             try:
                 template = KeyTemplate.compile(item_key)
             except KeyTemplateError as exc:
                 raise InvalidInput(str(exc), [Problem("/item_key", str(exc), "pattern")]) from None
+        checked = _limits(limits or LimitsSpec(), concurrency_key)
+        limit_template = KeyTemplate.compile(concurrency_key) if concurrency_key else None
         record = await self.store.get_workflow(workflow)
         if record.archived:
             raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
@@ -135,7 +161,7 @@ class CampaignUseCases(LifecycleUseCases):
         if problems := [p for p in problems if p.pointer.startswith("/vars")]:
             raise InvalidInput("the campaign's vars are invalid", problems)
         items = from_list(source) if isinstance(source, Sequence) else _items(fmt, source)
-        spool = await asyncio.to_thread(_accept, wf, items, template)
+        spool = await asyncio.to_thread(_accept, wf, items, template, limit_template)
         try:
             now = self.clock()
             first = first_step(wf, now)
@@ -153,6 +179,10 @@ class CampaignUseCases(LifecycleUseCases):
                 vars=vars or {},
                 deadline_at=run_deadline(wf, now),
                 correlation_unique=bool(spec and spec.unique and template is not None),
+                priority=priority,
+                weight=weight,
+                limits=checked,
+                concurrency_key=concurrency_key,
             )
             campaign, created = await self.store.start_campaign(new, spool.chunks, now, audit=audit)
         finally:
@@ -247,6 +277,71 @@ class CampaignUseCases(LifecycleUseCases):
                 raise AssertionError(action)
 
 
+@dataclass(frozen=True, slots=True)
+class LimitsSpec:
+    """A campaign's limits as a client gives them: steps in flight and a rate (``"10/s"``,
+    ``"100 per minute"``) for the whole campaign and per concurrency key."""
+
+    concurrency: int | None = None
+    rate: str | None = None
+    key_concurrency: int | None = None
+    key_rate: str | None = None
+
+
+def _limits(spec: LimitsSpec, concurrency_key: str | None) -> CampaignLimits:
+    """The checked limits; InvalidInput naming each bad field."""
+    problems: list[Problem] = []
+
+    def rate(field: str, text: str | None) -> tuple[int, float] | None:
+        if text is None:
+            return None
+        try:
+            return parse_rate(text)
+        except ValueError as exc:
+            problems.append(Problem(f"/limits/{field}", str(exc), "rate"))
+            return None
+
+    def slots(field: str, value: int | None) -> int | None:
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_CONCURRENCY
+        ):
+            problems.append(
+                Problem(f"/limits/{field}", f"an integer from 1 to {MAX_CONCURRENCY}", "range")
+            )
+            return None
+        return value
+
+    limits = CampaignLimits(
+        concurrency=slots("concurrency", spec.concurrency),
+        rate=rate("rate", spec.rate),
+        key_concurrency=slots("key_concurrency", spec.key_concurrency),
+        key_rate=rate("key_rate", spec.key_rate),
+    )
+    if concurrency_key is not None:
+        try:
+            KeyTemplate.compile(concurrency_key)
+        except KeyTemplateError as exc:
+            problems.append(Problem("/concurrency_key", str(exc), "pattern"))
+    per_key = spec.key_concurrency is not None or spec.key_rate is not None
+    if per_key and concurrency_key is None:
+        problems.append(
+            Problem(
+                "/concurrency_key",
+                "limits per key need the key: concurrency_key ({{ item.<field> }})",
+                "required",
+            )
+        )
+    if concurrency_key is not None and not per_key:
+        problems.append(
+            Problem("/limits", "a concurrency_key needs key_concurrency or key_rate", "required")
+        )
+    if problems:
+        raise InvalidInput("the campaign's limits are invalid", problems)
+    return limits
+
+
 def _items(fmt: ItemFormat, stream: IO[bytes]) -> Iterator[Item]:
     match fmt:
         case ItemFormat.NDJSON:
@@ -257,7 +352,12 @@ def _items(fmt: ItemFormat, stream: IO[bytes]) -> Iterator[Item]:
             raise AssertionError("a JSON array arrives parsed")
 
 
-def _accept(wf: CompiledWorkflow, items: Iterator[Item], template: KeyTemplate | None) -> _Spool:
+def _accept(
+    wf: CompiledWorkflow,
+    items: Iterator[Item],
+    template: KeyTemplate | None,
+    limit_template: KeyTemplate | None = None,
+) -> _Spool:
     """The first pass (in a thread): check every item, spool the accepted ones. Raises
     InvalidInput listing up to MAX_PROBLEMS bad items; nothing is started then."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the caller
@@ -279,7 +379,7 @@ def _accept(wf: CompiledWorkflow, items: Iterator[Item], template: KeyTemplate |
             if total > MAX_ITEMS:
                 problems.append(Problem(item.where, f"more than {MAX_ITEMS} items", "too_large"))
                 break
-            line = _check(checks, item, template, keys, problems)
+            line = _check(checks, item, template, keys, problems, limit_template)
             if line is not None and not problems:
                 spool.write(line)
                 digest.update(line)
@@ -332,6 +432,7 @@ def _check(
     template: KeyTemplate | None,
     keys: dict[str, str],
     problems: list[Problem],
+    limit_template: KeyTemplate | None = None,
 ) -> bytes | None:
     """One item's spool line, or None with its problems added."""
     text, found = checks.text(item.value)
@@ -362,7 +463,14 @@ def _check(
             )
             return None
         keys[key] = item.where
-    return (json.dumps(key, ensure_ascii=False) + "\t" + text + "\n").encode()
+    head: Any = key
+    if limit_template is not None:
+        try:
+            head = [key, limit_template.render(item.value)]
+        except KeyRenderError as exc:
+            problems.append(Problem(item.where, f"concurrency_key: {exc}", "concurrency_key"))
+            return None
+    return (json.dumps(head, ensure_ascii=False) + "\t" + text + "\n").encode()
 
 
 def _at(where: str, pointer: str) -> str:

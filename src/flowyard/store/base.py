@@ -18,6 +18,7 @@ from sqlalchemy.pool import QueuePool
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import StoreUnavailable
+from flowyard.domain.fairness import FairShare
 from flowyard.settings import display_url
 from flowyard.store import migrate as migrations
 from flowyard.store.audit import audit_row
@@ -44,6 +45,9 @@ class SqlBase(ABC):
         #: transactions]. Only waits that began with every connection out are counted: the
         #: time to enter a transaction also holds the event loop's own lag.
         self._waits: dict[str, list[float]] = {"write": [0.0, 0], "read": [0.0, 0]}
+        #: This process's fair shares between the lanes of a priority: the claim asks it
+        #: (pure math in the domain, like the quota buckets; decision 0032).
+        self._fair = FairShare()
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.campaigns import (
     CampaignItem,
+    CampaignLimits,
     CampaignRecord,
     CampaignStatus,
     ItemChunks,
@@ -26,16 +27,19 @@ from flowyard.domain.campaigns import (
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import WorkflowId, new_run_id, new_ulid
+from flowyard.domain.quotas import Quota, campaign_item_key, campaign_key
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
 from flowyard.store.correlation import check_unique_keys
-from flowyard.store.rows import run_record
+from flowyard.store.quotas import quota_row
+from flowyard.store.rows import chunks, run_record
 from flowyard.store.schema import (
     UTCDateTime,
     campaign_counts,
     campaigns,
+    quotas,
     run_events,
     runs,
     steps,
@@ -54,6 +58,9 @@ RUN_COLUMNS = (
     "deadline_at",
     "correlation_key",
     "correlation_unique",
+    "priority",
+    "lane",
+    "limit_key",
     "created_at",
     "updated_at",
 )
@@ -66,6 +73,7 @@ STEP_COLUMNS = (
     "status",
     "attempt",
     "priority",
+    "lane",
     "available_at",
     "claims",
     "recoveries",
@@ -165,6 +173,9 @@ class CampaignOps(SqlBase):
                     created_by=new.created_by,
                     created_at=now,
                     updated_at=now,
+                    priority=new.priority,
+                    weight=new.weight,
+                    concurrency_key=new.concurrency_key,
                 )
             )
             await conn.execute(
@@ -181,11 +192,13 @@ class CampaignOps(SqlBase):
                 ],
             )
             started = 0
+            limited: set[str] = set()
             for chunk in items():
-                await self._start_chunk(conn, new, campaign_id, chunk, now)
+                limited |= await self._start_chunk(conn, new, campaign_id, chunk, now)
                 started += len(chunk)
             if started != new.total:  # the counters were set for new.total runs
                 raise Conflict(f"the campaign has {started} items, not {new.total}")
+            await self._limit(conn, new.limits, campaign_id, limited, now)
             note_target(audit, "campaign", campaign_id)
             return await self._read_campaign(conn, campaign_id, now), True
 
@@ -220,8 +233,15 @@ class CampaignOps(SqlBase):
         campaign_id: str,
         chunk: Sequence[CampaignItem],
         now: datetime,
-    ) -> None:
+    ) -> set[str]:
+        """Start the chunk's runs; returns the quota keys of their concurrency keys."""
         ids = [new_run_id() for _ in chunk]
+        limit_keys = [
+            campaign_item_key(campaign_id, item.concurrency_key)
+            if new.limits.per_key and item.concurrency_key is not None
+            else None
+            for item in chunk
+        ]
         unique = new.correlation_unique
         if unique:
             await check_unique_keys(
@@ -253,10 +273,13 @@ class CampaignOps(SqlBase):
                     new.deadline_at,
                     item.correlation_key,
                     unique and item.correlation_key is not None,
+                    new.priority,
+                    campaign_id,
+                    limit_key,
                     now,
                     now,
                 )
-                for run_id, item in zip(ids, chunk, strict=True)
+                for run_id, item, limit_key in zip(ids, chunk, limit_keys, strict=True)
             ],
         )
         scheduled = StepStatus.SCHEDULED.value
@@ -273,7 +296,8 @@ class CampaignOps(SqlBase):
                     0,
                     scheduled,
                     0,
-                    0,
+                    new.priority,
+                    campaign_id,
                     now,
                     0,
                     0,
@@ -290,6 +314,34 @@ class CampaignOps(SqlBase):
             EVENT_COLUMNS,
             [(r, EventType.RUN_CREATED.value, created, now) for r in ids],
         )
+        return {key for key in limit_keys if key is not None}
+
+    async def _limit(
+        self,
+        conn: AsyncConnection,
+        limits: CampaignLimits,
+        campaign_id: str,
+        item_keys: set[str],
+        now: datetime,
+    ) -> None:
+        """The campaign's limits as quotas (decision 0032): one for the whole campaign, one
+        per concurrency key its items have, each with a full bucket. Every worker takes
+        from them like from a provider's quota, with the same slots and token buckets."""
+        wanted: list[Quota] = []
+        if limits.whole:
+            tokens, per_s = limits.rate or (None, None)
+            wanted.append(
+                Quota(campaign_key(campaign_id), tokens, per_s, concurrency=limits.concurrency)
+            )
+        if limits.per_key:
+            tokens, per_s = limits.key_rate or (None, None)
+            wanted.extend(
+                Quota(key, tokens, per_s, concurrency=limits.key_concurrency)
+                for key in sorted(item_keys)
+            )
+        rows = [quota_row(q, now) for q in wanted]
+        for chunk in chunks(rows, 2000):
+            await conn.execute(self._insert_ignore(quotas), list(chunk))
 
     async def get_campaign(self, campaign_id: str, *, now: datetime) -> CampaignRecord:
         """A campaign with its counts (NotFound)."""
@@ -432,6 +484,9 @@ def _record(row: Any, counts: dict[RunStatus, int], recent: int) -> CampaignReco
         updated_at=row.updated_at,
         counts=counts,
         finished_last_minute=recent,
+        priority=row.priority,
+        weight=row.weight,
+        concurrency_key=row.concurrency_key,
     )
 
 

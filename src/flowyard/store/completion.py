@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.commands import StepCompletion, signal_wait
 from flowyard.domain.ids import RunId
+from flowyard.domain.priorities import INTERACTIVE, NO_LANE
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.settlement import RunFacts, Settlement, StepWrite
 from flowyard.store.base import SqlBase
@@ -41,6 +42,9 @@ _STEP_UPDATE = (
         attempt=steps.c.attempt + sa.bindparam("b_attempt_delta", type_=sa.Integer()),
     )
 )
+
+#: A run the batch did not lock has no new steps; should one appear, it is interactive.
+_DEFAULT_LANE = (INTERACTIVE, NO_LANE)
 
 _CONSUME_SIGNAL = (
     signals.update()
@@ -77,6 +81,8 @@ class BatchCompletion:
         self.now = now
         self.events: list[dict[str, Any]] = []
         self.forks = ForkWriter(ops, conn, now, self.events)
+        #: Each locked run's priority and lane, which its new steps inherit.
+        self.lanes: dict[str, tuple[int, str]] = {}
 
     async def apply(self) -> CompletionResult:
         """Write the batch; returns which completions were applied (False: stale) and the
@@ -120,13 +126,16 @@ class BatchCompletion:
         run_ids = sorted({c.step.run_id for c in self.completions})
         for chunk in chunks(run_ids, 500):
             rows = await self.conn.execute(
-                sa.select(runs.c.id, runs.c.status, runs.c.parent_run_id)
+                sa.select(
+                    runs.c.id, runs.c.status, runs.c.parent_run_id, runs.c.priority, runs.c.lane
+                )
                 .where(runs.c.id.in_(chunk))
                 .order_by(runs.c.id)
                 .with_for_update(key_share=True)
             )
             for row in rows:
                 facts[row.id] = RunFacts(RunStatus(row.status), row.parent_run_id is not None)
+                self.lanes[row.id] = (row.priority, row.lane)
         return facts
 
     async def _claim_tokens(self) -> dict[int, int]:
@@ -209,6 +218,8 @@ class BatchCompletion:
                         n.node_id,
                         n.node_type,
                         now,
+                        priority=self.lanes.get(n.run_id, _DEFAULT_LANE)[0],
+                        lane=self.lanes.get(n.run_id, _DEFAULT_LANE)[1],
                         branch=n.branch,
                         iteration=n.iteration,
                         available_at=n.available_at,

@@ -116,6 +116,8 @@ class ForkWriter:
                         spec.start_node,
                         spec.start_type,
                         self.now,
+                        priority=parent.priority,
+                        lane=parent.lane,
                         branch=key,
                         held=held,
                     )
@@ -152,13 +154,23 @@ class ForkWriter:
                     parent_run_id=parent.run_id,
                     parent_step_id=parent.id,
                     deadline_at=child.deadline_at,
+                    # A child is its parent's work: same priority, same lane (decision 0032).
+                    priority=parent.priority,
+                    lane=parent.lane,
                     created_at=self.now,
                     updated_at=self.now,
                 )
             )
             await self.conn.execute(
                 steps.insert().values(
-                    **new_step_row(run_id, child.start_node, child.start_type, self.now)
+                    **new_step_row(
+                        run_id,
+                        child.start_node,
+                        child.start_type,
+                        self.now,
+                        priority=parent.priority,
+                        lane=parent.lane,
+                    )
                 )
             )
             self.events.append(
@@ -354,6 +366,8 @@ class ForkWriter:
                         steps.c.node_id,
                         steps.c.held,
                         steps.c.wait_data,
+                        steps.c.priority,
+                        steps.c.lane,
                     ).where(
                         steps.c.id.in_(chunk),
                         steps.c.status == StepStatus.WAITING.value,
@@ -417,6 +431,8 @@ class ForkWriter:
                     r.start_node,
                     r.start_type,
                     self.now,
+                    priority=parent.priority,
+                    lane=parent.lane,
                     branch=r.key,
                     held=bool(parent.held),
                 )

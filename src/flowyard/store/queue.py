@@ -22,6 +22,7 @@ from flowyard.domain.ids import RunId, StepId
 from flowyard.domain.records import SignalRecord, StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
+from flowyard.store.claim import claim_by_lane
 from flowyard.store.completion import BatchCompletion
 from flowyard.store.forks import ancestors, load_branch_results
 from flowyard.store.ports import CompletionResult, RunState
@@ -33,7 +34,13 @@ from flowyard.store.rows import (
     run_record,
     step_record,
 )
-from flowyard.store.schema import branches, run_events, runs, signals, steps
+from flowyard.store.schema import (
+    branches,
+    run_events,
+    runs,
+    signals,
+    steps,
+)
 from flowyard.store.signals import signal_record
 
 _FINISHED = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
@@ -47,11 +54,14 @@ class QueueOps(SqlBase):
     async def claim_steps(
         self, worker_id: str, *, limit: int, now: datetime, lease_s: float
     ) -> list[StepRecord]:
-        """Claim due steps: one UPDATE over a locked, skip-locked sub-select."""
-        claim = claim_statement(worker_id, limit=limit, now=now, lease_s=lease_s)
+        """Claim due steps: the highest priority first and, within a priority, the lanes in
+        the order of their fair shares (decision 0032); from each lane one UPDATE over a
+        locked, skip-locked sub-select, until ``limit`` are claimed."""
 
         async def fn(conn: AsyncConnection) -> list[StepRecord]:
-            claimed = [step_record(row) for row in await conn.execute(claim)]
+            claimed = await claim_by_lane(
+                conn, self._fair, worker_id, limit=limit, now=now, lease_s=lease_s
+            )
             if not claimed:
                 return []
             await self._mark_runs_started(
@@ -344,31 +354,6 @@ class QueueOps(SqlBase):
     async def _lock_waits(self, conn: AsyncConnection) -> int | None:
         """Sessions waiting for a lock now; None when the dialect cannot tell."""
         return None
-
-
-def claim_statement(worker_id: str, *, limit: int, now: datetime, lease_s: float) -> sa.Update:
-    """The claim: one UPDATE of up to ``limit`` due steps, picked by a sub-select that locks
-    them and skips rows another worker has locked (quoted in docs/architecture.md)."""
-    due = (
-        sa.select(steps.c.id)
-        .where(CLAIMABLE, steps.c.available_at <= now)
-        .order_by(steps.c.available_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        steps.update()
-        .where(steps.c.id.in_(due.scalar_subquery()))
-        .values(
-            status=StepStatus.RUNNING.value,
-            lease_owner=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_s),
-            attempt=steps.c.attempt + 1,
-            claims=steps.c.claims + 1,
-            started_at=now,
-        )
-        .returning(*steps.c)
-    )
 
 
 async def _pending_signals(

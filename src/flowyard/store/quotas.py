@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import NotFound
 from flowyard.domain.quotas import (
+    CAMPAIGN_PREFIX,
     Bucket,
     Quota,
     QuotaState,
@@ -89,6 +90,20 @@ def _bucket_values(bucket: Bucket) -> dict[str, Any]:
     }
 
 
+def quota_row(quota: Quota, now: datetime) -> dict[str, Any]:
+    """The ``quotas`` row of a new quota, its bucket full."""
+    return {
+        "key": quota.key,
+        "tokens": quota.tokens,
+        "per_s": quota.per_s,
+        "burst": quota.burst,
+        "enabled": quota.enabled,
+        "concurrency": quota.concurrency,
+        "created_at": now,
+        **_bucket_values(full(quota, now)),
+    }
+
+
 class QuotaOps(SqlBase):
     """The ``quotas`` table. Admin writes take their audit entry; workers' takes none."""
 
@@ -100,18 +115,7 @@ class QuotaOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> QuotaState:
             note_target(audit, "quota", quota.key)
-            await conn.execute(
-                self._insert_ignore(quotas).values(
-                    key=quota.key,
-                    tokens=quota.tokens,
-                    per_s=quota.per_s,
-                    burst=quota.burst,
-                    enabled=quota.enabled,
-                    concurrency=quota.concurrency,
-                    created_at=now,
-                    **_bucket_values(full(quota, now)),
-                )
-            )
+            await conn.execute(self._insert_ignore(quotas).values(**quota_row(quota, now)))
             row = (
                 await conn.execute(
                     sa.select(quotas).where(quotas.c.key == quota.key).with_for_update()
@@ -171,10 +175,17 @@ class QuotaOps(SqlBase):
             return None
 
     async def list_quotas(self, *, now: datetime | None = None) -> list[QuotaState]:
-        """Every quota, by key (an installation has a handful: no pages)."""
+        """Every quota, by key (an installation has a handful: no pages), but for campaigns'
+        quotas per concurrency key (one campaign may have thousands; read one by its key)."""
 
         async def fn(conn: AsyncConnection) -> list[QuotaState]:
-            rows = list(await conn.execute(sa.select(quotas).order_by(quotas.c.key)))
+            rows = list(
+                await conn.execute(
+                    sa.select(quotas)
+                    .where(quotas.c.key.not_like(CAMPAIGN_PREFIX + "%:%"))
+                    .order_by(quotas.c.key)
+                )
+            )
             held = await self._in_flight(conn, None, now) if rows else {}
             return [_state(r, held.get(r.key, 0)) for r in rows]
 
@@ -194,10 +205,15 @@ class QuotaOps(SqlBase):
         await self._tx(fn, audit=audit)
 
     async def quota_keys(self) -> frozenset[str]:
-        """The keys of the enabled quotas."""
+        """The keys of the enabled quotas, but for campaigns' quotas per concurrency key
+        (a run names its own; a campaign may have thousands)."""
 
         async def fn(conn: AsyncConnection) -> frozenset[str]:
-            rows = await conn.execute(sa.select(quotas.c.key).where(quotas.c.enabled))
+            rows = await conn.execute(
+                sa.select(quotas.c.key).where(
+                    quotas.c.enabled, quotas.c.key.not_like(CAMPAIGN_PREFIX + "%:%")
+                )
+            )
             return frozenset(r.key for r in rows)
 
         return await self._tx(fn, write=False)

@@ -91,6 +91,9 @@ def run_record(row: Row[Any]) -> RunRecord:
         correlation_unique=bool(row.correlation_unique),
         parent_step_id=StepId(row.parent_step_id) if row.parent_step_id is not None else None,
         schedule_id=row.schedule_id,
+        priority=row.priority,
+        lane=row.lane,
+        limit_key=row.limit_key,
     )
 
 
@@ -130,6 +133,8 @@ def step_record(row: Row[Any]) -> StepRecord:
         wait_until=row.wait_until,
         waiting_for=row.waiting_for,
         wait_data=row.wait_data,
+        priority=row.priority,
+        lane=row.lane,
     )
 
 
@@ -170,12 +175,15 @@ def new_step_row(
     node_type: str,
     now: datetime,
     *,
+    priority: int,
+    lane: str,
     branch: str = "",
     iteration: int = 0,
     available_at: datetime | None = None,
     held: bool = False,
 ) -> dict[str, Any]:
-    """The ``steps`` row of a step to schedule (the one place a new step row is built)."""
+    """The ``steps`` row of a step to schedule (the one place a new step row is built). A
+    step has its run's ``priority`` and ``lane``: the claim's order (decision 0032)."""
     return {
         "run_id": run_id,
         "node_id": node_id,
@@ -184,7 +192,8 @@ def new_step_row(
         "iteration": iteration,
         "status": StepStatus.SCHEDULED.value,
         "attempt": 0,
-        "priority": 0,
+        "priority": priority,
+        "lane": lane,
         "available_at": now if available_at is None else available_at,
         "claims": 0,
         "recoveries": 0,
@@ -228,4 +237,7 @@ def run_from_dict(row: dict[str, Any]) -> RunRecord:
         correlation_key=row["correlation_key"],
         correlation_unique=row["correlation_unique"],
         schedule_id=row["schedule_id"],
+        priority=row["priority"],
+        lane=row["lane"],
+        limit_key=row.get("limit_key"),
     )

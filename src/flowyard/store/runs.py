@@ -111,6 +111,8 @@ class RunOps(SqlBase):
                 "correlation_key": new.correlation_key,
                 "correlation_unique": new.correlation_unique and bool(new.correlation_key),
                 "schedule_id": new.schedule_id,
+                "priority": new.priority,
+                "lane": new.lane,
                 "created_at": now,
                 "started_at": None,
                 "finished_at": None,
@@ -124,7 +126,14 @@ class RunOps(SqlBase):
         if run_rows:
             await conn.execute(runs.insert(), run_rows)
             step_rows = [
-                new_step_row(row["id"], new.start_node, new.start_node_type, now)
+                new_step_row(
+                    row["id"],
+                    new.start_node,
+                    new.start_node_type,
+                    now,
+                    priority=new.priority,
+                    lane=new.lane,
+                )
                 for row, new in zip(run_rows, created_only(new_runs, results), strict=True)
             ]
             await conn.execute(steps.insert(), step_rows)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, INTERACTIVE
 from flowyard.domain.statuses import CLAIMABLE_STEP_STATUSES, RunStatus
 
 
@@ -122,6 +123,12 @@ runs = sa.Table(
     # -- migration 0013: the schedule that started the run (no foreign key: a deleted
     # schedule's runs keep naming it).
     sa.Column("schedule_id", sa.String(40), nullable=True),
+    # -- migration 0018: what the run's steps inherit, the claim's order (decision 0032):
+    # the priority, and the lane (its campaign, or its parent's; '' outside campaigns).
+    sa.Column("priority", sa.Integer, nullable=False, server_default=str(INTERACTIVE)),
+    sa.Column("lane", sa.String(40), nullable=False, server_default=""),
+    # The quota key of its campaign's limit per concurrency key (decision 0032).
+    sa.Column("limit_key", sa.String(80), nullable=True),
     sa.UniqueConstraint("workflow_id", "idempotency_key"),
     sa.Index(None, "status", "id"),
     sa.Index(None, "workflow_id", "id"),
@@ -197,11 +204,16 @@ steps = sa.Table(
     sa.Column("wait_until", UTCDateTime, nullable=True),
     sa.Column("waiting_for", sa.String(200), nullable=True),
     sa.Column("wait_data", JSONType, nullable=True),
+    # -- migration 0018: the run's lane (``priority`` above is the run's too).
+    sa.Column("lane", sa.String(40), nullable=False, server_default=""),
     sa.UniqueConstraint("run_id", "branch", "node_id", "iteration"),
     # The claim query: only claimable rows are indexed, so the index stays small however
-    # much history accumulates.
+    # much history accumulates. By priority and lane first: the claim reads the lanes off
+    # the index (one probe each) and takes each lane's due steps in order (decision 0032).
     sa.Index(
         "ix_steps_claimable",
+        "priority",
+        "lane",
         "available_at",
         postgresql_where=sa.text(CLAIMABLE_SQL),
         sqlite_where=sa.text(CLAIMABLE_SQL),
@@ -490,6 +502,12 @@ campaigns = sa.Table(
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # -- migration 0018: its runs' priority, and its share of the workers among the
+    # campaigns of that priority (decision 0032).
+    sa.Column("priority", sa.Integer, nullable=False, server_default=str(BULK)),
+    sa.Column("weight", sa.Integer, nullable=False, server_default=str(DEFAULT_WEIGHT)),
+    # The template of its runs' concurrency keys (their limits are quotas).
+    sa.Column("concurrency_key", sa.String(500), nullable=True),
     sa.UniqueConstraint("workflow_id", "name"),
 )
 

@@ -24,6 +24,7 @@ from flowyard.domain.errors import (
     TransientError,
 )
 from flowyard.domain.events import EventType
+from flowyard.domain.quotas import campaign_key
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import StepStatus
 from flowyard.engine.cache import WorkflowCache
@@ -172,8 +173,9 @@ class StepExecutor:
         return checked
 
     async def quota_keys(self, step: StepRecord, state: RunState | None) -> list[str]:
-        """The quota keys of the step's node (none when the run ended or its definition
-        cannot be loaded: the step will not call out)."""
+        """The quota keys of the step's node, and of its campaign's limits (every step of a
+        campaign's run counts against them; decision 0032). None when the run ended or its
+        definition cannot be loaded: the step will not run."""
         if state is None or state.run.status.is_terminal:
             return []
         try:
@@ -181,7 +183,13 @@ class StepExecutor:
             node = wf.node(step.node_id)
         except (DefinitionError, KeyError):
             return []
-        return node.node_type.quota_keys(node.config)
+        keys = node.node_type.quota_keys(node.config)
+        run = state.run
+        if run.campaign_id is not None:
+            keys = [*keys, campaign_key(run.campaign_id)]
+        if run.limit_key is not None:
+            keys = [*keys, run.limit_key]
+        return keys
 
     async def _unstorable(
         self, step: StepRecord, state: RunState | None, error: ErrorInfo

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from flowyard.domain.errors import ErrorInfo
-from flowyard.domain.quotas import SlotHolder, rate_limited
+from flowyard.domain.quotas import SlotHolder, is_campaign_item_key, rate_limited
 from flowyard.domain.records import StepRecord
 from flowyard.store.ports import QuotaStore
 
@@ -51,11 +51,13 @@ class QuotaGate:
         return self._keys
 
     async def limited(self, keys: Sequence[str]) -> list[str]:
-        """Those of ``keys`` that have a quota."""
+        """Those of ``keys`` that have a quota. A campaign's quota per concurrency key is
+        made with the run that names it, so it is not looked up (nor cached: a campaign
+        may have 50,000 of them)."""
         if not keys:
             return []
         known = await self.known()
-        return [k for k in keys if k in known]
+        return [k for k in keys if k in known or is_campaign_item_key(k)]
 
     async def take(self, keys: Sequence[str], step: StepRecord) -> datetime | None:
         """A token and a slot of each of ``keys`` for ``step`` under its current claim

@@ -266,7 +266,8 @@ class Worker:
         if self.quotas is None:
             return []
         try:
-            if not await self.quotas.known():
+            per_key = state is not None and state.run.limit_key is not None
+            if not per_key and not await self.quotas.known():
                 return []
             return await self.quotas.limited(await self.executor.quota_keys(step, state))
         except StoreUnavailable as exc:

@@ -25,8 +25,10 @@ from flowyard.campaigns.items import ItemFormat
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.definition import MAX_CORRELATION_KEY
 from flowyard.domain.errors import InvalidInput, Problem
+from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, MAX_PRIORITY, MAX_WEIGHT, MIN_PRIORITY
+from flowyard.domain.quotas import MAX_CONCURRENCY
 from flowyard.domain.statuses import RunStatus
-from flowyard.service import FlowyardService
+from flowyard.service import FlowyardService, LimitsSpec
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], route_class=StrictJSONRoute)
 
@@ -82,14 +84,25 @@ async def start_campaign(
     workflow: Annotated[str | None, Query(max_length=200)] = None,
     name: Annotated[str | None, Query(max_length=200)] = None,
     item_key: Annotated[str | None, Query(max_length=500)] = None,
+    priority: Annotated[int, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = BULK,
+    weight: Annotated[int, Query(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT,
+    concurrency: Annotated[int | None, Query(ge=1, le=MAX_CONCURRENCY)] = None,
+    rate: Annotated[str | None, Query(max_length=100)] = None,
+    key_concurrency: Annotated[int | None, Query(ge=1, le=MAX_CONCURRENCY)] = None,
+    key_rate: Annotated[str | None, Query(max_length=100)] = None,
+    concurrency_key: Annotated[str | None, Query(max_length=500)] = None,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> CampaignPublic:
     """One run of the workflow's latest version per item, all started or none. A JSON body
-    holds the items; an NDJSON or CSV body is the items, with `workflow`, `name` and
-    `item_key` in the query. 201 when created; 200 with the campaign when the same
-    campaign (workflow and name, or `Idempotency-Key`) was posted with the same items."""
+    holds the items; an NDJSON or CSV body is the items, with the other fields in the query
+    (the limits flat: `concurrency`, `rate`, `key_concurrency`, `key_rate`). 201 when
+    created; 200 with the campaign when the same campaign (workflow and name, or
+    `Idempotency-Key`) was posted with the same items. Its runs' steps are claimed at
+    `priority` (default 3; runs started one at a time have 6), sharing the workers with the
+    other campaigns of that priority by `weight`; `limits` cap its steps in flight and
+    their rate, for the whole campaign and per `concurrency_key`."""
     fmt = ItemFormat.of_media_type(request.headers.get("content-type"))
     if fmt is None:
         raise _unsupported(request.headers.get("content-type"))
@@ -108,6 +121,10 @@ async def start_campaign(
             body.items,
             item_key=body.item_key,
             vars=body.vars,
+            priority=body.priority,
+            weight=body.weight,
+            limits=LimitsSpec(**body.limits.model_dump()) if body.limits else None,
+            concurrency_key=body.concurrency_key,
             idempotency_key=idempotency_key,
             actor=actor,
             audit=audit,
@@ -130,6 +147,10 @@ async def start_campaign(
                 fmt,
                 spool,
                 item_key=item_key,
+                priority=priority,
+                weight=weight,
+                limits=LimitsSpec(concurrency, rate, key_concurrency, key_rate),
+                concurrency_key=concurrency_key,
                 idempotency_key=idempotency_key,
                 actor=actor,
                 audit=audit,

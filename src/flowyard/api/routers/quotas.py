@@ -18,7 +18,10 @@ from flowyard.service.quotas import QuotaService
 
 router = APIRouter(tags=["quotas"], route_class=StrictJSONRoute)
 
-KEY_HELP = "credential:<name> (steps sending that credential) or node_type:<type>."
+KEY_HELP = (
+    "credential:<name> (steps sending that credential), node_type:<type>, or a campaign's "
+    "limits: campaign:<id> and campaign:<id>:<digest of a concurrency key>."
+)
 
 
 class QuotaPut(BaseModel):

@@ -1,0 +1,142 @@
+"""The claim's order (decision 0032): the lanes with due steps read off the claim index, then
+each lane's due steps, highest priority first and, within a priority, in the order of the
+worker's fair share (:mod:`flowyard.domain.fairness`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from flowyard.domain.fairness import FairShare
+from flowyard.domain.priorities import DEFAULT_WEIGHT, INTERACTIVE, NO_LANE
+from flowyard.domain.records import StepRecord
+from flowyard.domain.statuses import StepStatus
+from flowyard.store.rows import CLAIMABLE, step_record
+from flowyard.store.schema import CLAIMABLE_SQL, UTCDateTime, campaigns, steps
+
+
+async def claim_by_lane(
+    conn: AsyncConnection,
+    fair: FairShare,
+    worker_id: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease_s: float,
+) -> list[StepRecord]:
+    """The lanes with due steps (read off the claim index, one probe per lane), then
+    each lane's due steps in the order the worker's fair share gives."""
+    lanes: dict[int, list[str]] = {}
+    for row in await conn.execute(DUE_LANES, {"now": now}):
+        lanes.setdefault(row.priority, []).append(row.lane)
+    claimed: list[StepRecord] = []
+    for priority in sorted(lanes, reverse=True):
+        weights = await _weights(conn, lanes[priority])
+        for lane in fair.order(priority, weights):
+            claim = claim_statement(
+                worker_id,
+                limit=limit - len(claimed),
+                now=now,
+                lease_s=lease_s,
+                priority=priority,
+                lane=lane,
+            )
+            got = [step_record(row) for row in await conn.execute(claim)]
+            fair.served(priority, lane, len(got), weights[lane])
+            claimed.extend(got)
+            if len(claimed) >= limit:
+                return claimed
+    return claimed
+
+
+def claim_statement(
+    worker_id: str,
+    *,
+    limit: int,
+    now: datetime,
+    lease_s: float,
+    priority: int = INTERACTIVE,
+    lane: str = NO_LANE,
+) -> sa.Update:
+    """The claim from one lane: one UPDATE of up to ``limit`` due steps, picked by a
+    sub-select that locks them and skips rows another worker has locked (quoted in
+    docs/architecture.md). The lane's due steps are one range of the claim index."""
+    due = (
+        sa.select(steps.c.id)
+        .where(
+            CLAIMABLE,
+            steps.c.priority == priority,
+            steps.c.lane == lane,
+            steps.c.available_at <= now,
+        )
+        .order_by(steps.c.available_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        steps.update()
+        .where(steps.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=StepStatus.RUNNING.value,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempt=steps.c.attempt + 1,
+            claims=steps.c.claims + 1,
+            started_at=now,
+        )
+        .returning(*steps.c)
+    )
+
+
+def _claimable(alias: str) -> str:
+    """The claim predicate (literal, so the planners match the partial index) on ``alias``."""
+    return CLAIMABLE_SQL.replace("status", f"{alias}.status").replace(" held", f" {alias}.held")
+
+
+#: The next lane below ``f``'s: first within its priority, else in the next lower one. Two
+#: probes with plain range conditions rather than one on a row value, ``(priority, lane) <
+#: (p, l)``: SQLite seeks a row value by its first column only, and would read the whole lane
+#: just visited before finding the next (its cost would grow with that lane's backlog).
+_SAME_PRIORITY = f"""SELECT {{col}} FROM steps s WHERE {_claimable("s")}
+      AND s.priority = f.priority AND s.lane < f.lane
+      ORDER BY s.lane DESC LIMIT 1"""
+_LOWER_PRIORITY = f"""SELECT {{col}} FROM steps s WHERE {_claimable("s")}
+      AND s.priority < f.priority
+      ORDER BY s.priority DESC, s.lane DESC LIMIT 1"""
+
+
+def _next(col: str) -> str:
+    return f"COALESCE(({_SAME_PRIORITY.format(col=col)}),\n    ({_LOWER_PRIORITY.format(col=col)}))"
+
+
+DUE_LANES = sa.text(
+    f"""WITH RECURSIVE f(priority, lane) AS (
+  SELECT priority, lane FROM (
+    SELECT s.priority, s.lane FROM steps s WHERE {_claimable("s")}
+    ORDER BY s.priority DESC, s.lane DESC LIMIT 1) AS top
+  UNION ALL
+  SELECT {_next("s.priority")},
+         {_next("s.lane")}
+  FROM f WHERE f.priority IS NOT NULL
+)
+SELECT f.priority, f.lane FROM f
+WHERE f.priority IS NOT NULL AND EXISTS (
+  SELECT 1 FROM steps s WHERE {_claimable("s")}
+    AND s.priority = f.priority AND s.lane = f.lane AND s.available_at <= :now)"""
+).bindparams(sa.bindparam("now", type_=UTCDateTime))
+
+
+async def _weights(conn: AsyncConnection, lanes: Sequence[str]) -> dict[str, int]:
+    """Each lane's weight: its campaign's, 1 for the lane outside campaigns (and for a lane
+    alone at its priority, where the weight does not matter: nothing is read)."""
+    weights = dict.fromkeys(lanes, DEFAULT_WEIGHT)
+    named = [lane for lane in lanes if lane != NO_LANE]
+    if len(lanes) > 1 and named:
+        rows = await conn.execute(
+            sa.select(campaigns.c.id, campaigns.c.weight).where(campaigns.c.id.in_(named))
+        )
+        weights.update({row.id: int(row.weight) for row in rows})
+    return weights
