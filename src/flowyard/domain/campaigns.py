@@ -70,6 +70,9 @@ class CampaignRecord:
     counts: dict[RunStatus, int] = field(default_factory=dict)
     #: Runs that ended during the minute before the read.
     finished_last_minute: int = 0
+    #: Runs deleted by retention: still in ``counts`` (the campaign's history), gone from
+    #: its list of runs (decision 0031).
+    pruned: int = 0
 
     @property
     def finished(self) -> int:

@@ -432,6 +432,7 @@ def _record(row: Any, counts: dict[RunStatus, int], recent: int) -> CampaignReco
         updated_at=row.updated_at,
         counts=counts,
         finished_last_minute=recent,
+        pruned=row.pruned,
     )
 
 
