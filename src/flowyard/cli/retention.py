@@ -46,23 +46,23 @@ def prune(
     with their steps, events, signals and child runs, in small transactions that never
     wait for a worker. Unfinished runs are never deleted, however old."""
 
-    async def main(container: Container) -> tuple[PruneReport, list[str]]:
+    async def main(container: Container) -> tuple[PruneReport, bool]:
         service = container.retention
         # The policies first: an unknown workflow or a bad --older-than fails before
-        # anything is deleted, and a prune with nothing to apply says so.
+        # anything is deleted, and a prune with no policy to apply says so.
         policies = await service.policies(
             workflow=workflow,
             older_than_s=None if older_than is None else parse_age(older_than),
         )
-        notes = [f"{p.workflow}: {p.shown} ({p.source})" for p in policies if p.keep_s is not None]
+        applied = any(p.keep_s is not None for p in policies)
         audit = AuditEntry("retention.prune", cli_actor(), "workflow", workflow, "cli")
         report = await service.prune(
             older_than=older_than,
             workflow=workflow,
             dry_run=dry_run,
-            audit=None if dry_run else audit,
+            audit=audit if applied and not dry_run else None,
         )
-        return report, notes
+        return report, applied
 
     report, applied = with_container(db, main, check_keys=False)
     if not applied:
