@@ -124,9 +124,10 @@ class Settings(BaseSettings):
     max_campaign_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_output_bytes: int = Field(
         16 * 1024 * 1024,
-        ge=1024 * 1024,
+        ge=64 * 1024,
         description="Largest result a step may store, as JSON text (more: output.too_large). "
-        "Above the http node's default response limit (10 MiB) plus JSON escaping.",
+        "The default is above the http node's default response limit (10 MiB) plus JSON "
+        "escaping; 262144 (256 KiB) keeps run rows small if responses are capped to match.",
     )
     log_level: str = "INFO"
     load_plugins: bool = True
