@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flowyard.bootstrap import Container
+from flowyard.bootstrap import Container, build
 from flowyard.domain.errors import InvalidInput, NotFound
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
@@ -173,7 +173,25 @@ async def test_the_periodic_pruner_runs_once_per_interval_across_processes(
 
 
 async def test_a_bad_global_retention_is_one_clear_error(settings: Settings) -> None:
-    from flowyard.bootstrap import build
-
     with pytest.raises(InvalidInput, match="FLOWYARD_RETENTION"):
         await build(settings.model_copy(update={"retention": "a month"}))
+
+
+async def test_the_first_worker_brings_a_pruner_along(settings: Settings) -> None:
+    """With ``FLOWYARD_PRUNER`` (on by default) the first worker of a process prunes every
+    ``prune_interval_s``: runs past a workflow's retention disappear while it works."""
+    overrides = {"prune_interval_s": 1.0, "shutdown_grace_s": 2.0}
+    container = await build(settings.model_copy(update=overrides))
+    try:
+        runs = await start(container, flow("brief", retention="1s"), 3)
+        async with working(container):
+            await eventually(
+                lambda: _gone(container, runs), "the pruner to delete the runs", within=30
+            )
+        assert len(container.workers) == 1
+    finally:
+        await container.close()
+
+
+async def _gone(container: Container, run_ids: list[str]) -> bool:
+    return not await existing(container, run_ids)
