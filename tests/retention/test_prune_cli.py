@@ -35,14 +35,20 @@ async def test_prune_from_the_command_line(settings: Settings, db_url: str, tmp_
     dry = cli(tmp_path, "prune", "--older-than", "1d", "--dry-run", "--db", db_url)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.splitlines()[0].startswith("would prune 3 runs (6 steps, ")
-    assert "  mine: 2 runs" in dry.stdout and "  theirs: 1 runs" in dry.stdout
+    assert "  mine: 2 runs (older than 1d: --older-than)" in dry.stdout
+    assert "  theirs: 1 runs (older than 1d: --older-than)" in dry.stdout
 
     real = cli(tmp_path, "prune", "--older-than", "1d", "--workflow", "mine", "--db", db_url)
     assert real.returncode == 0, real.stderr
     assert real.stdout.splitlines()[0].startswith("pruned 2 runs (4 steps, ")
 
+    by_policy = cli(
+        tmp_path, "prune", "--dry-run", "--db", db_url, env={"FLOWYARD_RETENTION": "1h"}
+    )
+    assert by_policy.returncode == 0, by_policy.stderr
+    assert "  theirs" not in by_policy.stdout  # its own 3d wins over the global 1h
     by_policy = cli(tmp_path, "prune", "--db", db_url, env={"FLOWYARD_RETENTION": "1h"})
-    assert by_policy.returncode == 0 and "pruned 0 runs" in by_policy.stdout  # theirs: 3d
+    assert by_policy.returncode == 0 and "pruned 0 runs" in by_policy.stdout
 
     async with built(settings, clock, pruner=False) as container:
         assert await existing(container, mine + theirs) == set(theirs)

@@ -11,7 +11,7 @@ from flowyard.bootstrap import Container
 from flowyard.cli.common import DbOption, cli_actor, out, with_container
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.retention import PruneReport
-from flowyard.service.retention import parse_age
+from flowyard.service.retention import Policy, parse_age
 
 
 def _summary(report: PruneReport) -> str:
@@ -46,7 +46,7 @@ def prune(
     with their steps, events, signals and child runs, in small transactions that never
     wait for a worker. Unfinished runs are never deleted, however old."""
 
-    async def main(container: Container) -> tuple[PruneReport, bool]:
+    async def main(container: Container) -> tuple[PruneReport, dict[str, Policy]]:
         service = container.retention
         # The policies first: an unknown workflow or a bad --older-than fails before
         # anything is deleted, and a prune with no policy to apply says so.
@@ -54,7 +54,7 @@ def prune(
             workflow=workflow,
             older_than_s=None if older_than is None else parse_age(older_than),
         )
-        applied = any(p.keep_s is not None for p in policies)
+        applied = {p.workflow: p for p in policies if p.keep_s is not None}
         audit = AuditEntry("retention.prune", cli_actor(), "workflow", workflow, "cli")
         report = await service.prune(
             older_than=older_than,
@@ -67,14 +67,19 @@ def prune(
     report, applied = with_container(db, main, check_keys=False)
     if not applied:
         out.print(
-            "nothing to prune: no workflow declares a retention and FLOWYARD_RETENTION is "
-            "'forever' (give --older-than)",
+            "nothing to prune: the runs in scope are kept forever (their workflow's "
+            "retention, else FLOWYARD_RETENTION); give --older-than",
             highlight=False,
         )
         return
     out.print(_summary(report), highlight=False)
     for name, n in sorted(report.runs_by_workflow.items()):
-        out.print(f"  {name}: {n:,} runs", highlight=False, markup=False)
+        policy = applied[name]
+        out.print(
+            f"  {name}: {n:,} runs (older than {policy.shown}: {policy.source})",
+            highlight=False,
+            markup=False,
+        )
     if report.skipped:
         out.print(
             f"  {report.skipped:,} runs left for later (a step or a child run still in flight, "

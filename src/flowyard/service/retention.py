@@ -43,7 +43,8 @@ class Policy:
     workflow: str
     #: Seconds after their finish (None: forever).
     keep_s: float | None
-    #: ``workflow`` (its definition's ``retention``), ``global`` or ``--older-than``.
+    #: Where it comes from: ``its retention`` (the definition's), ``FLOWYARD_RETENTION``
+    #: or ``--older-than``.
     source: str
 
     @property
@@ -107,9 +108,9 @@ class RetentionService:
                 except ValueError:  # saved before retention was checked: keep the runs
                     _log.warning("workflow %s: retention %r ignored", d.name, d.retention)
                     continue
-                policies.append(Policy(d.workflow_id, d.name, keep_s, "workflow"))
+                policies.append(Policy(d.workflow_id, d.name, keep_s, "its retention"))
             else:
-                policies.append(Policy(d.workflow_id, d.name, self.default_s, "global"))
+                policies.append(Policy(d.workflow_id, d.name, self.default_s, "FLOWYARD_RETENTION"))
         return policies
 
     async def prune(
