@@ -6,6 +6,7 @@ parent and never before it, and the periodic pruner runs once per interval acros
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from flowyard.bootstrap import Container, build
 from flowyard.domain.errors import InvalidInput, NotFound
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
-from flowyard.service.retention import Pruner
+from flowyard.service.retention import Pruner, RetentionService
 from flowyard.settings import Settings
 from retention.test_prune_store import rows_naming
 from support.clock import FakeClock
@@ -195,3 +196,42 @@ async def test_the_first_worker_brings_a_pruner_along(settings: Settings) -> Non
 
 async def _gone(container: Container, run_ids: list[str]) -> bool:
     return not await existing(container, run_ids)
+
+
+class StolenAfterFirstBatch:
+    """The test's store, where another process takes the prune lease (expired: the clock
+    jumps past it) right after the first batch commits."""
+
+    def __init__(self, store: Any, clock: FakeClock) -> None:
+        self._store = store
+        self._clock = clock
+        self.batches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def prune_runs(self, *args: Any, **kwargs: Any) -> Any:
+        batch = await self._store.prune_runs(*args, **kwargs)
+        self.batches += 1
+        if self.batches == 1:
+            now = self._clock.advance(61)
+            until = now + timedelta(seconds=60)
+            assert await self._store.take_lease("prune", "thief", now=now, until=until)
+        return batch
+
+
+async def test_a_pruner_that_lost_its_lease_stops_between_batches(settings: Settings) -> None:
+    clock = FakeClock()
+    async with built(settings, clock, pruner=False) as container:
+        runs = await start(container, flow("daily", retention="1s"), 3)
+        async with working(container):
+            await settle(container, runs)
+        clock.advance(10)
+        store = StolenAfterFirstBatch(container.store, clock)
+        service = RetentionService(store, clock=clock, metrics=container.metrics, batch=1)
+        pruner = Pruner(service, store, owner="slow", interval_s=600, clock=clock)
+        report = await pruner.run_once()
+        assert report is not None and report.interrupted and report.runs == 1
+        assert len(await existing(container, runs)) == 2
+        # The thief holds it: the slow pruner's release changed nothing.
+        assert not await container.store.take_lease("prune", "slow", now=clock(), until=clock())

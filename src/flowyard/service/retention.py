@@ -131,6 +131,9 @@ class RetentionService:
         for policy in await self.policies(workflow=workflow, older_than_s=older_than_s):
             if policy.keep_s is None:
                 continue
+            if report.batches and keep_going is not None and not await keep_going():
+                report.interrupted = True
+                break
             before = self.clock() - timedelta(seconds=policy.keep_s)
             if not await self._prune_workflow(policy, before, report, keep_going):
                 report.interrupted = True
@@ -193,21 +196,30 @@ class Pruner:
         self.lease_s = lease_s
         self.clock = clock
         self._stop = asyncio.Event()
+        self._renewed_at: datetime | None = None
+        self._renew_every = timedelta(seconds=lease_s / 3)
 
     def stop(self) -> None:
         """Stop after the current batch."""
         self._stop.set()
 
     async def _renew(self) -> bool:
+        """Hold the lease ``lease_s`` more (asked between batches and workflows; written at
+        most every third of ``lease_s``); False: stopping, or another process has it."""
         if self._stop.is_set():
             return False
         now = self.clock()
+        if self._renewed_at is not None and now - self._renewed_at < self._renew_every:
+            return True
         until = now + timedelta(seconds=self.lease_s)
-        return await self.store.take_lease(PRUNE_LEASE, self.owner, now=now, until=until)
+        held = await self.store.take_lease(PRUNE_LEASE, self.owner, now=now, until=until)
+        self._renewed_at = now if held else None
+        return held
 
     async def run_once(self) -> PruneReport | None:
         """Prune if the lease is free (the last pass was ``interval_s`` ago or its pruner
         died); None when another process holds it or it is not due."""
+        self._renewed_at = None
         if not await self._renew():
             return None
         report = await self.retention.prune(keep_going=self._renew)
