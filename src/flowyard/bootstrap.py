@@ -33,6 +33,7 @@ from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
 from flowyard.service.hooks import HookService
 from flowyard.service.quotas import QuotaService
+from flowyard.service.retention import Pruner, RetentionService, parse_setting
 from flowyard.service.schedules import ScheduleService
 from flowyard.service.triggers import TriggerDispatcher, TriggerService
 from flowyard.settings import Settings
@@ -79,6 +80,9 @@ class Container:
     scheduler: Scheduler
     #: Schedules' use cases (create, read with the next fire times, pause, trigger).
     schedules: ScheduleService
+    #: Retention: policies and prunes (``flowyard prune``; the periodic pruner beside this
+    #: process's first worker).
+    retention: RetentionService
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
@@ -127,6 +131,9 @@ class Container:
             if s.scheduler:
                 worker.companions.append(self.scheduler.run)
             worker.companions.append(self.new_dispatcher().run)
+            # One pruner per process too; a lease row lets one prune at a time anywhere.
+            if s.pruner:
+                worker.companions.append(self.new_pruner(worker.id).run)
         self.workers.append(worker)
         return worker
 
@@ -134,6 +141,16 @@ class Container:
         """The trigger loop a worker process runs beside its workers (run-end triggers,
         debounced starts)."""
         return TriggerDispatcher(self.triggers, interval_s=max(self.settings.poll_interval_s, 0.05))
+
+    def new_pruner(self, owner: str) -> Pruner:
+        """The periodic prune a worker process runs beside its first worker."""
+        return Pruner(
+            self.retention,
+            self.store,
+            owner=owner,
+            interval_s=self.settings.prune_interval_s,
+            clock=self.clock,
+        )
 
     def wake_workers(self) -> None:
         """New work was enqueued in this process: in-process workers claim it at once."""
@@ -228,6 +245,7 @@ async def build(
     With ``check_keys`` the start is refused when the database holds credentials encrypted
     under a master key this process does not have (a lost key file is never replaced);
     without it those credentials stay unreadable (commands that delete them)."""
+    parse_setting(settings.retention)  # InvalidInput before anything is opened
     store = open_store(
         settings.db_url,
         pool_size=settings.db_pool_size,
@@ -326,6 +344,13 @@ async def build(
         triggers,
         scheduler,
         ScheduleService(store, service, scheduler, clock=clock),
+        RetentionService(
+            store,
+            clock=clock,
+            metrics=metrics,
+            retention=settings.retention,
+            batch=settings.prune_batch,
+        ),
         clock,
         metrics,
     )

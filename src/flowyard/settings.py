@@ -95,6 +95,25 @@ class Settings(BaseSettings):
     schedule_fires_keep_s: float = Field(
         7 * 86400, ge=3600, description="How long fired ticks are kept as history."
     )
+    retention: str = Field(
+        "forever",
+        max_length=32,
+        # Checked by the retention service when the process starts (the settings do not
+        # import the domain's duration parser).
+        description="How long finished runs are kept when their workflow declares no "
+        "retention of its own: 'forever' (the default) or a duration ('30d', '12h').",
+    )
+    pruner: bool = Field(
+        True,
+        description="The first worker of a process also prunes finished runs past their "
+        "retention (one pruner at a time across processes, once per prune_interval_s).",
+    )
+    prune_interval_s: float = Field(
+        3600.0, ge=1, le=7 * 86400, description="Seconds between two periodic prunes."
+    )
+    prune_batch: int = Field(
+        200, ge=1, le=10_000, description="Top-level runs deleted per prune transaction."
+    )
     max_recoveries: int = Field(3, ge=0)
     shutdown_grace_s: float = Field(30.0, ge=0)
     db_pool_size: int = Field(10, ge=1, le=200)
@@ -121,9 +140,10 @@ class Settings(BaseSettings):
     max_campaign_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_output_bytes: int = Field(
         16 * 1024 * 1024,
-        ge=1024 * 1024,
+        ge=64 * 1024,
         description="Largest result a step may store, as JSON text (more: output.too_large). "
-        "Above the http node's default response limit (10 MiB) plus JSON escaping.",
+        "The default is above the http node's default response limit (10 MiB) plus JSON "
+        "escaping; 262144 (256 KiB) keeps run rows small if responses are capped to match.",
     )
     log_level: str = "INFO"
     load_plugins: bool = True

@@ -39,6 +39,7 @@ CAMPAIGN_EXAMPLE: dict[str, Any] = {
     "total": 50000,
     "counts": {"pending": 20000, "running": 40, "succeeded": 29950, "failed": 10},
     "finished": 29960,
+    "pruned": 0,
     "rate_per_s": 1650.0,
     "eta_s": 12.1,
     "created_by": "user:ada",
@@ -115,6 +116,9 @@ class CampaignPublic(BaseModel):
     total: int
     counts: dict[str, int]
     finished: int
+    pruned: int = Field(
+        description="Runs deleted by retention: still counted in counts, no longer listed"
+    )
     rate_per_s: float = Field(description="Runs ended per second over the last minute")
     eta_s: float | None = Field(description="Seconds until every run ended at that rate")
     created_by: str | None
@@ -140,6 +144,7 @@ class CampaignPublic(BaseModel):
             total=record.total,
             counts={s.value: n for s, n in record.counts.items()},
             finished=record.finished,
+            pruned=record.pruned,
             rate_per_s=round(rate, 3),
             eta_s=round(left / rate, 1) if rate > 0 and left > 0 else (0.0 if left <= 0 else None),
             created_by=record.created_by,

@@ -1,5 +1,5 @@
 """``flowyard``: serve, worker, db upgrade, validate, schema, run; ``runs ...`` lives in
-:mod:`flowyard.cli.runs`."""
+:mod:`flowyard.cli.runs`, ``prune`` in :mod:`flowyard.cli.retention`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from flowyard.cli.drafts import draft_app
 from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
 from flowyard.cli.quotas import quotas_app
+from flowyard.cli.retention import prune
 from flowyard.cli.runs import runs_app
 from flowyard.cli.schedules import schedules_app
 from flowyard.cli.triggers import triggers_app
@@ -61,6 +62,7 @@ app.add_typer(draft_app, name="draft")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(campaigns_app, name="campaigns")
 app.command()(doctor)
+app.command("prune")(prune)
 
 
 @app.callback()

@@ -106,6 +106,9 @@ class CampaignRecord:
     priority: int = BULK
     weight: int = DEFAULT_WEIGHT
     concurrency_key: str | None = None
+    #: Runs deleted by retention: still in ``counts`` (the campaign's history), gone from
+    #: its list of runs (decision 0031).
+    pruned: int = 0
 
     @property
     def finished(self) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from flowyard.domain.commands import SIGNAL_NAME_PATTERN
+from flowyard.domain.retention import MAX_POLICY_CHARS, parse_retention
 
 #: Node ids are identifiers so that expressions can say ``steps.<id>.output``.
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -25,6 +26,24 @@ SignalNameStr = Annotated[str, Field(pattern=SIGNAL_NAME_PATTERN)]
 MAX_CORRELATION_KEY = 200
 #: Most signal names a definition may declare.
 MAX_DECLARED_SIGNALS = 100
+
+
+def _retention(value: str) -> str:
+    parse_retention(value)  # ValueError: pydantic reports it at /retention
+    return value
+
+
+#: How long finished runs of the workflow are kept (decision 0031).
+RetentionStr = Annotated[
+    str,
+    Field(
+        max_length=MAX_POLICY_CHARS,
+        description="How long finished runs of this workflow are kept before they are "
+        "pruned: a duration ('30d', '12h', 'P90D') or 'forever'. The latest version's value "
+        "applies to every run of the workflow; without it, FLOWYARD_RETENTION applies.",
+    ),
+    AfterValidator(_retention),
+]
 
 
 class _Strict(BaseModel):
@@ -115,6 +134,7 @@ class WorkflowDefinition(_Strict):
     start: NodeIdStr
     defaults: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
     run_timeout_s: float | None = Field(None, gt=0)
+    retention: RetentionStr | None = None
     correlation: CorrelationSpec | None = None
     signals: list[SignalNameStr] | None = Field(
         None,

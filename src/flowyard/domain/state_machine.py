@@ -18,6 +18,7 @@ from flowyard.domain.definition import (
     CorrelationSpec,
     NodeIdStr,
     NodeSpec,
+    RetentionStr,
     SignalNameStr,
     WorkflowDefaults,
     _Strict,
@@ -67,6 +68,7 @@ class StateMachineDefinition(_Strict):
     vars: dict[str, Any] = Field(default_factory=dict)
     defaults: WorkflowDefaults = Field(default_factory=WorkflowDefaults)
     run_timeout_s: float | None = Field(None, gt=0)
+    retention: RetentionStr | None = None
     correlation: CorrelationSpec | None = None
     signals: list[SignalNameStr] | None = Field(None, max_length=MAX_DECLARED_SIGNALS)
     #: Loop guard per state: how many times a run may enter one state.

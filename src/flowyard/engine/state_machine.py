@@ -115,7 +115,7 @@ def compile_state_machine(raw: dict[str, Any]) -> CompiledStateMachine:
         "defaults": sm.defaults.model_dump(exclude_none=True),
         "nodes": nodes,
     }
-    for key in ("description", "input_schema", "run_timeout_s", "signals"):
+    for key in ("description", "input_schema", "run_timeout_s", "retention", "signals"):
         if getattr(sm, key) is not None:
             graph[key] = getattr(sm, key)
     if sm.correlation is not None:

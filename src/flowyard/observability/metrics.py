@@ -174,6 +174,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.runs_pruned = Counter(
+            "flowyard_runs_pruned",
+            "Finished runs deleted by retention (child runs included), by workflow",
+            ["workflow"],
+            registry=r,
+        )
         self.lease_recoveries = Counter(
             "flowyard_lease_recoveries",
             "Steps re-queued because their worker's lease expired",

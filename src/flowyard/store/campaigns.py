@@ -487,6 +487,7 @@ def _record(row: Any, counts: dict[RunStatus, int], recent: int) -> CampaignReco
         priority=row.priority,
         weight=row.weight,
         concurrency_key=row.concurrency_key,
+        pruned=row.pruned,
     )
 
 

@@ -53,6 +53,9 @@ OPEN_CORRELATION_SQL = (
     f"correlation_unique AND status IN ({', '.join(repr(s) for s in UNFINISHED_STATUSES)})"
 )
 
+#: The runs retention may take (decision 0031), and the predicate of their partial index.
+RETENTION_SQL = "finished_at IS NOT NULL AND parent_run_id IS NULL"
+
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -172,6 +175,16 @@ runs = sa.Table(
         unique=True,
         postgresql_where=sa.text(OPEN_CORRELATION_SQL),
         sqlite_where=sa.text(OPEN_CORRELATION_SQL),
+    ),
+    # -- migration 0017: retention takes a workflow's finished top-level runs oldest finish
+    # first (child runs go with their parent); runs that have not finished are not in it.
+    sa.Index(
+        "ix_runs_retention",
+        "workflow_id",
+        "finished_at",
+        "id",
+        postgresql_where=sa.text(RETENTION_SQL),
+        sqlite_where=sa.text(RETENTION_SQL),
     ),
 )
 
@@ -508,6 +521,9 @@ campaigns = sa.Table(
     sa.Column("weight", sa.Integer, nullable=False, server_default=str(DEFAULT_WEIGHT)),
     # The template of its runs' concurrency keys (their limits are quotas).
     sa.Column("concurrency_key", sa.String(500), nullable=True),
+    # -- migration 0017: runs of the campaign deleted by retention. The counters by status
+    # keep counting them (a campaign's history outlives its runs: decision 0031).
+    sa.Column("pruned", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("workflow_id", "name"),
 )
 
@@ -531,6 +547,20 @@ campaign_counts = sa.Table(
     sa.Column("status", sa.String(16), primary_key=True),
     sa.Column("stripe", sa.Integer, primary_key=True),
     sa.Column("n", sa.Integer, nullable=False),
+)
+
+# -- leases (migration 0017) -------------------------------------------------------------
+
+#: Loops of which at most one runs at a time across every process (the periodic pruner):
+#: a process holds ``name`` while ``expires_at`` is ahead and ``owner`` is its id; it takes
+#: the row by compare-and-set once it has expired (``store/retention.py``).
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(100), nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
 # -- event triggers, debounce and throttle (migration 0016) ------------------------------------

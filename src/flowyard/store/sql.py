@@ -13,6 +13,7 @@ from flowyard.store.lifecycle import LifecycleOps
 from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.quotas import QuotaOps
+from flowyard.store.retention import RetentionOps
 from flowyard.store.runs import RunOps
 from flowyard.store.schedules import ScheduleOps
 from flowyard.store.signals import SignalOps
@@ -35,7 +36,9 @@ class SqlStore(
     HookOps,
     CampaignOps,
     TriggerOps,
+    RetentionOps,
 ):
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
-    provider quotas, webhook triggers, drafts, campaigns, event triggers, schedules."""
+    provider quotas, webhook triggers, drafts, campaigns, event triggers, schedules,
+    retention."""

@@ -23,9 +23,11 @@ a value the API cannot serve (see :mod:`flowyard.domain.jsonvalue`). The rule:
   ``output.too_large`` (``details``: ``size`` and ``limit``).
 
 Checking and measuring megabytes takes milliseconds: :func:`is_large` says, from a bounded
-look, when the executor should call :func:`storable` in a thread. A result smaller than
-:data:`OFF_LOOP_BYTES` (estimated) is not measured: it cannot reach the smallest allowed
-limit (:data:`MIN_OUTPUT_BYTES`).
+look, when the executor should call :func:`storable` in a thread. A result is measured only
+when its estimate could reach the limit: under the default limit, never below
+:data:`OFF_LOOP_BYTES` (estimated); under a small limit (down to :data:`MIN_OUTPUT_BYTES`,
+for operators who keep run rows small: decision 0031), from a 24th of the limit up, which
+costs well under a millisecond.
 
 Types JSON does not have (a set, bytes) are left to the store: the database refuses them
 and the worker fails the step with ``engine.commit`` (``Worker._uncommittable``).
@@ -47,11 +49,13 @@ OUTPUT_TOO_LARGE = "output.too_large"
 
 #: A result estimated at least this large is checked in a thread and measured.
 OFF_LOOP_BYTES = 64 * 1024
-#: The smallest ``max_output_bytes`` allowed. JSON text is at most 12 times the estimate of
-#: :func:`is_large` (a character written as two ``\\uXXXX`` escapes; a float's 24 characters
-#: count 3), so a result estimated under :data:`OFF_LOOP_BYTES` is under this limit and needs
-#: no measuring (tests/unit/test_storable.py tries the worst cases).
-MIN_OUTPUT_BYTES = 1024 * 1024
+#: JSON text is at most 12 times the estimate of :func:`is_large` (a character written as two
+#: ``\\uXXXX`` escapes; a float's 24 characters count 3): a result estimated under a 12th of
+#: a limit is under it and needs no measuring (tests/unit/test_storable.py tries the worst
+#: cases). A 24th leaves room for the brackets and separators around small values.
+ESTIMATE_MARGIN = 24
+#: The smallest ``max_output_bytes`` allowed.
+MIN_OUTPUT_BYTES = 64 * 1024
 #: ``Settings.max_output_bytes`` by default: above the http node's default response limit
 #: (10 MiB) with room for JSON escaping, so a response it accepts by default is stored.
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -141,10 +145,17 @@ def is_large(transition: Transition) -> bool:
     return _estimate(_stored(transition), OFF_LOOP_BYTES) >= OFF_LOOP_BYTES
 
 
+def needs_measuring(transition: Transition, max_bytes: int) -> bool:
+    """Whether what ``transition`` stores could be larger than ``max_bytes`` as JSON text,
+    from a bounded look at its estimate (False: it cannot be)."""
+    enough = min(OFF_LOOP_BYTES, max_bytes // ESTIMATE_MARGIN)
+    return _estimate(_stored(transition), enough) >= enough
+
+
 def _too_large(transition: Transition, max_bytes: int) -> ErrorInfo | None:
     """``output.too_large`` when what ``transition`` stores is larger than ``max_bytes`` as
-    JSON text (only measured when :func:`is_large`)."""
-    if not is_large(transition):
+    JSON text (only measured when :func:`needs_measuring`)."""
+    if not needs_measuring(transition, max_bytes):
         return None
     # As the store writes it (json.dumps); types it refuses are measured by their str().
     size = sum(len(json.dumps(value, default=str)) for value in _stored(transition))

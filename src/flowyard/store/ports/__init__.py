@@ -23,6 +23,7 @@ from flowyard.store.ports.hooks import HookStore
 from flowyard.store.ports.lifecycle import LifecycleStore
 from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
 from flowyard.store.ports.quotas import QuotaStore
+from flowyard.store.ports.retention import RetentionStore
 from flowyard.store.ports.runs import RunStore
 from flowyard.store.ports.schedules import ScheduleStore
 from flowyard.store.ports.triggers import TriggerStore
@@ -45,6 +46,7 @@ class Store(
     CampaignStore,
     TriggerStore,
     ScheduleStore,
+    RetentionStore,
     Protocol,
 ):
     """Every port at once: what a SQL store implements (``SqliteStore``, ``PostgresStore``)."""
@@ -65,6 +67,7 @@ __all__ = [
     "LoginStore",
     "QueueStore",
     "QuotaStore",
+    "RetentionStore",
     "RunState",
     "RunStore",
     "ScheduleStore",
