@@ -31,6 +31,7 @@ from flowyard.security import (
 )
 from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
+from flowyard.service.changes import ChangeHub
 from flowyard.service.hooks import HookService
 from flowyard.service.quotas import QuotaService
 from flowyard.service.schedules import ScheduleService
@@ -189,8 +190,9 @@ class Container:
         return True
 
     async def close(self) -> None:
-        """Release the node types' connections, the HTTP pool, the expression threads and
-        the database."""
+        """Release the change listener, the node types' connections, the HTTP pool, the
+        expression threads and the database."""
+        await self.service.changes.close()
         await self.registry.aclose()
         await self.http.aclose()
         self.expressions.close()
@@ -258,6 +260,7 @@ async def build(
         metrics=metrics,
         compile_concurrency=settings.expression_compile_concurrency,
         compile_wait_s=settings.expression_compile_wait_s,
+        changes=ChangeHub(store, cross_process=store.dialect == "postgresql"),
     )
     service.history_limit = settings.draft_history
     credentials = CredentialService(store, vault, clock=clock)

@@ -146,6 +146,13 @@ class Metrics:
             "Steps re-queued because their worker's lease expired",
             registry=r,
         )
+        self.read_cache = Counter(
+            "flowyard_read_cache",
+            "Reads of the workflow read cache, by part (workflow: the row with its latest "
+            "version; version: an immutable version) and outcome (hit, miss)",
+            ["part", "outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "flowyard_queue_depth", "Steps in the database by status", ["status"], registry=r
         )
