@@ -8,12 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from drafts.test_api import lead_routing
+from flowyard.domain.drafts import DraftChange, DraftEvent
+from flowyard.domain.ids import WorkflowId
 from flowyard.settings import Settings
 from stream.live import Live, collect, live_app, open_ws
 from support.harness import eventually
@@ -122,3 +127,24 @@ async def test_draft_events_are_filtered_like_run_events(settings: Settings) -> 
     # Streams of runs only, and of runs in a status, see the run before any draft change.
     assert first["runs only"]["type"] == "run.created"
     assert first["a run status"]["type"] == "run.created"
+
+
+def test_a_draft_event_travels_as_json_and_nothing_else_is_taken_for_one() -> None:
+    event = DraftEvent(
+        workflow_id=WorkflowId("wf_1"),
+        workflow="lead-routing",
+        change=DraftChange.PUBLISHED,
+        etag=None,
+        summary="x" * 2000,
+        actor="user:ann",
+        undo_depth=0,
+        redo_depth=0,
+        at=datetime(2026, 12, 1, tzinfo=UTC),
+        version=3,
+    )
+    back = DraftEvent.from_json(event.to_json())
+    assert back == replace(event, summary="x" * 500)
+    assert back.type == "draft.published"
+    for garbage in ("[]", "{}", '{"workflow_id": 1}', event.to_json().replace('"user:ann"', "7")):
+        with pytest.raises(ValueError):
+            DraftEvent.from_json(garbage)

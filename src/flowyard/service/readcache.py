@@ -87,6 +87,12 @@ class ReadCache:
             if record.id == workflow_id:
                 del self._pointers[ref]
 
+    def clear(self) -> None:
+        """Forget everything (the benchmark's uncached reads)."""
+        self.forget(None)
+        self._versions.clear()
+        self._version_nodes = 0
+
     def _count(self, part: str, hit: bool) -> None:
         if self.metrics is not None:
             self.metrics.read_cache.labels(part, "hit" if hit else "miss").inc()
