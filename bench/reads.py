@@ -108,7 +108,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.pg:
             urls["postgres"] = args.pg
         for backend, url in urls.items():
-            settings = Settings(db_url=url, workers=0, load_plugins=False)
+            settings = Settings(db_url=url, workers=0, load_plugins=False, rate_limit_enabled=False)
             container = await build(settings)
             try:
                 report[backend] = {
