@@ -17,10 +17,12 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from drafts.test_api import lead_routing
+from flowyard.domain.auth import Role
 from flowyard.domain.drafts import DraftChange, DraftEvent
 from flowyard.domain.ids import WorkflowId
 from flowyard.settings import Settings
-from stream.live import Live, collect, live_app, open_ws
+from stream.live import Live, WsUrl, collect, live_app, open_ws
+from support.auth import token_for
 from support.harness import eventually
 
 DRAFT = "/workflows/lead-routing/draft"
@@ -57,7 +59,10 @@ async def test_every_draft_change_reaches_the_other_editors_stream(settings: Set
     async with two_editors(settings, backend_of(settings)) as (watcher, editor):
         http = editor.http
         assert (await http.post("/workflows", json=lead_routing())).status_code == 201
-        async with open_ws(watcher.ws("/stream?kind=drafts")) as ws:
+        # The watcher only reads: a viewer sees the drafts' changes.
+        viewer = await token_for(watcher.app.state.container, "vera", Role.VIEWER)
+        url = WsUrl(watcher.ws("/stream?kind=drafts"), viewer)
+        async with open_ws(url) as ws:
             await following(watcher, ws)
             opened = ok(await http.post(DRAFT))
             log = {"id": "x", "type": "log", "config": {"message": "token-sekrit"}}

@@ -31,8 +31,10 @@ class ChangeHub:
 
     #: How often a live listener is checked, and a lost one re-opened.
     check_s = 1.0
+    #: Longest pause between attempts to connect while the database refuses.
+    max_retry_s = 30.0
     #: How long the first use waits for the listener to connect.
-    connect_timeout_s = 10.0
+    connect_timeout_s = 2.0
 
     def __init__(self, feed: ChangeFeed, *, cross_process: bool) -> None:
         self.feed = feed
@@ -84,9 +86,14 @@ class ChangeHub:
 
     async def _run(self) -> None:
         assert self._first is not None
+        retry_s = self.check_s
         try:
             while True:
-                listener = await self.feed.listen_for_changes(self._workflow, self._draft)
+                try:
+                    listener = await self.feed.listen_for_changes(self._workflow, self._draft)
+                except Exception:
+                    _log.warning("cannot LISTEN for workflow changes; retrying", exc_info=True)
+                    listener = None
                 # Whatever changed while nobody listened is unknown: forget it all.
                 self._forget_all()
                 self._listener = listener
@@ -102,7 +109,10 @@ class ChangeHub:
                             await listener.close()
                 if listener is not None:
                     _log.warning("lost the LISTEN connection for workflow changes; reopening")
-                await asyncio.sleep(self.check_s)
+                    retry_s = self.check_s
+                else:  # cannot connect: try again, less and less often
+                    retry_s = min(retry_s * 2, self.max_retry_s)
+                await asyncio.sleep(retry_s)
         finally:
             self._first.set()  # nobody waits forever for a hub that stopped
 
