@@ -42,6 +42,7 @@ from flowyard.store.ports import EventFeed
 from flowyard.triggers.schedules.scheduler import Scheduler, SchedulerConfig
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
+from flowyard.worker.foreground import Foreground
 from flowyard.worker.quotas import QuotaGate
 
 _log = logging.getLogger("flowyard")
@@ -82,6 +83,8 @@ class Container:
     clock: Callable[[], datetime] = utc_now
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[Worker] = field(default_factory=list)
+    #: This process's API requests in flight, which its workers yield to (worker/foreground.py).
+    foreground: Foreground = field(default_factory=Foreground)
 
     @property
     def events(self) -> EventFeed:
@@ -117,6 +120,7 @@ class Container:
             clock=self.clock,
             metrics=self.metrics,
             quotas=QuotaGate(self.store, clock=self.clock),
+            foreground=self.foreground,
         )
         if not self.workers:
             # One scheduler and one trigger dispatcher per process are enough: every process
@@ -226,7 +230,12 @@ async def build(
     With ``check_keys`` the start is refused when the database holds credentials encrypted
     under a master key this process does not have (a lost key file is never replaced);
     without it those credentials stay unreadable (commands that delete them)."""
-    store = open_store(settings.db_url, pool_size=settings.db_pool_size)
+    store = open_store(
+        settings.db_url,
+        pool_size=settings.db_pool_size,
+        pooler=settings.db_pooler,
+        listen_url=settings.db_listen_url,
+    )
     try:
         if migrate:
             await store.migrate()
@@ -260,7 +269,12 @@ async def build(
         metrics=metrics,
         compile_concurrency=settings.expression_compile_concurrency,
         compile_wait_s=settings.expression_compile_wait_s,
-        changes=ChangeHub(store, cross_process=store.dialect == "postgresql"),
+        # PostgreSQL notifies, unless behind a transaction pooler without a LISTEN URL.
+        changes=ChangeHub(
+            store,
+            cross_process=store.dialect == "postgresql"
+            and (settings.db_pooler == "none" or settings.db_listen_url is not None),
+        ),
     )
     service.history_limit = settings.draft_history
     credentials = CredentialService(store, vault, clock=clock)

@@ -98,6 +98,22 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(3, ge=0)
     shutdown_grace_s: float = Field(30.0, ge=0)
     db_pool_size: int = Field(10, ge=1, le=200)
+    db_pooler: Literal["none", "transaction"] = Field(
+        "none",
+        description=(
+            "PostgreSQL: 'transaction' when db_url goes through a pooler in transaction mode "
+            "(PgBouncer pool_mode=transaction): no prepared statement outlives its "
+            "transaction, reads run in transactions, and live streams LISTEN on "
+            "db_listen_url (or poll)."
+        ),
+    )
+    db_listen_url: str | None = Field(
+        None,
+        description=(
+            "PostgreSQL: a direct URL for LISTEN/NOTIFY when db_url goes through a "
+            "transaction pooler (a pooler cannot keep a LISTEN); unset: streams poll."
+        ),
+    )
     load_samples: bool = Field(False, description="Load examples/*.json at start ('make run').")
     samples_dir: str = "examples"
     max_request_bytes: int = Field(5 * 1024 * 1024, ge=1024)

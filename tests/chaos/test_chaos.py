@@ -51,11 +51,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from flowyard.bootstrap import Container
-from flowyard.domain.ids import WorkflowId
-from flowyard.domain.records import NewRun
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.factory import normalize_url
 from flowyard.store.schema import run_events, runs, steps
+from support.bulk import numbered_runs
 from support.http import Recorded, RecordingServer, Reply
 from support.procs import WorkerGroup, WorkerProcess, worker_group
 
@@ -254,16 +253,7 @@ async def test_runs_survive_random_sigkills_without_repeating_a_completed_step(
     http_server.on("/work", work)
 
     record, version, _ = await container.service.save_workflow(definition(http_server.url))
-    new_runs = [
-        NewRun(
-            workflow_id=WorkflowId(record.id),
-            workflow_version=version.version,
-            start_node="start",
-            start_node_type="trigger",
-            input={"n": n},
-        )
-        for n in range(total)
-    ]
+    new_runs = numbered_runs(record, version, total)
     # The container migrated the database already: workers find it ready.
     with worker_group(db_url, tmp_path, WORKER_ENV) as group:
         slots = [group.spawn() for _ in range(WORKERS)]

@@ -22,12 +22,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from flowyard.bootstrap import Container, build
-from flowyard.domain.ids import RunId, WorkflowId
-from flowyard.domain.records import NewRun, StepRecord
+from flowyard.domain.ids import RunId
+from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.settings import Settings
 from flowyard.store.factory import normalize_url
-from flowyard.store.schema import run_events, runs, steps
+from flowyard.store.schema import run_events
+from support.bulk import ended_runs, numbered_runs, steps_ran_once, worker_pid
 from support.http import Recorded, RecordingServer, Reply
 from support.procs import WorkerGroup, worker_group
 
@@ -172,11 +173,6 @@ def gate(http_server: RecordingServer, gates: list[Gate], path: str, **kwargs: A
     return made
 
 
-def worker_pid(worker_id: str) -> int:
-    """Worker ids look like ``<host>:<pid>-<suffix>``."""
-    return int(worker_id.rsplit(":", 1)[1].split("-", 1)[0])
-
-
 # -- 1. throughput on PostgreSQL, two processes, no step twice ---------------------------------
 
 RUNS = 500  # x 4 steps = 2,000 steps, 1,000 HTTP calls
@@ -194,51 +190,23 @@ async def test_two_worker_processes_run_2000_steps_once_each_on_postgres(
         with worker_group(pg_url, tmp_path, FAST) as group:
             first = await group.start(concurrency=32)
             second = await group.start(concurrency=32)
-            new_runs = [
-                NewRun(
-                    workflow_id=WorkflowId(record.id),
-                    workflow_version=version.version,
-                    start_node="start",
-                    start_node_type="trigger",
-                    input={"n": n},
-                )
-                for n in range(RUNS)
-            ]
             started = time.perf_counter()
-            created = await container.store.start_runs(new_runs, container.clock())
+            created = await container.store.start_runs(
+                numbered_runs(record, version, RUNS), container.clock()
+            )
             assert all(was_created for _, was_created in created)
 
             async def all_finished() -> bool:
-                rows = await fetch(
-                    pg_url,
-                    sa.select(sa.func.count()).where(
-                        runs.c.status.in_([s.value for s in RunStatus if s.is_terminal])
-                    ),
-                )
-                return int(rows[0][0]) == RUNS
+                return await ended_runs(pg_url) == RUNS
 
             await until(all_finished, 60, f"{RUNS} runs to finish", group, every_s=0.1)
             elapsed = time.perf_counter() - started
             assert first.running() and second.running(), group.logs()
 
-        statuses = Counter(row.status for row in await fetch(pg_url, sa.select(runs.c.status)))
-        assert statuses == {RunStatus.SUCCEEDED.value: RUNS}
-        step_rows = await fetch(pg_url, sa.select(steps.c.status, steps.c.attempt))
-        assert len(step_rows) == RUNS * 4
-        assert {row.status for row in step_rows} == {StepStatus.SUCCEEDED.value}
-        assert max(row.attempt for row in step_rows) == 1, "a step was attempted twice"
-
-        keys = Counter(r.headers.get(KEY) for r in http_server.requests)
-        assert len(keys) == RUNS * 2 and None not in keys
-        repeated = {k: n for k, n in keys.items() if n != 1}
-        assert not repeated, f"steps executed more than once: {list(repeated.items())[:5]}"
-
-        started_events = await fetch(
-            pg_url,
-            sa.select(run_events.c.data).where(run_events.c.type == "step.started"),
+        per_worker = await steps_ran_once(
+            pg_url, http_server.requests, runs_count=RUNS, steps_per_run=4
         )
-        assert len(started_events) == RUNS * 4
-        per_worker = Counter(worker_pid(row.data["worker"]) for row in started_events)
+        assert len(http_server.requests) == RUNS * 2
         assert set(per_worker) == {first.pid, second.pid}
         assert min(per_worker.values()) >= RUNS * 4 * 0.1, per_worker
         print(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 
 from flowyard.api import cors, docs, openapi, problems
+from flowyard.api.foreground import ForegroundMiddleware
 from flowyard.api.headers import SecurityHeadersMiddleware
 from flowyard.api.limits import BodyLimitMiddleware
 from flowyard.api.metrics import HttpMetricsMiddleware
@@ -131,6 +132,8 @@ def create_app(
         app.add_middleware(HttpMetricsMiddleware)
     # Outermost: every answer carries them, refusals (413, 429) and CORS preflights included.
     app.add_middleware(SecurityHeadersMiddleware)
+    # Around everything: the embedded workers yield to a request from its first byte.
+    app.add_middleware(ForegroundMiddleware)
 
     app.include_router(system.router)
     app.include_router(system.router, prefix=API_PREFIX, include_in_schema=False)

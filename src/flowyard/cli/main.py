@@ -32,6 +32,7 @@ from flowyard.cli.common import (
     settings_for,
 )
 from flowyard.cli.credentials import credentials_app
+from flowyard.cli.doctor import doctor
 from flowyard.cli.drafts import draft_app
 from flowyard.cli.hooks import hooks_app
 from flowyard.cli.progress import StepReporter, print_summary, wait_for
@@ -59,6 +60,7 @@ app.add_typer(triggers_app, name="triggers")
 app.add_typer(draft_app, name="draft")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(campaigns_app, name="campaigns")
+app.command()(doctor)
 
 
 @app.callback()
@@ -182,13 +184,13 @@ async def _serve_metrics(container: Container, port: int) -> AsyncIterator[None]
     settings = container.settings
     # Fill the queue-depth gauge before the first scrape can arrive, so it is never missing.
     with contextlib.suppress(FlowyardError):
-        await container.metrics.refresh_queue_depth(container.admin.queue_depth, max_age_s=0)
+        await container.metrics.refresh_queue_depth(container.admin.queue_health, max_age_s=0)
     server, thread = start_http_server(
         port, addr=settings.metrics_host, registry=container.metrics.registry
     )
     refresher = asyncio.get_running_loop().create_task(
         container.metrics.refresh_queue_depth_forever(
-            container.admin.queue_depth, interval_s=settings.metrics_queue_depth_ttl_s
+            container.admin.queue_health, interval_s=settings.metrics_queue_depth_ttl_s
         ),
         name="metrics-queue-depth",
     )

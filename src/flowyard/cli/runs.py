@@ -15,7 +15,9 @@ from flowyard.cli.common import (
     DbOption,
     cli_actor,
     err,
+    fail,
     out,
+    parse_json_option,
     retry_hint,
     run_json,
     with_container,
@@ -152,6 +154,41 @@ def runs_resume(run_id: RunIdArg, db: DbOption = None) -> None:
     """Resume a paused run. Exit 1 if it is not paused."""
     run = with_container(db, lambda c: c.service.resume_run(run_id, actor=cli_actor()))
     _report(run, "resumed")
+
+
+@runs_app.command("signal")
+def runs_signal(
+    name: Annotated[str, typer.Argument(help="The signal's name")],
+    run_id: Annotated[str | None, typer.Option("--run", help="The run's id")] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="With --key: the run's workflow (id or name)")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="The run's correlation key (with --workflow)")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="The payload: JSON, or @file")] = None,
+    db: DbOption = None,
+) -> None:
+    """Send a signal to a run, by id (--run) or by its workflow and correlation key (a reply
+    that knows a customer, not a run). A step waiting for it wakes; otherwise the run keeps it
+    until it waits. Exit 1 if the run is finished or not found."""
+    if (run_id is None) == (key is None) or (key is not None) != (workflow is not None):
+        fail("give --run RUN_ID, or --workflow WORKFLOW and --key KEY", code=2)
+    payload = parse_json_option(data, "--data")
+    actor = cli_actor()
+    if run_id is not None:
+        rid = run_id
+        signal, woke = with_container(
+            db, lambda c: c.service.send_signal(rid, name, payload, actor=actor)
+        )
+    else:
+        assert workflow is not None and key is not None
+        ref, k = workflow, key
+        signal, woke = with_container(
+            db, lambda c: c.service.signal_by_correlation(ref, k, name, payload, actor=actor)
+        )
+    state = "a waiting step woke" if woke else "kept until the run waits for it"
+    out.print(f"signal {name} sent to run {signal.run_id}: {state}", highlight=False, markup=False)
 
 
 @runs_app.command("retry")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from flowyard.observability.metrics import TEXT_CONTENT_TYPE, Metrics, PoolStats
+from flowyard.observability.metrics import TEXT_CONTENT_TYPE, Metrics, PoolStats, QueueHealth
 
-__all__ = ["TEXT_CONTENT_TYPE", "Metrics", "PoolStats"]
+__all__ = ["TEXT_CONTENT_TYPE", "Metrics", "PoolStats", "QueueHealth"]

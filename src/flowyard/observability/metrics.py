@@ -20,12 +20,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["TEXT_CONTENT_TYPE", "Metrics", "PoolStats"]
+__all__ = ["TEXT_CONTENT_TYPE", "Metrics", "PoolStats", "QueueHealth"]
 
 #: What :meth:`Metrics.render` produces: the Prometheus text format 0.0.4, which every
 #: scraper reads (Prometheus 2 and 3, the agents that scrape the same format). It is
@@ -45,11 +46,26 @@ _QUEUE_STATUSES = ("scheduled", "running", "retrying", "waiting")
 
 @dataclass(frozen=True, slots=True)
 class PoolStats:
-    """Connections of one database connection pool."""
+    """Connections of one database connection pool, and the time spent waiting for them."""
 
     engine: str
     in_use: int
     size: int
+    #: Seconds spent getting a connection for a transaction, summed, and how many times.
+    wait_s: float = 0.0
+    checkouts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueHealth:
+    """What the queue looks like now, read at scrape time (at most every few seconds)."""
+
+    #: Steps by status.
+    depth: Mapping[str, int]
+    #: Age of the oldest step that is due and not claimed (None: nothing is due).
+    oldest_due_s: float | None = None
+    #: Database sessions waiting for a lock now (None: not known, e.g. SQLite).
+    lock_waits: int | None = None
 
 
 class _PoolCollector(Collector):
@@ -65,11 +81,25 @@ class _PoolCollector(Collector):
         size = GaugeMetricFamily(
             "flowyard_db_pool_size", "Configured size of the connection pool", labels=["engine"]
         )
+        wait = CounterMetricFamily(
+            "flowyard_db_pool_wait_seconds",
+            "Time transactions waited for a connection because every one was in use, summed",
+            labels=["engine"],
+        )
+        checkouts = CounterMetricFamily(
+            "flowyard_db_pool_checkouts",
+            "Connections taken for a transaction",
+            labels=["engine"],
+        )
         for stats in self._source():
             in_use.add_metric([stats.engine], stats.in_use)
             size.add_metric([stats.engine], stats.size)
+            wait.add_metric([stats.engine], stats.wait_s)
+            checkouts.add_metric([stats.engine], stats.checkouts)
         yield in_use
         yield size
+        yield wait
+        yield checkouts
 
 
 class Metrics:
@@ -80,6 +110,9 @@ class Metrics:
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, memory, open files (Linux): `flowyard doctor` tells a
+        # CPU-bound worker from one that waits.
+        ProcessCollector(registry=r)
         if version is not None:
             # The build is told to those who may read metrics, not to anyone asking /healthz.
             Gauge(
@@ -153,8 +186,24 @@ class Metrics:
             ["part", "outcome"],
             registry=r,
         )
+        self.steps_discarded = Counter(
+            "flowyard_steps_discarded",
+            "Step results thrown away at commit because another worker had taken the step over "
+            "(its lease expired first): the step ran twice",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "flowyard_queue_depth", "Steps in the database by status", ["status"], registry=r
+        )
+        self.queue_oldest_due = Gauge(
+            "flowyard_queue_oldest_due_seconds",
+            "Age of the oldest step that is due and not claimed (0: nothing is due)",
+            registry=r,
+        )
+        self.db_lock_waits = Gauge(
+            "flowyard_db_lock_waits",
+            "Database sessions waiting for a lock now (PostgreSQL; absent on SQLite)",
+            registry=r,
         )
         self.http_requests = Counter(
             "flowyard_http_requests",
@@ -178,14 +227,22 @@ class Metrics:
         """Export connection-pool gauges read from ``source`` at each scrape."""
         self.registry.register(_PoolCollector(source))
 
-    def set_queue_depth(self, depth: Mapping[str, int]) -> None:
-        """Replace the queue-depth gauge with ``depth`` (step counts by status)."""
-        for status in {*_QUEUE_STATUSES, *depth}:
-            self.queue_depth.labels(status).set(depth.get(status, 0))
+    def set_queue_depth(self, depth: Mapping[str, int] | QueueHealth) -> None:
+        """Replace the queue gauges with ``depth`` (step counts by status, or the queue's
+        health: counts, the oldest due step's age, lock waits)."""
+        health = depth if isinstance(depth, QueueHealth) else QueueHealth(depth)
+        for status in {*_QUEUE_STATUSES, *health.depth}:
+            self.queue_depth.labels(status).set(health.depth.get(status, 0))
+        self.queue_oldest_due.set(health.oldest_due_s or 0.0)
+        if health.lock_waits is not None:
+            self.db_lock_waits.set(health.lock_waits)
         self._queue_refreshed_at = time.monotonic()
 
     async def refresh_queue_depth(
-        self, fetch: Callable[[], Awaitable[dict[str, int]]], *, max_age_s: float
+        self,
+        fetch: Callable[[], Awaitable[Mapping[str, int] | QueueHealth]],
+        *,
+        max_age_s: float,
     ) -> None:
         """Query the queue depth unless the last answer is younger than ``max_age_s`` (one
         query per scrape interval at most, however many scrapers). A failed query keeps the
@@ -197,7 +254,10 @@ class Metrics:
             self.set_queue_depth(await fetch())
 
     async def refresh_queue_depth_forever(
-        self, fetch: Callable[[], Awaitable[dict[str, int]]], *, interval_s: float
+        self,
+        fetch: Callable[[], Awaitable[Mapping[str, int] | QueueHealth]],
+        *,
+        interval_s: float,
     ) -> None:
         """Background task: refresh the queue depth every ``interval_s`` until cancelled."""
         while True:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from flowyard.domain.auth import AuditEntry, AuditRecord
 from flowyard.domain.errors import StoreUnavailable
+from flowyard.observability import QueueHealth
 from flowyard.store.ports import AdminStore, AuditStore
 
 
@@ -41,6 +42,12 @@ class AdminService:
     async def queue_depth(self) -> dict[str, int]:
         """Step counts by status."""
         return await self.store.queue_depth()
+
+    async def queue_health(self) -> QueueHealth:
+        """Step counts by status, the oldest due step's age and lock waits (metrics)."""
+        depth = await self.store.queue_depth()
+        oldest_due_s, lock_waits = await self.store.due_backlog(self.clock())
+        return QueueHealth(depth, oldest_due_s, lock_waits)
 
     async def list_audit(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -39,6 +40,10 @@ class SqlBase(ABC):
         self.url = url
         self._write = write_engine
         self._read = read_engine or write_engine
+        #: Per engine: [seconds transactions waited for a connection of a full pool,
+        #: transactions]. Only waits that began with every connection out are counted: the
+        #: time to enter a transaction also holds the event loop's own lag.
+        self._waits: dict[str, list[float]] = {"write": [0.0, 0], "read": [0.0, 0]}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -67,11 +72,17 @@ class SqlBase(ABC):
         ``fn``, so the change and its audit row commit together (see
         :mod:`flowyard.store.audit`)."""
         engine = self._write if write else self._read
+        waits = self._waits["write" if write or self._read.pool is self._write.pool else "read"]
         entry = audit if write and audit is not None and not audit.written else None
         delay = 0.01
         for attempt in range(1, self.tx_attempts + 1):
             try:
+                full = _full(engine)
+                asked = time.perf_counter()
                 async with engine.begin() as conn:
+                    if full:
+                        waits[0] += time.perf_counter() - asked
+                    waits[1] += 1
                     result = await fn(conn)
                     if entry is not None:
                         await conn.execute(audit_log.insert().values(**audit_row(entry, utc_now())))
@@ -148,9 +159,10 @@ class SqlBase(ABC):
         except (DBAPIError, OSError) as exc:
             raise StoreUnavailable(f"database unavailable: {exc}") from exc
 
-    def pool_usage(self) -> list[tuple[str, int, int]]:
-        """(engine, connections in use, pool size) of each sized connection pool, read in
-        memory (for metrics). An in-memory SQLite database has no sized pool."""
+    def pool_usage(self) -> list[tuple[str, int, int, float, int]]:
+        """(engine, connections in use, pool size, seconds transactions waited for a
+        connection, transactions) of each sized connection pool, read in memory (for
+        metrics). An in-memory SQLite database has no sized pool."""
         usage = []
         engines = {"write": self._write, "read": self._read}
         for name, engine in engines.items():
@@ -158,7 +170,8 @@ class SqlBase(ABC):
                 continue
             pool = engine.pool
             if isinstance(pool, QueuePool):
-                usage.append((name, pool.checkedout(), pool.size()))
+                wait_s, checkouts = self._waits[name]
+                usage.append((name, pool.checkedout(), pool.size(), wait_s, int(checkouts)))
         return usage
 
     async def close(self) -> None:
@@ -166,3 +179,12 @@ class SqlBase(ABC):
         await self._write.dispose()
         if self._read.pool is not self._write.pool:
             await self._read.dispose()
+
+
+def _full(engine: AsyncEngine) -> bool:
+    """Whether every connection the pool may open is checked out (a transaction must wait)."""
+    pool = engine.pool
+    if not isinstance(pool, QueuePool):
+        return False
+    capacity = pool.size() + max(int(getattr(pool, "_max_overflow", 0)), 0)
+    return bool(pool.checkedout() >= capacity)

@@ -24,12 +24,20 @@ def normalize_url(url: str) -> str:
     raise InvalidInput(f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
 
 
-def open_store(url: str, *, pool_size: int = 10) -> Store:
+def open_store(
+    url: str, *, pool_size: int = 10, pooler: str = "none", listen_url: str | None = None
+) -> Store:
     """A store for ``url`` (not yet migrated); a URL that does not parse (a port that is
     not a number, an unclosed ``[``, a bad query parameter) is :class:`InvalidInput`, named
-    without its password."""
+    without its password. ``pooler``/``listen_url``: PostgreSQL behind PgBouncer in
+    transaction mode (docs/deployment.md)."""
     try:
-        return _open_store(normalize_url(url), pool_size)
+        return _open_store(
+            normalize_url(url),
+            pool_size,
+            pooler,
+            normalize_url(listen_url) if listen_url else None,
+        )
     except (ArgumentError, ValueError, TypeError) as exc:
         reason = str(exc)
         password = url_password(url)
@@ -38,10 +46,15 @@ def open_store(url: str, *, pool_size: int = 10) -> Store:
         raise InvalidInput(f"invalid database URL {display_url(url)}: {reason}") from None
 
 
-def _open_store(url: str, pool_size: int) -> Store:
+def _open_store(url: str, pool_size: int, pooler: str, listen_url: str | None) -> Store:
     if url.startswith("sqlite"):
         from flowyard.store.sqlite import SqliteStore
 
+        if pooler != "none" or listen_url:
+            raise InvalidInput(
+                "FLOWYARD_DB_POOLER and FLOWYARD_DB_LISTEN_URL are for PostgreSQL; "
+                "the database is SQLite"
+            )
         return SqliteStore.open(url)
     try:
         from flowyard.store.postgres import PostgresStore
@@ -49,4 +62,4 @@ def _open_store(url: str, pool_size: int) -> Store:
         raise InvalidInput(
             "PostgreSQL needs the 'postgres' extra: pip install flowyard[postgres]"
         ) from exc
-    return PostgresStore.open(url, pool_size=pool_size)
+    return PostgresStore.open(url, pool_size=pool_size, pooler=pooler, listen_url=listen_url)

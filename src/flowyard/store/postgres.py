@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,24 @@ _STILL_OPEN = sa.text(_EVENT_WRITERS + " AND virtualtransaction = ANY(:open)")
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
+#: asyncpg behind PgBouncer in transaction mode: no statement cache in asyncpg or in
+#: SQLAlchemy's adapter, and unique names for the statements it still prepares (a server
+#: connection is shared by many clients, so ``__asyncpg_stmt_1__`` would collide).
+_POOLED_CONNECT_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": lambda: f"__flowyard_{uuid.uuid4().hex}__",
+}
+
+
+#: Sessions of this database waiting for a lock (row locks show as ``transactionid`` waits,
+#: which pg_locks does not tie to a database; pg_stat_activity does).
+_LOCK_WAITS = sa.text(
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
 #: Arbitrary, fixed advisory-lock key that serialises schema migrations.
 MIGRATION_LOCK_KEY = 0x666C6F77  # "flow"
 
@@ -63,9 +82,21 @@ class PostgresStore(SqlStore):
         driver: Any = raw.driver_connection
         await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
 
+    #: Where LISTEN connects (None: streams poll). ``url`` unless a pooler is in between.
+    listen_url: str | None = None
+
     @classmethod
-    def open(cls, url: str, *, pool_size: int = 10) -> PostgresStore:
-        """Create the engine for ``postgresql+asyncpg://...``."""
+    def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pooler: str = "none",
+        listen_url: str | None = None,
+    ) -> PostgresStore:
+        """Create the engine for ``postgresql+asyncpg://...``. ``pooler="transaction"``: the
+        URL is a PgBouncer in transaction mode (decision 0035)."""
+        pooled = pooler == "transaction"
         engine = create_async_engine(
             url,
             pool_size=pool_size,
@@ -81,12 +112,18 @@ class PostgresStore(SqlStore):
             # What a statement binds may be huge or secret (a step's output, a credential):
             # never in an error message or a log.
             hide_parameters=True,
+            connect_args=_POOLED_CONNECT_ARGS if pooled else {},
         )
         # Reads run without BEGIN/COMMIT (two round trips less each). At READ COMMITTED,
         # PostgreSQL's level for every transaction here, each statement of a transaction
         # sees its own snapshot anyway: a read transaction made its statements no more
         # consistent with each other. Same pool; writes keep their transactions.
-        return cls(url, engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # Behind a transaction pooler a statement outside a transaction may be parsed on one
+        # server connection and executed on another: reads keep their transactions there.
+        read = engine if pooled else engine.execution_options(isolation_level="AUTOCOMMIT")
+        store = cls(url, engine, read)
+        store.listen_url = listen_url if pooled else (listen_url or url)
+        return store
 
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         # Transaction-scoped advisory lock: released by the commit that ends the upgrade, so a
@@ -104,6 +141,9 @@ class PostgresStore(SqlStore):
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()
+
+    async def _lock_waits(self, conn: AsyncConnection) -> int | None:
+        return int(await conn.scalar(_LOCK_WAITS) or 0)
 
     def _open_hint(self, exc: BaseException) -> str:
         sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
@@ -130,7 +170,9 @@ class PostgresStore(SqlStore):
     async def listen_for_events(self, wake: Callable[[], None]) -> EventListener | None:
         """``LISTEN flowyard_events`` on a connection of its own (see :mod:`flowyard.store.notify`);
         None when it cannot connect (logged): poll instead."""
-        return await notify.listen_for_events(self.url, wake)
+        if self.listen_url is None:
+            return None
+        return await notify.listen_for_events(self.listen_url, wake)
 
     async def _workflow_changed(self, conn: AsyncConnection, workflow_id: str) -> None:
         # NOTIFY is transactional: sent at commit, dropped on rollback.
@@ -139,12 +181,18 @@ class PostgresStore(SqlStore):
     async def listen_for_changes(
         self, on_workflow: Callable[[str], None], on_draft: Callable[[str], None]
     ) -> EventListener | None:
-        """``LISTEN`` on the workflows and drafts channels, on a connection of its own."""
+        """``LISTEN`` on the workflows and drafts channels, on a connection of its own (the
+        direct ``listen_url`` behind a transaction pooler; None without one)."""
+        if self.listen_url is None:
+            return None
         handlers = {notify.WORKFLOWS_CHANNEL: on_workflow, notify.DRAFTS_CHANNEL: on_draft}
-        return await notify.listen(self.url, handlers, what="workflow and draft changes")
+        return await notify.listen(self.listen_url, handlers, what="workflow and draft changes")
 
     async def announce_draft(self, payload: str) -> bool:
-        """``NOTIFY flowyard_drafts`` (its own short transaction)."""
+        """``NOTIFY flowyard_drafts`` (its own short transaction); False, deliver in-process,
+        when nobody can LISTEN (behind a transaction pooler without ``listen_url``)."""
+        if self.listen_url is None:
+            return False
         if len(payload.encode()) > notify.MAX_PAYLOAD_BYTES:
             raise ValueError("a draft change's notification must stay under 8,000 bytes")
 

@@ -326,6 +326,25 @@ class QueueOps(SqlBase):
 
         return await self._tx(fn, write=False)
 
+    async def due_backlog(self, now: datetime) -> tuple[float | None, int | None]:
+        """Age of the oldest step due and not claimed (the claim's own index), and lock
+        waits (PostgreSQL)."""
+
+        async def fn(conn: AsyncConnection) -> tuple[float | None, int | None]:
+            oldest = await conn.scalar(
+                sa.select(sa.func.min(steps.c.available_at)).where(
+                    CLAIMABLE, steps.c.available_at <= now
+                )
+            )
+            age = None if oldest is None else max((now - oldest).total_seconds(), 0.0)
+            return age, await self._lock_waits(conn)
+
+        return await self._tx(fn, write=False)
+
+    async def _lock_waits(self, conn: AsyncConnection) -> int | None:
+        """Sessions waiting for a lock now; None when the dialect cannot tell."""
+        return None
+
 
 def claim_statement(worker_id: str, *, limit: int, now: datetime, lease_s: float) -> sa.Update:
     """The claim: one UPDATE of up to ``limit`` due steps, picked by a sub-select that locks

@@ -29,6 +29,7 @@ from flowyard.engine.settlement import deferred, uncommittable
 from flowyard.observability import Metrics
 from flowyard.store.ports import QueueStore, RunState
 from flowyard.worker.execute import StepExecutor
+from flowyard.worker.foreground import NO_FOREGROUND, Foreground
 from flowyard.worker.quotas import QuotaGate
 
 _log = logging.getLogger("flowyard.worker")
@@ -95,8 +96,11 @@ class Worker:
         clock: Callable[[], datetime] = utc_now,
         metrics: Metrics | None = None,
         quotas: QuotaGate | None = None,
+        foreground: Foreground = NO_FOREGROUND,
     ) -> None:
         self.store = store
+        #: The API requests of this process, which claims and commits yield to.
+        self.foreground = foreground
         #: Provider quotas (None: no step is limited).
         self.quotas = quotas
         self.metrics = metrics or Metrics()
@@ -183,6 +187,7 @@ class Worker:
                 self._slots.clear()
                 await self._wait(self._slots, None)
                 continue
+            await self.foreground.yield_to_requests()
             try:
                 started = time.perf_counter()
                 claimed = await self.store.claim_steps(
@@ -302,6 +307,7 @@ class Worker:
             batch = [first]
             if self.config.commit_linger_s > 0:
                 await asyncio.sleep(self.config.commit_linger_s)
+            await self.foreground.yield_to_requests()
             while len(batch) < self.config.commit_batch and not self._results.empty():
                 batch.append(self._results.get_nowait())
             try:
@@ -367,6 +373,7 @@ class Worker:
                 scheduled_now = scheduled_now or bool(tr.next_steps or tr.fork or tr.child)
             else:
                 self.stats.discarded += 1
+                self.metrics.steps_discarded.inc()
         self._slots.set()
         if scheduled_now:
             self._wake.set()

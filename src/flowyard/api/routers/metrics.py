@@ -27,7 +27,7 @@ async def metrics(container: ContainerDep) -> Response:
     workflows: clients not on loopback need a viewer token (``FLOWYARD_METRICS_ACCESS``)."""
     try:
         await container.metrics.refresh_queue_depth(
-            container.admin.queue_depth, max_age_s=container.settings.metrics_queue_depth_ttl_s
+            container.admin.queue_health, max_age_s=container.settings.metrics_queue_depth_ttl_s
         )
     except StoreUnavailable as exc:
         _log.warning("queue depth not refreshed: %s", exc)

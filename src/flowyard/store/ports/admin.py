@@ -3,6 +3,7 @@ store, and what operators read (the queue's depth)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 
@@ -28,8 +29,14 @@ class AdminStore(Protocol):
         """Release connections."""
         ...
 
-    def pool_usage(self) -> list[tuple[str, int, int]]:
-        """(engine, connections in use, pool size) per sized pool, without a query."""
+    def pool_usage(self) -> list[tuple[str, int, int, float, int]]:
+        """(engine, connections in use, pool size, seconds waited for a connection,
+        transactions) per sized pool, without a query."""
+        ...
+
+    async def due_backlog(self, now: datetime) -> tuple[float | None, int | None]:
+        """Age in seconds of the oldest step due and not claimed (None: none is due), and
+        the database sessions waiting for a lock now (None: the database cannot tell)."""
         ...
 
     async def queue_depth(self) -> dict[str, int]:

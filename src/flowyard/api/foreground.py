@@ -1,0 +1,24 @@
+"""Counts this process's HTTP requests in flight for its embedded workers, which yield their
+claims and commits to them (worker/foreground.py). WebSocket streams are not requests in
+flight: they live for hours."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class ForegroundMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        container = getattr(scope["app"].state, "container", None) if "app" in scope else None
+        if scope["type"] != "http" or container is None:
+            await self.app(scope, receive, send)
+            return
+        gate = container.foreground
+        gate.enter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.leave()

@@ -1,0 +1,81 @@
+"""Foreground first (worker/foreground.py): embedded workers yield their claims and commits
+to the API's requests in flight, for a bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from flowyard.bootstrap import Container
+from flowyard.worker.foreground import NO_FOREGROUND, Foreground
+from support.api import admin_client
+
+
+async def test_an_idle_foreground_does_not_wait() -> None:
+    gate = Foreground(max_yield_s=10.0)
+    async with asyncio.timeout(1.0):
+        await gate.yield_to_requests()
+    assert (gate.yielded, gate.overran) == (0, 0)
+
+
+async def test_a_worker_waits_until_the_last_request_leaves() -> None:
+    gate = Foreground(max_yield_s=10.0)
+    gate.enter()
+    gate.enter()
+    waiting = asyncio.create_task(gate.yield_to_requests())
+    await asyncio.sleep(0.01)
+    gate.leave()
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # one request is still in flight
+    gate.leave()
+    async with asyncio.timeout(1.0):
+        await waiting
+    assert (gate.in_flight, gate.yielded, gate.overran) == (0, 1, 0)
+
+
+async def test_the_wait_is_bounded_so_a_long_request_never_stops_the_workers() -> None:
+    gate = Foreground(max_yield_s=0.05)
+    gate.enter()  # e.g. a webhook that waits for its run to finish
+    async with asyncio.timeout(1.0):
+        await gate.yield_to_requests()
+        await gate.yield_to_requests()
+    assert (gate.yielded, gate.overran) == (0, 2)
+
+
+async def test_a_standalone_worker_has_nothing_to_yield_to() -> None:
+    NO_FOREGROUND.enter()
+    try:
+        async with asyncio.timeout(0.5):
+            await NO_FOREGROUND.yield_to_requests()
+    finally:
+        NO_FOREGROUND.leave()
+
+
+async def test_the_api_counts_a_request_from_its_first_byte_to_its_answer(
+    container: Container,
+) -> None:
+    """A request whose body is still arriving is in flight; the workers of the container see
+    it (and none once it was answered). WebSocket streams are never counted."""
+    assert all(w.foreground is container.foreground for w in [container.new_worker()])
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"name": '
+        await release.wait()
+        yield b'"x"}'
+
+    async with admin_client(container) as client:
+        sent = asyncio.create_task(
+            client.post(
+                "/api/v1/events/x",
+                content=slow_body(),
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        async with asyncio.timeout(5.0):
+            while container.foreground.in_flight == 0:
+                await asyncio.sleep(0.005)
+        assert container.foreground.in_flight == 1
+        release.set()
+        await sent
+    assert container.foreground.in_flight == 0
