@@ -31,6 +31,7 @@ from flowyard.security import (
 )
 from flowyard.security.keycheck import open_vault
 from flowyard.service import AdminService, FlowyardService
+from flowyard.service.changes import ChangeHub
 from flowyard.service.hooks import HookService
 from flowyard.service.quotas import QuotaService
 from flowyard.service.retention import Pruner, RetentionService, parse_setting
@@ -210,8 +211,9 @@ class Container:
         return True
 
     async def close(self) -> None:
-        """Release the node types' connections, the HTTP pool, the expression threads and
-        the database."""
+        """Release the change listener, the node types' connections, the HTTP pool, the
+        expression threads and the database."""
+        await self.service.changes.close()
         await self.registry.aclose()
         await self.http.aclose()
         self.expressions.close()
@@ -285,6 +287,12 @@ async def build(
         metrics=metrics,
         compile_concurrency=settings.expression_compile_concurrency,
         compile_wait_s=settings.expression_compile_wait_s,
+        # PostgreSQL notifies, unless behind a transaction pooler without a LISTEN URL.
+        changes=ChangeHub(
+            store,
+            cross_process=store.dialect == "postgresql"
+            and (settings.db_pooler == "none" or settings.db_listen_url is not None),
+        ),
     )
     service.history_limit = settings.draft_history
     credentials = CredentialService(store, vault, clock=clock)

@@ -68,6 +68,7 @@ def create_app(
         owned = container is None
         built = container or await build(settings, registry=registry)
         app.state.container = built
+        built.service.changes.enable()  # an API process hears other processes' changes
         if owned:
             try:
                 await first_start(built)

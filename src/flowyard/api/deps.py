@@ -22,8 +22,9 @@ async def get_container(request: Request) -> Container:
 
 
 async def get_service(request: Request) -> FlowyardService:
-    """The application service."""
+    """The application service (served by an API: it hears other processes' changes)."""
     container: Container = request.app.state.container
+    container.service.changes.enable()
     return container.service
 
 

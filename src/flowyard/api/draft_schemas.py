@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flowyard.api.schemas import ProblemItem, _examples
 from flowyard.domain.definition import NODE_ID_PATTERN
-from flowyard.domain.drafts import DraftStepRecord
+from flowyard.domain.drafts import DraftChange, DraftEvent, DraftEventType, DraftStepRecord
 from flowyard.drafts.ops import EdgeKind, EdgeMode
 from flowyard.service import DraftView
 
@@ -205,3 +205,64 @@ class DraftHistory(BaseModel):
 
 
 __all__ = ["DraftHistory", "DraftPublic", "EdgeIn", "EdgeKind", "EdgeMode", "NodeAdd"]
+
+
+class DraftEventData(BaseModel):
+    """What a draft event says (never a value of the document)."""
+
+    workflow: str = Field(description="The workflow's name.")
+    change: DraftChange
+    etag: str | None = Field(description="The draft's new ETag; null once it is closed.")
+    summary: str | None = Field(description="The step's one-line summary.")
+    undo_depth: int
+    redo_depth: int
+    version: int | None = Field(None, description="The version a publish made.")
+
+
+class DraftEventPublic(BaseModel):
+    """A draft change on the global stream (``WS /stream``): ``draft.changed`` (opened,
+    edited, undone, redone, discarded) or ``draft.published``. Live only: it has no id and
+    is not replayed by ``?after=`` (the draft's ETag says where it is)."""
+
+    model_config = _examples(
+        {
+            "type": "draft.changed",
+            "workflow_id": "wf_01J0000000000000000000000",
+            "data": {
+                "workflow": "lead-routing",
+                "change": "edited",
+                "etag": '"d5"',
+                "summary": "add node notify after new_lead",
+                "undo_depth": 4,
+                "redo_depth": 0,
+                "version": None,
+            },
+            "actor": "user:ann",
+            "created_at": _AT,
+        }
+    )
+
+    type: DraftEventType
+    workflow_id: str
+    data: DraftEventData
+    actor: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, event: DraftEvent) -> DraftEventPublic:
+        """From a service event."""
+        return cls(
+            type=event.type,
+            workflow_id=event.workflow_id,
+            data=DraftEventData(
+                workflow=event.workflow,
+                change=event.change,
+                etag=event.etag,
+                summary=event.summary,
+                undo_depth=event.undo_depth,
+                redo_depth=event.redo_depth,
+                version=event.version,
+            ),
+            actor=event.actor,
+            created_at=event.at,
+        )

@@ -14,6 +14,11 @@ completes (a ``queue.put`` that found room, a wake-up that was just set): a prod
 outlived its session, waiting on the hub forever, and held the hub and the server's shutdown
 with it.
 
+Draft events (decision 0030): the global stream also carries ``draft.changed`` and
+``draft.published`` as the process's :class:`~flowyard.service.changes.ChangeHub` hears them
+(PostgreSQL: from every process; SQLite: from this one). They are live only: no id, not in
+``run_events``, not replayed by ``?after=``; an editor that reconnects reads the draft's ETag.
+
 Backpressure: each client has a bounded queue; when it stays full for
 ``stream_slow_client_s`` the client is closed with 1013 and may resume with its cursor.
 
@@ -29,18 +34,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowyard.api.draft_schemas import DraftEventPublic
 from flowyard.api.schemas import EventPublic
 from flowyard.domain import jsonvalue
 from flowyard.domain.auth import Role
+from flowyard.domain.drafts import DraftEvent
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, WorkflowId
 from flowyard.domain.records import EventRecord, RunRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.security import AccessRevoked, AuthError, AuthService, Principal
+from flowyard.service.changes import ChangeHub
 from flowyard.store.ports import EventFeed, EventListener
 
 if TYPE_CHECKING:
@@ -230,13 +240,39 @@ async def wait_for_end(
         await hub.release()
 
 
+class StreamKind(StrEnum):
+    """Which events the global stream carries (both by default)."""
+
+    RUNS = "runs"
+    DRAFTS = "drafts"
+
+
 @dataclass(frozen=True, slots=True)
 class StreamFilter:
-    """What one client follows: one run, or runs of a workflow and/or in a status."""
+    """What one client follows: one run, or runs of a workflow and/or in a status; and, on
+    the global stream, the drafts (of that workflow) unless a run status is asked for."""
 
     run_id: RunId | None = None
     workflow_id: WorkflowId | None = None
     status: RunStatus | None = None
+    kind: StreamKind | None = None
+
+    @property
+    def runs(self) -> bool:
+        """Whether run events are followed."""
+        return self.kind in (None, StreamKind.RUNS)
+
+    @property
+    def drafts(self) -> bool:
+        """Whether draft events are followed: only on the global stream, not with a run
+        status (draft events have none)."""
+        return (
+            self.kind in (None, StreamKind.DRAFTS) and self.run_id is None and self.status is None
+        )
+
+    def accepts(self, event: DraftEvent) -> bool:
+        """Whether a draft event is for this client."""
+        return self.drafts and self.workflow_id in (None, event.workflow_id)
 
 
 class SlowClient(Exception):
@@ -258,6 +294,7 @@ class StreamSession:
         slow_client_s: float,
         guard: Guard | None = None,
         guard_interval_s: float = 30.0,
+        changes: ChangeHub | None = None,
     ) -> None:
         self.ws = ws
         self.hub = hub
@@ -266,24 +303,41 @@ class StreamSession:
         self.slow_client_s = slow_client_s
         self.guard = guard
         self.guard_interval_s = guard_interval_s
-        self.queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[EventRecord | DraftEvent | None] = asyncio.Queue(
+            maxsize=queue_size
+        )
+        self.changes = changes if filter_.drafts else None
+        self._drafts: deque[DraftEvent] = deque()
+        self._drafts_waiting = asyncio.Event()
+        self._drafts_overflowed = False
 
     async def run(self) -> None:
         """Stream until the client leaves, falls behind (1013), loses its access (1008 or
         4401), or the run ends (1000)."""
         await self.hub.acquire()
+        changes = self.changes
+        if changes is not None:
+            await changes.ready()
+            changes.subscribe(self._on_draft)
         produce = asyncio.create_task(self._produce(), name="stream-produce")
         send = asyncio.create_task(self._send(), name="stream-send")
         receive = asyncio.create_task(self._receive(), name="stream-receive")
         watch = asyncio.create_task(self._watch(), name="stream-watch")
-        tasks = (produce, send, receive, watch)
+        forward = asyncio.create_task(self._forward_drafts(), name="stream-drafts")
+        tasks = (produce, send, receive, watch, forward)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if produce.done() and produce.exception() is None and not watch.done():
                 await asyncio.wait((send, receive, watch), return_when=asyncio.FIRST_COMPLETED)
-            code = watch.result() if watch.done() else self._close_code(produce, send, receive)
+            code: int | None = (
+                watch.result()
+                if watch.done()
+                else self._close_code(forward if forward.done() else produce, send, receive)
+            )
         finally:
             try:
+                if changes is not None:
+                    changes.unsubscribe(self._on_draft)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -311,7 +365,28 @@ class StreamSession:
             return CLOSE_NORMAL
         return None  # sending failed: the connection is gone
 
-    async def _put(self, item: EventRecord | None) -> None:
+    def _on_draft(self, event: DraftEvent) -> None:
+        """From the hub, on the event loop: keep the event for :meth:`_forward_drafts` (at
+        most a queue's worth: a client that far behind is slow)."""
+        if not self.filter.accepts(event):
+            return
+        if len(self._drafts) >= self.queue.maxsize:
+            self._drafts_overflowed = True
+        else:
+            self._drafts.append(event)
+        self._drafts_waiting.set()
+
+    async def _forward_drafts(self) -> None:
+        """Draft events into the client's queue, under the same slow-client rule."""
+        while True:
+            await self._drafts_waiting.wait()
+            self._drafts_waiting.clear()
+            if self._drafts_overflowed:
+                raise SlowClient
+            while self._drafts:
+                await self._put(self._drafts.popleft())
+
+    async def _put(self, item: EventRecord | DraftEvent | None) -> None:
         try:
             async with asyncio.timeout(self.slow_client_s):
                 await self.queue.put(item)
@@ -329,6 +404,8 @@ class StreamSession:
         return await self.hub.feed.event_horizon()
 
     async def _produce(self) -> None:
+        if not self.filter.runs:
+            await asyncio.Event().wait()  # drafts only: wait to be cancelled
         limit = self.queue.maxsize
         end_at = await self._final_horizon()
         while end_at is None or self.cursor < end_at:
@@ -350,7 +427,10 @@ class StreamSession:
 
     async def _send(self) -> None:
         while (event := await self.queue.get()) is not None:
-            await self.ws.send_text(EventPublic.of(event).model_dump_json())
+            if isinstance(event, DraftEvent):
+                await self.ws.send_text(DraftEventPublic.of(event).model_dump_json())
+            else:
+                await self.ws.send_text(EventPublic.of(event).model_dump_json())
 
     async def _receive(self) -> None:
         while (await self.ws.receive())["type"] != "websocket.disconnect":

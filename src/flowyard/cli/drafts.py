@@ -256,7 +256,7 @@ def draft_discard(ref: RefArgument, if_match: IfMatchOption = None, db: DbOption
     revision = _revision(if_match)
 
     async def fn(container: Container) -> None:
-        await container.service.discard_draft(ref, revision)
+        await container.service.discard_draft(ref, revision, cli_actor())
 
     with_container(db, fn, check_keys=False)
     out.print(f"discarded the draft of {ref}", highlight=False, markup=False)

@@ -157,15 +157,16 @@ class DefinitionValidator:
             result.problems.extend(signal_problems(definition.signals, typed))
         broken = {node_id: b for node_id, b in broken.items() if node_id not in infos}
         start = definition.start if definition else raw.get("start")
+        cycles: list[set[str]] | None = None
         if infos or broken:  # without any node the graph checks would only add noise
-            self._check_graph(
+            cycles = self._check_graph(
                 infos, broken, start if isinstance(start, str) else None, result.problems
             )
         schema = definition.input_schema if definition else raw.get("input_schema")
         if isinstance(schema, dict):  # (a non-object is already a structural problem)
             self._check_input_schema(schema, result.problems)
         if definition is not None and not result.problems:
-            result.workflow = self._compile(definition, infos)
+            result.workflow = self._compile(definition, infos, cycles)
         result.problems.sort(key=lambda p: _pointer_key(p.pointer))
         return result
 
@@ -315,7 +316,9 @@ class DefinitionValidator:
         broken: dict[str, _Broken],
         start: str | None,
         problems: list[Problem],
-    ) -> None:
+    ) -> list[set[str]] | None:
+        """Check edges, reachability, cycles and regions; the cycles of the parsed nodes
+        (None when the start is missing: nothing was judged)."""
         known = infos.keys() | broken.keys()
         # ``edges``: certain edges between parsed nodes (cycles are judged on these only);
         # ``maybe``: a superset for reachability, adding every node id named anywhere in a
@@ -344,12 +347,12 @@ class DefinitionValidator:
         for node_id, node in broken.items():
             maybe[node_id] = _mentions(node.raw, known)
         if start is None:
-            return  # a structural problem at /start is already reported
+            return None  # a structural problem at /start is already reported
         if start not in known:
             problems.append(
                 Problem("/start", f"start node {start!r} does not exist", "dangling_start")
             )
-            return
+            return None
         reachable = _reachable(start, maybe)
         indexes = {node_id: info.index for node_id, info in infos.items()}
         indexes.update((node_id, node.index) for node_id, node in broken.items())
@@ -362,7 +365,8 @@ class DefinitionValidator:
                         "unreachable",
                     )
                 )
-        for component in _cycles(edges):
+        cycles = _cycles(edges)
+        for component in cycles:
             if not any(infos[n].spec.max_iterations for n in component):
                 first = min(component, key=lambda n: infos[n].index)
                 loop = " -> ".join([*sorted(component, key=lambda n: infos[n].index), first])
@@ -374,18 +378,26 @@ class DefinitionValidator:
                     )
                 )
         _check_regions(infos, start, problems)
+        return cycles
 
     @staticmethod
     def _check_input_schema(schema: dict[str, Any], problems: list[Problem]) -> None:
         problems.extend(schema_problems(schema))
 
     def _compile(
-        self, definition: WorkflowDefinition, infos: dict[str, _NodeInfo]
+        self,
+        definition: WorkflowDefinition,
+        infos: dict[str, _NodeInfo],
+        cycles: list[set[str]] | None = None,
     ) -> CompiledWorkflow:
-        edges = {
-            node_id: [t for t in _targets(info) if t in infos] for node_id, info in infos.items()
-        }
-        in_cycle = {n for component in _cycles(edges) for n in component}
+        if cycles is None:
+            edges = {
+                node_id: [t for t in _targets(info) if t in infos]
+                for node_id, info in infos.items()
+            }
+            cycles = _cycles(edges)
+        # (The graph check found the same cycles: its edges are these when nothing is wrong.)
+        in_cycle = {n for component in cycles for n in component}
         default_retry = definition.defaults.retry or DEFAULT_RETRY
         nodes: dict[str, CompiledNode] = {}
         for node_id, info in infos.items():

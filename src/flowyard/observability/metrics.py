@@ -185,6 +185,13 @@ class Metrics:
             "Steps re-queued because their worker's lease expired",
             registry=r,
         )
+        self.read_cache = Counter(
+            "flowyard_read_cache",
+            "Reads of the workflow read cache, by part (workflow: the row with its latest "
+            "version; version: an immutable version) and outcome (hit, miss)",
+            ["part", "outcome"],
+            registry=r,
+        )
         self.steps_discarded = Counter(
             "flowyard_steps_discarded",
             "Step results thrown away at commit because another worker had taken the step over "

@@ -13,8 +13,11 @@ from flowyard.engine.cache import WorkflowCache
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.observability import Metrics
+from flowyard.service.changes import ChangeHub
+from flowyard.service.readcache import ReadCache
 from flowyard.store.ports import (
     CampaignStore,
+    ChangeFeed,
     CredentialStore,
     DraftStore,
     LifecycleStore,
@@ -30,6 +33,7 @@ COMPILE_WAIT_S = 2.0
 
 
 class ServiceStore(
+    ChangeFeed,
     WorkflowStore,
     DraftStore,
     RunStore,
@@ -59,6 +63,7 @@ class ServiceBase:
         metrics: Metrics | None = None,
         compile_concurrency: int = COMPILE_CONCURRENCY,
         compile_wait_s: float = COMPILE_WAIT_S,
+        changes: ChangeHub | None = None,
     ) -> None:
         self.store = store
         self.validator = validator
@@ -69,6 +74,10 @@ class ServiceBase:
         self.metrics = metrics
         self.compile_wait_s = compile_wait_s
         self._compile_slots = asyncio.Semaphore(compile_concurrency)
+        #: Workflow and draft changes of every process (listens only where enabled).
+        self.changes = changes or ChangeHub(store, cross_process=False)
+        #: Workflows and versions as read (decision 0030).
+        self.reads = ReadCache(self.changes, metrics=metrics)
         #: Which workflow version each recently moved run is on (a hint: checked under the
         #: run's lock when it moves, so a run retried on another version is read again).
         self._run_workflows: _Recent[str, tuple[WorkflowId, int]] = _Recent(10_000)

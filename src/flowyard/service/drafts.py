@@ -16,7 +16,13 @@ from typing import Any, Literal
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.definition import WORKFLOW_NAME_PATTERN
-from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep
+from flowyard.domain.drafts import (
+    DraftChange,
+    DraftEvent,
+    DraftRecord,
+    DraftStepRecord,
+    NewDraftStep,
+)
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.drafts import ops
@@ -49,6 +55,31 @@ class DraftUseCases(WorkflowUseCases):
 
     async def _workflow(self, ref: str) -> WorkflowRecord:
         return await self.store.get_workflow(ref)
+
+    async def _announce(
+        self,
+        workflow: WorkflowRecord,
+        change: DraftChange,
+        draft: DraftRecord | None,
+        summary: str | None,
+        actor: str | None,
+        *,
+        version: int | None = None,
+    ) -> None:
+        """Tell every process's streams about a committed change (decision 0030)."""
+        event = DraftEvent(
+            workflow_id=workflow.id,
+            workflow=workflow.name,
+            change=change,
+            etag=None if draft is None else draft.etag,
+            summary=summary,
+            actor=actor,
+            undo_depth=0 if draft is None else draft.undo_depth,
+            redo_depth=0 if draft is None else draft.redo_depth,
+            at=self.clock(),
+            version=version,
+        )
+        await self.changes.announce(event)
 
     async def _view(
         self, workflow: WorkflowRecord, draft: DraftRecord, summary: str | None = None
@@ -89,6 +120,8 @@ class DraftUseCases(WorkflowUseCases):
         record, draft = await self.store.create_draft_workflow(
             name, body.get("description"), document, actor, audit=audit
         )
+        self.reads.forget(record.id)
+        await self._announce(record, DraftChange.OPENED, draft, "new workflow", actor)
         return await self._view(record, draft)
 
     async def open_draft(
@@ -103,6 +136,8 @@ class DraftUseCases(WorkflowUseCases):
         version = await self.store.get_version(workflow.id, from_version)
         document = new_document(copy.deepcopy(version.definition), version.layout)
         draft = await self.store.open_draft(workflow.id, document, version.version, actor)
+        summary = f"opened from version {version.version}"
+        await self._announce(workflow, DraftChange.OPENED, draft, summary, actor)
         return await self._view(workflow, draft)
 
     async def get_draft(self, ref: str) -> DraftView:
@@ -142,6 +177,7 @@ class DraftUseCases(WorkflowUseCases):
             actor,
             max_steps=self.history_limit,
         )
+        await self._announce(workflow, DraftChange.EDITED, saved, step.summary, actor)
         return await self._view(workflow, saved, step.summary)
 
     async def move_draft(
@@ -163,6 +199,8 @@ class DraftUseCases(WorkflowUseCases):
         saved = await self.store.record_draft_move(
             workflow.id, draft.revision, document, step.seq, which == "undo", actor
         )
+        change = DraftChange.UNDONE if which == "undo" else DraftChange.REDONE
+        await self._announce(workflow, change, saved, f"{which}: {step.summary}", actor)
         return await self._view(workflow, saved, f"{which}: {step.summary}")
 
     async def draft_history(
@@ -173,10 +211,13 @@ class DraftUseCases(WorkflowUseCases):
         draft = await self.store.get_draft(workflow.id)
         return draft, await self.store.list_draft_steps(workflow.id, limit=limit)
 
-    async def discard_draft(self, ref: str, expected_revision: int | None) -> None:
+    async def discard_draft(
+        self, ref: str, expected_revision: int | None, actor: str | None = None
+    ) -> None:
         """Delete the draft and its history."""
         workflow = await self._workflow(ref)
         await self.store.discard_draft(workflow.id, expected_revision=expected_revision)
+        await self._announce(workflow, DraftChange.DISCARDED, None, "discarded", actor)
 
     async def publish_draft(
         self,
@@ -196,14 +237,22 @@ class DraftUseCases(WorkflowUseCases):
                 f"the draft has {count} problem{'s' if count != 1 else ''}: fix them, then publish",
                 detail={"errors": [p.as_dict() for p in problems]},
             )
-        return await self.store.publish_draft(
-            workflow.id,
-            draft.revision,
-            draft.document["definition"],
-            draft.document["layout"],
-            actor,
-            audit=audit,
+        try:
+            record, version = await self.store.publish_draft(
+                workflow.id,
+                draft.revision,
+                draft.document["definition"],
+                draft.document["layout"],
+                actor,
+                audit=audit,
+            )
+        finally:
+            self.reads.forget(workflow.id)
+        summary = f"published as version {version.version}"
+        await self._announce(
+            record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
         )
+        return record, version
 
 
 def stale(current: int, sent: int) -> PreconditionFailed:

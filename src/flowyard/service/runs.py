@@ -117,7 +117,7 @@ class RunUseCases(ServiceBase):
     ) -> tuple[WorkflowRecord, int, CompiledWorkflow]:
         """The workflow (not archived, a version published), the version to run and its
         compiled form."""
-        record = await self.store.get_workflow(ref)
+        record = await self.reads.workflow(ref, self.store.get_workflow)
         if record.archived:
             raise Conflict(f"workflow {record.name!r} is archived; save a new version to use it")
         if record.latest_version == 0:
@@ -125,8 +125,11 @@ class RunUseCases(ServiceBase):
                 f"workflow {record.name!r} has no published version yet: publish its draft "
                 "(POST .../draft/publish) to run it"
             )
-        stored = await self.store.get_version(record.id, version)
-        return record, stored.version, await self.cache.get(record.id, stored.version)
+        # The compiled cache holds the definition: no need to read (and parse) it again.
+        number = record.latest_version if version is None else version
+        if number < 1:
+            raise NotFound(f"workflow {record.name!r} has no version {number}")
+        return record, number, await self.cache.get(record.id, number)
 
     async def _correlated(
         self, wf: CompiledWorkflow, new: NewRun, correlation_key: str | None

@@ -31,8 +31,8 @@ class WorkflowReads(ServiceBase):
     """Reading workflows and their versions."""
 
     async def get_workflow(self, ref: str) -> WorkflowRecord:
-        """A workflow by id or name (NotFound)."""
-        return await self.store.get_workflow(ref)
+        """A workflow by id or name (NotFound), through the read cache (decision 0030)."""
+        return await self.reads.workflow(ref, self.store.get_workflow)
 
     async def list_workflows(
         self, *, limit: int = 50, after: str | None = None, include_archived: bool = False
@@ -47,9 +47,11 @@ class WorkflowReads(ServiceBase):
     ) -> VersionRecord:
         """One version of a workflow (the latest when None); NotFound for a number below 1
         or above the latest."""
-        if version is not None and version < 1:
+        if version is None:
+            return await self.store.get_version(workflow_id, version)
+        if version < 1:
             raise NotFound(f"workflow {workflow_id!r} has no version {version}")
-        return await self.store.get_version(workflow_id, version)
+        return await self.reads.version(workflow_id, version, self.store.get_version)
 
     async def list_versions(
         self, workflow_id: WorkflowId, *, limit: int | None = None, before: int | None = None
@@ -66,8 +68,8 @@ class WorkflowReads(ServiceBase):
         for number in (version, other):
             if number < 1:
                 raise NotFound(f"workflow {ref!r} has no version {number}")
-        old = await self.store.get_version(record.id, version)
-        new = await self.store.get_version(record.id, other)
+        old = await self.get_version(record.id, version)
+        new = await self.get_version(record.id, other)
         return record, diff_definitions(old.definition, new.definition)
 
 
@@ -129,9 +131,11 @@ class WorkflowUseCases(WorkflowReads):
             await self.check_credentials(wf)
         definition = _as_json(raw)
         await self._refuse_archived_name(wf.definition.name)
-        return await self.store.create_workflow(
+        record, version = await self.store.create_workflow(
             wf.definition.name, wf.definition.description, definition, actor, audit=audit
         )
+        self.reads.forget(record.id)
+        return record, version
 
     async def _refuse_archived_name(self, name: str) -> None:
         try:
@@ -174,6 +178,7 @@ class WorkflowUseCases(WorkflowReads):
             expected_archived=expected_archived,
             audit=audit,
         )
+        self.reads.forget(record.id)
         return await self.store.get_workflow(record.id), version, created
 
     async def archive_workflow(
@@ -187,12 +192,15 @@ class WorkflowUseCases(WorkflowReads):
         """Archive a workflow: hidden from lists, refuses new runs, un-archived by its next
         version; with expectations (an ``If-Match``), only in that state
         (PreconditionFailed)."""
-        return await self.store.archive_workflow(
-            workflow_id,
-            expected_latest=expected_latest,
-            expected_archived=expected_archived,
-            audit=audit,
-        )
+        try:
+            return await self.store.archive_workflow(
+                workflow_id,
+                expected_latest=expected_latest,
+                expected_archived=expected_archived,
+                audit=audit,
+            )
+        finally:
+            self.reads.forget(workflow_id)
 
     async def save_workflow(
         self, raw: Any, actor: str | None = None, *, audit: AuditEntry | None = None

@@ -108,6 +108,12 @@ class SqlBase(ABC):
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
+    async def _workflow_changed(  # noqa: B027 - SQLite has nothing to do: not abstract
+        self, conn: AsyncConnection, workflow_id: str
+    ) -> None:
+        """Inside a transaction that changes a workflow's row: tell the other processes once
+        it commits (their read caches, decision 0030). SQLite cannot; PostgreSQL NOTIFYs."""
+
     @abstractmethod
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         """Take a database-wide lock before migrating, so workers starting together on a fresh

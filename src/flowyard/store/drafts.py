@@ -61,6 +61,7 @@ class DraftOps(SqlBase):
                 raise Conflict(f"a workflow named {name!r} already exists")
             note_target(audit, "workflow", workflow_id)
             await insert_workflow(conn, workflow_id, name, description, 0, now)
+            await self._workflow_changed(conn, workflow_id)
             draft = await self._insert_draft(conn, workflow_id, document, None, actor)
             wf = WorkflowRecord(workflow_id, name, 0, now, now, False, description)
             return wf, draft
@@ -369,6 +370,7 @@ class DraftOps(SqlBase):
                 )
             ).one()
             await self._delete_draft(conn, workflow_id)
+            await self._workflow_changed(conn, workflow_id)
             record = VersionRecord(
                 workflow_id, version, definition, checksum, now, actor, layout=layout
             )

@@ -37,6 +37,7 @@ _EVENT_WRITERS = (
 )
 _WRITERS_AT_HORIZON = sa.text(_EVENT_WRITERS)
 _STILL_OPEN = sa.text(_EVENT_WRITERS + " AND virtualtransaction = ANY(:open)")
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
 
 
 #: asyncpg behind PgBouncer in transaction mode: no statement cache in asyncpg or in
@@ -172,6 +173,34 @@ class PostgresStore(SqlStore):
         if self.listen_url is None:
             return None
         return await notify.listen_for_events(self.listen_url, wake)
+
+    async def _workflow_changed(self, conn: AsyncConnection, workflow_id: str) -> None:
+        # NOTIFY is transactional: sent at commit, dropped on rollback.
+        await conn.execute(_NOTIFY, {"channel": notify.WORKFLOWS_CHANNEL, "payload": workflow_id})
+
+    async def listen_for_changes(
+        self, on_workflow: Callable[[str], None], on_draft: Callable[[str], None]
+    ) -> EventListener | None:
+        """``LISTEN`` on the workflows and drafts channels, on a connection of its own (the
+        direct ``listen_url`` behind a transaction pooler; None without one)."""
+        if self.listen_url is None:
+            return None
+        handlers = {notify.WORKFLOWS_CHANNEL: on_workflow, notify.DRAFTS_CHANNEL: on_draft}
+        return await notify.listen(self.listen_url, handlers, what="workflow and draft changes")
+
+    async def announce_draft(self, payload: str) -> bool:
+        """``NOTIFY flowyard_drafts`` (its own short transaction); False, deliver in-process,
+        when nobody can LISTEN (behind a transaction pooler without ``listen_url``)."""
+        if self.listen_url is None:
+            return False
+        if len(payload.encode()) > notify.MAX_PAYLOAD_BYTES:
+            raise ValueError("a draft change's notification must stay under 8,000 bytes")
+
+        async def fn(conn: AsyncConnection) -> None:
+            await conn.execute(_NOTIFY, {"channel": notify.DRAFTS_CHANNEL, "payload": payload})
+
+        await self._tx(fn)
+        return True
 
     #: How long :meth:`event_horizon` waits for open event-writing transactions.
     horizon_wait_s = 2.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flowyard.store.auth import AuthOps
 from flowyard.store.campaigns import CampaignOps
+from flowyard.store.changes import ChangeOps
 from flowyard.store.credentials import CredentialOps
 from flowyard.store.drafts import DraftOps
 from flowyard.store.hooks import HookOps
@@ -22,6 +23,7 @@ from flowyard.store.workflows import WorkflowOps
 
 
 class SqlStore(
+    ChangeOps,
     WorkflowOps,
     DraftOps,
     ScheduleOps,
@@ -41,4 +43,4 @@ class SqlStore(
     """Every port of :class:`~flowyard.store.ports.Store`: workflows, runs and events, the
     queue, run lifecycle, signals and moves, users and sessions, logins, credentials,
     provider quotas, webhook triggers, drafts, campaigns, event triggers, schedules,
-    retention."""
+    retention, and the notifications between processes."""

@@ -72,6 +72,7 @@ class WorkflowOps(SqlBase):
                 raise Conflict(f"a workflow named {name!r} already exists")
             note_target(audit, "workflow", workflow_id)
             await insert_workflow(conn, workflow_id, name, description, 1, now)
+            await self._workflow_changed(conn, workflow_id)
             await conn.execute(
                 workflow_versions.insert().values(
                     workflow_id=workflow_id,
@@ -139,6 +140,7 @@ class WorkflowOps(SqlBase):
                     description=definition.get("description"),
                 )
             )
+            await self._workflow_changed(conn, workflow_id)
             return VersionRecord(workflow_id, version, definition, checksum, now, actor), True
 
         try:
@@ -200,6 +202,7 @@ class WorkflowOps(SqlBase):
                 row = (await conn.execute(query)).first()
             if row is None:
                 raise NotFound(f"workflow {workflow_id!r} not found")
+            await self._workflow_changed(conn, workflow_id)
             return workflow_record(row)
 
         return await self._tx(fn, audit=audit)

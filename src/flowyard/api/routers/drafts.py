@@ -103,10 +103,10 @@ async def get_draft(service: ServiceDep, workflow_ref: str, response: Response) 
     responses=documented(404, 412, 428),
 )
 async def discard_draft(
-    service: ServiceDep, workflow_ref: str, if_match: IfMatch = None
+    service: ServiceDep, actor: ActorDep, workflow_ref: str, if_match: IfMatch = None
 ) -> Response:
     """Discard the draft and its history; the published versions are untouched."""
-    await service.discard_draft(workflow_ref, revision_of(if_match))
+    await service.discard_draft(workflow_ref, revision_of(if_match), actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

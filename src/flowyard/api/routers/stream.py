@@ -81,6 +81,7 @@ async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> Non
             await ws.close(stream.CLOSE_UNKNOWN_RUN, "run not found")
             return
     settings = container.settings
+    container.service.changes.enable()
     session = stream.StreamSession(
         ws,
         stream.hub_of(ws.app, container),
@@ -90,6 +91,7 @@ async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> Non
         slow_client_s=settings.stream_slow_client_s,
         guard=guard,
         guard_interval_s=settings.stream_reauth_interval_s,
+        changes=container.service.changes,
     )
     await session.run()
 
@@ -107,10 +109,13 @@ async def all_stream(
     after: AfterQuery = 0,
     workflow_id: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[RunStatus | None, Query()] = None,
+    kind: Annotated[stream.StreamKind | None, Query()] = None,
 ) -> None:
     """Events of every run (of ``workflow_id``; of runs currently in ``status``), in id
-    order after ``after``. Never ends by itself."""
+    order after ``after``, and the drafts' changes (of ``workflow_id``; none with
+    ``status``) as they happen; ``kind`` keeps only ``runs`` or ``drafts``. Never ends by
+    itself."""
     filter_ = stream.StreamFilter(
-        workflow_id=WorkflowId(workflow_id) if workflow_id else None, status=status
+        workflow_id=WorkflowId(workflow_id) if workflow_id else None, status=status, kind=kind
     )
     await _serve(ws, filter_, after)

@@ -16,6 +16,7 @@ from flowyard.store.ports.admin import AdminStore
 from flowyard.store.ports.audit import AuditStore
 from flowyard.store.ports.auth import AuthStore, LoginStore
 from flowyard.store.ports.campaigns import CampaignStore
+from flowyard.store.ports.changes import ChangeFeed
 from flowyard.store.ports.credentials import CredentialStore
 from flowyard.store.ports.drafts import DraftStore
 from flowyard.store.ports.events import EventFeed, EventListener
@@ -36,6 +37,7 @@ class Store(
     DraftStore,
     RunStore,
     EventFeed,
+    ChangeFeed,
     QueueStore,
     LifecycleStore,
     AuthStore,
@@ -57,6 +59,7 @@ __all__ = [
     "AuditStore",
     "AuthStore",
     "CampaignStore",
+    "ChangeFeed",
     "CompletionResult",
     "CredentialStore",
     "DraftStore",
