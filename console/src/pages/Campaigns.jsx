@@ -1,0 +1,3 @@
+export default function Campaigns() {
+  return <p className="muted">Coming soon.</p>;
+}

@@ -1,0 +1,3 @@
+export default function Editor() {
+  return <p className="muted">Coming soon.</p>;
+}

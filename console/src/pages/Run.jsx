@@ -1,0 +1,3 @@
+export default function Run() {
+  return <p className="muted">Coming soon.</p>;
+}
