@@ -85,6 +85,7 @@ export default function Graph({ definition, positions, status, problems, selecte
         edges={edges}
         nodeTypes={nodeTypes}
         fitView
+        fitViewOptions={{ maxZoom: 1, padding: 0.15 }}
         minZoom={0.05}
         onlyRenderVisibleElements={large}
         nodesConnectable={!!onConnect}
