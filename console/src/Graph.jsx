@@ -59,6 +59,9 @@ export default function Graph({ definition, positions, status, problems, selecte
         id: n.id,
         type: "box",
         position: placed[n.id],
+        // Known sizes: React Flow can tell which nodes are visible before measuring them.
+        initialWidth: 190,
+        initialHeight: 58,
         draggable: !!onMove,
         data: { ...n, status: status?.[n.id], problems: problems?.[n.id], selected: n.id === selected },
       })),

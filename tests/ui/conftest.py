@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from support.auth import PASSWORD
-from support.console import CHROMIUM, EDITOR, OPERATOR, VIEWER, Console
+from support.console import CHROMIUM, EDITOR, EXPECT_MS, OPERATOR, VIEWER, Console
 from support.samples import EXAMPLES
 from support.serve import ServeProcess, serve_process
 
@@ -67,6 +67,7 @@ def admin_api(console_server: ServeProcess) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the session."""
+    expect.set_options(timeout=EXPECT_MS)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
