@@ -13,6 +13,8 @@ import Editor from "./pages/Editor.jsx";
 import Campaigns from "./pages/Campaigns.jsx";
 import Admin from "./pages/Admin.jsx";
 
+// The server answers index.html only under these sections (SECTIONS in
+// src/flowyard/console/serve.py): a new section is added in both places.
 const ROUTES = [
   [/^\/$/, () => <Workflows />],
   [/^\/workflows\/?$/, () => <Workflows />],

@@ -1,6 +1,6 @@
-"""The console's files at ``/``: deep links answer index.html, bundles are cached for good,
-index.html is revalidated, a strict CSP allows only this origin, and the API's own answers
-(404 problem+json, 405) are unchanged by the fallback."""
+"""The console's files at ``/``: its pages' deep links answer index.html, bundles are cached
+for good, index.html is revalidated, a strict CSP allows only this origin, and every other
+path keeps the server's own answer (404 problem+json, 405)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,10 @@ async def test_api_paths_keep_their_own_answers(client: httpx.AsyncClient) -> No
     wrong_method = await client.delete("/api/v1/workflows")
     assert wrong_method.status_code == 405
     assert (await client.get("/api")).status_code == 404
+    for outside in ("/nope", "/node-types", "/workflowsx", "/login"):
+        response = await client.get(outside)
+        assert response.status_code == 404, outside
+        assert response.headers["content-type"] == "application/problem+json"
     assert (await client.get("/openapi.json")).status_code == 200
     assert (await client.get("/docs")).headers["content-type"].startswith("text/html")
     assert (await client.post("/workflows")).status_code == 405  # a console path: GET only

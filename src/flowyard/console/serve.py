@@ -9,8 +9,8 @@ app routes in the browser), ``/assets/<name>`` the hashed bundles.
   nothing from a CDN. The files are public like ``/docs``: the data comes from the API,
   which checks every request's token and role.
 - An unknown asset is a 404, never ``index.html``: a stale bundle name must fail loudly, not
-  run HTML as a script. Paths of the API and the operations endpoints are never deep links:
-  an unknown one keeps its problem+json 404.
+  run HTML as a script. Only the console's own sections are deep links: the API's paths and
+  the operations endpoints, and any unknown path, keep their own answers (problem+json 404).
 
 The module needs only Starlette: the console knows the API through HTTP, like any client.
 """
@@ -30,10 +30,10 @@ from starlette.types import Scope
 
 #: Where ``make ui`` writes the build (committed: ``flowyard serve`` needs no Node).
 STATIC_DIR = Path(__file__).parent / "static"
-#: Path prefixes that belong to the server, not to the console's routes.
-RESERVED_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz", "/metrics")
-#: Where the bundles are: a path under it that names no bundle is a 404, not a deep link.
-ASSETS_PREFIX = "/assets/"
+#: The first path segments of the console's pages (console/src/main.jsx routes them): a
+#: path under one of them answers index.html; any other path is the server's (the API, docs,
+#: probes, metrics) and keeps its own answer, an unknown one its problem+json 404.
+SECTIONS = frozenset({"workflows", "runs", "campaigns", "admin"})
 #: The policy of every console response.
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -90,14 +90,9 @@ class _Index:
         return HTMLResponse(self.body, headers=headers)
 
 
-def is_reserved(path: str) -> bool:
-    """A path that is no deep link: the server answers it itself (the API, docs, probes,
-    metrics), or it names a bundle."""
-    return (
-        path == "/api"
-        or path.startswith(ASSETS_PREFIX)
-        or any(path.startswith(prefix) for prefix in RESERVED_PREFIXES)
-    )
+def is_deep_link(path: str) -> bool:
+    """A path of one of the console's pages: ``/`` or under one of :data:`SECTIONS`."""
+    return path == "/" or path.split("/", 2)[1] in SECTIONS
 
 
 def install(app: Starlette, static: Path = STATIC_DIR) -> None:
@@ -132,18 +127,16 @@ def install(app: Starlette, static: Path = STATIC_DIR) -> None:
 
     app.add_route("/assets/{name}", asset, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_route("/favicon.svg", favicon, methods=["GET", "HEAD"], include_in_schema=False)
-    app.add_route("/", page, methods=["GET", "HEAD"], include_in_schema=False)
     app.router.routes.append(
         _DeepLink("/{path:path}", page, methods=["GET", "HEAD"], include_in_schema=False)
     )
 
 
 class _DeepLink(Route):
-    """Any path but the server's own and the bundles': an unknown API path keeps its 404 (or
-    405) answer."""
+    """The console's pages only: any other path is left to the server's routes and 404."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        """No match at all for a reserved path, so the API's routes and 404 decide."""
-        if scope["type"] == "http" and is_reserved(str(scope["path"])):
+        """No match at all outside the console's sections."""
+        if scope["type"] == "http" and not is_deep_link(str(scope["path"])):
             return Match.NONE, {}
         return super().matches(scope)
