@@ -178,6 +178,8 @@ export function follow(path, onEvent) {
   return () => {
     stopped = true;
     clearTimeout(timer);
-    if (socket) socket.close(1000);
+    // Closing a socket still connecting makes the browser log an error: close once open.
+    if (socket?.readyState === WebSocket.CONNECTING) socket.onopen = () => socket.close(1000);
+    else if (socket) socket.close(1000);
   };
 }
