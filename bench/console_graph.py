@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 import httpx
-from flow import big_workflow
 from playwright.sync_api import sync_playwright
+
+from flow import big_workflow
 
 PASSWORD = "correct horse battery staple"
 CHROMIUM = os.environ.get("FLOWYARD_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -36,7 +37,8 @@ TARGET_S = 2.0
 #: layout took (the console's ``flowyard:layout`` measure), in ms.
 RESOURCES = """[
   ...performance.getEntriesByType('resource').map(
-    e => `${e.name.split('/').slice(3).join('/')} ${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
+    e => `${e.name.split('/').slice(3).join('/')} `
+      + `${Math.round(e.startTime)}-${Math.round(e.responseEnd)}`),
   ...performance.getEntriesByType('measure').map(
     e => `${e.name} ${Math.round(e.startTime)}+${Math.round(e.duration)}`),
 ].join('\\n')"""
