@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,15 +67,54 @@ def admin_api(console_server: ServeProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session."""
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One headless Chromium for the session (its DevTools URL). Started here, not by
+    Playwright: a Playwright session keeps an event loop running on the thread while it is
+    open, which would break every asyncio test the same xdist worker runs afterwards."""
+    profile = tmp_path_factory.mktemp("chromium")
+    args = [
+        CHROMIUM,
+        "--headless=new",
+        "--no-sandbox",  # root in CI containers; Playwright's launch passes it too
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "about:blank",
+    ]
+    with (profile / "chromium.log").open("wb") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError((profile / "chromium.log").read_text(errors="replace"))
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port_file.read_text().splitlines()[0]}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Browser]:
+    """The session's Chromium, driven by Playwright for one module: the Playwright session
+    (and the event loop it keeps running) ends before another module's tests run."""
     expect.set_options(timeout=EXPECT_MS)
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        connected = playwright.chromium.connect_over_cdp(chromium)
         try:
-            yield chromium
+            yield connected
         finally:
-            chromium.close()
+            connected.close()
 
 
 @pytest.fixture
