@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Parallel test processes: most tests wait on I/O (databases, subprocesses, polling).
 PYTEST_WORKERS ?= 4
 
-.PHONY: run test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs demo
+.PHONY: run ui test test-fast lint typecheck format chaos fuzz bench bench-flow clean venv schema docs demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "flowyard needs Python 3.11+"'
@@ -22,6 +22,11 @@ venv: $(STAMP)
 # which the default egress policy refuses; the provider samples need credentials (`make demo`).
 run: $(STAMP)
 	FLOWYARD_EGRESS_ALLOW=$${FLOWYARD_EGRESS_ALLOW:-127.0.0.1:9900} $(BIN)/flowyard serve --load-samples
+
+# The web console (console/, decision 0033): built with Node into src/flowyard/console/static,
+# which is committed, so `make run` needs no Node. Run after changing console/src.
+ui:
+	cd console && npm ci --no-audit --no-fund && npm run build
 
 # The three provider samples end to end: local fakes (Salesforce, SMTP, Graph), a server on a
 # temporary database, a few leads, a campaign and Instagram comments (examples/demo.py).
@@ -48,9 +53,9 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Under a minute, while editing: the pure engine, expressions and domain, and the store
-# contract on SQLite (no PostgreSQL, no subprocesses). `make test` is the whole suite.
+# contract on SQLite (no PostgreSQL, no subprocesses, no browser). `make test` is the whole suite.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not postgres and not slow" tests/unit tests/contract $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not postgres and not slow and not ui" tests/unit tests/contract $(PYTEST_ARGS)
 
 # Docs that quote the code (the claim statement, its predicate, the step key) are
 # regenerated from it; tests/unit/test_docblocks.py fails when they are stale.

@@ -156,3 +156,20 @@ async def test_events_of_a_worker_in_another_process_reach_clients(
     assert first.events + rest.events == expected
     assert rest.close_code == 1000
     assert everything.events == expected
+
+
+async def test_tail_starts_at_the_newest_event(db_url: str) -> None:
+    """``tail``: a page that has just read the runs gets only what happens next, not the
+    history of every run (which ``after=0`` would replay)."""
+    async with live_app(app_settings(db_url, workers=0)) as live:
+        workflow, _ = await start(live, chain("tail", steps=1), runs=0)
+        _, before = await start_runs(live, workflow, 2)
+        async with open_ws(live.ws(f"/stream?tail=true&workflow_id={workflow}")) as ws:
+            await asyncio.sleep(0.2)  # subscribed before the next event exists
+            _, after = await start_runs(live, workflow, 1)
+            got = await collect(ws, count=1)
+            with pytest.raises(TimeoutError):
+                await collect(ws, count=1, timeout_s=0.5)
+
+        assert [e["run_id"] for e in got.events] == after
+        assert not set(before) & {e["run_id"] for e in got.events}

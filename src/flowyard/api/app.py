@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, FastAPI
 
+from flowyard import console
 from flowyard.api import cors, docs, openapi, problems
 from flowyard.api.foreground import ForegroundMiddleware
 from flowyard.api.headers import SecurityHeadersMiddleware
@@ -155,6 +156,8 @@ def create_app(
     app.include_router(campaigns.router, prefix=API_PREFIX)
     app.include_router(event_triggers.router, prefix=API_PREFIX)
     app.include_router(schedules.router, prefix=API_PREFIX)
+    # Last: its deep-link fallback answers any GET path that no route above took.
+    console.install(app)
     return app
 
 

@@ -23,6 +23,10 @@ from flowyard.domain.statuses import RunStatus
 
 router = APIRouter(tags=["runs"], route_class=StrictJSONRoute)
 
+#: ``tail``: how often (and how long apart) the event horizon is asked for before giving up.
+TAIL_TRIES = 20
+TAIL_PAUSE_S = 0.05
+
 AfterQuery = Annotated[int, Query(ge=0, le=MAX_ID, description="Resume after this event id")]
 
 
@@ -69,11 +73,30 @@ async def _accept(ws: WebSocket, container: Container) -> stream.Guard | None:
     return guard
 
 
-async def _serve(ws: WebSocket, filter_: stream.StreamFilter, after: int) -> None:
+async def _horizon_now(container: Container) -> int | None:
+    """The current event horizon, waiting out a short event-writing transaction (None when
+    it stays unknown: the client is told to come back)."""
+    for _ in range(TAIL_TRIES):
+        horizon = await container.events.event_horizon()
+        if horizon is not None:
+            return horizon
+        await asyncio.sleep(TAIL_PAUSE_S)
+    return None
+
+
+async def _serve(
+    ws: WebSocket, filter_: stream.StreamFilter, after: int, *, tail: bool = False
+) -> None:
     container: Container = ws.app.state.container
     guard = await _accept(ws, container)
     if guard is None:
         return
+    if tail:
+        horizon = await _horizon_now(container)
+        if horizon is None:
+            await ws.close(stream.CLOSE_TRY_AGAIN_LATER, "event horizon unknown, try again")
+            return
+        after = max(after, horizon)
     if filter_.run_id is not None:
         try:
             await container.service.get_run_record(filter_.run_id)
@@ -110,12 +133,18 @@ async def all_stream(
     workflow_id: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[RunStatus | None, Query()] = None,
     kind: Annotated[stream.StreamKind | None, Query()] = None,
+    tail: Annotated[
+        bool,
+        Query(description="Start at the newest committed event: only what happens from now"),
+    ] = False,
 ) -> None:
     """Events of every run (of ``workflow_id``; of runs currently in ``status``), in id
-    order after ``after``, and the drafts' changes (of ``workflow_id``; none with
-    ``status``) as they happen; ``kind`` keeps only ``runs`` or ``drafts``. Never ends by
+    order after ``after`` (with ``tail``: after the newest event committed when the stream
+    opens, so a page that has just read the runs sees only their changes), and the drafts'
+    changes (of ``workflow_id``; none with ``status``) as they happen; ``kind`` keeps only
+    ``runs`` or ``drafts``. Never ends by
     itself."""
     filter_ = stream.StreamFilter(
         workflow_id=WorkflowId(workflow_id) if workflow_id else None, status=status, kind=kind
     )
-    await _serve(ws, filter_, after)
+    await _serve(ws, filter_, after, tail=tail)

@@ -1,0 +1,67 @@
+"""Slice 5: campaigns (progress, pause/resume/cancel) and the admin pages."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from support.auth import PASSWORD
+from support.console import OPERATOR, Console, shot
+
+HELD = {
+    "name": "ui-campaign",
+    "start": "begin",
+    "nodes": [
+        {"id": "begin", "type": "trigger", "next": "wait"},
+        {"id": "wait", "type": "wait_for_signal", "config": {"signal": "go"}, "next": "done"},
+        {"id": "done", "type": "end"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def campaign(admin_api: httpx.Client) -> str:
+    assert admin_api.post("/workflows", json=HELD).status_code == 201
+    body = {"workflow": HELD["name"], "name": "ui-outreach", "items": [{"i": i} for i in range(4)]}
+    answer = admin_api.post("/campaigns", json=body)
+    assert answer.status_code in (200, 201, 202), answer.text
+    return str(answer.json()["id"])
+
+
+def test_campaign_progress_and_its_buttons(console: Console, campaign: str) -> None:
+    page = console.login(console.page(), OPERATOR[0])
+    page.goto(f"{console.url}/campaigns")
+    row = page.locator(f'tr[data-campaign="{campaign}"]')
+    expect(row).to_contain_text("ui-outreach")
+    expect(row).to_contain_text("0 / 4 ended")
+    expect(row.locator(".progress .p-waiting")).to_be_visible()
+    shot(page, "campaigns")
+    row.locator("[data-action=pause]").click()
+    expect(row.locator("td").nth(1)).to_have_text("paused")
+    row.locator("[data-action=resume]").click()
+    expect(row.locator("td").nth(1)).not_to_have_text("paused")
+    row.locator("[data-action=cancel]").click()
+    expect(row).to_contain_text("4 / 4 ended")
+    expect(row.locator("[data-action]")).to_have_count(0)
+    row.get_by_role("link", name="runs").click()
+    expect(page.locator("[data-testid=runs] tr[data-run]")).to_have_count(4)
+
+
+def test_admin_creates_a_user_and_an_api_key(console: Console) -> None:
+    page = console.login(console.page())
+    page.get_by_role("link", name="Admin").click()
+    users = page.get_by_test_id("users")
+    users.get_by_label("New username").fill("nina")
+    users.get_by_label("New password").fill(PASSWORD)
+    users.get_by_label("New role").select_option("operator")
+    users.get_by_role("button", name="Add user").click()
+    expect(users).to_contain_text("nina")
+    keys = page.get_by_test_id("api-keys")
+    keys.get_by_label("Key name").fill("ci")
+    keys.get_by_role("button", name="Create key").click()
+    key = page.get_by_test_id("new-key").inner_text()
+    assert key.startswith("fy_")
+    assert httpx.get(console.url + "/api/v1/workflows", headers={"X-API-Key": key}).is_success
+    expect(page.get_by_test_id("audit")).to_contain_text("user.create")
+    shot(page, "admin")

@@ -1,0 +1,85 @@
+"""Slice 4: editing on the draft API: add a node (a form from its type's JSON Schema), see
+its problem on it, undo, redo (buttons and keys), configure, publish, see the new version."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from support.console import VIEWER, Console, shot
+
+EDITED = {
+    "name": "ui-edit",
+    "start": "begin",
+    "nodes": [
+        {"id": "begin", "type": "trigger", "next": "done"},
+        {"id": "done", "type": "end"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def edited(admin_api: httpx.Client) -> str:
+    answer = admin_api.post("/workflows", json=EDITED)
+    assert answer.status_code == 201, answer.text
+    return EDITED["name"]
+
+
+def test_add_undo_redo_configure_publish(console: Console, edited: str) -> None:
+    page = console.login(console.page())
+    page.goto(f"{console.url}/workflows/{edited}")
+    page.locator("[data-action=edit]").click()
+    nodes = page.locator(".graph [data-node-id]")
+    expect(nodes).to_have_count(2)
+    state = page.get_by_test_id("draft-state")
+
+    page.locator('.graph [data-node-id="begin"]').click()
+    form = page.get_by_test_id("add-node")
+    expect(form).to_contain_text("after begin")
+    form.get_by_label("Type").select_option("log")
+    form.get_by_label("Id").fill("audit")
+    expect(form.locator("[name=message]")).to_be_visible()  # from the log type's schema
+    form.locator("[data-action=add-node]").click()
+    expect(nodes).to_have_count(3)
+    # The log node needs a message: the problem is shown on the node itself.
+    expect(page.locator('[data-problem-for="audit"]')).to_contain_text("message")
+    expect(page.locator("[data-action=publish]")).to_be_disabled()
+
+    page.locator("[data-action=undo]").click()
+    expect(nodes).to_have_count(2)
+    page.locator("[data-action=redo]").click()
+    expect(nodes).to_have_count(3)
+    page.locator(".react-flow__pane").click()  # focus off the form: keys go to the canvas
+    page.keyboard.press("Control+z")
+    expect(nodes).to_have_count(2)
+    expect(state).to_have_attribute("data-redo", "1")
+    page.keyboard.press("Control+Shift+z")
+    expect(nodes).to_have_count(3)
+    expect(state).to_have_attribute("data-redo", "0")
+
+    page.locator('.graph [data-node-id="audit"]').click()
+    panel = page.get_by_test_id("node-panel")
+    message = panel.locator("[name=message]")
+    message.fill("lead {{ input.email }} came in")
+    expect(message).to_have_attribute("data-expression", "true")
+    panel.locator("[data-action=save-node]").click()
+    expect(page.locator('[data-problem-for="audit"]')).to_have_count(0)
+    shot(page, "editor")
+
+    page.locator("[data-action=publish]").click()
+    expect(page).to_have_url(f"{console.url}/workflows/{edited}")
+    expect(page.locator("h1")).to_contain_text("v2")
+    expect(page.locator("[data-testid=versions] li")).to_have_count(2)
+    expect(nodes).to_have_count(3)
+    published = console.api.get(f"/workflows/{edited}").json()["version"]["definition"]
+    audit = next(n for n in published["nodes"] if n["id"] == "audit")
+    assert audit["config"]["message"] == "lead {{ input.email }} came in"
+    assert next(n for n in published["nodes"] if n["id"] == "begin")["next"] == "audit"
+
+
+def test_a_viewer_gets_no_edit_button(console: Console, edited: str) -> None:
+    page = console.login(console.page(), VIEWER[0])
+    page.goto(f"{console.url}/workflows/{edited}")
+    expect(page.locator(".graph [data-node-id]").first).to_be_visible()
+    expect(page.locator("[data-action=edit]")).to_have_count(0)

@@ -1,0 +1,112 @@
+"""Slice 2: the runs list and a run's page follow the stream live (no reload); lifecycle
+buttons; a viewer sees none."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from support.console import VIEWER, Console, shot
+
+#: Waits for a signal, then ends: the test decides when the run moves.
+WAITS = {
+    "name": "ui-waits",
+    "start": "begin",
+    "nodes": [
+        {"id": "begin", "type": "trigger", "next": "wait"},
+        {"id": "wait", "type": "wait_for_signal", "config": {"signal": "go"}, "next": "done"},
+        {"id": "done", "type": "end", "config": {"output": {"ok": True}}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def waits(admin_api: httpx.Client) -> str:
+    answer = admin_api.post("/workflows", json=WAITS)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["workflow"]["id"])
+
+
+def start(console: Console, workflow: str) -> str:
+    answer = console.api.post(f"/workflows/{workflow}/runs", json={"input": {}})
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+def mark_no_reload(page: Page) -> None:
+    page.evaluate("window.__sameDocument = true")
+
+
+def assert_no_reload(page: Page) -> None:
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+
+
+def test_run_page_turns_succeeded_live(console: Console, waits: str) -> None:
+    run_id = start(console, waits)
+    page = console.login(console.page())
+    page.goto(f"{console.url}/runs/{run_id}")
+    title = page.locator("h1 .status")
+    expect(title).to_have_text("waiting")
+    expect(page.locator('.graph [data-node-id="wait"]')).to_have_attribute("data-status", "waiting")
+    mark_no_reload(page)
+    shot(page, "run-waiting")
+
+    sent = console.api.post(f"/runs/{run_id}/signals/go", json={"by": "test"})
+    assert sent.status_code in (200, 202), sent.text
+
+    expect(title).to_have_text("succeeded")
+    expect(page.locator('.graph [data-node-id="done"]')).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    expect(page.locator("[data-testid=steps] tr[data-step]")).to_have_count(3)
+    assert_no_reload(page)
+    shot(page, "run")
+
+
+def test_runs_list_shows_new_runs_and_their_status_live(console: Console, waits: str) -> None:
+    page = console.login(console.page())
+    page.goto(f"{console.url}/runs?workflow=ui-waits")
+    expect(page.get_by_label("Workflow")).to_have_value("ui-waits")
+    mark_no_reload(page)
+    page.wait_for_timeout(300)  # the stream is open (tail: only what happens next)
+    run_id = start(console, waits)
+    row = page.locator(f'tr[data-run="{run_id}"] .status')
+    expect(row).to_have_text("waiting")
+    console.api.post(f"/runs/{run_id}/signals/go", json={})
+    expect(row).to_have_text("succeeded")
+    page.get_by_label("Status").select_option("waiting")
+    expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_count(0)
+    assert_no_reload(page)
+    shot(page, "runs")
+
+
+def test_lifecycle_buttons_pause_resume_cancel(console: Console, waits: str) -> None:
+    run_id = start(console, waits)
+    page = console.login(console.page())
+    page.goto(f"{console.url}/runs/{run_id}")
+    title = page.locator("h1 .status")
+    expect(title).to_have_text("waiting")
+    page.locator("[data-action=pause]").click()
+    expect(title).to_have_text("paused")
+    expect(page.locator("[data-action=pause]")).to_have_count(0)
+    page.locator("[data-action=resume]").click()
+    expect(title).to_have_text("waiting")
+    page.locator("[data-action=cancel]").click()
+    expect(title).to_have_text("cancelled")
+    page.locator("[data-action=retry]").click()
+    expect(title).not_to_have_text("cancelled")
+
+
+def test_a_viewer_sees_no_lifecycle_or_start_buttons(console: Console, waits: str) -> None:
+    run_id = start(console, waits)
+    page = console.login(console.page(), VIEWER[0])
+    expect(page.locator(".who")).to_contain_text("viewer")
+    page.goto(f"{console.url}/runs/{run_id}")
+    expect(page.locator("h1 .status")).to_have_text("waiting")
+    expect(page.locator("[data-action]")).to_have_count(0)
+    expect(page.get_by_label("Signal name")).to_have_count(0)
+    page.goto(f"{console.url}/workflows/ui-waits")
+    expect(page.locator(".graph [data-node-id]")).to_have_count(3)
+    expect(page.locator("button[data-action]")).to_have_count(0)
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
