@@ -22,9 +22,9 @@ from support.procs import worker_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-ITEMS = 210
+ITEMS = 120
 WORKERS = 3
-KILL_S = 8.0
+KILL_S = 6.0
 MIN_KILLS = 3
 #: Short leases so that a killed worker's steps come back within the test.
 ENV = {

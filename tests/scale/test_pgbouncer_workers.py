@@ -21,7 +21,7 @@ from support.pgbouncer import pgbouncer
 from support.procs import worker_group
 
 WORKERS = 20
-RUNS = 300
+RUNS = 200
 POOLED = {"FLOWYARD_DB_POOLER": "transaction", "FLOWYARD_POLL_INTERVAL_S": "0.1"}
 
 
