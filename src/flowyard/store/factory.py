@@ -40,9 +40,10 @@ def open_store(
         )
     except (ArgumentError, ValueError, TypeError) as exc:
         reason = str(exc)
-        password = url_password(url)
-        if password and (password in reason or unquote(password) in reason):
-            reason = exc.__class__.__name__
+        for given in (url, listen_url or ""):
+            password = url_password(given)
+            if password and (password in reason or unquote(password) in reason):
+                reason = exc.__class__.__name__
         raise InvalidInput(f"invalid database URL {display_url(url)}: {reason}") from None
 
 
