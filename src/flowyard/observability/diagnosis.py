@@ -87,13 +87,8 @@ class _Rates:
         return self.delta(name, **labels) / self.interval_s
 
     def delta_by(self, name: str, label: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for now in self.after:
-            then = self.before.get(now.source)
-            old = then.by_label(name, label) if then is not None else {}
-            for key, value in now.by_label(name, label).items():
-                out[key] = out.get(key, 0.0) + max(value - old.get(key, 0.0), 0.0)
-        return out
+        keys = {key for now in self.after for key in now.by_label(name, label)}
+        return {key: self.delta(name, **{label: key}) for key in keys}
 
     def gauge_max(self, name: str, **labels: str) -> float:
         return max((s.total(name, **labels) for s in self.after if s.has(name)), default=0.0)
