@@ -26,11 +26,11 @@ class FlakyPool:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def complete_steps(self, completions: Any, now: Any) -> Any:
+    async def complete_steps(self, completions: Any, now: Any, **options: Any) -> Any:
         if self.failures:
             self.failures -= 1
             raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")
-        return await self._store.complete_steps(completions, now)
+        return await self._store.complete_steps(completions, now, **options)
 
 
 async def test_a_pool_timeout_while_committing_does_not_fail_the_run(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from flowyard.domain.records import RunRecord, StepRecord
 from flowyard.domain.statuses import StepStatus
 from flowyard.settings import Settings
 from flowyard.store import Store
+from flowyard.store.ports import Claimed, ClaimRequest
 from flowyard.worker import Worker
 from support.clock import FakeClock
 
@@ -34,11 +35,9 @@ class ClaimProbe:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def claim_steps(
-        self, worker_id: str, *, limit: int, now: datetime, lease_s: float
-    ) -> list[StepRecord]:
-        claimed = await self._store.claim_steps(worker_id, limit=limit, now=now, lease_s=lease_s)
-        self.passes.append((now, [s.node_id for s in claimed]))
+    async def claim_work(self, request: ClaimRequest, now: datetime) -> Claimed:
+        claimed = await self._store.claim_work(request, now)
+        self.passes.append((now, [s.node_id for s in claimed.steps]))
         return claimed
 
     async def passes_at(self, when: datetime, count: int = 3) -> list[str]:

@@ -1,6 +1,7 @@
 """The claim's order (decision 0032): the lanes with due steps read off the claim index, then
 each lane's due steps, highest priority first and, within a priority, in the order of the
-worker's fair share (:mod:`flowyard.domain.fairness`)."""
+worker's fair share (:mod:`flowyard.domain.fairness`). And the claim a completion makes of the
+steps it has just made due in its own runs (decision 0039), and what every claim records."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.domain.events import EventType
 from flowyard.domain.fairness import FairShare
+from flowyard.domain.ids import RunId
 from flowyard.domain.priorities import DEFAULT_WEIGHT, INTERACTIVE, NO_LANE
 from flowyard.domain.records import StepRecord
-from flowyard.domain.statuses import StepStatus
-from flowyard.store.rows import CLAIMABLE, step_record
-from flowyard.store.schema import CLAIMABLE_SQL, UTCDateTime, campaigns, steps
+from flowyard.domain.statuses import RunStatus, StepStatus
+from flowyard.store.rows import CLAIMABLE, event_row, step_record
+from flowyard.store.schema import CLAIMABLE_SQL, UTCDateTime, campaigns, run_events, runs, steps
 
 
 async def claim_by_lane(
@@ -52,6 +55,98 @@ async def claim_by_lane(
     return claimed
 
 
+async def claim_of_runs(
+    conn: AsyncConnection,
+    worker_id: str,
+    run_ids: Sequence[str],
+    *,
+    limit: int,
+    now: datetime,
+    lease_s: float,
+) -> list[StepRecord]:
+    """Claim up to ``limit`` due steps of these runs, whatever their lane: a worker that has
+    just advanced the runs continues them (decision 0039). Records nothing else; see
+    :func:`record_claims`."""
+    if not run_ids or limit <= 0:
+        return []
+    due = (
+        sa.select(steps.c.id)
+        .where(CLAIMABLE, steps.c.run_id.in_(sorted(run_ids)), steps.c.available_at <= now)
+        .order_by(steps.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [
+        step_record(row)
+        for row in await conn.execute(_claimed(due, worker_id, now=now, lease_s=lease_s))
+    ]
+
+
+async def record_claims(
+    conn: AsyncConnection, claimed: Sequence[StepRecord], worker_id: str, now: datetime
+) -> None:
+    """What every claim records with it: each step's ``step.started`` event, pending runs
+    started (with their event), waiting runs whose step woke running again."""
+    if not claimed:
+        return
+    await _mark_runs_started(
+        conn,
+        {s.run_id for s in claimed},
+        {s.run_id for s in claimed if s.waiting_for is not None},
+        now,
+    )
+    await conn.execute(
+        run_events.insert(),
+        [
+            event_row(
+                s.run_id,
+                EventType.STEP_STARTED,
+                {"node_id": s.node_id, "attempt": s.attempt, "worker": worker_id},
+                now,
+                step_id=s.id,
+            )
+            for s in claimed
+        ],
+    )
+
+
+async def _mark_runs_started(
+    conn: AsyncConnection, run_ids: set[RunId], woken: set[RunId], now: datetime
+) -> None:
+    """Pending runs start (with their event); waiting runs whose step woke run again."""
+    # SKIP LOCKED: a run row locked by a completion is left alone (the completion marks it
+    # running itself), so a claim never waits on a run lock and cannot deadlock. (A
+    # completion that claims, decision 0039, holds those locks itself: they do not skip.)
+    pending = (
+        sa.select(runs.c.id)
+        .where(runs.c.id.in_(sorted(run_ids)), runs.c.status == RunStatus.PENDING.value)
+        .with_for_update(skip_locked=True, key_share=True)
+    )
+    started = await conn.execute(
+        runs.update()
+        .where(runs.c.id.in_(pending.scalar_subquery()))
+        .values(status=RunStatus.RUNNING.value, started_at=now, updated_at=now)
+        .returning(runs.c.id)
+    )
+    ids = [row.id for row in started]
+    if ids:
+        await conn.execute(
+            run_events.insert(),
+            [event_row(run_id, EventType.RUN_STARTED, {}, now) for run_id in ids],
+        )
+    if woken:
+        waiting = (
+            sa.select(runs.c.id)
+            .where(runs.c.id.in_(sorted(woken)), runs.c.status == RunStatus.WAITING.value)
+            .with_for_update(skip_locked=True, key_share=True)
+        )
+        await conn.execute(
+            runs.update()
+            .where(runs.c.id.in_(waiting.scalar_subquery()))
+            .values(status=RunStatus.RUNNING.value, updated_at=now)
+        )
+
+
 def claim_statement(
     worker_id: str,
     *,
@@ -76,6 +171,13 @@ def claim_statement(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    return _claimed(due, worker_id, now=now, lease_s=lease_s)
+
+
+def _claimed(
+    due: sa.Select[tuple[int]], worker_id: str, *, now: datetime, lease_s: float
+) -> sa.Update:
+    """The UPDATE that leases the steps ``due`` selects, returning them."""
     return (
         steps.update()
         .where(steps.c.id.in_(due.scalar_subquery()))

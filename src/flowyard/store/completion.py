@@ -17,9 +17,11 @@ from flowyard.domain.priorities import INTERACTIVE, NO_LANE
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.settlement import RunFacts, Settlement, StepWrite
 from flowyard.store.base import SqlBase
+from flowyard.store.claim import claim_of_runs, record_claims
 from flowyard.store.forks import ForkWriter
-from flowyard.store.ports import CompletionResult
+from flowyard.store.ports import Claimed, ClaimRequest, CompletionResult
 from flowyard.store.rows import ACTIVE, LEASED, PENDING, chunks, event_row, log, new_step_row
+from flowyard.store.runstate import read_run_states
 from flowyard.store.schema import run_events, runs, signals, steps
 
 _STEP_UPDATE = (
@@ -73,8 +75,11 @@ class BatchCompletion:
         completions: Sequence[StepCompletion],
         now: datetime,
         actor: str | None = None,
+        *,
+        chain: ClaimRequest | None = None,
     ) -> None:
         self.actor = actor
+        self.chain = chain
         self.ops = ops
         self.conn = conn
         self.completions = completions
@@ -102,8 +107,34 @@ class BatchCompletion:
             log.info("discarding %d stale completion(s) (lease lost)", stale)
         await self._write(plan)
         return CompletionResult(
-            plan.applied, {RunId(r): status for r, status in plan.settled.items()}
+            plan.applied,
+            {RunId(r): status for r, status in plan.settled.items()},
+            await self._chain(plan),
         )
+
+    async def _chain(self, plan: Settlement) -> Claimed:
+        """The steps this batch made due now in the runs the worker asked to continue,
+        claimed for it with their states (decision 0039): the next step of a run starts
+        without waiting for a claim pass. Runs that ended, failed or are paused have none."""
+        chain = self.chain
+        if chain is None or chain.limit <= 0 or not plan.new_steps:
+            return Claimed()
+        runs_due = {n.run_id for n in plan.new_steps if not n.held and n.available_at <= self.now}
+        runs_due -= set(plan.settled) | set(plan.failed_runs)
+        if chain.runs is not None:
+            runs_due &= chain.runs
+        claimed = await claim_of_runs(
+            self.conn,
+            chain.worker_id,
+            sorted(runs_due),
+            limit=chain.limit,
+            now=self.now,
+            lease_s=chain.lease_s,
+        )
+        if not claimed:
+            return Claimed()
+        await record_claims(self.conn, claimed, chain.worker_id, self.now)
+        return Claimed(claimed, await read_run_states(self.conn, claimed, chain.listening))
 
     async def _free_signals(self) -> set[int]:
         """Of the signals this batch takes, those still untaken (the run locks keep it so)."""

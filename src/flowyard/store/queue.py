@@ -15,35 +15,29 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flowyard.domain.commands import JOINED_WAITS, StepCompletion, waited_signal
+from flowyard.domain.commands import StepCompletion
 from flowyard.domain.errors import StoreRejected
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId, StepId
-from flowyard.domain.records import SignalRecord, StepRecord
+from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store.base import SqlBase
-from flowyard.store.claim import claim_by_lane
+from flowyard.store.claim import claim_by_lane, record_claims
 from flowyard.store.completion import BatchCompletion
-from flowyard.store.forks import ancestors, load_branch_results
-from flowyard.store.ports import CompletionResult, RunState
+from flowyard.store.ports import Claimed, ClaimRequest, CompletionResult, RunState
 from flowyard.store.rows import (
     CLAIMABLE,
     LEASED,
     chunks,
     event_row,
-    run_record,
     step_record,
 )
+from flowyard.store.runstate import read_run_states
 from flowyard.store.schema import (
-    branches,
     run_events,
     runs,
-    signals,
     steps,
 )
-from flowyard.store.signals import signal_record
-
-_FINISHED = (StepStatus.SUCCEEDED.value, StepStatus.FAILED.value)
 
 
 class QueueOps(SqlBase):
@@ -62,119 +56,58 @@ class QueueOps(SqlBase):
             claimed = await claim_by_lane(
                 conn, self._fair, worker_id, limit=limit, now=now, lease_s=lease_s
             )
-            if not claimed:
-                return []
-            await self._mark_runs_started(
-                conn,
-                {s.run_id for s in claimed},
-                {s.run_id for s in claimed if s.waiting_for is not None},
-                now,
-            )
-            await conn.execute(
-                run_events.insert(),
-                [
-                    event_row(
-                        s.run_id,
-                        EventType.STEP_STARTED,
-                        {"node_id": s.node_id, "attempt": s.attempt, "worker": worker_id},
-                        now,
-                        step_id=s.id,
-                    )
-                    for s in claimed
-                ],
-            )
+            await record_claims(conn, claimed, worker_id, now)
             return claimed
 
         return await self._tx(fn)
 
-    async def _mark_runs_started(
-        self, conn: AsyncConnection, run_ids: set[RunId], woken: set[RunId], now: datetime
-    ) -> None:
-        """Pending runs start (with their event); waiting runs whose step woke run again."""
-        # SKIP LOCKED: a run row locked by a completion is left alone (the completion marks it
-        # running itself), so a claim never waits on a run lock and cannot deadlock.
-        pending = (
-            sa.select(runs.c.id)
-            .where(runs.c.id.in_(sorted(run_ids)), runs.c.status == RunStatus.PENDING.value)
-            .with_for_update(skip_locked=True, key_share=True)
-        )
-        started = await conn.execute(
-            runs.update()
-            .where(runs.c.id.in_(pending.scalar_subquery()))
-            .values(status=RunStatus.RUNNING.value, started_at=now, updated_at=now)
-            .returning(runs.c.id)
-        )
-        ids = [row.id for row in started]
-        if ids:
-            await conn.execute(
-                run_events.insert(),
-                [event_row(run_id, EventType.RUN_STARTED, {}, now) for run_id in ids],
+    async def claim_work(self, request: ClaimRequest, now: datetime) -> Claimed:
+        """:meth:`claim_steps` and :meth:`load_run_states` in one transaction: what a worker
+        does before executing."""
+
+        async def fn(conn: AsyncConnection) -> Claimed:
+            claimed = await claim_by_lane(
+                conn,
+                self._fair,
+                request.worker_id,
+                limit=request.limit,
+                now=now,
+                lease_s=request.lease_s,
             )
-        if woken:
-            waiting = (
-                sa.select(runs.c.id)
-                .where(runs.c.id.in_(sorted(woken)), runs.c.status == RunStatus.WAITING.value)
-                .with_for_update(skip_locked=True, key_share=True)
-            )
-            await conn.execute(
-                runs.update()
-                .where(runs.c.id.in_(waiting.scalar_subquery()))
-                .values(status=RunStatus.RUNNING.value, updated_at=now)
-            )
+            if not claimed:
+                return Claimed()
+            await record_claims(conn, claimed, request.worker_id, now)
+            return Claimed(claimed, await read_run_states(conn, claimed, request.listening))
+
+        return await self._tx(fn)
 
     async def load_run_states(
         self, claimed: Sequence[StepRecord], *, listening: Collection[str] = frozenset()
     ) -> dict[tuple[RunId, str], RunState]:
-        """Runs and, per branch, the latest finished execution of each node visible from it.
-
-        A fixed number of queries per 500 runs: runs, their steps on the branches in view,
-        and only when needed the map items, buffered signals (for steps of the node types
-        ``listening`` names, and steps that wait for a signal) and fork results (for woken
-        fork steps)."""
-        wanted: dict[RunId, set[str]] = {}
-        for step in claimed:
-            wanted.setdefault(step.run_id, set()).add(step.branch)
-        woken = [s.id for s in claimed if s.waiting_for in JOINED_WAITS]
-        listening = {
-            s.run_id
-            for s in claimed
-            if s.node_type in listening or waited_signal(s.waiting_for) is not None
-        }
+        """Runs and, per branch, the latest finished execution of each node visible from it
+        (:func:`flowyard.store.runstate.read_run_states`)."""
 
         async def fn(conn: AsyncConnection) -> dict[tuple[RunId, str], RunState]:
-            states: dict[tuple[RunId, str], RunState] = {}
-            for chunk in chunks(sorted(wanted), 500):
-                found = {
-                    RunId(row.id): run_record(row)
-                    for row in await conn.execute(sa.select(runs).where(runs.c.id.in_(chunk)))
-                }
-                pending = await _pending_signals(conn, [r for r in found if r in listening])
-                for run_id, run in found.items():
-                    for branch in wanted[run_id]:
-                        states[(run_id, branch)] = RunState(
-                            run, branch=branch, signals=pending.get(run_id, [])
-                        )
-                await _load_steps(conn, [s for k, s in states.items() if k[0] in found])
-            if woken:
-                results = await load_branch_results(conn, woken)
-                for step in claimed:
-                    state = states.get((step.run_id, step.branch))
-                    if state is not None and step.id in results:
-                        state.children[step.id] = results[step.id]
-            return states
+            return await read_run_states(conn, claimed, listening)
 
         return await self._tx(fn, write=False)
 
     async def complete_steps(
-        self, completions: Sequence[StepCompletion], now: datetime
+        self,
+        completions: Sequence[StepCompletion],
+        now: datetime,
+        *,
+        chain: ClaimRequest | None = None,
     ) -> CompletionResult:
         """Record step results, schedule what follows and settle runs: one transaction, and a
-        fixed number of statements however large the batch (the write lock is held briefly)."""
+        fixed number of statements however large the batch (the write lock is held briefly).
+        With ``chain``, the same transaction claims the steps it made due in those runs
+        (decision 0039)."""
         if not completions:
             return CompletionResult([])
 
         async def fn(conn: AsyncConnection) -> CompletionResult:
-            return await BatchCompletion(self, conn, completions, now).apply()
+            return await BatchCompletion(self, conn, completions, now, chain=chain).apply()
 
         try:
             return await self._tx(fn)
@@ -354,74 +287,3 @@ class QueueOps(SqlBase):
     async def _lock_waits(self, conn: AsyncConnection) -> int | None:
         """Sessions waiting for a lock now; None when the dialect cannot tell."""
         return None
-
-
-async def _pending_signals(
-    conn: AsyncConnection, run_ids: Sequence[RunId]
-) -> dict[RunId, list[SignalRecord]]:
-    pending: dict[RunId, list[SignalRecord]] = {}
-    if not run_ids:
-        return pending
-    rows = await conn.execute(
-        sa.select(signals)
-        .where(signals.c.run_id.in_(run_ids), signals.c.consumed_at.is_(None))
-        .order_by(signals.c.id)
-    )
-    for row in rows:
-        pending.setdefault(RunId(row.run_id), []).append(signal_record(row))
-    return pending
-
-
-async def _load_steps(conn: AsyncConnection, states: Sequence[RunState]) -> None:
-    """Fill each state with the finished steps of its branch and the enclosing ones, and
-    the item of its innermost map branch. One query for all the runs: branch keys below
-    the main path hold a step id, so each names one run only."""
-    visible: dict[tuple[str, str], list[RunState]] = {}
-    for state in states:
-        for key in ancestors(state.branch):
-            visible.setdefault((state.run.id, key), []).append(state)
-    if not visible:
-        return
-    run_ids = sorted({run_id for run_id, _ in visible})
-    keys = sorted({key for _, key in visible})
-    rows = await conn.execute(
-        sa.select(
-            steps.c.run_id,
-            steps.c.node_id,
-            steps.c.iteration,
-            steps.c.status,
-            steps.c.output,
-            steps.c.error,
-            steps.c.branch,
-        )
-        .where(steps.c.run_id.in_(run_ids), steps.c.branch.in_(keys))
-        .order_by(steps.c.id)
-    )
-    for row in rows:
-        for state in visible.get((row.run_id, row.branch), ()):
-            previous = state.iterations.get(row.node_id, -1)
-            state.iterations[row.node_id] = max(previous, row.iteration)
-            if row.status in _FINISHED:
-                state.steps[row.node_id] = {
-                    "output": row.output,
-                    "error": row.error,
-                    "status": row.status,
-                    "iteration": row.iteration,
-                }
-    inner = [k for k in keys if k]
-    if not inner:
-        return
-    items = {
-        (row.run_id, row.key): row
-        for row in await conn.execute(
-            sa.select(branches.c.run_id, branches.c.key, branches.c.idx, branches.c.item).where(
-                branches.c.run_id.in_(run_ids), branches.c.key.in_(inner), branches.c.kind == "map"
-            )
-        )
-    }
-    for state in states:
-        for key in reversed(ancestors(state.branch)):  # the innermost map branch wins
-            item = items.get((state.run.id, key))
-            if item is not None:
-                state.item, state.index = item.item, item.idx
-                break

@@ -9,6 +9,7 @@ that period.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -41,14 +42,26 @@ class QuotaGate:
         self._monotonic = monotonic
         self._keys: frozenset[str] = frozenset()
         self._read_at: float | None = None
+        #: The read in progress, which every step that finds the keys stale awaits (one
+        #: read per period, not one per concurrent step).
+        self._reading: asyncio.Future[frozenset[str]] | None = None
 
     async def known(self) -> frozenset[str]:
         """The keys that have a quota (cached for ``refresh_s``)."""
         now = self._monotonic()
-        if self._read_at is None or now - self._read_at >= self.refresh_s:
+        if self._read_at is not None and now - self._read_at < self.refresh_s:
+            return self._keys
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read(now))
+        return await asyncio.shield(self._reading)
+
+    async def _read(self, now: float) -> frozenset[str]:
+        try:
             self._keys = await self.store.quota_keys()
             self._read_at = now
-        return self._keys
+            return self._keys
+        finally:
+            self._reading = None
 
     async def limited(self, keys: Sequence[str]) -> list[str]:
         """Those of ``keys`` that have a quota. A campaign's quota per concurrency key is

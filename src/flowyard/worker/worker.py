@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 from flowyard.domain.clock import utc_now
 from flowyard.domain.commands import StepCompletion, Transition
 from flowyard.domain.errors import DefinitionError, StoreRejected, StoreUnavailable
-from flowyard.domain.ids import StepId, new_worker_id
+from flowyard.domain.ids import RunId, StepId, new_worker_id
 from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.settlement import deferred, uncommittable
 from flowyard.observability import Metrics
-from flowyard.store.ports import QueueStore, RunState
+from flowyard.store.ports import ClaimRequest, QueueStore, RunState
 from flowyard.worker.execute import StepExecutor
 from flowyard.worker.foreground import NO_FOREGROUND, Foreground
 from flowyard.worker.quotas import QuotaGate
@@ -35,6 +35,10 @@ from flowyard.worker.quotas import QuotaGate
 _log = logging.getLogger("flowyard.worker")
 #: Deferred steps due later than this are found by the regular polls.
 MAX_WAKE_DELAY_S = 60.0
+#: A worker continues a run it has just advanced (its next steps claimed in the commit,
+#: decision 0039) this many times in a row; then the run's next step goes back to the
+#: queue's fair order, so long chains of quick steps do not keep slots from other lanes.
+MAX_CHAIN = 8
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -63,6 +67,8 @@ class WorkerConfig:
     shutdown_grace_s: float = 30.0
     commit_batch: int = 256
     commit_linger_s: float = 0.002
+    #: Claim the steps a commit makes due in its own runs in that commit (decision 0039).
+    chain: bool = True
 
     @property
     def heartbeat_every(self) -> float:
@@ -79,6 +85,8 @@ class WorkerStats:
     discarded: int = 0
     recovered: int = 0
     released: int = 0
+    #: Of ``claimed``: claimed by a commit continuing their run (decision 0039).
+    chained: int = 0
     deferred: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
@@ -110,6 +118,9 @@ class Worker:
         self.clock = clock
         self.stats = WorkerStats()
         self._held: dict[StepId, StepRecord] = {}
+        #: Of the held steps, those claimed by a commit that continued their run: how many
+        #: times in a row (decision 0039).
+        self._chained: dict[StepId, int] = {}
         self._tasks: dict[StepId, asyncio.Task[None]] = {}
         self._lost: set[StepId] = set()
         self._beat = asyncio.Event()
@@ -190,16 +201,10 @@ class Worker:
             await self.foreground.yield_to_requests()
             try:
                 started = time.perf_counter()
-                claimed = await self.store.claim_steps(
-                    self.id, limit=free, now=self.clock(), lease_s=self.config.lease_s
-                )
+                work = await self.store.claim_work(self._request(free), self.clock())
+                claimed, states = work.steps, work.states
                 self.metrics.claim_duration.observe(time.perf_counter() - started)
                 self.metrics.claim_batch.observe(len(claimed))
-                states = (
-                    await self.store.load_run_states(claimed, listening=self.executor.listening)
-                    if claimed
-                    else {}
-                )
             except StoreUnavailable as exc:
                 _log.warning("worker %s: store unavailable, backing off: %s", self.id, exc)
                 await self._wait(self._wake, min(backoff, 5.0))
@@ -213,6 +218,26 @@ class Worker:
                 self._wake.clear()
                 await self._wait(self._wake, self.config.poll_interval_s)
 
+    def _request(self, limit: int, runs: frozenset[RunId] | None = None) -> ClaimRequest:
+        return ClaimRequest(
+            self.id,
+            limit,
+            self.config.lease_s,
+            listening=self.executor.listening,
+            runs=runs,
+        )
+
+    def _chain_request(self, batch: list[StepCompletion]) -> ClaimRequest | None:
+        """Continue the runs of this batch: the slots its steps free, for the steps it makes
+        due in runs not continued ``MAX_CHAIN`` times in a row already. None while stopping
+        (nothing new is started) or when chaining is off."""
+        if not self.config.chain or self._stopping.is_set():
+            return None
+        runs = frozenset(
+            c.step.run_id for c in batch if self._chained.get(c.step.id, 0) < MAX_CHAIN
+        )
+        return self._request(len(batch), runs) if runs else None
+
     async def _wait(self, event: asyncio.Event, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -224,9 +249,11 @@ class Worker:
                     stop.cancel()
                     wait.cancel()
 
-    def _start(self, step: StepRecord, state: RunState | None) -> None:
+    def _start(self, step: StepRecord, state: RunState | None, chained: int = 0) -> None:
         self.stats.claimed += 1
         self._held[step.id] = step
+        if chained:
+            self._chained[step.id] = chained
         self._tasks[step.id] = asyncio.create_task(
             self._execute(step, state), name=f"step-{step.id}"
         )
@@ -252,8 +279,7 @@ class Worker:
                 raise
             # The step was cancelled or taken over elsewhere: drop it without a result.
             self._lost.discard(step.id)
-            self._held.pop(step.id, None)
-            self._tasks.pop(step.id, None)
+            self._forget(step.id)
             self._slots.set()
             return
         self.metrics.step_duration.labels(step.node_type).observe(time.perf_counter() - started)
@@ -319,9 +345,10 @@ class Worker:
 
     async def _commit(self, batch: list[StepCompletion]) -> None:
         delay = 0.1
+        chain = self._chain_request(batch)
         while True:
             try:
-                result = await self.store.complete_steps(batch, self.clock())
+                result = await self.store.complete_steps(batch, self.clock(), chain=chain)
                 break
             except StoreUnavailable as exc:
                 # Results are only in memory until committed: keep trying. If we die here the
@@ -342,8 +369,7 @@ class Worker:
                 if replaced is None:
                     # No traceback: the database's message may quote the refused value.
                     _log.error("worker %s: dropping a result nobody can store (%s)", self.id, exc)
-                    self._held.pop(batch[0].step.id, None)
-                    self._tasks.pop(batch[0].step.id, None)
+                    self._forget(batch[0].step.id)
                     return
                 _log.error(
                     "worker %s: the result of step %s (%s) cannot be stored: %s",
@@ -358,12 +384,15 @@ class Worker:
                 _log.exception("worker %s: committing %d results failed", self.id, len(batch))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        scheduled_now = False
+        scheduled_now = forked = False
         for ended in result.settled.values():
             self.metrics.runs_finished.labels(ended.value).inc()
+        depth: dict[RunId, int] = {}
+        for completion in batch:
+            run_id = completion.step.run_id
+            depth[run_id] = max(depth.get(run_id, 0), self._chained.pop(completion.step.id, 0))
         for completion, ok in zip(batch, result.applied, strict=True):
-            self._held.pop(completion.step.id, None)
-            self._tasks.pop(completion.step.id, None)
+            self._forget(completion.step.id)
             status = completion.transition.step_status.value
             if ok:
                 self.stats.committed += 1
@@ -371,13 +400,31 @@ class Worker:
                 self._record(completion)
                 tr = completion.transition
                 # Next steps, forks and child runs are claimable at once.
-                scheduled_now = scheduled_now or bool(tr.next_steps or tr.fork or tr.child)
+                scheduled_now = scheduled_now or bool(tr.next_steps)
+                forked = forked or bool(tr.fork or tr.child)
             else:
                 self.stats.discarded += 1
                 self.metrics.steps_discarded.inc()
+        chained = result.chained
+        if chained.steps and self._stopping.is_set():
+            # Asked to stop while committing: nothing new starts here; the steps go back.
+            await self._release(chained.steps)
+            chained.steps = []
+        for step in chained.steps:
+            self.stats.chained += 1
+            self._start(
+                step, chained.states.get((step.run_id, step.branch)), depth.get(step.run_id, 0) + 1
+            )
         self._slots.set()
-        if scheduled_now:
+        # Claimable work this commit did not take itself: claim it now, not at the next poll.
+        if forked or (scheduled_now and len(chained.steps) < len(batch)):
             self._wake.set()
+
+    def _forget(self, step_id: StepId) -> None:
+        """The step is no longer held here (its result committed or dropped, or released)."""
+        self._held.pop(step_id, None)
+        self._tasks.pop(step_id, None)
+        self._chained.pop(step_id, None)
 
     def _record(self, completion: StepCompletion) -> None:
         """Metrics of one committed step: its outcome and a retry. (The runs a batch ended
@@ -504,17 +551,18 @@ class Worker:
             ]
         await self._results.join()
         if interrupted:
-            try:
-                self.stats.released += await self.store.release_steps(
-                    self.id, interrupted, self.clock()
-                )
-            except StoreUnavailable as exc:
-                _log.warning(
-                    "worker %s: could not release %d steps (leases will expire): %s",
-                    self.id,
-                    len(interrupted),
-                    exc,
-                )
+            await self._release(interrupted)
             for step in interrupted:
-                self._held.pop(step.id, None)
-                self._tasks.pop(step.id, None)
+                self._forget(step.id)
+
+    async def _release(self, held: list[StepRecord]) -> None:
+        """Give steps back to the queue unexecuted (their leases would expire otherwise)."""
+        try:
+            self.stats.released += await self.store.release_steps(self.id, held, self.clock())
+        except StoreUnavailable as exc:
+            _log.warning(
+                "worker %s: could not release %d steps (leases will expire): %s",
+                self.id,
+                len(held),
+                exc,
+            )

@@ -22,7 +22,13 @@ from flowyard.store.ports.drafts import DraftStore
 from flowyard.store.ports.events import EventFeed, EventListener
 from flowyard.store.ports.hooks import HookStore
 from flowyard.store.ports.lifecycle import LifecycleStore
-from flowyard.store.ports.queue import CompletionResult, QueueStore, RunState
+from flowyard.store.ports.queue import (
+    Claimed,
+    ClaimRequest,
+    CompletionResult,
+    QueueStore,
+    RunState,
+)
 from flowyard.store.ports.quotas import QuotaStore
 from flowyard.store.ports.retention import RetentionStore
 from flowyard.store.ports.runs import RunStore
@@ -60,6 +66,8 @@ __all__ = [
     "AuthStore",
     "CampaignStore",
     "ChangeFeed",
+    "ClaimRequest",
+    "Claimed",
     "CompletionResult",
     "CredentialStore",
     "DraftStore",

@@ -38,12 +38,36 @@ class RunState:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What a worker takes: up to ``limit`` due steps under a lease of ``lease_s`` seconds,
+    with the states to execute them (``listening``: the node types that read a run's
+    buffered signals). With ``runs``, only steps of those runs: a worker continuing the runs
+    it has just advanced (decision 0039)."""
+
+    worker_id: str
+    limit: int
+    lease_s: float
+    listening: Collection[str] = frozenset()
+    runs: frozenset[RunId] | None = None
+
+
+@dataclass(slots=True)
+class Claimed:
+    """Claimed steps and the states of their runs, by (run, branch)."""
+
+    steps: list[StepRecord] = field(default_factory=list)
+    states: dict[tuple[RunId, str], RunState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionResult:
     """What a batch of completions did: which were applied (False: stale, discarded) and
-    which runs it ended, with their final status."""
+    which runs it ended, with their final status; and the steps it claimed for the worker
+    that asked it to chain (decision 0039)."""
 
     applied: list[bool]
     settled: dict[RunId, RunStatus] = field(default_factory=dict)
+    chained: Claimed = field(default_factory=Claimed)
 
 
 class QueueStore(Protocol):
@@ -56,6 +80,11 @@ class QueueStore(Protocol):
         """Claim up to ``limit`` due steps with a lease."""
         ...
 
+    async def claim_work(self, request: ClaimRequest, now: datetime) -> Claimed:
+        """Claim as :meth:`claim_steps` does and load the states of the claimed steps'
+        runs as :meth:`load_run_states` does, in one transaction."""
+        ...
+
     async def load_run_states(
         self, claimed: Sequence[StepRecord], *, listening: Collection[str] = frozenset()
     ) -> dict[tuple[RunId, str], RunState]:
@@ -66,9 +95,15 @@ class QueueStore(Protocol):
         ...
 
     async def complete_steps(
-        self, completions: Sequence[StepCompletion], now: datetime
+        self,
+        completions: Sequence[StepCompletion],
+        now: datetime,
+        *,
+        chain: ClaimRequest | None = None,
     ) -> CompletionResult:
-        """Apply completions in one transaction; a stale one (lease lost) is discarded."""
+        """Apply completions in one transaction; a stale one (lease lost) is discarded.
+        With ``chain``, the same transaction claims up to ``chain.limit`` steps that are due
+        in the runs of ``chain.runs`` it advanced, with their states (decision 0039)."""
         ...
 
     async def extend_leases(
