@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from campaigns.test_campaign_wakeups import drive, in_status, step_lanes
+from campaigns.test_campaign_wakeups import in_status, step_lanes
 from flowyard.bootstrap import Container
 from flowyard.campaigns.items import ItemFormat
 from flowyard.domain.auth import Role
@@ -22,6 +22,7 @@ from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.service import LimitsSpec, campaign_changes
 from support.auth import auth_headers
 from support.campaigns import MAILER, WAITER
+from support.runs import wait_for_runs
 
 API = "/api/v1"
 PROBLEM = "application/problem+json"
@@ -70,19 +71,12 @@ async def test_pending_steps_and_later_ones_take_the_new_priority_by_chunks(
     assert [s.lane for s in got] == [campaign.id] and got[0].priority == 8
     # Steps enqueued from now on (the second node of each run) take it too.
     await container.service.resume_run(runs[0])
-    await drive(container, lambda: _all_ended(container, runs))
+    await wait_for_runs(container, runs)
     rows = await all_steps(container, runs)
     assert len(rows) == 14 and {(p, lane) for _, p, lane in rows} == {(8, campaign.id)}
     assert {(s.priority, s.lane) for s in await container.store.list_steps(interactive.id)} == {
         (INTERACTIVE, "")
     }
-
-
-async def _all_ended(container: Container, runs: list[str]) -> bool:
-    for run_id in runs:
-        if not (await container.store.get_run(RunId(run_id))).status.is_terminal:
-            return False
-    return True
 
 
 async def test_a_retried_run_takes_the_priority_its_campaign_has_now(

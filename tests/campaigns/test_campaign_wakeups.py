@@ -8,10 +8,9 @@ step row that took a default instead of its run's priority shows."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from correlation.test_correlation_api import APPROVAL
 from flowyard.bootstrap import Container
 from flowyard.campaigns.items import ItemFormat
 from flowyard.domain.campaigns import CampaignRecord
@@ -19,27 +18,9 @@ from flowyard.domain.ids import RunId
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
 from support.http import RecordingServer, Reply
+from support.runs import drive
 
 PRIORITY = 2
-
-
-async def drive(
-    container: Container, check: Callable[[], Awaitable[bool]], *, timeout_s: float = 30
-) -> None:
-    """Run an in-process worker until ``check`` holds."""
-    done = False
-
-    async def poll() -> None:
-        nonlocal done
-        while not await check():
-            await asyncio.sleep(0.02)
-        done = True
-
-    poller = asyncio.create_task(poll())
-    try:
-        await container.new_worker().run_until(lambda: done, timeout_s=timeout_s)
-    finally:
-        poller.cancel()
 
 
 async def in_status(container: Container, run_id: str, *statuses: RunStatus) -> None:
@@ -126,19 +107,9 @@ async def test_a_reply_by_correlation_key_wakes_the_run_in_its_lane(
 
 
 async def test_state_machine_actions_move_the_run_in_its_lane(container: Container) -> None:
-    approval = {
-        "name": "approval",
-        "states": [
-            {"id": "draft", "is_initial": True},
-            {"id": "review"},
-            {"id": "approved", "is_final": True},
-        ],
-        "actions": [
-            {"id": "submit", "from_states": ["draft"], "to_state": "review"},
-            {"id": "approve", "from_states": ["review"], "to_state": "approved"},
-        ],
-    }
-    campaign, [run] = await campaign_of(container, approval, [{"order": 1}])
+    campaign, [run] = await campaign_of(
+        container, APPROVAL, [{"order": "o-1"}], item_key="{{ item.order }}"
+    )
     await in_status(container, run.id, RunStatus.WAITING)
     await container.service.take_action(run.id, "submit", actor="user:ada")
     await container.service.take_action(run.id, "approve", actor="user:ada")

@@ -13,6 +13,7 @@ from campaigns.test_campaign_wakeups import in_status
 from contract.helpers import make_workflow, raw_connection
 from flowyard.bootstrap import Container
 from flowyard.campaigns.items import ItemFormat
+from flowyard.domain.campaigns import CampaignRecord
 from flowyard.domain.clock import utc_now
 from flowyard.domain.hooks import HookAuth, HookConfig, HookScheme, NewHook
 from flowyard.domain.quotas import campaign_item_key, campaign_key
@@ -31,28 +32,26 @@ async def campaign_quotas(container: Container, campaign_id: str) -> set[str]:
     return {k for k in keys if await container.store.find_quota(k) is not None}
 
 
+async def limited(container: Container, workflow: str, name: str) -> CampaignRecord:
+    """A campaign of ``workflow`` with limits for the whole and per tenant (3 quota rows)."""
+    campaign, _ = await container.service.start_campaign(
+        workflow,
+        name,
+        ItemFormat.JSON,
+        [{"tenant": t} for t in TENANTS],
+        limits=LimitsSpec(concurrency=5, key_concurrency=1),
+        concurrency_key="{{ item.tenant }}",
+    )
+    return campaign
+
+
 async def test_quota_rows_of_an_ended_campaign_are_pruned_and_restored_by_a_retry(
     container: Container,
 ) -> None:
     for definition in (FAILING, WAITER):
         await container.service.save_workflow(definition)
-    limits = LimitsSpec(concurrency=5, key_concurrency=1)
-    ended, _ = await container.service.start_campaign(
-        "failing",
-        "ends",
-        ItemFormat.JSON,
-        [{"tenant": t} for t in TENANTS],
-        limits=limits,
-        concurrency_key="{{ item.tenant }}",
-    )
-    running, _ = await container.service.start_campaign(
-        "waiter",
-        "runs",
-        ItemFormat.JSON,
-        [{"tenant": t} for t in TENANTS],
-        limits=limits,
-        concurrency_key="{{ item.tenant }}",
-    )
+    ended = await limited(container, "failing", "ends")
+    running = await limited(container, "waiter", "runs")
     for run in await container.store.list_campaign_runs(ended.id):
         await in_status(container, run.id, RunStatus.FAILED)
     for run in await container.store.list_campaign_runs(running.id):
