@@ -200,3 +200,40 @@ async def test_unknown_campaign(workdir: Path, db: tuple[str, Container]) -> Non
         done = cli(workdir, "campaigns", command, "cmp_nope", "--db", url)
         assert done.returncode == 1, (command, done.stderr)
         assert messages(done).startswith("error: ") and "cmp_nope" in messages(done)
+
+
+async def test_set_a_running_campaigns_priority_weight_and_limits(
+    workdir: Path, db: tuple[str, Container]
+) -> None:
+    url, container = db
+    items = workdir / "people.ndjson"
+    items.write_text(ndjson(3))
+    shown = start(workdir, url, items, "--name", "steered", "--workflow", "waiter")
+    cid = shown["id"]
+    done = cli(
+        workdir, "campaigns", "set", cid, "--priority", "7", "--weight", "4",
+        "--concurrency", "2", "--rate", "5/s", "--db", url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    changed = json.loads(done.stdout)
+    assert (changed["priority"], changed["weight"]) == (7, 4)
+    assert changed["limits"]["concurrency"] == 2 and changed["limits"]["rate"] == "5 per 1s"
+    assert "3 unfinished step(s) took priority 7" in done.stderr
+    steps = await container.store.list_steps((await container.store.list_campaign_runs(cid))[0].id)
+    assert {s.priority for s in steps} == {7}
+    status = cli(workdir, "campaigns", "status", cid, "--db", url)
+    assert "priority 7 · weight 4 · limits concurrency 2, rate 5 per 1s" in status.stdout
+    removed = cli(workdir, "campaigns", "set", cid, "--rate", "none", "--db", url)
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["limits"]["rate"] is None
+    for args, says in (
+        ([], "nothing to change"),
+        (["--priority", "12"], "priority must be from 0 to 9"),
+        (["--concurrency", "many"], "--concurrency must be an integer or none"),
+        (["--key-rate", "1/s"], "no concurrency_key"),
+    ):
+        bad = cli(workdir, "campaigns", "set", cid, *args, "--db", url)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+        assert says in messages(bad), messages(bad)
+    audit = await container.store.list_audit(action="campaign.update")
+    assert len(audit) == 2 and audit[0].target_id == cid

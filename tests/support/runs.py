@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flowyard.bootstrap import Container
 from flowyard.service import RunDetail
 
 
-async def wait_for_runs(container: Container, run_ids: list[str], *, timeout_s: float = 30) -> None:
-    """Run an in-process worker until every run has ended (TimeoutError otherwise)."""
+async def drive(
+    container: Container, check: Callable[[], Awaitable[bool]], *, timeout_s: float = 30
+) -> None:
+    """Run an in-process worker until ``check`` holds (TimeoutError otherwise)."""
     finished = False
 
     async def poll() -> None:
         nonlocal finished
-        pending = set(run_ids)
-        while pending:
-            for run_id in list(pending):
-                if (await container.store.get_run(run_id)).status.is_terminal:
-                    pending.discard(run_id)
-            if pending:
-                await asyncio.sleep(0.02)
+        while not await check():
+            await asyncio.sleep(0.02)
         finished = True
 
     poller = asyncio.create_task(poll())
@@ -29,6 +27,19 @@ async def wait_for_runs(container: Container, run_ids: list[str], *, timeout_s: 
         await container.new_worker().run_until(lambda: finished, timeout_s=timeout_s)
     finally:
         poller.cancel()
+
+
+async def wait_for_runs(container: Container, run_ids: list[str], *, timeout_s: float = 30) -> None:
+    """Run an in-process worker until every run has ended (TimeoutError otherwise)."""
+    pending = set(run_ids)
+
+    async def ended() -> bool:
+        for run_id in list(pending):
+            if (await container.store.get_run(run_id)).status.is_terminal:
+                pending.discard(run_id)
+        return not pending
+
+    await drive(container, ended, timeout_s=timeout_s)
 
 
 async def run_definition(

@@ -26,6 +26,7 @@ from flowyard.api.routers import (
     credentials,
     drafts,
     event_triggers,
+    hook_delivery,
     hooks,
     lifecycle,
     metrics,
@@ -153,6 +154,7 @@ def create_app(
     app.include_router(credentials.router, prefix=API_PREFIX)
     app.include_router(quotas.router, prefix=API_PREFIX)
     app.include_router(hooks.router, prefix=API_PREFIX)
+    app.include_router(hook_delivery.router, prefix=API_PREFIX)
     app.include_router(campaigns.router, prefix=API_PREFIX)
     app.include_router(event_triggers.router, prefix=API_PREFIX)
     app.include_router(schedules.router, prefix=API_PREFIX)

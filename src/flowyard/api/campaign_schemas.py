@@ -36,6 +36,7 @@ CAMPAIGN_EXAMPLE: dict[str, Any] = {
     "item_key": "{{ item.email }}",
     "priority": 3,
     "weight": 1,
+    "limits": {"concurrency": 50, "rate": None, "key_concurrency": None, "key_rate": None},
     "total": 50000,
     "counts": {"pending": 20000, "running": 40, "succeeded": 29950, "failed": 10},
     "finished": 29960,
@@ -60,6 +61,34 @@ class CampaignLimitsIn(BaseModel):
         None, ge=1, le=MAX_CONCURRENCY, description="The same per concurrency key"
     )
     key_rate: str | None = Field(None, max_length=100, description="The same per key")
+
+
+class CampaignLimitsPatch(CampaignLimitsIn):
+    """A JSON merge patch of a campaign's limits: a member given replaces that limit, a
+    member given null removes it, a member left out keeps it."""
+
+
+PATCH_EXAMPLE: dict[str, Any] = {"priority": 5, "weight": 3, "limits": {"rate": "20/s"}}
+
+
+class CampaignPatch(BaseModel):
+    """``PATCH /campaigns/{id}`` (a JSON merge patch): the priority, the weight and the limits
+    of a running campaign; what is left out is kept."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PATCH_EXAMPLE]})
+
+    priority: int | None = Field(
+        None,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="The new priority of its unfinished runs' steps and of those to come",
+    )
+    weight: int | None = Field(
+        None, ge=1, le=MAX_WEIGHT, description="Its new share among the campaigns of its priority"
+    )
+    limits: CampaignLimitsPatch | None = Field(
+        None, description="Limits to set (a value) or remove (null); the others are kept"
+    )
 
 
 class CampaignCreate(BaseModel):
@@ -113,6 +142,11 @@ class CampaignPublic(BaseModel):
     priority: int
     weight: int
     concurrency_key: str | None = None
+    limits: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Its limits as last set (null: none): `concurrency`, `rate`, "
+        "`key_concurrency`, `key_rate`",
+    )
     total: int
     counts: dict[str, int]
     finished: int
@@ -141,6 +175,7 @@ class CampaignPublic(BaseModel):
             priority=record.priority,
             weight=record.weight,
             concurrency_key=record.concurrency_key,
+            limits=record.limits.as_json(),
             total=record.total,
             counts={s.value: n for s, n in record.counts.items()},
             finished=record.finished,

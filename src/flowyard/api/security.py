@@ -128,6 +128,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/campaigns"): Rule(_O, "campaign.start", "campaign"),
     ("GET", f"{API}/campaigns"): Rule(_V, "campaign.list"),
     ("GET", f"{API}/campaigns/{{campaign_id}}"): Rule(_V, "campaign.get"),
+    ("PATCH", f"{API}/campaigns/{{campaign_id}}"): Rule(_O, "campaign.update", "campaign"),
     ("GET", f"{API}/campaigns/{{campaign_id}}/runs"): Rule(_V, "campaign.runs"),
     ("POST", f"{API}/campaigns/{{campaign_id}}/pause"): Rule(_O, "campaign.pause", "campaign"),
     ("POST", f"{API}/campaigns/{{campaign_id}}/resume"): Rule(_O, "campaign.resume", "campaign"),

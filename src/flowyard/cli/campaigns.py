@@ -233,7 +233,20 @@ def render(shown: dict[str, Any]) -> Group:
         f"rate {shown['rate_per_s']:,.1f} runs/s over the last minute · ETA "
         + ("unknown" if eta is None else f"{eta:,.0f} s")
     )
-    return Group(head, bar, counts or Text("no runs counted yet"), rate)
+    return Group(head, bar, counts or Text("no runs counted yet"), rate, _steering(shown))
+
+
+def _steering(shown: dict[str, Any]) -> Text:
+    """The campaign's priority, weight and limits (what ``campaigns set`` changes)."""
+    limits = ", ".join(
+        f"{name.replace('_', ' ')} {value}"
+        for name, value in (shown.get("limits") or {}).items()
+        if value is not None
+    )
+    return Text(
+        f"priority {shown['priority']} · weight {shown['weight']} · limits " + (limits or "none"),
+        style="dim",
+    )
 
 
 @campaigns_app.command("status")
@@ -335,6 +348,80 @@ def campaigns_runs(
     (out if out.is_terminal else Console(width=200)).print(table)
     if more:
         err.print(f"more: --after {rows[-1]['id']}", highlight=False, markup=False)
+
+
+def _limit_option(value: str | None, option: str, *, count: bool) -> tuple[bool, Any]:
+    """(given, value) of a limit option: ``none`` removes the limit; a count is an integer."""
+    if value is None:
+        return False, None
+    if value.strip().lower() == "none":
+        return True, None
+    if not count:
+        return True, value
+    try:
+        return True, int(value)
+    except ValueError:
+        fail(f"{option} must be an integer or none, not {value!r}", code=2)
+
+
+@campaigns_app.command("set")
+def campaigns_set(
+    campaign_id: IdArgument,
+    priority: Annotated[
+        int | None,
+        typer.Option(help=f"New claim priority of its steps ({MIN_PRIORITY}-{MAX_PRIORITY})"),
+    ] = None,
+    weight: Annotated[
+        int | None, typer.Option(help="New share of the workers among campaigns of its priority")
+    ] = None,
+    concurrency: Annotated[
+        str | None, typer.Option(help="Most steps in flight at once (none: no limit)")
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="Most step starts: '10/s' (none: no limit)")
+    ] = None,
+    key_concurrency: Annotated[
+        str | None, typer.Option(help="Most steps in flight per concurrency key (none: no limit)")
+    ] = None,
+    key_rate: Annotated[
+        str | None, typer.Option(help="Most step starts per key (none: no limit)")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Change a running campaign's priority, weight or limits (what is not given is kept);
+    its unfinished runs' steps take the new priority by chunks. Prints the campaign as
+    JSON, and on stderr how many steps moved."""
+    limits: dict[str, Any] = {}
+    for name, value, count in (
+        ("concurrency", concurrency, True),
+        ("rate", rate, False),
+        ("key_concurrency", key_concurrency, True),
+        ("key_rate", key_rate, False),
+    ):
+        given, parsed = _limit_option(value, "--" + name.replace("_", "-"), count=count)
+        if given:
+            limits[name] = parsed
+    if priority is None and weight is None and not limits:
+        fail("nothing to change: give --priority, --weight or a limit", code=2)
+
+    async def fn(container: Container) -> tuple[dict[str, Any], int]:
+        changed = await container.service.update_campaign(
+            campaign_id,
+            priority=priority,
+            weight=weight,
+            limits=limits or None,
+            audit=_audit("campaign.update", campaign_id),
+        )
+        return _public(changed.campaign, container), changed.steps
+
+    shown, moved = with_container(db, fn, check_keys=False)
+    if priority is not None:
+        err.print(
+            f"flowyard: {moved:,} unfinished step(s) took priority {priority}",
+            highlight=False,
+            markup=False,
+        )
+    out.print_json(json.dumps(shown))
 
 
 def _act(campaign_id: str, action: str, audited: str, db: str | None) -> None:

@@ -23,6 +23,16 @@ def _summary(report: PruneReport) -> str:
     )
 
 
+def _leftovers(report: PruneReport) -> str:
+    c = report.leftovers
+    verb = "would delete" if report.dry_run else "deleted"
+    return (
+        f"{verb} rows whose owner is gone: {c['quotas']:,} quota rows of ended campaigns, "
+        f"{c['trigger_throttles']:,} throttle windows, {c['trigger_debounces']:,} "
+        "debounced starts"
+    )
+
+
 def prune(
     older_than: Annotated[
         str | None,
@@ -60,7 +70,7 @@ def prune(
             older_than=older_than,
             workflow=workflow,
             dry_run=dry_run,
-            audit=audit if applied and not dry_run else None,
+            audit=audit if (applied or workflow is None) and not dry_run else None,
         )
         return report, applied
 
@@ -71,6 +81,8 @@ def prune(
             "retention, else FLOWYARD_RETENTION); give --older-than",
             highlight=False,
         )
+        if workflow is None:
+            out.print(_leftovers(report), highlight=False)
         return
     out.print(_summary(report), highlight=False)
     for name, n in sorted(report.runs_by_workflow.items()):
@@ -86,3 +98,5 @@ def prune(
             "or held by another transaction)",
             highlight=False,
         )
+    if workflow is None:
+        out.print(_leftovers(report), highlight=False)

@@ -11,6 +11,7 @@ from typing import Any
 
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT
+from flowyard.domain.quotas import parse_rate, rate_text
 from flowyard.domain.statuses import RunStatus
 
 
@@ -55,6 +56,29 @@ class CampaignLimits:
     def per_key(self) -> bool:
         """It limits each concurrency key."""
         return self.key_concurrency is not None or self.key_rate is not None
+
+    def as_json(self) -> dict[str, Any]:
+        """The limits as the API shows them and the campaign row keeps them (rates as
+        text: ``"10 per 1s"``; None: no such limit)."""
+        return {
+            "concurrency": self.concurrency,
+            "rate": rate_text(*self.rate) if self.rate else None,
+            "key_concurrency": self.key_concurrency,
+            "key_rate": rate_text(*self.key_rate) if self.key_rate else None,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> CampaignLimits:
+        """The limits :meth:`as_json` wrote (checked when they were set); none for None."""
+        if not isinstance(value, dict):
+            return cls()
+        rate, key_rate = value.get("rate"), value.get("key_rate")
+        return cls(
+            concurrency=value.get("concurrency"),
+            rate=parse_rate(rate) if rate else None,
+            key_concurrency=value.get("key_concurrency"),
+            key_rate=parse_rate(key_rate) if key_rate else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +133,9 @@ class CampaignRecord:
     #: Runs deleted by retention: still in ``counts`` (the campaign's history), gone from
     #: its list of runs (decision 0031).
     pruned: int = 0
+    #: Its limits as last set (at its start or by a change): kept on the campaign, so they
+    #: are shown, and restored by retry-failed, after its quota rows were deleted.
+    limits: CampaignLimits = field(default_factory=CampaignLimits)
 
     @property
     def finished(self) -> int:
@@ -116,11 +143,27 @@ class CampaignRecord:
         return sum(n for status, n in self.counts.items() if status.is_terminal)
 
     @property
+    def ended(self) -> bool:
+        """Every run has ended (completed, or cancelled to the last run): nothing of it is
+        left to steer, and its quota rows can go (a retry-failed restores them)."""
+        return self.finished >= self.total
+
+    @property
     def shown_status(self) -> CampaignStatus:
         """The stored status, or ``completed`` once a running campaign's runs all ended."""
         if self.status == CampaignStatus.RUNNING and self.finished >= self.total:
             return CampaignStatus.COMPLETED
         return self.status
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignChange:
+    """What an operator changes on a running campaign (None: unchanged). ``limits`` are the
+    campaign's whole limits after the change (checked; merged with the current ones)."""
+
+    priority: int | None = None
+    weight: int | None = None
+    limits: CampaignLimits | None = None
 
 
 #: A campaign's items in chunks, as the store writes them; called again when the store

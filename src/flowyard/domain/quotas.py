@@ -130,6 +130,11 @@ def parse_rate(text: str) -> tuple[int, float]:
     return tokens, per_s
 
 
+def rate_text(tokens: int, per_s: float) -> str:
+    """A rate as written back (``"100 per 20s"``): :func:`parse_rate` reads it again."""
+    return f"{tokens} per {per_s:g}s"
+
+
 @dataclass(frozen=True, slots=True)
 class Quota:
     """For ``key``: at most ``tokens`` starts per ``per_s`` seconds, ``burst`` at once (a
@@ -190,7 +195,7 @@ class Quota:
         """The rate as written back (``"100 per 20s"``); None without one."""
         if self.tokens is None or self.per_s is None:
             return None
-        return f"{self.tokens} per {self.per_s:g}s"
+        return rate_text(self.tokens, self.per_s)
 
 
 @dataclass(frozen=True, slots=True)

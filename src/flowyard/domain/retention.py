@@ -22,6 +22,10 @@ MAX_POLICY_CHARS = 32
 #: The tables a prune deletes from, in the order it deletes (rows that reference a run
 #: before the run): what its counts are keyed by.
 PRUNED_TABLES = ("run_events", "signals", "branches", "steps", "runs")
+#: Rows a prune deletes because their owner is gone, whatever the policies: the quota rows of
+#: campaigns whose runs have all ended, throttle windows that are over, and the debounce and
+#: throttle rows of deleted hooks and event triggers.
+LEFTOVER_TABLES = ("quotas", "trigger_debounces", "trigger_throttles")
 
 
 def parse_retention(value: object) -> float | None:
@@ -87,6 +91,8 @@ class PruneReport:
     batches: int = 0
     #: The prune stopped before the end (a periodic pruner lost its lease).
     interrupted: bool = False
+    #: Rows whose owner is gone, by table (:data:`LEFTOVER_TABLES`).
+    leftovers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LEFTOVER_TABLES, 0))
 
     @property
     def runs(self) -> int:

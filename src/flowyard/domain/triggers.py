@@ -31,6 +31,21 @@ EVENT_ID_MAX = 200
 MAX_PERIOD_S = 24 * 3600.0
 #: Most starts a throttle lets through per period.
 MAX_THROTTLE_LIMIT = 100_000
+#: What the debounce and throttle rows of a hook and of an event trigger are keyed by
+#: (``source``): deleting the owner deletes its rows; the pruner deletes any it left.
+HOOK_SOURCE = "hk:"
+TRIGGER_SOURCE = "et:"
+
+
+def hook_source(hook_id: str) -> str:
+    """The ``source`` of a hook's debounce and throttle rows."""
+    return HOOK_SOURCE + hook_id
+
+
+def trigger_source(trigger_id: str) -> str:
+    """The ``source`` of an event trigger's debounce and throttle rows."""
+    return TRIGGER_SOURCE + trigger_id
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

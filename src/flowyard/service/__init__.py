@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
-from flowyard.service.campaigns import CampaignAction, CampaignUseCases, LimitsSpec
+from flowyard.service.campaign_changes import CampaignChanged, CampaignChangeUseCases
+from flowyard.service.campaigns import CampaignAction, LimitsSpec
 from flowyard.service.correlation import CorrelationUseCases
 from flowyard.service.drafts import DraftUseCases, DraftView
 from flowyard.service.lifecycle import BulkRetry
@@ -26,10 +27,10 @@ from flowyard.service.runs import (
 )
 
 
-class FlowyardService(DraftUseCases, CorrelationUseCases, CampaignUseCases):
+class FlowyardService(DraftUseCases, CorrelationUseCases, CampaignChangeUseCases):
     """Use cases over a store, a validator and the compiled-workflow cache (workflows bring
     their drafts; correlation brings lifecycle, runs and state machines with it;
-    campaigns start runs in bulk)."""
+    campaigns start runs in bulk, and are steered while they drain)."""
 
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "AdminService",
     "BulkRetry",
     "CampaignAction",
+    "CampaignChanged",
     "DraftView",
     "FlowyardService",
     "LimitsSpec",

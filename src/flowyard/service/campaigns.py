@@ -143,7 +143,7 @@ class CampaignUseCases(LifecycleUseCases):
                 template = KeyTemplate.compile(item_key)
             except KeyTemplateError as exc:
                 raise InvalidInput(str(exc), [Problem("/item_key", str(exc), "pattern")]) from None
-        checked = _limits(limits or LimitsSpec(), concurrency_key)
+        checked = checked_limits(limits or LimitsSpec(), concurrency_key)
         limit_template = KeyTemplate.compile(concurrency_key) if concurrency_key else None
         record = await self.store.get_workflow(workflow)
         if record.archived:
@@ -247,6 +247,10 @@ class CampaignUseCases(LifecycleUseCases):
             "retry-failed": CampaignStatus.RUNNING,
         }[action]
         await self.store.set_campaign_status(campaign.id, status, now=self.clock(), audit=audit)
+        if action == "retry-failed":
+            # The pruner deleted its quota rows when its runs had all ended: its runs come
+            # back under the limits the campaign kept.
+            await self.store.restore_campaign_limits(campaign.id, now=self.clock())
         moved = skipped = 0
         after: str | None = None
         while page := await self.store.list_campaign_runs(
@@ -288,7 +292,7 @@ class LimitsSpec:
     key_rate: str | None = None
 
 
-def _limits(spec: LimitsSpec, concurrency_key: str | None) -> CampaignLimits:
+def checked_limits(spec: LimitsSpec, concurrency_key: str | None) -> CampaignLimits:
     """The checked limits; InvalidInput naming each bad field."""
     problems: list[Problem] = []
 

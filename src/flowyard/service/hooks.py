@@ -29,6 +29,7 @@ from flowyard.domain.hooks import (
     is_hook_id,
 )
 from flowyard.domain.records import RunRecord, SignalRecord
+from flowyard.domain.triggers import hook_source
 from flowyard.engine.validation import pointer_from_loc
 from flowyard.expressions import ExpressionEngine, ExpressionError
 from flowyard.nodes.base import CredentialSource
@@ -333,7 +334,7 @@ class HookService:
         assert self.triggers is not None
         try:
             gated = await self.triggers.start_gated(
-                f"hk:{hook.id}",
+                hook_source(hook.id),
                 hook.workflow_id,
                 run_input,
                 intake.scope(),

@@ -28,6 +28,8 @@ _log = logging.getLogger("flowyard.retention")
 
 #: The lease row of the periodic pruner.
 PRUNE_LEASE = "prune"
+#: Rows whose owner is gone that a dry run counts at most, per kind.
+DRY_RUN_COUNT = 1_000_000
 
 
 class RetentionStores(RetentionStore, WorkflowStore, AuditStore, Protocol):
@@ -138,6 +140,8 @@ class RetentionService:
             if not await self._prune_workflow(policy, before, report, keep_going):
                 report.interrupted = True
                 break
+        if workflow is None and not report.interrupted:
+            report.interrupted = not await self._prune_leftovers(report, keep_going)
         if dry_run:
             return report
         for name, n in report.runs_by_workflow.items():
@@ -147,10 +151,37 @@ class RetentionService:
                 "older_than": older_than,
                 "workflow": workflow,
                 "deleted": dict(report.counts),
+                "leftovers": dict(report.leftovers),
                 "interrupted": report.interrupted,
             }
             await self.store.append_audit(audit, self.clock())
         return report
+
+    async def _prune_leftovers(
+        self, report: PruneReport, keep_going: Callable[[], Awaitable[bool]] | None
+    ) -> bool:
+        """Rows whose owner is gone, whatever the policies: quota rows of campaigns whose
+        runs all ended, throttle windows that are over, debounce and throttle rows of
+        deleted hooks and triggers; by batches of ``batch`` rows. False: stopped by
+        ``keep_going``."""
+        dry_run = report.dry_run
+        # A dry run deletes nothing, so a batch would count the same rows again: one count.
+        batch = DRY_RUN_COUNT if dry_run else self.batch
+        while True:
+            n = await self.store.release_campaign_limits(limit=batch, dry_run=dry_run)
+            report.leftovers["quotas"] += n
+            if n < batch or dry_run:
+                break
+            if keep_going is not None and not await keep_going():
+                return False
+        while True:
+            found = await self.store.purge_trigger_rows(self.clock(), limit=batch, dry_run=dry_run)
+            for table, n in found.items():
+                report.leftovers[table] += n
+            if max(found.values(), default=0) < batch or dry_run:
+                return True
+            if keep_going is not None and not await keep_going():
+                return False
 
     async def _prune_workflow(
         self,
@@ -223,12 +254,16 @@ class Pruner:
         if not await self._renew():
             return None
         report = await self.retention.prune(keep_going=self._renew)
-        if report.runs:
+        if report.runs or any(report.leftovers.values()):
             audit = AuditEntry(
                 "retention.prune",
                 f"pruner:{self.owner}",
                 source_ip="worker",
-                detail={"deleted": dict(report.counts), "interrupted": report.interrupted},
+                detail={
+                    "deleted": dict(report.counts),
+                    "leftovers": dict(report.leftovers),
+                    "interrupted": report.interrupted,
+                },
             )
             await self.retention.store.append_audit(audit, self.clock())
         # Free for whoever comes first once the interval has passed (an interrupted pass

@@ -33,6 +33,7 @@ from flowyard.domain.triggers import (
     PendingStart,
     TriggerConfig,
     TriggerKind,
+    trigger_source,
 )
 from flowyard.engine.validation import pointer_from_loc
 from flowyard.expressions import ExpressionEngine, ExpressionError
@@ -329,7 +330,7 @@ class TriggerService:
             if config.input is not None:
                 run_input = await self.expressions.render_value_async(config.input, scope)
             gated = await self.start_gated(
-                f"et:{trigger.id}",
+                trigger_source(trigger.id),
                 trigger.workflow_id,
                 run_input,
                 scope,

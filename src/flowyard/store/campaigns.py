@@ -176,6 +176,7 @@ class CampaignOps(SqlBase):
                     priority=new.priority,
                     weight=new.weight,
                     concurrency_key=new.concurrency_key,
+                    limits=new.limits.as_json() if new.limits.whole or new.limits.per_key else None,
                 )
             )
             await conn.execute(
@@ -488,6 +489,7 @@ def _record(row: Any, counts: dict[RunStatus, int], recent: int) -> CampaignReco
         weight=row.weight,
         concurrency_key=row.concurrency_key,
         pruned=row.pruned,
+        limits=CampaignLimits.from_json(row.limits),
     )
 
 

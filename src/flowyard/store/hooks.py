@@ -14,9 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.hooks import HookChange, HookConfig, HookRecord, NewHook, new_hook_id
+from flowyard.domain.triggers import hook_source
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
-from flowyard.store.schema import hook_deliveries, hooks, workflows
+from flowyard.store.schema import (
+    hook_deliveries,
+    hooks,
+    trigger_debounces,
+    trigger_throttles,
+    workflows,
+)
 
 #: Expired delivery ids a delivery deletes at most (each is deleted once, so the table
 #: stays as small as the deliveries of the live windows).
@@ -156,7 +163,8 @@ class HookOps(SqlBase):
             raise _taken(exc, ref, change.path) from None
 
     async def delete_hook(self, ref: str, *, audit: AuditEntry | None = None) -> None:
-        """Delete a hook and its remembered deliveries (NotFound)."""
+        """Delete a hook, its remembered deliveries, its pending debounced starts and its
+        throttle windows (NotFound)."""
 
         async def fn(conn: AsyncConnection) -> None:
             row = (
@@ -172,6 +180,15 @@ class HookOps(SqlBase):
             # Explicitly, not by the foreign key's cascade alone: SQLite enforces it only with
             # its pragma on, and a store opened without it must not keep orphans.
             await conn.execute(hook_deliveries.delete().where(hook_deliveries.c.hook_id == row.id))
+            # Its pending debounced starts and throttle windows go with it (no foreign key:
+            # the rows are shared with event triggers, keyed by a source string).
+            source = hook_source(row.id)
+            await conn.execute(
+                trigger_debounces.delete().where(trigger_debounces.c.source == source)
+            )
+            await conn.execute(
+                trigger_throttles.delete().where(trigger_throttles.c.source == source)
+            )
             await conn.execute(hooks.delete().where(hooks.c.id == row.id))
 
         await self._tx(fn, audit=audit)

@@ -15,6 +15,7 @@ from flowyard.domain.commands import JOINED_WAITS, RetryFrom
 from flowyard.domain.errors import Conflict
 from flowyard.domain.events import EventType
 from flowyard.domain.ids import RunId
+from flowyard.domain.priorities import NO_LANE
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import BranchStatus, RunStatus, StepStatus
 from flowyard.engine.settlement import resumed
@@ -22,7 +23,7 @@ from flowyard.store.base import SqlBase
 from flowyard.store.correlation import check_unique_keys
 from flowyard.store.forks import ForkWriter, cancel_steps_of, drop_fork
 from flowyard.store.rows import ACTIVE, PENDING, event_row, lock_run, run_record
-from flowyard.store.schema import branches, run_events, runs, steps
+from flowyard.store.schema import branches, campaigns, run_events, runs, steps
 
 #: Runs that may be cancelled / paused / retried.
 _CANCELLABLE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
@@ -249,12 +250,14 @@ class LifecycleOps(SqlBase):
             )
             for fork in forks:
                 await drop_fork(conn, run.id, fork.branch, fork.id, now)
+            priority = await _current_priority(conn, run)
             rows = list(
                 await conn.execute(
                     steps.update()
                     .where(steps.c.run_id == run.id, redo)
                     .values(
                         status=StepStatus.SCHEDULED.value,
+                        priority=priority,
                         attempt=0,
                         recoveries=0,
                         available_at=now,
@@ -289,6 +292,7 @@ class LifecycleOps(SqlBase):
                     updated_at=now,
                     deadline_at=deadline_at,
                     workflow_version=workflow_version or run.workflow_version,
+                    priority=priority,
                 )
             )
             retried: dict[str, Any] = {
@@ -434,6 +438,15 @@ class LifecycleOps(SqlBase):
             return [RunId(r) for r in locked]
 
         return await self._tx(fn)
+
+
+async def _current_priority(conn: AsyncConnection, run: RunRecord) -> int:
+    """The priority a retried run's steps take: its campaign's as it is now (the campaign's
+    priority may have changed since the run ended), else the run's own."""
+    if run.lane == NO_LANE:
+        return run.priority
+    found = await conn.scalar(sa.select(campaigns.c.priority).where(campaigns.c.id == run.lane))
+    return run.priority if found is None else int(found)
 
 
 def _unique_key_of(run: RunRecord) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from flowyard.domain.quotas import (
     QuotaState,
     SlotHolder,
     Slots,
+    campaign_key,
     decide,
     full,
     observe_hold,
@@ -88,6 +89,25 @@ def _bucket_values(bucket: Bucket) -> dict[str, Any]:
         "paused_until": bucket.paused_until,
         "queue_until": bucket.queue_until,
     }
+
+
+def campaign_item_rows(campaign_id: str) -> sa.ColumnElement[bool]:
+    """The campaign's quota rows per concurrency key (``campaign:<id>:<digest>``): one
+    range of the primary key."""
+    whole = campaign_key(campaign_id)
+    return sa.and_(quotas.c.key > whole + ":", quotas.c.key < whole + ";")
+
+
+async def delete_quota_rows(conn: AsyncConnection, keys: Sequence[str]) -> int:
+    """Delete quota rows with their slots (the foreign key cascades too; SQLite enforces it
+    only with its pragma on); the rows deleted."""
+    deleted = 0
+    for i in range(0, len(keys), 500):
+        chunk = sorted(keys)[i : i + 500]
+        await conn.execute(quota_slots.delete().where(quota_slots.c.key.in_(chunk)))
+        result = await conn.execute(quotas.delete().where(quotas.c.key.in_(chunk)))
+        deleted += int(result.rowcount or 0)
+    return deleted
 
 
 def quota_row(quota: Quota, now: datetime) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Retention in the SQL store: delete a workflow's old finished runs by small batches, each
-its own short transaction, and the leases that keep one periodic pruner at a time.
+its own short transaction; the rows whose owner is gone (quota rows of ended campaigns,
+throttle windows that are over, debounce and throttle rows of deleted hooks and triggers);
+and the leases that keep one periodic pruner at a time.
 
 A batch takes up to ``limit`` top-level runs of one workflow that finished before a cutoff,
 oldest finish first, through the partial index ``ix_runs_retention``. On PostgreSQL it locks
@@ -19,7 +21,7 @@ short transaction, and workers wait that long (which is why batches are small).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,19 +29,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.clock import utc_now
 from flowyard.domain.ids import WorkflowId
+from flowyard.domain.quotas import campaign_key
 from flowyard.domain.retention import PRUNED_TABLES, PruneBatch, PruneCursor, WorkflowRetention
 from flowyard.domain.statuses import RunStatus
+from flowyard.domain.triggers import HOOK_SOURCE, MAX_PERIOD_S, TRIGGER_SOURCE
 from flowyard.store.base import SqlBase
+from flowyard.store.quotas import campaign_item_rows, delete_quota_rows
 from flowyard.store.rows import ACTIVE, chunks
 from flowyard.store.schema import (
     UTCDateTime,
     branches,
+    campaign_counts,
     campaigns,
+    event_triggers,
+    hooks,
     leases,
+    quotas,
     run_events,
     runs,
     signals,
     steps,
+    trigger_debounces,
+    trigger_throttles,
     workflow_versions,
     workflows,
 )
@@ -197,6 +208,93 @@ class RetentionOps(SqlBase):
             kept.update(root_of[row.run_id] for row in busy)
         return root_of, kept
 
+    async def release_campaign_limits(self, *, limit: int, dry_run: bool = False) -> int:
+        """Delete (or, with ``dry_run``, count) up to ``limit`` quota rows (with their
+        slots) of campaigns whose runs have all ended, by their counters: nothing takes
+        from them any more. The campaign keeps its limits (shown; a retry-failed makes the
+        rows again). Returns the rows."""
+
+        async def fn(conn: AsyncConnection) -> int:
+            ended = list(
+                await conn.execute(
+                    sa.select(campaigns.c.id)
+                    .join(campaign_counts, campaign_counts.c.campaign_id == campaigns.c.id)
+                    .where(campaign_counts.c.status.in_(FINISHED))
+                    .group_by(campaigns.c.id, campaigns.c.total)
+                    .having(sa.func.sum(campaign_counts.c.n) >= campaigns.c.total)
+                    .order_by(campaigns.c.id)
+                )
+            )
+            keys: list[str] = []
+            for (campaign_id,) in ended:
+                if len(keys) >= limit:
+                    break
+                found = await conn.execute(
+                    sa.select(quotas.c.key)
+                    .where(
+                        sa.or_(
+                            quotas.c.key == campaign_key(campaign_id),
+                            campaign_item_rows(campaign_id),
+                        )
+                    )
+                    .order_by(quotas.c.key)
+                    .limit(limit - len(keys))
+                )
+                keys.extend(found.scalars())
+            if not dry_run:
+                await delete_quota_rows(conn, keys)
+            return len(keys)
+
+        return await self._tx(fn, write=not dry_run)
+
+    async def purge_trigger_rows(
+        self, now: datetime, *, limit: int, dry_run: bool = False
+    ) -> dict[str, int]:
+        """Delete (or, with ``dry_run``, count) up to ``limit`` throttle windows that are
+        over (begun longer ago than the longest period) or whose hook or event trigger is
+        gone, and up to ``limit`` debounced starts whose owner is gone. Returns the rows by
+        table."""
+        over = now - timedelta(seconds=MAX_PERIOD_S)
+
+        async def fn(conn: AsyncConnection) -> dict[str, int]:
+            windows = list(
+                await conn.execute(
+                    sa.select(trigger_throttles.c.source, trigger_throttles.c.key)
+                    .where(
+                        sa.or_(
+                            trigger_throttles.c.window_start < over,
+                            _orphaned(trigger_throttles.c.source),
+                        )
+                    )
+                    .limit(limit)
+                )
+            )
+            starts = list(
+                (
+                    await conn.execute(
+                        sa.select(trigger_debounces.c.id)
+                        .where(_orphaned(trigger_debounces.c.source))
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            if not dry_run:
+                for chunk in chunks(windows, _IN):
+                    await conn.execute(
+                        trigger_throttles.delete().where(
+                            sa.tuple_(trigger_throttles.c.source, trigger_throttles.c.key).in_(
+                                [tuple(w) for w in chunk]
+                            )
+                        )
+                    )
+                for ids in chunks(starts, _IN):
+                    await conn.execute(
+                        trigger_debounces.delete().where(trigger_debounces.c.id.in_(ids))
+                    )
+            return {"trigger_throttles": len(windows), "trigger_debounces": len(starts)}
+
+        return await self._tx(fn, write=not dry_run)
+
     async def take_lease(self, name: str, owner: str, *, now: datetime, until: datetime) -> bool:
         """Hold the lease ``name`` until ``until`` if it is free (never taken, or expired) or
         already ``owner``'s; False when another owner holds it. A compare-and-set on one row:
@@ -233,6 +331,17 @@ class RetentionOps(SqlBase):
             return bool(released.rowcount == 1)
 
         return await self._tx(fn)
+
+
+def _orphaned(source: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """A debounce or throttle row whose hook or event trigger is gone (its owner's primary
+    key probed with the id cut out of ``source``)."""
+
+    def gone(prefix: str, owner: sa.Table) -> sa.ColumnElement[bool]:
+        owner_id = sa.func.substr(source, len(prefix) + 1)
+        return sa.and_(source.like(prefix + "%"), ~sa.exists().where(owner.c.id == owner_id))
+
+    return sa.or_(gone(HOOK_SOURCE, hooks), gone(TRIGGER_SOURCE, event_triggers))
 
 
 async def _count(conn: AsyncConnection, doomed: Sequence[str]) -> dict[str, int]:

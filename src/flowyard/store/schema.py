@@ -524,6 +524,9 @@ campaigns = sa.Table(
     # -- migration 0017: runs of the campaign deleted by retention. The counters by status
     # keep counting them (a campaign's history outlives its runs: decision 0031).
     sa.Column("pruned", sa.Integer, nullable=False, server_default="0"),
+    # -- migration 0019: its limits as last set (``CampaignLimits.as_json``); the quota rows
+    # are what the workers take from, and go when the campaign has ended.
+    sa.Column("limits", JSONType, nullable=True),
     sa.UniqueConstraint("workflow_id", "name"),
 )
 

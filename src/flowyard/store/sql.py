@@ -5,7 +5,7 @@ stay small."""
 from __future__ import annotations
 
 from flowyard.store.auth import AuthOps
-from flowyard.store.campaigns import CampaignOps
+from flowyard.store.campaign_changes import CampaignChangeOps
 from flowyard.store.changes import ChangeOps
 from flowyard.store.credentials import CredentialOps
 from flowyard.store.drafts import DraftOps
@@ -36,7 +36,7 @@ class SqlStore(
     CredentialOps,
     QuotaOps,
     HookOps,
-    CampaignOps,
+    CampaignChangeOps,
     TriggerOps,
     RetentionOps,
 ):

@@ -28,6 +28,7 @@ from flowyard.domain.triggers import (
     TriggerConfig,
     TriggerKind,
     new_trigger_id,
+    trigger_source,
 )
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
@@ -216,7 +217,7 @@ class TriggerOps(SqlBase):
             if row is None:
                 raise NotFound(f"event trigger {ref!r} not found")
             note_target(audit, "event_trigger", row.name)
-            source = f"et:{row.id}"
+            source = trigger_source(row.id)
             await conn.execute(
                 trigger_debounces.delete().where(trigger_debounces.c.source == source)
             )

@@ -15,6 +15,7 @@ from flowyard.api.campaign_schemas import (
     CREATE_EXAMPLE,
     CampaignActionResult,
     CampaignCreate,
+    CampaignPatch,
     CampaignPublic,
 )
 from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
@@ -191,6 +192,58 @@ async def get_campaign(service: ServiceDep, campaign_id: str) -> CampaignPublic:
     """Counts of the campaign's runs by status (from counters: as cheap at 50,000 runs as at
     5), the rate over the last minute and the ETA at that rate."""
     return CampaignPublic.of(await service.get_campaign(campaign_id), service.clock())
+
+
+@router.patch(
+    "/{campaign_id}",
+    response_model=CampaignPublic,
+    summary="Change a running campaign's priority, weight or limits",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/merge-patch+json": {
+                    "schema": {"$ref": "#/components/schemas/CampaignPatch"}
+                }
+            }
+        }
+    },
+    responses=documented(
+        404,
+        409,
+        422,
+        d409="Every run of the campaign has ended, or it was cancelled.",
+        d422="A value is out of range, a limit is not valid, or a field cannot be removed "
+        "(the problem names it).",
+    ),
+)
+async def update_campaign(
+    service: ServiceDep, audit: AuditDep, campaign_id: str, body: CampaignPatch
+) -> CampaignPublic:
+    """A JSON merge patch (`application/merge-patch+json` or `application/json`) of the
+    campaign's `priority`, `weight` and `limits` (a limit given null is removed). The
+    campaign takes it at once (the weight at the next claim); its unfinished runs and their
+    steps that are not running yet take the new priority by chunks of a few thousand, so
+    no transaction holds many rows; steps enqueued later take it too. Sending the same
+    change again finishes one that was interrupted."""
+    sent = body.model_fields_set
+    fixed = [f for f in ("priority", "weight") if f in sent and getattr(body, f) is None]
+    if fixed:
+        raise InvalidInput(
+            "the campaign's priority and weight can be changed, not removed",
+            [Problem(f"/{f}", "must be an integer, not null", "required") for f in fixed],
+        )
+    limits = None
+    if "limits" in sent:
+        if body.limits is None:
+            raise InvalidInput(
+                "limits cannot be null: give null to each limit to remove",
+                [Problem("/limits", "an object of limits, not null", "type")],
+            )
+        limits = body.limits.model_dump(include=body.limits.model_fields_set)
+    changed = await service.update_campaign(
+        campaign_id, priority=body.priority, weight=body.weight, limits=limits, audit=audit
+    )
+    return CampaignPublic.of(changed.campaign, service.clock())
 
 
 @router.get(

@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Protocol
 
 from flowyard.domain.auth import AuditEntry
-from flowyard.domain.campaigns import CampaignRecord, CampaignStatus, ItemChunks, NewCampaign
+from flowyard.domain.campaigns import (
+    CampaignChange,
+    CampaignLimits,
+    CampaignRecord,
+    CampaignStatus,
+    ItemChunks,
+    NewCampaign,
+)
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus
@@ -71,4 +78,38 @@ class CampaignStore(Protocol):
 
     async def count_campaign_runs(self, campaign_id: str) -> dict[RunStatus, int]:
         """The campaign's runs by status, counted over the runs (checks, not progress)."""
+        ...
+
+    async def update_campaign(
+        self,
+        campaign_id: str,
+        change: CampaignChange,
+        *,
+        now: datetime,
+        audit: AuditEntry | None = None,
+    ) -> CampaignRecord:
+        """Record a change of the campaign's priority, weight or limits (its row and its
+        whole-campaign quota row) in one transaction: NotFound; Conflict once every run has
+        ended or it was cancelled. Its runs and quota rows per key follow by chunks."""
+        ...
+
+    async def reprioritize_campaign(
+        self, campaign_id: str, priority: int, *, after: str | None, limit: int
+    ) -> tuple[str | None, int]:
+        """One short transaction: up to ``limit`` unfinished runs of the campaign after the
+        id ``after`` (with their child runs) and their unfinished steps take ``priority``.
+        Returns the next cursor (None: done) and the steps changed."""
+        ...
+
+    async def relimit_campaign_keys(
+        self, campaign_id: str, limits: CampaignLimits, *, after: str | None, limit: int
+    ) -> str | None:
+        """One short transaction: up to ``limit`` of the campaign's quota rows per
+        concurrency key after the key ``after`` take ``limits``' per-key values. Returns the
+        next cursor (None: done)."""
+        ...
+
+    async def restore_campaign_limits(self, campaign_id: str, *, now: datetime) -> int:
+        """Make the quota rows of the campaign's stored limits that are missing (for its
+        failed runs' concurrency keys); the rows made."""
         ...

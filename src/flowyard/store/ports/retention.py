@@ -37,6 +37,21 @@ class RetentionStore(Protocol):
         count instead and lock nothing."""
         ...
 
+    async def release_campaign_limits(self, *, limit: int, dry_run: bool = False) -> int:
+        """One short transaction: delete (or, with ``dry_run``, count) up to ``limit`` quota
+        rows, with their slots, of campaigns whose runs have all ended (by their counters).
+        Returns the rows."""
+        ...
+
+    async def purge_trigger_rows(
+        self, now: datetime, *, limit: int, dry_run: bool = False
+    ) -> dict[str, int]:
+        """One short transaction: delete (or count) up to ``limit`` throttle windows over at
+        ``now`` or whose hook or event trigger is gone, and up to ``limit`` debounced starts
+        whose owner is gone; the rows by table (``trigger_throttles``,
+        ``trigger_debounces``)."""
+        ...
+
     async def take_lease(self, name: str, owner: str, *, now: datetime, until: datetime) -> bool:
         """Hold ``name`` until ``until`` when it is free (never taken, or expired at
         ``now``) or already ``owner``'s; False otherwise. A released lease is free only
