@@ -52,7 +52,9 @@ def new_run_ids(count: int) -> list[RunId]:
     with one read of random bytes for all."""
     random = os.urandom(10 * count)
     now = time.time_ns
-    return [RunId("run_" + _ulid(now() // 1_000, random[10 * i : 10 * i + 10])) for i in range(count)]
+    return [
+        RunId("run_" + _ulid(now() // 1_000, random[10 * i : 10 * i + 10])) for i in range(count)
+    ]
 
 
 def new_workflow_id() -> WorkflowId:

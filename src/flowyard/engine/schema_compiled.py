@@ -204,8 +204,9 @@ def _object(schema: Mapping[str, Any]) -> list[Check]:
         extra = _compile(schema["additionalProperties"])
         known = frozenset(properties)
         out.append(
-            lambda v: not isinstance(v, dict)
-            or all(extra(x) for k, x in v.items() if k not in known)
+            lambda v: (
+                not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
+            )
         )
     if "minProperties" in schema:
         low = _count(schema["minProperties"])
