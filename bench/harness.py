@@ -184,6 +184,25 @@ async def wait_done(
         await asyncio.sleep(POLL_S)
 
 
+async def drain(
+    res: Result,
+    cmds: Sequence[list[str]],
+    env: dict[str, str],
+    terminal: Callable[[], Awaitable[int]],
+    timeout_s: float,
+    log: Path,
+) -> None:
+    """Start the worker processes ``cmds``, wait until ``terminal()`` reaches the runs (the
+    wall time, or the error, goes to ``res``) and stop them whatever happened."""
+    workers = spawn(cmds, env, log)
+    try:
+        res.drain_wall_s = await wait_done(terminal, res.runs, workers, timeout_s, log)
+    except (RuntimeError, TimeoutError) as exc:
+        res.error = str(exc)
+    finally:
+        stop(workers)
+
+
 def _engine(url: str) -> AsyncEngine:
     return create_async_engine(normalize_url(url), pool_size=1, max_overflow=0)
 

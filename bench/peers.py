@@ -27,9 +27,7 @@ from harness import (
     Result,
     _engine,
     _rows,
-    spawn,
-    stop,
-    wait_done,
+    drain,
 )
 
 #: Where the Celery peer's broker and results live (keys under a prefix per measurement).
@@ -69,23 +67,17 @@ async def bench_procrastinate(
         str(WORKER_POLL_S),
     )
     engine = _engine(location)
-    workers = spawn([cmd] * procs, _peer_env(), log)
-    try:
 
-        async def terminal() -> int:
-            rows = await _rows(
-                engine,
-                "SELECT count(*) FILTER (WHERE task_name = 'bench_step3' AND status = 'succeeded')"
-                " + count(*) FILTER (WHERE status IN ('failed', 'cancelled', 'aborted'))"
-                " FROM procrastinate_jobs",
-            )
-            return int(rows[0][0])
+    async def terminal() -> int:
+        rows = await _rows(
+            engine,
+            "SELECT count(*) FILTER (WHERE task_name = 'bench_step3' AND status = 'succeeded')"
+            " + count(*) FILTER (WHERE status IN ('failed', 'cancelled', 'aborted'))"
+            " FROM procrastinate_jobs",
+        )
+        return int(rows[0][0])
 
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
+    await drain(res, [cmd] * procs, _peer_env(), terminal, args.timeout, log)
     try:
         by_task: dict[tuple[str, str], int] = {
             (t, s): int(c)
@@ -132,17 +124,11 @@ async def bench_huey(procs: int, args: argparse.Namespace, location: str, log: P
         "--poll",
         str(WORKER_POLL_S),
     )
-    workers = spawn([cmd] * procs, _peer_env(), log)
-    try:
 
-        async def terminal() -> int:
-            return await asyncio.to_thread(peer.finished, location)
+    async def terminal() -> int:
+        return await asyncio.to_thread(peer.finished, location)
 
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
+    await drain(res, [cmd] * procs, _peer_env(), terminal, args.timeout, log)
     ok, failed, first, last = await asyncio.to_thread(peer.outcome, location)
     res.succeeded, res.failed = ok, failed
     # Every finished run executed its three tasks (step3 only runs after step1 and step2).
@@ -166,17 +152,11 @@ async def bench_dbos(procs: int, args: argparse.Namespace, location: str, log: P
         for n in range(procs)
     ]
     engine = _engine(location)
-    workers = spawn(cmds, _peer_env(), log)
-    try:
 
-        async def terminal() -> int:
-            return int((await _rows(engine, peer.FINISHED_SQL))[0][0])
+    async def terminal() -> int:
+        return int((await _rows(engine, peer.FINISHED_SQL))[0][0])
 
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
+    await drain(res, cmds, _peer_env(), terminal, args.timeout, log)
     try:
         [(ok, step_rows, odd, recovered, first_ms, last_ms)] = await _rows(engine, peer.OUTCOME_SQL)
         res.succeeded, res.steps_done = int(ok), int(step_rows)
@@ -213,17 +193,11 @@ async def bench_celery(procs: int, args: argparse.Namespace, log: Path) -> Resul
             "--threads",
             str(args.celery_threads),
         )
-        workers = spawn([cmd] * procs, _peer_env(), log)
-        try:
 
-            async def terminal() -> int:
-                return await asyncio.to_thread(peer.finished, REDIS_URL, prefix)
+        async def terminal() -> int:
+            return await asyncio.to_thread(peer.finished, REDIS_URL, prefix)
 
-            res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-        except (RuntimeError, TimeoutError) as exc:
-            res.error = str(exc)
-        finally:
-            stop(workers)
+        await drain(res, [cmd] * procs, _peer_env(), terminal, args.timeout, log)
         ok, executed, problems, first, last = await asyncio.to_thread(
             peer.outcome, REDIS_URL, prefix, last_ids
         )

@@ -59,6 +59,7 @@ from harness import (  # re-exported: the other benches import them from here
     _ratio,
     _rows,
     _tail,
+    drain,
     fresh_database,
     spawn,
     stop,
@@ -86,6 +87,7 @@ __all__ = [
     "_rows",
     "_tail",
     "bulk_start",
+    "drain",
     "fresh_database",
     "spawn",
     "stop",
@@ -147,19 +149,13 @@ async def bench_flowyard(
     exe = str(Path(sys.executable).with_name("flowyard"))
     cmd = [exe, "worker", "--db", url, "--concurrency", str(args.concurrency)]
     engine = _engine(url)
-    workers = spawn([cmd] * procs, env, log)
-    try:
-        in_list = ", ".join(f"'{s}'" for s in TERMINAL_RUN)
+    in_list = ", ".join(f"'{s}'" for s in TERMINAL_RUN)
 
-        async def terminal() -> int:
-            rows = await _rows(engine, f"SELECT count(*) FROM runs WHERE status IN ({in_list})")
-            return int(rows[0][0])
+    async def terminal() -> int:
+        rows = await _rows(engine, f"SELECT count(*) FROM runs WHERE status IN ({in_list})")
+        return int(rows[0][0])
 
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
+    await drain(res, [cmd] * procs, env, terminal, args.timeout, log)
     try:
         for status, count in await _rows(
             engine, "SELECT status, count(*) FROM runs GROUP BY status"

@@ -155,15 +155,20 @@ def _enum(values: Any) -> Check:
     return check
 
 
-def _string(schema: Mapping[str, Any]) -> list[Check]:
+def _sizes(schema: Mapping[str, Any], kind: type, low_key: str, high_key: str) -> list[Check]:
+    """``minLength``/``maxLength`` and their kin: ``len`` of an instance of ``kind``."""
     out: list[Check] = []
-    if "minLength" in schema:
-        low = _count(schema["minLength"])
-        out.append(lambda v: not isinstance(v, str) or len(v) >= low)
-    if "maxLength" in schema:
-        high = _count(schema["maxLength"])
-        out.append(lambda v: not isinstance(v, str) or len(v) <= high)
+    if low_key in schema:
+        low = _count(schema[low_key])
+        out.append(lambda v: not isinstance(v, kind) or len(v) >= low)
+    if high_key in schema:
+        high = _count(schema[high_key])
+        out.append(lambda v: not isinstance(v, kind) or len(v) <= high)
     return out
+
+
+def _string(schema: Mapping[str, Any]) -> list[Check]:
+    return _sizes(schema, str, "minLength", "maxLength")
 
 
 def _numeric(schema: Mapping[str, Any]) -> list[Check]:
@@ -208,13 +213,7 @@ def _object(schema: Mapping[str, Any]) -> list[Check]:
                 not isinstance(v, dict) or all(extra(x) for k, x in v.items() if k not in known)
             )
         )
-    if "minProperties" in schema:
-        low = _count(schema["minProperties"])
-        out.append(lambda v: not isinstance(v, dict) or len(v) >= low)
-    if "maxProperties" in schema:
-        high = _count(schema["maxProperties"])
-        out.append(lambda v: not isinstance(v, dict) or len(v) <= high)
-    return out
+    return out + _sizes(schema, dict, "minProperties", "maxProperties")
 
 
 def _array(schema: Mapping[str, Any]) -> list[Check]:
@@ -222,10 +221,4 @@ def _array(schema: Mapping[str, Any]) -> list[Check]:
     if "items" in schema:
         each = _compile(schema["items"])
         out.append(lambda v: not isinstance(v, list) or all(each(x) for x in v))
-    if "minItems" in schema:
-        low = _count(schema["minItems"])
-        out.append(lambda v: not isinstance(v, list) or len(v) >= low)
-    if "maxItems" in schema:
-        high = _count(schema["maxItems"])
-        out.append(lambda v: not isinstance(v, list) or len(v) <= high)
-    return out
+    return out + _sizes(schema, list, "minItems", "maxItems")
