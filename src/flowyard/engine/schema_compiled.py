@@ -14,7 +14,7 @@ check answers False and jsonschema decides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sized
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -155,7 +155,9 @@ def _enum(values: Any) -> Check:
     return check
 
 
-def _sizes(schema: Mapping[str, Any], kind: type, low_key: str, high_key: str) -> list[Check]:
+def _sizes(
+    schema: Mapping[str, Any], kind: type[Sized], low_key: str, high_key: str
+) -> list[Check]:
     """``minLength``/``maxLength`` and their kin: ``len`` of an instance of ``kind``."""
     out: list[Check] = []
     if low_key in schema:
