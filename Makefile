@@ -75,6 +75,8 @@ chaos: $(STAMP)
 fuzz: $(STAMP)
 	cd tests && ../$(BIN)/python -m support.fuzz $(FUZZ_ARGS)
 
+# flowyard against DBOS and Celery (Redis on 127.0.0.1:6379): 50,000 runs on PostgreSQL,
+# 2 worker processes each (~15-30 min on 2 cores; `bench/throughput.py --runs 2000` is quick).
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,bench]'
 	$(BIN)/python bench/throughput.py

@@ -9,6 +9,12 @@ Each measurement gets a fresh database (bench/throughput.py's ``fresh_database``
 
     python bench/campaigns.py                       # 50,000 items, SQLite and PostgreSQL
     python bench/campaigns.py --items 5000 --backends sqlite
+    python bench/campaigns.py --profile             # where the time goes, CPU included
+
+``--profile`` splits one start: the first pass (CPU of its thread), each table's bulk insert
+(wall, and on PostgreSQL the CPU of the server process that ran it, read from /proc: the
+server is on this machine) and the process's CPU. CPU seconds are fair on a loaded machine;
+wall seconds are not (the load average is printed next to them).
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flowyard.bootstrap import build
 from flowyard.campaigns.items import ItemFormat
+from flowyard.service import campaigns as campaign_service
 from flowyard.settings import Settings
 from throughput import WORKFLOW, bulk_start, fresh_database  # bench/ is sys.path[0]
 
@@ -53,11 +63,16 @@ def ndjson(count: int) -> bytes:
     )
 
 
-async def campaign_start(url: str, body: bytes) -> tuple[float, int]:
-    """Seconds ``start_campaign`` took for ``body``, and the runs it started."""
+async def campaign_start(
+    url: str, body: bytes, split: Counter[str] | None = None
+) -> tuple[float, int]:
+    """Seconds ``start_campaign`` took for ``body``, and the runs it started; ``split``
+    receives the profile (seconds by part) when given."""
     container = await build(Settings(db_url=url, load_plugins=False))
     try:
         await container.service.save_workflow(CAMPAIGN_WORKFLOW, "bench")
+        if split is not None:
+            _instrument(container.store, split)
         t0 = time.perf_counter()
         campaign, created = await container.service.start_campaign(
             "bench-campaign",
@@ -74,6 +89,51 @@ async def campaign_start(url: str, body: bytes) -> tuple[float, int]:
         await container.close()
 
 
+def _instrument(store: Any, split: Counter[str]) -> None:
+    """Time the first pass and each table's bulk insert of ``store`` into ``split``."""
+    accept = campaign_service._accept
+    insert = store._insert_rows
+
+    def timed_accept(*args: Any, **kwargs: Any) -> Any:
+        with _timed(split, "first pass"):
+            return accept(*args, **kwargs)
+
+    async def timed_insert(conn: Any, table: Any, columns: Any, records: Any) -> None:
+        pid = None
+        if store.dialect == "postgresql":
+            pid = (await conn.exec_driver_sql("SELECT pg_backend_pid()")).scalar()
+        server0 = _proc_cpu(pid)
+        t0 = time.perf_counter()
+        await insert(conn, table, columns, records)
+        split[f"insert {table.name} wall"] += time.perf_counter() - t0
+        if pid is not None:
+            split[f"insert {table.name} server cpu"] += _proc_cpu(pid) - server0
+
+    campaign_service._accept = timed_accept  # type: ignore[assignment]
+    store._insert_rows = timed_insert
+
+
+@contextmanager
+def _timed(split: Counter[str], name: str) -> Iterator[None]:
+    t0, c0 = time.perf_counter(), time.thread_time()
+    try:
+        yield
+    finally:
+        split[f"{name} wall"] += time.perf_counter() - t0
+        split[f"{name} cpu"] += time.thread_time() - c0
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds of a local process (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _verdict(seconds: float, target: float) -> str:
     return "met" if seconds <= target else f"MISSED by {seconds - target:.2f} s"
 
@@ -87,11 +147,17 @@ async def main(args: argparse.Namespace) -> int:
     )
     print("| backend | campaign start s | items/s | peer start_runs s | ratio | target |")
     print("|---|---|---|---|---|---|")
+    profiles: dict[str, Counter[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends:
+            split: Counter[str] | None = Counter() if args.profile else None
             async with fresh_database(backend, args.pg_url, Path(tmp)) as loc:
                 url = f"sqlite:///{loc}" if backend == "sqlite" else loc
-                seconds, total = await campaign_start(url, body)
+                cpu0 = time.process_time()
+                seconds, total = await campaign_start(url, body, split)
+                if split is not None:
+                    split["process cpu (all threads)"] = time.process_time() - cpu0
+                    split["start_campaign wall"] = seconds
             async with fresh_database(backend, args.pg_url, Path(tmp)) as loc:
                 url = f"sqlite:///{loc}" if backend == "sqlite" else loc
                 peer = await bulk_start(url, WORKFLOW, args.items)
@@ -100,6 +166,12 @@ async def main(args: argparse.Namespace) -> int:
                 f"| {backend} | {seconds:.2f} | {total / seconds:,.0f} | {peer:.2f} | "
                 f"{peer / seconds:.1f}x | <= {target:.2f} s {_verdict(seconds, target)} |"
             )
+            if split is not None:
+                profiles[backend] = split
+    for backend, split in profiles.items():
+        print(f"\n# profile, {backend} (seconds; load average {os.getloadavg()[0]:.1f})")
+        for name, value in sorted(split.items()):
+            print(f"  {name:36} {value:7.2f}")
     print(
         f"# load average {os.getloadavg()[0]:.1f} at the end; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
@@ -112,4 +184,5 @@ if __name__ == "__main__":
     p.add_argument("--items", type=int, default=50_000)
     p.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--profile", action="store_true", help="split the time (see above)")
     sys.exit(asyncio.run(main(p.parse_args())))

@@ -1,222 +1,110 @@
-"""Baseline throughput: N runs of a 3-step no-op workflow, flowyard against a peer.
+"""Throughput: N runs of a 3-step no-op workflow, flowyard against its peers in the same run.
 
-For each backend (SQLite, PostgreSQL) and each worker-process count K:
+For each backend and each worker-process count K:
 
 1. a fresh database (SQLite: a temp file; PostgreSQL: ``CREATE DATABASE bench_<rand>``,
    dropped at the end);
 2. flowyard: save the workflow ``trigger -> set -> end``, time the bulk start of N runs
    (``store.start_runs`` in chunks of 1,000), then start K ``flowyard worker`` processes and
    wait until every run is terminal;
-3. the peer on the same backend, same N, same 3-step chain, same K and concurrency:
-   procrastinate on PostgreSQL, huey (SqliteHuey) on SQLite.
+3. each peer of that backend (``peers.py``), same N, same 3-step chain, same K processes:
+   DBOS (a queue, concurrency 200) and Celery (Redis, 8 threads a process) by default;
+   procrastinate (PostgreSQL) and huey (SQLite) on request.
 
-Drain time is measured from database timestamps: the first step/task start to the last run
-end, so interpreter start-up of the worker processes is excluded. The wall time (worker
-launch to "all terminal" seen by the 0.2 s poller) is printed too.
+Drain time is measured from each system's own timestamps: the first step/task start to the
+last run end, so interpreter start-up of the worker processes is excluded. The wall time
+(worker launch to "all terminal" seen by the 0.2 s poller) is printed too. The table gives
+flowyard's runs/s over each peer's, next to issue 13's target (DBOS >= 10x, Celery >= 7x).
 
-    python bench/throughput.py                      # full run (~2 min on 2 cores)
-    python bench/throughput.py --runs 500           # quick check
-    python bench/throughput.py --backends sqlite --procs 1 --no-peers
+    python bench/throughput.py                      # `make bench`: 50,000 runs, PostgreSQL, 2 procs
+    python bench/throughput.py --runs 2000          # quick check
+    python bench/throughput.py --backends sqlite,postgres --procs 1,4 --peers huey,procrastinate
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
 from flowyard.bootstrap import build
 from flowyard.domain.records import NewRun
 from flowyard.settings import Settings
-from flowyard.store.factory import normalize_url
+from harness import (  # re-exported: the other benches import them from here
+    BENCH_DIR,
+    BUSY_WARN,
+    CHUNK,
+    POLL_S,
+    STEPS_PER_RUN,
+    TERMINAL_RUN,
+    WORKER_POLL_S,
+    WORKFLOW,
+    Result,
+    _as_utc,
+    _busy_cores,
+    _engine,
+    _flowyard_url,
+    _fmt,
+    _machine,
+    _pg_url,
+    _ratio,
+    _rows,
+    _tail,
+    drain,
+    fresh_database,
+    spawn,
+    stop,
+    wait_done,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
-CHUNK = 1_000
-STEPS_PER_RUN = 3
-POLL_S = 0.2
-WORKER_POLL_S = 0.05
-BUSY_WARN = 0.5
+__all__ = [
+    "BENCH_DIR",
+    "BUSY_WARN",
+    "CHUNK",
+    "POLL_S",
+    "STEPS_PER_RUN",
+    "TERMINAL_RUN",
+    "WORKER_POLL_S",
+    "WORKFLOW",
+    "Result",
+    "_as_utc",
+    "_busy_cores",
+    "_engine",
+    "_flowyard_url",
+    "_fmt",
+    "_machine",
+    "_pg_url",
+    "_ratio",
+    "_rows",
+    "_tail",
+    "bulk_start",
+    "drain",
+    "fresh_database",
+    "spawn",
+    "stop",
+    "wait_done",
+]
 
-WORKFLOW: dict[str, Any] = {
-    "name": "bench-noop-3",
-    "description": "Three no-op steps: the throughput baseline.",
-    "start": "trigger",
-    "nodes": [
-        {"id": "trigger", "type": "trigger", "next": "set"},
-        {"id": "set", "type": "set", "config": {"values": {"x": "{{ input.i }}"}}, "next": "end"},
-        {"id": "end", "type": "end"},
-    ],
+#: The backend each peer is measured on (Celery's store is Redis; it is compared with
+#: flowyard on PostgreSQL, the deployment it would replace).
+PEER_BACKEND = {
+    "dbos": "postgres",
+    "celery": "postgres",
+    "procrastinate": "postgres",
+    "huey": "sqlite",
 }
-
-PEERS = {"sqlite": "huey", "postgres": "procrastinate"}
-TERMINAL_RUN = ("succeeded", "failed", "cancelled", "timed_out")
-
-
-@dataclass
-class Result:
-    """One measurement: one system on one backend with K worker processes."""
-
-    backend: str
-    procs: int
-    system: str
-    runs: int
-    concurrency: int
-    start_s: float | None = None
-    drain_db_s: float | None = None
-    drain_wall_s: float | None = None
-    succeeded: int = 0
-    failed: int = 0
-    steps_done: int = 0
-    error: str | None = None
-    notes: list[str] = field(default_factory=list)
-    #: CPU cores busy (with other work: none of ours runs then) in the second before.
-    busy_before: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        """A complete measurement: every run succeeded and was timed."""
-        return self.error is None and self.succeeded == self.runs and bool(self.drain_db_s)
-
-    def start_rate(self) -> float | None:
-        """Runs started per second (bulk start)."""
-        return self.runs / self.start_s if self.start_s else None
-
-    def runs_rate(self) -> float | None:
-        """Runs finished per second over the DB-timestamp drain window."""
-        return self.runs / self.drain_db_s if self.ok and self.drain_db_s else None
-
-    def steps_rate(self) -> float | None:
-        """Steps (or peer tasks) executed per second over the same window."""
-        return self.steps_done / self.drain_db_s if self.ok and self.drain_db_s else None
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _as_utc(value: Any) -> datetime | None:
-    """DB timestamps: SQLite gives naive UTC text, PostgreSQL aware datetimes."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _pg_url(admin_url: str, database: str) -> str:
-    base, _, _ = admin_url.rpartition("/")
-    return f"{base}/{database}"
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(backend: str, admin_url: str, workdir: Path) -> AsyncIterator[str]:
-    """A new empty database for one measurement; removed afterwards."""
-    name = f"bench_{secrets.token_hex(4)}"
-    if backend == "sqlite":
-        path = workdir / f"{name}.db"
-        try:
-            yield str(path)
-        finally:
-            for leftover in workdir.glob(f"{name}.db*"):
-                leftover.unlink()
-        return
-    import asyncpg
-
-    admin = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield _pg_url(admin_url, name)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-def _flowyard_url(backend: str, location: str) -> str:
-    return f"sqlite:///{location}" if backend == "sqlite" else location
-
-
-def spawn(
-    cmds: Sequence[list[str]], env: dict[str, str], log: Path
-) -> list[subprocess.Popen[bytes]]:
-    """Start the worker processes, stdout/stderr appended to ``log``."""
-    procs = []
-    with log.open("ab") as fh:
-        for cmd in cmds:
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
-    return procs
-
-
-def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every worker we started, then SIGKILL what is left after 10 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _tail(log: Path, lines: int = 8) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-async def wait_done(
-    terminal: Callable[[], Awaitable[int]],
-    runs: int,
-    procs: Sequence[subprocess.Popen[bytes]],
-    timeout_s: float,
-    log: Path,
-) -> float:
-    """Poll until ``terminal()`` reaches ``runs``; returns the wall time. Raises on timeout
-    or when every worker process has died."""
-    t0 = time.perf_counter()
-    while True:
-        done = await terminal()
-        if done >= runs:
-            return time.perf_counter() - t0
-        if all(p.poll() is not None for p in procs):
-            raise RuntimeError(f"all worker processes exited ({done}/{runs} done): {_tail(log)}")
-        if time.perf_counter() - t0 > timeout_s:
-            raise TimeoutError(f"only {done}/{runs} runs terminal after {timeout_s:.0f} s")
-        await asyncio.sleep(POLL_S)
-
-
-def _engine(url: str) -> AsyncEngine:
-    return create_async_engine(normalize_url(url), pool_size=1, max_overflow=0)
-
-
-async def _rows(engine: AsyncEngine, sql: str) -> list[Any]:
-    async with engine.connect() as conn:
-        return list(await conn.execute(sa.text(sql)))
-
+#: Issue 13's targets: flowyard's runs/s over the peer's.
+TARGETS = {"dbos": 10.0, "celery": 7.0}
+DEFAULT_PEERS = "dbos,celery"
 
 # -- flowyard --------------------------------------------------------------------------------
 
@@ -261,19 +149,13 @@ async def bench_flowyard(
     exe = str(Path(sys.executable).with_name("flowyard"))
     cmd = [exe, "worker", "--db", url, "--concurrency", str(args.concurrency)]
     engine = _engine(url)
-    workers = spawn([cmd] * procs, env, log)
-    try:
-        in_list = ", ".join(f"'{s}'" for s in TERMINAL_RUN)
+    in_list = ", ".join(f"'{s}'" for s in TERMINAL_RUN)
 
-        async def terminal() -> int:
-            rows = await _rows(engine, f"SELECT count(*) FROM runs WHERE status IN ({in_list})")
-            return int(rows[0][0])
+    async def terminal() -> int:
+        rows = await _rows(engine, f"SELECT count(*) FROM runs WHERE status IN ({in_list})")
+        return int(rows[0][0])
 
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
+    await drain(res, [cmd] * procs, env, terminal, args.timeout, log)
     try:
         for status, count in await _rows(
             engine, "SELECT status, count(*) FROM runs GROUP BY status"
@@ -301,125 +183,6 @@ async def bench_flowyard(
     return res
 
 
-# -- peers -----------------------------------------------------------------------------------
-
-
-def _peer_cmd(module: str, entry: str, *extra: str) -> list[str]:
-    return [sys.executable, "-c", f"import {module} as m; m.{entry}()", *extra]
-
-
-def _peer_env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path}
-
-
-async def bench_procrastinate(
-    procs: int, args: argparse.Namespace, location: str, log: Path
-) -> Result:
-    """The PostgreSQL peer: 3 chained procrastinate tasks per run."""
-    import _peer_procrastinate as peer
-
-    res = Result("postgres", procs, "procrastinate", args.runs, args.concurrency)
-    dsn = location.replace("postgresql+asyncpg://", "postgresql://")
-    await peer.setup(dsn)
-    t0 = time.perf_counter()
-    await peer.start_runs(dsn, args.runs, CHUNK)
-    res.start_s = time.perf_counter() - t0
-
-    cmd = _peer_cmd(
-        "_peer_procrastinate",
-        "worker_main",
-        "--dsn",
-        dsn,
-        "--concurrency",
-        str(args.concurrency),
-        "--poll",
-        str(WORKER_POLL_S),
-    )
-    engine = _engine(location)
-    workers = spawn([cmd] * procs, _peer_env(), log)
-    try:
-
-        async def terminal() -> int:
-            rows = await _rows(
-                engine,
-                "SELECT count(*) FILTER (WHERE task_name = 'bench_step3' AND status = 'succeeded')"
-                " + count(*) FILTER (WHERE status IN ('failed', 'cancelled', 'aborted'))"
-                " FROM procrastinate_jobs",
-            )
-            return int(rows[0][0])
-
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
-    try:
-        by_task: dict[tuple[str, str], int] = {
-            (t, s): int(c)
-            for t, s, c in await _rows(
-                engine,
-                "SELECT task_name, status::text, count(*) FROM procrastinate_jobs"
-                " GROUP BY task_name, status",
-            )
-        }
-        res.succeeded = by_task.get(("bench_step3", "succeeded"), 0)
-        res.steps_done = sum(c for (_, s), c in by_task.items() if s == "succeeded")
-        bad = {f"{t}:{s}": c for (t, s), c in by_task.items() if s != "succeeded"}
-        res.failed = sum(c for (_, s), c in by_task.items() if s in ("failed", "aborted"))
-        if bad:
-            res.notes.append(f"jobs not succeeded: {bad}")
-        [(first, last)] = await _rows(
-            engine,
-            "SELECT (SELECT min(at) FROM procrastinate_events WHERE type = 'started'),"
-            " (SELECT max(at) FROM procrastinate_events WHERE type = 'succeeded')",
-        )
-        if first and last:
-            res.drain_db_s = (last - first).total_seconds()
-    finally:
-        await engine.dispose()
-    return res
-
-
-async def bench_huey(procs: int, args: argparse.Namespace, location: str, log: Path) -> Result:
-    """The SQLite peer: 3 chained huey tasks per run, K consumer processes."""
-    import _peer_huey as peer
-
-    res = Result("sqlite", procs, "huey", args.runs, args.concurrency)
-    t0 = time.perf_counter()
-    await asyncio.to_thread(peer.start_runs, location, args.runs, CHUNK)
-    res.start_s = time.perf_counter() - t0
-
-    cmd = _peer_cmd(
-        "_peer_huey",
-        "consumer_main",
-        "--db",
-        location,
-        "--workers",
-        str(args.concurrency),
-        "--poll",
-        str(WORKER_POLL_S),
-    )
-    workers = spawn([cmd] * procs, _peer_env(), log)
-    try:
-
-        async def terminal() -> int:
-            return await asyncio.to_thread(peer.finished, location)
-
-        res.drain_wall_s = await wait_done(terminal, args.runs, workers, args.timeout, log)
-    except (RuntimeError, TimeoutError) as exc:
-        res.error = str(exc)
-    finally:
-        stop(workers)
-    ok, failed, first, last = await asyncio.to_thread(peer.outcome, location)
-    res.succeeded, res.failed = ok, failed
-    # Every finished run executed its three tasks (step3 only runs after step1 and step2).
-    res.steps_done = ok * STEPS_PER_RUN
-    if first is not None and last is not None:
-        res.drain_db_s = last - first
-    return res
-
-
 # -- driver ----------------------------------------------------------------------------------
 
 
@@ -431,12 +194,7 @@ async def measure(
     busy = await _busy_cores()
     try:
         async with fresh_database(backend, args.pg_url, workdir) as location:
-            if system == "flowyard":
-                r = await bench_flowyard(backend, procs, args, location, log)
-            elif system == "procrastinate":
-                r = await bench_procrastinate(procs, args, location, log)
-            else:
-                r = await bench_huey(procs, args, location, log)
+            r = await _run(system, backend, procs, args, location, log)
     except ImportError as exc:
         reason = f"not installed ({exc.name}): pip install -e '.[bench]'"
         r = Result(backend, procs, system, args.runs, args.concurrency, error=reason)
@@ -447,21 +205,30 @@ async def measure(
     return r
 
 
-def _cpu_times() -> tuple[int, int]:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+async def _run(
+    system: str, backend: str, procs: int, args: argparse.Namespace, location: str, log: Path
+) -> Result:
+    if system == "flowyard":
+        return await bench_flowyard(backend, procs, args, location, log)
+    import peers
+
+    match system:
+        case "dbos":
+            return await peers.bench_dbos(procs, args, location, log)
+        case "celery":
+            return await peers.bench_celery(procs, args, log)
+        case "procrastinate":
+            return await peers.bench_procrastinate(procs, args, location, log)
+        case "huey":
+            return await peers.bench_huey(procs, args, location, log)
+    raise AssertionError(system)
 
 
-async def _busy_cores(seconds: float = 1.0) -> float | None:
-    """Cores kept busy by other processes, sampled while none of ours runs (Linux only)."""
+def _load() -> str:
     try:
-        total0, idle0 = _cpu_times()
-        await asyncio.sleep(seconds)
-        total1, idle1 = _cpu_times()
-    except (OSError, ValueError, IndexError):
-        return None
-    busy = 1 - (idle1 - idle0) / max(1, total1 - total0)
-    return round(busy * (os.cpu_count() or 1), 2)
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "-"
 
 
 def _log_path(workdir: Path, backend: str, system: str, procs: int) -> Path:
@@ -483,70 +250,72 @@ def _report(r: Result, log: Path) -> None:
         print(f"    worker log tail:\n{_tail(log)}")
 
 
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "-" if not a or not b else f"{a / b:.2f}x"
-
-
 def table(results: Sequence[Result]) -> str:
-    """The results as a Markdown table, each flowyard row with its ratio to the peer."""
+    """The results as a Markdown table, each peer's row with flowyard's runs/s over its own
+    (same backend group, same K) and the target, if issue 13 sets one."""
     by_key = {(r.backend, r.procs, r.system): r for r in results}
     head = (
-        "| backend | procs | system | runs/s | steps/s | ratio flowyard/peer (runs/s)"
-        " | start runs/s | start ratio | drain (db) s | drain (wall) s | succeeded | busy before |"
+        "| backend | procs | system | runs/s | steps/s | flowyard / this (runs/s) | target"
+        " | start runs/s | drain (own clock) s | drain (wall) s | succeeded | busy before |"
     )
     lines = [head, "|" + "---|" * 12]
     for r in results:
-        peer = by_key.get((r.backend, r.procs, PEERS[r.backend]))
-        is_fy = r.system == "flowyard" and peer is not None
+        fy = by_key.get((r.backend, r.procs, "flowyard"))
+        ratio = target = ""
+        if r.system != "flowyard" and fy is not None:
+            ratio = _ratio(fy.runs_rate(), r.runs_rate())
+            if r.system in TARGETS:
+                target = _verdict(fy.runs_rate(), r.runs_rate(), TARGETS[r.system])
         lines.append(
             f"| {r.backend} | {r.procs} | {r.system} | {_fmt(r.runs_rate())}"
-            f" | {_fmt(r.steps_rate())}"
-            f" | {_ratio(r.runs_rate(), peer.runs_rate()) if is_fy and peer else ''}"
-            f" | {_fmt(r.start_rate())}"
-            f" | {_ratio(r.start_rate(), peer.start_rate()) if is_fy and peer else ''}"
+            f" | {_fmt(r.steps_rate())} | {ratio} | {target} | {_fmt(r.start_rate())}"
             f" | {_fmt(r.drain_db_s, 2)} | {_fmt(r.drain_wall_s, 2)}"
             f" | {r.succeeded}/{r.runs}{'' if r.ok else ' INCOMPLETE'} | {_fmt(r.busy_before, 1)} |"
         )
     return "\n".join(lines)
 
 
-def _machine() -> dict[str, Any]:
-    mem = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        first = Path("/proc/meminfo").read_text().splitlines()[0]
-        mem = round(int(first.split()[1]) / 1024 / 1024, 1)
-    return {
-        "cpus": os.cpu_count(),
-        "mem_gib": mem,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+def _verdict(ours: float | None, theirs: float | None, target: float) -> str:
+    if not ours or not theirs:
+        return f">= {target:g}x: not measured"
+    got = ours / theirs
+    return (
+        f">= {target:g}x: met"
+        if got >= target
+        else f">= {target:g}x: MISSED ({got / target:.0%} of it)"
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--runs", type=int, default=2000, help="runs per measurement (default 2000)")
-    p.add_argument("--backends", default="sqlite,postgres", help="comma list: sqlite,postgres")
-    p.add_argument("--procs", default="1,4", help="worker process counts (default 1,4)")
+    p.add_argument("--runs", type=int, default=50_000, help="runs per measurement (default 50000)")
+    p.add_argument("--backends", default="postgres", help="comma list: sqlite,postgres")
+    p.add_argument("--procs", default="2", help="worker process counts (default 2)")
     p.add_argument("--concurrency", type=int, default=32, help="concurrent steps per process")
-    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--peers",
+        default=DEFAULT_PEERS,
+        help=f"comma list of {', '.join(PEER_BACKEND)}, or none (default {DEFAULT_PEERS})",
+    )
+    p.add_argument("--no-peers", dest="peers", action="store_const", const="none")
+    p.add_argument("--celery-threads", type=int, default=8, help="threads per Celery worker")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--timeout", type=float, default=None, help="seconds per drain")
     p.add_argument("--json", type=Path, default=None, help="write results here")
     args = p.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     args.procs = [int(k) for k in args.procs.split(",") if k.strip()]
-    if unknown := set(args.backends) - set(PEERS):
+    args.peers = [s.strip() for s in args.peers.split(",") if s.strip() not in ("", "none")]
+    if unknown := set(args.backends) - {"sqlite", "postgres"}:
         p.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
-    if args.runs < 1 or args.concurrency < 1 or any(k < 1 for k in args.procs):
-        p.error("--runs, --concurrency and --procs must be positive")
+    if unknown := set(args.peers) - set(PEER_BACKEND):
+        p.error(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    positive = (args.runs, args.concurrency, args.celery_threads, *args.procs)
+    if any(n < 1 for n in positive):
+        p.error("--runs, --concurrency, --celery-threads and --procs must be positive")
     if args.timeout is None:
-        args.timeout = 120 + args.runs * 0.1
+        args.timeout = 120 + args.runs * 0.05
     return args
 
 
@@ -557,7 +326,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"flowyard throughput: {args.runs} runs x {STEPS_PER_RUN} steps, concurrency "
         f"{args.concurrency}/process, procs {args.procs}, backends {args.backends}, "
-        f"{machine['cpus']} CPUs, Python {machine['python']}",
+        f"{machine['cpus']} CPUs, Python {machine['python']}, load average {_load()}",
         flush=True,
     )
     results: list[Result] = []
@@ -565,7 +334,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         for backend in args.backends:
             for procs in args.procs:
-                systems = ["flowyard"] + ([PEERS[backend]] if args.peers else [])
+                systems = ["flowyard"] + [s for s in args.peers if PEER_BACKEND[s] == backend]
                 for system in systems:
                     r = await measure(system, backend, procs, args, workdir)
                     results.append(r)
@@ -573,9 +342,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(table(results))
     print(
-        "\nruns/s and steps/s use the DB-timestamp window (first step start -> last run end);"
+        "\nruns/s and steps/s use each system's own clock (first step start -> last run end);"
         " ratios > 1 mean flowyard is faster. busy before: cores used by other processes"
-        " in the second before each measurement."
+        f" in the second before each measurement. Load average at the end: {_load()}."
     )
     if any((r.busy_before or 0) > BUSY_WARN for r in results):
         print(

@@ -50,10 +50,12 @@ class ItemError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One item and where it came from (``/items/<i>`` or ``line <n>``)."""
+    """One item and where it came from (``/items/<i>`` or ``line <n>``); ``strict``: parsed
+    by :func:`flowyard.domain.jsonvalue.loads`, so strict JSON already."""
 
     where: str
     value: Any
+    strict: bool = False
 
 
 def from_list(items: Iterable[Any]) -> Iterator[Item]:
@@ -77,7 +79,7 @@ def from_ndjson(stream: IO[bytes]) -> Iterator[Item]:
             raise ItemError(
                 f"line {number}", f"not JSON: {exc.msg} at column {exc.colno}"
             ) from None
-        yield Item(f"line {number}", value)
+        yield Item(f"line {number}", value, strict=True)
 
 
 def from_csv(stream: IO[bytes]) -> Iterator[Item]:

@@ -7,6 +7,7 @@ that creates thousands in one millisecond.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from typing import NewType
@@ -28,12 +29,32 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+#: RFC 4648 base32 digits -> ours (same 5-bit values, another alphabet).
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+
+
+def _ulid(micros: int, random10: bytes) -> str:
+    """``_encode(micros, 11) + _encode(random bits, 15)`` in C: the 130 bits right-aligned
+    in 20 bytes are 32 base32 digits, of which the first 6 are the zero padding."""
+    value = (micros << 75) | (int.from_bytes(random10, "big") >> 5)
+    digits = base64.b32encode(value.to_bytes(20, "big")).translate(_FROM_RFC4648)
+    return digits[6:].decode("ascii")
+
+
 def new_ulid() -> str:
     """Return a 26-character, time-ordered (to the microsecond), random identifier:
     55 bits of microseconds since the epoch, then 75 random bits."""
-    micros = time.time_ns() // 1_000
-    rand = int.from_bytes(os.urandom(10), "big") >> 5
-    return _encode(micros, 11) + _encode(rand, 15)
+    return _ulid(time.time_ns() // 1_000, os.urandom(10))
+
+
+def new_run_ids(count: int) -> list[RunId]:
+    """``count`` fresh run ids at once (a campaign's), as :func:`new_run_id` makes them,
+    with one read of random bytes for all."""
+    random = os.urandom(10 * count)
+    now = time.time_ns
+    return [
+        RunId("run_" + _ulid(now() // 1_000, random[10 * i : 10 * i + 10])) for i in range(count)
+    ]
 
 
 def new_workflow_id() -> WorkflowId:

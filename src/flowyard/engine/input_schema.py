@@ -27,6 +27,7 @@ from jsonschema._utils import extras_msg  # the upstream message, kept identical
 
 from flowyard.domain.errors import Problem
 from flowyard.domain.jsonvalue import escape_token
+from flowyard.engine.schema_compiled import compile_schema
 
 #: Seconds of pattern matching one input validation may spend, all patterns together.
 PATTERN_BUDGET_S = 0.1
@@ -128,10 +129,14 @@ class InputValidator:
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self._validator = _Bounded(schema)
+        # The plain keywords compiled to nested checks (None: the schema needs jsonschema).
+        self._fast = compile_schema(schema)
 
     def is_valid(self, instance: Any) -> bool:
         """True when ``instance`` satisfies the schema; False when it does not, or when
         matching a pattern ran out of its budget (:meth:`problems` says which)."""
+        if self._fast is not None and self._fast(instance):
+            return True
         token = _CLOCK.set(_Clock(PATTERN_BUDGET_S))
         try:
             return bool(self._validator.is_valid(instance))

@@ -413,9 +413,10 @@ class _Checks:
         schema = wf.definition.input_schema
         self.schema = InputValidator(schema) if schema is not None else None
 
-    def text(self, value: Any) -> tuple[str, list[Problem]]:
-        """The item's canonical JSON and its problems (none: accepted)."""
-        clean = not jsonvalue.problems(value, prefix="/input", limit=1)
+    def text(self, value: Any, *, strict: bool = False) -> tuple[str, list[Problem]]:
+        """The item's canonical JSON and its problems (none: accepted); ``strict``: the
+        value was parsed as strict JSON (an NDJSON line), not checked again."""
+        clean = strict or not jsonvalue.problems(value, prefix="/input", limit=1)
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
         # check_run_payload measures json.dumps({"input": item, "vars": None}): ASCII escapes
         # and spaced separators write at most 3 characters per byte of this text, so below
@@ -439,7 +440,7 @@ def _check(
     limit_template: KeyTemplate | None = None,
 ) -> bytes | None:
     """One item's spool line, or None with its problems added."""
-    text, found = checks.text(item.value)
+    text, found = checks.text(item.value, strict=item.strict)
     if found:
         problems.extend(Problem(_at(item.where, p.pointer), p.message, p.code) for p in found)
         return None

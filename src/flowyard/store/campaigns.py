@@ -26,7 +26,7 @@ from flowyard.domain.campaigns import (
 )
 from flowyard.domain.errors import Conflict, NotFound
 from flowyard.domain.events import EventType
-from flowyard.domain.ids import WorkflowId, new_run_id, new_ulid
+from flowyard.domain.ids import WorkflowId, new_run_ids, new_ulid
 from flowyard.domain.quotas import Quota, campaign_item_key, campaign_key
 from flowyard.domain.records import RunRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
@@ -236,7 +236,7 @@ class CampaignOps(SqlBase):
         now: datetime,
     ) -> set[str]:
         """Start the chunk's runs; returns the quota keys of their concurrency keys."""
-        ids = [new_run_id() for _ in chunk]
+        ids = new_run_ids(len(chunk))
         limit_keys = [
             campaign_item_key(campaign_id, item.concurrency_key)
             if new.limits.per_key and item.concurrency_key is not None

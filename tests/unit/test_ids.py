@@ -1,0 +1,23 @@
+"""Ids: the fast encoding gives exactly the digits of the plain one."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowyard.domain import ids
+
+
+@given(st.integers(0, 2**55 - 1), st.binary(min_size=10, max_size=10))
+def test_the_fast_encoding_is_the_plain_one(micros: int, random10: bytes) -> None:
+    rand = int.from_bytes(random10, "big") >> 5
+    assert ids._ulid(micros, random10) == ids._encode(micros, 11) + ids._encode(rand, 15)
+
+
+def test_bulk_run_ids_are_fresh_and_time_ordered_by_their_first_digits() -> None:
+    before = ids.new_run_id()
+    bulk = ids.new_run_ids(1000)
+    assert len(set(bulk)) == 1000
+    assert all(r.startswith("run_") and len(r) == 30 for r in bulk)
+    assert before[:15] <= min(bulk)[:15]
+    assert ids.new_run_ids(0) == []
