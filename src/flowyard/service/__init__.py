@@ -14,7 +14,8 @@ from flowyard.service.admin import AdminService
 from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
 from flowyard.service.campaigns import CampaignAction, CampaignUseCases, LimitsSpec
 from flowyard.service.correlation import CorrelationUseCases
-from flowyard.service.drafts import DraftUseCases, DraftView
+from flowyard.service.drafts import DraftView
+from flowyard.service.graphs import GraphUseCases
 from flowyard.service.lifecycle import BulkRetry
 from flowyard.service.machines import ActionsView
 from flowyard.service.runs import (
@@ -26,9 +27,9 @@ from flowyard.service.runs import (
 )
 
 
-class FlowyardService(DraftUseCases, CorrelationUseCases, CampaignUseCases):
+class FlowyardService(GraphUseCases, CorrelationUseCases, CampaignUseCases):
     """Use cases over a store, a validator and the compiled-workflow cache (workflows bring
-    their drafts; correlation brings lifecycle, runs and state machines with it;
+    their drafts and graphs; correlation brings lifecycle, runs and state machines with it;
     campaigns start runs in bulk)."""
 
 
