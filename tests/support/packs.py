@@ -1,0 +1,77 @@
+"""A node pack whose type routes by config fields of its own (``acme.pick``), installed the
+way pip leaves a pack (the module and its ``.dist-info`` with the entry point) into a
+directory for a ``flowyard serve`` subprocess's ``PYTHONPATH``: written directly, so no
+build is needed. The console must draw its routes (it knows none of its field names)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+#: The pack's one node type, and how a definition uses it.
+PICK_TYPE = "acme.pick"
+
+_MODULE = textwrap.dedent(
+    '''
+    """acme.pick: go where ``routes`` says for the input's ``answer``, else ``otherwise``."""
+
+    from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route
+
+
+    class PickConfig(NodeConfig):
+        routes: dict[str, str]
+        otherwise: str | None = None
+
+
+    class Pick(NodeType[PickConfig]):
+        type_name = "acme.pick"
+        config_model = PickConfig
+        description = "Routes by the input's answer."
+        branching = True
+
+        def routes(self, config):
+            found = [Route(f"/config/routes/{k}", v) for k, v in config.routes.items()]
+            if config.otherwise:
+                found.append(Route("/config/otherwise", config.otherwise, "otherwise"))
+            return found
+
+        async def execute(self, ctx, config):
+            answer = str((ctx.scope.get("input") or {}).get("answer"))
+            return NodeOutcome(next=config.routes.get(answer, config.otherwise))
+
+
+    def register(registry):
+        registry.register(Pick)
+    '''
+)
+
+
+def write_pick_pack(target: Path) -> Path:
+    """Install the pack into ``target`` (created); answers ``target``."""
+    (target / "flowyard_acme_pack").mkdir(parents=True, exist_ok=True)
+    (target / "flowyard_acme_pack" / "__init__.py").write_text(_MODULE)
+    info = target / "flowyard_acme_pack-0.0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: flowyard-acme-pack\nVersion: 0.0.1\n"
+    )
+    (info / "entry_points.txt").write_text("[flowyard.nodes]\nacme = flowyard_acme_pack:register\n")
+    return target
+
+
+def pick_workflow(name: str) -> dict[str, object]:
+    """A workflow whose first node is ``acme.pick`` with two routes and an ``otherwise``."""
+    return {
+        "name": name,
+        "start": "pick",
+        "nodes": [
+            {
+                "id": "pick",
+                "type": PICK_TYPE,
+                "config": {"routes": {"yes": "accept", "no": "decline"}, "otherwise": "ask"},
+            },
+            {"id": "accept", "type": "end"},
+            {"id": "decline", "type": "end"},
+            {"id": "ask", "type": "end"},
+        ],
+    }
