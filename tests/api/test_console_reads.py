@@ -68,7 +68,7 @@ async def test_the_list_carries_each_workflows_newest_run_and_runs_per_day(
     assert busy["runs_per_day"][-1]["day"] == today
     assert idle == {
         "last_run": None,
-        "runs_per_day": busy["runs_per_day"][:-1] + [{"day": today, "runs": 0}],
+        "runs_per_day": [*busy["runs_per_day"][:-1], {"day": today, "runs": 0}],
     }
     # Without include: no figures (and no query for them).
     plain = (await api_client.get(f"{API}/workflows")).json()["items"]
