@@ -12,7 +12,7 @@ import httpx
 
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import Role
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route, StepContext
+from support.acme_pack import Pick
 from support.api import admin_client
 from support.auth import auth_headers
 
@@ -117,26 +117,6 @@ async def test_the_graph_of_a_version_and_of_the_draft(api_client: httpx.AsyncCl
     assert both.status_code == 422
     assert (await api_client.get(f"{API}/workflows/drawn/graph?version=9")).status_code == 404
     assert (await api_client.get(f"{API}/workflows/nothing/graph")).status_code == 404
-
-
-class PickConfig(NodeConfig):
-    """Where each answer goes."""
-
-    routes: dict[str, str]
-
-
-class Pick(NodeType[PickConfig]):
-    """A pack's node type that routes by its own config field."""
-
-    type_name = "acme.pick"
-    config_model = PickConfig
-    branching = True
-
-    def routes(self, config: PickConfig) -> list[Route]:
-        return [Route(f"/config/routes/{k}", v) for k, v in config.routes.items()]
-
-    async def execute(self, ctx: StepContext, config: PickConfig) -> NodeOutcome:
-        return NodeOutcome(next=next(iter(config.routes.values())))
 
 
 async def test_a_plugin_types_routes_are_graph_edges_and_a_viewer_reads_them(

@@ -5,51 +5,21 @@ build is needed. The console must draw its routes (it knows none of its field na
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
+from support.acme_pack import Pick
+
 #: The pack's one node type, and how a definition uses it.
-PICK_TYPE = "acme.pick"
+PICK_TYPE = Pick.type_name
 
-_MODULE = textwrap.dedent(
-    '''
-    """acme.pick: go where ``routes`` says for the input's ``answer``, else ``otherwise``."""
-
-    from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route
-
-
-    class PickConfig(NodeConfig):
-        routes: dict[str, str]
-        otherwise: str | None = None
-
-
-    class Pick(NodeType[PickConfig]):
-        type_name = "acme.pick"
-        config_model = PickConfig
-        description = "Routes by the input's answer."
-        branching = True
-
-        def routes(self, config):
-            found = [Route(f"/config/routes/{k}", v) for k, v in config.routes.items()]
-            if config.otherwise:
-                found.append(Route("/config/otherwise", config.otherwise, "otherwise"))
-            return found
-
-        async def execute(self, ctx, config):
-            answer = str((ctx.scope.get("input") or {}).get("answer"))
-            return NodeOutcome(next=config.routes.get(answer, config.otherwise))
-
-
-    def register(registry):
-        registry.register(Pick)
-    '''
-)
+#: The pack's module: the in-process tests' own type, as a file.
+_MODULE = Path(__file__).with_name("acme_pack.py")
 
 
 def write_pick_pack(target: Path) -> Path:
     """Install the pack into ``target`` (created); answers ``target``."""
     (target / "flowyard_acme_pack").mkdir(parents=True, exist_ok=True)
-    (target / "flowyard_acme_pack" / "__init__.py").write_text(_MODULE)
+    (target / "flowyard_acme_pack" / "__init__.py").write_text(_MODULE.read_text())
     info = target / "flowyard_acme_pack-0.0.1.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(

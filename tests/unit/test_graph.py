@@ -8,8 +8,8 @@ from typing import Any
 
 from flowyard.engine.diff import diff_definitions
 from flowyard.engine.graph import EdgeKind, definition_graph, edge_changes
-from flowyard.nodes.base import NodeConfig, NodeOutcome, NodeType, Route, StepContext
 from flowyard.nodes.registry import NodeRegistry, default_registry
+from support.acme_pack import Pick
 from support.samples import EXAMPLES
 
 REGISTRY = default_registry(load_plugins=False)
@@ -72,29 +72,6 @@ def test_parallel_branches_and_a_map_body_are_groups_nested_innermost() -> None:
     assert kinds[("fan", "done")] == EdgeKind.NEXT
 
 
-class PickConfig(NodeConfig):
-    """Where each answer goes."""
-
-    routes: dict[str, str]
-    otherwise: str | None = None
-
-
-class Pick(NodeType[PickConfig]):
-    """A plugin type that routes: the console knows none of its field names."""
-
-    type_name = "acme.pick"
-    config_model = PickConfig
-
-    def routes(self, config: PickConfig) -> list[Route]:
-        found = [Route(f"/config/routes/{k}", v) for k, v in config.routes.items()]
-        if config.otherwise:
-            found.append(Route("/config/otherwise", config.otherwise, "else"))
-        return found
-
-    async def execute(self, ctx: StepContext, config: PickConfig) -> NodeOutcome:
-        return NodeOutcome(next=next(iter(config.routes.values())))
-
-
 def test_a_plugin_types_routes_are_edges_labelled_by_label_or_pointer() -> None:
     registry = default_registry(load_plugins=False)
     registry.register(Pick)
@@ -114,7 +91,7 @@ def test_a_plugin_types_routes_are_edges_labelled_by_label_or_pointer() -> None:
     assert edges(definition, registry) == {
         ("pick", "a", "route", "routes/yes"),
         ("pick", "b", "route", "routes/no"),
-        ("pick", "b", "route", "else"),
+        ("pick", "b", "route", "otherwise"),
     }
     # Without the pack the node is drawn, unknown, with no config edges.
     [pick, *_] = definition_graph(definition, REGISTRY).nodes
