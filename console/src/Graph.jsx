@@ -131,6 +131,14 @@ export default function Graph({ graph, positions, status, problems, marks, selec
   const shown = graph || { nodes: [], edges: [], groups: [] };
   const placed = useMemo(() => layout(shown, positions || {}), [shown, positions]);
   const large = shown.nodes.length > 200;
+  // A big graph opens on its first rows, readable, rather than all of it at the smallest
+  // zoom: React Flow then draws a dozen nodes instead of every one in view (most of the
+  // 1,000-node page's time was that render). The controls' fit button shows it all.
+  const fit = useMemo(() => {
+    if (!large) return { maxZoom: 1, padding: 0.15 };
+    const top = [...shown.nodes].sort((a, b) => placed.nodes[a.id].y - placed.nodes[b.id].y).slice(0, 12);
+    return { maxZoom: 1, padding: 0.15, nodes: top.map((n) => ({ id: n.id })) };
+  }, [large, shown, placed]);
   const nodes = useMemo(
     () => flowNodes(shown, placed, { status, problems, marks, selected, draggable: !!onMove }),
     [shown, placed, status, problems, marks, selected, onMove],
@@ -162,7 +170,7 @@ export default function Graph({ graph, positions, status, problems, marks, selec
         edges={edges}
         nodeTypes={nodeTypes}
         fitView
-        fitViewOptions={{ maxZoom: 1, padding: 0.15 }}
+        fitViewOptions={fit}
         minZoom={0.05}
         onlyRenderVisibleElements={large}
         nodesConnectable={!!onConnect}

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from flowyard.api.graph_schemas import WorkflowGraph
 from flowyard.bootstrap import Container
 from flowyard.domain.auth import Role
 from support.acme_pack import Pick
@@ -80,7 +81,11 @@ async def test_the_list_carries_each_workflows_newest_run_and_runs_per_day(
 
 async def test_the_graph_groups_branches_and_a_map_body(api_client: httpx.AsyncClient) -> None:
     assert (await api_client.post(f"{API}/workflows", json=FORKED)).status_code == 201
-    graph = (await api_client.get(f"{API}/workflows/forked/graph")).json()
+    answer = await api_client.get(f"{API}/workflows/forked/graph")
+    assert answer.headers["content-type"] == "application/json"
+    graph = answer.json()
+    # Written without the model (for speed): still what the model documents.
+    assert WorkflowGraph.model_validate(graph).model_dump(mode="json") == graph
     assert graph["version"] == 1
     assert {n["id"]: n["group"] for n in graph["nodes"]} == {
         "fan": None,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowyard.api.schemas import AT, RUN_ID, WORKFLOW_EXAMPLE, WORKFLOW_ID, WorkflowPublic
 from flowyard.domain.records import WorkflowRecord, WorkflowRunStats
 from flowyard.domain.statuses import RunStatus
-from flowyard.engine.graph import EdgeKind, Graph
+from flowyard.engine.graph import EdgeKind
 
 
 class GraphNodePublic(BaseModel):
@@ -80,13 +80,6 @@ class WorkflowGraph(BaseModel):
     nodes: list[GraphNodePublic]
     edges: list[GraphEdgePublic]
     groups: list[GraphGroupPublic]
-
-    @classmethod
-    def of(cls, workflow_id: str, version: int | None, graph: Graph) -> WorkflowGraph:
-        """From the engine's graph."""
-        return cls.model_validate(
-            {"workflow_id": workflow_id, "version": version, **graph.as_dict()}
-        )
 
 
 class EdgeChanges(BaseModel):
