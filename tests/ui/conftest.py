@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from support.auth import PASSWORD
 from support.console import CHROMIUM, EDITOR, EXPECT_MS, OPERATOR, VIEWER, Console
+from support.packs import write_pick_pack
 from support.samples import EXAMPLES
 from support.serve import ServeProcess, serve_process
 
@@ -37,7 +38,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """``flowyard serve --load-samples`` on a fresh SQLite file, its users created."""
+    """``flowyard serve --load-samples`` on a fresh SQLite file, its users created, with a
+    node pack installed whose type routes by config fields the console does not know."""
     if not Path(CHROMIUM).exists():
         message = f"the console tests need Chromium at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("FLOWYARD_REQUIRE_PG") == "1":  # CI: .ci/run installs it
@@ -50,6 +52,8 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServePr
         "FLOWYARD_LOAD_SAMPLES": "true",
         "FLOWYARD_SAMPLES_DIR": str(samples),
         "FLOWYARD_EGRESS_ALLOW": "127.0.0.1",
+        "FLOWYARD_LOAD_PLUGINS": "true",
+        "PYTHONPATH": str(write_pick_pack(tmp / "packs")),
     }
     with serve_process(f"sqlite:///{tmp / 'flowyard.db'}", tmp / "serve.log", env) as server:
         asyncio.run(server.wait_ready())

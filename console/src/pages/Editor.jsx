@@ -2,7 +2,7 @@
 // undo and redo are the server's (buttons, Ctrl+Z, Ctrl+Shift+Z); problems are shown on the
 // node they point at; publish makes the next version.
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { ApiError, all, can, request } from "../api.js";
+import { ApiError, all, api, can, request } from "../api.js";
 import Graph from "../Graph.jsx";
 import SchemaForm from "../SchemaForm.jsx";
 import { navigate } from "../router.jsx";
@@ -148,6 +148,21 @@ export default function Editor({ workflowRef }) {
     return () => window.removeEventListener("keydown", onKey);
   }, [undo, redo]);
 
+  // The draft's graph as the server draws it (plugin types' routes and groups included),
+  // read again after each change; the old one stays on screen meanwhile.
+  const [graph, setGraph] = useState(null);
+  const revision = draft?.revision;
+  useEffect(() => {
+    if (revision === undefined) return undefined;
+    let stopped = false;
+    api.get(`/workflows/${ref}/graph?draft=true`).then(
+      (g) => !stopped && setGraph(g),
+      (e) => !stopped && setError(e),
+    );
+    return () => {
+      stopped = true;
+    };
+  }, [ref, revision]);
   const problems = useMemo(() => problemsByNode(draft), [draft]);
   const def = draft?.document?.definition;
   const node = selected && def?.nodes?.find((n) => n.id === selected);
@@ -205,7 +220,7 @@ export default function Editor({ workflowRef }) {
       <ErrorBox error={error} />
       <div className="split">
         <Graph
-          definition={def}
+          graph={graph}
           positions={draft.document.layout?.nodes}
           problems={problems}
           selected={selected}

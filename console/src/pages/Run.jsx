@@ -188,6 +188,10 @@ export default function Run({ runId }) {
     () => (run ? api.get(`/workflows/${run.workflow_id}/versions/${run.workflow_version}`) : Promise.resolve(null)),
     [run?.workflow_id, run?.workflow_version],
   );
+  const graph = useData(
+    () => (run ? api.get(`/workflows/${run.workflow_id}/graph?version=${run.workflow_version}`) : Promise.resolve(null)),
+    [run?.workflow_id, run?.workflow_version],
+  );
   const def = version.data?.definition;
   const machine = !!def?.states;
   const actions = useData(() => (machine ? api.get(`/runs/${runId}/actions`) : Promise.resolve(null)), [runId, machine]);
@@ -221,7 +225,7 @@ export default function Run({ runId }) {
         {run.error_type && <> · error {run.error_type}</>}
       </p>
       <div className="split">
-        <Graph definition={def} positions={version.data?.layout?.nodes} status={status} selected={selected} onSelect={setSelected} />
+        <Graph graph={graph.data} positions={version.data?.layout?.nodes} status={status} selected={selected} onSelect={setSelected} />
         <aside>
           {machine && <Machine run={run} actions={actions.data} onDone={reloadAll} />}
           <SendSignal run={run} onDone={reloadAll} />

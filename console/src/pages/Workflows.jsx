@@ -1,39 +1,37 @@
-import { useEffect, useMemo, useState } from "react";
-import { all, api } from "../api.js";
+import { useMemo, useState } from "react";
+import { all } from "../api.js";
 import { Link } from "../router.jsx";
 import { ErrorBox, Status, useData, when } from "../ui.jsx";
 
 const SHOWN = 200;
 
-/** The newest run of each workflow in `ids` (four requests at a time). */
-function useLastRuns(ids) {
-  const [last, setLast] = useState({});
-  const key = ids.join(",");
-  useEffect(() => {
-    let stopped = false;
-    const queue = ids.filter((id) => !(id in last));
-    const worker = async () => {
-      while (!stopped && queue.length) {
-        const id = queue.shift();
-        try {
-          const page = await api.get(`/runs?workflow=${encodeURIComponent(id)}&limit=1`);
-          if (!stopped) setLast((m) => ({ ...m, [id]: page.items[0] || null }));
-        } catch {
-          if (!stopped) setLast((m) => ({ ...m, [id]: null }));
-        }
-      }
-    };
-    Promise.all([worker(), worker(), worker(), worker()]);
-    return () => {
-      stopped = true;
-    };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [key]);
-  return last;
+/** Runs per day (oldest first) as bars; each bar's title says its day and count. */
+function RunsPerDay({ days }) {
+  const max = Math.max(1, ...days.map((d) => d.runs));
+  const total = days.reduce((n, d) => n + d.runs, 0);
+  const bar = 8;
+  return (
+    <span className="runs-per-day" data-testid="runs-per-day" data-total={total}>
+      <svg width={days.length * (bar + 2)} height="22" role="img" aria-label={`${total} runs in ${days.length} days`}>
+        {days.map((d, i) => {
+          const h = d.runs ? Math.max(2, Math.round((d.runs / max) * 20)) : 1;
+          return (
+            <rect key={d.day} x={i * (bar + 2)} y={22 - h} width={bar} height={h} className={d.runs ? "bar" : "bar none"} data-day={d.day} data-runs={d.runs}>
+              <title>
+                {d.day}: {d.runs} run{d.runs === 1 ? "" : "s"}
+              </title>
+            </rect>
+          );
+        })}
+      </svg>{" "}
+      <span className="small muted">{total}</span>
+    </span>
+  );
 }
 
 export default function Workflows() {
-  const { data, error, loading } = useData(() => all("/workflows"), []);
+  // One request per 500 workflows: each page carries its rows' newest run and runs per day.
+  const { data, error, loading } = useData(() => all("/workflows?include=stats"), []);
   const [search, setSearch] = useState("");
   const shown = useMemo(() => {
     const q = search.trim().toLowerCase();
@@ -42,7 +40,6 @@ export default function Workflows() {
     );
     return rows.slice(0, SHOWN);
   }, [data, search]);
-  const last = useLastRuns(shown.map((w) => w.id));
   return (
     <section>
       <div className="bar">
@@ -64,6 +61,7 @@ export default function Workflows() {
             <th>Name</th>
             <th>Latest version</th>
             <th>Last run</th>
+            <th title="Runs started per UTC day, the last 7 days">Runs / day (7 d)</th>
             <th>Updated</th>
           </tr>
         </thead>
@@ -76,19 +74,16 @@ export default function Workflows() {
                 <div className="muted small">{w.description}</div>
               </td>
               <td>v{w.latest_version}</td>
-              <td>
-                {w.id in last ? (
-                  last[w.id] ? (
-                    <Link to={`/runs/${last[w.id].id}`}>
-                      <Status value={last[w.id].status} /> <span className="muted small">{when(last[w.id].created_at)}</span>
-                    </Link>
-                  ) : (
-                    <Status value={null} />
-                  )
+              <td data-testid="last-run">
+                {w.stats?.last_run ? (
+                  <Link to={`/runs/${w.stats.last_run.id}`}>
+                    <Status value={w.stats.last_run.status} /> <span className="muted small">{when(w.stats.last_run.created_at)}</span>
+                  </Link>
                 ) : (
-                  <span className="muted">…</span>
+                  <Status value={null} />
                 )}
               </td>
+              <td>{w.stats && <RunsPerDay days={w.stats.runs_per_day} />}</td>
               <td className="small">{when(w.updated_at)}</td>
             </tr>
           ))}

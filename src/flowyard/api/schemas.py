@@ -435,48 +435,6 @@ class ProblemDetails(BaseModel):
     detail: str
 
 
-class ListDiff(BaseModel):
-    """Items (by id) added, removed and changed (field -> {from, to})."""
-
-    added: list[str]
-    removed: list[str]
-    changed: dict[str, dict[str, dict[str, Any]]]
-
-
-class VersionDiff(BaseModel):
-    """What changed between two versions of a workflow."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "workflow_id": "wf_01jd0c3v8w2m4x5y6z7a8b9c0d",
-                    "from_version": 1,
-                    "to_version": 2,
-                    "identical": False,
-                    "fields": {"description": {"from": None, "to": "Routes leads by region"}},
-                    "nodes": {
-                        "added": ["notify"],
-                        "removed": [],
-                        "changed": {"route": {"next": {"from": "done", "to": "notify"}}},
-                    },
-                    "states": None,
-                    "actions": None,
-                }
-            ]
-        }
-    )
-
-    workflow_id: str
-    from_version: int
-    to_version: int
-    identical: bool
-    fields: dict[str, dict[str, Any]]
-    nodes: ListDiff | None = None
-    states: ListDiff | None = None
-    actions: ListDiff | None = None
-
-
 class RetryRun(BaseModel):
     """Optional body of ``POST /runs/{id}/retry``."""
 

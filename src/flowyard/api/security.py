@@ -66,6 +66,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/workflows/{{workflow_ref}}/versions/{{version}}/diff/{{other}}"): Rule(
         _V, "workflow.diff"
     ),
+    ("GET", f"{API}/workflows/{{workflow_ref}}/graph"): Rule(_V, "workflow.graph"),
     ("POST", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.open", "workflow"),
     ("GET", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_V, "draft.get"),
     ("DELETE", f"{API}/workflows/{{workflow_ref}}/draft"): Rule(_E, "draft.discard", "workflow"),

@@ -41,6 +41,18 @@ class VersionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowRunStats:
+    """A workflow's newest run and how many runs it started on each of the last days."""
+
+    workflow_id: WorkflowId
+    #: Runs created per day, oldest day first (one count per day asked for).
+    per_day: tuple[int, ...]
+    last_run_id: RunId | None = None
+    last_status: RunStatus | None = None
+    last_created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One execution of one workflow version."""
 

@@ -1,15 +1,20 @@
 """What changed between two versions of a definition (either form).
 
 Lists of objects with an ``id`` (``nodes``; ``states`` and ``actions``) are compared by id:
-added, removed, and changed with the fields that differ. Every other top-level field is
-compared as a whole.
+added, removed, and changed with the fields that differ; a changed field holding an object
+or a list (a node's ``config``, its ``catch``) also names the leaves that differ, as JSON
+pointers inside it. Every other top-level field is compared as a whole.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from flowyard.domain.jsonvalue import escape_token
+
 _KEYED = ("nodes", "states", "actions")
+#: Pointers listed per changed field at most (a rewritten config names its first ones).
+MAX_POINTERS = 50
 
 
 def diff_definitions(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +52,7 @@ def _diff_keyed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> di
     changed: dict[str, dict[str, Any]] = {}
     for item_id in old.keys() & new.keys():
         fields = {
-            field: {"from": old[item_id].get(field), "to": new[item_id].get(field)}
+            field: _change(old[item_id].get(field), new[item_id].get(field))
             for field in sorted(set(old[item_id]) | set(new[item_id]))
             if old[item_id].get(field) != new[item_id].get(field)
         }
@@ -58,3 +63,35 @@ def _diff_keyed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> di
         "removed": [i for i in old if i not in new],
         "changed": dict(sorted(changed.items())),
     }
+
+
+def _change(before: Any, after: Any) -> dict[str, Any]:
+    change: dict[str, Any] = {"from": before, "to": after}
+    if isinstance(before, dict | list) and isinstance(after, dict | list):
+        pointers: list[str] = []
+        _leaves(before, after, "", pointers)
+        change["pointers"] = pointers
+    return change
+
+
+def _leaves(before: Any, after: Any, at: str, out: list[str]) -> None:
+    """Append to ``out`` the pointers (below ``at``) where ``before`` and ``after`` differ:
+    the deepest object keys or list positions present in both, else the first that is
+    not."""
+    if len(out) >= MAX_POINTERS or before == after:
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after)):
+            here = f"{at}/{escape_token(key)}"
+            if key in before and key in after:
+                _leaves(before[key], after[key], here, out)
+            elif len(out) < MAX_POINTERS:
+                out.append(here)
+    elif isinstance(before, list) and isinstance(after, list):
+        for i in range(max(len(before), len(after))):
+            if i < len(before) and i < len(after):
+                _leaves(before[i], after[i], f"{at}/{i}", out)
+            elif len(out) < MAX_POINTERS:
+                out.append(f"{at}/{i}")
+    else:
+        out.append(at)

@@ -46,6 +46,9 @@ class Route:
 
     pointer: str  # relative to the node, e.g. "/config/cases/0/next"
     target: str
+    #: What the console writes on the edge (a case's condition, a branch's name); without
+    #: one it writes the pointer below ``/config``.
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from flowyard.service.base import COMPILE_CONCURRENCY, COMPILE_WAIT_S
 from flowyard.service.campaign_changes import CampaignChanged, CampaignChangeUseCases
 from flowyard.service.campaigns import CampaignAction, LimitsSpec
 from flowyard.service.correlation import CorrelationUseCases
-from flowyard.service.drafts import DraftUseCases, DraftView
+from flowyard.service.drafts import DraftView
+from flowyard.service.graphs import GraphUseCases
 from flowyard.service.lifecycle import BulkRetry
 from flowyard.service.machines import ActionsView
 from flowyard.service.runs import (
@@ -27,9 +28,9 @@ from flowyard.service.runs import (
 )
 
 
-class FlowyardService(DraftUseCases, CorrelationUseCases, CampaignChangeUseCases):
+class FlowyardService(GraphUseCases, CorrelationUseCases, CampaignChangeUseCases):
     """Use cases over a store, a validator and the compiled-workflow cache (workflows bring
-    their drafts; correlation brings lifecycle, runs and state machines with it;
+    their drafts and graphs; correlation brings lifecycle, runs and state machines with it;
     campaigns start runs in bulk, and are steered while they drain)."""
 
 

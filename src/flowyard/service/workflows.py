@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from flowyard.domain.auth import AuditEntry
@@ -20,9 +22,11 @@ from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import (
     VersionRecord,
     WorkflowRecord,
+    WorkflowRunStats,
 )
 from flowyard.engine.compiled import CompiledWorkflow
 from flowyard.engine.diff import diff_definitions
+from flowyard.engine.graph import definition_graph, edge_changes
 from flowyard.engine.validation import ValidationResult
 from flowyard.service.base import ServiceBase
 
@@ -70,7 +74,25 @@ class WorkflowReads(ServiceBase):
                 raise NotFound(f"workflow {ref!r} has no version {number}")
         old = await self.get_version(record.id, version)
         new = await self.get_version(record.id, other)
-        return record, diff_definitions(old.definition, new.definition)
+        return record, await asyncio.to_thread(self._diff, old.definition, new.definition)
+
+    def _diff(self, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """The definitions' diff, with the edges added and removed (as drawn)."""
+        diff = diff_definitions(old, new)
+        registry = self.validator.registry
+        diff["edges"] = edge_changes(
+            definition_graph(old, registry), definition_graph(new, registry)
+        )
+        return diff
+
+    async def workflow_stats(
+        self, workflow_ids: Sequence[WorkflowId], days: int = 7
+    ) -> tuple[list[datetime], dict[WorkflowId, WorkflowRunStats]]:
+        """The starts of the last ``days`` UTC days (today last), and each workflow's newest
+        run and its runs counted on each of those days."""
+        today = datetime.combine(self.clock().astimezone(UTC).date(), time(), tzinfo=UTC)
+        starts = [today - timedelta(days=days - 1 - i) for i in range(days)]
+        return starts, await self.store.workflow_run_stats(workflow_ids, starts)
 
 
 class WorkflowUseCases(WorkflowReads):

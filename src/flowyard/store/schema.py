@@ -186,6 +186,9 @@ runs = sa.Table(
         postgresql_where=sa.text(RETENTION_SQL),
         sqlite_where=sa.text(RETENTION_SQL),
     ),
+    # -- migration 0020: the workflows list's figures (GET /workflows?include=stats): a
+    # workflow's runs of the last days, counted per day, and its newest run.
+    sa.Index("ix_runs_workflow_created", "workflow_id", "created_at", "id"),
 )
 
 steps = sa.Table(

@@ -15,6 +15,7 @@ from flowyard.store.logins import LoginOps
 from flowyard.store.queue import QueueOps
 from flowyard.store.quotas import QuotaOps
 from flowyard.store.retention import RetentionOps
+from flowyard.store.run_stats import RunStatsOps
 from flowyard.store.runs import RunOps
 from flowyard.store.schedules import ScheduleOps
 from flowyard.store.signals import SignalOps
@@ -28,6 +29,7 @@ class SqlStore(
     DraftOps,
     ScheduleOps,
     RunOps,
+    RunStatsOps,
     QueueOps,
     LifecycleOps,
     SignalOps,

@@ -58,10 +58,11 @@ class ConditionNode(NodeType[ConditionConfig]):
     def routes(self, config: ConditionConfig) -> list[Route]:
         """Every case target and the default."""
         routes = [
-            Route(f"/config/cases/{i}/next", case.next) for i, case in enumerate(config.cases)
+            Route(f"/config/cases/{i}/next", case.next, case.when)
+            for i, case in enumerate(config.cases)
         ]
         if config.default is not None:
-            routes.append(Route("/config/default", config.default))
+            routes.append(Route("/config/default", config.default, "default"))
         return routes
 
     def expressions(

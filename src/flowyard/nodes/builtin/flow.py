@@ -136,7 +136,9 @@ class WaitForSignalNode(NodeType[WaitForSignalConfig]):
 
     def routes(self, config: WaitForSignalConfig) -> list[Route]:
         """The timeout route."""
-        return [Route("/config/on_timeout", config.on_timeout)] if config.on_timeout else []
+        return (
+            [Route("/config/on_timeout", config.on_timeout, "timeout")] if config.on_timeout else []
+        )
 
     def signal_refs(self, config: WaitForSignalConfig) -> list[tuple[str, str]]:
         """The signal it waits for."""
@@ -231,7 +233,8 @@ class ParallelNode(NodeType[ParallelConfig]):
     def routes(self, config: ParallelConfig) -> list[Route]:
         """Each branch's start."""
         return [
-            Route(f"/config/branches/{i}/start", b.start) for i, b in enumerate(config.branches)
+            Route(f"/config/branches/{i}/start", b.start, f"branch {b.name}")
+            for i, b in enumerate(config.branches)
         ]
 
     def branch_routes(self, config: ParallelConfig) -> list[Route]:
@@ -289,7 +292,7 @@ class MapNode(NodeType[MapConfig]):
 
     def routes(self, config: MapConfig) -> list[Route]:
         """The sub-graph's start."""
-        return [Route("/config/start", config.start)]
+        return [Route("/config/start", config.start, "each item")]
 
     def branch_routes(self, config: MapConfig) -> list[Route]:
         """The per-item sub-graph is a branch."""

@@ -30,7 +30,10 @@ class StateNode(NodeType[StateConfig]):
 
     def routes(self, config: StateConfig) -> list[Route]:
         """Where each action leads."""
-        return [Route(f"/config/actions/{i}/to", a.to) for i, a in enumerate(config.actions)]
+        return [
+            Route(f"/config/actions/{i}/to", a.to, a.name or a.id)
+            for i, a in enumerate(config.actions)
+        ]
 
     async def execute(self, ctx: StepContext, config: StateConfig) -> NodeOutcome:
         """Enter the state: end the run if final; else take the oldest action not yet

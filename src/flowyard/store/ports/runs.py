@@ -14,12 +14,21 @@ from flowyard.domain.records import (
     RunRecord,
     SignalRecord,
     StepRecord,
+    WorkflowRunStats,
 )
 from flowyard.domain.statuses import RunStatus, StepStatus
 
 
 class RunStore(Protocol):
     """Starting runs, and reading runs, steps, events and signals."""
+
+    async def workflow_run_stats(
+        self, workflow_ids: Sequence[WorkflowId], days: Sequence[datetime]
+    ) -> dict[WorkflowId, WorkflowRunStats]:
+        """For each workflow (at most 500): its newest run, and its runs counted per day,
+        ``days`` being the ascending starts of the days (the last day has no end). Every
+        workflow asked for is in the answer (no run: zeros and no last run)."""
+        ...
 
     async def start_runs(
         self, new_runs: Sequence[NewRun], now: datetime, *, audit: AuditEntry | None = None
