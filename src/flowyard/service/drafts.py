@@ -9,9 +9,11 @@ revision the client's ``If-Match`` named (decision 0027).
 from __future__ import annotations
 
 import copy
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from flowyard.domain.auth import AuditEntry
@@ -26,8 +28,10 @@ from flowyard.domain.drafts import (
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.drafts import ops
-from flowyard.drafts.patching import Document, apply_patch, new_document
+from flowyard.drafts.patching import Document, Operation, apply_patch, new_document
 from flowyard.drafts.routes import registry_references
+from flowyard.engine.incremental import DefinitionCheck, IncrementalValidator, reusable
+from flowyard.service.base import _Recent
 from flowyard.service.workflows import WorkflowUseCases
 
 #: Steps of undo history kept per draft unless the settings say otherwise.
@@ -35,6 +39,13 @@ DRAFT_HISTORY = 100
 
 #: Builds an edit from the document as it is (and how to find references to a node).
 EditBuilder = Callable[[Document, ops.References], ops.Edit]
+#: Drafts whose last check is kept for their next edit (per process).
+DRAFT_CHECKS = 32
+#: An edit that leaves at most this many nodes to check again is checked on the event loop
+#: (a few milliseconds); more go to a compile slot's thread, like a whole definition.
+INLINE_NODES = 64
+#: One draft's content: its opening time and its revision (both change with the content).
+_DraftKey = tuple[datetime, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,14 @@ class DraftUseCases(WorkflowUseCases):
     """Drafts over the store's DraftStore port."""
 
     history_limit: int = DRAFT_HISTORY
+
+    @functools.cached_property
+    def _incremental(self) -> IncrementalValidator:
+        return IncrementalValidator(self.validator)
+
+    @functools.cached_property
+    def _draft_checks(self) -> _Recent[str, tuple[_DraftKey, DefinitionCheck]]:
+        return _Recent(DRAFT_CHECKS)
 
     async def _workflow(self, ref: str) -> WorkflowRecord:
         return await self.store.get_workflow(ref)
@@ -82,15 +101,28 @@ class DraftUseCases(WorkflowUseCases):
         await self.changes.announce(event)
 
     async def _view(
-        self, workflow: WorkflowRecord, draft: DraftRecord, summary: str | None = None
+        self,
+        workflow: WorkflowRecord,
+        draft: DraftRecord,
+        summary: str | None = None,
+        patch: Sequence[Operation] | None = None,
     ) -> DraftView:
-        return DraftView(workflow, draft, await self.draft_problems(workflow, draft), summary)
+        problems = await self.draft_problems(workflow, draft, patch)
+        return DraftView(workflow, draft, problems, summary)
 
-    async def draft_problems(self, workflow: WorkflowRecord, draft: DraftRecord) -> list[Problem]:
-        """What publishing would refuse the draft for, located in the draft document."""
+    async def draft_problems(
+        self,
+        workflow: WorkflowRecord,
+        draft: DraftRecord,
+        patch: Sequence[Operation] | None = None,
+    ) -> list[Problem]:
+        """What publishing would refuse the draft for, located in the draft document.
+        ``patch``: the operations that made this revision from the previous one, so that
+        only what they touched is checked again."""
         definition = draft.document.get("definition")
-        result = await self.validate(definition)
-        problems = [Problem("/definition" + p.pointer, p.message, p.code) for p in result.problems]
+        check = await self._check_draft(workflow.id, draft, patch)
+        found = check.problems or await self.missing_credentials(check.credentials)
+        problems = [Problem("/definition" + p.pointer, p.message, p.code) for p in found]
         if isinstance(definition, dict) and definition.get("name") != workflow.name:
             problems.append(
                 Problem(
@@ -98,6 +130,32 @@ class DraftUseCases(WorkflowUseCases):
                 )
             )
         return problems
+
+    async def _check_draft(
+        self, workflow_id: str, draft: DraftRecord, patch: Sequence[Operation] | None
+    ) -> DefinitionCheck:
+        """The draft's check: kept from the last one at this revision, derived from the
+        previous revision's when ``patch`` made this one from it (decision 0037), else whole
+        (in a compile slot)."""
+        key = (draft.created_at, draft.revision)
+        kept = self._draft_checks.get(workflow_id)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        definition = draft.document.get("definition")
+        previous: DefinitionCheck | None = None
+        reuse = None
+        if kept is not None and patch is not None and kept[0] == (key[0], key[1] - 1):
+            previous = kept[1]
+            nodes = definition.get("nodes") if isinstance(definition, dict) else None
+            if isinstance(nodes, list):
+                reuse = reusable(previous, _in_definition(patch), len(nodes))
+        if reuse is not None and sum(1 for node in reuse if node is None) <= INLINE_NODES:
+            check = self._incremental.check(definition, previous=previous, reuse=reuse)
+        else:
+            whole = functools.partial(self._incremental.check, previous=previous, reuse=reuse)
+            check = await self._in_compile_slot(whole, definition)
+        self._draft_checks.put(workflow_id, (key, check))
+        return check
 
     async def create_draft_workflow(
         self, raw: Any, actor: str | None, *, audit: AuditEntry | None = None
@@ -178,7 +236,7 @@ class DraftUseCases(WorkflowUseCases):
             max_steps=self.history_limit,
         )
         await self._announce(workflow, DraftChange.EDITED, saved, step.summary, actor)
-        return await self._view(workflow, saved, step.summary)
+        return await self._view(workflow, saved, step.summary, step.forward)
 
     async def move_draft(
         self,
@@ -195,13 +253,13 @@ class DraftUseCases(WorkflowUseCases):
             raise Conflict(f"nothing to {which}", detail={"current_etag": draft.etag})
         document = draft.document
         patch = step.inverse if which == "undo" else step.forward
-        apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
+        applied = apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
         saved = await self.store.record_draft_move(
             workflow.id, draft.revision, document, step.seq, which == "undo", actor
         )
         change = DraftChange.UNDONE if which == "undo" else DraftChange.REDONE
         await self._announce(workflow, change, saved, f"{which}: {step.summary}", actor)
-        return await self._view(workflow, saved, f"{which}: {step.summary}")
+        return await self._view(workflow, saved, f"{which}: {step.summary}", applied.forward)
 
     async def draft_history(
         self, ref: str, *, limit: int = 100
@@ -253,6 +311,17 @@ class DraftUseCases(WorkflowUseCases):
             record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
         )
         return record, version
+
+
+def _in_definition(patch: Sequence[Operation]) -> list[Operation]:
+    """The operations of a draft patch on its definition, their paths relative to it (a
+    path of ``/definition`` itself becomes the root: everything changed)."""
+    found: list[Operation] = []
+    for op in patch:
+        path = op.get("path")
+        if isinstance(path, str) and (path == "/definition" or path.startswith("/definition/")):
+            found.append({**op, "path": path[len("/definition") :]})
+    return found
 
 
 def stale(current: int, sent: int) -> PreconditionFailed:
