@@ -28,7 +28,13 @@ from flowyard.domain.drafts import (
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.drafts import ops
-from flowyard.drafts.patching import Document, Operation, apply_patch, new_document
+from flowyard.drafts.patching import (
+    Document,
+    Operation,
+    apply_patch,
+    definition_operations,
+    new_document,
+)
 from flowyard.drafts.routes import registry_references
 from flowyard.engine.incremental import DefinitionCheck, IncrementalValidator, reusable
 from flowyard.service.base import _Recent
@@ -148,7 +154,7 @@ class DraftUseCases(WorkflowUseCases):
             previous = kept[1]
             nodes = definition.get("nodes") if isinstance(definition, dict) else None
             if isinstance(nodes, list):
-                reuse = reusable(previous, _in_definition(patch), len(nodes))
+                reuse = reusable(previous, definition_operations(patch), len(nodes))
         if reuse is not None and sum(1 for node in reuse if node is None) <= INLINE_NODES:
             check = self._incremental.check(definition, previous=previous, reuse=reuse)
         else:
@@ -311,17 +317,6 @@ class DraftUseCases(WorkflowUseCases):
             record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
         )
         return record, version
-
-
-def _in_definition(patch: Sequence[Operation]) -> list[Operation]:
-    """The operations of a draft patch on its definition, their paths relative to it (a
-    path of ``/definition`` itself becomes the root: everything changed)."""
-    found: list[Operation] = []
-    for op in patch:
-        path = op.get("path")
-        if isinstance(path, str) and (path == "/definition" or path.startswith("/definition/")):
-            found.append({**op, "path": path[len("/definition") :]})
-    return found
 
 
 def stale(current: int, sent: int) -> PreconditionFailed:
