@@ -173,6 +173,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             db_url=f"sqlite:///{Path(tmp) / 'drafts.db'}", workers=0, load_plugins=False
         )
         container = await build(settings)
+        container.service.changes.enable()  # as served: an API process hears the others
         try:
             results = {str(size): await measure(container, size, args.edits) for size in args.nodes}
             if args.profile:

@@ -79,7 +79,9 @@ class DraftUseCases(WorkflowUseCases):
         return _Recent(DRAFT_CHECKS)
 
     async def _workflow(self, ref: str) -> WorkflowRecord:
-        return await self.store.get_workflow(ref)
+        # Through the read cache: a draft needs the workflow's id and name, which never
+        # change; what a write must not get wrong, the store checks under its locks.
+        return await self.get_workflow(ref)
 
     async def _announce(
         self,
