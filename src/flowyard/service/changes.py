@@ -147,6 +147,11 @@ class ChangeHub:
         """Stop receiving draft events."""
         self._drafts.discard(subscriber)
 
+    def deliver(self, event: DraftEvent) -> None:
+        """Hand a change this process made to its own streams (the store recorded it for
+        the other processes in the change's transaction)."""
+        self._deliver(event)
+
     def _deliver(self, event: DraftEvent) -> None:
         for subscriber in list(self._drafts):
             try:

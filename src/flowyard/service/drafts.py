@@ -39,6 +39,7 @@ from flowyard.drafts.routes import registry_references
 from flowyard.engine.incremental import DefinitionCheck, IncrementalValidator, reusable
 from flowyard.service.base import _Recent
 from flowyard.service.workflows import WorkflowUseCases
+from flowyard.store.ports.drafts import DraftNotice
 
 #: Steps of undo history kept per draft unless the settings say otherwise.
 DRAFT_HISTORY = 100
@@ -94,7 +95,52 @@ class DraftUseCases(WorkflowUseCases):
         version: int | None = None,
     ) -> None:
         """Tell every process's streams about a committed change (decision 0030)."""
-        event = DraftEvent(
+        event = self._draft_event(workflow, change, draft, summary, actor, version=version)
+        await self.changes.announce(event)
+
+    def _noticed(
+        self, workflow: WorkflowRecord, change: DraftChange, summary: str, actor: str | None
+    ) -> tuple[DraftNotice | None, list[DraftEvent]]:
+        """The notice a store that records it in the change's transaction writes (decision
+        0037), and the list the event it wrote goes to; (None, []) where the change is
+        announced after it committed."""
+        made: list[DraftEvent] = []
+        if not self.store.records_draft_notices:
+            return None, made
+
+        def notice(draft: DraftRecord) -> str:
+            made.append(self._draft_event(workflow, change, draft, summary, actor))
+            return made[-1].to_json()
+
+        return notice, made
+
+    async def _told(
+        self,
+        workflow: WorkflowRecord,
+        change: DraftChange,
+        saved: DraftRecord,
+        summary: str,
+        actor: str | None,
+        made: list[DraftEvent],
+    ) -> None:
+        """After a change committed: this process's streams hear the notice the store
+        wrote with it, or every process's hear it now."""
+        if made:  # (the last: a retried transaction made one per attempt)
+            self.changes.deliver(made[-1])
+        else:
+            await self._announce(workflow, change, saved, summary, actor)
+
+    def _draft_event(
+        self,
+        workflow: WorkflowRecord,
+        change: DraftChange,
+        draft: DraftRecord | None,
+        summary: str | None,
+        actor: str | None,
+        *,
+        version: int | None = None,
+    ) -> DraftEvent:
+        return DraftEvent(
             workflow_id=workflow.id,
             workflow=workflow.name,
             change=change,
@@ -106,7 +152,6 @@ class DraftUseCases(WorkflowUseCases):
             at=self.clock(),
             version=version,
         )
-        await self.changes.announce(event)
 
     async def _view(
         self,
@@ -235,6 +280,7 @@ class DraftUseCases(WorkflowUseCases):
         if not edit.ops:
             raise InvalidInput(f"nothing to change: {edit.summary}")
         step = apply_patch(document, edit.ops, edit.summary)
+        notice, made = self._noticed(workflow, DraftChange.EDITED, step.summary, actor)
         saved = await self.store.record_draft_edit(
             workflow.id,
             draft.revision,
@@ -242,8 +288,9 @@ class DraftUseCases(WorkflowUseCases):
             NewDraftStep(step.forward, step.inverse, step.summary),
             actor,
             max_steps=self.history_limit,
+            notice=notice,
         )
-        await self._announce(workflow, DraftChange.EDITED, saved, step.summary, actor)
+        await self._told(workflow, DraftChange.EDITED, saved, step.summary, actor, made)
         return await self._view(workflow, saved, step.summary, step.forward)
 
     async def move_draft(
@@ -262,12 +309,14 @@ class DraftUseCases(WorkflowUseCases):
         document = draft.document
         patch = step.inverse if which == "undo" else step.forward
         applied = apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
-        saved = await self.store.record_draft_move(
-            workflow.id, draft.revision, document, step.seq, which == "undo", actor
-        )
         change = DraftChange.UNDONE if which == "undo" else DraftChange.REDONE
-        await self._announce(workflow, change, saved, f"{which}: {step.summary}", actor)
-        return await self._view(workflow, saved, f"{which}: {step.summary}", applied.forward)
+        summary = f"{which}: {step.summary}"
+        notice, made = self._noticed(workflow, change, summary, actor)
+        saved = await self.store.record_draft_move(
+            workflow.id, draft.revision, document, step.seq, which == "undo", actor, notice=notice
+        )
+        await self._told(workflow, change, saved, summary, actor, made)
+        return await self._view(workflow, saved, summary, applied.forward)
 
     async def draft_history(
         self, ref: str, *, limit: int = 100

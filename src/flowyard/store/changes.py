@@ -7,8 +7,9 @@ CLI, ``flowyard worker``). They tell each other through the ``change_feed`` tabl
 
 - every transaction that changes a workflow's row appends its id there (``kind``
   "workflow"; ``SqlBase._workflow_changed``), so the row is there when, and only if, the
-  change commits; a draft change appends its event's JSON (``kind`` "draft") after it
-  committed, as PostgreSQL's NOTIFY does;
+  change commits; a draft edit, undo or redo appends its event's JSON (``kind`` "draft") in
+  its transaction too, other draft changes (open, discard, publish) right after they
+  committed, as PostgreSQL NOTIFYs them;
 - an API process tails it (:class:`ChangeTail`): every ``poll_s`` its own connection asks
   ``PRAGMA data_version``, which moves only when another connection committed something, and
   when it moved reads the rows after its cursor, skipping its own (delivered in-process at
@@ -67,8 +68,16 @@ class ChangeOps(SqlBase):
         """True when other processes may open the database (False in memory)."""
         return sa.make_url(self.url).database not in (None, "", ":memory:")
 
+    @property
+    def records_draft_notices(self) -> bool:
+        """A draft edit's notice goes in its transaction (one write fewer per edit)."""
+        return self.shares_changes
+
     async def _workflow_changed(self, conn: AsyncConnection, workflow_id: str) -> None:
         await self._append_change(conn, WORKFLOW, workflow_id)
+
+    async def _draft_changed(self, conn: AsyncConnection, payload: str) -> None:
+        await self._append_change(conn, DRAFT, payload)
 
     async def _append_change(self, conn: AsyncConnection, kind: str, payload: str) -> None:
         if not self.shares_changes:

@@ -23,6 +23,7 @@ from flowyard.domain.ids import WorkflowId, new_workflow_id
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
+from flowyard.store.ports.drafts import DraftNotice
 from flowyard.store.rows import definition_checksum, workflow_record
 from flowyard.store.schema import draft_steps, drafts, workflow_versions, workflows
 from flowyard.store.workflows import insert_workflow
@@ -233,6 +234,7 @@ class DraftOps(SqlBase):
         actor: str | None,
         *,
         max_steps: int,
+        notice: DraftNotice | None = None,
     ) -> DraftRecord:
         """Save an edit and its step; drop the redo tail and steps past ``max_steps``."""
 
@@ -264,7 +266,10 @@ class DraftOps(SqlBase):
                 )
             # The applied steps are seq - count .. seq, the last max_steps of them kept.
             depths = {"undo_depth": min(count + 1, max_steps), "redo_depth": 0}
-            return self._draft_record(SimpleNamespace(**row._mapping, **depths), document)
+            record = self._draft_record(SimpleNamespace(**row._mapping, **depths), document)
+            if notice is not None:
+                await self._draft_changed(conn, notice(record))
+            return record
 
         return await self._tx(fn)
 
@@ -292,6 +297,8 @@ class DraftOps(SqlBase):
         seq: int,
         undone: bool,
         actor: str | None,
+        *,
+        notice: DraftNotice | None = None,
     ) -> DraftRecord:
         """Save the document after undoing or redoing step ``seq``."""
 
@@ -311,7 +318,12 @@ class DraftOps(SqlBase):
                     f"step {seq} of the draft was already {'un' if undone else 're'}done"
                 )
             depths = (await conn.execute(sa.select(*self._depths(workflow_id)))).one()
-            return self._draft_record(SimpleNamespace(**row._mapping, **depths._mapping), document)
+            record = self._draft_record(
+                SimpleNamespace(**row._mapping, **depths._mapping), document
+            )
+            if notice is not None:
+                await self._draft_changed(conn, notice(record))
+            return record
 
         return await self._tx(fn)
 

@@ -26,6 +26,12 @@ class ChangeFeed(Protocol):
         None when no other process shares the database or the listener cannot connect."""
         ...
 
+    @property
+    def records_draft_notices(self) -> bool:
+        """True when a draft edit's ``notice`` is written in the edit's own transaction (a
+        SQLite file); False: the caller announces the change after it committed."""
+        ...
+
     async def announce_draft(self, payload: str) -> bool:
         """Send a draft change (JSON, under 8,000 bytes) to every listening process; True
         when this one hears it that way too, False when the caller delivers it in-process
