@@ -52,23 +52,29 @@ def check_graph(
     edges: dict[str, list[str]] = {}
     maybe: dict[str, list[str]] = {}
     for node_id, info in infos.items():
-        base = f"/nodes/{info.index}"
-        targets: list[tuple[str, str]] = []
-        if info.spec.next is not None:
-            targets.append((f"{base}/next", info.spec.next))
-        targets.extend((base + route.pointer, route.target) for route in info.routes)
-        targets.extend(
-            (f"{base}/catch/{j}/next", rule.next) for j, rule in enumerate(info.spec.catch)
-        )
-        edges[node_id] = []
-        maybe[node_id] = [] if info.routes_known else _mentions(info.spec.config, known)
+        spec = info.spec
+        # (pointer within the node, target): pointers are made only for a dangling one.
+        targets: list[tuple[str, str]] = [("/next", spec.next)] if spec.next is not None else []
+        targets += [(route.pointer, route.target) for route in info.routes]
+        if spec.catch:
+            targets += [(f"/catch/{j}/next", rule.next) for j, rule in enumerate(spec.catch)]
+        certain: list[str] = []
+        possible = [] if info.routes_known else _mentions(spec.config, known)
         for pointer, target in targets:
             if target not in known:
-                problems.append(Problem(pointer, f"no node has id {target!r}", "dangling_edge"))
+                problems.append(
+                    Problem(
+                        f"/nodes/{info.index}{pointer}",
+                        f"no node has id {target!r}",
+                        "dangling_edge",
+                    )
+                )
                 continue
-            maybe[node_id].append(target)
+            possible.append(target)
             if target in infos:
-                edges[node_id].append(target)
+                certain.append(target)
+        edges[node_id] = certain
+        maybe[node_id] = possible
     for node_id, node in broken.items():
         maybe[node_id] = _mentions(node.raw, known)
     if start is None:
@@ -141,7 +147,11 @@ def _reachable(start: str, edges: Mapping[str, list[str]]) -> set[str]:
 
 def find_cycles(edges: Mapping[str, list[str]]) -> list[set[str]]:
     """Strongly connected components that form cycles (Tarjan, iterative so 10k-node
-    definitions cannot hit the recursion limit)."""
+    definitions cannot hit the recursion limit), among the nodes that are not peeled off as
+    acyclic first (most workflows are acyclic: peeling is one cheap pass)."""
+    edges = _cyclic_core(edges)
+    if not edges:
+        return []
     index_of: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
@@ -184,6 +194,27 @@ def find_cycles(edges: Mapping[str, list[str]]) -> list[set[str]]:
     return result
 
 
+def _cyclic_core(edges: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """The nodes left after repeatedly removing those with no incoming edge (Kahn): every
+    cycle is among them, with the edges between them, in the order of ``edges``."""
+    incoming = dict.fromkeys(edges, 0)
+    for targets in edges.values():
+        for target in targets:
+            if target in incoming:
+                incoming[target] += 1
+    free = [node for node, count in incoming.items() if count == 0]
+    while free:
+        for target in edges[free.pop()]:
+            if target in incoming:
+                incoming[target] -= 1
+                if incoming[target] == 0:
+                    free.append(target)
+    left = {node for node, count in incoming.items() if count > 0}
+    return {
+        node: [t for t in targets if t in left] for node, targets in edges.items() if node in left
+    }
+
+
 def check_regions(infos: dict[str, NodeInfo], start: str, problems: list[Problem]) -> None:
     """Every node belongs to one region: the main path, or one branch of one fork
     (``parallel`` branches, a ``map``'s per-item sub-graph). A node reached from two regions
@@ -213,12 +244,16 @@ def check_regions(infos: dict[str, NodeInfo], start: str, problems: list[Problem
                     )
                 continue
             info = infos[node_id]
-            forks: set[str] = set()
-            if info.node_type is not None and info.routes_known:
-                for route in info.node_type.branch_routes(info.config):
-                    forks.add(route.target)
-                    regions.append((route.target, f"branch {route.target!r} of {node_id!r}"))
-            stack.extend(r.target for r in info.routes if r.target not in forks)
-            stack.extend(rule.next for rule in info.spec.catch)
-            if info.spec.next is not None:
-                stack.append(info.spec.next)
+            spec = info.spec
+            if info.routes:
+                forks: set[str] = set()
+                if info.node_type is not None and info.routes_known:
+                    # (Branch routes are among the routes: a node without routes has none.)
+                    for route in info.node_type.branch_routes(info.config):
+                        forks.add(route.target)
+                        regions.append((route.target, f"branch {route.target!r} of {node_id!r}"))
+                stack += [r.target for r in info.routes if r.target not in forks]
+            if spec.catch:
+                stack += [rule.next for rule in spec.catch]
+            if spec.next is not None:
+                stack.append(spec.next)
