@@ -13,7 +13,7 @@ CLI, ``flowyard worker``). They tell each other through the ``change_feed`` tabl
 - an API process tails it (:class:`ChangeTail`): every ``poll_s`` its own connection asks
   ``PRAGMA data_version``, which moves only when another connection committed something, and
   when it moved reads the rows after its cursor, skipping its own (delivered in-process at
-  once). An idle database costs one pragma per poll;
+  once). An idle database costs one pragma (one thread hop) per poll;
 - writers trim it to the newest :data:`FEED_KEEP` rows. ``seq`` has no gaps below the
   newest row (SQLite serialises writers; AUTOINCREMENT never reuses a number), so a tail that
   finds one missed trimmed rows: it stops, and the hub forgets everything and starts again.
@@ -28,10 +28,12 @@ import contextlib
 import functools
 import logging
 import secrets
+import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.store.base import SqlBase
 from flowyard.store.ports.events import EventListener
@@ -43,8 +45,14 @@ FEED_KEEP = 2_000
 TRIM_EVERY = 100
 #: How often a tail looks for changes (a CLI edit reaches serve's streams within this).
 POLL_S = 0.2
+#: How long a poll waits for a lock (as the store's own SQLite connections do).
+_BUSY_TIMEOUT_S = 30.0
 #: Rows read per query while catching up.
 _BATCH = 500
+#: The rows after a cursor, oldest first.
+_AFTER = (
+    f"SELECT seq, kind, payload, origin FROM {change_feed.name} WHERE seq > ? ORDER BY seq LIMIT ?"
+)
 
 _log = logging.getLogger("flowyard.store.changes")
 
@@ -95,8 +103,9 @@ class ChangeOps(SqlBase):
         """Tail the change feed (None for an in-memory database)."""
         if not self.shares_changes:
             return None
+        path = str(sa.make_url(self.url).database)
         tail = ChangeTail(
-            self._read, self.change_origin, on_workflow, on_draft, poll_s=self.change_poll_s
+            path, self.change_origin, on_workflow, on_draft, poll_s=self.change_poll_s
         )
         await tail.start()
         return tail
@@ -115,87 +124,85 @@ class ChangeOps(SqlBase):
 
 class ChangeTail:
     """One API process reading the change feed on a connection of its own (``PRAGMA
-    data_version`` is per connection)."""
+    data_version`` is per connection): a plain ``sqlite3`` connection in autocommit mode,
+    used one call at a time off the event loop, so a poll is one thread hop and never holds
+    a read transaction (WAL could not checkpoint past one)."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        path: str,
         origin: str,
         on_workflow: Callable[[str], None],
         on_draft: Callable[[str], None],
         *,
         poll_s: float = POLL_S,
     ) -> None:
-        self._engine = engine
+        self._path = path
         self._origin = origin
         self._handlers = {WORKFLOW: on_workflow, DRAFT: on_draft}
         self.poll_s = poll_s
-        self._conn: AsyncConnection | None = None
+        self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._version: object = None
         self.cursor = 0
 
+    def _open(self) -> tuple[sqlite3.Connection, object, int]:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=_BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            newest = conn.execute(f"SELECT max(seq) FROM {change_feed.name}").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        return conn, version, int(newest or 0)
+
     async def start(self) -> None:
         """Open the connection and start from the newest row (what came before is not
         replayed: the hub forgets everything when a listener starts)."""
-        self._conn = conn = await self._engine.connect()
-        try:
-            self._version = await self._data_version(conn)
-            newest = await conn.scalar(sa.select(sa.func.max(change_feed.c.seq)))
-            await conn.rollback()
-        except BaseException:
-            await conn.close()
-            raise
-        self.cursor = int(newest or 0)
+        conn, self._version, self.cursor = await asyncio.to_thread(self._open)
+        self._conn = conn
         self._task = asyncio.create_task(self._run(conn), name="flowyard-change-tail")
 
-    @staticmethod
-    async def _data_version(conn: AsyncConnection) -> object:
-        return (await conn.exec_driver_sql("PRAGMA data_version")).scalar()
-
-    async def _run(self, conn: AsyncConnection) -> None:
+    async def _run(self, conn: sqlite3.Connection) -> None:
         try:
             while True:
                 await asyncio.sleep(self.poll_s)
-                try:
-                    version = await self._data_version(conn)
-                    if version != self._version:
-                        self._version = version
-                        if not await self._read(conn):
-                            _log.warning("the change feed was trimmed past this process")
-                            return
-                finally:
-                    # Never hold a read transaction between polls: WAL could not checkpoint
-                    # past it, and data_version must be asked afresh.
-                    await conn.rollback()
+                version, rows = await asyncio.to_thread(self._poll, conn, self._version)
+                self._version = version
+                for seq, kind, payload, origin in rows:
+                    if seq != self.cursor + 1:
+                        _log.warning("the change feed was trimmed past this process")
+                        return
+                    self.cursor = seq
+                    handler = self._handlers.get(kind)
+                    if handler is not None and origin != self._origin:
+                        try:
+                            handler(payload)
+                        except Exception:
+                            _log.exception("a change feed handler failed")
         except asyncio.CancelledError:
             raise
         except Exception:
             _log.warning("lost the change feed tail; the hub starts it again", exc_info=True)
 
-    async def _read(self, conn: AsyncConnection) -> bool:
-        """Deliver the rows after the cursor; False when some were trimmed unread."""
+    def _poll(self, conn: sqlite3.Connection, seen: object) -> tuple[object, list[Any]]:
+        """(data_version, the rows after the cursor when it moved). In a thread."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == seen:
+            return version, []
+        rows: list[Any] = []
+        cursor = self.cursor
         while True:
-            rows = (
-                await conn.execute(
-                    sa.select(change_feed)
-                    .where(change_feed.c.seq > self.cursor)
-                    .order_by(change_feed.c.seq)
-                    .limit(_BATCH)
-                )
-            ).all()
-            for row in rows:
-                if row.seq != self.cursor + 1:
-                    return False
-                self.cursor = row.seq
-                handler = self._handlers.get(row.kind)
-                if handler is not None and row.origin != self._origin:
-                    try:
-                        handler(row.payload)
-                    except Exception:
-                        _log.exception("a change feed handler failed")
-            if len(rows) < _BATCH:
-                return True
+            batch = conn.execute(_AFTER, (cursor, _BATCH)).fetchall()
+            rows += batch
+            if len(batch) < _BATCH:
+                return version, rows
+            cursor = batch[-1][0]
 
     def is_alive(self) -> bool:
         """False once the tail stopped (an error, or rows trimmed unread)."""
@@ -210,4 +217,4 @@ class ChangeTail:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await asyncio.to_thread(conn.close)
