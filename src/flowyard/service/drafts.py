@@ -84,20 +84,6 @@ class DraftUseCases(WorkflowUseCases):
         # change; what a write must not get wrong, the store checks under its locks.
         return await self.get_workflow(ref)
 
-    async def _announce(
-        self,
-        workflow: WorkflowRecord,
-        change: DraftChange,
-        draft: DraftRecord | None,
-        summary: str | None,
-        actor: str | None,
-        *,
-        version: int | None = None,
-    ) -> None:
-        """Tell every process's streams about a committed change (decision 0030)."""
-        event = self._draft_event(workflow, change, draft, summary, actor, version=version)
-        await self.changes.announce(event)
-
     def _noticed(
         self, workflow: WorkflowRecord, change: DraftChange, summary: str, actor: str | None
     ) -> tuple[DraftNotice | None, list[DraftEvent]]:
@@ -128,7 +114,7 @@ class DraftUseCases(WorkflowUseCases):
         if made:  # (the last: a retried transaction made one per attempt)
             self.changes.deliver(made[-1])
         else:
-            await self._announce(workflow, change, saved, summary, actor)
+            await self.changes.announce(self._draft_event(workflow, change, saved, summary, actor))
 
     def _draft_event(
         self,
@@ -140,6 +126,7 @@ class DraftUseCases(WorkflowUseCases):
         *,
         version: int | None = None,
     ) -> DraftEvent:
+        """A change of a draft as the streams tell it (decision 0030)."""
         return DraftEvent(
             workflow_id=workflow.id,
             workflow=workflow.name,
@@ -232,7 +219,8 @@ class DraftUseCases(WorkflowUseCases):
             name, body.get("description"), document, actor, audit=audit
         )
         self.reads.forget(record.id)
-        await self._announce(record, DraftChange.OPENED, draft, "new workflow", actor)
+        opened = self._draft_event(record, DraftChange.OPENED, draft, "new workflow", actor)
+        await self.changes.announce(opened)
         return await self._view(record, draft)
 
     async def open_draft(
@@ -248,7 +236,9 @@ class DraftUseCases(WorkflowUseCases):
         document = new_document(copy.deepcopy(version.definition), version.layout)
         draft = await self.store.open_draft(workflow.id, document, version.version, actor)
         summary = f"opened from version {version.version}"
-        await self._announce(workflow, DraftChange.OPENED, draft, summary, actor)
+        await self.changes.announce(
+            self._draft_event(workflow, DraftChange.OPENED, draft, summary, actor)
+        )
         return await self._view(workflow, draft)
 
     async def get_draft(self, ref: str) -> DraftView:
@@ -332,7 +322,8 @@ class DraftUseCases(WorkflowUseCases):
         """Delete the draft and its history."""
         workflow = await self._workflow(ref)
         await self.store.discard_draft(workflow.id, expected_revision=expected_revision)
-        await self._announce(workflow, DraftChange.DISCARDED, None, "discarded", actor)
+        discarded = self._draft_event(workflow, DraftChange.DISCARDED, None, "discarded", actor)
+        await self.changes.announce(discarded)
 
     async def publish_draft(
         self,
@@ -364,8 +355,10 @@ class DraftUseCases(WorkflowUseCases):
         finally:
             self.reads.forget(workflow.id)
         summary = f"published as version {version.version}"
-        await self._announce(
-            record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
+        await self.changes.announce(
+            self._draft_event(
+                record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
+            )
         )
         return record, version
 
