@@ -51,7 +51,12 @@ def start_document() -> dict[str, Any]:
                     },
                 },
                 {"id": "c", "type": "log", "config": {"message": "{{ steps.a.output }}"}},
-                {"id": "d", "type": "log", "config": {"message": "d"}, "next": "e"},
+                {
+                    "id": "d",
+                    "type": "http",
+                    "config": {"url": "https://crm.example.com/leads", "credential": "crm"},
+                    "next": "e",
+                },
                 {
                     "id": "e",
                     "type": "parallel",
@@ -72,10 +77,11 @@ configs = st.sampled_from(
         {"cases": [{"when": "input.x == 1", "next": "c"}], "default": "nowhere"},
         {"cases": [{"when": "input.x ==", "next": "d"}]},
         {"branches": [{"name": "p", "start": "f"}, {"name": "q", "start": "x"}]},
+        {"url": "https://crm.example.com/leads", "credential": "crm"},  # a credential
         {},
     ]
 )
-types = st.sampled_from(["log", "condition", "trigger", "parallel", "no_such_type"])
+types = st.sampled_from(["log", "condition", "trigger", "parallel", "http", "no_such_type"])
 node_ids = st.sampled_from(IDS)
 targets = st.sampled_from(TARGETS)
 
