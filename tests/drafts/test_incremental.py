@@ -259,3 +259,28 @@ def test_a_patch_it_cannot_follow_reuses_nothing(patch: list[dict[str, Any]]) ->
     doc = start_document()
     check = INCREMENTAL.check(doc["definition"])
     assert reusable(check, patch, 6) is None
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"id": "x", "type": "log", "config": {"message": "m"}},
+        {"id": "x", "type": "log", "config": {"message": "m"}, "next": "nowhere"},
+        {"id": "x", "type": "log", "config": {"message": "m"}, "next": "c"},
+        {"id": "x", "type": "log", "config": {"message": "m"}, "next": "x"},  # a loop on itself
+        {"id": "x", "type": "log", "catch": [{"next": "d"}, {"next": "gone"}]},
+        {"id": "x", "type": "condition", "config": {"cases": [{"when": "1", "next": "q"}]}},
+        {"id": "x", "type": "parallel", "config": {"branches": [{"name": "p", "start": "f"}]}},
+        {"id": "b", "type": "log", "config": {"message": "a duplicate id"}},
+        {"id": "x", "type": "no_such_type"},
+        {"id": "x"},  # does not parse
+    ],
+)
+def test_an_appended_node_gives_the_problems_of_a_whole_validation(node: dict[str, Any]) -> None:
+    doc = start_document()
+    check = INCREMENTAL.check(doc["definition"])
+    for _ in range(2):  # the second: appended after a node the first appended
+        step = apply_patch(doc, [{"op": "add", "path": "/definition/nodes/-", "value": node}], "a")
+        check = advance(check, doc, step)
+        assert_same(check, doc["definition"])
+        node = {**node, "id": "y"} if node.get("id") == "x" else node

@@ -62,13 +62,7 @@ def check_graph(
         possible = [] if info.routes_known else _mentions(spec.config, known)
         for pointer, target in targets:
             if target not in known:
-                problems.append(
-                    Problem(
-                        f"/nodes/{info.index}{pointer}",
-                        f"no node has id {target!r}",
-                        "dangling_edge",
-                    )
-                )
+                problems.append(dangling_edge(f"/nodes/{info.index}{pointer}", target))
                 continue
             possible.append(target)
             if target in infos:
@@ -87,13 +81,7 @@ def check_graph(
     indexes.update((node_id, node.index) for node_id, node in broken.items())
     for node_id, index in indexes.items():
         if node_id not in reachable:
-            problems.append(
-                Problem(
-                    f"/nodes/{index}",
-                    f"node {node_id!r} is not reachable from start {start!r}",
-                    "unreachable",
-                )
-            )
+            problems.append(unreachable(index, node_id, start))
     cycles = find_cycles(edges)
     for component in cycles:
         if not any(infos[n].spec.max_iterations for n in component):
@@ -108,6 +96,18 @@ def check_graph(
             )
     check_regions(infos, start, problems)
     return cycles
+
+
+def dangling_edge(pointer: str, target: str) -> Problem:
+    """The problem of an edge (at ``pointer``) to a node that does not exist."""
+    return Problem(pointer, f"no node has id {target!r}", "dangling_edge")
+
+
+def unreachable(index: int, node_id: str, start: str) -> Problem:
+    """The problem of a node no path from the start reaches."""
+    return Problem(
+        f"/nodes/{index}", f"node {node_id!r} is not reachable from start {start!r}", "unreachable"
+    )
 
 
 def node_targets(info: NodeInfo) -> list[str]:

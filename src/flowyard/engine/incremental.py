@@ -31,7 +31,7 @@ from flowyard.domain.definition import MAX_NODES, NODE_ID_PATTERN, NodeSpec, Wor
 from flowyard.domain.errors import Problem
 from flowyard.domain.state_machine import is_state_machine
 from flowyard.engine.declarations import correlation_expressions, signal_problems
-from flowyard.engine.graph import BrokenNode, NodeInfo, check_graph
+from flowyard.engine.graph import BrokenNode, NodeInfo, check_graph, dangling_edge, unreachable
 from flowyard.engine.input_schema import schema_problems
 from flowyard.engine.validation import (
     CompileBudget,
@@ -81,6 +81,10 @@ class DefinitionCheck:
     nodes: tuple[NodeCheck, ...] | None = None
     graph_key: Any = None
     graph_problems: tuple[Problem, ...] = ()
+    #: The ids of the nodes and every id their edges name, when every node's routes are
+    #: known and the graph was judged from an existing start (None otherwise): what tells
+    #: whether a node appended later can change anything but its own problems.
+    graph_names: tuple[frozenset[str], frozenset[str]] | None = None
     #: How many node checks were computed for this answer (the rest were reused).
     checked: int = 0
 
@@ -276,8 +280,12 @@ class IncrementalValidator:
         start = start if isinstance(start, str) else None
         graph_key = (start, tuple(check.graph for check in checks))
         graph_problems: tuple[Problem, ...] = ()
+        names: tuple[frozenset[str], frozenset[str]] | None = None
+        appended = _appended(previous, graph_key, len(checks) - 1)
         if previous is not None and previous.graph_key == graph_key:
-            graph_problems = previous.graph_problems
+            graph_problems, names = previous.graph_problems, previous.graph_names
+        elif appended is not None:
+            graph_problems, names = appended
         elif kept or broken:
             infos = {
                 node_id: NodeInfo(
@@ -293,6 +301,7 @@ class IncrementalValidator:
             found_in_graph: list[Problem] = []
             check_graph(infos, broken, start, found_in_graph)
             graph_problems = tuple(found_in_graph)
+            names = _names(graph_key, broken, found_in_graph)
         problems.extend(graph_problems)
         schema = definition.input_schema if definition else raw.get("input_schema")
         if isinstance(schema, dict):
@@ -303,7 +312,7 @@ class IncrementalValidator:
             for index, _, check in kept.values():
                 credentials += [(f"/nodes/{index}{p}", name) for p, name in check.credentials]
         return DefinitionCheck(
-            problems, credentials, checks, graph_key, graph_problems, checked=checked
+            problems, credentials, checks, graph_key, graph_problems, names, checked=checked
         )
 
     @staticmethod
@@ -335,3 +344,64 @@ class IncrementalValidator:
                 failed.extend(_under(check.expression_problems, f"/nodes/{index}"))
         problems.extend(failed)
         return kept, broken, count
+
+
+def _names(
+    graph_key: Any, broken: Mapping[str, Any], problems: Sequence[Problem]
+) -> tuple[frozenset[str], frozenset[str]] | None:
+    """The node ids and the ids their edges name (see ``DefinitionCheck.graph_names``)."""
+    start, signatures = graph_key
+    if start is None or broken or any(p.code == "dangling_start" for p in problems):
+        return None
+    ids: set[str] = set()
+    named: set[str] = set()
+    for signature in signatures:
+        if not isinstance(signature, tuple):
+            return None  # a node whose routes are unknown: it may name anything
+        node_id, following, routes, catch, _, _ = signature
+        ids.add(node_id)
+        if following is not None:
+            named.add(following)
+        named.update(target for _, target in routes)
+        named.update(catch)
+    return frozenset(ids), frozenset(named)
+
+
+def _appended(
+    previous: DefinitionCheck | None, graph_key: Any, index: int
+) -> tuple[tuple[Problem, ...], tuple[frozenset[str], frozenset[str]]] | None:
+    """The graph's problems when the only change is a node appended (at ``index``) that no
+    node names and that does not name itself (an add without ``after``): it is then
+    unreachable, in no cycle and in no region, and its dangling edges are its own; every
+    other node's outcome stands. None when that is not the case."""
+    if previous is None or previous.graph_names is None:
+        return None
+    start, signatures = graph_key
+    before_start, before = previous.graph_key
+    signature = signatures[-1] if signatures else None
+    if (
+        start != before_start
+        or len(signatures) != len(before) + 1
+        or not isinstance(signature, tuple)
+        or signatures[:-1] != before
+    ):
+        return None
+    ids, named = previous.graph_names
+    node_id, following, routes, catch, _, _ = signature
+    edges = [("/next", following)] if following is not None else []
+    edges += list(routes)
+    edges += [(f"/catch/{j}/next", target) for j, target in enumerate(catch)]
+    if node_id in ids or node_id in named or node_id == start:
+        return None
+    if any(target == node_id for _, target in edges):
+        return None  # a loop on itself: a cycle
+    found = [
+        dangling_edge(f"/nodes/{index}{pointer}", target)
+        for pointer, target in edges
+        if target not in ids
+    ]
+    found.append(unreachable(index, node_id, start))
+    return (
+        (*previous.graph_problems, *found),
+        (ids | {node_id}, named | {target for _, target in edges}),
+    )
