@@ -97,9 +97,11 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
-    start = time.perf_counter()
+async def timed(fn: Callable[[], Awaitable[Any]], cpu: list[float]) -> float:
+    """Wall time of ``fn()``; its CPU time (the process's, threads included) into ``cpu``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     await fn()
+    cpu.append(time.process_time() - start_cpu)
     return time.perf_counter() - start
 
 
@@ -111,15 +113,20 @@ async def measure(container: Container, size: int, edits: int) -> dict[str, Any]
     assert not view.problems, view.problems[:3]
     name = raw["name"]
     times: dict[str, list[float]] = {"add": [], "patch": [], "undo": [], "redo": []}
+    cpu: dict[str, list[float]] = {kind: [] for kind in times}
     for i in range(edits):
         new = {"id": f"extra{i}", "type": "log", "config": {"message": "{{ input.x }}"}}
         patch = {"config": {"message": f"{{{{ steps.n{i}.output }}}} patched {i}"}}
         edit = functools.partial(service.edit_draft, name, None, actor="bench")
         move = functools.partial(service.move_draft, name, None, actor="bench")
-        times["add"].append(await timed(functools.partial(edit, build=adding(new))))
-        times["patch"].append(await timed(functools.partial(edit, build=patching(patch))))
-        times["undo"].append(await timed(functools.partial(move, which="undo")))
-        times["redo"].append(await timed(functools.partial(move, which="redo")))
+        steps = {
+            "add": functools.partial(edit, build=adding(new)),
+            "patch": functools.partial(edit, build=patching(patch)),
+            "undo": functools.partial(move, which="undo"),
+            "redo": functools.partial(move, which="redo"),
+        }
+        for kind, step in steps.items():
+            times[kind].append(await timed(step, cpu[kind]))
     document = (await service.get_draft(name)).draft.document["definition"]
     registry = container.validator.registry
     cold: list[float] = []
@@ -133,6 +140,8 @@ async def measure(container: Container, size: int, edits: int) -> dict[str, Any]
         validator.validate(document)
         warm.append(time.perf_counter() - start)
     result: dict[str, Any] = {k: summary(v) for k, v in times.items()}
+    for kind, samples in cpu.items():
+        result[kind]["cpu_p50_ms"] = round(statistics.median(samples) * 1000, 2)
     result["validate_cold"] = summary(cold)
     result["validate_warm"] = summary(warm)
     result["edit_over_warm_validation"] = round(
@@ -164,6 +173,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             db_url=f"sqlite:///{Path(tmp) / 'drafts.db'}", workers=0, load_plugins=False
         )
         container = await build(settings)
+        container.service.changes.enable()  # as served: an API process hears the others
         try:
             results = {str(size): await measure(container, size, args.edits) for size in args.nodes}
             if args.profile:

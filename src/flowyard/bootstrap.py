@@ -287,11 +287,13 @@ async def build(
         metrics=metrics,
         compile_concurrency=settings.expression_compile_concurrency,
         compile_wait_s=settings.expression_compile_wait_s,
-        # PostgreSQL notifies, unless behind a transaction pooler without a LISTEN URL.
+        # PostgreSQL notifies, unless behind a transaction pooler without a LISTEN URL;
+        # SQLite processes share a file and its change feed (decision 0037).
         changes=ChangeHub(
             store,
-            cross_process=store.dialect == "postgresql"
-            and (settings.db_pooler == "none" or settings.db_listen_url is not None),
+            cross_process=store.shares_changes
+            if store.dialect == "sqlite"
+            else settings.db_pooler == "none" or settings.db_listen_url is not None,
         ),
     )
     service.history_limit = settings.draft_history

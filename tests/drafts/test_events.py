@@ -1,7 +1,7 @@
 """Draft changes on the global stream (decision 0030): one editor edits, another editor's
-``WS /stream`` receives each change with the draft's new ETag, over real sockets. On
-PostgreSQL the two editors use two app instances (two containers, two servers) on one
-database; on SQLite, which cannot notify another process, two clients of one server."""
+``WS /stream`` receives each change with the draft's new ETag, over real sockets: two app
+instances (two containers, two servers) on one database, PostgreSQL (NOTIFY) or SQLite (the
+change feed, decision 0037)."""
 
 from __future__ import annotations
 
@@ -29,14 +29,10 @@ DRAFT = "/workflows/lead-routing/draft"
 
 
 @contextlib.asynccontextmanager
-async def two_editors(settings: Settings, backend: str) -> AsyncIterator[tuple[Live, Live]]:
-    """(the watcher's server, the editor's server): two on PostgreSQL, one on SQLite."""
-    async with live_app(settings) as watcher:
-        if backend == "sqlite":
-            yield watcher, watcher
-            return
-        async with live_app(settings) as editor:
-            yield watcher, editor
+async def two_editors(settings: Settings) -> AsyncIterator[tuple[Live, Live]]:
+    """(the watcher's server, the editor's server): two API processes on one database."""
+    async with live_app(settings) as watcher, live_app(settings) as editor:
+        yield watcher, editor
 
 
 async def following(live: Live, ws: ClientConnection, count: int = 1) -> None:
@@ -51,12 +47,8 @@ def ok(response: httpx.Response) -> str:
     return response.headers["ETag"]
 
 
-def backend_of(settings: Settings) -> str:
-    return "postgres" if settings.db_url.startswith("postgresql") else "sqlite"
-
-
 async def test_every_draft_change_reaches_the_other_editors_stream(settings: Settings) -> None:
-    async with two_editors(settings, backend_of(settings)) as (watcher, editor):
+    async with two_editors(settings) as (watcher, editor):
         http = editor.http
         assert (await http.post("/workflows", json=lead_routing())).status_code == 201
         # The watcher only reads: a viewer sees the drafts' changes.
@@ -103,7 +95,7 @@ async def test_every_draft_change_reaches_the_other_editors_stream(settings: Set
 
 
 async def test_draft_events_are_filtered_like_run_events(settings: Settings) -> None:
-    async with two_editors(settings, backend_of(settings)) as (watcher, editor):
+    async with two_editors(settings) as (watcher, editor):
         http = editor.http
         other = {**lead_routing(), "name": "other"}
         assert (await http.post("/workflows", json=other)).status_code == 201

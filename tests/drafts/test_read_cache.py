@@ -1,5 +1,5 @@
-"""The workflow read cache (decision 0030): two API processes on one database (two containers,
-each with its app), SQLite and PostgreSQL. A reads (and on PostgreSQL keeps what it read), B
+"""The workflow read cache (decisions 0030, 0037): two API processes on one database (two
+containers, each with its app), SQLite and PostgreSQL. A reads (and keeps what it read), B
 publishes or archives, A's next reads answer the new state; a process reads its own writes
 at once; on PostgreSQL a lost listener stops the cache until it is back."""
 
@@ -56,11 +56,9 @@ async def test_a_publish_in_another_process_is_read_at_once_after(container: Con
         for _ in range(3):
             read = await a.get(WF)
             assert (read.headers["ETag"], read.json()["version"]["version"]) == ('"1"', 1)
-        if container.settings.db_url.startswith("postgresql"):
-            assert hits(container) >= 2  # kept: the listener hears every change
-            assert hits(container, "version") >= 2
-        else:
-            assert hits(container) == 0  # SQLite: other processes cannot notify; row re-read
+        # Kept: the listener (PostgreSQL) or the change feed's tail (SQLite) hears every change.
+        assert hits(container) >= 2
+        assert hits(container, "version") >= 2
 
         await publish_a_change(b)
 

@@ -24,6 +24,8 @@ SignalNameStr = Annotated[str, Field(pattern=SIGNAL_NAME_PATTERN)]
 
 #: Longest correlation key (``runs.correlation_key``), given at start or computed.
 MAX_CORRELATION_KEY = 200
+#: Most nodes a definition may hold.
+MAX_NODES = 10_000
 #: Most signal names a definition may declare.
 MAX_DECLARED_SIGNALS = 100
 
@@ -142,4 +144,4 @@ class WorkflowDefinition(_Strict):
         description="The signal names runs accept; others are refused (422). Without the "
         "list any name is accepted (and buffered until a step waits for it).",
     )
-    nodes: list[NodeSpec] = Field(min_length=1, max_length=10_000)
+    nodes: list[NodeSpec] = Field(min_length=1, max_length=MAX_NODES)

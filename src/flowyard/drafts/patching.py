@@ -16,6 +16,7 @@ the inverses gathered so far, so the document is as it was.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +185,17 @@ def _inverse_of(doc: Document, op: Operation) -> list[Operation]:
     if isinstance(parent, dict) and key in parent:
         return [{"op": "replace", "path": path, "value": copy.deepcopy(parent[key])}]
     return [{"op": "remove", "path": path}]
+
+
+def definition_operations(patch: Sequence[Operation]) -> list[Operation]:
+    """The operations of a draft patch on its definition, their paths relative to it (a
+    path of ``/definition`` itself becomes the root: everything changed)."""
+    found: list[Operation] = []
+    for op in patch:
+        path = op.get("path")
+        if isinstance(path, str) and (path == "/definition" or path.startswith("/definition/")):
+            found.append({**op, "path": path[len("/definition") :]})
+    return found
 
 
 def pointer(*parts: str | int) -> str:

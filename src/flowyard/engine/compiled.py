@@ -116,3 +116,16 @@ class CompiledWorkflow:
     def node(self, node_id: str) -> CompiledNode:
         """The node called ``node_id`` (KeyError if absent: versions are validated)."""
         return self.nodes[node_id]
+
+    def credential_refs(self) -> list[tuple[str, str]]:
+        """``(pointer into the definition, credential name)`` of every credential its
+        nodes reference, in node order."""
+        refs: list[tuple[str, str]] = []
+        for index, spec in enumerate(self.definition.nodes):
+            node = self.nodes.get(spec.id)
+            if node is not None:
+                refs += [
+                    (f"/nodes/{index}{pointer}", name)
+                    for pointer, name in node.node_type.credential_refs(node.config)
+                ]
+        return refs

@@ -2,10 +2,10 @@
 (the read cache forgets its "latest version" pointers) and draft changes (the streams).
 
 One :class:`ChangeHub` per process. An API process enables it; it then listens from its
-first use until the container closes (PostgreSQL: one ``LISTEN`` connection, reconnected
-when lost; while it is down the read cache re-reads every workflow's row). SQLite cannot
-notify another process: the hub listens to nothing, the read cache always re-reads the
-row, and a draft change reaches the streams of the process that made it.
+first use until the container closes (PostgreSQL: one ``LISTEN`` connection; SQLite: a tail
+of the ``change_feed`` table every ~200 ms, decision 0037), reopened when lost; while it is
+down the read cache re-reads every workflow's row. An in-memory SQLite database has no other
+process: its hub listens to nothing and the read cache always re-reads the row.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ChangeHub:
 
     def __init__(self, feed: ChangeFeed, *, cross_process: bool) -> None:
         self.feed = feed
-        #: True where the database notifies other processes (PostgreSQL).
+        #: True where other processes' changes can be heard (PostgreSQL, a SQLite file).
         self.cross_process = cross_process
         #: Only an API process listens (``enable``); the CLI and workers do not.
         self.enabled = False
@@ -147,6 +147,11 @@ class ChangeHub:
         """Stop receiving draft events."""
         self._drafts.discard(subscriber)
 
+    def deliver(self, event: DraftEvent) -> None:
+        """Hand a change this process made to its own streams (the store recorded it for
+        the other processes in the change's transaction)."""
+        self._deliver(event)
+
     def _deliver(self, event: DraftEvent) -> None:
         for subscriber in list(self._drafts):
             try:
@@ -163,5 +168,5 @@ class ChangeHub:
         except Exception:
             _log.warning("could not announce a draft change", exc_info=True)
             return
-        if not sent:  # SQLite: this process's streams only
+        if not sent:  # SQLite: other processes read it from the change feed
             self._deliver(event)

@@ -9,9 +9,11 @@ revision the client's ``If-Match`` named (decision 0027).
 from __future__ import annotations
 
 import copy
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from flowyard.domain.auth import AuditEntry
@@ -26,15 +28,31 @@ from flowyard.domain.drafts import (
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.drafts import ops
-from flowyard.drafts.patching import Document, apply_patch, new_document
+from flowyard.drafts.patching import (
+    Document,
+    Operation,
+    apply_patch,
+    definition_operations,
+    new_document,
+)
 from flowyard.drafts.routes import registry_references
+from flowyard.engine.incremental import DefinitionCheck, IncrementalValidator, reusable
+from flowyard.service.base import _Recent
 from flowyard.service.workflows import WorkflowUseCases
+from flowyard.store.ports.drafts import DraftNotice
 
 #: Steps of undo history kept per draft unless the settings say otherwise.
 DRAFT_HISTORY = 100
 
 #: Builds an edit from the document as it is (and how to find references to a node).
 EditBuilder = Callable[[Document, ops.References], ops.Edit]
+#: Drafts whose last check is kept for their next edit (per process).
+DRAFT_CHECKS = 32
+#: An edit that leaves at most this many nodes to check again is checked on the event loop
+#: (a few milliseconds); more go to a compile slot's thread, like a whole definition.
+INLINE_NODES = 64
+#: One draft's content: its opening time and its revision (both change with the content).
+_DraftKey = tuple[datetime, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +71,52 @@ class DraftUseCases(WorkflowUseCases):
 
     history_limit: int = DRAFT_HISTORY
 
-    async def _workflow(self, ref: str) -> WorkflowRecord:
-        return await self.store.get_workflow(ref)
+    @functools.cached_property
+    def _incremental(self) -> IncrementalValidator:
+        return IncrementalValidator(self.validator)
 
-    async def _announce(
+    @functools.cached_property
+    def _draft_checks(self) -> _Recent[str, tuple[_DraftKey, DefinitionCheck]]:
+        return _Recent(DRAFT_CHECKS)
+
+    async def _workflow(self, ref: str) -> WorkflowRecord:
+        # Through the read cache: a draft needs the workflow's id and name, which never
+        # change; what a write must not get wrong, the store checks under its locks.
+        return await self.get_workflow(ref)
+
+    def _noticed(
+        self, workflow: WorkflowRecord, change: DraftChange, summary: str, actor: str | None
+    ) -> tuple[DraftNotice | None, list[DraftEvent]]:
+        """The notice a store that records it in the change's transaction writes (decision
+        0037), and the list the event it wrote goes to; (None, []) where the change is
+        announced after it committed."""
+        made: list[DraftEvent] = []
+        if not self.store.records_draft_notices:
+            return None, made
+
+        def notice(draft: DraftRecord) -> str:
+            made.append(self._draft_event(workflow, change, draft, summary, actor))
+            return made[-1].to_json()
+
+        return notice, made
+
+    async def _told(
+        self,
+        workflow: WorkflowRecord,
+        change: DraftChange,
+        saved: DraftRecord,
+        summary: str,
+        actor: str | None,
+        made: list[DraftEvent],
+    ) -> None:
+        """After a change committed: this process's streams hear the notice the store
+        wrote with it, or every process's hear it now."""
+        if made:  # (the last: a retried transaction made one per attempt)
+            self.changes.deliver(made[-1])
+        else:
+            await self.changes.announce(self._draft_event(workflow, change, saved, summary, actor))
+
+    def _draft_event(
         self,
         workflow: WorkflowRecord,
         change: DraftChange,
@@ -65,9 +125,9 @@ class DraftUseCases(WorkflowUseCases):
         actor: str | None,
         *,
         version: int | None = None,
-    ) -> None:
-        """Tell every process's streams about a committed change (decision 0030)."""
-        event = DraftEvent(
+    ) -> DraftEvent:
+        """A change of a draft as the streams tell it (decision 0030)."""
+        return DraftEvent(
             workflow_id=workflow.id,
             workflow=workflow.name,
             change=change,
@@ -79,18 +139,30 @@ class DraftUseCases(WorkflowUseCases):
             at=self.clock(),
             version=version,
         )
-        await self.changes.announce(event)
 
     async def _view(
-        self, workflow: WorkflowRecord, draft: DraftRecord, summary: str | None = None
+        self,
+        workflow: WorkflowRecord,
+        draft: DraftRecord,
+        summary: str | None = None,
+        patch: Sequence[Operation] | None = None,
     ) -> DraftView:
-        return DraftView(workflow, draft, await self.draft_problems(workflow, draft), summary)
+        problems = await self.draft_problems(workflow, draft, patch)
+        return DraftView(workflow, draft, problems, summary)
 
-    async def draft_problems(self, workflow: WorkflowRecord, draft: DraftRecord) -> list[Problem]:
-        """What publishing would refuse the draft for, located in the draft document."""
+    async def draft_problems(
+        self,
+        workflow: WorkflowRecord,
+        draft: DraftRecord,
+        patch: Sequence[Operation] | None = None,
+    ) -> list[Problem]:
+        """What publishing would refuse the draft for, located in the draft document.
+        ``patch``: the operations that made this revision from the previous one, so that
+        only what they touched is checked again."""
         definition = draft.document.get("definition")
-        result = await self.validate(definition)
-        problems = [Problem("/definition" + p.pointer, p.message, p.code) for p in result.problems]
+        check = await self._check_draft(workflow.id, draft, patch)
+        found = check.problems or await self.missing_credentials(check.credentials)
+        problems = [Problem("/definition" + p.pointer, p.message, p.code) for p in found]
         if isinstance(definition, dict) and definition.get("name") != workflow.name:
             problems.append(
                 Problem(
@@ -98,6 +170,32 @@ class DraftUseCases(WorkflowUseCases):
                 )
             )
         return problems
+
+    async def _check_draft(
+        self, workflow_id: str, draft: DraftRecord, patch: Sequence[Operation] | None
+    ) -> DefinitionCheck:
+        """The draft's check: kept from the last one at this revision, derived from the
+        previous revision's when ``patch`` made this one from it (decision 0037), else whole
+        (in a compile slot)."""
+        key = (draft.created_at, draft.revision)
+        kept = self._draft_checks.get(workflow_id)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        definition = draft.document.get("definition")
+        previous: DefinitionCheck | None = None
+        reuse = None
+        if kept is not None and patch is not None and kept[0] == (key[0], key[1] - 1):
+            previous = kept[1]
+            nodes = definition.get("nodes") if isinstance(definition, dict) else None
+            if isinstance(nodes, list):
+                reuse = reusable(previous, definition_operations(patch), len(nodes))
+        if reuse is not None and sum(1 for node in reuse if node is None) <= INLINE_NODES:
+            check = self._incremental.check(definition, previous=previous, reuse=reuse)
+        else:
+            whole = functools.partial(self._incremental.check, previous=previous, reuse=reuse)
+            check = await self._in_compile_slot(whole, definition)
+        self._draft_checks.put(workflow_id, (key, check))
+        return check
 
     async def create_draft_workflow(
         self, raw: Any, actor: str | None, *, audit: AuditEntry | None = None
@@ -121,7 +219,8 @@ class DraftUseCases(WorkflowUseCases):
             name, body.get("description"), document, actor, audit=audit
         )
         self.reads.forget(record.id)
-        await self._announce(record, DraftChange.OPENED, draft, "new workflow", actor)
+        opened = self._draft_event(record, DraftChange.OPENED, draft, "new workflow", actor)
+        await self.changes.announce(opened)
         return await self._view(record, draft)
 
     async def open_draft(
@@ -137,7 +236,9 @@ class DraftUseCases(WorkflowUseCases):
         document = new_document(copy.deepcopy(version.definition), version.layout)
         draft = await self.store.open_draft(workflow.id, document, version.version, actor)
         summary = f"opened from version {version.version}"
-        await self._announce(workflow, DraftChange.OPENED, draft, summary, actor)
+        await self.changes.announce(
+            self._draft_event(workflow, DraftChange.OPENED, draft, summary, actor)
+        )
         return await self._view(workflow, draft)
 
     async def get_draft(self, ref: str) -> DraftView:
@@ -169,6 +270,7 @@ class DraftUseCases(WorkflowUseCases):
         if not edit.ops:
             raise InvalidInput(f"nothing to change: {edit.summary}")
         step = apply_patch(document, edit.ops, edit.summary)
+        notice, made = self._noticed(workflow, DraftChange.EDITED, step.summary, actor)
         saved = await self.store.record_draft_edit(
             workflow.id,
             draft.revision,
@@ -176,9 +278,10 @@ class DraftUseCases(WorkflowUseCases):
             NewDraftStep(step.forward, step.inverse, step.summary),
             actor,
             max_steps=self.history_limit,
+            notice=notice,
         )
-        await self._announce(workflow, DraftChange.EDITED, saved, step.summary, actor)
-        return await self._view(workflow, saved, step.summary)
+        await self._told(workflow, DraftChange.EDITED, saved, step.summary, actor, made)
+        return await self._view(workflow, saved, step.summary, step.forward)
 
     async def move_draft(
         self,
@@ -195,13 +298,15 @@ class DraftUseCases(WorkflowUseCases):
             raise Conflict(f"nothing to {which}", detail={"current_etag": draft.etag})
         document = draft.document
         patch = step.inverse if which == "undo" else step.forward
-        apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
-        saved = await self.store.record_draft_move(
-            workflow.id, draft.revision, document, step.seq, which == "undo", actor
-        )
+        applied = apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
         change = DraftChange.UNDONE if which == "undo" else DraftChange.REDONE
-        await self._announce(workflow, change, saved, f"{which}: {step.summary}", actor)
-        return await self._view(workflow, saved, f"{which}: {step.summary}")
+        summary = f"{which}: {step.summary}"
+        notice, made = self._noticed(workflow, change, summary, actor)
+        saved = await self.store.record_draft_move(
+            workflow.id, draft.revision, document, step.seq, which == "undo", actor, notice=notice
+        )
+        await self._told(workflow, change, saved, summary, actor, made)
+        return await self._view(workflow, saved, summary, applied.forward)
 
     async def draft_history(
         self, ref: str, *, limit: int = 100
@@ -217,7 +322,8 @@ class DraftUseCases(WorkflowUseCases):
         """Delete the draft and its history."""
         workflow = await self._workflow(ref)
         await self.store.discard_draft(workflow.id, expected_revision=expected_revision)
-        await self._announce(workflow, DraftChange.DISCARDED, None, "discarded", actor)
+        discarded = self._draft_event(workflow, DraftChange.DISCARDED, None, "discarded", actor)
+        await self.changes.announce(discarded)
 
     async def publish_draft(
         self,
@@ -249,8 +355,10 @@ class DraftUseCases(WorkflowUseCases):
         finally:
             self.reads.forget(workflow.id)
         summary = f"published as version {version.version}"
-        await self._announce(
-            record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
+        await self.changes.announce(
+            self._draft_event(
+                record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
+            )
         )
         return record, version
 

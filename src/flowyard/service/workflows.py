@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.errors import (
@@ -29,6 +29,8 @@ from flowyard.engine.diff import diff_definitions
 from flowyard.engine.graph import definition_graph, edge_changes
 from flowyard.engine.validation import ValidationResult
 from flowyard.service.base import ServiceBase
+
+T = TypeVar("T")
 
 
 class WorkflowReads(ServiceBase):
@@ -110,8 +112,13 @@ class WorkflowUseCases(WorkflowReads):
 
     async def _validated(self, raw: Any) -> ValidationResult:
         """Validate and compile off the event loop, in one of the process's compile slots,
-        within the compile budget (the validator's). A request waits ``compile_wait_s`` for
-        a slot, then is refused (Busy), so costly definitions cannot pile up threads."""
+        within the compile budget (the validator's)."""
+        return await self._in_compile_slot(self.validator.validate, raw)
+
+    async def _in_compile_slot(self, check: Callable[[Any], T], raw: Any) -> T:
+        """``check(raw)`` in a thread, in one of the process's compile slots. A request
+        waits ``compile_wait_s`` for a slot, then is refused (Busy), so costly definitions
+        cannot pile up threads."""
         try:
             async with asyncio.timeout(self.compile_wait_s):
                 await self._compile_slots.acquire()
@@ -121,13 +128,13 @@ class WorkflowUseCases(WorkflowReads):
                 "too many workflow definitions are being compiled right now; retry shortly",
                 retry_after_s=max(1, math.ceil(budget)),
             ) from None
-        compiling = asyncio.ensure_future(asyncio.to_thread(self.validator.validate, raw))
+        compiling = asyncio.ensure_future(asyncio.to_thread(check, raw))
         # The slot is freed when the thread is done, not when the request is: a request
         # cancelled (client gone) cannot stop its thread, nor start more than the slots.
         compiling.add_done_callback(self._compile_done)
         return await asyncio.shield(compiling)
 
-    def _compile_done(self, compiling: asyncio.Future[ValidationResult]) -> None:
+    def _compile_done(self, compiling: asyncio.Future[Any]) -> None:
         self._compile_slots.release()
         if not compiling.cancelled():
             compiling.exception()  # retrieved: a cancelled request no longer awaits it
@@ -251,26 +258,23 @@ class WorkflowUseCases(WorkflowReads):
     async def credential_problems(self, wf: CompiledWorkflow) -> list[Problem]:
         """A problem (``unknown_credential``) locating each credential reference of ``wf``
         that names no credential."""
+        return await self.missing_credentials(wf.credential_refs())
+
+    async def missing_credentials(self, refs: Iterable[tuple[str, str]]) -> list[Problem]:
+        """A problem (``unknown_credential``) for each reference (pointer, credential name)
+        that names no credential."""
         problems: list[Problem] = []
         exists: dict[str, bool] = {}
-        for index, spec in enumerate(wf.definition.nodes):
-            node = wf.nodes.get(spec.id)
-            if node is None:
-                continue
-            for pointer, name in node.node_type.credential_refs(node.config):
-                if name not in exists:
-                    try:
-                        exists[name] = (await self.store.get_credential(name)).record.name == name
-                    except NotFound:
-                        exists[name] = False
-                if not exists[name]:
-                    problems.append(
-                        Problem(
-                            f"/nodes/{index}{pointer}",
-                            f"no credential named {name!r}",
-                            "unknown_credential",
-                        )
-                    )
+        for pointer, name in refs:
+            if name not in exists:
+                try:
+                    exists[name] = (await self.store.get_credential(name)).record.name == name
+                except NotFound:
+                    exists[name] = False
+            if not exists[name]:
+                problems.append(
+                    Problem(pointer, f"no credential named {name!r}", "unknown_credential")
+                )
         return problems
 
 

@@ -114,6 +114,10 @@ class SqlBase(ABC):
         """Inside a transaction that changes a workflow's row: tell the other processes once
         it commits (their read caches, decision 0030). SQLite cannot; PostgreSQL NOTIFYs."""
 
+    async def _draft_changed(self, conn: AsyncConnection, payload: str) -> None:  # noqa: B027
+        """Inside a transaction that changes a draft: its notice for other processes, where
+        the dialect writes it there (``records_draft_notices``)."""
+
     @abstractmethod
     async def _lock_migrations(self, conn: AsyncConnection) -> None:
         """Take a database-wide lock before migrating, so workers starting together on a fresh

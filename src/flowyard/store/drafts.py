@@ -8,6 +8,7 @@ writers), so two editors that read the same ETag cannot both win.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from flowyard.domain.ids import WorkflowId, new_workflow_id
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
+from flowyard.store.ports.drafts import DraftNotice
 from flowyard.store.rows import definition_checksum, workflow_record
 from flowyard.store.schema import draft_steps, drafts, workflow_versions, workflows
 from flowyard.store.workflows import insert_workflow
@@ -152,17 +154,20 @@ class DraftOps(SqlBase):
             )
         return row
 
-    async def _draft_record(
-        self, conn: AsyncConnection, row: Any, document: dict[str, Any] | None = None
-    ) -> DraftRecord:
-        counts = (
-            await conn.execute(
-                sa.select(draft_steps.c.undone, sa.func.count())
-                .where(draft_steps.c.workflow_id == row.workflow_id)
-                .group_by(draft_steps.c.undone)
-            )
-        ).all()
-        depth = {bool(undone): count for undone, count in counts}
+    @staticmethod
+    def _depths(workflow_id: str) -> list[Any]:
+        """The undo and redo depths as two scalar subqueries (read with the draft's row)."""
+        mine = draft_steps.c.workflow_id == workflow_id
+        return [
+            sa.select(sa.func.count())
+            .where(mine, draft_steps.c.undone == undone)
+            .scalar_subquery()
+            .label(label)
+            for undone, label in ((False, "undo_depth"), (True, "redo_depth"))
+        ]
+
+    @staticmethod
+    def _draft_record(row: Any, document: dict[str, Any] | None = None) -> DraftRecord:
         return DraftRecord(
             workflow_id=WorkflowId(row.workflow_id),
             revision=row.revision,
@@ -172,40 +177,53 @@ class DraftOps(SqlBase):
             created_by=row.created_by,
             updated_at=row.updated_at,
             updated_by=row.updated_by,
-            undo_depth=depth.get(False, 0),
-            redo_depth=depth.get(True, 0),
+            undo_depth=row.undo_depth,
+            redo_depth=row.redo_depth,
         )
 
     async def get_draft(self, workflow_id: WorkflowId) -> DraftRecord:
-        """The workflow's draft with its depths (NotFound)."""
+        """The workflow's draft with its depths (NotFound): one statement."""
+        query = sa.select(*drafts.c, *self._depths(workflow_id)).where(
+            drafts.c.workflow_id == workflow_id
+        )
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
-            row = await self._draft_row(conn, workflow_id, lock=False)
+            row = (await conn.execute(query)).first()
             if row is None:
                 raise NotFound(f"workflow {workflow_id!r} has no draft")
-            return await self._draft_record(conn, row)
+            return self._draft_record(row)
 
         return await self._tx(fn, write=False)
 
     async def _save_document(
         self,
         conn: AsyncConnection,
-        row: Any,
+        workflow_id: WorkflowId,
+        expected_revision: int,
         document: dict[str, Any],
         actor: str | None,
-    ) -> DraftRecord:
-        now = utc_now()
+    ) -> Any:
+        """Write the document if the draft is at ``expected_revision`` (its row, without the
+        document; NotFound or PreconditionFailed otherwise). The update is the check: it
+        takes the row's lock (PostgreSQL) where a ``SELECT ... FOR UPDATE`` would, and saves
+        that statement on every edit."""
         updated = (
             await conn.execute(
                 drafts.update()
-                .where(drafts.c.workflow_id == row.workflow_id)
+                .where(drafts.c.workflow_id == workflow_id, drafts.c.revision == expected_revision)
                 .values(
-                    document=document, revision=row.revision + 1, updated_at=now, updated_by=actor
+                    document=document,
+                    revision=expected_revision + 1,
+                    updated_at=utc_now(),
+                    updated_by=actor,
                 )
                 .returning(*[c for c in drafts.c if c.name != "document"])
             )
-        ).one()
-        return await self._draft_record(conn, updated, document)
+        ).first()
+        if updated is None:
+            await self._locked_draft(conn, workflow_id, expected_revision)
+            raise AssertionError("unreachable: the draft is at the expected revision")
+        return updated
 
     async def record_draft_edit(
         self,
@@ -216,16 +234,19 @@ class DraftOps(SqlBase):
         actor: str | None,
         *,
         max_steps: int,
+        notice: DraftNotice | None = None,
     ) -> DraftRecord:
         """Save an edit and its step; drop the redo tail and steps past ``max_steps``."""
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
-            row = await self._locked_draft(conn, workflow_id, expected_revision)
+            row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
             mine = draft_steps.c.workflow_id == workflow_id
             await conn.execute(draft_steps.delete().where(mine, draft_steps.c.undone))
-            last = (
-                await conn.execute(sa.select(sa.func.max(draft_steps.c.seq)).where(mine))
-            ).scalar()
+            last, count = (
+                await conn.execute(
+                    sa.select(sa.func.max(draft_steps.c.seq), sa.func.count()).where(mine)
+                )
+            ).one()
             seq = (last or 0) + 1
             await conn.execute(
                 draft_steps.insert().values(
@@ -243,7 +264,12 @@ class DraftOps(SqlBase):
                 await conn.execute(
                     draft_steps.delete().where(mine, draft_steps.c.seq <= seq - max_steps)
                 )
-            return await self._save_document(conn, row, document, actor)
+            # The applied steps are seq - count .. seq, the last max_steps of them kept.
+            depths = {"undo_depth": min(count + 1, max_steps), "redo_depth": 0}
+            record = self._draft_record(SimpleNamespace(**row._mapping, **depths), document)
+            if notice is not None:
+                await self._draft_changed(conn, notice(record))
+            return record
 
         return await self._tx(fn)
 
@@ -271,11 +297,13 @@ class DraftOps(SqlBase):
         seq: int,
         undone: bool,
         actor: str | None,
+        *,
+        notice: DraftNotice | None = None,
     ) -> DraftRecord:
         """Save the document after undoing or redoing step ``seq``."""
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
-            row = await self._locked_draft(conn, workflow_id, expected_revision)
+            row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
             moved = await conn.execute(
                 draft_steps.update()
                 .where(
@@ -289,7 +317,13 @@ class DraftOps(SqlBase):
                 raise Conflict(
                     f"step {seq} of the draft was already {'un' if undone else 're'}done"
                 )
-            return await self._save_document(conn, row, document, actor)
+            depths = (await conn.execute(sa.select(*self._depths(workflow_id)))).one()
+            record = self._draft_record(
+                SimpleNamespace(**row._mapping, **depths._mapping), document
+            )
+            if notice is not None:
+                await self._draft_changed(conn, notice(record))
+            return record
 
         return await self._tx(fn)
 

@@ -178,6 +178,11 @@ class PostgresStore(SqlStore):
         # NOTIFY is transactional: sent at commit, dropped on rollback.
         await conn.execute(_NOTIFY, {"channel": notify.WORKFLOWS_CHANNEL, "payload": workflow_id})
 
+    @property
+    def records_draft_notices(self) -> bool:
+        """False: draft changes are NOTIFYed after they commit (``announce_draft``)."""
+        return False
+
     async def listen_for_changes(
         self, on_workflow: Callable[[str], None], on_draft: Callable[[str], None]
     ) -> EventListener | None:

@@ -497,6 +497,25 @@ draft_steps = sa.Table(
     sa.UniqueConstraint("workflow_id", "seq"),
 )
 
+# -- the change feed (migration 0021) ----------------------------------------------------------
+
+#: Changes for other processes on SQLite, which cannot notify them (decision 0037): a
+#: workflow row changed (``kind`` "workflow", the id, appended in the changing transaction)
+#: or a draft changed (``kind`` "draft", the event's JSON, appended after it committed).
+#: ``seq`` never repeats (AUTOINCREMENT) and has no gaps below the newest row (SQLite
+#: serialises writers), so a reader that finds one knows it missed rows the writers trimmed.
+#: ``origin`` is the writing process's store, which skips its own rows. PostgreSQL NOTIFYs
+#: instead and leaves the table empty.
+change_feed = sa.Table(
+    "change_feed",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sqlite_autoincrement=True,
+)
+
 # -- campaigns (migration 0015) ------------------------------------------------------------
 
 #: A batch of runs started together (``store/campaigns.py``): one run per item, all of one

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.records import VersionRecord, WorkflowRecord
+
+#: The notice of a draft change for other processes (JSON), from the draft as saved.
+DraftNotice = Callable[[DraftRecord], str]
 
 
 class DraftStore(Protocol):
@@ -51,9 +55,12 @@ class DraftStore(Protocol):
         actor: str | None,
         *,
         max_steps: int,
+        notice: DraftNotice | None = None,
     ) -> DraftRecord:
         """Save the edited document and its step: the redo tail is dropped, and the oldest
-        steps past ``max_steps``."""
+        steps past ``max_steps``. ``notice`` gives the change's notice for other processes,
+        written in the same transaction where the store does that (``records_draft_notices``)."""
+
         ...
 
     async def draft_step(
@@ -71,8 +78,11 @@ class DraftStore(Protocol):
         seq: int,
         undone: bool,
         actor: str | None,
+        *,
+        notice: DraftNotice | None = None,
     ) -> DraftRecord:
-        """Save the document after undoing (``undone``) or redoing step ``seq``."""
+        """Save the document after undoing (``undone``) or redoing step ``seq`` (``notice``:
+        as for :meth:`record_draft_edit`)."""
         ...
 
     async def list_draft_steps(

@@ -1,0 +1,286 @@
+"""Incremental validation of drafts gives exactly the problems of a whole validation.
+
+Random edit sequences (node and edge operations, raw JSON Patches, undo) run on a draft; after
+each edit the draft is checked incrementally from the previous check and the patch the edit
+applied, as the service does, and whole by :class:`DefinitionValidator`: both must give the
+same problems in the same order (and the same credential references when it is valid).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowyard.domain.errors import FlowyardError
+from flowyard.drafts import ops
+from flowyard.drafts.ops import Edge, EdgeKind, EdgeMode
+from flowyard.drafts.patching import Step, apply_patch, definition_operations, new_document
+from flowyard.drafts.routes import registry_references
+from flowyard.engine.incremental import DefinitionCheck, IncrementalValidator, reusable
+from flowyard.engine.validation import DefinitionValidator
+from flowyard.expressions import ExpressionEngine
+from flowyard.nodes.registry import default_registry
+
+REGISTRY = default_registry(load_plugins=False)
+ENGINE = ExpressionEngine()
+VALIDATOR = DefinitionValidator(REGISTRY, ENGINE)
+INCREMENTAL = IncrementalValidator(VALIDATOR)
+REFERENCES = registry_references(REGISTRY, ENGINE)
+
+IDS = ["a", "b", "c", "d", "e", "f", "loop", "x"]
+TARGETS = [*IDS, "nowhere"]
+
+
+def start_document() -> dict[str, Any]:
+    return new_document(
+        {
+            "name": "incremental",
+            "start": "a",
+            "nodes": [
+                {"id": "a", "type": "trigger", "next": "b"},
+                {
+                    "id": "b",
+                    "type": "condition",
+                    "config": {
+                        "cases": [{"when": "input.n > 1", "next": "c"}],
+                        "default": "d",
+                    },
+                },
+                {"id": "c", "type": "log", "config": {"message": "{{ steps.a.output }}"}},
+                {
+                    "id": "d",
+                    "type": "http",
+                    "config": {"url": "https://crm.example.com/leads", "credential": "crm"},
+                    "next": "e",
+                },
+                {
+                    "id": "e",
+                    "type": "parallel",
+                    "config": {"branches": [{"name": "one", "start": "f"}]},
+                },
+                {"id": "f", "type": "log", "config": {"message": "f"}},
+            ],
+        }
+    )
+
+
+configs = st.sampled_from(
+    [
+        {"message": "hi"},
+        {"message": "{{ steps.b.output }}"},
+        {"message": "{{ broken"},  # an expression problem
+        {"message": 3},  # a config problem
+        {"cases": [{"when": "input.x == 1", "next": "c"}], "default": "nowhere"},
+        {"cases": [{"when": "input.x ==", "next": "d"}]},
+        {"branches": [{"name": "p", "start": "f"}, {"name": "q", "start": "x"}]},
+        {"url": "https://crm.example.com/leads", "credential": "crm"},  # a credential
+        {},
+    ]
+)
+types = st.sampled_from(["log", "condition", "trigger", "parallel", "http", "no_such_type"])
+node_ids = st.sampled_from(IDS)
+targets = st.sampled_from(TARGETS)
+
+
+@st.composite
+def nodes(draw: st.DrawFn) -> dict[str, Any]:
+    node: dict[str, Any] = {"id": draw(node_ids), "type": draw(types), "config": draw(configs)}
+    if draw(st.booleans()):
+        node["next"] = draw(targets)
+    if draw(st.booleans()):
+        node["max_iterations"] = draw(st.sampled_from([1, 5, 0]))  # 0: a spec problem
+    if draw(st.integers(0, 9)) == 0:
+        node["catch"] = [{"next": draw(targets)}]
+    return node
+
+
+def _index(doc: dict[str, Any], draw: st.DrawFn) -> int:
+    return draw(st.integers(0, max(0, len(ops.nodes_of(doc)) - 1)))
+
+
+@st.composite
+def edits(draw: st.DrawFn) -> Any:
+    """An edit: a function of the document giving its operations (or "undo")."""
+    kinds = ["add", "update", "replace", "delete", "rename", "connect", "disconnect"]
+    kind = draw(st.sampled_from([*kinds, "raw", "undo"]))
+    node, target, other = draw(node_ids), draw(targets), draw(node_ids)
+    if kind == "add":
+        new = draw(nodes())
+        after = draw(st.one_of(st.none(), node_ids))
+        return lambda doc: ops.add_node(doc, new, after=after).ops
+    if kind == "update":
+        patch = draw(
+            st.sampled_from(
+                [
+                    {"config": draw(configs)},
+                    {"next": target},
+                    {"next": None},
+                    {"type": draw(types)},
+                    {"max_iterations": 3},
+                    {"timeout_s": -1},  # a spec problem: the node no longer parses
+                    {"name": "renamed", "timeout_s": None},
+                ]
+            )
+        )
+        return lambda doc: ops.update_node(doc, node, patch).ops
+    if kind == "replace":
+        new = draw(nodes())
+        return lambda doc: ops.replace_node(doc, node, {**new, "id": node}).ops
+    if kind == "delete":
+        mode = draw(st.sampled_from(list(EdgeMode)))
+        return lambda doc: ops.delete_node(doc, node, mode, REFERENCES.routes).ops
+    if kind == "rename":
+        return lambda doc: (
+            ops.rename_node(doc, node, other, REFERENCES.routes, REFERENCES.expressions).ops
+        )
+    if kind in ("connect", "disconnect"):
+        edge_kind = draw(st.sampled_from(list(EdgeKind)))
+        edge = Edge(node, edge_kind, target, when="input.y > 2", name="br")
+        build = ops.connect if kind == "connect" else ops.disconnect
+        return lambda doc: build(doc, edge).ops
+    if kind == "raw":
+        return draw(raw_patches())
+    return "undo"
+
+
+@st.composite
+def raw_patches(draw: st.DrawFn) -> Any:
+    choice = draw(st.integers(0, 8))
+    if choice == 0:
+        target = draw(st.sampled_from([*TARGETS, 7]))
+        return lambda doc: [{"op": "replace", "path": "/definition/start", "value": target}]
+    if choice == 1:  # a node that does not parse, with or without a readable id
+        junk = draw(st.sampled_from([{"id": "x"}, {"id": "b", "next": 4}, "junk", {"type": 1}]))
+        return lambda doc: [
+            {"op": "add", "path": f"/definition/nodes/{_index(doc, draw)}", "value": junk}
+        ]
+    if choice == 2:
+        return lambda doc: [{"op": "remove", "path": f"/definition/nodes/{_index(doc, draw)}"}]
+    if choice == 3:
+        value = draw(st.sampled_from([["go", "stop"], ["go", "go"], "nope"]))
+        return lambda doc: [{"op": "add", "path": "/definition/signals", "value": value}]
+    if choice == 4:
+        value = draw(st.sampled_from(["Bad Name", "incremental", 3]))
+        return lambda doc: [{"op": "replace", "path": "/definition/name", "value": value}]
+    if choice == 5:
+        value = draw(st.sampled_from([{"type": "object"}, {"type": "nonsense"}, []]))
+        return lambda doc: [{"op": "add", "path": "/definition/input_schema", "value": value}]
+    if choice == 6:  # the whole node list at once
+        value = draw(st.lists(nodes(), max_size=4))
+        return lambda doc: [{"op": "replace", "path": "/definition/nodes", "value": value}]
+    if choice == 7:  # move a node (a remove and an add: indexes shift)
+        return lambda doc: [
+            {
+                "op": "move",
+                "from": f"/definition/nodes/{_index(doc, draw)}",
+                "path": f"/definition/nodes/{_index(doc, draw)}",
+            }
+        ]
+    key = draw(st.sampled_from(["correlation", "unknown_field"]))
+    value = {"key": "{{ input.id"} if key == "correlation" else 1
+    return lambda doc: [{"op": "add", "path": f"/definition/{key}", "value": value}]
+
+
+def assert_same(check: DefinitionCheck, definition: Any) -> None:
+    whole = VALIDATOR.validate(definition)
+    assert check.problems == whole.problems
+    refs = [] if whole.workflow is None else whole.workflow.credential_refs()
+    assert check.credentials == refs
+
+
+def advance(previous: DefinitionCheck, doc: dict[str, Any], step: Step) -> DefinitionCheck:
+    definition = doc["definition"]
+    nodes_ = definition.get("nodes")
+    reuse = None
+    if isinstance(nodes_, list):
+        reuse = reusable(previous, definition_operations(step.forward), len(nodes_))
+    return INCREMENTAL.check(definition, previous=previous, reuse=reuse)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(edits(), min_size=1, max_size=12), st.data())
+def test_random_edits_give_the_problems_of_a_whole_validation(
+    sequence: list[Any], data: st.DataObject
+) -> None:
+    doc = start_document()
+    check = INCREMENTAL.check(doc["definition"])
+    assert_same(check, doc["definition"])
+    history: list[Step] = []
+    for edit in sequence:
+        if edit == "undo":
+            if not history:
+                continue
+            done = history.pop()
+            step = apply_patch(doc, copy.deepcopy(done.inverse), "undo")
+        else:
+            try:
+                step = apply_patch(doc, edit(doc), "edit")
+            except FlowyardError:
+                continue  # refused (the document is as it was)
+            history.append(step)
+        check = advance(check, doc, step)
+        assert_same(check, doc["definition"])
+
+
+def test_an_edit_of_one_node_checks_one_node_and_keeps_the_graph() -> None:
+    doc = start_document()
+    check = INCREMENTAL.check(doc["definition"])
+    step = apply_patch(doc, ops.update_node(doc, "d", {"config": {"message": "x"}}).ops, "e")
+    after = advance(check, doc, step)
+    assert after.checked == 1
+    assert after.graph_problems is check.graph_problems  # reused, not recomputed
+    assert_same(after, doc["definition"])
+    step = apply_patch(doc, ops.update_node(doc, "d", {"next": "nowhere"}).ops, "e")
+    moved = advance(after, doc, step)
+    assert moved.checked == 1
+    assert "dangling_edge" in [p.code for p in moved.graph_problems]
+    assert_same(moved, doc["definition"])
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        [{"op": "replace", "path": "", "value": {}}],
+        [{"op": "add", "path": "/nodes", "value": []}],
+        [{"op": "remove", "path": "/nodes/9"}],
+        [{"op": "add", "path": "/nodes/01", "value": {}}],
+        [{"op": "copy", "from": "/nodes/0", "path": "/nodes/1"}],
+    ],
+)
+def test_a_patch_it_cannot_follow_reuses_nothing(patch: list[dict[str, Any]]) -> None:
+    doc = start_document()
+    check = INCREMENTAL.check(doc["definition"])
+    assert reusable(check, patch, 6) is None
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"id": "x", "type": "log", "config": {"message": "m"}},
+        {"id": "x", "type": "log", "config": {"message": "m"}, "next": "nowhere"},
+        {"id": "x", "type": "log", "config": {"message": "m"}, "next": "c"},
+        {"id": "x", "type": "log", "config": {"message": "m"}, "next": "x"},  # a loop on itself
+        {"id": "x", "type": "log", "catch": [{"next": "d"}, {"next": "gone"}]},
+        {"id": "x", "type": "condition", "config": {"cases": [{"when": "1", "next": "q"}]}},
+        {"id": "x", "type": "parallel", "config": {"branches": [{"name": "p", "start": "f"}]}},
+        {"id": "b", "type": "log", "config": {"message": "a duplicate id"}},
+        {"id": "x", "type": "no_such_type"},
+        {"id": "x"},  # does not parse
+    ],
+)
+def test_an_appended_node_gives_the_problems_of_a_whole_validation(node: dict[str, Any]) -> None:
+    doc = start_document()
+    check = INCREMENTAL.check(doc["definition"])
+    for _ in range(2):  # the second: appended after a node the first appended
+        step = apply_patch(doc, [{"op": "add", "path": "/definition/nodes/-", "value": node}], "a")
+        check = advance(check, doc, step)
+        assert_same(check, doc["definition"])
+        node = {**node, "id": "y"} if node.get("id") == "x" else node
