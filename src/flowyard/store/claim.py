@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -83,31 +84,40 @@ async def claim_of_runs(
 
 
 async def record_claims(
-    conn: AsyncConnection, claimed: Sequence[StepRecord], worker_id: str, now: datetime
+    conn: AsyncConnection,
+    claimed: Sequence[StepRecord],
+    worker_id: str,
+    now: datetime,
+    *,
+    runs_started: bool = False,
+    events: list[dict[str, Any]] | None = None,
 ) -> None:
     """What every claim records with it: each step's ``step.started`` event, pending runs
-    started (with their event), waiting runs whose step woke running again."""
+    started (with their event), waiting runs whose step woke running again.
+    ``runs_started``: the caller knows the runs are under way (a completion continuing
+    them), so only woken ones are looked at; ``events``: add the event rows to this list,
+    which the caller inserts with its own, rather than inserting them here."""
     if not claimed:
         return
-    await _mark_runs_started(
-        conn,
-        {s.run_id for s in claimed},
-        {s.run_id for s in claimed if s.waiting_for is not None},
-        now,
-    )
-    await conn.execute(
-        run_events.insert(),
-        [
-            event_row(
-                s.run_id,
-                EventType.STEP_STARTED,
-                {"node_id": s.node_id, "attempt": s.attempt, "worker": worker_id},
-                now,
-                step_id=s.id,
-            )
-            for s in claimed
-        ],
-    )
+    woken = {s.run_id for s in claimed if s.waiting_for is not None}
+    if not runs_started or woken:
+        await _mark_runs_started(
+            conn, set() if runs_started else {s.run_id for s in claimed}, woken, now
+        )
+    rows = [
+        event_row(
+            s.run_id,
+            EventType.STEP_STARTED,
+            {"node_id": s.node_id, "attempt": s.attempt, "worker": worker_id},
+            now,
+            step_id=s.id,
+        )
+        for s in claimed
+    ]
+    if events is not None:
+        events.extend(rows)
+    else:
+        await conn.execute(run_events.insert(), rows)
 
 
 async def _mark_runs_started(
@@ -117,6 +127,13 @@ async def _mark_runs_started(
     # SKIP LOCKED: a run row locked by a completion is left alone (the completion marks it
     # running itself), so a claim never waits on a run lock and cannot deadlock. (A
     # completion that claims, decision 0039, holds those locks itself: they do not skip.)
+    if run_ids:
+        await _mark_pending_started(conn, run_ids, now)
+    await _mark_runs_woken(conn, woken, now)
+
+
+async def _mark_pending_started(conn: AsyncConnection, run_ids: set[RunId], now: datetime) -> None:
+    """Pending runs start, with their event."""
     pending = (
         sa.select(runs.c.id)
         .where(runs.c.id.in_(sorted(run_ids)), runs.c.status == RunStatus.PENDING.value)
@@ -134,6 +151,10 @@ async def _mark_runs_started(
             run_events.insert(),
             [event_row(run_id, EventType.RUN_STARTED, {}, now) for run_id in ids],
         )
+
+
+async def _mark_runs_woken(conn: AsyncConnection, woken: set[RunId], now: datetime) -> None:
+    """Waiting runs whose step woke run again."""
     if woken:
         waiting = (
             sa.select(runs.c.id)

@@ -106,10 +106,11 @@ class BatchCompletion:
         if stale:
             log.info("discarding %d stale completion(s) (lease lost)", stale)
         await self._write(plan)
+        chained = await self._chain(plan)
+        if self.events:
+            await self.conn.execute(run_events.insert(), self.events)
         return CompletionResult(
-            plan.applied,
-            {RunId(r): status for r, status in plan.settled.items()},
-            await self._chain(plan),
+            plan.applied, {RunId(r): status for r, status in plan.settled.items()}, chained
         )
 
     async def _chain(self, plan: Settlement) -> Claimed:
@@ -133,7 +134,9 @@ class BatchCompletion:
         )
         if not claimed:
             return Claimed()
-        await record_claims(self.conn, claimed, chain.worker_id, self.now)
+        await record_claims(
+            self.conn, claimed, chain.worker_id, self.now, runs_started=True, events=self.events
+        )
         return Claimed(claimed, await read_run_states(self.conn, claimed, chain.listening))
 
     async def _free_signals(self) -> set[int]:
@@ -291,8 +294,6 @@ class BatchCompletion:
             event_row(e.run_id, e.type, e.data, now, step_id=e.step_id, actor=e.actor)
             for e in plan.events
         )
-        if self.events:
-            await conn.execute(run_events.insert(), self.events)
 
 
 def _step_params(w: StepWrite) -> dict[str, Any]:
