@@ -52,6 +52,7 @@ from throughput import (
     _tail,
     bulk_start,
     fresh_database,
+    spawn,
     stop,
 )
 
@@ -89,15 +90,7 @@ def serve(
     cmds = [[flowyard, "serve", "--db", url, "--port", str(port)]]
     if topology == "split":
         cmds.append([flowyard, "worker", "--db", url])
-    procs = []
-    with log.open("ab") as fh:
-        for cmd in cmds:
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-                )
-            )
-    return procs
+    return spawn(cmds, env, log)
 
 
 async def ready(
