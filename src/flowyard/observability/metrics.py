@@ -145,7 +145,8 @@ class Metrics:
         )
         self.claim_batch = Histogram(
             "flowyard_claim_batch_size",
-            "Steps returned by one claim (0: the queue was empty)",
+            "Steps returned by one claim: a claim pass (0: the queue was empty) or a commit "
+            "continuing its runs (decision 0039)",
             buckets=_BATCH_BUCKETS,
             registry=r,
         )

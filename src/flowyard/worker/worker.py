@@ -410,6 +410,8 @@ class Worker:
             # Asked to stop while committing: nothing new starts here; the steps go back.
             await self._release(chained.steps)
             chained.steps = []
+        if chained.steps:
+            self.metrics.claim_batch.observe(len(chained.steps))
         for step in chained.steps:
             self.stats.chained += 1
             self._start(
