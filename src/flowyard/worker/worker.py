@@ -27,7 +27,7 @@ from flowyard.domain.records import StepRecord
 from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.engine.settlement import deferred, uncommittable
 from flowyard.observability import Metrics
-from flowyard.store.ports import ClaimRequest, QueueStore, RunState
+from flowyard.store.ports import Claimed, ClaimRequest, QueueStore, RunState
 from flowyard.worker.execute import StepExecutor
 from flowyard.worker.foreground import NO_FOREGROUND, Foreground
 from flowyard.worker.quotas import QuotaGate
@@ -405,22 +405,27 @@ class Worker:
             else:
                 self.stats.discarded += 1
                 self.metrics.steps_discarded.inc()
-        chained = result.chained
-        if chained.steps and self._stopping.is_set():
-            # Asked to stop while committing: nothing new starts here; the steps go back.
+        started = await self._continue(result.chained, depth)
+        self._slots.set()
+        # Claimable work this commit did not take itself: claim it now, not at the next poll.
+        if forked or (scheduled_now and started < len(batch)):
+            self._wake.set()
+
+    async def _continue(self, chained: Claimed, depth: dict[RunId, int]) -> int:
+        """Start the steps a commit claimed for the runs it advanced (decision 0039); how
+        many. A worker asked to stop meanwhile gives them back instead."""
+        if not chained.steps:
+            return 0
+        if self._stopping.is_set():
             await self._release(chained.steps)
-            chained.steps = []
-        if chained.steps:
-            self.metrics.claim_batch.observe(len(chained.steps))
+            return 0
+        self.metrics.claim_batch.observe(len(chained.steps))
         for step in chained.steps:
             self.stats.chained += 1
             self._start(
                 step, chained.states.get((step.run_id, step.branch)), depth.get(step.run_id, 0) + 1
             )
-        self._slots.set()
-        # Claimable work this commit did not take itself: claim it now, not at the next poll.
-        if forked or (scheduled_now and len(chained.steps) < len(batch)):
-            self._wake.set()
+        return len(chained.steps)
 
     def _forget(self, step_id: StepId) -> None:
         """The step is no longer held here (its result committed or dropped, or released)."""
