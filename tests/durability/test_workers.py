@@ -324,8 +324,10 @@ async def test_sigterm_past_the_grace_period_releases_the_step_to_another_worker
         await until(requests_to(http_server, "/slow", 1), 15, "the request", group)
         stopped_at = time.monotonic()
         quitter.send(signal.SIGTERM)
-        assert await quitter.wait_exit(5) == 0, group.logs()
-        assert time.monotonic() - stopped_at < 3
+        assert await quitter.wait_exit(10) == 0, group.logs()
+        # The 0.2 s grace, not the step's 20 s: the rest is the process closing its pools,
+        # which took 3.2-3.5 s on a loaded CI machine.
+        assert time.monotonic() - stopped_at < 8
 
         step = await step_of(container, run.id, "call_slow")
         assert step.status == StepStatus.SCHEDULED
