@@ -53,6 +53,8 @@ class QuotaGate:
             return self._keys
         if self._reading is None:
             self._reading = asyncio.ensure_future(self._read(now))
+            # A failed read whose every waiter was cancelled is not an unretrieved error.
+            self._reading.add_done_callback(lambda f: f.cancelled() or f.exception())
         return await asyncio.shield(self._reading)
 
     async def _read(self, now: float) -> frozenset[str]:
