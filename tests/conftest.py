@@ -25,7 +25,14 @@ from flowyard.store import Store, open_store
 from support.api import BASE_URL, admin_client
 from support.auth import SECRET_KEY
 from support.http import RecordingServer
-from support.pg import create_database, database_name, drop_database, skip_or_fail_without_pg
+from support.pg import (
+    create_database,
+    database_name,
+    drop_database,
+    recycle,
+    schema_fingerprint,
+    skip_or_fail_without_pg,
+)
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -83,36 +90,52 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class PgCopies:
-    """Copies of a migrated template database, made ahead of the tests in background threads.
+    """Databases like a migrated template, for one test each.
 
-    A copy costs 0.1-0.4 s (``WAL_LOG``: see :func:`support.pg.create_database`; a test often
-    takes less): each test takes a copy made while earlier tests ran, and its database is
-    dropped in the background too. :meth:`close` waits for all of it and drops the copies
-    nobody took."""
+    A copy of the template costs 0.1-0.4 s (``WAL_LOG``: see
+    :func:`support.pg.create_database`; a test often takes less), so a test's database is
+    emptied and handed to the next test when it can stand for a fresh copy
+    (:func:`support.pg.recycle`, ~10 ms), and dropped in the background otherwise. One copy is
+    kept in the making for when no emptied database is at hand. :meth:`close` waits for all of
+    it and drops what is left."""
 
-    #: Copies kept in the making (and threads making them).
-    AHEAD = 2
-
-    def __init__(self, template: str) -> None:
-        self.template = template
-        self._pool = ThreadPoolExecutor(self.AHEAD, thread_name_prefix="pg-copies")
+    def __init__(self, template_url: str) -> None:
+        self.template = database_name(template_url)
+        self.fingerprint = schema_fingerprint(template_url)
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="pg-copies")
         self._made: deque[Future[str]] = deque()
+        self._clean: list[str] = []
         self._drops: list[Future[None]] = []
 
+    def _copy(self) -> None:
+        self._made.append(self._pool.submit(create_database, self.template, strategy="WAL_LOG"))
+
     def take(self) -> str:
-        """A fresh copy of the template (its URL); another is started at once."""
-        while len(self._made) < self.AHEAD + 1:
-            self._made.append(self._pool.submit(create_database, self.template, strategy="WAL_LOG"))
-        return self._made.popleft().result()
+        """An emptied database or a fresh copy of the template (its URL)."""
+        if not self._made:
+            self._copy()
+        if self._clean:
+            return self._clean.pop()
+        url = self._made.popleft().result()
+        self._copy()
+        return url
+
+    def give_back(self, url: str) -> None:
+        """Empty ``url`` for the next test, or else drop it."""
+        if recycle(url, self.fingerprint):
+            self._clean.append(url)
+        else:
+            self.drop(url)
 
     def drop(self, url: str) -> None:
-        """Drop a copy once a thread gets to it (errors surface in :meth:`close`)."""
+        """Drop ``url`` once a thread gets to it (errors surface in :meth:`close`)."""
         self._drops = [d for d in self._drops if not d.done() or d.exception() is not None]
         self._drops.append(self._pool.submit(drop_database, url))
 
     def close(self) -> None:
         while self._made:
-            self._drops.append(self._pool.submit(drop_database, self._made.popleft().result()))
+            self._clean.append(self._made.popleft().result())
+        self._drops.extend(self._pool.submit(drop_database, url) for url in self._clean)
         self._pool.shutdown(wait=True)
         for done in self._drops:
             done.result()
@@ -128,7 +151,7 @@ def pg_template() -> Iterator[PgCopies]:
     url = create_database(prefix=f"flowyard_tmpl_{worker}")
     try:
         asyncio.run(_migrate(url))
-        copies = PgCopies(database_name(url))
+        copies = PgCopies(url)
         try:
             yield copies
         finally:
@@ -161,7 +184,7 @@ def _fresh_database(
     try:
         yield url
     finally:
-        copies.drop(url)
+        copies.give_back(url)
 
 
 @pytest.fixture

@@ -77,7 +77,9 @@ async def live_app(settings: Settings) -> AsyncIterator[Live]:
         token = await token_for(app.state.container, "stream-tester")
         headers = {"Authorization": f"Bearer {token}"}
         base = f"http://127.0.0.1:{port}{API}"
-        async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+        # A loaded CI machine answers slower than httpx's 5 s default: the tests check what
+        # is answered, their own deadlines bound how long.
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
             yield Live(app, port, http, token)
     finally:
         server.should_exit = True

@@ -99,3 +99,102 @@ def drop_database(url: str) -> None:
     """Drop a database made by :func:`create_database` (kicking out leftover sessions)."""
     name = database_name(url)
     asyncio.run(_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+#: What a database's schema is, as one hash: tables and columns, indexes, triggers, functions
+#: and the migration it is at. A test that changed the schema (a downgrade, a dropped index)
+#: leaves a database that is not reused.
+_FINGERPRINT = """
+WITH t AS (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace)
+SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (
+  SELECT a.attrelid::regclass::text || '.' || a.attname || ':'
+         || format_type(a.atttypid, a.atttypmod) || ':' || a.attnotnull || ':'
+         || coalesce(pg_get_expr(d.adbin, d.adrelid), '') AS x
+    FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+    WHERE a.attrelid IN (SELECT oid FROM t) AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL SELECT conname || ':' || pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE connamespace = 'public'::regnamespace
+  UNION ALL SELECT tgname || ':' || tgrelid::regclass::text FROM pg_trigger
+    WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM t)
+  UNION ALL SELECT proname || ':' || md5(prosrc) FROM pg_proc
+    WHERE pronamespace = 'public'::regnamespace
+  UNION ALL SELECT 'at:' || version_num FROM alembic_version
+) AS schema
+"""
+
+_OTHER_SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+#: A database that held more rows than this is dropped rather than emptied: its tables and
+#: indexes would carry the dead rows into the next test.
+RECYCLE_MAX_ROWS = 5_000
+
+
+async def _fingerprint(url: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        value: str = await conn.fetchval(_FINGERPRINT)
+        return value
+    finally:
+        await conn.close()
+
+
+def schema_fingerprint(url: str) -> str:
+    """The hash of the schema of the database at ``url`` (see :func:`recycle`)."""
+    return asyncio.run(_fingerprint(url))
+
+
+async def _empty(url: str, fingerprint: str) -> bool:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except (asyncpg.PostgresError, OSError, TimeoutError):
+        return False
+    try:
+        if await conn.fetchval(_OTHER_SESSIONS) or await conn.fetchval(_FINGERPRINT) != fingerprint:
+            return False
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'"
+        )
+        sequences = await conn.fetch(
+            "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
+        )
+        # One statement: every table's DELETE, the rows counted.
+        deletes = ", ".join(
+            f'd{i} AS (DELETE FROM "{r["tablename"]}" RETURNING 1)' for i, r in enumerate(tables)
+        )
+        counted = " + ".join(f"(SELECT count(*) FROM d{i})" for i in range(len(tables)))
+        restart = ", ".join(f"setval('\"{r['sequencename']}\"', 1, false)" for r in sequences)
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '2s'")
+            # Foreign keys are triggers: off for this transaction, so the order does not matter.
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            if await conn.fetchval(f"WITH {deletes} SELECT {counted}") > RECYCLE_MAX_ROWS:
+                raise _TooBig
+            if restart:
+                await conn.execute(f"SELECT {restart}")
+        # Someone who connected meanwhile may write after the reset: not reused then.
+        return not await conn.fetchval(_OTHER_SESSIONS)
+    except (_TooBig, asyncpg.PostgresError, OSError, TimeoutError):
+        return False
+    finally:
+        await conn.close()
+
+
+class _TooBig(Exception):
+    """More rows than :data:`RECYCLE_MAX_ROWS` (rolls the reset back)."""
+
+
+def recycle(url: str, fingerprint: str) -> bool:
+    """Empty the database at ``url`` for another test, as a fresh copy of the template would
+    be (every table empty but the migration's version, sequences restarted), ~5-20 ms against
+    0.1-0.4 s for a copy. False (the database untouched, or partly: drop it) when it cannot
+    stand for a fresh copy: another session is still connected, its schema is not the
+    template's ``fingerprint``, or it held more than :data:`RECYCLE_MAX_ROWS` rows."""
+    return asyncio.run(_empty(url, fingerprint))

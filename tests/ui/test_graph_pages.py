@@ -11,15 +11,33 @@ from playwright.sync_api import Locator, Request, expect
 from support.console import Console, shot
 from support.packs import pick_workflow
 
+#: True once React Flow's viewport transform has held still for two polls (the first render,
+#: the measuring pass and fitView each move it): boxes read before that may belong to
+#: different frames.
+SETTLED = """() => {
+  const viewport = document.querySelector('.graph .react-flow__viewport');
+  if (!viewport) return false;
+  const now = viewport.style.transform, was = window.__flowyardViewport;
+  window.__flowyardViewport = now;
+  return now !== '' && now === was;
+}"""
+
 
 def inside(inner: Locator, outer: Locator) -> bool:
-    a, b = inner.bounding_box(), outer.bounding_box()
-    assert a is not None and b is not None
-    return (
-        a["x"] >= b["x"] - 1
-        and a["y"] >= b["y"] - 1
-        and a["x"] + a["width"] <= b["x"] + b["width"] + 1
-        and a["y"] + a["height"] <= b["y"] + b["height"] + 1
+    """Whether ``inner``'s box lies within ``outer``'s, both read in one frame of a settled
+    graph."""
+    page = inner.page
+    page.wait_for_function(SETTLED, polling=150)
+    a, b = page.evaluate(
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return [r.x, r.y, r.width, r.height] })",
+        [inner.element_handle(), outer.element_handle()],
+    )
+    return bool(
+        a[0] >= b[0] - 1
+        and a[1] >= b[1] - 1
+        and a[0] + a[2] <= b[0] + b[2] + 1
+        and a[1] + a[3] <= b[1] + b[3] + 1
     )
 
 
