@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from flowyard.api import create_app
 from flowyard.bootstrap import Container
+from flowyard.settings import Settings
 from flowyard.worker.foreground import NO_FOREGROUND, Foreground
 from support.api import admin_client
 
@@ -79,3 +81,62 @@ async def test_the_api_counts_a_request_from_its_first_byte_to_its_answer(
         release.set()
         await sent
     assert container.foreground.in_flight == 0
+
+
+#: Three steps in a row: each commit makes the run's next step due.
+THREE_SETS = {
+    "name": "three-sets",
+    "start": "a",
+    "nodes": [
+        {"id": "a", "type": "set", "config": {"values": {"a": 1}}, "next": "b"},
+        {"id": "b", "type": "set", "config": {"values": {"b": 2}}, "next": "c"},
+        {"id": "c", "type": "set", "config": {"values": {"c": 3}}},
+    ],
+}
+
+
+async def _start_three(container: Container, count: int) -> list[str]:
+    record, _, _ = await container.service.save_workflow(THREE_SETS)
+    return [(await container.service.start_run(record.id, {}))[0].id for _ in range(count)]
+
+
+async def _ended(container: Container, run_ids: list[str]) -> bool:
+    runs = [await container.store.get_run(run_id) for run_id in run_ids]
+    return all(run.status.is_terminal for run in runs)
+
+
+async def test_a_worker_alone_continues_its_runs_in_its_commits(container: Container) -> None:
+    """Decision 0039: with no API in its process, a commit claims the steps it made due."""
+    run_ids = await _start_three(container, 5)
+    worker = container.new_worker()
+    finished = False
+
+    async def watch() -> None:
+        nonlocal finished
+        while not await _ended(container, run_ids):
+            await asyncio.sleep(0.02)
+        finished = True
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await worker.run_until(lambda: finished, timeout_s=30)
+    finally:
+        watcher.cancel()
+    assert worker.stats.committed == 15
+    assert worker.stats.chained > 0
+
+
+async def test_the_workers_of_a_serving_process_do_not_chain(settings: Settings) -> None:
+    """``flowyard serve``'s workers put its requests first: no commit starts more steps
+    (each claim pass yields to the requests in flight)."""
+    app = create_app(settings.model_copy(update={"workers": 1}))
+    async with app.router.lifespan_context(app):
+        container: Container = app.state.container
+        assert container.foreground.serving
+        [worker] = app.state.workers
+        run_ids = await _start_three(container, 5)
+        async with asyncio.timeout(30):
+            while not await _ended(container, run_ids):
+                await asyncio.sleep(0.02)
+        assert worker.stats.committed >= 15
+        assert worker.stats.chained == 0

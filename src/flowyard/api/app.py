@@ -71,6 +71,7 @@ def create_app(
         built = container or await build(settings, registry=registry)
         app.state.container = built
         built.service.changes.enable()  # an API process hears other processes' changes
+        built.foreground.serving = True  # its workers put the requests first
         if owned:
             try:
                 await first_start(built)

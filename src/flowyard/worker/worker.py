@@ -230,8 +230,9 @@ class Worker:
     def _chain_request(self, batch: list[StepCompletion]) -> ClaimRequest | None:
         """Continue the runs of this batch: the slots its steps free, for the steps it makes
         due in runs not continued ``MAX_CHAIN`` times in a row already. None while stopping
-        (nothing new is started) or when chaining is off."""
-        if not self.config.chain or self._stopping.is_set():
+        (nothing new is started), when chaining is off, or in a process that serves the API
+        (worker/foreground.py)."""
+        if not self.config.chain or self.foreground.serving or self._stopping.is_set():
             return None
         runs = frozenset(
             c.step.run_id for c in batch if self._chained.get(c.step.id, 0) < MAX_CHAIN
