@@ -196,5 +196,7 @@ def recycle(url: str, fingerprint: str) -> bool:
     be (every table empty but the migration's version, sequences restarted), ~5-20 ms against
     0.1-0.4 s for a copy. False (the database untouched, or partly: drop it) when it cannot
     stand for a fresh copy: another session is still connected, its schema is not the
-    template's ``fingerprint``, or it held more than :data:`RECYCLE_MAX_ROWS` rows."""
+    template's ``fingerprint``, or it held more than :data:`RECYCLE_MAX_ROWS` rows. (The
+    planner's statistics stay those the test before left: a test of them takes a fresh
+    copy.)"""
     return asyncio.run(_empty(url, fingerprint))

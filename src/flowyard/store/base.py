@@ -59,6 +59,11 @@ class SqlBase(ABC):
     async def _refresh_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
         """Update the planner's statistics of ``tables`` after a bulk insert."""
 
+    @abstractmethod
+    async def _after_bulk_start(self, conn: AsyncConnection, started: int) -> None:
+        """A transaction just inserted ``started`` runs with their first steps: refresh the
+        planner's statistics if that made them stale (PostgreSQL; decision 0040)."""
+
     def _is_transient(self, exc: DBAPIError) -> bool:
         """Errors worth retrying the whole transaction for (locks, deadlocks, restarts)."""
         return isinstance(exc, OperationalError)

@@ -200,6 +200,7 @@ class CampaignOps(SqlBase):
             if started != new.total:  # the counters were set for new.total runs
                 raise Conflict(f"the campaign has {started} items, not {new.total}")
             await self._limit(conn, new.limits, campaign_id, limited, now)
+            await self._after_bulk_start(conn, started)
             note_target(audit, "campaign", campaign_id)
             return await self._read_campaign(conn, campaign_id, now), True
 

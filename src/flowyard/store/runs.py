@@ -58,6 +58,7 @@ class RunOps(SqlBase):
 
         async def fn(conn: AsyncConnection) -> list[tuple[RunRecord, bool]]:
             final = await self._insert_runs(conn, new_runs, now)
+            await self._after_bulk_start(conn, len(new_runs))
             if len(final) == 1:
                 note_target(audit, "run", final[0][0].id)
             return final

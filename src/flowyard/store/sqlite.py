@@ -154,6 +154,9 @@ class SqliteStore(SqlStore):
     async def _refresh_statistics(self, conn: AsyncConnection, tables: Sequence[str]) -> None:
         """Nothing to do: SQLite's planner uses the indexes without statistics."""
 
+    async def _after_bulk_start(self, conn: AsyncConnection, started: int) -> None:
+        """Nothing to do, as above."""
+
     def _insert_ignore(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()
 
