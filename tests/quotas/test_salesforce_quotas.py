@@ -145,11 +145,15 @@ async def test_a_concurrency_limit_is_never_exceeded_by_twenty_worker_tasks(
     assert 1 <= deferrals <= 4 * RUNS, deferrals
     state = await machines[0].quotas.get(KEY)
     assert state.slots.in_flight == 0  # every slot freed
-    registry = machines[0].metrics.registry
-    deferred = registry.get_sample_value(
-        "flowyard_steps_deferred_total", {"node_type": "salesforce"}
+    # Counted by the machine whose worker deferred: any of them.
+    deferred = sum(
+        machine.metrics.registry.get_sample_value(
+            "flowyard_steps_deferred_total", {"node_type": "salesforce"}
+        )
+        or 0
+        for machine in machines
     )
-    assert deferred is not None and deferred >= 1
+    assert deferred >= 1
 
 
 async def test_without_the_limit_the_same_load_overlaps(

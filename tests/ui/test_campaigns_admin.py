@@ -20,7 +20,9 @@ HELD = {
 }
 
 
-@pytest.fixture(scope="module")
+# Session-wide (per test process): with worksteal, a module's tests may be split by other
+# modules' in one process, and a module-wide fixture made again would post the workflow twice.
+@pytest.fixture(scope="session")
 def campaign(admin_api: httpx.Client) -> str:
     assert admin_api.post("/workflows", json=HELD).status_code == 201
     body = {"workflow": HELD["name"], "name": "ui-outreach", "items": [{"i": i} for i in range(4)]}

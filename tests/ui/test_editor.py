@@ -19,7 +19,9 @@ EDITED = {
 }
 
 
-@pytest.fixture(scope="module")
+# Session-wide (per test process): with worksteal, a module's tests may be split by other
+# modules' in one process, and a module-wide fixture made again would post the workflow twice.
+@pytest.fixture(scope="session")
 def edited(admin_api: httpx.Client) -> str:
     answer = admin_api.post("/workflows", json=EDITED)
     assert answer.status_code == 201, answer.text
