@@ -109,6 +109,16 @@ async def ready(
     raise TimeoutError(f"serve not ready after 60 s: {_tail(log)}")
 
 
+async def login_and_save(http: httpx.AsyncClient, definition: dict[str, Any]) -> str:
+    """Log ``http`` in as the admin and save ``definition``; its workflow id."""
+    token = await http.post("/api/v1/auth/token", data={"username": "admin", "password": PASSWORD})
+    token.raise_for_status()
+    http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    created = await http.post("/api/v1/workflows", json=definition)
+    created.raise_for_status()
+    return str(created.json()["workflow"]["id"])
+
+
 async def pending_steps(url: str) -> int:
     engine = _engine(url)
     try:
@@ -141,14 +151,7 @@ async def measure(
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 await ready(http, procs, log)
-                token = await http.post(
-                    "/api/v1/auth/token", data={"username": "admin", "password": PASSWORD}
-                )
-                token.raise_for_status()
-                http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-                created = await http.post("/api/v1/workflows", json=SAMPLE)
-                created.raise_for_status()
-                workflow_id = created.json()["workflow"]["id"]
+                workflow_id = await login_and_save(http, SAMPLE)
                 before = await pending_steps(url)
                 times: dict[str, list[float]] = {k: [] for k in KINDS}
                 conflicts = 0

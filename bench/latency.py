@@ -40,7 +40,7 @@ import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from actions import PASSWORD, free_port, pct, ready, serve
+from actions import free_port, login_and_save, pct, ready, serve
 from harness import _flowyard_url, _machine, fresh_database, stop
 from throughput import WORKFLOW, bulk_start
 
@@ -169,14 +169,7 @@ async def measure(
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 await ready(http, procs, log)
-                token = await http.post(
-                    "/api/v1/auth/token", data={"username": "admin", "password": PASSWORD}
-                )
-                token.raise_for_status()
-                http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-                made = await http.post("/api/v1/workflows", json=WORKFLOW)
-                made.raise_for_status()
-                workflow_id = made.json()["workflow"]["id"]
+                workflow_id = await login_and_save(http, WORKFLOW)
                 await rows.open()
                 await one_run_each(http, rows, workflow_id, args.warmup)
                 server, client = await one_run_each(http, rows, workflow_id, args.runs)

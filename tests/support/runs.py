@@ -8,12 +8,18 @@ from typing import Any
 
 from flowyard.bootstrap import Container
 from flowyard.service import RunDetail
+from flowyard.worker import Worker
 
 
 async def drive(
-    container: Container, check: Callable[[], Awaitable[bool]], *, timeout_s: float = 30
+    container: Container,
+    check: Callable[[], Awaitable[bool]],
+    *,
+    timeout_s: float = 30,
+    worker: Worker | None = None,
 ) -> None:
-    """Run an in-process worker until ``check`` holds (TimeoutError otherwise)."""
+    """Run an in-process worker (``worker``, or a new one) until ``check`` holds
+    (TimeoutError otherwise)."""
     finished = False
 
     async def poll() -> None:
@@ -24,7 +30,7 @@ async def drive(
 
     poller = asyncio.create_task(poll())
     try:
-        await container.new_worker().run_until(lambda: finished, timeout_s=timeout_s)
+        await (worker or container.new_worker()).run_until(lambda: finished, timeout_s=timeout_s)
     finally:
         poller.cancel()
 

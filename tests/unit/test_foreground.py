@@ -11,6 +11,7 @@ from flowyard.bootstrap import Container
 from flowyard.settings import Settings
 from flowyard.worker.foreground import NO_FOREGROUND, Foreground
 from support.api import admin_client
+from support.runs import drive
 
 
 async def test_an_idle_foreground_does_not_wait() -> None:
@@ -109,19 +110,7 @@ async def test_a_worker_alone_continues_its_runs_in_its_commits(container: Conta
     """Decision 0039: with no API in its process, a commit claims the steps it made due."""
     run_ids = await _start_three(container, 5)
     worker = container.new_worker()
-    finished = False
-
-    async def watch() -> None:
-        nonlocal finished
-        while not await _ended(container, run_ids):
-            await asyncio.sleep(0.02)
-        finished = True
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await worker.run_until(lambda: finished, timeout_s=30)
-    finally:
-        watcher.cancel()
+    await drive(container, lambda: _ended(container, run_ids), worker=worker)
     assert worker.stats.committed == 15
     assert worker.stats.chained > 0
 
