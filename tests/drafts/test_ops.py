@@ -140,6 +140,16 @@ def test_rename_updates_every_reference() -> None:
     assert doc["layout"]["nodes"]["general_pool"] == {"x": 200, "y": 100}
 
 
+def test_rename_passes_over_what_is_not_a_node() -> None:
+    """A draft may hold anything in its node list (validation names it): a rename with
+    expression rewriting leaves a string there alone (it was an AttributeError, a 500)."""
+    doc = lead_routing()
+    doc["definition"]["nodes"].append("junk")
+    apply(doc, ops.rename_node(doc, "pool", "general_pool", ROUTES, REFERENCES.expressions))
+    assert node(doc, "is_east")["config"]["default"] == "general_pool"
+    assert doc["definition"]["nodes"][-1] == "junk"
+
+
 def test_rename_rewrites_the_expressions_that_read_the_node_in_one_step() -> None:
     doc = lead_routing()
     east = node(doc, "east")

@@ -104,8 +104,9 @@ def basic_routes(node: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def nodes_of(doc: Document) -> list[dict[str, Any]]:
-    """The draft's node list (empty for a new workflow)."""
+def nodes_of(doc: Document) -> list[Any]:
+    """The draft's node list (empty for a new workflow): anything a client patched in, not
+    only nodes."""
     nodes = doc["definition"].get("nodes")
     return nodes if isinstance(nodes, list) else []
 
@@ -380,6 +381,8 @@ def _expressions_reading(
     template found in an object's key has no pointer of its own)."""
     found = []
     for index, node in enumerate(nodes_of(doc)):
+        if not isinstance(node, dict):
+            continue  # a draft may hold anything there: validation names it
         for path, source, condition in expressions(node, old):
             if _resolve(node, path) != source:
                 continue
