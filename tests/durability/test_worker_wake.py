@@ -12,19 +12,10 @@ import pytest
 from flowyard.bootstrap import build
 from flowyard.settings import Settings
 from support.procs import worker_group
+from support.runs import THREE_SETS
 
 #: A poll this long would make every run below wait for it.
 SLOW_POLL = {"FLOWYARD_POLL_INTERVAL_S": "30"}
-
-THREE = {
-    "name": "woken",
-    "start": "a",
-    "nodes": [
-        {"id": "a", "type": "set", "config": {"values": {"a": 1}}, "next": "b"},
-        {"id": "b", "type": "set", "config": {"values": {"b": 2}}, "next": "c"},
-        {"id": "c", "type": "set", "config": {"values": {"c": 3}}},
-    ],
-}
 
 
 @pytest.mark.postgres
@@ -34,7 +25,7 @@ async def test_a_run_started_elsewhere_wakes_a_standalone_worker(
     db_url = pg_url
     container = await build(Settings(db_url=db_url, workers=0, load_plugins=False))
     try:
-        record, _, _ = await container.service.save_workflow(THREE)
+        record, _, _ = await container.service.save_workflow(THREE_SETS)
         with worker_group(db_url, tmp_path, SLOW_POLL) as group:
             await group.start()
             # Its first poll found nothing: from now on only a wake-up makes it claim.

@@ -10,6 +10,17 @@ from flowyard.bootstrap import Container
 from flowyard.service import RunDetail
 from flowyard.worker import Worker
 
+#: Three ``set`` steps in a row: each commit makes the run's next step due.
+THREE_SETS: dict[str, Any] = {
+    "name": "three-sets",
+    "start": "a",
+    "nodes": [
+        {"id": "a", "type": "set", "config": {"values": {"a": 1}}, "next": "b"},
+        {"id": "b", "type": "set", "config": {"values": {"b": 2}}, "next": "c"},
+        {"id": "c", "type": "set", "config": {"values": {"c": 3}}},
+    ],
+}
+
 
 async def drive(
     container: Container,

@@ -11,7 +11,7 @@ from flowyard.bootstrap import Container
 from flowyard.settings import Settings
 from flowyard.worker.foreground import NO_FOREGROUND, Foreground
 from support.api import admin_client
-from support.runs import drive
+from support.runs import THREE_SETS, drive
 
 
 async def test_an_idle_foreground_does_not_wait() -> None:
@@ -82,18 +82,6 @@ async def test_the_api_counts_a_request_from_its_first_byte_to_its_answer(
         release.set()
         await sent
     assert container.foreground.in_flight == 0
-
-
-#: Three steps in a row: each commit makes the run's next step due.
-THREE_SETS = {
-    "name": "three-sets",
-    "start": "a",
-    "nodes": [
-        {"id": "a", "type": "set", "config": {"values": {"a": 1}}, "next": "b"},
-        {"id": "b", "type": "set", "config": {"values": {"b": 2}}, "next": "c"},
-        {"id": "c", "type": "set", "config": {"values": {"c": 3}}},
-    ],
-}
 
 
 async def _start_three(container: Container, count: int) -> list[str]:

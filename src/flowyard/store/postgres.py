@@ -150,7 +150,7 @@ class PostgresStore(SqlStore):
         # its pass comes a minute or more later) the planner takes `runs` and `steps` for
         # small tables, and the worker's statements cache plans that read every pending row
         # for each batch (the status indexes, not the primary key): a 30,000-run drain spent
-        # 3.5 ms of server CPU per run instead of 0.85 (docs/benchmarks.md).
+        # 3.5 ms of server CPU per run instead of 0.6 (docs/benchmarks.md).
         if started < BULK_START:
             return
         known, changed = (
