@@ -39,7 +39,7 @@ from flowyard.service.schedules import ScheduleService
 from flowyard.service.triggers import TriggerDispatcher, TriggerService
 from flowyard.settings import Settings
 from flowyard.store import Store, open_store
-from flowyard.store.ports import EventFeed
+from flowyard.store.ports import EventFeed, EventListener
 from flowyard.triggers.schedules.scheduler import Scheduler, SchedulerConfig
 from flowyard.worker import Worker, WorkerConfig
 from flowyard.worker.execute import StepExecutor
@@ -157,6 +157,15 @@ class Container:
         """New work was enqueued in this process: in-process workers claim it at once."""
         for worker in self.workers:
             worker.wake()
+
+    async def listen_for_work(self) -> EventListener | None:
+        """On PostgreSQL, wake this process's workers whenever any process commits events (a
+        run started by another API process or the CLI, a signal, a step another worker
+        finished), not at their next poll; None where the store cannot notify (SQLite) or
+        LISTEN cannot connect (logged): they poll. The caller closes the listener."""
+        if not self.workers:
+            return None
+        return await self.events.listen_for_events(self.wake_workers)
 
     def check_worker_leases(self) -> None:
         """A run was cancelled here: in-process workers re-check their leases at once."""

@@ -1,5 +1,6 @@
-"""A standalone worker on PostgreSQL wakes on ``LISTEN flowyard_events``: a run started by
-another process is claimed at once, not at the worker's next poll."""
+"""Workers on PostgreSQL wake on ``LISTEN flowyard_events``: a run started by another
+process is claimed at once, not at the worker's next poll — a standalone ``flowyard worker``
+and the embedded workers of ``flowyard serve`` alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flowyard.bootstrap import build
+from flowyard.api.app import create_app
+from flowyard.bootstrap import Container, build
 from flowyard.settings import Settings
 from support.procs import worker_group
 from support.runs import THREE_SETS
@@ -30,14 +32,35 @@ async def test_a_run_started_elsewhere_wakes_a_standalone_worker(
             await group.start()
             # Its first poll found nothing: from now on only a wake-up makes it claim.
             await asyncio.sleep(0.5)
-            for _ in range(3):
-                started = time.monotonic()
-                run, _ = await container.service.start_run(record.id, {})
-                async with asyncio.timeout(10):  # a third of the poll
-                    while not (await container.store.get_run(run.id)).status.is_terminal:
-                        await asyncio.sleep(0.01)
-                took = time.monotonic() - started
-                assert (await container.store.get_run(run.id)).status.value == "succeeded"
-                assert took < 10, took
+            await _three_runs_end_before_the_poll(container, record.id)
     finally:
         await container.close()
+
+
+@pytest.mark.postgres
+async def test_a_run_started_elsewhere_wakes_the_workers_of_serve(pg_url: str) -> None:
+    elsewhere = await build(Settings(db_url=pg_url, workers=0, load_plugins=False))
+    try:
+        record, _, _ = await elsewhere.service.save_workflow(THREE_SETS)
+        settings = Settings(db_url=pg_url, workers=1, load_plugins=False, poll_interval_s=30)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            await asyncio.sleep(0.5)  # its first poll is behind it
+            # Started through another container: no in-process enqueue wakes serve's worker.
+            await _three_runs_end_before_the_poll(elsewhere, record.id)
+            [worker] = app.state.workers
+            assert worker.stats.committed >= 9
+    finally:
+        await elsewhere.close()
+
+
+async def _three_runs_end_before_the_poll(container: Container, workflow_id: str) -> None:
+    for _ in range(3):
+        started = time.monotonic()
+        run, _ = await container.service.start_run(workflow_id, {})
+        async with asyncio.timeout(10):  # a third of the poll
+            while not (await container.store.get_run(run.id)).status.is_terminal:
+                await asyncio.sleep(0.01)
+        took = time.monotonic() - started
+        assert (await container.store.get_run(run.id)).status.value == "succeeded"
+        assert took < 10, took

@@ -85,11 +85,15 @@ def create_app(
         # The first worker brings the process's scheduler and trigger dispatcher along.
         tasks = [asyncio.create_task(w.run(), name=f"worker-{w.id}") for w in workers]
         app.state.workers = workers  # stopped early by begin_shutdown()
+        # Runs started by other processes wake these workers too (PostgreSQL).
+        listener = await built.listen_for_work() if workers else None
         try:
             yield
         finally:
             for worker in workers:
                 worker.stop()
+            if listener is not None:
+                await listener.close()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if owned:

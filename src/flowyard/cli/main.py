@@ -169,10 +169,7 @@ def worker(
             async with contextlib.AsyncExitStack() as stack:
                 if metrics_port is not None:
                     await stack.enter_async_context(_serve_metrics(container, metrics_port))
-                # On PostgreSQL every committed event (a run started elsewhere, a signal, a
-                # step another worker finished) wakes the claim loops at once, not at their
-                # next poll; elsewhere (or when LISTEN cannot connect) they poll.
-                listener = await container.events.listen_for_events(container.wake_workers)
+                listener = await container.listen_for_work()
                 if listener is not None:
                     stack.push_async_callback(listener.close)
                 err.print(f"flowyard worker: {len(workers)} loop(s) on {container.admin.dialect}")
