@@ -333,7 +333,9 @@ class Worker:
         while True:
             first = await self._results.get()
             batch = [first]
-            if self.config.commit_linger_s > 0:
+            if self.config.commit_linger_s > 0 and self._executing(queued=1):
+                # Wait a moment for the results of steps still executing to join the batch;
+                # when none is executing, nothing would join it (a lone run at idle).
                 await asyncio.sleep(self.config.commit_linger_s)
             await self.foreground.yield_to_requests()
             while len(batch) < self.config.commit_batch and not self._results.empty():
@@ -343,6 +345,11 @@ class Worker:
             finally:
                 for _ in batch:
                     self._results.task_done()
+
+    def _executing(self, queued: int) -> bool:
+        """Whether a held step is still executing (its result not among the ``queued`` taken
+        off the results queue, nor in it)."""
+        return len(self._held) > queued + self._results.qsize()
 
     async def _commit(self, batch: list[StepCompletion]) -> None:
         delay = 0.1
