@@ -1,10 +1,13 @@
 """Counts this process's HTTP requests in flight for its embedded workers, which yield their
-claims and commits to them (worker/foreground.py). WebSocket streams are not requests in
-flight: they live for hours."""
+claims and commits to them (worker/foreground.py), and marks a request's work urgent: on
+SQLite its writes go before the workers' (domain/urgency.py, decision 0041). WebSocket
+streams are not requests in flight: they live for hours."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from flowyard.domain.urgency import urgent
 
 
 class ForegroundMiddleware:
@@ -19,6 +22,7 @@ class ForegroundMiddleware:
         gate = container.foreground
         gate.enter()
         try:
-            await self.app(scope, receive, send)
+            with urgent():
+                await self.app(scope, receive, send)
         finally:
             gate.leave()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from abc import ABC, abstractmethod
@@ -19,6 +20,7 @@ from flowyard.domain.auth import AuditEntry
 from flowyard.domain.clock import utc_now
 from flowyard.domain.errors import StoreUnavailable
 from flowyard.domain.fairness import FairShare
+from flowyard.domain.urgency import is_urgent
 from flowyard.settings import display_url
 from flowyard.store import migrate as migrations
 from flowyard.store.audit import audit_row
@@ -27,6 +29,7 @@ from flowyard.store.rows import (
     log,
 )
 from flowyard.store.schema import audit_log
+from flowyard.store.write_gate import WriteGate
 
 
 class SqlBase(ABC):
@@ -36,6 +39,9 @@ class SqlBase(ABC):
     dialect = "sql"
     #: Attempts for a transaction that hit a transient database error (lock, deadlock).
     tx_attempts = 8
+    #: One writer at a time (SQLite): this process's write transactions take turns at a
+    #: gate that serves a waiting API request first (decision 0041).
+    serial_writes = False
 
     def __init__(self, url: str, write_engine: AsyncEngine, read_engine: AsyncEngine | None = None):
         self.url = url
@@ -48,6 +54,7 @@ class SqlBase(ABC):
         #: This process's fair shares between the lanes of a priority: the claim asks it
         #: (pure math in the domain, like the quota buckets; decision 0032).
         self._fair = FairShare()
+        self._gate = WriteGate() if self.serial_writes else None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -84,11 +91,15 @@ class SqlBase(ABC):
         waits = self._waits["write" if write or self._read.pool is self._write.pool else "read"]
         entry = audit if write and audit is not None and not audit.written else None
         delay = 0.01
+        gate = self._gate if write else None
         for attempt in range(1, self.tx_attempts + 1):
             try:
-                full = _full(engine)
+                full = _full(engine) or (gate is not None and gate.busy)
                 asked = time.perf_counter()
-                async with engine.begin() as conn:
+                async with (
+                    gate.turn(is_urgent()) if gate is not None else _NO_TURN,
+                    engine.begin() as conn,
+                ):
                     if full:
                         waits[0] += time.perf_counter() - asked
                     waits[1] += 1
@@ -192,6 +203,9 @@ class SqlBase(ABC):
         await self._write.dispose()
         if self._read.pool is not self._write.pool:
             await self._read.dispose()
+
+
+_NO_TURN: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 def _full(engine: AsyncEngine) -> bool:

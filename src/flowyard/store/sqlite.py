@@ -90,6 +90,7 @@ class SqliteStore(SqlStore):
     SQLITE_BUSY deadlocks); readers use deferred transactions and never block writers in WAL."""
 
     dialect = "sqlite"
+    serial_writes = True
 
     @classmethod
     def open(cls, url: str) -> SqliteStore:
