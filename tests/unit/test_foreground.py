@@ -121,3 +121,44 @@ async def test_the_workers_of_a_serving_process_do_not_chain(settings: Settings)
             while worker.stats.committed < 15 or not await _ended(container, run_ids):
                 await asyncio.sleep(0.02)
         assert worker.stats.chained == 0
+
+
+async def test_a_claimed_step_waits_for_a_request_that_arrived_meanwhile(
+    container: Container,
+) -> None:
+    """A request that arrives between a claim and the steps' execution goes first: the steps
+    execute once it has left (or the bounded wait ran out)."""
+    gate = container.foreground
+    gate.max_yield_s = 30.0
+    worker = container.new_worker()
+    claim, execute = worker.store.claim_work, worker.executor.execute
+    executed: list[str] = []
+
+    async def claim_then_a_request(*args, **kwargs):  # type: ignore[no-untyped-def]
+        work = await claim(*args, **kwargs)
+        if work.steps and not executed:
+            gate.enter()  # a request arrives as the steps are claimed
+        return work
+
+    async def counted(step, state):  # type: ignore[no-untyped-def]
+        executed.append(step.node_id)
+        return await execute(step, state)
+
+    worker.store.claim_work = claim_then_a_request  # type: ignore[method-assign]
+    worker.executor.execute = counted  # type: ignore[method-assign]
+    [run_id] = await _start_three(container, 1)
+    running = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(10):
+            while gate.in_flight == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert executed == []  # held back while the request is in flight
+        gate.leave()
+        async with asyncio.timeout(30):
+            while not await _ended(container, [run_id]):
+                await asyncio.sleep(0.02)
+        assert executed == ["a", "b", "c"]
+    finally:
+        worker.stop()
+        await running

@@ -260,8 +260,12 @@ class Worker:
         )
 
     async def _execute(self, step: StepRecord, state: RunState | None) -> None:
-        started = time.perf_counter()
         try:
+            # In a serving process, a step's work waits for the API's requests in flight
+            # like claims and commits do (decision 0034): 32 steps run between two awaits
+            # of a request otherwise.
+            await self.foreground.yield_to_requests()
+            started = time.perf_counter()
             keys = await self._quota_keys(step, state)
             retry_at = await self._take(keys, step) if keys else None
             if retry_at is not None:
