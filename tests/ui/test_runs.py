@@ -3,11 +3,13 @@ buttons; a viewer sees none."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from support.console import VIEWER, Console, shot
+from support.console import OPERATOR, VIEWER, Console, shot
 
 #: Waits for a signal, then ends: the test decides when the run moves.
 WAITS = {
@@ -45,25 +47,41 @@ def assert_no_reload(page: Page) -> None:
 
 
 def test_run_page_turns_succeeded_live(console: Console, waits: str) -> None:
-    run_id = start(console, waits)
-    page = console.login(console.page())
-    page.goto(f"{console.url}/runs/{run_id}")
+    """Started with the workflow page's buttons, moved by the run page's signal form, the
+    run turns succeeded on screen without a reload; the workflow's runs panel lists it."""
+    page = console.login(console.page(), OPERATOR[0])
+    page.goto(f"{console.url}/workflows/ui-waits")
+    mark_no_reload(page)
+    page.locator("[data-action=start-run]").click()
+    page.locator("textarea[name=input]").fill('{"lead": "ann"}')
+    page.locator("[data-action=start]").click()
+    expect(page).to_have_url(re.compile(rf"{re.escape(console.url)}/runs/run_\w+$"))
+    run_id = page.url.rsplit("/", 1)[1]
     title = page.locator("h1 .status")
     expect(title).to_have_text("waiting")
     expect(page.locator('.graph [data-node-id="wait"]')).to_have_attribute("data-status", "waiting")
-    mark_no_reload(page)
+    assert console.api.get(f"/runs/{run_id}").json()["input"] == {"lead": "ann"}
     shot(page, "run-waiting")
 
-    sent = console.api.post(f"/runs/{run_id}/signals/go", json={"by": "test"})
-    assert sent.status_code in (200, 202), sent.text
+    page.get_by_label("Signal name").fill("go")
+    page.get_by_label("Signal payload").fill('{"by": "test"}')
+    page.get_by_role("button", name="Send").click()
 
     expect(title).to_have_text("succeeded")
     expect(page.locator('.graph [data-node-id="done"]')).to_have_attribute(
         "data-status", "succeeded"
     )
     expect(page.locator("[data-testid=steps] tr[data-step]")).to_have_count(3)
+    expect(page.get_by_label("Signal name")).to_have_count(0)  # the run has ended
     assert_no_reload(page)
     shot(page, "run")
+
+    page.get_by_role("link", name="ui-waits", exact=True).click()
+    panel = page.get_by_test_id("workflow-runs")
+    expect(panel.locator(f'[data-run="{run_id}"] .status')).to_have_text("succeeded")
+    panel.locator(f'[data-run="{run_id}"] a').click()
+    expect(page).to_have_url(f"{console.url}/runs/{run_id}")
+    assert_no_reload(page)
 
 
 def test_runs_list_shows_new_runs_and_their_status_live(console: Console, waits: str) -> None:
