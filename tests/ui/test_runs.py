@@ -4,6 +4,7 @@ buttons; a viewer sees none."""
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -130,3 +131,86 @@ def test_a_viewer_sees_no_lifecycle_or_start_buttons(console: Console, waits: st
     expect(page.locator(".graph [data-node-id]")).to_have_count(3)
     expect(page.locator("button[data-action]")).to_have_count(0)
     expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+
+
+#: Fails (error type ``ui.picky``) when its input says so, else succeeds.
+PICKY = {
+    "name": "ui-picky",
+    "start": "begin",
+    "nodes": [
+        {"id": "begin", "type": "trigger", "next": "check"},
+        {
+            "id": "check",
+            "type": "condition",
+            "config": {"cases": [{"when": "input.fail == true", "next": "boom"}], "default": "ok"},
+        },
+        {"id": "boom", "type": "fail", "config": {"error": "ui.picky", "message": "picky"}},
+        {"id": "ok", "type": "end"},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def picky_campaign(admin_api: httpx.Client) -> str:
+    """A campaign of four ui-picky runs keyed k0..k3; k0 and k2 fail. Returns its id once
+    every run has ended."""
+    assert admin_api.post("/workflows", json=PICKY).status_code == 201
+    items = [{"key": f"k{i}", "fail": i % 2 == 0} for i in range(4)]
+    body = {
+        "workflow": "ui-picky",
+        "name": "ui-picky",
+        "items": items,
+        "item_key": "{{ item.key }}",
+    }
+    answer = admin_api.post("/campaigns", json=body)
+    assert answer.status_code in (200, 201, 202), answer.text
+    campaign = str(answer.json()["id"])
+    deadline = time.monotonic() + 60
+    while True:
+        counts = admin_api.get(f"/campaigns/{campaign}").json()["counts"]
+        if counts.get("succeeded", 0) == 2 and counts.get("failed", 0) == 2:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.2)
+    return campaign
+
+
+def keys_shown(page: Page) -> list[str]:
+    return sorted(page.locator("[data-testid=runs] tr[data-run] td:nth-child(5)").all_inner_texts())
+
+
+def test_runs_list_filters_by_error_type_key_and_campaign(
+    console: Console, picky_campaign: str
+) -> None:
+    page = console.login(console.page())
+    page.goto(f"{console.url}/runs?workflow=ui-picky")
+    rows = page.locator("[data-testid=runs] tr[data-run]")
+    expect(rows).to_have_count(4)
+
+    page.get_by_label("Error type").fill("ui.*")
+    page.get_by_label("Error type").press("Enter")
+    expect(page).to_have_url(re.compile(r"error_type=ui\.\*"))
+    expect(rows).to_have_count(2)
+    assert keys_shown(page) == ["k0", "k2"]
+    expect(rows.locator("td:nth-child(4)")).to_have_text(["ui.picky", "ui.picky"])
+
+    page.get_by_label("Correlation key").fill("k2")
+    page.get_by_label("Correlation key").press("Enter")
+    expect(rows).to_have_count(1)
+    assert keys_shown(page) == ["k2"]
+
+    # A campaign's list keeps the status and key filters (its route has no error type).
+    page.goto(f"{console.url}/runs?campaign={picky_campaign}&status=succeeded")
+    expect(page.get_by_label("Error type")).to_be_disabled()
+    expect(rows).to_have_count(2)
+    assert keys_shown(page) == ["k1", "k3"]
+    page.get_by_label("Correlation key").fill("k3")
+    page.get_by_label("Correlation key").press("Enter")
+    expect(rows).to_have_count(1)
+    assert keys_shown(page) == ["k3"]
+    page.get_by_label("Status").select_option("failed")
+    expect(rows).to_have_count(0)
+    page.get_by_label("Correlation key").fill("k0")
+    page.get_by_label("Correlation key").press("Enter")
+    expect(rows).to_have_count(1)
+    assert keys_shown(page) == ["k0"]
