@@ -4,7 +4,10 @@ buttons; a viewer sees none."""
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -214,3 +217,74 @@ def test_runs_list_filters_by_error_type_key_and_campaign(
     page.get_by_label("Correlation key").press("Enter")
     expect(rows).to_have_count(1)
     assert keys_shown(page) == ["k0"]
+
+
+@pytest.fixture
+def flaky_url() -> Iterator[str]:
+    """A local HTTP endpoint that answers 503 to its first request, then 200."""
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            code = 503 if len(calls) == 1 else 200
+            body = b'{"ok": true}'
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/lead"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_run_page_timeline_shows_each_attempt(console: Console, flaky_url: str) -> None:
+    """The timeline lists a step's attempts from the run's events: started, failed with its
+    error type and message and when it is tried again, started again, succeeded."""
+    flaky = {
+        "name": "ui-flaky",
+        "start": "begin",
+        "nodes": [
+            {"id": "begin", "type": "trigger", "next": "call"},
+            {
+                "id": "call",
+                "type": "http",
+                "config": {"url": flaky_url},
+                "retry": {"max_attempts": 3, "initial_interval_s": 0.2, "jitter": "none"},
+                "next": "done",
+            },
+            {"id": "done", "type": "end"},
+        ],
+    }
+    assert console.api.post("/workflows", json=flaky).status_code == 201
+    run_id = start(console, "ui-flaky")
+    page = console.login(console.page())
+    page.goto(f"{console.url}/runs/{run_id}")
+    expect(page.locator("h1 .status")).to_have_text("succeeded")
+    row = page.locator('[data-testid=steps] tr[data-step="call"]')
+    expect(row.get_by_test_id("attempt-count")).to_contain_text("1 failed")
+    row.click()
+    attempts = page.locator('tr[data-step-detail="call"] [data-testid=attempts] li')
+    expect(attempts).to_have_count(4)
+    expect(attempts.nth(0)).to_have_attribute("data-event", "step.started")
+    expect(attempts.nth(0)).to_contain_text("attempt 1")
+    expect(attempts.nth(1)).to_have_attribute("data-event", "step.retrying")
+    expect(attempts.nth(1).locator("[data-error-type]")).to_have_text("http.503")
+    expect(attempts.nth(1)).to_contain_text("next attempt at")
+    expect(attempts.nth(2)).to_have_attribute("data-event", "step.started")
+    expect(attempts.nth(2)).to_contain_text("attempt 2")
+    expect(attempts.nth(3)).to_have_attribute("data-event", "step.succeeded")
+    detail = page.locator('tr[data-step-detail="call"]')
+    expect(detail).to_contain_text("no input is kept per step")
+    detail.scroll_into_view_if_needed()
+    shot(page, "run-attempts")
