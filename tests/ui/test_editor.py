@@ -3,11 +3,13 @@ its problem on it, undo, redo (buttons and keys), configure, publish, see the ne
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from support.console import VIEWER, Console, shot
+from support.console import EDITOR, VIEWER, Console, shot
 
 EDITED = {
     "name": "ui-edit",
@@ -64,7 +66,7 @@ def test_add_undo_redo_configure_publish(console: Console, edited: str) -> None:
     panel = page.get_by_test_id("node-panel")
     message = panel.locator("[name=message]")
     message.fill("lead {{ input.email }} came in")
-    expect(message).to_have_attribute("data-expression", "true")
+    expect(message).to_have_attribute("data-expression", "template")
     panel.locator("[data-action=save-node]").click()
     expect(page.locator('[data-problem-for="audit"]')).to_have_count(0)
     shot(page, "editor")
@@ -85,3 +87,53 @@ def test_a_viewer_gets_no_edit_button(console: Console, edited: str) -> None:
     page.goto(f"{console.url}/workflows/{edited}")
     expect(page.locator(".graph [data-node-id]").first).to_be_visible()
     expect(page.locator("[data-action=edit]")).to_have_count(0)
+
+
+def test_expression_fields_are_highlighted_from_the_schema_marker(console: Console) -> None:
+    """The node-type schemas mark their template and condition fields
+    (``x-flowyard-expression``); the form highlights those, a condition's cases included,
+    and no other field."""
+    flow = {**EDITED, "name": "ui-expressions"}
+    assert console.api.post("/workflows", json=flow).status_code == 201
+    page = console.login(console.page(), EDITOR[0])
+    page.goto(f"{console.url}/workflows/ui-expressions/edit")
+    expect(page.locator(".graph [data-node-id]")).to_have_count(2)
+    form = page.get_by_test_id("add-node")
+
+    form.get_by_label("Type").select_option("log")
+    expect(form.locator("[name=message]")).to_have_attribute("data-expression", "template")
+    expect(form.locator("[name=level]")).not_to_have_attribute("data-expression", re.compile(""))
+
+    form.get_by_label("Type").select_option("http")
+    expect(form.locator("[name=url]")).to_have_attribute("data-expression", "template")
+    expect(form.locator("[name=headers]")).to_have_attribute("data-expression", "template")
+    expect(form.locator("[name=credential]")).not_to_have_attribute(
+        "data-expression", re.compile("")
+    )
+
+    form.get_by_label("Type").select_option("condition")
+    form.locator("[data-action=add-cases]").click()
+    when = form.locator('[name="cases.0.when"]')
+    expect(when).to_have_attribute("data-expression", "condition")
+    expect(when).to_have_class(re.compile(r"\bexpr\b"))
+    expect(form.locator('[name="cases.0.next"]')).not_to_have_attribute(
+        "data-expression", re.compile("")
+    )
+    when.fill("input.vip == true")
+    form.locator('[name="cases.0.next"]').fill("done")
+    form.locator("[name=default]").fill("done")
+    form.get_by_label("Id").fill("route")
+    form.locator("[data-action=add-node]").click()
+    expect(page.locator(".graph [data-node-id]")).to_have_count(3)
+    expect(page.locator(".react-flow__edge-text", has_text="input.vip == true")).to_have_count(1)
+    draft = console.api.get("/workflows/ui-expressions/draft").json()
+    route = next(n for n in draft["document"]["definition"]["nodes"] if n["id"] == "route")
+    assert route["config"] == {
+        "cases": [{"when": "input.vip == true", "next": "done"}],
+        "default": "done",
+    }
+
+    page.locator('.graph [data-node-id="route"]').click()
+    panel = page.get_by_test_id("node-panel")
+    expect(panel.locator('[name="cases.0.when"]')).to_have_value("input.vip == true")
+    expect(panel.locator('[name="cases.0.when"]')).to_have_attribute("data-expression", "condition")
