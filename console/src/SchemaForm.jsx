@@ -1,11 +1,22 @@
 // A form generated from a node type's config JSON Schema (GET /node-types): one field per
-// property; strings that may hold expressions or templates are highlighted; anything the
-// simple fields cannot edit (objects, lists) is edited as JSON.
+// property; lists of objects (a condition's cases) as one sub-form per item; the fields the
+// node type declares as templates or conditions (the schema's `x-flowyard-expression`) are
+// highlighted; anything else the simple fields cannot edit (objects, other lists) is JSON.
 import { useState } from "react";
+
+const EXPRESSION = "x-flowyard-expression";
+const EXPRESSION_TITLE = {
+  template: "a template: {{ expressions }} are rendered when the step runs",
+  condition: "a condition: an expression, e.g. input.region == 'East Coast'",
+};
 
 function resolve(schema, root) {
   if (!schema) return {};
-  if (schema.$ref) return resolve(root.$defs?.[schema.$ref.split("/").pop()], root);
+  if (schema.$ref) {
+    // Keywords beside a $ref (the expression marker, a description) belong to the field.
+    const { $ref, ...rest } = schema;
+    return { ...resolve(root.$defs?.[$ref.split("/").pop()], root), ...rest };
+  }
   const options = schema.anyOf || schema.oneOf;
   if (options) {
     const real = options.filter((o) => o.type !== "null");
@@ -14,18 +25,41 @@ function resolve(schema, root) {
   return schema;
 }
 
-function kindOf(s) {
+function kindOf(s, root) {
   if (s.enum) return "enum";
   if (s.type === "string") return "string";
   if (s.type === "integer" || s.type === "number") return "number";
   if (s.type === "boolean") return "boolean";
+  if (s.type === "array" && resolve(s.items, root).properties) return "list";
   return "json";
 }
 
-const EXPRESSION_HINT = /template|expression|condition|\{\{/i;
+/** A list of objects: one sub-form per item, with add and remove. */
+function ListField({ name, schema, root, label, value, onChange }) {
+  const items = Array.isArray(value) ? value : [];
+  const item = resolve(schema.items, root);
+  const noun = item.title ? item.title.toLowerCase() : "item";
+  return (
+    <fieldset className="list-field" data-list={name}>
+      <legend>{label}</legend>
+      {items.map((v, i) => (
+        <div className="list-item" key={i} data-item={i}>
+          <SchemaForm schema={item} root={root} prefix={`${name}.${i}.`} value={v} onChange={(next) => onChange(items.map((old, j) => (j === i ? next : old)))} />
+          <button type="button" className="link" onClick={() => onChange(items.filter((_, j) => j !== i))} data-action={`remove-${name}`}>
+            Remove {noun} {i + 1}
+          </button>
+        </div>
+      ))}
+      <button type="button" className="secondary" onClick={() => onChange([...items, {}])} data-action={`add-${name}`}>
+        Add {noun}
+      </button>
+    </fieldset>
+  );
+}
 
-function Field({ name, schema, required, value, onChange }) {
-  const kind = kindOf(schema);
+function Field({ name, schema, root, required, value, onChange }) {
+  const kind = kindOf(schema, root);
+  const expr = schema[EXPRESSION];
   const [text, setText] = useState(() => (value === undefined ? "" : JSON.stringify(value, null, 2)));
   const [bad, setBad] = useState(false);
   const label = (
@@ -56,8 +90,8 @@ function Field({ name, schema, required, value, onChange }) {
         </select>
       </label>
     );
+  if (kind === "list") return <ListField name={name} schema={schema} root={root} label={label} value={value} onChange={onChange} />;
   if (kind === "string" || kind === "number") {
-    const expr = kind === "string" && (EXPRESSION_HINT.test(schema.description || "") || String(value ?? "").includes("{{"));
     return (
       <label>
         {label}
@@ -66,6 +100,7 @@ function Field({ name, schema, required, value, onChange }) {
           type={kind === "number" ? "number" : "text"}
           className={expr ? "expr" : ""}
           data-expression={expr || undefined}
+          title={expr ? EXPRESSION_TITLE[expr] : undefined}
           value={value ?? ""}
           placeholder={schema.default !== undefined && schema.default !== null ? String(schema.default) : ""}
           maxLength={10_000}
@@ -83,7 +118,9 @@ function Field({ name, schema, required, value, onChange }) {
       <textarea
         name={name}
         rows={4}
-        className={bad ? "invalid" : ""}
+        className={[bad && "invalid", expr && "expr"].filter(Boolean).join(" ")}
+        data-expression={expr || undefined}
+        title={expr ? EXPRESSION_TITLE[expr] : undefined}
         value={text}
         maxLength={1_000_000}
         onChange={(e) => {
@@ -105,9 +142,11 @@ function Field({ name, schema, required, value, onChange }) {
   );
 }
 
-/** Fields for `schema`'s properties; `value` is the config object, `onChange(config)`. */
-export default function SchemaForm({ schema, value, onChange }) {
+/** Fields for `schema`'s properties; `value` is the config object, `onChange(config)`.
+ * `root` holds the `$defs` (the node type's whole schema); `prefix` names nested fields. */
+export default function SchemaForm({ schema, root, prefix = "", value, onChange }) {
   if (!schema) return null;
+  const top = root || schema;
   const props = schema.properties || {};
   const required = new Set(schema.required || []);
   const names = Object.keys(props);
@@ -117,8 +156,9 @@ export default function SchemaForm({ schema, value, onChange }) {
       {names.map((name) => (
         <Field
           key={name}
-          name={name}
-          schema={resolve(props[name], schema)}
+          name={prefix + name}
+          schema={resolve(props[name], top)}
+          root={top}
           required={required.has(name)}
           value={value?.[name]}
           onChange={(v) => {

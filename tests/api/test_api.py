@@ -513,6 +513,17 @@ async def test_node_types(client: httpx.AsyncClient) -> None:
     assert "url" in http_schema["properties"] and "url" in http_schema["required"]
     assert "cases" in types["condition"]["config_schema"]["properties"]
     assert types["end"]["terminal"] is True and types["condition"]["branching"] is True
+    # The fields each type renders or evaluates are marked for editors to highlight.
+    mark = "x-flowyard-expression"
+    assert types["log"]["config_schema"]["properties"]["message"][mark] == "template"
+    assert mark not in types["log"]["config_schema"]["properties"]["level"]
+    assert http_schema["properties"]["url"][mark] == "template"
+    assert http_schema["properties"]["json"][mark] == "template"
+    assert mark not in http_schema["properties"]["credential"]
+    case = types["condition"]["config_schema"]["$defs"]["Case"]["properties"]
+    assert case["when"][mark] == "condition" and mark not in case["next"]
+    waits = types["wait_for_signal"]["config_schema"]["properties"]
+    assert waits["timeout"][mark] == "template" and mark not in waits["signal"]
 
 
 async def test_node_types_are_paged_under_the_api_prefix_only(client: httpx.AsyncClient) -> None:

@@ -67,3 +67,68 @@ def test_admin_creates_a_user_and_an_api_key(console: Console) -> None:
     assert httpx.get(console.url + "/api/v1/workflows", headers={"X-API-Key": key}).is_success
     expect(page.get_by_test_id("audit")).to_contain_text("user.create")
     shot(page, "admin")
+
+
+def test_admin_replaces_and_deletes_a_credential_never_reading_it(console: Console) -> None:
+    page = console.login(console.page())
+    page.goto(f"{console.url}/admin")
+    panel = page.get_by_test_id("credentials")
+    panel.get_by_label("Credential name").fill("ui-token")
+    panel.get_by_label("Credential type").select_option("bearer")
+    panel.get_by_label("Allowed origins").fill("https://api.example.com")
+    panel.get_by_label("Secret data").fill('{"token": "first-secret-value"}')
+    panel.get_by_role("button", name="Save credential").click()
+    row = panel.locator('tr[data-credential="ui-token"]')
+    expect(row).to_contain_text("v1")
+
+    row.locator("[data-action=replace-data]").click()
+    secret = row.get_by_label("New secret data of ui-token")
+    expect(secret).to_have_value("")  # write-only: nothing is read back into it
+    secret.fill('{"token": "second-secret-value"}')
+    row.locator("[data-action=save-data]").click()
+    expect(row).to_contain_text("v2")
+    expect(row.get_by_test_id("replace-data")).to_have_count(0)
+    assert console.api.get("/credentials/ui-token").json()["version"] == 2
+    html = page.content()
+    assert "first-secret-value" not in html and "second-secret-value" not in html
+
+    row.locator("[data-action=delete-credential]").click()
+    row.locator("[data-action=confirm-delete-credential]").click()
+    expect(row).to_have_count(0)
+    assert console.api.get("/credentials/ui-token").status_code == 404
+
+
+def test_admin_sets_and_deletes_a_quota(console: Console) -> None:
+    page = console.login(console.page())
+    page.goto(f"{console.url}/admin")
+    panel = page.get_by_test_id("quotas")
+    form = panel.get_by_test_id("quota-form")
+    form.get_by_label("Quota key").fill("node_type:ui-quota")
+    form.get_by_label("Rate").fill("5/s")
+    form.get_by_label("Burst").fill("2")
+    form.locator("[data-action=put-quota]").click()
+    row = panel.locator('tr[data-quota="node_type:ui-quota"]')
+    expect(row.locator("td").nth(1)).to_have_text("5 per 1s")
+    expect(row.locator("td").nth(2)).to_have_text("2")
+    assert console.api.get("/quotas/node_type:ui-quota").json()["burst"] == 2
+
+    form.get_by_label("Quota key").fill("node_type:ui-quota")
+    form.get_by_label("Concurrency").fill("3")
+    form.get_by_label("Enabled").uncheck()
+    form.locator("[data-action=put-quota]").click()
+    expect(row.locator("td").nth(3)).to_have_text("3")
+    expect(row).to_contain_text("disabled")
+
+    row.locator("[data-action=delete-quota]").click()
+    row.locator("[data-action=confirm-delete-quota]").click()
+    expect(row).to_have_count(0)
+    assert console.api.get("/quotas/node_type:ui-quota").status_code == 404
+
+
+def test_a_non_admin_sees_no_admin_forms(console: Console) -> None:
+    page = console.login(console.page(), OPERATOR[0])
+    expect(page.get_by_role("link", name="Admin")).to_have_count(0)
+    page.goto(f"{console.url}/admin")
+    expect(page.get_by_role("main")).to_contain_text("The admin pages are for admins")
+    expect(page.locator("[data-action]")).to_have_count(0)
+    expect(page.locator("textarea, form")).to_have_count(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from playwright.sync_api import expect
 
 from support.console import Console, shot
@@ -68,16 +70,39 @@ def thousand_nodes() -> dict[str, object]:
     return {"name": "ui-thousand", "start": ids[0], "nodes": nodes}
 
 
+#: Seconds the 1,000-node graph page may take from navigation (issue 15: 2 s); a slower
+#: machine may allow more with ``FLOWYARD_UI_GRAPH_BUDGET_S``.
+GRAPH_BUDGET_S = float(os.environ.get("FLOWYARD_UI_GRAPH_BUDGET_S", "2.0"))
+
+
 def test_a_thousand_node_graph_loads(console: Console) -> None:
-    """The page lays out all 1,000 nodes and draws those in view (the time is measured by
-    bench/console_graph.py, not asserted here)."""
+    """The page lays out all 1,000 nodes and draws those in view within the budget
+    (bench/console_graph.py measures it over many loads)."""
     saved = console.api.post("/workflows", json=thousand_nodes(), timeout=60)
     assert saved.status_code == 201, saved.text
     page = console.login(console.page())
     page.goto(f"{console.url}/workflows/ui-thousand")
-    expect(page.locator(".graph")).to_have_attribute("data-nodes", "1000")
+    # Timed in the page, checked at every frame: Playwright's own polling would add its
+    # interval to the figure.
+    took = (
+        page.wait_for_function(
+            """() => {
+                const graph = document.querySelector(".graph");
+                const node = graph && graph.querySelector("[data-node-id]");
+                if (!node || graph.dataset.nodes !== "1000") return false;
+                const box = node.getBoundingClientRect();
+                const shown = box.width > 0 && getComputedStyle(node).visibility === "visible";
+                return shown && performance.now();
+            }""",
+            polling="raf",
+        ).json_value()
+        / 1000
+    )
     expect(page.locator(".graph [data-node-id]").first).to_be_visible()
     drawn = page.locator(".graph [data-node-id]").count()
     assert 0 < drawn <= 1000
-    took = page.evaluate("performance.now()") / 1000
     print(f"1,000-node graph page: {took:.2f} s from navigation, {drawn} node elements drawn")
+    assert took <= GRAPH_BUDGET_S, (
+        f"the 1,000-node graph page took {took:.2f} s > {GRAPH_BUDGET_S} s "
+        "(FLOWYARD_UI_GRAPH_BUDGET_S)"
+    )

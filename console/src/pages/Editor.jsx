@@ -64,6 +64,88 @@ function AddNode({ types, after, onAdd }) {
   );
 }
 
+/**
+ * The routes a connection from `node` may be (the draft API's edge kinds): `next` and a
+ * catch route unless its type ends a path, and a case, the default or a branch when its
+ * type's config has the field the API writes them to (`cases`, `default`, `branches`).
+ */
+function routeKinds(type) {
+  const props = type?.config_schema?.properties || {};
+  const kinds = [];
+  if (type && !type.terminal) kinds.push("next");
+  if (props.cases) kinds.push("case");
+  if (props.default) kinds.push("default");
+  if (props.branches) kinds.push("branch");
+  if (type && !type.terminal) kinds.push("catch");
+  return kinds;
+}
+
+const KIND_LABELS = {
+  next: "next (then)",
+  case: "a condition case",
+  default: "the default (no case matched)",
+  branch: "a parallel branch",
+  catch: "on error (catch)",
+};
+
+/** Which route a dragged connection is: asked before anything is sent. */
+function ConnectChooser({ connection, kinds, onConnect, onCancel }) {
+  const [kind, setKind] = useState(kinds[0]);
+  const [when, setWhen] = useState("");
+  const [errors, setErrors] = useState("*");
+  const [name, setName] = useState("");
+  const submit = (e) => {
+    e.preventDefault();
+    const edge = { source: connection.source, target: connection.target, kind };
+    if (kind === "case") edge.when = when;
+    if (kind === "branch") edge.name = name;
+    if (kind === "catch") edge.errors = errors.split(/[\s,]+/).filter(Boolean);
+    onConnect(edge);
+  };
+  return (
+    <form className="panel chooser" data-testid="connect-chooser" onSubmit={submit}>
+      <h2>
+        Connect {connection.source} → {connection.target} as
+      </h2>
+      {kinds.length === 0 && <p className="muted small">A {connection.type} node ends its path: it takes no routes.</p>}
+      {kinds.map((k) => (
+        <label key={k} className="check">
+          <input type="radio" name="kind" value={k} checked={kind === k} onChange={() => setKind(k)} data-kind={k} />
+          {KIND_LABELS[k] || k}
+        </label>
+      ))}
+      {kind === "case" && (
+        <label>
+          When (a condition)
+          <input name="when" className="expr" data-expression="condition" required maxLength={10_000} value={when} placeholder="input.region == 'East Coast'" onChange={(e) => setWhen(e.target.value)} />
+        </label>
+      )}
+      {kind === "branch" && (
+        <label>
+          Branch name
+          <input name="name" required maxLength={200} value={name} onChange={(e) => setName(e.target.value)} />
+        </label>
+      )}
+      {kind === "catch" && (
+        <label>
+          Error types (patterns, comma-separated)
+          <input name="errors" required maxLength={2000} value={errors} onChange={(e) => setErrors(e.target.value)} />
+        </label>
+      )}
+      <div className="row">
+        {kinds.length > 0 && (
+          <button type="submit" data-action="connect" autoFocus>
+            Connect
+          </button>
+        )}
+        <button type="button" className="link" onClick={onCancel} data-action="cancel-connect">
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
+
 function NodePanel({ node, types, onSave, onDelete }) {
   const [config, setConfig] = useState(node.config || {});
   useEffect(() => setConfig(node.config || {}), [node]);
@@ -166,6 +248,9 @@ export default function Editor({ workflowRef }) {
   const problems = useMemo(() => problemsByNode(draft), [draft]);
   const def = draft?.document?.definition;
   const node = selected && def?.nodes?.find((n) => n.id === selected);
+  const [connecting, setConnecting] = useState(null);
+  const sourceNode = connecting && def?.nodes?.find((n) => n.id === connecting.source);
+  const sourceType = sourceNode && (types.data || []).find((t) => t.type === sourceNode.type);
 
   const publish = async () => {
     setBusy(true);
@@ -215,7 +300,7 @@ export default function Editor({ workflowRef }) {
       </div>
       <p className="muted small" data-testid="draft-state" data-revision={draft.revision} data-undo={draft.undo_depth} data-redo={draft.redo_depth}>
         revision {draft.revision} · {draft.last_step || "opened"} · <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo, <kbd>Ctrl</kbd>+<kbd>Shift</kbd>+<kbd>Z</kbd> redo; drag from a node's
-        lower handle to another node to connect them
+        lower handle to another node&apos;s upper one to connect them (you then choose the route)
       </p>
       <ErrorBox error={error} />
       <div className="split">
@@ -225,10 +310,19 @@ export default function Editor({ workflowRef }) {
           problems={problems}
           selected={selected}
           onSelect={setSelected}
-          onConnect={editor ? ({ source, target }) => edit("POST", "/edges", { source, target, kind: "next" }) : undefined}
+          onConnect={editor ? ({ source, target }) => setConnecting({ source, target }) : undefined}
           onMove={editor ? (id, position) => edit("PATCH", `/nodes/${id}`, { position }) : undefined}
         />
         <aside>
+          {editor && connecting && (
+            <ConnectChooser
+              key={`${connecting.source}->${connecting.target}`}
+              connection={{ ...connecting, type: sourceType?.type }}
+              kinds={routeKinds(sourceType)}
+              onConnect={async (edge) => (await edit("POST", "/edges", edge)) && setConnecting(null)}
+              onCancel={() => setConnecting(null)}
+            />
+          )}
           {draft.problems.length > 0 && (
             <div className="panel">
               <h2>Problems ({draft.problems.length})</h2>

@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { api, can, follow } from "../api.js";
 import Graph from "../Graph.jsx";
 import { Link } from "../router.jsx";
@@ -121,8 +121,89 @@ function Machine({ run, actions, onDone }) {
   );
 }
 
-function Timeline({ steps }) {
+/**
+ * The run's events, read from `GET /runs/{id}/events` after the last one read (the stream
+ * only says that something happened): `{events, reload}`. Secrets never reach them (the
+ * server redacts errors and outputs before it stores them).
+ */
+function useEvents(runId) {
+  const [events, setEvents] = useState([]);
+  const state = useRef({ runId, last: 0, busy: null });
+  const reload = useCallback(() => {
+    const mine = state.current;
+    if (mine.busy) return mine.busy.then(() => mine.runId === runId && reload());
+    mine.busy = (async () => {
+      try {
+        for (;;) {
+          const page = await api.get(`/runs/${encodeURIComponent(runId)}/events?limit=1000${mine.last ? `&cursor=${mine.last}` : ""}`);
+          if (state.current !== mine) return;
+          const fresh = page.items.filter((e) => e.id > mine.last);
+          if (fresh.length) {
+            mine.last = fresh[fresh.length - 1].id;
+            setEvents((old) => [...old, ...fresh]);
+          }
+          if (!page.next_cursor) return;
+        }
+      } finally {
+        mine.busy = null;
+      }
+    })();
+    return mine.busy;
+  }, [runId]);
+  useEffect(() => {
+    state.current = { runId, last: 0, busy: null };
+    setEvents([]);
+    reload().catch(() => {});
+  }, [runId, reload]);
+  return { events, reload };
+}
+
+/** What a step event says, for the attempts list (step events only; others are skipped). */
+const STEP_EVENTS = {
+  "step.started": "started",
+  "step.succeeded": "succeeded",
+  "step.failed": "failed",
+  "step.retrying": "failed, will retry",
+  "step.waiting": "waiting",
+  "step.caught": "caught",
+  "step.rescheduled": "rescheduled",
+  "step.deferred": "deferred (quota)",
+  "step.released": "released",
+  "step.recovered": "recovered (lease lapsed)",
+  "step.cancelled": "cancelled",
+};
+
+function Attempts({ events }) {
+  if (events.length === 0) return <p className="muted small">No events of this step yet.</p>;
+  return (
+    <ol className="attempts small" data-testid="attempts">
+      {events.map((e) => {
+        const d = e.data || {};
+        return (
+          <li key={e.id} data-event={e.type} data-attempt={d.attempt ?? undefined}>
+            <span className="muted">{when(e.created_at)}</span> {d.attempt !== undefined && <strong>attempt {d.attempt}</strong>}{" "}
+            {STEP_EVENTS[e.type]}
+            {d.error && (
+              <>
+                : <code data-error-type={d.error.type}>{d.error.type}</code> {d.error.message}
+              </>
+            )}
+            {d.retry_at && <span className="muted"> · next attempt at {when(d.retry_at)}</span>}
+            {d.next && e.type !== "step.succeeded" && <span className="muted"> → {d.next}</span>}
+          </li>
+        );
+      })}
+    </ol>
+  );
+}
+
+function Timeline({ steps, events, input }) {
   const [open, setOpen] = useState(null);
+  const byStep = useMemo(() => {
+    const out = {};
+    for (const e of events) if (e.step_id !== null && STEP_EVENTS[e.type]) (out[e.step_id] ||= []).push(e);
+    return out;
+  }, [events]);
   return (
     <table className="list timeline" data-testid="steps">
       <thead>
@@ -130,24 +211,32 @@ function Timeline({ steps }) {
           <th>#</th>
           <th>Node</th>
           <th>Status</th>
-          <th>Attempt</th>
+          <th>Attempts</th>
           <th>Started</th>
           <th>Finished</th>
         </tr>
       </thead>
       <tbody>
         {steps.map((s) => (
-          <FragmentRow key={s.id} step={s} open={open === s.id} onToggle={() => setOpen(open === s.id ? null : s.id)} />
+          <FragmentRow
+            key={s.id}
+            step={s}
+            events={byStep[s.id] || []}
+            input={input}
+            open={open === s.id}
+            onToggle={() => setOpen(open === s.id ? null : s.id)}
+          />
         ))}
       </tbody>
     </table>
   );
 }
 
-function FragmentRow({ step: s, open, onToggle }) {
+function FragmentRow({ step: s, events, input, open, onToggle }) {
+  const failures = events.filter((e) => e.type === "step.retrying" || e.type === "step.failed").length;
   return (
     <>
-      <tr data-step={s.node_id} onClick={onToggle} className="clickable">
+      <tr data-step={s.node_id} data-step-id={s.id} onClick={onToggle} className="clickable">
         <td>{s.id}</td>
         <td>
           {s.node_id} <span className="muted">{s.node_type}</span>
@@ -157,19 +246,27 @@ function FragmentRow({ step: s, open, onToggle }) {
         <td>
           <Status value={s.status} />
         </td>
-        <td>{s.attempt}</td>
+        <td data-testid="attempt-count">
+          {s.attempt}
+          {failures > 0 && <span className="tag">{failures} failed</span>}
+        </td>
         <td>{when(s.started_at)}</td>
         <td>{when(s.finished_at)}</td>
       </tr>
       {open && (
-        <tr>
+        <tr data-step-detail={s.node_id}>
           <td colSpan={6}>
+            <strong>Attempts</strong>
+            <Attempts events={events} />
             <div className="split2">
+              <div>
+                <strong>Input</strong>{" "}
+                <span className="muted small">(the run&apos;s: a step reads it and the earlier steps&apos; outputs; no input is kept per step)</span>
+                <Json value={input} />
+              </div>
               <div>
                 <strong>Output</strong>
                 <Json value={s.output} />
-              </div>
-              <div>
                 <strong>Error</strong>
                 <Json value={s.error} />
               </div>
@@ -195,7 +292,8 @@ export default function Run({ runId }) {
   const def = version.data?.definition;
   const machine = !!def?.states;
   const actions = useData(() => (machine ? api.get(`/runs/${runId}/actions`) : Promise.resolve(null)), [runId, machine]);
-  const reloadAll = () => Promise.all([detail.reload(), machine ? actions.reload() : null]);
+  const timeline = useEvents(runId);
+  const reloadAll = () => Promise.all([detail.reload(), machine ? actions.reload() : null, timeline.reload().catch(() => {})]);
   const refresh = useDebounced(reloadAll, 200);
   // The stream ends with the run; a retried (or resumed) run is followed again.
   const ended = ["succeeded", "failed", "cancelled", "timed_out"].includes(run?.status);
@@ -240,7 +338,7 @@ export default function Run({ runId }) {
       <h2 className="gap">
         Steps {selected && <button className="link" onClick={() => setSelected(null)}>(only {selected}: show all)</button>}
       </h2>
-      <Timeline steps={shown} />
+      <Timeline steps={shown} events={timeline.events} input={run.input} />
     </section>
   );
 }

@@ -182,7 +182,7 @@ function WorkflowRuns({ workflow }) {
       </h2>
       <ul className="plain" data-testid="workflow-runs">
         {(data?.items || []).map((r) => (
-          <li key={r.id}>
+          <li key={r.id} data-run={r.id}>
             <Link to={`/runs/${r.id}`}>
               <Status value={r.status} /> <span className="small">{when(r.created_at)}</span>
             </Link>

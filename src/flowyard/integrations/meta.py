@@ -147,6 +147,7 @@ class InstagramNode(ProviderNode[InstagramConfig]):
 
     type_name = "instagram"
     config_model = InstagramConfig
+    template_fields = tuple(f"/{name}" for name in OPTIONAL)
     output_model = InstagramOutput
     description = (
         "Instagram through the Meta Graph API: send_message, reply_to_comment, like, "

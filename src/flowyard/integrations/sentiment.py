@@ -88,6 +88,7 @@ class SentimentNode(NodeType[SentimentConfig]):
 
     type_name = "sentiment"
     config_model = SentimentConfig
+    template_fields = ("/text",)
     output_model = SentimentOutput
     description = (
         "Analyses a text's sentiment with VADER (offline). "

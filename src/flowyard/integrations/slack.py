@@ -121,6 +121,7 @@ class SlackNode(ProviderNode[SlackConfig]):
 
     type_name = "slack"
     config_model = SlackConfig
+    template_fields = ("/channel", "/text", "/blocks", "/thread_ts")
     output_model = SlackOutput
     description = "Posts a Slack message (chat.postMessage). Output: {ts, channel}."
 

@@ -165,6 +165,14 @@ class TwilioMessageNode(ProviderNode[TwilioMessageConfig]):
     """
 
     config_model = TwilioMessageConfig
+    template_fields = (
+        "/to",
+        "/from",
+        "/messaging_service_sid",
+        "/body",
+        "/media_url",
+        "/status_callback",
+    )
     output_model = TwilioMessageOutput
     #: Whether To and From are WhatsApp addresses (``whatsapp:+1...``).
     whatsapp: ClassVar[bool] = False

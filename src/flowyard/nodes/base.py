@@ -25,6 +25,7 @@ from flowyard.domain.errors import PermanentError
 from flowyard.domain.quotas import credential_key, node_type_key
 from flowyard.domain.records import BranchResult, SignalRecord
 from flowyard.expressions import ExpressionEngine
+from flowyard.nodes.expression_schema import mark_expressions
 from flowyard.outbound import Authenticator, Outbound
 
 C = TypeVar("C", bound=BaseModel)
@@ -245,6 +246,11 @@ class NodeType(ABC, Generic[C]):
     branching: ClassVar[bool] = False
     #: The step reads the run's buffered signals (``StepContext.signals``) when it executes.
     listens_for_signals: ClassVar[bool] = False
+    #: Config fields rendered as templates when a step runs, and those evaluated as
+    #: conditions: JSON pointers into the config (``/message``, ``/cases/*/when``).
+    #: ``GET /node-types`` marks them in the config schema (``x-flowyard-expression``).
+    template_fields: ClassVar[tuple[str, ...]] = ()
+    condition_fields: ClassVar[tuple[str, ...]] = ()
 
     def authenticators(self) -> Mapping[CredentialType, Authenticator]:
         """Authenticators this node type brings for credential types the outbound layer
@@ -307,6 +313,13 @@ class NodeType(ABC, Generic[C]):
         """Run one step. Raise TransientError/PermanentError to fail it."""
 
     @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        """The config model's JSON Schema with the expression fields marked."""
+        schema = cls.config_model.model_json_schema()
+        mark_expressions(schema, cls.template_fields, "template")
+        return mark_expressions(schema, cls.condition_fields, "condition")
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         """The registry entry served at ``GET /api/v1/node-types``."""
         return {
@@ -314,7 +327,7 @@ class NodeType(ABC, Generic[C]):
             "description": cls.description,
             "terminal": cls.terminal,
             "branching": cls.branching,
-            "config_schema": cls.config_model.model_json_schema(),
+            "config_schema": cls.config_schema(),
             "output_schema": (
                 cls.output_model.model_json_schema() if cls.output_model is not None else None
             ),

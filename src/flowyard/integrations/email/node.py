@@ -132,6 +132,17 @@ class EmailNode(ProviderNode[EmailConfig]):
 
     type_name = "email"
     config_model = EmailConfig
+    template_fields = (
+        "/from",
+        "/to",
+        "/cc",
+        "/bcc",
+        "/reply_to",
+        "/subject",
+        "/text",
+        "/html",
+        "/headers",
+    )
     output_model = EmailOutput
     description = (
         "Sends an email over SMTP or SendGrid. Output: {message_id, transport, accepted, "

@@ -71,6 +71,14 @@ class SalesforceNode(ProviderNode[SalesforceConfig]):
 
     type_name = "salesforce"
     config_model = SalesforceConfig
+    template_fields = (
+        "/object",
+        "/fields",
+        "/record_id",
+        "/external_id_field",
+        "/external_id",
+        "/soql",
+    )
     output_model = SalesforceOutput
     description = (
         "Creates, updates, upserts, reads, deletes or queries Salesforce records "

@@ -52,6 +52,7 @@ class ConditionNode(NodeType[ConditionConfig]):
 
     type_name = "condition"
     config_model = ConditionConfig
+    condition_fields = ("/cases/*/when",)
     description = "Routes to the first case whose condition is true, else to default."
     branching = True
 
@@ -98,6 +99,7 @@ class SetNode(NodeType[SetConfig]):
 
     type_name = "set"
     config_model = SetConfig
+    template_fields = ("/values",)
     description = "Computes named values with templates. Output: the values."
 
     async def execute(self, ctx: StepContext, config: SetConfig) -> NodeOutcome:
@@ -117,6 +119,7 @@ class LogNode(NodeType[LogConfig]):
 
     type_name = "log"
     config_model = LogConfig
+    template_fields = ("/message",)
     description = "Logs a rendered message. Output: {message}."
 
     async def execute(self, ctx: StepContext, config: LogConfig) -> NodeOutcome:
@@ -143,6 +146,7 @@ class EndNode(NodeType[EndConfig]):
 
     type_name = "end"
     config_model = EndConfig
+    template_fields = ("/output",)
     description = "Ends the run successfully with an optional output."
     terminal = True
 
@@ -163,6 +167,7 @@ class FailNode(NodeType[FailConfig]):
 
     type_name = "fail"
     config_model = FailConfig
+    template_fields = ("/message",)
     description = "Fails the run with the configured error type and message."
     terminal = True
 

@@ -88,6 +88,7 @@ class DelayNode(NodeType[DelayConfig]):
 
     type_name = "delay"
     config_model = DelayConfig
+    template_fields = ("/duration", "/until")
     description = "Waits a duration or until a timestamp (durably). Output: {until}."
 
     async def execute(self, ctx: StepContext, config: DelayConfig) -> NodeOutcome:
@@ -128,6 +129,7 @@ class WaitForSignalNode(NodeType[WaitForSignalConfig]):
 
     type_name = "wait_for_signal"
     config_model = WaitForSignalConfig
+    template_fields = ("/timeout",)
     listens_for_signals = True
     description = (
         "Waits for a named signal (e.g. a reply) with an optional timeout route. "
@@ -288,6 +290,7 @@ class MapNode(NodeType[MapConfig]):
 
     type_name = "map"
     config_model = MapConfig
+    template_fields = ("/items",)
     description = "Runs a sub-graph for each item of a list; output: results in order."
 
     def routes(self, config: MapConfig) -> list[Route]:
@@ -355,6 +358,7 @@ class SubworkflowNode(NodeType[SubworkflowConfig]):
 
     type_name = "subworkflow"
     config_model = SubworkflowConfig
+    template_fields = ("/input", "/output")
     description = "Runs another workflow as a child run and waits for it. Output: its output."
 
     async def execute(self, ctx: StepContext, config: SubworkflowConfig) -> NodeOutcome:

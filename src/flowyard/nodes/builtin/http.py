@@ -75,6 +75,7 @@ class HttpNode(NodeType[HttpConfig]):
 
     type_name = "http"
     config_model = HttpConfig
+    template_fields = ("/url", "/headers", "/query", "/json", "/body")
     output_model = HttpOutput
     description = "Calls an HTTP endpoint. Output: {status, headers, body}."
 
