@@ -104,6 +104,39 @@ async def test_a_json_campaign_runs_to_the_end_and_counts_stay_true(
     assert refused(other, 409)["campaign_id"] == campaign["id"]
 
 
+async def test_the_runs_list_filters_by_campaign_with_its_other_filters(
+    client: httpx.AsyncClient,
+) -> None:
+    """``GET /runs?campaign=`` combines with every other filter of the runs list (the
+    console's runs page); an unknown campaign is a 404 like an unknown workflow."""
+    first = (
+        await post_json(
+            client,
+            {"workflow": "mailer", "name": "a", "items": people(3), "item_key": "{{ item.email }}"},
+        )
+    ).json()
+    await post_json(
+        client,
+        {"workflow": "mailer", "name": "b", "items": people(2), "item_key": "{{ item.email }}"},
+    )
+    listed = (await client.get(f"{API}/runs", params={"campaign": first["id"]})).json()["items"]
+    assert sorted(r["input"]["i"] for r in listed) == [0, 1, 2]
+    assert all(r["campaign_id"] == first["id"] for r in listed)
+    one = await client.get(
+        f"{API}/runs",
+        params={
+            "campaign": first["id"],
+            "correlation_key": "u1@example.com",
+            "status": "pending",
+            "workflow": "mailer",
+        },
+    )
+    assert [r["input"]["i"] for r in one.json()["items"]] == [1]
+    none = await client.get(f"{API}/runs", params={"campaign": first["id"], "error_type": "http.*"})
+    assert none.json()["items"] == []
+    refused(await client.get(f"{API}/runs", params={"campaign": "cmp_nothing"}), 404)
+
+
 async def test_ndjson_and_csv_bodies(client: httpx.AsyncClient) -> None:
     lines = "\n".join(json.dumps(p) for p in people(7)) + "\n\n"
     answer = await post_lines(client, lines, "application/x-ndjson")

@@ -5,8 +5,6 @@ import { ErrorBox, Status, useData, useDebounced, when } from "../ui.jsx";
 
 const STATUSES = ["pending", "running", "waiting", "paused", "succeeded", "failed", "cancelled", "timed_out"];
 const FILTERS = ["workflow", "status", "error_type", "correlation_key", "campaign"];
-const CAMPAIGN_FILTERS = ["status", "correlation_key"];
-const NOT_WITH_CAMPAIGN = "not with a campaign: GET /campaigns/{id}/runs filters by status and correlation key only";
 
 /** Runs filtered by the query string; the list is re-read when the stream says a run changed. */
 export default function Runs() {
@@ -16,10 +14,7 @@ export default function Runs() {
   const workflows = useData(() => all("/workflows"), []);
   const { data, error, reload } = useData(() => {
     const params = new URLSearchParams({ limit: "100" });
-    // A campaign's runs are filtered by status and key only (its runs are of one workflow).
-    const by = filters.campaign ? CAMPAIGN_FILTERS : ["workflow", "status", "error_type", "correlation_key"];
-    for (const f of by) if (filters[f]) params.set(f, filters[f]);
-    if (filters.campaign) return api.get(`/campaigns/${encodeURIComponent(filters.campaign)}/runs?${params}`);
+    for (const f of FILTERS) if (filters[f]) params.set(f, filters[f]);
     return api.get(`/runs?${params}`);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key]);
@@ -56,8 +51,6 @@ export default function Runs() {
           aria-label="Workflow"
           value={filters.workflow}
           onChange={(e) => set("workflow", e.target.value)}
-          disabled={!!filters.campaign}
-          title={filters.campaign ? NOT_WITH_CAMPAIGN : undefined}
         >
           <option value="">every workflow</option>
           {(workflows.data || []).map((w) => (
@@ -77,8 +70,6 @@ export default function Runs() {
           value={filters.error_type}
           onSet={(v) => set("error_type", v)}
           placeholder="http.* or exact"
-          disabled={!!filters.campaign}
-          title={filters.campaign ? NOT_WITH_CAMPAIGN : undefined}
         />
         <TextFilter label="Correlation key" value={filters.correlation_key} onSet={(v) => set("correlation_key", v)} />
         <TextFilter label="Campaign" value={filters.campaign} onSet={(v) => set("campaign", v)} placeholder="campaign id" />
@@ -123,15 +114,13 @@ export default function Runs() {
   );
 }
 
-function TextFilter({ label, value, onSet, placeholder, disabled, title }) {
+function TextFilter({ label, value, onSet, placeholder }) {
   const [text, setText] = useState(value);
   useEffect(() => setText(value), [value]);
   return (
     <input
       aria-label={label}
       placeholder={placeholder || label}
-      disabled={disabled}
-      title={title}
       value={text}
       maxLength={200}
       onChange={(e) => setText(e.target.value)}

@@ -387,6 +387,9 @@ class RunPublic(_Out):
     schedule_id: str | None = Field(
         None, description="The schedule whose tick started the run; filter with ?schedule=."
     )
+    campaign_id: str | None = Field(
+        None, description="The campaign that started the run; filter with ?campaign=."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

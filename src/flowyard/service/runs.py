@@ -263,11 +263,14 @@ class RunUseCases(ServiceBase):
         correlation_key: str | None = None,
         parent_run_id: str | None = None,
         schedule_id: str | None = None,
+        campaign_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, optionally filtered (``error_type``: exact or ``prefix*``;
         ``correlation_key``; ``parent_run_id``: the child runs of that run; ``schedule_id``:
-        the runs a schedule started)."""
+        the runs a schedule started; ``campaign_id``: a campaign's runs)."""
         workflow_id = (await self.store.get_workflow(workflow)).id if workflow else None
+        if campaign_id is not None:
+            await self.store.get_campaign(campaign_id, now=self.clock())  # NotFound: 404
         return await self.store.list_runs(
             status=status,
             workflow_id=workflow_id,
@@ -277,6 +280,7 @@ class RunUseCases(ServiceBase):
             correlation_key=correlation_key,
             parent_run_id=parent_run_id,
             schedule_id=schedule_id,
+            campaign_id=campaign_id,
         )
 
     async def resolve(

@@ -204,11 +204,14 @@ class RunOps(SqlBase):
         correlation_key: str | None = None,
         parent_run_id: str | None = None,
         schedule_id: str | None = None,
+        campaign_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first (ids are time-ordered)."""
         query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
         if schedule_id is not None:
             query = query.where(runs.c.schedule_id == schedule_id)
+        if campaign_id is not None:
+            query = query.where(runs.c.campaign_id == campaign_id)
         if status is not None:
             query = query.where(runs.c.status == status.value)
         if workflow_id is not None:

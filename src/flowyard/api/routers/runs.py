@@ -76,7 +76,9 @@ async def start_run(
     "/runs",
     response_model=Page[RunPublic],
     summary="List runs",
-    responses=documented(404, d404="The `workflow` or `schedule` filter names nothing."),
+    responses=documented(
+        404, d404="The `workflow`, `schedule` or `campaign` filter names nothing."
+    ),
 )
 async def list_runs(
     service: ServiceDep,
@@ -111,9 +113,13 @@ async def list_runs(
         str | None,
         Query(max_length=200, description="Schedule id or name: the runs its ticks started"),
     ] = None,
+    campaign: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Only the runs of this campaign (id)"),
+    ] = None,
 ) -> Page[RunPublic]:
     """Runs, newest first, filtered by status, workflow, error type, correlation key, parent
-    run and schedule, a page at a time (`next_cursor` is null on the last page)."""
+    run, schedule and campaign, a page at a time (`next_cursor` is null on the last page)."""
     schedule_id = (await container.schedules.record(schedule)).id if schedule else None
     rows = await service.list_runs(
         status=status_,
@@ -124,6 +130,7 @@ async def list_runs(
         correlation_key=correlation_key,
         parent_run_id=parent_run_id,
         schedule_id=schedule_id,
+        campaign_id=campaign,
     )
     runs, next_cursor = paged(rows, limit, lambda r: r.id)
     return Page[RunPublic](items=[RunPublic.of(r) for r in runs], next_cursor=next_cursor)

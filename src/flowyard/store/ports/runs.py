@@ -52,6 +52,7 @@ class RunStore(Protocol):
         correlation_key: str | None = None,
         parent_run_id: str | None = None,
         schedule_id: str | None = None,
+        campaign_id: str | None = None,
     ) -> list[RunRecord]:
         """Runs newest first, before an id cursor; ``error_type`` filters failures by type
         (exact, or a prefix ending in ``*``); ``correlation_key``, ``parent_run_id`` (child
