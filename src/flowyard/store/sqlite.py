@@ -112,7 +112,8 @@ class SqliteStore(SqlStore):
             )
             _configure(engine, begin="BEGIN IMMEDIATE", memory=True)
             return cls(url, engine)
-        _create_private(Path(database).expanduser())
+        path = Path(database).expanduser()
+        _create_private(path)
         connect_args = {"timeout": BUSY_TIMEOUT_MS / 1000}
         # Rows an older version wrote may hold what the API cannot serve: read them repaired.
         write = create_async_engine(
@@ -121,7 +122,9 @@ class SqliteStore(SqlStore):
             # Every transaction ends in its commit or rollback (engine.begin()): resetting a
             # returned connection would be one more round trip to its thread.
             pool_reset_on_return=None,
-            connect_args=connect_args,
+            # Writers of every process take turns on a lock file beside the database, woken
+            # as the writer before them commits (decision 0041), not by the busy handler.
+            connect_args={**connect_args, "writer_lock": f"{path}-writer.lock"},
             pool_size=1,
             max_overflow=0,
             pool_timeout=60,
