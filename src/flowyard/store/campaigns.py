@@ -36,12 +36,10 @@ from flowyard.store.correlation import check_unique_keys
 from flowyard.store.quotas import quota_row
 from flowyard.store.rows import chunks, run_record
 from flowyard.store.schema import (
-    UTCDateTime,
     campaign_counts,
     campaigns,
     quotas,
     runs,
-    steps,
     workflows,
 )
 
@@ -80,6 +78,15 @@ STEP_COLUMNS = (
     "created_at",
 )
 
+#: A campaign's runs from ``[id, input, correlation key, limit key]`` rows (SQLite).
+_CAMPAIGN_RUNS = sa.text(
+    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)})"
+    " SELECT json_extract(value, '$[0]'), :workflow_id, :version, :status,"
+    " json_extract(value, '$[1]'), :vars, :campaign_id, :deadline_at,"
+    " json_extract(value, '$[2]'), :unique AND json_extract(value, '$[2]') IS NOT NULL,"
+    " :priority, :campaign_id, json_extract(value, '$[3]'), :now, :now"
+    " FROM json_each(:rows) ORDER BY key"
+)
 #: A campaign's first steps from its runs' ids (SQLite; PostgreSQL copies them).
 _FIRST_STEPS = sa.text(
     f"INSERT INTO steps ({', '.join(STEP_COLUMNS)})"
@@ -88,26 +95,10 @@ _FIRST_STEPS = sa.text(
 )
 
 
-def _raw(table: sa.Table) -> sa.TableClause:
-    """``table`` with its JSON and time columns typed as text: bulk rows carry JSON already
-    serialised (the service checked it) and times formatted once per chunk
-    (:func:`_sqlite_time`), so no type processor runs per value."""
-    return sa.table(
-        table.name,
-        *(
-            sa.column(c.name, sa.Text() if isinstance(c.type, sa.JSON | UTCDateTime) else c.type)
-            for c in table.columns
-        ),
-    )
-
-
 def _sqlite_time(value: datetime) -> str:
     """A time as SQLAlchemy's SQLite ``DateTime`` stores it (what ``UTCDateTime`` binds):
     naive UTC text that orders like the instants."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-_RAW = {t.name: _raw(t) for t in (runs, steps)}
 
 
 class CampaignOps(SqlBase):
@@ -115,28 +106,6 @@ class CampaignOps(SqlBase):
 
     #: Stripes of the counters this dialect's trigger writes (PostgreSQL overrides).
     count_stripes = 1
-
-    async def _insert_rows(
-        self,
-        conn: AsyncConnection,
-        table: sa.Table,
-        columns: Sequence[str],
-        records: Sequence[tuple[Any, ...]],
-    ) -> None:
-        """Insert many rows (JSON columns as text); PostgreSQL overrides this with COPY."""
-        times: dict[datetime, str] = {}
-
-        def value(v: Any) -> Any:
-            if isinstance(v, datetime):
-                if v not in times:
-                    times[v] = _sqlite_time(v)
-                return times[v]
-            return v
-
-        await conn.execute(
-            _RAW[table.name].insert(),
-            [{c: value(v) for c, v in zip(columns, r, strict=True)} for r in records],
-        )
 
     async def start_campaign(
         self,
@@ -280,36 +249,32 @@ class CampaignOps(SqlBase):
         limit_keys: Sequence[str | None] | None,
         now: datetime,
     ) -> None:
-        """The chunk's runs (``limit_keys``: per item, when the campaign limits each key)."""
-        vars_json = _dumps(new.vars)
-        pending = RunStatus.PENDING.value
-        unique = new.correlation_unique
-        await self._insert_rows(
-            conn,
-            runs,
-            RUN_COLUMNS,
-            [
-                (
-                    run_id,
-                    new.workflow_id,
-                    new.workflow_version,
-                    pending,
-                    item.input_json,
-                    vars_json,
-                    campaign_id,
-                    new.deadline_at,
-                    item.correlation_key,
-                    unique and item.correlation_key is not None,
-                    new.priority,
-                    campaign_id,
-                    limit_key,
-                    now,
-                    now,
-                )
-                for run_id, item, limit_key in zip(
-                    ids, chunk, limit_keys or itertools.repeat(None), strict=False
-                )
-            ],
+        """The chunk's runs (``limit_keys``: per item, when the campaign limits each key).
+        SQLite: one ``INSERT ... SELECT`` over the rows' own fields as one JSON array
+        (``json_each``), the campaign's constants bound once; PostgreSQL copies them."""
+        when = _sqlite_time(now)
+        await conn.execute(
+            _CAMPAIGN_RUNS,
+            {
+                "rows": json.dumps(
+                    [
+                        [run_id, item.input_json, item.correlation_key, limit_key]
+                        for run_id, item, limit_key in zip(
+                            ids, chunk, limit_keys or itertools.repeat(None), strict=False
+                        )
+                    ],
+                    ensure_ascii=False,
+                ),
+                "workflow_id": new.workflow_id,
+                "version": new.workflow_version,
+                "status": RunStatus.PENDING.value,
+                "vars": _dumps(new.vars),
+                "campaign_id": campaign_id,
+                "deadline_at": _sqlite_time(new.deadline_at) if new.deadline_at else None,
+                "unique": new.correlation_unique,
+                "priority": new.priority,
+                "now": when,
+            },
         )
 
     async def _campaign_first_steps(

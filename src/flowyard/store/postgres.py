@@ -118,20 +118,6 @@ class PostgresStore(SqlStore):
     dialect = "postgresql"
     count_stripes = COUNT_STRIPES
 
-    async def _insert_rows(
-        self,
-        conn: AsyncConnection,
-        table: sa.Table,
-        columns: Sequence[str],
-        records: Sequence[tuple[Any, ...]],
-    ) -> None:
-        """``COPY`` (binary) in the transaction's connection: a campaign's 50,000 runs, steps
-        and events in a fraction of what multi-row INSERTs take. JSON columns come as text,
-        which asyncpg's jsonb codec (as SQLAlchemy sets it up) takes as is."""
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
-
     async def _copy_text(
         self, conn: AsyncConnection, table: str, columns: Sequence[str], lines: Sequence[str]
     ) -> None:
