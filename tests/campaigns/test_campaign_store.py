@@ -5,17 +5,16 @@ completion, cancel, pause, resume) while runs outside campaigns leave them alone
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 
 import pytest
 
 from contract.helpers import T0, at, claim, complete, failed_run, make_workflow, start, succeeded
-import dataclasses
-
 from flowyard.domain.campaigns import CampaignItem, CampaignLimits, CampaignStatus, NewCampaign
-from flowyard.domain.quotas import campaign_item_key
 from flowyard.domain.errors import Conflict
+from flowyard.domain.quotas import campaign_item_key
 from flowyard.domain.records import WorkflowRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.store import Store
