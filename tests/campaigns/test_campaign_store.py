@@ -115,6 +115,18 @@ async def test_items_are_stored_as_given_whatever_characters_they_hold(store: St
     ]
 
 
+async def test_only_runs_with_a_key_hold_it_uniquely(store: Store) -> None:
+    wf = await make_workflow(store)
+    given = [CampaignItem('{"n": 0}', "k0"), CampaignItem('{"n": 1}', None)]
+    new = dataclasses.replace(new_campaign(wf, 2), correlation_unique=True)
+    campaign, _ = await store.start_campaign(new, lambda: [given], T0)
+    stored = await store.list_campaign_runs(campaign.id)
+    assert [(r.correlation_key, r.correlation_unique) for r in stored] == [
+        ("k0", True),
+        (None, False),
+    ]
+
+
 async def test_counters_follow_every_status_change(store: Store) -> None:
     wf = await make_workflow(store)
     campaign, _ = await store.start_campaign(new_campaign(wf, 6), items(6), T0)

@@ -93,6 +93,8 @@ _RUN_COPY_COLUMNS = (
     "updated_at",
 )
 assert set(_RUN_COPY_COLUMNS) == set(RUN_COLUMNS)
+#: A spool line whose correlation key is NULL starts with this.
+_NO_KEY = "\\N\t"
 
 
 def _copy_time(value: datetime) -> str:
@@ -147,7 +149,6 @@ class PostgresStore(SqlStore):
         stamp = _copy_time(now)
         tail = "\t".join(
             [
-                "t" if new.correlation_unique else "f",
                 copy_field(new.workflow_id),
                 str(new.workflow_version),
                 RunStatus.PENDING.value,
@@ -160,14 +161,22 @@ class PostgresStore(SqlStore):
                 stamp,
             ]
         )
+        # `correlation_unique`: the campaign's, for a run that has a key.
+        unique, plain = f"t\t{tail}\n", f"f\t{tail}\n"
+        if not new.correlation_unique:
+            unique = plain
         if limit_keys is not None:
             rows = []
             for run_id, line, key in zip(ids, lines, limit_keys, strict=True):
                 correlation, _, rest = line.partition("\t")
                 input_field = rest.partition("\t")[2]
-                rows.append(f"{run_id}\t{correlation}\t{copy_field(key)}\t{input_field}\t{tail}\n")
+                end = plain if correlation == "\\N" else unique
+                rows.append(f"{run_id}\t{correlation}\t{copy_field(key)}\t{input_field}\t{end}")
         else:
-            rows = [f"{run_id}\t{line}\t{tail}\n" for run_id, line in zip(ids, lines, strict=True)]
+            rows = [
+                f"{run_id}\t{line}\t{plain if line.startswith(_NO_KEY) else unique}"
+                for run_id, line in zip(ids, lines, strict=True)
+            ]
         await self._copy_text(conn, "runs", _RUN_COPY_COLUMNS, rows)
 
     async def _campaign_first_steps(
