@@ -5,14 +5,16 @@ completion, cancel, pause, resume) while runs outside campaigns leave them alone
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 
 import pytest
 
 from contract.helpers import T0, at, claim, complete, failed_run, make_workflow, start, succeeded
-from flowyard.domain.campaigns import CampaignItem, CampaignStatus, NewCampaign
+from flowyard.domain.campaigns import CampaignItem, CampaignLimits, CampaignStatus, NewCampaign
 from flowyard.domain.errors import Conflict
+from flowyard.domain.quotas import campaign_item_key
 from flowyard.domain.records import WorkflowRecord
 from flowyard.domain.statuses import RunStatus
 from flowyard.store import Store
@@ -75,6 +77,54 @@ async def test_start_creates_the_runs_and_their_counters(store: Store) -> None:
     listed = await store.list_campaigns(now=at(1))
     assert [c.id for c in listed] == [campaign.id]
     assert listed[0].counts[RunStatus.PENDING] == 10
+
+
+async def test_a_campaign_run_starts_with_its_row_and_first_step_and_no_event(
+    store: Store,
+) -> None:
+    """Decision 0042: the run row says what ``run.created`` said (version, campaign, time);
+    a campaign's run writes no event until its first step does."""
+    wf = await make_workflow(store)
+    campaign, _ = await store.start_campaign(new_campaign(wf, 3), items(3), T0)
+    for run in await store.list_campaign_runs(campaign.id):
+        assert await store.list_events(run.id) == []
+        assert (run.workflow_version, run.campaign_id, run.created_at) == (
+            wf.latest_version,
+            campaign.id,
+            T0,
+        )
+        [step] = await store.list_steps(run.id)
+        assert (step.node_id, step.status.value, step.available_at) == ("start", "scheduled", T0)
+
+
+async def test_items_are_stored_as_given_whatever_characters_they_hold(store: Store) -> None:
+    """The spool's fields are in COPY text format: backslashes, tabs and newlines in keys
+    and inputs come back as they went in, on both stores."""
+    wf = await make_workflow(store)
+    odd = [
+        ({"s": 'back\\slash "quoted" tab\there\nline \u2028 \u00e9 \\N'}, "k\\1", "a\tb"),
+        ({"s": "\\."}, "k\\N", "line\nbreak\r"),
+        ({"n": 1}, "\\", "\\N"),
+    ]
+    given = [CampaignItem(json.dumps(v), k, c) for v, k, c in odd]
+    new = dataclasses.replace(new_campaign(wf, 3), limits=CampaignLimits(key_concurrency=2))
+    campaign, _ = await store.start_campaign(new, lambda: [given], T0)
+    stored = await store.list_campaign_runs(campaign.id)
+    assert [(r.input, r.correlation_key, r.limit_key) for r in stored] == [
+        (v, k, campaign_item_key(campaign.id, c)) for v, k, c in odd
+    ]
+
+
+async def test_only_runs_with_a_key_hold_it_uniquely(store: Store) -> None:
+    wf = await make_workflow(store)
+    given = [CampaignItem('{"n": 0}', "k0"), CampaignItem('{"n": 1}', None)]
+    new = dataclasses.replace(new_campaign(wf, 2), correlation_unique=True)
+    campaign, _ = await store.start_campaign(new, lambda: [given], T0)
+    stored = await store.list_campaign_runs(campaign.id)
+    assert [(r.correlation_key, r.correlation_unique) for r in stored] == [
+        ("k0", True),
+        (None, False),
+    ]
 
 
 async def test_counters_follow_every_status_change(store: Store) -> None:

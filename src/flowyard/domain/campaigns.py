@@ -3,11 +3,12 @@ tracked as a whole (counts by run status kept by the store, decision 0028)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from flowyard.domain.ids import WorkflowId
 from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT
@@ -34,6 +35,74 @@ class CampaignItem:
     #: The item's concurrency key (the campaign's ``concurrency_key`` rendered), when the
     #: campaign limits each key.
     concurrency_key: str | None = None
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_ESCAPED = re.compile(r"\\(.)")
+_COPY_UNESCAPED = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def copy_field(value: str | None) -> str:
+    """``value`` as a field of PostgreSQL's ``COPY`` text format: backslash, tab, newline
+    and carriage return escaped; ``\\N`` for None."""
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def from_copy_field(field: str) -> str | None:
+    """The value of a field :func:`copy_field` wrote."""
+    if field == "\\N":
+        return None
+    if "\\" not in field:
+        return field
+    return _COPY_ESCAPED.sub(lambda m: _COPY_UNESCAPED[m.group(1)], field)
+
+
+class SpooledItems(Sequence[CampaignItem]):
+    """A chunk of a campaign's items as the first pass spooled them: one line each,
+    ``correlation key TAB concurrency key TAB input`` with every field in ``COPY`` text
+    format (:func:`copy_field`). PostgreSQL's ``COPY`` takes the fields as they are
+    (:attr:`lines`); as a sequence, the items are decoded one by one."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    @classmethod
+    def of(cls, items: Iterable[CampaignItem]) -> SpooledItems:
+        """The lines of ``items``."""
+        return cls([spool_line(i.correlation_key, i.concurrency_key, i.input_json) for i in items])
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, index: int) -> CampaignItem: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[CampaignItem]: ...
+    def __getitem__(self, index: int | slice) -> CampaignItem | Sequence[CampaignItem]:
+        if isinstance(index, slice):
+            return SpooledItems(self.lines[index])
+        return _item(self.lines[index])
+
+    def __iter__(self) -> Iterator[CampaignItem]:
+        return map(_item, self.lines)
+
+
+def spool_line(correlation_key: str | None, concurrency_key: str | None, input_json: str) -> str:
+    """One item's line of :class:`SpooledItems` (without its newline)."""
+    return f"{copy_field(correlation_key)}\t{copy_field(concurrency_key)}\t{copy_field(input_json)}"
+
+
+def _item(line: str) -> CampaignItem:
+    key, concurrency, input_json = line.split("\t", 2)
+    return CampaignItem(
+        from_copy_field(input_json) or "", from_copy_field(key), from_copy_field(concurrency)
+    )
 
 
 @dataclass(frozen=True, slots=True)

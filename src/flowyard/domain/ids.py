@@ -47,14 +47,35 @@ def new_ulid() -> str:
     return _ulid(time.time_ns() // 1_000, os.urandom(10))
 
 
+#: A random byte -> one digit of 5 uniformly random bits (its low 5 bits), by ``translate``.
+_RANDOM_DIGIT = bytes(_ALPHABET.encode()[b & 31] for b in range(256))
+#: The last two digits (10 bits) of a timestamp, by value.
+_LOW_DIGITS = [_encode(v, 2) for v in range(1024)]
+
+
 def new_run_ids(count: int) -> list[RunId]:
-    """``count`` fresh run ids at once (a campaign's), as :func:`new_run_id` makes them,
-    with one read of random bytes for all."""
-    random = os.urandom(10 * count)
+    """``count`` fresh run ids at once (a campaign's), with the digits of
+    :func:`new_run_id`: 11 of the microseconds when each id is made, then 15 random ones
+    (75 bits). The random digits come from one read of random bytes, one byte a digit
+    (``translate`` in C); the time's first 9 digits are encoded once per 1,024 us. The
+    times are strictly increasing (a microsecond more than the last when the clock has not
+    moved: ids are made faster than one a microsecond), so the ids sort in the order they
+    were made, a campaign's runs in the order of its items."""
+    random = os.urandom(15 * count).translate(_RANDOM_DIGIT).decode("ascii")
     now = time.time_ns
-    return [
-        RunId("run_" + _ulid(now() // 1_000, random[10 * i : 10 * i + 10])) for i in range(count)
-    ]
+    low = _LOW_DIGITS
+    ids: list[RunId] = []
+    high, prefix, last = -1, "", -1
+    for i in range(0, 15 * count, 15):
+        micros = now() // 1_000
+        if micros <= last:
+            micros = last + 1
+        last = micros
+        if micros >> 10 != high:
+            high = micros >> 10
+            prefix = "run_" + _encode(high, 9)
+        ids.append(RunId(prefix + low[micros & 1023] + random[i : i + 15]))
+    return ids
 
 
 def new_workflow_id() -> WorkflowId:

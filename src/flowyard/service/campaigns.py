@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,8 @@ from flowyard.domain.campaigns import (
     CampaignRecord,
     CampaignStatus,
     NewCampaign,
+    SpooledItems,
+    spool_line,
 )
 from flowyard.domain.errors import Conflict, InvalidInput, Problem
 from flowyard.domain.priorities import BULK, DEFAULT_WEIGHT, check_priority, check_weight
@@ -78,8 +81,9 @@ class CampaignAction:
 
 @dataclass(slots=True)
 class _Spool:
-    """The accepted items of the first pass, one line each: the key (JSON; with a
-    concurrency key, the JSON pair of both) TAB the input."""
+    """The accepted items of the first pass, one line each as
+    :class:`~flowyard.domain.campaigns.SpooledItems` reads them (the fields in ``COPY``
+    text format, which PostgreSQL's ``COPY`` takes as they are)."""
 
     file: IO[bytes]
     total: int
@@ -87,18 +91,8 @@ class _Spool:
 
     def chunks(self) -> Iterator[Sequence[CampaignItem]]:
         self.file.seek(0)
-        chunk: list[CampaignItem] = []
-        for line in self.file:
-            key, _, input_json = line.decode().rstrip("\n").partition("\t")
-            found = json.loads(key)
-            # [correlation key, concurrency key] when the campaign limits each key.
-            pair = found if isinstance(found, list) else [found, None]
-            chunk.append(CampaignItem(input_json, pair[0], pair[1]))
-            if len(chunk) == CHUNK:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        while lines := list(itertools.islice(self.file, CHUNK)):
+            yield SpooledItems(b"".join(lines).decode().split("\n")[:-1])
 
 
 class CampaignUseCases(LifecycleUseCases):
@@ -383,10 +377,10 @@ def _accept(
             if total > MAX_ITEMS:
                 problems.append(Problem(item.where, f"more than {MAX_ITEMS} items", "too_large"))
                 break
-            line = _check(checks, item, template, keys, problems, limit_template)
-            if line is not None and not problems:
-                spool.write(line)
-                digest.update(line)
+            lines = _check(checks, item, template, keys, problems, limit_template)
+            if lines is not None and not problems:
+                spool.write(lines[0])
+                digest.update(lines[1])
         if not problems and total == 0:
             problems.append(Problem("/items", "the campaign has no items", "required"))
         if problems:
@@ -438,8 +432,10 @@ def _check(
     keys: dict[str, str],
     problems: list[Problem],
     limit_template: KeyTemplate | None = None,
-) -> bytes | None:
-    """One item's spool line, or None with its problems added."""
+) -> tuple[bytes, bytes] | None:
+    """One item's spool line and what the campaign's checksum reads of it (the line as the
+    spool held it before decision 0042: the key's JSON TAB the input, so a campaign
+    re-posted after the upgrade is the same campaign), or None with its problems added."""
     text, found = checks.text(item.value, strict=item.strict)
     if found:
         problems.extend(Problem(_at(item.where, p.pointer), p.message, p.code) for p in found)
@@ -469,13 +465,18 @@ def _check(
             return None
         keys[key] = item.where
     head: Any = key
+    concurrency = None
     if limit_template is not None:
         try:
-            head = [key, limit_template.render(item.value)]
+            concurrency = limit_template.render(item.value)
         except KeyRenderError as exc:
             problems.append(Problem(item.where, f"concurrency_key: {exc}", "concurrency_key"))
             return None
-    return (json.dumps(head, ensure_ascii=False) + "\t" + text + "\n").encode()
+        head = [key, concurrency]
+    return (
+        (spool_line(key, concurrency, text) + "\n").encode(),
+        (json.dumps(head, ensure_ascii=False) + "\t" + text + "\n").encode(),
+    )
 
 
 def _at(where: str, pointer: str) -> str:

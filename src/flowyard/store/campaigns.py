@@ -6,6 +6,7 @@ status changes; this module only sets them when it creates the runs (all ``pendi
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,6 @@ from flowyard.domain.campaigns import (
     NewCampaign,
 )
 from flowyard.domain.errors import Conflict, NotFound
-from flowyard.domain.events import EventType
 from flowyard.domain.ids import WorkflowId, new_run_ids, new_ulid
 from flowyard.domain.quotas import Quota, campaign_item_key, campaign_key
 from flowyard.domain.records import RunRecord
@@ -36,13 +36,10 @@ from flowyard.store.correlation import check_unique_keys
 from flowyard.store.quotas import quota_row
 from flowyard.store.rows import chunks, run_record
 from flowyard.store.schema import (
-    UTCDateTime,
     campaign_counts,
     campaigns,
     quotas,
-    run_events,
     runs,
-    steps,
     workflows,
 )
 
@@ -80,20 +77,22 @@ STEP_COLUMNS = (
     "held",
     "created_at",
 )
-EVENT_COLUMNS = ("run_id", "type", "data", "created_at")
 
-
-def _raw(table: sa.Table) -> sa.TableClause:
-    """``table`` with its JSON and time columns typed as text: bulk rows carry JSON already
-    serialised (the service checked it) and times formatted once per chunk
-    (:func:`_sqlite_time`), so no type processor runs per value."""
-    return sa.table(
-        table.name,
-        *(
-            sa.column(c.name, sa.Text() if isinstance(c.type, sa.JSON | UTCDateTime) else c.type)
-            for c in table.columns
-        ),
-    )
+#: A campaign's runs from ``[id, input, correlation key, limit key]`` rows (SQLite).
+_CAMPAIGN_RUNS = sa.text(
+    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)})"
+    " SELECT json_extract(value, '$[0]'), :workflow_id, :version, :status,"
+    " json_extract(value, '$[1]'), :vars, :campaign_id, :deadline_at,"
+    " json_extract(value, '$[2]'), :unique AND json_extract(value, '$[2]') IS NOT NULL,"
+    " :priority, :campaign_id, json_extract(value, '$[3]'), :now, :now"
+    " FROM json_each(:rows) ORDER BY key"
+)
+#: A campaign's first steps from its runs' ids (SQLite; PostgreSQL copies them).
+_FIRST_STEPS = sa.text(
+    f"INSERT INTO steps ({', '.join(STEP_COLUMNS)})"
+    " SELECT value, :node_id, :node_type, '', 0, :status, 0, :priority, :lane, :now,"
+    " 0, 0, 0, :now FROM json_each(:ids) ORDER BY key"
+)
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -102,36 +101,11 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-_RAW = {t.name: _raw(t) for t in (runs, steps, run_events)}
-
-
 class CampaignOps(SqlBase):
     """Create, read and page campaigns and their runs."""
 
     #: Stripes of the counters this dialect's trigger writes (PostgreSQL overrides).
     count_stripes = 1
-
-    async def _insert_rows(
-        self,
-        conn: AsyncConnection,
-        table: sa.Table,
-        columns: Sequence[str],
-        records: Sequence[tuple[Any, ...]],
-    ) -> None:
-        """Insert many rows (JSON columns as text); PostgreSQL overrides this with COPY."""
-        times: dict[datetime, str] = {}
-
-        def value(v: Any) -> Any:
-            if isinstance(v, datetime):
-                if v not in times:
-                    times[v] = _sqlite_time(v)
-                return times[v]
-            return v
-
-        await conn.execute(
-            _RAW[table.name].insert(),
-            [{c: value(v) for c, v in zip(columns, r, strict=True)} for r in records],
-        )
 
     async def start_campaign(
         self,
@@ -141,10 +115,10 @@ class CampaignOps(SqlBase):
         *,
         audit: AuditEntry | None = None,
     ) -> tuple[CampaignRecord, bool]:
-        """Create the campaign and one run per item (with its first step and ``run.created``
-        event) in one transaction: all of them or nothing. A campaign of the same workflow
-        and name (or idempotency key) is answered as it is (False) when its items'
-        checksum is the same, and refused (Conflict) otherwise."""
+        """Create the campaign and one run per item (with its first step; no ``run.created``
+        event, decision 0042) in one transaction: all of them or nothing. A campaign of the
+        same workflow and name (or idempotency key) is answered as it is (False) when its
+        items' checksum is the same, and refused (Conflict) otherwise."""
         now = now.astimezone(UTC)
 
         async def fn(conn: AsyncConnection) -> tuple[CampaignRecord, bool]:
@@ -236,16 +210,20 @@ class CampaignOps(SqlBase):
         chunk: Sequence[CampaignItem],
         now: datetime,
     ) -> set[str]:
-        """Start the chunk's runs; returns the quota keys of their concurrency keys."""
+        """Start the chunk's runs with their first steps (no ``run.created`` events:
+        decision 0042); returns the quota keys of their concurrency keys."""
         ids = new_run_ids(len(chunk))
-        limit_keys = [
-            campaign_item_key(campaign_id, item.concurrency_key)
-            if new.limits.per_key and item.concurrency_key is not None
-            else None
-            for item in chunk
-        ]
-        unique = new.correlation_unique
-        if unique:
+        per_key = bool(new.limits.per_key)
+        items = list(chunk) if per_key or new.correlation_unique else None
+        limit_keys: list[str | None] | None = None
+        if per_key and items is not None:
+            limit_keys = [
+                campaign_item_key(campaign_id, item.concurrency_key)
+                if item.concurrency_key is not None
+                else None
+                for item in items
+            ]
+        if new.correlation_unique and items is not None:
             await check_unique_keys(
                 conn,
                 [
@@ -254,69 +232,74 @@ class CampaignOps(SqlBase):
                         "correlation_key": item.correlation_key,
                         "correlation_unique": item.correlation_key is not None,
                     }
-                    for item in chunk
+                    for item in items
                 ],
             )
-        vars_json = _dumps(new.vars)
-        pending = RunStatus.PENDING.value
-        await self._insert_rows(
-            conn,
-            runs,
-            RUN_COLUMNS,
-            [
-                (
-                    run_id,
-                    new.workflow_id,
-                    new.workflow_version,
-                    pending,
-                    item.input_json,
-                    vars_json,
-                    campaign_id,
-                    new.deadline_at,
-                    item.correlation_key,
-                    unique and item.correlation_key is not None,
-                    new.priority,
-                    campaign_id,
-                    limit_key,
-                    now,
-                    now,
-                )
-                for run_id, item, limit_key in zip(ids, chunk, limit_keys, strict=True)
-            ],
+        await self._campaign_runs(conn, new, campaign_id, chunk, ids, limit_keys, now)
+        await self._campaign_first_steps(conn, new, campaign_id, ids, now)
+        return {key for key in limit_keys or () if key is not None}
+
+    async def _campaign_runs(
+        self,
+        conn: AsyncConnection,
+        new: NewCampaign,
+        campaign_id: str,
+        chunk: Sequence[CampaignItem],
+        ids: Sequence[str],
+        limit_keys: Sequence[str | None] | None,
+        now: datetime,
+    ) -> None:
+        """The chunk's runs (``limit_keys``: per item, when the campaign limits each key).
+        SQLite: one ``INSERT ... SELECT`` over the rows' own fields as one JSON array
+        (``json_each``), the campaign's constants bound once; PostgreSQL copies them."""
+        when = _sqlite_time(now)
+        await conn.execute(
+            _CAMPAIGN_RUNS,
+            {
+                "rows": json.dumps(
+                    [
+                        [run_id, item.input_json, item.correlation_key, limit_key]
+                        for run_id, item, limit_key in zip(
+                            ids, chunk, limit_keys or itertools.repeat(None), strict=False
+                        )
+                    ],
+                    ensure_ascii=False,
+                ),
+                "workflow_id": new.workflow_id,
+                "version": new.workflow_version,
+                "status": RunStatus.PENDING.value,
+                "vars": _dumps(new.vars),
+                "campaign_id": campaign_id,
+                "deadline_at": _sqlite_time(new.deadline_at) if new.deadline_at else None,
+                "unique": new.correlation_unique,
+                "priority": new.priority,
+                "now": when,
+            },
         )
-        scheduled = StepStatus.SCHEDULED.value
-        await self._insert_rows(
-            conn,
-            steps,
-            STEP_COLUMNS,
-            [
-                (
-                    r,
-                    new.start_node,
-                    new.start_node_type,
-                    "",
-                    0,
-                    scheduled,
-                    0,
-                    new.priority,
-                    campaign_id,
-                    now,
-                    0,
-                    0,
-                    False,
-                    now,
-                )
-                for r in ids
-            ],
+
+    async def _campaign_first_steps(
+        self,
+        conn: AsyncConnection,
+        new: NewCampaign,
+        campaign_id: str,
+        ids: Sequence[str],
+        now: datetime,
+    ) -> None:
+        """The first step of each run in ``ids`` (SQLite: one ``INSERT ... SELECT`` over
+        the ids as one JSON array, no Python per row)."""
+        when = _sqlite_time(now)
+        await conn.execute(
+            _FIRST_STEPS,
+            {
+                "ids": json.dumps(list(ids)),
+                "node_id": new.start_node,
+                "node_type": new.start_node_type,
+                "status": StepStatus.SCHEDULED.value,
+                "priority": new.priority,
+                "lane": campaign_id,
+                "now": when,
+            },
         )
-        created = _dumps({"workflow_version": new.workflow_version, "campaign_id": campaign_id})
-        await self._insert_rows(
-            conn,
-            run_events,
-            EVENT_COLUMNS,
-            [(r, EventType.RUN_CREATED.value, created, now) for r in ids],
-        )
-        return {key for key in limit_keys if key is not None}
 
     async def _limit(
         self,

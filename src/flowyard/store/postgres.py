@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,8 +15,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from flowyard.domain.campaigns import CampaignItem, NewCampaign, SpooledItems, copy_field
 from flowyard.domain.jsonvalue import loads_stored
+from flowyard.domain.statuses import RunStatus, StepStatus
 from flowyard.store import notify
+from flowyard.store.campaigns import RUN_COLUMNS, STEP_COLUMNS
 from flowyard.store.ports import EventListener
 from flowyard.store.schema import COUNT_STRIPES
 from flowyard.store.sql import SqlStore
@@ -68,25 +73,139 @@ STALE_FRACTION = 0.5
 MIGRATION_LOCK_KEY = 0x666C6F77  # "flow"
 
 
+#: The columns of a campaign run's COPY line: the id, the spool's three fields in their
+#: order, then the campaign's constants (`PostgresStore._campaign_runs`).
+_RUN_COPY_COLUMNS = (
+    "id",
+    "correlation_key",
+    "limit_key",
+    "input",
+    "correlation_unique",
+    "workflow_id",
+    "workflow_version",
+    "status",
+    "vars",
+    "campaign_id",
+    "deadline_at",
+    "priority",
+    "lane",
+    "created_at",
+    "updated_at",
+)
+assert set(_RUN_COPY_COLUMNS) == set(RUN_COLUMNS)
+#: A spool line whose correlation key is NULL starts with this.
+_NO_KEY = "\\N\t"
+
+
+def _copy_time(value: datetime) -> str:
+    """A time as ``COPY`` text for ``timestamptz`` (ISO 8601 with its offset)."""
+    return value.astimezone(UTC).isoformat()
+
+
+class _Lines:
+    """Lines for ``copy_to_table`` as an async iterable of buffers of ~256 kB each."""
+
+    def __init__(self, lines: Sequence[str], size: int = 2048) -> None:
+        self.lines = lines
+        self.size = size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self.lines), self.size):
+            yield "".join(self.lines[i : i + self.size]).encode()
+
+
 class PostgresStore(SqlStore):
     """The scaling store, on asyncpg."""
 
     dialect = "postgresql"
     count_stripes = COUNT_STRIPES
 
-    async def _insert_rows(
-        self,
-        conn: AsyncConnection,
-        table: sa.Table,
-        columns: Sequence[str],
-        records: Sequence[tuple[Any, ...]],
+    async def _copy_text(
+        self, conn: AsyncConnection, table: str, columns: Sequence[str], lines: Sequence[str]
     ) -> None:
-        """``COPY`` (binary) in the transaction's connection: a campaign's 50,000 runs, steps
-        and events in a fraction of what multi-row INSERTs take. JSON columns come as text,
-        which asyncpg's jsonb codec (as SQLAlchemy sets it up) takes as is."""
+        """``COPY`` of rows already in text format (one line each, fields escaped): no
+        encoding per value in the client."""
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(table.name, records=records, columns=list(columns))
+        await driver.copy_to_table(
+            table, source=_Lines(lines), columns=list(columns), format="text"
+        )
+
+    async def _campaign_runs(
+        self,
+        conn: AsyncConnection,
+        new: NewCampaign,
+        campaign_id: str,
+        chunk: Sequence[CampaignItem],
+        ids: Sequence[str],
+        limit_keys: Sequence[str | None] | None,
+        now: datetime,
+    ) -> None:
+        # The spool's lines are "correlation key TAB concurrency key TAB input" in COPY text
+        # format already: a run's line is its id, that line and the campaign's constants
+        # (the concurrency key goes in `limit_key`'s place, as its quota key when the
+        # campaign limits each key, else it is \N).
+        lines = chunk.lines if isinstance(chunk, SpooledItems) else SpooledItems.of(chunk).lines
+        stamp = _copy_time(now)
+        tail = "\t".join(
+            [
+                copy_field(new.workflow_id),
+                str(new.workflow_version),
+                RunStatus.PENDING.value,
+                copy_field(json.dumps(new.vars, separators=(",", ":"), ensure_ascii=False)),
+                copy_field(campaign_id),
+                _copy_time(new.deadline_at) if new.deadline_at is not None else "\\N",
+                str(new.priority),
+                copy_field(campaign_id),
+                stamp,
+                stamp,
+            ]
+        )
+        # `correlation_unique`: the campaign's, for a run that has a key.
+        unique, plain = f"t\t{tail}\n", f"f\t{tail}\n"
+        if not new.correlation_unique:
+            unique = plain
+        if limit_keys is not None:
+            rows = []
+            for run_id, line, key in zip(ids, lines, limit_keys, strict=True):
+                correlation, _, rest = line.partition("\t")
+                input_field = rest.partition("\t")[2]
+                end = plain if correlation == "\\N" else unique
+                rows.append(f"{run_id}\t{correlation}\t{copy_field(key)}\t{input_field}\t{end}")
+        else:
+            rows = [
+                f"{run_id}\t{line}\t{plain if line.startswith(_NO_KEY) else unique}"
+                for run_id, line in zip(ids, lines, strict=True)
+            ]
+        await self._copy_text(conn, "runs", _RUN_COPY_COLUMNS, rows)
+
+    async def _campaign_first_steps(
+        self,
+        conn: AsyncConnection,
+        new: NewCampaign,
+        campaign_id: str,
+        ids: Sequence[str],
+        now: datetime,
+    ) -> None:
+        stamp = _copy_time(now)
+        tail = "\t".join(
+            [
+                copy_field(new.start_node),
+                copy_field(new.start_node_type),
+                "",
+                "0",
+                StepStatus.SCHEDULED.value,
+                "0",
+                str(new.priority),
+                copy_field(campaign_id),
+                stamp,
+                "0",
+                "0",
+                "f",
+                stamp,
+            ]
+        )
+        await self._copy_text(conn, "steps", STEP_COLUMNS, [f"{r}\t{tail}\n" for r in ids])
 
     #: Where LISTEN connects (None: streams poll). ``url`` unless a pooler is in between.
     listen_url: str | None = None
