@@ -313,3 +313,29 @@ async def test_history_survives_a_restart_and_two_processes_share_the_draft(
         await other.close()
     async with admin_client(container, app=app) as first:
         assert (await first.get(f"{API}/workflows/lead-routing/draft")).headers["ETag"] == tag
+
+
+async def test_a_duplicate_key_is_refused_not_resolved(api_client: httpx.AsyncClient) -> None:
+    """``{"id": "s1", "id": "t1"}`` means whichever id a parser keeps: refused (422 naming
+    the object and the key), and nothing changed."""
+    tag = await opened(api_client)
+    draft = f"{API}/workflows/lead-routing/draft"
+    body = b'{"node": {"id": "s1", "type": "end", "id": "t1"}}'
+    refused = await api_client.post(
+        f"{draft}/nodes",
+        content=body,
+        headers={"If-Match": tag, "content-type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    [problem] = refused.json()["errors"]
+    assert (problem["pointer"], problem["code"]) == ("/node", "duplicate_key")
+    assert "'id'" in problem["message"]
+    assert (await api_client.get(draft)).headers["ETag"] == tag
+    definition = json.dumps(lead_routing())[:-1] + ', "start": "is_east"}'
+    validated = await api_client.post(
+        f"{API}/workflows/validate",
+        content=definition.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert validated.status_code == 422, validated.text
+    assert validated.json()["errors"][0]["code"] == "duplicate_key"
