@@ -339,3 +339,51 @@ async def test_a_duplicate_key_is_refused_not_resolved(api_client: httpx.AsyncCl
     )
     assert validated.status_code == 422, validated.text
     assert validated.json()["errors"][0]["code"] == "duplicate_key"
+
+
+async def test_publish_refuses_to_undo_a_save_made_since_the_draft_was_opened(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """Open a draft from v1, save v2 with PUT, publish the draft: 409 naming both versions
+    (v3 would silently drop v2's change); ``force=true`` publishes anyway."""
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    saved = {**lead_routing(), "description": "saved by bob"}
+    put = await api_client.put(f"{API}/workflows/lead-routing", json=saved)
+    assert put.status_code == 200 and put.json()["version"]["version"] == 2, put.text
+    tag, _ = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers={"If-Match": tag}, json={"name": "E"})
+    )
+    refused = await api_client.post(f"{draft}/publish", headers={"If-Match": tag})
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == PROBLEM_JSON
+    problem = refused.json()
+    assert (problem["base_version"], problem["latest_version"]) == (1, 2)
+    assert "version 1" in problem["detail"] and "version 2" in problem["detail"]
+    assert (await api_client.get(draft)).headers["ETag"] == tag  # the draft is kept
+    forced = await api_client.post(
+        f"{draft}/publish", headers={"If-Match": tag}, params={"force": "true"}
+    )
+    assert forced.status_code == 201, forced.text
+    assert forced.json()["version"]["version"] == 3 and forced.json()["created"] is True
+    audit = (await api_client.get(f"{API}/audit", params={"action": "draft.publish"})).json()
+    assert [e["outcome"] for e in audit["items"]] == ["success", "conflict"]
+
+
+async def test_publishing_an_unchanged_draft_answers_the_latest_version(
+    api_client: httpx.AsyncClient,
+) -> None:
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    tag, _ = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers={"If-Match": tag}, json={"name": "E"})
+    )
+    tag, _ = ok(await api_client.post(f"{draft}/undo", headers={"If-Match": tag}))
+    published = await api_client.post(f"{draft}/publish", headers={"If-Match": tag})
+    assert published.status_code == 200, published.text
+    body = published.json()
+    assert (body["created"], body["version"]["version"]) == (False, 1)
+    assert published.headers["ETag"] == '"1"'
+    assert (await api_client.get(draft)).status_code == 404  # closed as a publish does
+    versions = (await api_client.get(f"{API}/workflows/lead-routing/versions")).json()
+    assert [v["version"] for v in versions["items"]] == [1]

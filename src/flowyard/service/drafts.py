@@ -24,6 +24,7 @@ from flowyard.domain.drafts import (
     DraftRecord,
     DraftStepRecord,
     NewDraftStep,
+    draft_overtaken,
 )
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
 from flowyard.domain.records import VersionRecord, WorkflowRecord
@@ -331,11 +332,18 @@ class DraftUseCases(WorkflowUseCases):
         expected_revision: int | None,
         actor: str | None,
         *,
+        force: bool = False,
         audit: AuditEntry | None = None,
-    ) -> tuple[WorkflowRecord, VersionRecord]:
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Validate the draft and make it the next immutable version (with its layout);
-        Conflict listing every problem when it is not valid."""
+        Conflict listing every problem when it is not valid. Conflict too when a version
+        was saved since the draft was opened (publishing would silently undo it), unless
+        ``force``. A draft equal to the latest version (definition and layout) makes no
+        version: that one is answered, with False, and the draft is closed all the same."""
         workflow, draft = await self._current(ref, expected_revision)
+        base = draft.base_version or 0
+        if not force and workflow.latest_version != base:  # the store checks it under lock
+            raise draft_overtaken(base, workflow.latest_version)
         problems = await self.draft_problems(workflow, draft)
         if problems:
             count = len(problems)
@@ -344,23 +352,28 @@ class DraftUseCases(WorkflowUseCases):
                 detail={"errors": [p.as_dict() for p in problems]},
             )
         try:
-            record, version = await self.store.publish_draft(
+            record, version, created = await self.store.publish_draft(
                 workflow.id,
                 draft.revision,
                 draft.document["definition"],
                 draft.document["layout"],
                 actor,
+                expected_latest=None if force else base,
                 audit=audit,
             )
         finally:
             self.reads.forget(workflow.id)
-        summary = f"published as version {version.version}"
+        summary = (
+            f"published as version {version.version}"
+            if created
+            else f"published unchanged: version {version.version} is the same"
+        )
         await self.changes.announce(
             self._draft_event(
                 record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
             )
         )
-        return record, version
+        return record, version, created
 
 
 def stale(current: int, sent: int) -> PreconditionFailed:

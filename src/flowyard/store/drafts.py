@@ -17,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.clock import utc_now
-from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep
+from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep, draft_overtaken
 from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
 from flowyard.domain.ids import WorkflowId, new_workflow_id
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
 from flowyard.store.ports.drafts import DraftNotice
-from flowyard.store.rows import definition_checksum, workflow_record
+from flowyard.store.rows import definition_checksum, version_record, workflow_record
 from flowyard.store.schema import draft_steps, drafts, workflow_versions, workflows
 from flowyard.store.workflows import insert_workflow
 
@@ -39,6 +39,11 @@ def _step(row: Any) -> DraftStepRecord:
         at=row.at,
         undone=bool(row.undone),
     )
+
+
+def _same_layout(stored: dict[str, Any] | None, layout: dict[str, Any]) -> bool:
+    """Whether a version's layout (None: saved without one) is the draft's."""
+    return (stored or {"nodes": {}}) == layout
 
 
 class DraftOps(SqlBase):
@@ -368,16 +373,34 @@ class DraftOps(SqlBase):
         layout: dict[str, Any],
         actor: str | None,
         *,
+        expected_latest: int | None = None,
         audit: AuditEntry | None = None,
-    ) -> tuple[WorkflowRecord, VersionRecord]:
-        """The draft becomes the next version (with its layout); the draft is closed."""
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
+        """The draft becomes the next version (with its layout); the draft is closed. When
+        the definition (by checksum) and the layout equal the latest version's, no version is
+        made: that one is answered with False. ``expected_latest``: the version the workflow
+        must be at (Conflict naming both otherwise), checked under the workflow's lock."""
         now = utc_now()
         checksum = definition_checksum(definition)
 
-        async def fn(conn: AsyncConnection) -> tuple[WorkflowRecord, VersionRecord]:
+        async def fn(conn: AsyncConnection) -> tuple[WorkflowRecord, VersionRecord, bool]:
             wf = await self._lock_workflow_row(conn, workflow_id)
             await self._locked_draft(conn, workflow_id, expected_revision)
+            if expected_latest is not None and wf.latest_version != expected_latest:
+                raise draft_overtaken(expected_latest, wf.latest_version)
             note_target(audit, "workflow", workflow_id)
+            if wf.latest_version > 0 and not wf.archived:
+                current = (
+                    await conn.execute(
+                        sa.select(workflow_versions).where(
+                            workflow_versions.c.workflow_id == workflow_id,
+                            workflow_versions.c.version == wf.latest_version,
+                        )
+                    )
+                ).one()
+                if current.checksum == checksum and _same_layout(current.layout, layout):
+                    await self._delete_draft(conn, workflow_id)
+                    return workflow_record(wf), version_record(current), False
             version = wf.latest_version + 1
             await conn.execute(
                 workflow_versions.insert().values(
@@ -408,7 +431,7 @@ class DraftOps(SqlBase):
             record = VersionRecord(
                 workflow_id, version, definition, checksum, now, actor, layout=layout
             )
-            return workflow_record(updated), record
+            return workflow_record(updated), record, True
 
         try:
             return await self._tx(fn, audit=audit)

@@ -374,9 +374,22 @@ async def history(
     status_code=status.HTTP_201_CREATED,
     response_model=WorkflowWithVersion,
     summary="Publish the draft as the next version",
-    responses=documented(
-        404, 409, 412, 428, d409="The draft is invalid: `errors` lists every problem."
-    ),
+    responses={
+        200: {
+            "description": "The draft equals the latest version (definition and layout): no "
+            "version is made, that one is answered (`created: false`) and the draft is closed.",
+            "model": WorkflowWithVersion,
+        },
+        **documented(
+            404,
+            409,
+            412,
+            428,
+            d409="The draft is invalid (`errors` lists every problem), or a version was saved "
+            "since the draft was opened (`base_version`, `latest_version`; `force=true` "
+            "publishes anyway).",
+        ),
+    },
 )
 async def publish(
     service: ServiceDep,
@@ -384,16 +397,28 @@ async def publish(
     audit: AuditDep,
     workflow_ref: str,
     response: Response,
+    force: Annotated[
+        bool,
+        Query(
+            description="Publish even though a version was saved since the draft was opened "
+            "(it replaces that version's changes)."
+        ),
+    ] = False,
     if_match: IfMatch = None,
 ) -> WorkflowWithVersion:
     """Validate the draft and make it the next immutable version, its layout kept beside
-    it; the draft is closed. 409 with every problem when it is invalid. The answer's `ETag`
-    is the workflow's."""
-    record, version = await service.publish_draft(
-        workflow_ref, revision_of(if_match), actor, audit=audit
+    it; the draft is closed. 409 with every problem when it is invalid, and 409 naming
+    `base_version` and `latest_version` when someone saved a version since the draft was
+    opened (publishing would silently undo it) unless `force=true`. A draft equal to the
+    latest version makes none: 200 with that version and `created: false`. The answer's
+    `ETag` is the workflow's."""
+    record, version, created = await service.publish_draft(
+        workflow_ref, revision_of(if_match), actor, force=force, audit=audit
     )
     response.headers["ETag"] = workflow_etag(record)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}/versions/{version.version}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return WorkflowWithVersion(
-        workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=True
+        workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=created
     )

@@ -105,8 +105,11 @@ class DraftStore(Protocol):
         layout: dict[str, Any],
         actor: str | None,
         *,
+        expected_latest: int | None = None,
         audit: AuditEntry | None = None,
-    ) -> tuple[WorkflowRecord, VersionRecord]:
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Make the draft the workflow's next version (with its layout) and close the
-        draft, in one transaction."""
+        draft, in one transaction; an unchanged draft (definition checksum and layout of the
+        latest version) makes none: that version is answered with False. Conflict when the
+        workflow is not at ``expected_latest`` (None: whatever it is at)."""
         ...
