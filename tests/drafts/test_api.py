@@ -387,3 +387,45 @@ async def test_publishing_an_unchanged_draft_answers_the_latest_version(
     assert (await api_client.get(draft)).status_code == 404  # closed as a publish does
     versions = (await api_client.get(f"{API}/workflows/lead-routing/versions")).json()
     assert [v["version"] for v in versions["items"]] == [1]
+
+
+async def test_prefer_return_minimal_leaves_the_document_out(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """RFC 7240: a client that applies its own edit need not be sent 1,000 nodes back; the
+    default answer is whole."""
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    minimal = {"If-Match": tag, "Prefer": "handling=lenient, return=minimal"}
+    tag, body = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers=minimal, json={"name": "E"})
+    )
+    assert body["document"] is None and body["valid"] is True and body["undo_depth"] == 1
+    assert body["last_step"] == "update node east (name)"
+    tag, body = ok(
+        await api_client.post(
+            f"{draft}/undo", headers={"If-Match": tag, "Prefer": "return=minimal"}
+        )
+    )
+    assert body["document"] is None and body["undo_depth"] == 0
+    tag, body = ok(await api_client.post(f"{draft}/redo", headers={"If-Match": tag}))
+    assert body["document"]["definition"]["nodes"][2]["name"] == "E"
+
+
+async def test_each_edit_is_audited_with_it(api_client: httpx.AsyncClient) -> None:
+    """An edit's audit entry commits in the edit's transaction (one write, not two)."""
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    tag, _ = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers={"If-Match": tag}, json={"name": "E"})
+    )
+    tag, _ = ok(await api_client.post(f"{draft}/undo", headers={"If-Match": tag}))
+    entries = (await api_client.get(f"{API}/audit")).json()["items"]
+    edits = [(e["action"], e["outcome"], e["target_type"]) for e in entries[:2]]
+    assert edits == [
+        ("draft.undo", "success", "workflow"),
+        ("draft.node_update", "success", "workflow"),
+    ]
+    assert entries[0]["target_id"] == entries[1]["target_id"] and entries[0][
+        "target_id"
+    ].startswith("wf")

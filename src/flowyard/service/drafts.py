@@ -260,9 +260,16 @@ class DraftUseCases(WorkflowUseCases):
         return workflow, draft
 
     async def edit_draft(
-        self, ref: str, expected_revision: int | None, build: EditBuilder, actor: str | None
+        self,
+        ref: str,
+        expected_revision: int | None,
+        build: EditBuilder,
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> DraftView:
-        """Apply one edit as one step (PreconditionFailed when the draft moved on)."""
+        """Apply one edit as one step (PreconditionFailed when the draft moved on); ``audit``
+        commits with it."""
         workflow, draft = await self._current(ref, expected_revision)
         document = draft.document  # the store's fresh copy: ours to change
         edit = build(
@@ -280,6 +287,7 @@ class DraftUseCases(WorkflowUseCases):
             actor,
             max_steps=self.history_limit,
             notice=notice,
+            audit=audit,
         )
         await self._told(workflow, DraftChange.EDITED, saved, step.summary, actor, made)
         return await self._view(workflow, saved, step.summary, step.forward)
@@ -290,6 +298,8 @@ class DraftUseCases(WorkflowUseCases):
         expected_revision: int | None,
         which: Literal["undo", "redo"],
         actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> DraftView:
         """Undo the last applied step or redo the first undone one (Conflict when there is
         none)."""
@@ -304,7 +314,14 @@ class DraftUseCases(WorkflowUseCases):
         summary = f"{which}: {step.summary}"
         notice, made = self._noticed(workflow, change, summary, actor)
         saved = await self.store.record_draft_move(
-            workflow.id, draft.revision, document, step.seq, which == "undo", actor, notice=notice
+            workflow.id,
+            draft.revision,
+            document,
+            step.seq,
+            which == "undo",
+            actor,
+            notice=notice,
+            audit=audit,
         )
         await self._told(workflow, change, saved, summary, actor, made)
         return await self._view(workflow, saved, summary, applied.forward)

@@ -240,11 +240,14 @@ class DraftOps(SqlBase):
         *,
         max_steps: int,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
-        """Save an edit and its step; drop the redo tail and steps past ``max_steps``."""
+        """Save an edit and its step; drop the redo tail and steps past ``max_steps``; the
+        audit entry commits with them (one transaction per edit, not two)."""
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
             row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
+            note_target(audit, "workflow", workflow_id)
             mine = draft_steps.c.workflow_id == workflow_id
             await conn.execute(draft_steps.delete().where(mine, draft_steps.c.undone))
             last, count = (
@@ -276,7 +279,7 @@ class DraftOps(SqlBase):
                 await self._draft_changed(conn, notice(record))
             return record
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def draft_step(
         self, workflow_id: WorkflowId, which: Literal["undo", "redo"]
@@ -304,11 +307,13 @@ class DraftOps(SqlBase):
         actor: str | None,
         *,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
-        """Save the document after undoing or redoing step ``seq``."""
+        """Save the document after undoing or redoing step ``seq`` (with its audit entry)."""
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
             row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
+            note_target(audit, "workflow", workflow_id)
             moved = await conn.execute(
                 draft_steps.update()
                 .where(
@@ -330,7 +335,7 @@ class DraftOps(SqlBase):
                 await self._draft_changed(conn, notice(record))
             return record
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
 
     async def list_draft_steps(
         self, workflow_id: WorkflowId, *, limit: int = 100

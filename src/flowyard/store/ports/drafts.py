@@ -56,10 +56,12 @@ class DraftStore(Protocol):
         *,
         max_steps: int,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
         """Save the edited document and its step: the redo tail is dropped, and the oldest
         steps past ``max_steps``. ``notice`` gives the change's notice for other processes,
-        written in the same transaction where the store does that (``records_draft_notices``)."""
+        written in the same transaction where the store does that (``records_draft_notices``);
+        ``audit`` is written in it too."""
 
         ...
 
@@ -80,9 +82,10 @@ class DraftStore(Protocol):
         actor: str | None,
         *,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
-        """Save the document after undoing (``undone``) or redoing step ``seq`` (``notice``:
-        as for :meth:`record_draft_edit`)."""
+        """Save the document after undoing (``undone``) or redoing step ``seq`` (``notice``
+        and ``audit``: as for :meth:`record_draft_edit`)."""
         ...
 
     async def list_draft_steps(
