@@ -264,13 +264,18 @@ def replace_node(doc: Document, node_id: str, node: Any) -> Edit:
 
 
 def _holds(value: Any, text: str) -> bool:
-    """Whether ``text`` is a string value anywhere in ``value`` (keys are not values)."""
-    if isinstance(value, str):
-        return value == text
-    if isinstance(value, dict):
-        return any(_holds(v, text) for v in value.values())
-    if isinstance(value, list):
-        return any(_holds(v, text) for v in value)
+    """Whether ``text`` is a string value anywhere in ``value`` (keys are not values). A
+    loop, not recursion: it runs over every node of a draft on a rename."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if item == text:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 
