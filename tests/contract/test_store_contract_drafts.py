@@ -181,3 +181,41 @@ async def test_discard(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.list_draft_steps(wf.id)
     assert (await store.open_draft(wf.id, document(), 1, "ann")).undo_depth == 0
+
+
+async def test_an_edit_reads_and_records_the_draft_in_one_transaction(store: Store) -> None:
+    """``apply_draft_edit``: the change sees the document as stored, at the revision asked
+    for; a change that raises records nothing; undo and redo move in one transaction too."""
+    wf = await make_workflow(store)
+    await store.open_draft(wf.id, document(), 1, "ann")
+    seen: list[dict[str, Any]] = []
+
+    def change(doc: dict[str, Any]) -> NewDraftStep:
+        seen.append(dict(doc["definition"]))
+        doc["definition"]["description"] = "v1"
+        return step(1)
+
+    with pytest.raises(PreconditionFailed):
+        await store.apply_draft_edit(wf.id, 7, change, "ann", max_steps=100)
+
+    def refuse(doc: dict[str, Any]) -> NewDraftStep:
+        raise NotFound("no such node")
+
+    with pytest.raises(NotFound):
+        await store.apply_draft_edit(wf.id, 1, refuse, "ann", max_steps=100)
+    record, made = await store.apply_draft_edit(wf.id, 1, change, "ann", max_steps=100)
+    assert seen == [document()["definition"]]
+    assert (record.revision, record.undo_depth, made.summary) == (2, 1, "edit 1")
+    assert (await store.get_draft(wf.id)).document["definition"]["description"] == "v1"
+
+    def undo(doc: dict[str, Any], moved: Any) -> list[dict[str, Any]]:
+        del doc["definition"]["description"]
+        return list(moved.inverse)
+
+    record, moved, applied = await store.apply_draft_move(wf.id, 2, "undo", undo, "ann")
+    assert (record.revision, record.undo_depth, record.redo_depth, moved.seq) == (3, 0, 1, 1)
+    assert applied == [{"op": "remove", "path": "/definition/description"}]
+    assert (await store.get_draft(wf.id)).document == document()
+    with pytest.raises(Conflict) as nothing:
+        await store.apply_draft_move(wf.id, None, "undo", undo, "ann")
+    assert nothing.value.detail == {"current_etag": '"d3"'}

@@ -86,17 +86,22 @@ class DraftUseCases(WorkflowUseCases):
         return await self.get_workflow(ref)
 
     def _noticed(
-        self, workflow: WorkflowRecord, change: DraftChange, summary: str, actor: str | None
+        self,
+        workflow: WorkflowRecord,
+        change: DraftChange,
+        summary: Callable[[], str],
+        actor: str | None,
     ) -> tuple[DraftNotice | None, list[DraftEvent]]:
         """The notice a store that records it in the change's transaction writes (decision
         0037), and the list the event it wrote goes to; (None, []) where the change is
-        announced after it committed."""
+        announced after it committed. ``summary`` is asked when the notice is written (the
+        step is made in the transaction)."""
         made: list[DraftEvent] = []
         if not self.store.records_draft_notices:
             return None, made
 
         def notice(draft: DraftRecord) -> str:
-            made.append(self._draft_event(workflow, change, draft, summary, actor))
+            made.append(self._draft_event(workflow, change, draft, summary(), actor))
             return made[-1].to_json()
 
         return notice, made
@@ -269,21 +274,27 @@ class DraftUseCases(WorkflowUseCases):
         audit: AuditEntry | None = None,
     ) -> DraftView:
         """Apply one edit as one step (PreconditionFailed when the draft moved on); ``audit``
-        commits with it."""
-        workflow, draft = await self._current(ref, expected_revision)
-        document = draft.document  # the store's fresh copy: ours to change
-        edit = build(
-            document, registry_references(self.validator.registry, self.validator.expressions)
-        )
-        if not edit.ops:
-            raise InvalidInput(f"nothing to change: {edit.summary}")
-        step = apply_patch(document, edit.ops, edit.summary)
-        notice, made = self._noticed(workflow, DraftChange.EDITED, step.summary, actor)
-        saved = await self.store.record_draft_edit(
+        commits with it. The draft is read in the transaction that records the edit (one
+        transaction, no read before it); the edit is computed there, on the document as
+        read (the store's fresh copy: ours to change)."""
+        workflow = await self._workflow(ref)
+        references = registry_references(self.validator.registry, self.validator.expressions)
+
+        summaries: list[str] = []  # the step's, once made in the transaction
+
+        def change(document: Document) -> NewDraftStep:
+            edit = build(document, references)
+            if not edit.ops:
+                raise InvalidInput(f"nothing to change: {edit.summary}")
+            step = apply_patch(document, edit.ops, edit.summary)
+            summaries.append(step.summary)
+            return NewDraftStep(step.forward, step.inverse, step.summary)
+
+        notice, made = self._noticed(workflow, DraftChange.EDITED, lambda: summaries[-1], actor)
+        saved, step = await self.store.apply_draft_edit(
             workflow.id,
-            draft.revision,
-            document,
-            NewDraftStep(step.forward, step.inverse, step.summary),
+            expected_revision,
+            change,
             actor,
             max_steps=self.history_limit,
             notice=notice,
@@ -302,29 +313,24 @@ class DraftUseCases(WorkflowUseCases):
         audit: AuditEntry | None = None,
     ) -> DraftView:
         """Undo the last applied step or redo the first undone one (Conflict when there is
-        none)."""
-        workflow, draft = await self._current(ref, expected_revision)
-        step = await self.store.draft_step(workflow.id, which)
-        if step is None:
-            raise Conflict(f"nothing to {which}", detail={"current_etag": draft.etag})
-        document = draft.document
-        patch = step.inverse if which == "undo" else step.forward
-        applied = apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
+        none), in one transaction with the reads of the draft and the step."""
+        workflow = await self._workflow(ref)
         change = DraftChange.UNDONE if which == "undo" else DraftChange.REDONE
-        summary = f"{which}: {step.summary}"
-        notice, made = self._noticed(workflow, change, summary, actor)
-        saved = await self.store.record_draft_move(
-            workflow.id,
-            draft.revision,
-            document,
-            step.seq,
-            which == "undo",
-            actor,
-            notice=notice,
-            audit=audit,
+
+        summaries: list[str] = []
+
+        def move(document: Document, step: DraftStepRecord) -> list[Operation]:
+            patch = step.inverse if which == "undo" else step.forward
+            summaries.append(f"{which}: {step.summary}")
+            return apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}").forward
+
+        notice, made = self._noticed(workflow, change, lambda: summaries[-1], actor)
+        saved, step, applied = await self.store.apply_draft_move(
+            workflow.id, expected_revision, which, move, actor, notice=notice, audit=audit
         )
+        summary = f"{which}: {step.summary}"
         await self._told(workflow, change, saved, summary, actor, made)
-        return await self._view(workflow, saved, summary, applied.forward)
+        return await self._view(workflow, saved, summary, applied)
 
     async def draft_history(
         self, ref: str, *, limit: int = 100

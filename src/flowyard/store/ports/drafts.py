@@ -12,6 +12,11 @@ from flowyard.domain.records import VersionRecord, WorkflowRecord
 
 #: The notice of a draft change for other processes (JSON), from the draft as saved.
 DraftNotice = Callable[[DraftRecord], str]
+#: Makes an edit on the document as read (in place): the step that did it.
+DraftChangeFn = Callable[[dict[str, Any]], NewDraftStep]
+#: Applies a step's patch (inverse to undo, forward to redo) to the document as read, in
+#: place: the operations applied.
+DraftMoveFn = Callable[[dict[str, Any], DraftStepRecord], list[dict[str, Any]]]
 
 
 class DraftStore(Protocol):
@@ -70,6 +75,36 @@ class DraftStore(Protocol):
     ) -> DraftStepRecord | None:
         """The step an undo would revert (the last applied) or a redo re-apply (the first
         undone); None when there is none."""
+        ...
+
+    async def apply_draft_edit(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int | None,
+        change: DraftChangeFn,
+        actor: str | None,
+        *,
+        max_steps: int,
+        notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[DraftRecord, NewDraftStep]:
+        """:meth:`record_draft_edit` of what ``change`` makes of the draft's document, read
+        in the same transaction (NotFound, PreconditionFailed; None: at any revision)."""
+        ...
+
+    async def apply_draft_move(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int | None,
+        which: Literal["undo", "redo"],
+        move: DraftMoveFn,
+        actor: str | None,
+        *,
+        notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[DraftRecord, DraftStepRecord, list[dict[str, Any]]]:
+        """Undo or redo in one transaction: the draft and its step read, ``move`` applied to
+        the document, :meth:`record_draft_move` of it (Conflict when there is no step)."""
         ...
 
     async def record_draft_move(
