@@ -20,6 +20,19 @@ floor of an edit that validates the whole draft.
     python bench/drafts.py --nodes 1000 --edits 20 --profile 25
     python bench/drafts.py --json out.json
 
+``--http``: the same over HTTP, as a builder sees it: one ``flowyard serve`` process (its
+SQLite file, rate limits off, no in-process worker, plugins off) on loopback, and one
+client (httpx, one kept-alive connection) logged in as the admin, each request with the
+``If-Match`` of the answer before. Kinds: *add* (``POST .../draft/nodes``), *patch*
+(``PATCH .../draft/nodes/n5``), *rename* (``POST .../nodes/{id}/rename`` of a node in the
+middle of the chain, which moves its ``next`` and the template that reads it), *connect*
+(``POST .../draft/edges``: the added node's ``next``), *json_patch* (``PATCH .../draft``,
+one ``replace``), *undo*, *redo*. ``--minimal`` sends ``Prefer: return=minimal`` (the
+answer without the document: what a builder that already holds it needs).
+
+    python bench/drafts.py --http --nodes 1000 --edits 50
+    python bench/drafts.py --http --minimal --nodes 1000
+
 The machine's load (``uptime``) is printed with the numbers: on a shared machine compare
 the ratios of one run, not absolute numbers across runs.
 """
@@ -35,11 +48,16 @@ import json
 import os
 import pstats
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))  # the benches' shared serve and login
 
 from flowyard.bootstrap import Container, build
 from flowyard.drafts import ops
@@ -183,14 +201,132 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {"load": os.getloadavg(), "edits": args.edits, "results": results}
 
 
+def server_cpu_ns(pid: int) -> int:
+    """CPU time the server process has used, in ns, all its threads (Linux schedstat: exact,
+    where /proc/PID/stat counts 10 ms ticks); 0 where there is no /proc."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue  # a thread that ended meanwhile
+    except OSError:
+        return 0
+    return total
+
+
+async def http_measure(
+    http: httpx.AsyncClient, size: int, edits: int, minimal: bool, pid: int
+) -> dict[str, Any]:
+    """Every edit kind ``edits`` times over HTTP on one draft of ``size`` nodes; with each
+    the server's CPU time for it (less sensitive to a loaded machine than wall time)."""
+    raw = {**definition(size), "draft": True}
+    created = await http.post("/api/v1/workflows", json=raw)
+    created.raise_for_status()
+    draft = f"/api/v1/workflows/{raw['name']}/draft"
+    tag = created.headers["ETag"]
+    prefer = {"Prefer": "return=minimal"} if minimal else {}
+    kinds = ("add", "patch", "rename", "connect", "json_patch", "undo", "redo")
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    sizes: dict[str, list[int]] = {kind: [] for kind in kinds}
+    middle = size // 2
+    reads_input = "{{ input.x }}"
+    for i in range(edits):
+        old, new = (f"n{middle}", f"m{middle}") if i % 2 == 0 else (f"m{middle}", f"n{middle}")
+        requests: dict[str, tuple[str, str, dict[str, Any]]] = {
+            "add": (
+                "POST",
+                "/nodes",
+                {"node": {"id": f"extra{i}", "type": "log", "config": {"message": reads_input}}},
+            ),
+            "patch": (
+                "PATCH",
+                "/nodes/n5",
+                {"config": {"message": f"{{{{ steps.n4.output }}}} patched {i}"}},
+            ),
+            "rename": ("POST", f"/nodes/{old}/rename", {"id": new}),
+            "connect": ("POST", "/edges", {"source": f"extra{i}", "target": "n1", "kind": "next"}),
+            "json_patch": (
+                "PATCH",
+                "",
+                [{"op": "replace", "path": "/definition/nodes/7/config/message", "value": f"j{i}"}],
+            ),
+            "undo": ("POST", "/undo", {}),
+            "redo": ("POST", "/redo", {}),
+        }
+        for kind, (method, path, body) in requests.items():
+            headers = {"If-Match": tag, **prefer}
+            used = server_cpu_ns(pid)
+            start = time.perf_counter()
+            answer = await http.request(
+                method, draft + path, json=body if body else None, headers=headers
+            )
+            elapsed = time.perf_counter() - start
+            cpu[kind].append((server_cpu_ns(pid) - used) / 1e9)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{kind}: {answer.status_code} {answer.text[:300]}")
+            tag = answer.headers["ETag"]
+            times[kind].append(elapsed)
+            sizes[kind].append(len(answer.content))
+    result: dict[str, Any] = {kind: summary(samples) for kind, samples in times.items()}
+    for kind in kinds:
+        result[kind]["server_cpu_p50_ms"] = round(statistics.median(cpu[kind]) * 1000, 2)
+        result[kind]["answer_bytes"] = int(statistics.median(sizes[kind]))
+    return result
+
+
+async def http_main(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve a fresh SQLite file and measure over loopback."""
+    from actions import PASSWORD, free_port, ready, serve  # the benches' shared serve/login
+    from harness import stop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        log = workdir / "serve.log"
+        port = free_port()
+        os.environ["FLOWYARD_WORKERS"] = "0"  # edits only: no idle worker polling beside them
+        procs = serve(f"sqlite:///{workdir / 'drafts.db'}", port, workdir, log)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                await ready(http, procs, log)
+                token = await http.post(
+                    "/api/v1/auth/token", data={"username": "admin", "password": PASSWORD}
+                )
+                token.raise_for_status()
+                http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+                if args.pid_file:  # for a profiler to attach to (py-spy record --pid)
+                    args.pid_file.write_text(str(procs[0].pid))
+                    await asyncio.sleep(3)
+                pid = procs[0].pid
+                results = {
+                    str(size): await http_measure(http, size, args.edits, args.minimal, pid)
+                    for size in args.nodes
+                }
+        finally:
+            stop(procs)
+    return {
+        "mode": "http" + (" (Prefer: return=minimal)" if args.minimal else ""),
+        "load": os.getloadavg(),
+        "edits": args.edits,
+        "results": results,
+    }
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--edits", type=int, default=50)
     parser.add_argument("--profile", type=int, default=0, help="print the top N of a cProfile")
+    parser.add_argument("--http", action="store_true", help="over HTTP: a real flowyard serve")
+    parser.add_argument("--minimal", action="store_true", help="--http: Prefer: return=minimal")
+    parser.add_argument(
+        "--pid-file", type=Path, help="--http: write serve's pid here, wait 3 s, then measure"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    report = asyncio.run(main(args))
+    report = asyncio.run(http_main(args) if args.http else main(args))
     print(f"load average {report['load']}")
     for size, result in report["results"].items():
         print(f"{size} nodes:")

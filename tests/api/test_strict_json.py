@@ -1,6 +1,7 @@
 """Strict JSON at the API edge: every JSON body refuses lone surrogates, U+0000, NaN,
-Infinity, overflowing numbers and nesting deeper than 64 levels (422 problem+json with a
-JSON pointer), and nothing of such a request is stored. On SQLite and PostgreSQL."""
+Infinity, overflowing numbers, duplicate keys and nesting deeper than 64 levels (422
+problem+json with a JSON pointer), and nothing of such a request is stored. On SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ BAD_VALUES = [
     ("overflow", '{"x": 1e999}', "non_finite_number", "/x"),
     ("deep", '{"x": ' + nested(900) + "}", "too_deep", "/x/0/0"),
     ("big-integer", '{"x": [0, 1' + "0" * 4300 + "]}", "integer_too_large", "/x/1"),
+    ("duplicate-key", '{"x": {"k": 1, "k": 2}}', "duplicate_key", "/x"),
 ]
 BAD_IDS = [case[0] for case in BAD_VALUES]
 

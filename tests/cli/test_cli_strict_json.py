@@ -31,6 +31,7 @@ def assert_one_line(stderr: str, *parts: str) -> None:
         ("--input", '{"email": "\\ud800"}', "/email"),
         ("--input", '{"email": "\\u0000"}', "/email"),
         ("--vars", '{"x": Infinity}', "/x"),
+        ("--input", '{"lead": {"region": "East", "region": "West"}}', "/lead"),
         ("--vars", '{"x": ' + "[" * 100 + "]" * 100 + "}", "/x/0/0"),
     ],
 )

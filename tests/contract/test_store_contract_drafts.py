@@ -109,8 +109,8 @@ async def test_publish_makes_the_next_version_with_its_layout_and_closes_the_dra
     layout = {"nodes": {"a": {"x": 1, "y": 2}}}
     with pytest.raises(PreconditionFailed):
         await store.publish_draft(wf.id, 7, new, layout, "ann")
-    record, version = await store.publish_draft(wf.id, 1, new, layout, "ann")
-    assert (record.latest_version, version.version, version.layout) == (2, 2, layout)
+    record, version, created = await store.publish_draft(wf.id, 1, new, layout, "ann")
+    assert (record.latest_version, version.version, version.layout, created) == (2, 2, layout, True)
     stored = await store.get_version(wf.id, 2)
     assert (stored.definition, stored.layout, stored.created_by) == (new, layout, "ann")
     assert (await store.get_version(wf.id, 1)).layout is None
@@ -127,10 +127,46 @@ async def test_a_workflow_can_start_as_a_draft(store: Store) -> None:
         await store.get_version(record.id)
     with pytest.raises(Conflict):
         await store.create_draft_workflow("fresh", None, document("fresh"), "bob")
-    published, version = await store.publish_draft(
-        record.id, 1, definition("fresh"), {"nodes": {}}, "ann"
+    published, version, created = await store.publish_draft(
+        record.id, 1, definition("fresh"), {"nodes": {}}, "ann", expected_latest=0
     )
-    assert (published.latest_version, version.version) == (1, 1)
+    assert (published.latest_version, version.version, created) == (1, 1, True)
+
+
+async def test_publish_refuses_a_draft_overtaken_by_a_save_unless_forced(store: Store) -> None:
+    """Opened from version 1, version 2 saved since: publishing would drop version 2's
+    change silently (Conflict naming both); without the expectation it publishes."""
+    wf = await make_workflow(store)
+    await store.open_draft(wf.id, document(), 1, "ann")
+    await store.add_version(wf.id, definition("lead-routing", "start", "saved"), "bob")
+    new = definition("lead-routing", "a")
+    with pytest.raises(Conflict) as refused:
+        await store.publish_draft(wf.id, 1, new, {"nodes": {}}, "ann", expected_latest=1)
+    assert refused.value.detail == {"base_version": 1, "latest_version": 2}
+    assert (await store.get_draft(wf.id)).revision == 1  # kept
+    record, version, created = await store.publish_draft(wf.id, 1, new, {"nodes": {}}, "ann")
+    assert (record.latest_version, version.version, created) == (3, 3, True)
+
+
+async def test_an_unchanged_draft_publishes_no_version_but_closes(store: Store) -> None:
+    wf = await make_workflow(store)
+    same = definition("lead-routing")
+    await store.open_draft(wf.id, document(), 1, "ann")
+    record, version, created = await store.publish_draft(
+        wf.id, 1, same, {"nodes": {}}, "ann", expected_latest=1
+    )
+    assert (record.latest_version, version.version, created) == (1, 1, False)
+    assert version.created_by == "tester"  # the existing version, answered
+    with pytest.raises(NotFound):
+        await store.get_draft(wf.id)
+    # The layout is part of what is published: moving a node is a change.
+    await store.open_draft(wf.id, document(), 1, "ann")
+    moved = {"nodes": {"start": {"x": 1, "y": 2}}}
+    record, version, created = await store.publish_draft(wf.id, 1, same, moved, "ann")
+    assert (record.latest_version, version.version, version.layout, created) == (2, 2, moved, True)
+    await store.open_draft(wf.id, document(), 2, "ann")
+    _, version, created = await store.publish_draft(wf.id, 1, same, moved, "ann")
+    assert (version.version, created) == (2, False)
 
 
 async def test_discard(store: Store) -> None:
@@ -145,3 +181,41 @@ async def test_discard(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.list_draft_steps(wf.id)
     assert (await store.open_draft(wf.id, document(), 1, "ann")).undo_depth == 0
+
+
+async def test_an_edit_reads_and_records_the_draft_in_one_transaction(store: Store) -> None:
+    """``apply_draft_edit``: the change sees the document as stored, at the revision asked
+    for; a change that raises records nothing; undo and redo move in one transaction too."""
+    wf = await make_workflow(store)
+    await store.open_draft(wf.id, document(), 1, "ann")
+    seen: list[dict[str, Any]] = []
+
+    def change(doc: dict[str, Any]) -> NewDraftStep:
+        seen.append(dict(doc["definition"]))
+        doc["definition"]["description"] = "v1"
+        return step(1)
+
+    with pytest.raises(PreconditionFailed):
+        await store.apply_draft_edit(wf.id, 7, change, "ann", max_steps=100)
+
+    def refuse(doc: dict[str, Any]) -> NewDraftStep:
+        raise NotFound("no such node")
+
+    with pytest.raises(NotFound):
+        await store.apply_draft_edit(wf.id, 1, refuse, "ann", max_steps=100)
+    record, made = await store.apply_draft_edit(wf.id, 1, change, "ann", max_steps=100)
+    assert seen == [document()["definition"]]
+    assert (record.revision, record.undo_depth, made.summary) == (2, 1, "edit 1")
+    assert (await store.get_draft(wf.id)).document["definition"]["description"] == "v1"
+
+    def undo(doc: dict[str, Any], moved: Any) -> list[dict[str, Any]]:
+        del doc["definition"]["description"]
+        return list(moved.inverse)
+
+    record, moved, applied = await store.apply_draft_move(wf.id, 2, "undo", undo, "ann")
+    assert (record.revision, record.undo_depth, record.redo_depth, moved.seq) == (3, 0, 1, 1)
+    assert applied == [{"op": "remove", "path": "/definition/description"}]
+    assert (await store.get_draft(wf.id)).document == document()
+    with pytest.raises(Conflict) as nothing:
+        await store.apply_draft_move(wf.id, None, "undo", undo, "ann")
+    assert nothing.value.detail == {"current_etag": '"d3"'}

@@ -40,8 +40,10 @@ def lead_routing() -> dict[str, Any]:
     }
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def serialized(value: Any) -> str:
+    """As served: keys in their order (undo must give the same bytes, not just the same
+    JSON value)."""
+    return json.dumps(value)
 
 
 async def opened(client: httpx.AsyncClient) -> str:
@@ -65,7 +67,7 @@ async def test_an_editing_session_undone_and_redone_step_by_step(
 ) -> None:
     draft = f"{API}/workflows/lead-routing/draft"
     tag = await opened(api_client)
-    states = [canonical((await api_client.get(draft)).json()["document"])]
+    states = [serialized((await api_client.get(draft)).json()["document"])]
     requests: list[tuple[str, str, dict[str, Any]]] = [
         (
             "POST",
@@ -79,7 +81,32 @@ async def test_an_editing_session_undone_and_redone_step_by_step(
             },
         ),
         ("PATCH", "/nodes/audit", {"json": {"config": {"message": "b"}, "timeout_s": 5}}),
+        # a member removed from the middle of a node: undo puts it back in place
+        ("PATCH", "/nodes/east", {"json": {"config": None, "name": "East"}}),
+        ("PATCH", "/nodes/east", {"json": {"config": {"message": "east again"}}}),
+        ("PATCH", "/nodes/new_lead", {"json": {"position": {"x": 1, "y": 2}}}),
+        ("PATCH", "/nodes/audit", {"json": {"position": None}}),
+        (
+            "POST",
+            "/edges",
+            {"json": {"source": "pool", "target": "done", "kind": "catch", "errors": ["*"]}},
+        ),
+        ("DELETE", "/edges", {"params": {"source": "east", "kind": "next"}}),
+        ("POST", "/edges", {"json": {"source": "east", "target": "done", "kind": "next"}}),
+        ("POST", "/nodes", {"json": {"node": {"id": "fan", "type": "parallel"}}}),
+        (
+            "POST",
+            "/edges",
+            {"json": {"source": "fan", "target": "audit", "kind": "branch", "name": "left"}},
+        ),
+        (
+            "POST",
+            "/edges",
+            {"json": {"source": "fan", "target": "done", "kind": "branch", "name": "right"}},
+        ),
+        ("DELETE", "/edges", {"params": {"source": "fan", "kind": "branch", "name": "left"}}),
         ("POST", "/nodes/pool/rename", {"json": {"id": "general_pool"}}),
+        ("DELETE", "/edges", {"params": {"source": "general_pool", "kind": "catch", "index": 0}}),
         (
             "POST",
             "/edges",
@@ -92,29 +119,43 @@ async def test_an_editing_session_undone_and_redone_step_by_step(
         ),
         ("DELETE", "/nodes/east", {"params": {"edges": "reconnect"}}),
         ("DELETE", "/edges", {"params": {"source": "is_east", "kind": "default"}}),
-        ("PATCH", "", {"json": [{"op": "add", "path": "/definition/description", "value": "d"}]}),
+        (
+            "PATCH",
+            "",
+            {
+                "json": [
+                    {"op": "add", "path": "/definition/description", "value": "d"},
+                    {"op": "move", "from": "/definition/name", "path": "/definition/name"},
+                    {"op": "remove", "path": "/definition/start"},
+                    {"op": "add", "path": "/definition/start", "value": "new_lead"},
+                ]
+            },
+        ),
         ("DELETE", "/nodes/general_pool", {}),
+        ("DELETE", "/nodes/fan", {}),
     ]
     for method, path, kwargs in requests:
         response = await api_client.request(
             method, draft + path, headers={"If-Match": tag}, **kwargs
         )
         tag, body = ok(response)
-        states.append(canonical(body["document"]))
+        states.append(serialized(body["document"]))
     body = (await api_client.get(draft)).json()
     assert body["undo_depth"] == len(requests) and body["redo_depth"] == 0
     assert body["document"]["definition"]["nodes"][1]["config"]["cases"] == [
-        {"when": "input.region == 'East'", "next": "audit"},
+        {"when": "input.region == 'East'", "next": "done"},  # east reconnected
         {"when": "input.vip", "next": "audit"},
     ]
     for index in range(len(requests) - 1, -1, -1):
         tag, body = ok(await api_client.post(f"{draft}/undo", headers={"If-Match": tag}))
-        assert canonical(body["document"]) == states[index]
+        assert serialized(body["document"]) == states[index], f"undo of request {index}"
     nothing = await api_client.post(f"{draft}/undo", headers={"If-Match": tag})
     assert nothing.status_code == 409
     for index in range(len(requests)):
         tag, body = ok(await api_client.post(f"{draft}/redo", headers={"If-Match": tag}))
-        assert canonical(body["document"]) == states[index + 1]
+        assert serialized(body["document"]) == states[index + 1], f"redo of request {index}"
+    # and as stored: a read answers the same bytes as the last redo did
+    assert serialized((await api_client.get(draft)).json()["document"]) == states[-1]
     history = (await api_client.get(f"{draft}/history")).json()
     assert [s["summary"] for s in history["items"]][-1] == "add node audit after east"
     tag, body = ok(await api_client.post(f"{draft}/undo", headers={"If-Match": tag}))
@@ -272,3 +313,119 @@ async def test_history_survives_a_restart_and_two_processes_share_the_draft(
         await other.close()
     async with admin_client(container, app=app) as first:
         assert (await first.get(f"{API}/workflows/lead-routing/draft")).headers["ETag"] == tag
+
+
+async def test_a_duplicate_key_is_refused_not_resolved(api_client: httpx.AsyncClient) -> None:
+    """``{"id": "s1", "id": "t1"}`` means whichever id a parser keeps: refused (422 naming
+    the object and the key), and nothing changed."""
+    tag = await opened(api_client)
+    draft = f"{API}/workflows/lead-routing/draft"
+    body = b'{"node": {"id": "s1", "type": "end", "id": "t1"}}'
+    refused = await api_client.post(
+        f"{draft}/nodes",
+        content=body,
+        headers={"If-Match": tag, "content-type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    [problem] = refused.json()["errors"]
+    assert (problem["pointer"], problem["code"]) == ("/node", "duplicate_key")
+    assert "'id'" in problem["message"]
+    assert (await api_client.get(draft)).headers["ETag"] == tag
+    definition = json.dumps(lead_routing())[:-1] + ', "start": "is_east"}'
+    validated = await api_client.post(
+        f"{API}/workflows/validate",
+        content=definition.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert validated.status_code == 422, validated.text
+    assert validated.json()["errors"][0]["code"] == "duplicate_key"
+
+
+async def test_publish_refuses_to_undo_a_save_made_since_the_draft_was_opened(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """Open a draft from v1, save v2 with PUT, publish the draft: 409 naming both versions
+    (v3 would silently drop v2's change); ``force=true`` publishes anyway."""
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    saved = {**lead_routing(), "description": "saved by bob"}
+    put = await api_client.put(f"{API}/workflows/lead-routing", json=saved)
+    assert put.status_code == 200 and put.json()["version"]["version"] == 2, put.text
+    tag, _ = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers={"If-Match": tag}, json={"name": "E"})
+    )
+    refused = await api_client.post(f"{draft}/publish", headers={"If-Match": tag})
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == PROBLEM_JSON
+    problem = refused.json()
+    assert (problem["base_version"], problem["latest_version"]) == (1, 2)
+    assert "version 1" in problem["detail"] and "version 2" in problem["detail"]
+    assert (await api_client.get(draft)).headers["ETag"] == tag  # the draft is kept
+    forced = await api_client.post(
+        f"{draft}/publish", headers={"If-Match": tag}, params={"force": "true"}
+    )
+    assert forced.status_code == 201, forced.text
+    assert forced.json()["version"]["version"] == 3 and forced.json()["created"] is True
+    audit = (await api_client.get(f"{API}/audit", params={"action": "draft.publish"})).json()
+    assert [e["outcome"] for e in audit["items"]] == ["success", "conflict"]
+
+
+async def test_publishing_an_unchanged_draft_answers_the_latest_version(
+    api_client: httpx.AsyncClient,
+) -> None:
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    tag, _ = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers={"If-Match": tag}, json={"name": "E"})
+    )
+    tag, _ = ok(await api_client.post(f"{draft}/undo", headers={"If-Match": tag}))
+    published = await api_client.post(f"{draft}/publish", headers={"If-Match": tag})
+    assert published.status_code == 200, published.text
+    body = published.json()
+    assert (body["created"], body["version"]["version"]) == (False, 1)
+    assert published.headers["ETag"] == '"1"'
+    assert (await api_client.get(draft)).status_code == 404  # closed as a publish does
+    versions = (await api_client.get(f"{API}/workflows/lead-routing/versions")).json()
+    assert [v["version"] for v in versions["items"]] == [1]
+
+
+async def test_prefer_return_minimal_leaves_the_document_out(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """RFC 7240: a client that applies its own edit need not be sent 1,000 nodes back; the
+    default answer is whole."""
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    minimal = {"If-Match": tag, "Prefer": "handling=lenient, return=minimal"}
+    tag, body = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers=minimal, json={"name": "E"})
+    )
+    assert body["document"] is None and body["valid"] is True and body["undo_depth"] == 1
+    assert body["last_step"] == "update node east (name)"
+    tag, body = ok(
+        await api_client.post(
+            f"{draft}/undo", headers={"If-Match": tag, "Prefer": "return=minimal"}
+        )
+    )
+    assert body["document"] is None and body["undo_depth"] == 0
+    tag, body = ok(await api_client.post(f"{draft}/redo", headers={"If-Match": tag}))
+    assert body["document"]["definition"]["nodes"][2]["name"] == "E"
+
+
+async def test_each_edit_is_audited_with_it(api_client: httpx.AsyncClient) -> None:
+    """An edit's audit entry commits in the edit's transaction (one write, not two)."""
+    draft = f"{API}/workflows/lead-routing/draft"
+    tag = await opened(api_client)
+    tag, _ = ok(
+        await api_client.patch(f"{draft}/nodes/east", headers={"If-Match": tag}, json={"name": "E"})
+    )
+    tag, _ = ok(await api_client.post(f"{draft}/undo", headers={"If-Match": tag}))
+    entries = (await api_client.get(f"{API}/audit")).json()["items"]
+    edits = [(e["action"], e["outcome"], e["target_type"]) for e in entries[:2]]
+    assert edits == [
+        ("draft.undo", "success", "workflow"),
+        ("draft.node_update", "success", "workflow"),
+    ]
+    assert entries[0]["target_id"] == entries[1]["target_id"] and entries[0][
+        "target_id"
+    ].startswith("wf")

@@ -57,9 +57,10 @@ async def test_a_scripted_session_edits_undoes_and_publishes(
     assert history["items"][0]["actor"].startswith("cli:")
     redone = draft(tmp_path, db_url, "redo", "lead-routing")
     assert redone["redo_depth"] == 0
+    # Added, then removed again: the draft is version 1 as it was, so no version is made.
     published = draft(tmp_path, db_url, "publish", "lead-routing")
-    assert published["version"] == 2
-    version = await container.service.get_version(published["id"], 2)
+    assert (published["version"], published["created"]) == (1, False)
+    version = await container.service.get_version(published["id"], 1)
     assert "check" not in {n["id"] for n in version.definition["nodes"]}
     code, errors = refused(tmp_path, db_url, "show", "lead-routing")
     assert code == 1 and "has no draft" in errors
@@ -95,6 +96,35 @@ async def test_errors_are_one_line_and_a_non_zero_exit(
     code, errors = refused(tmp_path, db_url, "publish", "lead-routing")
     assert code == 1 and "problem" in errors.splitlines()[0]
     assert "/definition/nodes/" in errors  # every problem, one indented line each
+    # Audited as the API audits a refused publish (it was not audited at all).
+    [entry] = await container.admin.list_audit(action="draft.publish")
+    assert (entry.outcome, entry.detail, entry.target_type, entry.source_ip) == (
+        "conflict",
+        {"status": 409},
+        "workflow",
+        "cli",
+    )
+    assert entry.actor.startswith("cli:")
     draft(tmp_path, db_url, "discard", "lead-routing", "--if-match", '"d2"')
     code, errors = refused(tmp_path, db_url, "history", "lead-routing")
     assert code == 1 and "has no draft" in errors
+
+
+async def test_publish_after_a_save_needs_force_and_an_unchanged_one_makes_no_version(
+    tmp_path: Path, container: Container, db_url: str
+) -> None:
+    record, _ = await container.service.create_workflow(lead_routing())
+    draft(tmp_path, db_url, "open", "lead-routing")
+    await container.service.update_workflow(
+        record.id, {**lead_routing(), "description": "saved since"}, "bob"
+    )
+    draft(tmp_path, db_url, "set", "lead-routing", "east", '{"name": "E"}')
+    code, errors = refused(tmp_path, db_url, "publish", "lead-routing")
+    assert code == 1 and "opened from version 1" in errors and "version 2" in errors
+    forced = draft(tmp_path, db_url, "publish", "lead-routing", "--force")
+    assert (forced["version"], forced["created"]) == (3, True)
+    draft(tmp_path, db_url, "open", "lead-routing")
+    same = draft(tmp_path, db_url, "publish", "lead-routing")
+    assert (same["version"], same["created"]) == (3, False)
+    outcomes = [e.outcome for e in await container.admin.list_audit(action="draft.publish")]
+    assert outcomes == ["success", "success", "conflict"]

@@ -20,6 +20,7 @@ from flowyard.drafts import ops
 from flowyard.drafts.ops import Edge, EdgeKind, EdgeMode
 from flowyard.drafts.patching import Step, apply_patch, definition_operations, new_document
 from flowyard.drafts.routes import registry_references
+from flowyard.engine import incremental
 from flowyard.engine.incremental import DefinitionCheck, IncrementalValidator, reusable
 from flowyard.engine.validation import DefinitionValidator
 from flowyard.expressions import ExpressionEngine
@@ -206,11 +207,15 @@ def advance(previous: DefinitionCheck, doc: dict[str, Any], step: Step) -> Defin
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(st.lists(edits(), min_size=1, max_size=12), st.data())
+@given(
+    st.sampled_from(["start_document", "island_document"]),
+    st.lists(edits(), min_size=1, max_size=12),
+    st.data(),
+)
 def test_random_edits_give_the_problems_of_a_whole_validation(
-    sequence: list[Any], data: st.DataObject
+    first: str, sequence: list[Any], data: st.DataObject
 ) -> None:
-    doc = start_document()
+    doc = globals()[first]()
     check = INCREMENTAL.check(doc["definition"])
     assert_same(check, doc["definition"])
     history: list[Step] = []
@@ -284,3 +289,138 @@ def test_an_appended_node_gives_the_problems_of_a_whole_validation(node: dict[st
         check = advance(check, doc, step)
         assert_same(check, doc["definition"])
         node = {**node, "id": "y"} if node.get("id") == "x" else node
+
+
+def island_document() -> dict[str, Any]:
+    """The start document with nodes the start does not reach: ``x`` and ``loop`` (a cycle
+    without a loop guard) and ``c2`` going nowhere."""
+    doc = start_document()
+    doc["definition"]["nodes"] += [
+        {
+            "id": "x",
+            "type": "log",
+            "config": {"message": "{{ steps.loop.output }}"},
+            "next": "loop",
+        },
+        {"id": "loop", "type": "log", "config": {"message": "l"}, "next": "x"},
+        {"id": "c2", "type": "log", "config": {"message": "c"}, "next": "nowhere"},
+    ]
+    return doc
+
+
+def derived(monkeypatch: pytest.MonkeyPatch, doc: dict[str, Any], edit: Any) -> DefinitionCheck:
+    """The check after ``edit``, which must be derived from the previous one without
+    walking the graph (the graph checks fail if called), and equal a whole validation's."""
+    check = INCREMENTAL.check(doc["definition"])
+    assert check.graph_facts is not None
+    step = apply_patch(doc, edit(doc), "edit")
+
+    def walked(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the graph was walked")
+
+    monkeypatch.setattr("flowyard.engine.incremental.check_graph", walked)
+    after = advance(check, doc, step)
+    assert_same(after, doc["definition"])
+    return after
+
+
+def walked(doc: dict[str, Any], edit: Any) -> DefinitionCheck:
+    """The check after an edit the derivations must leave to the graph checks."""
+    check = INCREMENTAL.check(doc["definition"])
+    step = apply_patch(doc, edit(doc), "edit")
+    calls: list[Any] = []
+    real = incremental.check_graph
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr("flowyard.engine.incremental.check_graph", counted)
+        after = advance(check, doc, step)
+    assert calls, "derived, not walked"
+    assert_same(after, doc["definition"])
+    return after
+
+
+def codes(check: DefinitionCheck) -> list[str]:
+    return [p.code for p in check.problems]
+
+
+def rename(node: str, new: str) -> Any:
+    return lambda doc: (
+        ops.rename_node(doc, node, new, REFERENCES.routes, REFERENCES.expressions).ops
+    )
+
+
+def connect(source: str, target: str) -> Any:
+    return lambda doc: ops.connect(doc, Edge(source, EdgeKind.NEXT, target)).ops
+
+
+def test_a_rename_in_an_unguarded_cycle_names_the_new_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    after = derived(monkeypatch, island_document(), rename("loop", "spin"))
+    assert any("spin" in p.message for p in after.problems if p.code == "unguarded_cycle")
+    assert any("'spin' is not reachable" in p.message for p in after.problems)
+
+
+def test_a_rename_of_the_start_renames_it_in_every_unreachable_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    after = derived(monkeypatch, island_document(), rename("a", "begin"))
+    assert any("from start 'begin'" in p.message for p in after.problems)
+
+
+def test_a_rename_of_a_reached_node_keeps_it_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    after = derived(monkeypatch, island_document(), rename("d", "dd"))
+    assert not any("'dd'" in p.message for p in after.problems)
+
+
+def test_a_rename_to_a_dangling_target_removes_the_dangling_edge() -> None:
+    doc = island_document()
+    assert "dangling_edge" in codes(INCREMENTAL.check(doc["definition"]))
+    after = walked(doc, rename("f", "nowhere"))
+    assert "dangling_edge" not in codes(after)
+
+
+def test_a_rename_of_a_node_something_still_names_after_it_is_walked() -> None:
+    doc = island_document()
+
+    # c2 routes to the renamed node's old id through a raw patch: a dangling edge appears.
+    def edit(doc: dict[str, Any]) -> list[dict[str, Any]]:
+        renaming = rename("f", "g")(doc)
+        return [*renaming, {"op": "replace", "path": "/definition/nodes/8/next", "value": "f"}]
+
+    after = walked(doc, edit)
+    assert "dangling_edge" in codes(after)
+
+
+def test_an_edge_between_unreached_nodes_keeps_the_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    after = derived(monkeypatch, island_document(), connect("c2", "x"))
+    assert "dangling_edge" not in codes(after)  # c2's next no longer goes nowhere
+    assert codes(after).count("unreachable") == 3
+
+
+def test_an_edge_that_closes_a_cycle_is_walked() -> None:
+    doc = island_document()
+    # Unreached and in no cycle: p -> q; q -> p closes one (q is named: the walk from p
+    # meets q again).
+    doc["definition"]["nodes"] += [
+        {"id": "p", "type": "log", "config": {"message": "p"}, "next": "q"},
+        {"id": "q", "type": "log", "config": {"message": "q"}},
+    ]
+    after = walked(doc, connect("q", "p"))
+    assert any("cycle p -> q -> p" in problem.message for problem in after.problems)
+
+
+def test_an_edge_from_a_reached_node_that_reaches_another_is_walked() -> None:
+    doc = island_document()
+    after = walked(doc, connect("f", "c2"))
+    assert codes(after).count("unreachable") == 2  # c2 is reached now
+    after = walked(doc, lambda doc: ops.disconnect(doc, Edge("f", EdgeKind.NEXT)).ops)
+    assert codes(after).count("unreachable") == 3
+
+
+def test_an_edge_out_of_a_cycle_is_walked() -> None:
+    doc = island_document()
+    after = walked(doc, lambda doc: ops.update_node(doc, "loop", {"next": "c2"}).ops)
+    assert "unguarded_cycle" not in codes(after)

@@ -336,45 +336,92 @@ def test_move_and_copy_are_undone_exactly() -> None:
     assert canonical(doc) == before
 
 
-def test_undo_to_the_start_and_redo_to_the_end_are_identical_at_every_step() -> None:
+def serialized(doc: Any) -> bytes:
+    """The document's bytes as an API answer serialises it: keys in their order."""
+    return json.dumps(doc).encode()
+
+
+def test_undo_to_the_start_and_redo_to_the_end_are_byte_identical_at_every_step() -> None:
     doc = lead_routing()
-    states = [canonical(doc)]
+    states = [serialized(doc)]
     steps: list[Step] = []
     for index in range(SESSION_LENGTH):
         steps.append(apply(doc, _nth_edit(doc, index)))
-        states.append(canonical(doc))
+        states.append(serialized(doc))
     for index in range(len(steps) - 1, -1, -1):
         apply_patch(doc, steps[index].inverse, "undo")
-        assert canonical(doc) == states[index]
+        assert serialized(doc) == states[index], f"undo of step {index}"
     for index, step in enumerate(steps):
         apply_patch(doc, step.forward, "redo")
-        assert canonical(doc) == states[index + 1]
+        assert serialized(doc) == states[index + 1], f"redo of step {index}"
 
 
-SESSION_LENGTH = 10
+def test_removing_a_member_and_undoing_puts_the_key_back_where_it_was() -> None:
+    doc = lead_routing()
+    before = serialized(doc)
+    step = apply(doc, ops.update_node(doc, "east", {"config": None}))
+    assert list(node(doc, "east")) == ["id", "type", "catch", "next"]
+    apply_patch(doc, step.inverse, "undo")
+    assert list(node(doc, "east")) == ["id", "type", "config", "catch", "next"]
+    assert serialized(doc) == before
+
+
+def test_a_client_cannot_place_keys_with_member_index() -> None:
+    """``member_index`` is written only into inverses; in a client's patch it is ignored
+    (RFC 6902: unknown members are)."""
+    patch = parse_patch(
+        [{"op": "add", "path": "/definition/description", "value": "d", "member_index": 0}]
+    )
+    assert patch == [{"op": "add", "path": "/definition/description", "value": "d"}]
+
+
+SESSION_EDITS: list[Any] = [
+    lambda d: ops.add_node(
+        d, {"id": "audit", "type": "log", "config": {"message": "a"}}, after="east"
+    ),
+    lambda d: ops.update_node(
+        d, "audit", {"config": {"message": "b"}, "position": {"x": 9, "y": 9}}
+    ),
+    # A member removed from the middle of a node, then one added back (at the end).
+    lambda d: ops.update_node(d, "east", {"config": None, "name": "East"}),
+    lambda d: ops.update_node(d, "east", {"config": {"message": "east again"}}),
+    lambda d: ops.rename_node(d, "pool", "general_pool", ROUTES),
+    lambda d: ops.connect(d, Edge("is_east", EdgeKind.CASE, "audit", when="input.vip")),
+    lambda d: ops.connect(d, Edge("general_pool", EdgeKind.CATCH, "notify", errors=("http.*",))),
+    lambda d: ops.disconnect(d, Edge("east", EdgeKind.CATCH, target="general_pool")),
+    lambda d: ops.disconnect(d, Edge("east", EdgeKind.NEXT)),
+    lambda d: ops.connect(d, Edge("east", EdgeKind.NEXT, "notify")),
+    lambda d: ops.add_node(d, {"id": "fan", "type": "parallel"}),
+    lambda d: ops.connect(d, Edge("fan", EdgeKind.BRANCH, "audit", name="left")),
+    lambda d: ops.connect(d, Edge("fan", EdgeKind.BRANCH, "notify", name="right")),
+    lambda d: ops.disconnect(d, Edge("fan", EdgeKind.BRANCH, name="left")),
+    lambda d: ops.replace_node(d, "notify", {"type": "log", "config": {"message": "bye"}}),
+    lambda d: ops.move_node(d, "new_lead", {"x": 50, "y": 60}),
+    lambda d: ops.update_node(d, "new_lead", {"position": None}),  # the first layout key
+    lambda d: ops.delete_node(d, "east", EdgeMode.RECONNECT, ROUTES),
+    lambda d: ops.disconnect(d, Edge("is_east", EdgeKind.DEFAULT)),
+    lambda d: ops.raw(
+        parse_patch(
+            [
+                {"op": "add", "path": "/definition/description", "value": "d"},
+                # the name moved to the end of the definition, and a key moved in the layout
+                {"op": "move", "from": "/definition/name", "path": "/definition/name"},
+                {"op": "remove", "path": "/definition/name"},
+                {"op": "add", "path": "/definition/name", "value": "lead-routing"},
+                {"op": "move", "from": "/layout/nodes/audit", "path": "/layout/nodes/audit2"},
+            ]
+        )
+    ),
+    lambda d: ops.delete_node(d, "general_pool", EdgeMode.REMOVE, ROUTES),
+    lambda d: ops.delete_node(d, "fan", EdgeMode.REMOVE, ROUTES),
+]
+SESSION_LENGTH = len(SESSION_EDITS)
 
 
 def _nth_edit(doc: dict[str, Any], index: int) -> ops.Edit:
     # Each edit is built on the document as it is after the ones before.
-    builders = [
-        lambda d: ops.add_node(
-            d, {"id": "audit", "type": "log", "config": {"message": "a"}}, after="east"
-        ),
-        lambda d: ops.update_node(
-            d, "audit", {"config": {"message": "b"}, "position": {"x": 9, "y": 9}}
-        ),
-        lambda d: ops.rename_node(d, "pool", "general_pool", ROUTES),
-        lambda d: ops.connect(d, Edge("is_east", EdgeKind.CASE, "audit", when="input.vip")),
-        lambda d: ops.replace_node(d, "notify", {"type": "log", "config": {"message": "bye"}}),
-        lambda d: ops.move_node(d, "new_lead", {"x": 50, "y": 60}),
-        lambda d: ops.delete_node(d, "east", EdgeMode.RECONNECT, ROUTES),
-        lambda d: ops.disconnect(d, Edge("is_east", EdgeKind.DEFAULT)),
-        lambda d: ops.raw(
-            parse_patch([{"op": "add", "path": "/definition/description", "value": "d"}])
-        ),
-        lambda d: ops.delete_node(d, "general_pool", EdgeMode.REMOVE, ROUTES),
-    ]
-    return builders[index](doc)
+    edit: ops.Edit = SESSION_EDITS[index](doc)
+    return edit
 
 
 def test_the_edited_session_still_validates() -> None:

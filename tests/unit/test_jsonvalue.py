@@ -61,11 +61,25 @@ def refused(text: str | bytes) -> list[tuple[str, str]]:
         ('{"a": [1, 1' + "0" * 4300 + "]}", [("/a/1", "integer_too_large")]),
         ('{"a": -1' + "0" * 4300 + "}", [("/a", "integer_too_large")]),
         ("9" * 4301, [("", "integer_too_large")]),
+        ('{"a": [{"k": 1}, {"k": 1, "k": 2}]}', [("/a/1", "duplicate_key")]),
+        ('{"a": 1, "b": {"a": 2}, "a": 3}', [("", "duplicate_key")]),
+        ('{"a~/": {"k,:": "x", "v": ["k,:"], "k,:": 1}}', [("/a~0~1", "duplicate_key")]),
+        ('{"a": [1' + "0" * 4300 + '], "b": {"c": 1, "c": 1}}', [("/b", "duplicate_key")]),
     ],
 )
 def test_refusals_name_the_place(text: str, expected: list[tuple[str, str]]) -> None:
     assert refused(text) == expected
     assert refused(text.encode()) == expected
+
+
+def test_a_duplicate_key_is_named() -> None:
+    """The audit's example: two ids in one node would mean whichever a parser keeps."""
+    with pytest.raises(JsonValueError) as caught:
+        loads('{"node": {"id": "s1", "id": "t1"}}')
+    [problem] = caught.value.problems
+    assert (problem.pointer, problem.code) == ("/node", "duplicate_key")
+    assert "'id'" in problem.message
+    assert loads('{"a": {"id": 1}, "b": {"id": 1}}') == {"a": {"id": 1}, "b": {"id": 1}}
 
 
 def test_integers_up_to_python_s_conversion_limit_are_kept() -> None:

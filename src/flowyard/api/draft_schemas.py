@@ -132,7 +132,10 @@ class DraftPublic(BaseModel):
     etag: str
     revision: int
     base_version: int | None
-    document: dict[str, Any]
+    document: dict[str, Any] | None = Field(
+        description="The draft (`definition`, `layout`); null in an edit's answer to a "
+        "request that sent `Prefer: return=minimal` (RFC 7240)."
+    )
     valid: bool
     problems: list[ProblemItem]
     undo_depth: int
@@ -144,8 +147,8 @@ class DraftPublic(BaseModel):
     last_step: str | None = Field(None, description="What the request that answered did.")
 
     @classmethod
-    def of(cls, view: DraftView) -> DraftPublic:
-        """From the service's view."""
+    def of(cls, view: DraftView, *, minimal: bool = False) -> DraftPublic:
+        """From the service's view (``minimal``: without the document)."""
         d = view.draft
         return cls(
             workflow_id=view.workflow.id,
@@ -153,7 +156,7 @@ class DraftPublic(BaseModel):
             etag=d.etag,
             revision=d.revision,
             base_version=d.base_version,
-            document=d.document,
+            document=None if minimal else d.document,
             valid=not view.problems,
             problems=[ProblemItem(**p.as_dict()) for p in view.problems],
             undo_depth=d.undo_depth,

@@ -17,7 +17,7 @@ from flowyard.bootstrap import Container
 from flowyard.cli.common import DbOption, cli_actor, fail, out, parse_json_option, with_container
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.drafts import draft_revision
-from flowyard.domain.errors import Conflict, Problem
+from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed, Problem
 from flowyard.drafts import ops
 from flowyard.drafts.patching import parse_patch
 from flowyard.service import DraftView
@@ -263,22 +263,60 @@ def draft_discard(ref: RefArgument, if_match: IfMatchOption = None, db: DbOption
 
 
 @draft_app.command("publish")
-def draft_publish(ref: RefArgument, if_match: IfMatchOption = None, db: DbOption = None) -> None:
+def draft_publish(
+    ref: RefArgument,
+    if_match: IfMatchOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Publish even though a version was saved since the draft was opened "
+            "(its changes are replaced)",
+        ),
+    ] = False,
+    db: DbOption = None,
+) -> None:
     """Validate the draft and make it the next version (every problem listed when it is
-    invalid)."""
+    invalid; refused when a version was saved since the draft was opened, unless --force).
+    A draft equal to the latest version makes none ("created": false)."""
     revision = _revision(if_match)
 
     async def fn(container: Container) -> dict[str, Any]:
         entry = AuditEntry("draft.publish", cli_actor(), "workflow", ref, source_ip="cli")
         try:
-            record, version = await container.service.publish_draft(
-                ref, revision, cli_actor(), audit=entry
+            record, version, created = await container.service.publish_draft(
+                ref, revision, cli_actor(), force=force, audit=entry
             )
         except Conflict as exc:
+            # As the API's audit does for a refused request (outcome by status, its status).
+            await _audit_refusal(container, entry, "conflict", 409)
             errors = exc.detail.get("errors")
             if not errors:
                 raise
             fail(exc.message, [Problem(e["pointer"], e["message"], e["code"]) for e in errors])
-        return {"workflow": record.name, "id": record.id, "version": version.version}
+        except PreconditionFailed:
+            await _audit_refusal(container, entry, "conflict", 412)
+            raise
+        except NotFound:
+            await _audit_refusal(container, entry, "not_found", 404)
+            raise
+        return {
+            "workflow": record.name,
+            "id": record.id,
+            "version": version.version,
+            "created": created,
+        }
 
     _print(with_container(db, fn, check_keys=False))
+
+
+async def _audit_refusal(
+    container: Container, entry: AuditEntry, outcome: str, status: int
+) -> None:
+    """Write the entry of a refused command, as the API's middleware writes a refused
+    request's (outcome and status; the change's own transaction never wrote it)."""
+    if entry.written:
+        return
+    entry.outcome = outcome
+    entry.detail = {**(entry.detail or {}), "status": status}
+    await container.admin.append_audit(entry)

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from flowyard.domain.errors import Conflict
 from flowyard.domain.ids import WorkflowId
 
 _ETAG = re.compile(r'^\s*(?:W/)?(?:"d(\d{1,9})"|d(\d{1,9}))\s*$')
@@ -162,3 +163,14 @@ def _count(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise TypeError("expected a count")
     return value
+
+
+def draft_overtaken(base: int, latest: int) -> Conflict:
+    """The answer to publishing a draft opened from version ``base`` when the workflow is
+    at ``latest`` since: publishing would silently undo what was saved in between."""
+    return Conflict(
+        f"the draft was opened from version {base}, but the workflow is at version {latest}: "
+        "publishing would undo what was saved since. Discard the draft and open it again, or "
+        "publish with force to replace the latest version anyway",
+        detail={"base_version": base, "latest_version": latest},
+    )

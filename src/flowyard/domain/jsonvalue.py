@@ -7,14 +7,18 @@ overflow a double (``1e999``) are not JSON at all; an integer of more than 4,300
 parses with a hook at most, and then nothing can write it back (Python refuses to convert it to
 text: ``sys.get_int_max_str_digits``); and a document nested hundreds of levels
 deep parses, then breaks serialisers with a recursion limit (pydantic's is 255). PostgreSQL
-also refuses ``\\u0000`` in ``jsonb``.
+also refuses ``\\u0000`` in ``jsonb``. And an object that names a key twice
+(``{"id": "a", "id": "b"}``) means what each parser decides (Python keeps the last, others
+the first or refuse): a check made by one reader and an action taken by another can see
+different values, a known smuggling vector, so it is refused too.
 
 So, at every edge (request bodies, CLI files and options, run payloads):
 
 - :func:`loads` parses strictly and :func:`check` checks an already-parsed value: no lone
   surrogate and no U+0000 in strings or keys, only finite numbers, integers of at most
   :data:`MAX_INT_DIGITS` digits, containers nested at most
-  :data:`MAX_DEPTH` levels. Each refusal names the place with a JSON pointer.
+  :data:`MAX_DEPTH` levels, and (:func:`loads` only: a parsed dict cannot hold one) no
+  duplicate key in an object. Each refusal names the place with a JSON pointer.
 - :func:`repair` makes a value storable instead (lone surrogates and U+0000 become U+FFFD,
   non-finite numbers and too long integers null, too deep containers a marker string): for
   data that must be kept although it is bad, such as the error details of a failing step.
@@ -66,6 +70,7 @@ NUL_CHARACTER = "nul_character"
 NON_FINITE_NUMBER = "non_finite_number"
 TOO_DEEP = "too_deep"
 INTEGER_TOO_LARGE = "integer_too_large"
+DUPLICATE_KEY = "duplicate_key"
 #: The problems :func:`repair` fixes without losing anything a reader could use.
 CHARACTER_PROBLEMS = frozenset({LONE_SURROGATE, NUL_CHARACTER})
 
@@ -349,6 +354,42 @@ def _too_deep_at(text: str, max_depth: int) -> JsonProblem:
     return JsonProblem("", f"nesting is deeper than {max_depth} levels", TOO_DEEP)
 
 
+def _duplicate_at(text: str) -> JsonProblem:
+    """Where the first object that names a key twice is, and the key (a token scan, only
+    after the parser's hook refused a document that parses otherwise)."""
+    # One frame per open container: [kind, index or key, keys seen, expecting a key].
+    frames: list[list[Any]] = []
+    for match in _STRUCTURE.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            frames.append([token, 0 if token == "[" else None, set(), token == "{"])
+        elif token in ("]", "}"):
+            if not frames:
+                break
+            frames.pop()
+        elif token == ",":
+            if frames and frames[-1][0] == "[":
+                frames[-1][1] += 1
+            elif frames:
+                frames[-1][3] = True
+        elif token == ":":
+            if frames:
+                frames[-1][3] = False
+        elif frames and frames[-1][0] == "{" and frames[-1][3]:
+            key = json.loads(token)
+            if key in frames[-1][2]:
+                path = [frame[1] for frame in frames[:-1]]
+                return JsonProblem(
+                    pointer(path),
+                    f"the object names the key {clean_text(key)!r} more than once "
+                    "(ambiguous: each parser keeps a different one)",
+                    DUPLICATE_KEY,
+                )
+            frames[-1][2].add(key)
+            frames[-1][1] = key
+    return JsonProblem("", "an object names a key more than once", DUPLICATE_KEY)
+
+
 def _text(data: str | bytes | bytearray) -> str:
     if isinstance(data, str):
         return data
@@ -380,11 +421,26 @@ def _int_or_limit(text: str) -> int:
     return -_INT_LIMIT if text.startswith("-") else _INT_LIMIT
 
 
+class _Duplicate(ValueError):
+    """Raised by the parser hook at the first object that names a key twice."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object from its members, refusing a key named twice (the parser's own dict
+    would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _Duplicate
+    return obj
+
+
 #: One decoder, built once (``json.loads`` with hooks builds a new one per call).
-_STRICT = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+_STRICT = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_object
+)
 #: The decoder that finds where a too long integer is (only after :data:`_STRICT` failed on
 #: one: a hook per integer would slow every parse).
-_LOCATING = json.JSONDecoder(parse_int=_int_or_limit)
+_LOCATING = json.JSONDecoder(parse_int=_int_or_limit, object_pairs_hook=_object)
 
 
 def _may_hold_bad_characters(text: str) -> bool:
@@ -412,6 +468,8 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
         raise AssertionError("unreachable: the parser found a non-finite number") from None
     except RecursionError:
         raise JsonValueError([_too_deep_at(text, max_depth)]) from None
+    except _Duplicate:
+        raise JsonValueError([_duplicate_at(text)]) from None
     except json.JSONDecodeError:
         raise
     except ValueError:
@@ -432,6 +490,8 @@ def _locate_long_integer(text: str, max_depth: int) -> None:
         value = _LOCATING.decode(text)
     except RecursionError:
         raise JsonValueError([_too_deep_at(text, max_depth)]) from None
+    except _Duplicate:
+        raise JsonValueError([_duplicate_at(text)]) from None
     check(value, max_depth=max_depth)
 
 

@@ -10,7 +10,7 @@ node types this module does not know (see :mod:`flowyard.drafts.routes`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, assert_never
@@ -263,11 +263,56 @@ def replace_node(doc: Document, node_id: str, node: Any) -> Edit:
     return Edit(ops, f"replace node {node_id}", frozenset({node_id}))
 
 
-def references(doc: Document, target: str, routes: RouteFinder) -> list[tuple[int, str]]:
-    """Every route to ``target``: (index of the node holding it, pointer within it)."""
+def _holds(value: Any, text: str) -> bool:
+    """Whether ``text`` is a string value anywhere in ``value`` (keys are not values). A
+    loop, not recursion: it runs over every node of a draft on a rename."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if item == text:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _naming(doc: Document, text: str) -> list[int]:
+    """The indexes of the nodes with a string (a key or a value, at any depth) that
+    contains ``text``: the only ones that can route to a node of that id or hold an
+    expression reading it. One walk over every node, for a rename's two searches."""
     found = []
     for index, node in enumerate(nodes_of(doc)):
-        if not isinstance(node, dict) or node.get("id") == target:
+        pending: list[Any] = [node]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str):
+                if text in item:
+                    found.append(index)
+                    break
+            elif isinstance(item, dict):
+                pending.extend(item)
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+    return found
+
+
+def references(
+    doc: Document, target: str, routes: RouteFinder, among: Sequence[int] | None = None
+) -> list[tuple[int, str]]:
+    """Every route to ``target``: (index of the node holding it, pointer within it);
+    ``among``: the indexes of the only nodes that can hold one (default: every node)."""
+    found = []
+    nodes = nodes_of(doc)
+    for index in range(len(nodes)) if among is None else among:
+        node = nodes[index]
+        # A route counts only where it resolves to the target: a node that holds no such
+        # string has none, and its config need not be parsed (most of a rename's time at
+        # 1,000 nodes).
+        if not isinstance(node, dict) or node.get("id") == target or not _holds(node, target):
             continue
         for route in routes(node):
             if _resolve(node, route) == target:
@@ -343,7 +388,8 @@ def rename_node(
         {"op": "replace", "path": pointer("definition", "nodes", index, "id"), "value": new_id}
     ]
     touched = {new_id}
-    for holder, route in references(doc, node_id, routes):
+    naming = _naming(doc, node_id)
+    for holder, route in references(doc, node_id, routes, naming):
         touched.add(str(nodes_of(doc)[holder].get("id")))
         path = pointer("definition", "nodes", holder) + route
         ops.append({"op": "replace", "path": path, "value": new_id})
@@ -360,7 +406,7 @@ def rename_node(
             )
     if doc["definition"].get("start") == node_id:
         ops.append({"op": "replace", "path": "/definition/start", "value": new_id})
-    for holder, path, source in _expressions_reading(doc, node_id, new_id, expressions):
+    for holder, path, source in _expressions_reading(doc, node_id, new_id, expressions, naming):
         touched.add(str(nodes_of(doc)[holder].get("id")) if holder != index else new_id)
         ops.append({"op": "replace", "path": pointer("definition", "nodes", holder) + path,
                     "value": source})  # fmt: skip
@@ -374,13 +420,16 @@ def rename_node(
 
 
 def _expressions_reading(
-    doc: Document, old: str, new: str, expressions: ExpressionFinder
+    doc: Document, old: str, new: str, expressions: ExpressionFinder, among: Sequence[int]
 ) -> list[tuple[int, str, str]]:
     """(node index, pointer within it, rewritten source) of every expression that reads
     ``steps.<old>``. Only a pointer that resolves to that very string is rewritten (a
-    template found in an object's key has no pointer of its own)."""
+    template found in an object's key has no pointer of its own). ``among``: the nodes that
+    can hold one (see :func:`_naming`)."""
     found = []
-    for index, node in enumerate(nodes_of(doc)):
+    nodes = nodes_of(doc)
+    for index in among:
+        node = nodes[index]
         if not isinstance(node, dict):
             continue  # a draft may hold anything there: validation names it
         for path, source, condition in expressions(node, old):

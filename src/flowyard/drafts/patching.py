@@ -8,6 +8,12 @@ or removes, just before it is applied (``move`` and ``copy`` are first rewritten
 ``remove``/``add`` they mean, so every stored patch has only ``add``, ``remove``,
 ``replace`` and ``test``).
 
+Undo restores the document byte for byte, key order included: the inverse of removing an
+object member re-adds it with ``member_index``, the position the key had (an extension
+member: RFC 6902 section 4 says appliers ignore members they do not know, so a stored
+inverse still means the same JSON value to any other applier). ``replace`` and an ``add``
+over an existing member keep the key where it is.
+
 Documents are mutated in place: the caller owns the one it passes (the service parses a
 fresh copy from the store for every edit). A patch that fails part-way is rolled back with
 the inverses gathered so far, so the document is as it was.
@@ -34,6 +40,8 @@ MAX_PATCH_OPERATIONS = 5_000
 _EDITABLE = ("/definition", "/layout")
 #: The member each operation needs besides ``path`` (RFC 6902 section 4).
 _MEMBERS = {"add": "value", "replace": "value", "test": "value", "move": "from", "copy": "from"}
+#: On an ``add`` into an object: where the key goes among the object's keys (inverses only).
+MEMBER_INDEX = "member_index"
 
 
 class PatchFailed(InvalidInput):
@@ -105,7 +113,8 @@ def parse_patch(raw: Any) -> list[Operation]:
                     f"operation {index}: {key} {path!r} is outside /definition and /layout",
                     index,
                 )
-    return [dict(op) for op in raw]
+    # member_index is ours to write (in inverses): a client's is ignored, as RFC 6902 says.
+    return [{k: v for k, v in op.items() if k != MEMBER_INDEX} for op in raw]
 
 
 def apply_patch(doc: Document, ops: list[Operation], summary: str) -> Step:
@@ -146,6 +155,26 @@ def _rollback(doc: Document, inverse: list[Operation]) -> None:
 
 def _apply_one(doc: Document, op: Operation) -> None:
     jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
+    index = op.get(MEMBER_INDEX)
+    if op["op"] == "add" and isinstance(index, int):
+        pointer = jsonpointer.JsonPointer(op["path"])
+        if pointer.parts:
+            parent = jsonpointer.JsonPointer.from_parts(pointer.parts[:-1]).resolve(doc)
+            if isinstance(parent, dict):
+                _place(parent, pointer.parts[-1], index)
+
+
+def _place(obj: dict[str, Any], key: str, index: int) -> None:
+    """Move ``key`` to position ``index`` among ``obj``'s keys, in place (the object is
+    referenced from its parent)."""
+    keys = list(obj)
+    if keys.index(key) == index:
+        return
+    keys.remove(key)
+    keys.insert(index, key)
+    items = [(k, obj[k]) for k in keys]
+    obj.clear()
+    obj.update(items)
 
 
 def _simplify(doc: Document, op: Operation) -> list[Operation]:
@@ -170,9 +199,17 @@ def _inverse_of(doc: Document, op: Operation) -> list[Operation]:
     kind, path = op["op"], op["path"]
     if kind == "test":
         return []
-    if kind in ("remove", "replace"):
+    if kind == "replace":
         old = copy.deepcopy(jsonpointer.resolve_pointer(doc, path))
-        return [{"op": "add" if kind == "remove" else "replace", "path": path, "value": old}]
+        return [{"op": "replace", "path": path, "value": old}]
+    if kind == "remove":
+        pointer = jsonpointer.JsonPointer(path)
+        parent = jsonpointer.JsonPointer.from_parts(pointer.parts[:-1]).resolve(doc)
+        old = copy.deepcopy(pointer.resolve(doc))
+        undo = {"op": "add", "path": path, "value": old}
+        if isinstance(parent, dict):  # put the key back where it was, not last
+            undo[MEMBER_INDEX] = list(parent).index(pointer.parts[-1])
+        return [undo]
     # add: into an array it inserts (undo removes that index); into an object it creates
     # the member or replaces it.
     pointer = jsonpointer.JsonPointer(path)

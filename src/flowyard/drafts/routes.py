@@ -52,12 +52,19 @@ def registry_routes(registry: NodeRegistry, target: str | None = None) -> RouteF
 
 
 def _mentions(value: Any, text: str) -> bool:
-    if isinstance(value, str):
-        return text in value
-    if isinstance(value, dict):
-        return any(_mentions(k, text) or _mentions(v, text) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_mentions(v, text) for v in value)
+    """Whether a string (key or value) anywhere in ``value`` contains ``text`` (a loop: a
+    rename asks it of every node's config)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if text in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

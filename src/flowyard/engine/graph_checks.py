@@ -28,6 +28,17 @@ class NodeInfo:
     routes_known: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class GraphFacts:
+    """What a graph check found beyond its problems, for the incremental checks to derive
+    the next edit's outcome from: the nodes reached from the start, every cyclic component
+    (guarded or not, in :func:`find_cycles`' order), and whether a region problem was found."""
+
+    reachable: frozenset[str]
+    cycles: tuple[frozenset[str], ...]
+    shared: bool
+
+
 @dataclass(slots=True)
 class BrokenNode:
     """A node whose id is readable but whose spec did not parse (reported structurally)."""
@@ -41,9 +52,11 @@ def check_graph(
     broken: dict[str, BrokenNode],
     start: str | None,
     problems: list[Problem],
+    facts: list[GraphFacts] | None = None,
 ) -> list[set[str]] | None:
     """Check edges, reachability, cycles and regions; the cycles of the parsed nodes
-    (None when the start is missing: nothing was judged)."""
+    (None when the start is missing: nothing was judged). ``facts``: where to append what
+    was found beyond the problems (when the start exists)."""
     known = infos.keys() | broken.keys()
     # ``edges``: certain edges between parsed nodes (cycles are judged on these only);
     # ``maybe``: a superset for reachability, adding every node id named anywhere in a
@@ -85,17 +98,29 @@ def check_graph(
     cycles = find_cycles(edges)
     for component in cycles:
         if not any(infos[n].spec.max_iterations for n in component):
-            first = min(component, key=lambda n: infos[n].index)
-            loop = " -> ".join([*sorted(component, key=lambda n: infos[n].index), first])
-            problems.append(
-                Problem(
-                    f"/nodes/{infos[first].index}",
-                    f"cycle {loop} has no loop guard: set max_iterations on one of its nodes",
-                    "unguarded_cycle",
-                )
-            )
+            problems.append(unguarded_cycle(component, indexes))
+    found = len(problems)
     check_regions(infos, start, problems)
+    if facts is not None:
+        facts.append(
+            GraphFacts(
+                frozenset(reachable),
+                tuple(frozenset(c) for c in cycles),
+                len(problems) > found,
+            )
+        )
     return cycles
+
+
+def unguarded_cycle(component: Collection[str], indexes: Mapping[str, int]) -> Problem:
+    """The problem of a cycle without a loop guard (``indexes``: node id -> index)."""
+    ordered = sorted(component, key=lambda n: indexes[n])
+    loop = " -> ".join([*ordered, ordered[0]])
+    return Problem(
+        f"/nodes/{indexes[ordered[0]]}",
+        f"cycle {loop} has no loop guard: set max_iterations on one of its nodes",
+        "unguarded_cycle",
+    )
 
 
 def dangling_edge(pointer: str, target: str) -> Problem:

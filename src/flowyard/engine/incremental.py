@@ -33,9 +33,11 @@ from flowyard.domain.state_machine import is_state_machine
 from flowyard.engine.declarations import correlation_expressions, signal_problems
 from flowyard.engine.graph_checks import (
     BrokenNode,
+    GraphFacts,
     NodeInfo,
     check_graph,
     dangling_edge,
+    unguarded_cycle,
     unreachable,
 )
 from flowyard.engine.input_schema import schema_problems
@@ -91,6 +93,9 @@ class DefinitionCheck:
     #: known and the graph was judged from an existing start (None otherwise): what tells
     #: whether a node appended later can change anything but its own problems.
     graph_names: tuple[frozenset[str], frozenset[str]] | None = None
+    #: What the graph checks found beyond their problems (with ``graph_names`` only): what
+    #: lets an edit of some nodes' edges or a rename derive the graph's outcome.
+    graph_facts: GraphFacts | None = None
     #: How many node checks were computed for this answer (the rest were reused).
     checked: int = 0
 
@@ -285,29 +290,7 @@ class IncrementalValidator:
         start = definition.start if definition else raw.get("start")
         start = start if isinstance(start, str) else None
         graph_key = (start, tuple(check.graph for check in checks))
-        graph_problems: tuple[Problem, ...] = ()
-        names: tuple[frozenset[str], frozenset[str]] | None = None
-        appended = _appended(previous, graph_key, len(checks) - 1)
-        if previous is not None and previous.graph_key == graph_key:
-            graph_problems, names = previous.graph_problems, previous.graph_names
-        elif appended is not None:
-            graph_problems, names = appended
-        elif kept or broken:
-            infos = {
-                node_id: NodeInfo(
-                    index,
-                    spec,
-                    check.node_type,
-                    check.config,
-                    list(check.routes),
-                    check.routes_known,
-                )
-                for node_id, (index, spec, check) in kept.items()
-            }
-            found_in_graph: list[Problem] = []
-            check_graph(infos, broken, start, found_in_graph)
-            graph_problems = tuple(found_in_graph)
-            names = _names(graph_key, broken, found_in_graph)
+        graph_problems, names, facts = _graph(previous, graph_key, kept, broken)
         problems.extend(graph_problems)
         schema = definition.input_schema if definition else raw.get("input_schema")
         if isinstance(schema, dict):
@@ -318,7 +301,14 @@ class IncrementalValidator:
             for index, _, check in kept.values():
                 credentials += [(f"/nodes/{index}{p}", name) for p, name in check.credentials]
         return DefinitionCheck(
-            problems, credentials, checks, graph_key, graph_problems, names, checked=checked
+            problems,
+            credentials,
+            checks,
+            graph_key,
+            graph_problems,
+            names,
+            facts,
+            checked=checked,
         )
 
     @staticmethod
@@ -350,6 +340,39 @@ class IncrementalValidator:
                 failed.extend(_under(check.expression_problems, f"/nodes/{index}"))
         problems.extend(failed)
         return kept, broken, count
+
+
+def _graph(
+    previous: DefinitionCheck | None,
+    graph_key: Any,
+    kept: Mapping[str, tuple[int, NodeSpec, NodeCheck]],
+    broken: dict[str, BrokenNode],
+) -> tuple[tuple[Problem, ...], tuple[frozenset[str], frozenset[str]] | None, GraphFacts | None]:
+    """The graph checks' outcome: kept from ``previous`` when no signature changed,
+    derived from it when a node was appended or some edges or an id changed (where that
+    is exact), else checked (the first node of each id, the nodes that did not parse)."""
+    if previous is not None and previous.graph_key == graph_key:
+        return previous.graph_problems, previous.graph_names, previous.graph_facts
+    start, signatures = graph_key
+    if (appended := _appended(previous, graph_key, len(signatures) - 1)) is not None:
+        return (*appended, previous.graph_facts if previous is not None else None)
+    if (derived := _edited(previous, graph_key, broken)) is not None:
+        return derived
+    if not kept and not broken:
+        return (), None, None
+    infos = {
+        node_id: NodeInfo(
+            index, spec, check.node_type, check.config, list(check.routes), check.routes_known
+        )
+        for node_id, (index, spec, check) in kept.items()
+    }
+    found: list[Problem] = []
+    facts: list[GraphFacts] = []
+    check_graph(infos, broken, start, found, facts)
+    names = _names(graph_key, broken, found)
+    if names is None or not facts or len(names[0]) != len(signatures):
+        return tuple(found), names, None
+    return tuple(found), names, facts[0]  # every node is in the graph, once
 
 
 def _names(
@@ -411,3 +434,143 @@ def _appended(
         (*previous.graph_problems, *found),
         (ids | {node_id}, named | {target for _, target in edges}),
     )
+
+
+def _targets(signature: tuple[Any, ...]) -> list[str]:
+    """Every node a node's graph signature goes to (``next``, routes, catch routes)."""
+    _, following, routes, catch, _, _ = signature
+    found = [following] if following is not None else []
+    found += [target for _, target in routes]
+    found += catch
+    return found
+
+
+def _dangling(signatures: Sequence[tuple[Any, ...]], ids: frozenset[str]) -> list[Problem]:
+    """The dangling edges of every node, in the graph checks' order (node by node: next,
+    routes, catch routes)."""
+    found: list[Problem] = []
+    for index, (_, following, routes, catch, _, _) in enumerate(signatures):
+        if following is not None and following not in ids:
+            found.append(dangling_edge(f"/nodes/{index}/next", following))
+        for pointer, target in routes:
+            if target not in ids:
+                found.append(dangling_edge(f"/nodes/{index}{pointer}", target))
+        for j, target in enumerate(catch):
+            if target not in ids:
+                found.append(dangling_edge(f"/nodes/{index}/catch/{j}/next", target))
+    return found
+
+
+def _relabel(signature: tuple[Any, ...], old: str, new: str) -> tuple[Any, ...]:
+    """A graph signature with node id ``old`` written ``new`` wherever it appears."""
+
+    def swap(name: Any) -> Any:
+        return new if name == old else name
+
+    node_id, following, routes, catch, guard, branches = signature
+    return (
+        swap(node_id),
+        swap(following),
+        tuple((pointer, swap(target)) for pointer, target in routes),
+        tuple(swap(target) for target in catch),
+        guard,
+        tuple(swap(target) for target in branches),
+    )
+
+
+def _edited(
+    previous: DefinitionCheck | None, graph_key: Any, broken: Mapping[str, Any]
+) -> tuple[tuple[Problem, ...], tuple[frozenset[str], frozenset[str]], GraphFacts] | None:
+    """The graph's problems derived from the previous check's, without walking the graph,
+    for the two edits that change edges of a large draft (decision 0037):
+
+    - *edges of unreached nodes*: the nodes whose signature changed keep their ids and
+      none was reachable or in a cycle before. What is reachable cannot change (the walk
+      from the start never met them, and every edge it followed is as it was), so neither
+      can the unreachable nodes nor the regions; a new cycle would have to run through a
+      changed node's edge back to a changed node, which a walk from their targets rules
+      out (skipped when nothing names a changed node). Only the dangling edges are
+      recomputed (a pass over the signatures, no walk).
+    - *a rename*: one node's id changed from ``old`` to ``new``, the new graph is the old
+      one with ``old`` written ``new`` everywhere (every signature that changed is the old
+      one relabelled; ``old`` is named nowhere now and ``new`` was named nowhere before),
+      and there was no region problem. The graph is the same graph: the reachable nodes
+      and the cycles are relabelled, and the problems are made again from them.
+
+    Where every node is in the graph once (no broken node, no duplicate id, every node's
+    routes known) and the start exists, before and after. None otherwise: walk the graph."""
+    if previous is None or previous.graph_facts is None or previous.graph_names is None:
+        return None
+    start, signatures = graph_key
+    before_start, before = previous.graph_key
+    if len(signatures) != len(before) or start is None:
+        return None
+    names = _names(graph_key, broken, ())
+    if names is None:
+        return None
+    ids, named = names
+    if len(ids) != len(signatures) or start not in ids:
+        return None
+    facts = previous.graph_facts
+    changed = [i for i, (a, b) in enumerate(zip(before, signatures, strict=True)) if a != b]
+    renamed = [i for i in changed if before[i][0] != signatures[i][0]]
+    if not renamed:
+        moved = {signatures[i][0] for i in changed}
+        if start != before_start or not moved.isdisjoint(facts.reachable):
+            return None
+        if any(not moved.isdisjoint(component) for component in facts.cycles):
+            return None
+        if not moved.isdisjoint(named) and _reaches(signatures, changed, moved):
+            return None
+        kept = [p for p in previous.graph_problems if p.code != "dangling_edge"]
+        return (*_dangling(signatures, ids), *kept), names, facts
+    if len(renamed) != 1 or facts.shared:
+        return None
+    old, new = before[renamed[0]][0], signatures[renamed[0]][0]
+    old_ids, old_named = previous.graph_names
+    if new in old_ids or new in old_named or old in named or new == before_start:
+        return None
+    if start != (new if before_start == old else before_start):
+        return None
+    if any(_relabel(before[i], old, new) != signatures[i] for i in changed):
+        return None
+    reachable = facts.reachable
+    if old in reachable:
+        reachable = (reachable - {old}) | {new}
+    cycles = tuple(
+        (component - {old}) | {new} if old in component else component for component in facts.cycles
+    )
+    problems = _dangling(signatures, ids)
+    problems += [
+        unreachable(index, signature[0], start)
+        for index, signature in enumerate(signatures)
+        if signature[0] not in reachable
+    ]
+    if cycles:
+        indexes = {signature[0]: index for index, signature in enumerate(signatures)}
+        guarded = {signature[0] for signature in signatures if signature[4]}
+        problems += [
+            unguarded_cycle(component, indexes)
+            for component in cycles
+            if component.isdisjoint(guarded)
+        ]
+    return tuple(problems), names, GraphFacts(reachable, cycles, False)
+
+
+def _reaches(
+    signatures: Sequence[tuple[Any, ...]], changed: Sequence[int], moved: set[str]
+) -> bool:
+    """Whether a walk along the edges from the changed nodes' targets meets a changed node
+    (their edges may close a cycle)."""
+    indexes = {signature[0]: index for index, signature in enumerate(signatures)}
+    seen: set[str] = set()
+    pending = [target for i in changed for target in _targets(signatures[i])]
+    while pending:
+        node_id = pending.pop()
+        if node_id in moved:
+            return True
+        if node_id in seen or node_id not in indexes:
+            continue
+        seen.add(node_id)
+        pending += _targets(signatures[indexes[node_id]])
+    return False

@@ -24,6 +24,7 @@ from flowyard.domain.drafts import (
     DraftRecord,
     DraftStepRecord,
     NewDraftStep,
+    draft_overtaken,
 )
 from flowyard.domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Problem
 from flowyard.domain.records import VersionRecord, WorkflowRecord
@@ -85,17 +86,22 @@ class DraftUseCases(WorkflowUseCases):
         return await self.get_workflow(ref)
 
     def _noticed(
-        self, workflow: WorkflowRecord, change: DraftChange, summary: str, actor: str | None
+        self,
+        workflow: WorkflowRecord,
+        change: DraftChange,
+        summary: Callable[[], str],
+        actor: str | None,
     ) -> tuple[DraftNotice | None, list[DraftEvent]]:
         """The notice a store that records it in the change's transaction writes (decision
         0037), and the list the event it wrote goes to; (None, []) where the change is
-        announced after it committed."""
+        announced after it committed. ``summary`` is asked when the notice is written (the
+        step is made in the transaction)."""
         made: list[DraftEvent] = []
         if not self.store.records_draft_notices:
             return None, made
 
         def notice(draft: DraftRecord) -> str:
-            made.append(self._draft_event(workflow, change, draft, summary, actor))
+            made.append(self._draft_event(workflow, change, draft, summary(), actor))
             return made[-1].to_json()
 
         return notice, made
@@ -259,26 +265,40 @@ class DraftUseCases(WorkflowUseCases):
         return workflow, draft
 
     async def edit_draft(
-        self, ref: str, expected_revision: int | None, build: EditBuilder, actor: str | None
+        self,
+        ref: str,
+        expected_revision: int | None,
+        build: EditBuilder,
+        actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> DraftView:
-        """Apply one edit as one step (PreconditionFailed when the draft moved on)."""
-        workflow, draft = await self._current(ref, expected_revision)
-        document = draft.document  # the store's fresh copy: ours to change
-        edit = build(
-            document, registry_references(self.validator.registry, self.validator.expressions)
-        )
-        if not edit.ops:
-            raise InvalidInput(f"nothing to change: {edit.summary}")
-        step = apply_patch(document, edit.ops, edit.summary)
-        notice, made = self._noticed(workflow, DraftChange.EDITED, step.summary, actor)
-        saved = await self.store.record_draft_edit(
+        """Apply one edit as one step (PreconditionFailed when the draft moved on); ``audit``
+        commits with it. The draft is read in the transaction that records the edit (one
+        transaction, no read before it); the edit is computed there, on the document as
+        read (the store's fresh copy: ours to change)."""
+        workflow = await self._workflow(ref)
+        references = registry_references(self.validator.registry, self.validator.expressions)
+
+        summaries: list[str] = []  # the step's, once made in the transaction
+
+        def change(document: Document) -> NewDraftStep:
+            edit = build(document, references)
+            if not edit.ops:
+                raise InvalidInput(f"nothing to change: {edit.summary}")
+            step = apply_patch(document, edit.ops, edit.summary)
+            summaries.append(step.summary)
+            return NewDraftStep(step.forward, step.inverse, step.summary)
+
+        notice, made = self._noticed(workflow, DraftChange.EDITED, lambda: summaries[-1], actor)
+        saved, step = await self.store.apply_draft_edit(
             workflow.id,
-            draft.revision,
-            document,
-            NewDraftStep(step.forward, step.inverse, step.summary),
+            expected_revision,
+            change,
             actor,
             max_steps=self.history_limit,
             notice=notice,
+            audit=audit,
         )
         await self._told(workflow, DraftChange.EDITED, saved, step.summary, actor, made)
         return await self._view(workflow, saved, step.summary, step.forward)
@@ -289,24 +309,28 @@ class DraftUseCases(WorkflowUseCases):
         expected_revision: int | None,
         which: Literal["undo", "redo"],
         actor: str | None,
+        *,
+        audit: AuditEntry | None = None,
     ) -> DraftView:
         """Undo the last applied step or redo the first undone one (Conflict when there is
-        none)."""
-        workflow, draft = await self._current(ref, expected_revision)
-        step = await self.store.draft_step(workflow.id, which)
-        if step is None:
-            raise Conflict(f"nothing to {which}", detail={"current_etag": draft.etag})
-        document = draft.document
-        patch = step.inverse if which == "undo" else step.forward
-        applied = apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}")
+        none), in one transaction with the reads of the draft and the step."""
+        workflow = await self._workflow(ref)
         change = DraftChange.UNDONE if which == "undo" else DraftChange.REDONE
-        summary = f"{which}: {step.summary}"
-        notice, made = self._noticed(workflow, change, summary, actor)
-        saved = await self.store.record_draft_move(
-            workflow.id, draft.revision, document, step.seq, which == "undo", actor, notice=notice
+
+        summaries: list[str] = []
+
+        def move(document: Document, step: DraftStepRecord) -> list[Operation]:
+            patch = step.inverse if which == "undo" else step.forward
+            summaries.append(f"{which}: {step.summary}")
+            return apply_patch(document, copy.deepcopy(patch), f"{which} {step.summary}").forward
+
+        notice, made = self._noticed(workflow, change, lambda: summaries[-1], actor)
+        saved, step, applied = await self.store.apply_draft_move(
+            workflow.id, expected_revision, which, move, actor, notice=notice, audit=audit
         )
+        summary = f"{which}: {step.summary}"
         await self._told(workflow, change, saved, summary, actor, made)
-        return await self._view(workflow, saved, summary, applied.forward)
+        return await self._view(workflow, saved, summary, applied)
 
     async def draft_history(
         self, ref: str, *, limit: int = 100
@@ -331,11 +355,18 @@ class DraftUseCases(WorkflowUseCases):
         expected_revision: int | None,
         actor: str | None,
         *,
+        force: bool = False,
         audit: AuditEntry | None = None,
-    ) -> tuple[WorkflowRecord, VersionRecord]:
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Validate the draft and make it the next immutable version (with its layout);
-        Conflict listing every problem when it is not valid."""
+        Conflict listing every problem when it is not valid. Conflict too when a version
+        was saved since the draft was opened (publishing would silently undo it), unless
+        ``force``. A draft equal to the latest version (definition and layout) makes no
+        version: that one is answered, with False, and the draft is closed all the same."""
         workflow, draft = await self._current(ref, expected_revision)
+        base = draft.base_version or 0
+        if not force and workflow.latest_version != base:  # the store checks it under lock
+            raise draft_overtaken(base, workflow.latest_version)
         problems = await self.draft_problems(workflow, draft)
         if problems:
             count = len(problems)
@@ -344,23 +375,28 @@ class DraftUseCases(WorkflowUseCases):
                 detail={"errors": [p.as_dict() for p in problems]},
             )
         try:
-            record, version = await self.store.publish_draft(
+            record, version, created = await self.store.publish_draft(
                 workflow.id,
                 draft.revision,
                 draft.document["definition"],
                 draft.document["layout"],
                 actor,
+                expected_latest=None if force else base,
                 audit=audit,
             )
         finally:
             self.reads.forget(workflow.id)
-        summary = f"published as version {version.version}"
+        summary = (
+            f"published as version {version.version}"
+            if created
+            else f"published unchanged: version {version.version} is the same"
+        )
         await self.changes.announce(
             self._draft_event(
                 record, DraftChange.PUBLISHED, None, summary, actor, version=version.version
             )
         )
-        return record, version
+        return record, version, created
 
 
 def stale(current: int, sent: int) -> PreconditionFailed:

@@ -17,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flowyard.domain.auth import AuditEntry
 from flowyard.domain.clock import utc_now
-from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep
+from flowyard.domain.drafts import DraftRecord, DraftStepRecord, NewDraftStep, draft_overtaken
 from flowyard.domain.errors import Conflict, NotFound, PreconditionFailed
 from flowyard.domain.ids import WorkflowId, new_workflow_id
 from flowyard.domain.records import VersionRecord, WorkflowRecord
 from flowyard.store.audit import note_target
 from flowyard.store.base import SqlBase
-from flowyard.store.ports.drafts import DraftNotice
-from flowyard.store.rows import definition_checksum, workflow_record
+from flowyard.store.ports.drafts import DraftChangeFn, DraftMoveFn, DraftNotice
+from flowyard.store.rows import definition_checksum, version_record, workflow_record
 from flowyard.store.schema import draft_steps, drafts, workflow_versions, workflows
 from flowyard.store.workflows import insert_workflow
 
@@ -39,6 +39,11 @@ def _step(row: Any) -> DraftStepRecord:
         at=row.at,
         undone=bool(row.undone),
     )
+
+
+def _same_layout(stored: dict[str, Any] | None, layout: dict[str, Any]) -> bool:
+    """Whether a version's layout (None: saved without one) is the draft's."""
+    return (stored or {"nodes": {}}) == layout
 
 
 class DraftOps(SqlBase):
@@ -235,53 +240,118 @@ class DraftOps(SqlBase):
         *,
         max_steps: int,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
-        """Save an edit and its step; drop the redo tail and steps past ``max_steps``."""
+        """Save an edit and its step; drop the redo tail and steps past ``max_steps``; the
+        audit entry commits with them (one transaction per edit, not two)."""
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
-            row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
-            mine = draft_steps.c.workflow_id == workflow_id
-            await conn.execute(draft_steps.delete().where(mine, draft_steps.c.undone))
-            last, count = (
-                await conn.execute(
-                    sa.select(sa.func.max(draft_steps.c.seq), sa.func.count()).where(mine)
-                )
-            ).one()
-            seq = (last or 0) + 1
-            await conn.execute(
-                draft_steps.insert().values(
-                    workflow_id=workflow_id,
-                    seq=seq,
-                    forward=step.forward,
-                    inverse=step.inverse,
-                    summary=step.summary[:500],
-                    actor=actor,
-                    at=utc_now(),
-                    undone=False,
-                )
+            note_target(audit, "workflow", workflow_id)
+            return await self._record_edit(
+                conn, workflow_id, expected_revision, document, step, actor, max_steps, notice
             )
-            if seq > max_steps:  # seqs have no gaps below the tail: the oldest are <= this
-                await conn.execute(
-                    draft_steps.delete().where(mine, draft_steps.c.seq <= seq - max_steps)
-                )
-            # The applied steps are seq - count .. seq, the last max_steps of them kept.
-            depths = {"undo_depth": min(count + 1, max_steps), "redo_depth": 0}
-            record = self._draft_record(SimpleNamespace(**row._mapping, **depths), document)
-            if notice is not None:
-                await self._draft_changed(conn, notice(record))
-            return record
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
+
+    async def apply_draft_edit(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int | None,
+        change: DraftChangeFn,
+        actor: str | None,
+        *,
+        max_steps: int,
+        notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[DraftRecord, NewDraftStep]:
+        """Read the draft (locked, at ``expected_revision``; None: as it is), have ``change``
+        make the new document (in place) and its step, and record them, all in one
+        transaction: an edit without a read transaction of its own before it."""
+
+        async def fn(conn: AsyncConnection) -> tuple[DraftRecord, NewDraftStep]:
+            note_target(audit, "workflow", workflow_id)
+            row = await self._locked_document(conn, workflow_id, expected_revision)
+            document = row.document
+            step = change(document)
+            record = await self._record_edit(
+                conn, workflow_id, row.revision, document, step, actor, max_steps, notice
+            )
+            return record, step
+
+        return await self._tx(fn, audit=audit)
+
+    async def _locked_document(
+        self, conn: AsyncConnection, workflow_id: WorkflowId, expected_revision: int | None
+    ) -> Any:
+        """The draft's row with its document, locked, if it is at ``expected_revision``
+        (NotFound, PreconditionFailed)."""
+        row = await self._draft_row(conn, workflow_id, lock=True)
+        if row is None:
+            raise NotFound(f"workflow {workflow_id!r} has no draft")
+        if expected_revision is not None and row.revision != expected_revision:
+            raise PreconditionFailed(
+                f'the draft is at ETag "d{row.revision}", not "d{expected_revision}": it '
+                "changed since you read it; GET it again and retry",
+                detail={"current_etag": f'"d{row.revision}"'},
+            )
+        return row
+
+    async def _record_edit(
+        self,
+        conn: AsyncConnection,
+        workflow_id: WorkflowId,
+        expected_revision: int,
+        document: dict[str, Any],
+        step: NewDraftStep,
+        actor: str | None,
+        max_steps: int,
+        notice: DraftNotice | None,
+    ) -> DraftRecord:
+        row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
+        mine = draft_steps.c.workflow_id == workflow_id
+        await conn.execute(draft_steps.delete().where(mine, draft_steps.c.undone))
+        last, count = (
+            await conn.execute(
+                sa.select(sa.func.max(draft_steps.c.seq), sa.func.count()).where(mine)
+            )
+        ).one()
+        seq = (last or 0) + 1
+        await conn.execute(
+            draft_steps.insert().values(
+                workflow_id=workflow_id,
+                seq=seq,
+                forward=step.forward,
+                inverse=step.inverse,
+                summary=step.summary[:500],
+                actor=actor,
+                at=utc_now(),
+                undone=False,
+            )
+        )
+        if seq > max_steps:  # seqs have no gaps below the tail: the oldest are <= this
+            await conn.execute(
+                draft_steps.delete().where(mine, draft_steps.c.seq <= seq - max_steps)
+            )
+        # The applied steps are seq - count .. seq, the last max_steps of them kept.
+        depths = {"undo_depth": min(count + 1, max_steps), "redo_depth": 0}
+        record = self._draft_record(SimpleNamespace(**row._mapping, **depths), document)
+        if notice is not None:
+            await self._draft_changed(conn, notice(record))
+        return record
+
+    @staticmethod
+    def _step_query(workflow_id: WorkflowId, which: Literal["undo", "redo"]) -> Any:
+        """The last applied step (undo) or the first undone one (redo)."""
+        query = sa.select(draft_steps).where(draft_steps.c.workflow_id == workflow_id).limit(1)
+        if which == "undo":
+            return query.where(~draft_steps.c.undone).order_by(draft_steps.c.seq.desc())
+        return query.where(draft_steps.c.undone).order_by(draft_steps.c.seq)
 
     async def draft_step(
         self, workflow_id: WorkflowId, which: Literal["undo", "redo"]
     ) -> DraftStepRecord | None:
         """The last applied step (undo) or the first undone one (redo)."""
-        query = sa.select(draft_steps).where(draft_steps.c.workflow_id == workflow_id).limit(1)
-        if which == "undo":
-            query = query.where(~draft_steps.c.undone).order_by(draft_steps.c.seq.desc())
-        else:
-            query = query.where(draft_steps.c.undone).order_by(draft_steps.c.seq)
+        query = self._step_query(workflow_id, which)
 
         async def fn(conn: AsyncConnection) -> DraftStepRecord | None:
             row = (await conn.execute(query)).first()
@@ -299,33 +369,80 @@ class DraftOps(SqlBase):
         actor: str | None,
         *,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
-        """Save the document after undoing or redoing step ``seq``."""
+        """Save the document after undoing or redoing step ``seq`` (with its audit entry)."""
 
         async def fn(conn: AsyncConnection) -> DraftRecord:
-            row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
-            moved = await conn.execute(
-                draft_steps.update()
-                .where(
-                    draft_steps.c.workflow_id == workflow_id,
-                    draft_steps.c.seq == seq,
-                    draft_steps.c.undone == (not undone),
-                )
-                .values(undone=undone)
+            note_target(audit, "workflow", workflow_id)
+            return await self._record_move(
+                conn, workflow_id, expected_revision, document, seq, undone, actor, notice
             )
-            if moved.rowcount != 1:
-                raise Conflict(
-                    f"step {seq} of the draft was already {'un' if undone else 're'}done"
-                )
-            depths = (await conn.execute(sa.select(*self._depths(workflow_id)))).one()
-            record = self._draft_record(
-                SimpleNamespace(**row._mapping, **depths._mapping), document
-            )
-            if notice is not None:
-                await self._draft_changed(conn, notice(record))
-            return record
 
-        return await self._tx(fn)
+        return await self._tx(fn, audit=audit)
+
+    async def apply_draft_move(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int | None,
+        which: Literal["undo", "redo"],
+        move: DraftMoveFn,
+        actor: str | None,
+        *,
+        notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[DraftRecord, DraftStepRecord, list[dict[str, Any]]]:
+        """Undo the last applied step or redo the first undone one in one transaction: read
+        the draft (locked, at ``expected_revision``) and the step, have ``move`` apply the
+        step's patch to the document (in place; it answers the operations applied), record
+        it (Conflict, naming the current ETag, when there is no step to move)."""
+
+        async def fn(
+            conn: AsyncConnection,
+        ) -> tuple[DraftRecord, DraftStepRecord, list[dict[str, Any]]]:
+            note_target(audit, "workflow", workflow_id)
+            row = await self._locked_document(conn, workflow_id, expected_revision)
+            found = (await conn.execute(self._step_query(workflow_id, which))).first()
+            if found is None:
+                raise Conflict(f"nothing to {which}", detail={"current_etag": f'"d{row.revision}"'})
+            step = _step(found)
+            document = row.document
+            applied = move(document, step)
+            record = await self._record_move(
+                conn, workflow_id, row.revision, document, step.seq, which == "undo", actor, notice
+            )
+            return record, step, applied
+
+        return await self._tx(fn, audit=audit)
+
+    async def _record_move(
+        self,
+        conn: AsyncConnection,
+        workflow_id: WorkflowId,
+        expected_revision: int,
+        document: dict[str, Any],
+        seq: int,
+        undone: bool,
+        actor: str | None,
+        notice: DraftNotice | None,
+    ) -> DraftRecord:
+        row = await self._save_document(conn, workflow_id, expected_revision, document, actor)
+        moved = await conn.execute(
+            draft_steps.update()
+            .where(
+                draft_steps.c.workflow_id == workflow_id,
+                draft_steps.c.seq == seq,
+                draft_steps.c.undone == (not undone),
+            )
+            .values(undone=undone)
+        )
+        if moved.rowcount != 1:
+            raise Conflict(f"step {seq} of the draft was already {'un' if undone else 're'}done")
+        depths = (await conn.execute(sa.select(*self._depths(workflow_id)))).one()
+        record = self._draft_record(SimpleNamespace(**row._mapping, **depths._mapping), document)
+        if notice is not None:
+            await self._draft_changed(conn, notice(record))
+        return record
 
     async def list_draft_steps(
         self, workflow_id: WorkflowId, *, limit: int = 100
@@ -368,16 +485,34 @@ class DraftOps(SqlBase):
         layout: dict[str, Any],
         actor: str | None,
         *,
+        expected_latest: int | None = None,
         audit: AuditEntry | None = None,
-    ) -> tuple[WorkflowRecord, VersionRecord]:
-        """The draft becomes the next version (with its layout); the draft is closed."""
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
+        """The draft becomes the next version (with its layout); the draft is closed. When
+        the definition (by checksum) and the layout equal the latest version's, no version is
+        made: that one is answered with False. ``expected_latest``: the version the workflow
+        must be at (Conflict naming both otherwise), checked under the workflow's lock."""
         now = utc_now()
         checksum = definition_checksum(definition)
 
-        async def fn(conn: AsyncConnection) -> tuple[WorkflowRecord, VersionRecord]:
+        async def fn(conn: AsyncConnection) -> tuple[WorkflowRecord, VersionRecord, bool]:
             wf = await self._lock_workflow_row(conn, workflow_id)
             await self._locked_draft(conn, workflow_id, expected_revision)
+            if expected_latest is not None and wf.latest_version != expected_latest:
+                raise draft_overtaken(expected_latest, wf.latest_version)
             note_target(audit, "workflow", workflow_id)
+            if wf.latest_version > 0 and not wf.archived:
+                current = (
+                    await conn.execute(
+                        sa.select(workflow_versions).where(
+                            workflow_versions.c.workflow_id == workflow_id,
+                            workflow_versions.c.version == wf.latest_version,
+                        )
+                    )
+                ).one()
+                if current.checksum == checksum and _same_layout(current.layout, layout):
+                    await self._delete_draft(conn, workflow_id)
+                    return workflow_record(wf), version_record(current), False
             version = wf.latest_version + 1
             await conn.execute(
                 workflow_versions.insert().values(
@@ -408,7 +543,7 @@ class DraftOps(SqlBase):
             record = VersionRecord(
                 workflow_id, version, definition, checksum, now, actor, layout=layout
             )
-            return workflow_record(updated), record
+            return workflow_record(updated), record, True
 
         try:
             return await self._tx(fn, audit=audit)

@@ -57,6 +57,9 @@ OPEN_CORRELATION_SQL = (
 RETENTION_SQL = "finished_at IS NOT NULL AND parent_run_id IS NULL"
 
 JSONType: sa.types.TypeEngine[Any] = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: JSON kept as written, its keys in their order (``json`` on PostgreSQL, where ``jsonb``
+#: reorders them): a draft's undo gives back the bytes of the step before (migration 0022).
+OrderedJSONType: sa.types.TypeEngine[Any] = sa.JSON()
 BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 metadata = sa.MetaData(
@@ -463,7 +466,7 @@ hook_deliveries = sa.Table(
 )
 
 
-# -- drafts (migration 0014) ------------------------------------------------------------------
+# -- drafts (migration 0014; ordered JSON: 0022) -----------------------------------------
 
 #: One shared draft per workflow: the whole document as it is now (``{"definition",
 #: "layout"}``) and its ``revision``, the ETag editors send back (optimistic concurrency).
@@ -473,7 +476,7 @@ drafts = sa.Table(
     sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), primary_key=True),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("base_version", sa.Integer, nullable=True),
-    sa.Column("document", JSONType, nullable=False),
+    sa.Column("document", OrderedJSONType, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -488,8 +491,8 @@ draft_steps = sa.Table(
     sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
     sa.Column("workflow_id", sa.String(40), sa.ForeignKey("workflows.id"), nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("forward", JSONType, nullable=False),
-    sa.Column("inverse", JSONType, nullable=False),
+    sa.Column("forward", OrderedJSONType, nullable=False),
+    sa.Column("inverse", OrderedJSONType, nullable=False),
     sa.Column("summary", sa.String(500), nullable=False),
     sa.Column("actor", sa.String(200), nullable=True),
     sa.Column("at", UTCDateTime, nullable=False),

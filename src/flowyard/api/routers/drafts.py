@@ -8,9 +8,10 @@ the new ETag and the draft's problems (decision 0027).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
 
 from flowyard.api.deps import ActorDep, AuditDep, ServiceDep
 from flowyard.api.draft_schemas import (
@@ -28,6 +29,7 @@ from flowyard.api.jsonbody import StrictJSONRoute
 from flowyard.api.problems import documented
 from flowyard.api.routers.workflows import etag as workflow_etag
 from flowyard.api.schemas import MAX_VERSION, VersionPublic, WorkflowPublic, WorkflowWithVersion
+from flowyard.domain.auth import AuditEntry
 from flowyard.domain.drafts import draft_revision
 from flowyard.domain.errors import InvalidInput, PreconditionRequired
 from flowyard.drafts import ops
@@ -64,9 +66,49 @@ def revision_of(if_match: str | None) -> int:
     return revision
 
 
-def _answer(view: DraftView, response: Response) -> DraftPublic:
+@dataclass(frozen=True, slots=True)
+class EditOptions:
+    """What an edit's request asks besides its body: its audit entry (written with the
+    edit, in its transaction) and whether the answer may leave the document out."""
+
+    audit: AuditEntry | None
+    minimal: bool
+
+
+def wants_minimal(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header (RFC 7240) asks for ``return=minimal``."""
+    if not prefer:
+        return False
+    for item in prefer.split(","):
+        name, _, value = item.split(";")[0].partition("=")
+        if name.strip().lower() == "return" and value.strip().strip('"').lower() == "minimal":
+            return True
+    return False
+
+
+async def edit_options(
+    audit: AuditDep,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`return=minimal` (RFC 7240): answer without the `document` (null), "
+            "for a client that applies its own edit; the default answers it whole.",
+            examples=["return=minimal"],
+        ),
+    ] = None,
+) -> EditOptions:
+    """An edit's options from its request."""
+    return EditOptions(audit, wants_minimal(prefer))
+
+
+EditDep = Annotated[EditOptions, Depends(edit_options)]
+
+
+def _answer(view: DraftView, response: Response, minimal: bool = False) -> DraftPublic:
     response.headers["ETag"] = view.draft.etag
-    return DraftPublic.of(view)
+    if minimal:
+        response.headers["Preference-Applied"] = "return=minimal"
+    return DraftPublic.of(view, minimal=minimal)
 
 
 @router.post(
@@ -117,15 +159,19 @@ async def _edit(
     actor: str,
     response: Response,
     build: Any,
+    options: EditOptions,
 ) -> DraftPublic:
-    view = await service.edit_draft(workflow_ref, revision_of(if_match), build, actor)
-    return _answer(view, response)
+    view = await service.edit_draft(
+        workflow_ref, revision_of(if_match), build, actor, audit=options.audit
+    )
+    return _answer(view, response, options.minimal)
 
 
 @router.patch("", response_model=DraftPublic, summary="Apply a JSON Patch", responses=EDIT)
 async def patch_draft(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     response: Response,
     patch: Annotated[
@@ -141,13 +187,16 @@ async def patch_draft(
     `/definition` and `/layout`). A patch that does not apply changes nothing: 422 naming
     the failing operation (`operation`)."""
     ops_ = parse_patch(patch)
-    return await _edit(service, workflow_ref, if_match, actor, response, lambda d, r: ops.raw(ops_))
+    return await _edit(
+        service, workflow_ref, if_match, actor, response, lambda d, r: ops.raw(ops_), options
+    )
 
 
 @router.post("/nodes", response_model=DraftPublic, summary="Add a node", responses=EDIT)
 async def add_node(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     body: NodeAdd,
     response: Response,
@@ -160,7 +209,7 @@ async def add_node(
     def build(doc: Any, routes: Any) -> ops.Edit:
         return ops.add_node(doc, body.node, after=body.after, position=position)
 
-    return await _edit(service, workflow_ref, if_match, actor, response, build)
+    return await _edit(service, workflow_ref, if_match, actor, response, build, options)
 
 
 @router.patch(
@@ -169,6 +218,7 @@ async def add_node(
 async def update_node(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     node_id: str,
     patch: Annotated[
@@ -190,6 +240,7 @@ async def update_node(
         actor,
         response,
         lambda d, r: ops.update_node(d, node_id, patch),
+        options,
     )
 
 
@@ -199,6 +250,7 @@ async def update_node(
 async def replace_node(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     node_id: str,
     node: Annotated[
@@ -219,6 +271,7 @@ async def replace_node(
         actor,
         response,
         lambda d, r: ops.replace_node(d, node_id, node),
+        options,
     )
 
 
@@ -228,6 +281,7 @@ async def replace_node(
 async def delete_node(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     node_id: str,
     response: Response,
@@ -247,6 +301,7 @@ async def delete_node(
         actor,
         response,
         lambda d, r: ops.delete_node(d, node_id, edges, r.routes),
+        options,
     )
 
 
@@ -256,6 +311,7 @@ async def delete_node(
 async def rename_node(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     node_id: str,
     body: NodeRename,
@@ -270,6 +326,7 @@ async def rename_node(
         actor,
         response,
         lambda d, r: ops.rename_node(d, node_id, body.id, r.routes, r.expressions),
+        options,
     )
 
 
@@ -277,6 +334,7 @@ async def rename_node(
 async def connect(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     body: EdgeIn,
     response: Response,
@@ -288,7 +346,7 @@ async def connect(
         body.source, body.kind, body.target, body.when, tuple(body.errors), body.name, body.index
     )
     return await _edit(
-        service, workflow_ref, if_match, actor, response, lambda d, r: ops.connect(d, edge)
+        service, workflow_ref, if_match, actor, response, lambda d, r: ops.connect(d, edge), options
     )
 
 
@@ -296,6 +354,7 @@ async def connect(
 async def disconnect(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     response: Response,
     source: Annotated[str, Query(max_length=64, description="The node the route leaves")],
@@ -313,7 +372,13 @@ async def disconnect(
     or branch picked by `index`, `name` or `target`."""
     edge = Edge(source, kind, target, name=name, index=index)
     return await _edit(
-        service, workflow_ref, if_match, actor, response, lambda d, r: ops.disconnect(d, edge)
+        service,
+        workflow_ref,
+        if_match,
+        actor,
+        response,
+        lambda d, r: ops.disconnect(d, edge),
+        options,
     )
 
 
@@ -323,14 +388,16 @@ async def disconnect(
 async def undo(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     response: Response,
     if_match: IfMatch = None,
 ) -> DraftPublic:
     """Revert the last applied step (409 when there is none)."""
-    return _answer(
-        await service.move_draft(workflow_ref, revision_of(if_match), "undo", actor), response
+    view = await service.move_draft(
+        workflow_ref, revision_of(if_match), "undo", actor, audit=options.audit
     )
+    return _answer(view, response, options.minimal)
 
 
 @router.post(
@@ -339,14 +406,16 @@ async def undo(
 async def redo(
     service: ServiceDep,
     actor: ActorDep,
+    options: EditDep,
     workflow_ref: str,
     response: Response,
     if_match: IfMatch = None,
 ) -> DraftPublic:
     """Re-apply the last undone step (409 when there is none; a new edit drops them)."""
-    return _answer(
-        await service.move_draft(workflow_ref, revision_of(if_match), "redo", actor), response
+    view = await service.move_draft(
+        workflow_ref, revision_of(if_match), "redo", actor, audit=options.audit
     )
+    return _answer(view, response, options.minimal)
 
 
 @router.get(
@@ -374,9 +443,22 @@ async def history(
     status_code=status.HTTP_201_CREATED,
     response_model=WorkflowWithVersion,
     summary="Publish the draft as the next version",
-    responses=documented(
-        404, 409, 412, 428, d409="The draft is invalid: `errors` lists every problem."
-    ),
+    responses={
+        200: {
+            "description": "The draft equals the latest version (definition and layout): no "
+            "version is made, that one is answered (`created: false`) and the draft is closed.",
+            "model": WorkflowWithVersion,
+        },
+        **documented(
+            404,
+            409,
+            412,
+            428,
+            d409="The draft is invalid (`errors` lists every problem), or a version was saved "
+            "since the draft was opened (`base_version`, `latest_version`; `force=true` "
+            "publishes anyway).",
+        ),
+    },
 )
 async def publish(
     service: ServiceDep,
@@ -384,16 +466,28 @@ async def publish(
     audit: AuditDep,
     workflow_ref: str,
     response: Response,
+    force: Annotated[
+        bool,
+        Query(
+            description="Publish even though a version was saved since the draft was opened "
+            "(it replaces that version's changes)."
+        ),
+    ] = False,
     if_match: IfMatch = None,
 ) -> WorkflowWithVersion:
     """Validate the draft and make it the next immutable version, its layout kept beside
-    it; the draft is closed. 409 with every problem when it is invalid. The answer's `ETag`
-    is the workflow's."""
-    record, version = await service.publish_draft(
-        workflow_ref, revision_of(if_match), actor, audit=audit
+    it; the draft is closed. 409 with every problem when it is invalid, and 409 naming
+    `base_version` and `latest_version` when someone saved a version since the draft was
+    opened (publishing would silently undo it) unless `force=true`. A draft equal to the
+    latest version makes none: 200 with that version and `created: false`. The answer's
+    `ETag` is the workflow's."""
+    record, version, created = await service.publish_draft(
+        workflow_ref, revision_of(if_match), actor, force=force, audit=audit
     )
     response.headers["ETag"] = workflow_etag(record)
     response.headers["Location"] = f"/api/v1/workflows/{record.id}/versions/{version.version}"
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return WorkflowWithVersion(
-        workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=True
+        workflow=WorkflowPublic.of(record), version=VersionPublic.of(version), created=created
     )

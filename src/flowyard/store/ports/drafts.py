@@ -12,6 +12,11 @@ from flowyard.domain.records import VersionRecord, WorkflowRecord
 
 #: The notice of a draft change for other processes (JSON), from the draft as saved.
 DraftNotice = Callable[[DraftRecord], str]
+#: Makes an edit on the document as read (in place): the step that did it.
+DraftChangeFn = Callable[[dict[str, Any]], NewDraftStep]
+#: Applies a step's patch (inverse to undo, forward to redo) to the document as read, in
+#: place: the operations applied.
+DraftMoveFn = Callable[[dict[str, Any], DraftStepRecord], list[dict[str, Any]]]
 
 
 class DraftStore(Protocol):
@@ -56,10 +61,12 @@ class DraftStore(Protocol):
         *,
         max_steps: int,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
         """Save the edited document and its step: the redo tail is dropped, and the oldest
         steps past ``max_steps``. ``notice`` gives the change's notice for other processes,
-        written in the same transaction where the store does that (``records_draft_notices``)."""
+        written in the same transaction where the store does that (``records_draft_notices``);
+        ``audit`` is written in it too."""
 
         ...
 
@@ -68,6 +75,36 @@ class DraftStore(Protocol):
     ) -> DraftStepRecord | None:
         """The step an undo would revert (the last applied) or a redo re-apply (the first
         undone); None when there is none."""
+        ...
+
+    async def apply_draft_edit(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int | None,
+        change: DraftChangeFn,
+        actor: str | None,
+        *,
+        max_steps: int,
+        notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[DraftRecord, NewDraftStep]:
+        """:meth:`record_draft_edit` of what ``change`` makes of the draft's document, read
+        in the same transaction (NotFound, PreconditionFailed; None: at any revision)."""
+        ...
+
+    async def apply_draft_move(
+        self,
+        workflow_id: WorkflowId,
+        expected_revision: int | None,
+        which: Literal["undo", "redo"],
+        move: DraftMoveFn,
+        actor: str | None,
+        *,
+        notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
+    ) -> tuple[DraftRecord, DraftStepRecord, list[dict[str, Any]]]:
+        """Undo or redo in one transaction: the draft and its step read, ``move`` applied to
+        the document, :meth:`record_draft_move` of it (Conflict when there is no step)."""
         ...
 
     async def record_draft_move(
@@ -80,9 +117,10 @@ class DraftStore(Protocol):
         actor: str | None,
         *,
         notice: DraftNotice | None = None,
+        audit: AuditEntry | None = None,
     ) -> DraftRecord:
-        """Save the document after undoing (``undone``) or redoing step ``seq`` (``notice``:
-        as for :meth:`record_draft_edit`)."""
+        """Save the document after undoing (``undone``) or redoing step ``seq`` (``notice``
+        and ``audit``: as for :meth:`record_draft_edit`)."""
         ...
 
     async def list_draft_steps(
@@ -105,8 +143,11 @@ class DraftStore(Protocol):
         layout: dict[str, Any],
         actor: str | None,
         *,
+        expected_latest: int | None = None,
         audit: AuditEntry | None = None,
-    ) -> tuple[WorkflowRecord, VersionRecord]:
+    ) -> tuple[WorkflowRecord, VersionRecord, bool]:
         """Make the draft the workflow's next version (with its layout) and close the
-        draft, in one transaction."""
+        draft, in one transaction; an unchanged draft (definition checksum and layout of the
+        latest version) makes none: that version is answered with False. Conflict when the
+        workflow is not at ``expected_latest`` (None: whatever it is at)."""
         ...
