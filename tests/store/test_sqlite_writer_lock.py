@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flowyard.store import sqlite_driver
 from flowyard.store.sqlite import SqliteStore
 
 
@@ -141,3 +142,59 @@ async def test_a_writer_waits_for_the_holder_and_gets_in_as_it_lets_go(
     # wait is on the connection's thread).
     assert got_in[0] >= released[0]
     assert ticks >= 5
+
+
+async def test_a_transaction_cancelled_halfway_lets_go(lite: SqliteStore, tmp_path: Path) -> None:
+    """A task cancelled inside its write transaction (the pool then terminates the connection,
+    bypassing its close) leaves the lock free, and the next writer goes in."""
+    inside = asyncio.Event()
+
+    async def stuck(conn: AsyncConnection) -> None:
+        await _insert(conn)
+        inside.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(lite._tx(stuck))
+    async with asyncio.timeout(10):
+        await inside.wait()
+    assert not _is_free(_lock_path(tmp_path))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(10):
+        await lite._tx(_insert)
+    assert _is_free(_lock_path(tmp_path))
+
+
+def test_a_writer_waits_a_bounded_time_then_goes_on_without_the_lock(tmp_path: Path) -> None:
+    """A holder that never lets go (hung, or a descriptor leaked with the lock) delays the
+    other writers by ``wait_s``, then they go on to SQLite's own lock."""
+    path = tmp_path / "x-writer.lock"
+    lock = sqlite_driver.WriterLock(str(path), wait_s=0.2)
+    with _held_elsewhere(path, 1.0):
+        started = time.monotonic()
+        lock.acquire()
+        waited = time.monotonic() - started
+    assert not lock.held and lock.gave_up == 1
+    assert 0.2 <= waited < 1.0
+    lock.acquire()  # free again: taken at once
+    assert lock.held
+    lock.close()
+
+
+async def test_a_connection_the_pool_invalidates_mid_transaction_lets_go(
+    lite: SqliteStore, tmp_path: Path
+) -> None:
+    """A connection invalidated inside its transaction (what SQLAlchemy does after an error
+    it cannot trust the connection past) is terminated, which bypasses its close: its lock
+    goes with it, and the next writer goes in."""
+
+    async def invalidated(conn: AsyncConnection) -> None:
+        await _insert(conn)
+        await conn.invalidate()
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever the closed transaction raises
+        await lite._tx(invalidated)
+    assert _is_free(_lock_path(tmp_path))
+    async with asyncio.timeout(10):
+        await lite._tx(_insert)

@@ -17,16 +17,19 @@ store's contract suite runs on it.
 A write connection may also hold a :class:`WriterLock` (decision 0041): an exclusive
 ``flock`` on a file beside the database, taken on the connection's thread before ``BEGIN
 IMMEDIATE`` and given back when the transaction ends. Processes that write one database take
-turns on it, and a waiter is woken the moment the writer before it commits; without it a
-writer that found the database locked slept in SQLite's busy handler, up to 100 ms at a time.
+turns on it, and a waiter gets in within a millisecond of the writer before it committing;
+without it a writer that found the database locked slept in SQLite's busy handler, up to
+100 ms at a time.
 """
 
 from __future__ import annotations
 
 import collections
 import fcntl
+import logging
 import os
 import sqlite3
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +42,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT
 
+_log = logging.getLogger("flowyard.store.sqlite")
 _Result = tuple[Any, list[Any] | None, int, int | None]
 
 
@@ -60,20 +64,51 @@ def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) 
 
 
 class WriterLock:
-    """An exclusive ``flock`` of one file, held by one write transaction at a time."""
+    """An exclusive ``flock`` of one file, held by one write transaction at a time.
 
-    def __init__(self, path: str) -> None:
+    Taken without blocking, retried every ``POLL_S`` at most (a waiter gets in within a
+    millisecond of the holder's commit), for at most ``wait_s``: a writer that waited that
+    long goes on without it, to SQLite's own lock and busy timeout, so a holder that hangs
+    (or a descriptor leaked with the lock) never stops the other writers for good. The lock
+    orders writers; SQLite's lock still guards the database."""
+
+    POLL_S = 0.001
+
+    def __init__(self, path: str, wait_s: float = 30.0) -> None:
         self.path = path
+        self.wait_s = wait_s
         self._fd: int | None = None
         self.held = False
+        #: Transactions that went on without the lock after ``wait_s``.
+        self.gave_up = 0
 
     def acquire(self) -> None:
-        """Wait (blocking this thread, never the event loop's) until no other writer holds
-        it."""
+        """Wait (on this thread, never the event loop's) until no other writer holds it, or
+        ``wait_s`` has passed."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        self.held = True
+        fd = self._fd
+        deadline = time.monotonic() + self.wait_s
+        delay = 0.0001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if self._fd != fd:
+                    return  # the connection was closed meanwhile
+                if time.monotonic() >= deadline:
+                    self.gave_up += 1
+                    _log.warning(
+                        "waited %.0f s for the writers' lock %s; going on to SQLite's own lock",
+                        self.wait_s,
+                        self.path,
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, self.POLL_S)
+                continue
+            self.held = True
+            return
 
     def release(self) -> None:
         if self.held and self._fd is not None:
@@ -81,10 +116,11 @@ class WriterLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self.release()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Let go and close the descriptor (closing it would let go of the lock anyway)."""
+        self.held = False
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 #: The writer lock of each write connection (keyed by its aiosqlite thread object).
@@ -185,18 +221,35 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         finally:
             self._end_write()
 
+    # Every way a connection ends lets go of its lock: a close, and the pool's terminate of
+    # a connection it invalidated (a transaction cancelled halfway), which bypasses close().
     def close(self) -> None:
         try:
             super().close()
         finally:
-            lock = _WRITER_LOCKS.pop(self._connection, None)
-            if lock is not None:
-                lock.close()
+            self._drop_lock()
+
+    async def _terminate_graceful_close(self) -> None:
+        try:
+            await super()._terminate_graceful_close()
+        finally:
+            self._drop_lock()
+
+    def _terminate_force_close(self) -> None:
+        try:
+            super()._terminate_force_close()
+        finally:
+            self._drop_lock()
 
     def _end_write(self) -> None:
         lock = _WRITER_LOCKS.get(self._connection)
         if lock is not None:
             lock.release()
+
+    def _drop_lock(self) -> None:
+        lock = _WRITER_LOCKS.pop(self._connection, None)
+        if lock is not None:
+            lock.close()
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
@@ -211,7 +264,10 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
         connection = super().connect(*arg, **kw)
         connection.__class__ = OneHopConnection
         if lock_path is not None:
-            _WRITER_LOCKS[connection._connection] = WriterLock(lock_path)
+            lock = WriterLock(lock_path)
+            _WRITER_LOCKS[connection._connection] = lock
+            # A connection dropped without being closed closes its descriptor when collected.
+            weakref.finalize(connection._connection, lock.close)
         return connection  # type: ignore[return-value]
 
 
