@@ -7,7 +7,7 @@ as written; nothing queries inside these columns. SQLite's JSON is text already.
 
 Revision ID: 0022
 Revises: 0021
-Create Date: 2026-12-10
+Create Date: 2026-12-02
 """
 
 from __future__ import annotations
