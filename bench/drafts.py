@@ -26,9 +26,11 @@ client (httpx, one kept-alive connection) logged in as the admin, each request w
 ``If-Match`` of the answer before. Kinds: *add* (``POST .../draft/nodes``), *patch*
 (``PATCH .../draft/nodes/n5``), *rename* (``POST .../nodes/{id}/rename`` of a node in the
 middle of the chain, which moves its ``next`` and the template that reads it), *connect*
-(``POST .../draft/edges``: the added node's ``next``), *json_patch* (``PATCH .../draft``,
-one ``replace``), *undo*, *redo*. ``--minimal`` sends ``Prefer: return=minimal`` (the
-answer without the document: what a builder that already holds it needs).
+(``POST .../draft/edges``: the added node's ``next``), *connect_path* (a ``catch`` route
+from a node the start reaches to the added node: the reachable graph grows), *json_patch*
+(``PATCH .../draft``, one ``replace``), *undo*, *redo*. ``--minimal`` sends ``Prefer:
+return=minimal`` (the answer without the document: what a builder that already holds it
+needs).
 
     python bench/drafts.py --http --nodes 1000 --edits 50
     python bench/drafts.py --http --minimal --nodes 1000
@@ -227,7 +229,7 @@ async def http_measure(
     draft = f"/api/v1/workflows/{raw['name']}/draft"
     tag = created.headers["ETag"]
     prefer = {"Prefer": "return=minimal"} if minimal else {}
-    kinds = ("add", "patch", "rename", "connect", "json_patch", "undo", "redo")
+    kinds = ("add", "patch", "rename", "connect", "connect_path", "json_patch", "undo", "redo")
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
     sizes: dict[str, list[int]] = {kind: [] for kind in kinds}
@@ -248,6 +250,12 @@ async def http_measure(
             ),
             "rename": ("POST", f"/nodes/{old}/rename", {"id": new}),
             "connect": ("POST", "/edges", {"source": f"extra{i}", "target": "n1", "kind": "next"}),
+            # An edge from a node the start reaches: the added node joins the graph.
+            "connect_path": (
+                "POST",
+                "/edges",
+                {"source": f"n{3 + i}", "target": f"extra{i}", "kind": "catch"},
+            ),
             "json_patch": (
                 "PATCH",
                 "",
