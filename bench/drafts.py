@@ -26,8 +26,9 @@ client (httpx, one kept-alive connection) logged in as the admin, each request w
 ``If-Match`` of the answer before. Kinds: *add* (``POST .../draft/nodes``), *patch*
 (``PATCH .../draft/nodes/n5``), *rename* (``POST .../nodes/{id}/rename`` of a node in the
 middle of the chain, which moves its ``next`` and the template that reads it), *connect*
-(``POST .../draft/edges``: the added node's ``next``), *connect_path* (a ``catch`` route
-from a node the start reaches to the added node: the reachable graph grows), *json_patch*
+(``POST .../draft/edges``: the added node's ``next``, to the chain's last node), *connect_path*
+(a ``catch`` route from a node the start reaches to the added node: the reachable graph
+grows, no cycle closes), *json_patch*
 (``PATCH .../draft``, one ``replace``), *undo*, *redo*. ``--minimal`` sends ``Prefer:
 return=minimal`` (the answer without the document: what a builder that already holds it
 needs).
@@ -249,7 +250,11 @@ async def http_measure(
                 {"config": {"message": f"{{{{ steps.n4.output }}}} patched {i}"}},
             ),
             "rename": ("POST", f"/nodes/{old}/rename", {"id": new}),
-            "connect": ("POST", "/edges", {"source": f"extra{i}", "target": "n1", "kind": "next"}),
+            "connect": (
+                "POST",
+                "/edges",
+                {"source": f"extra{i}", "target": f"n{size - 1}", "kind": "next"},
+            ),
             # An edge from a node the start reaches: the added node joins the graph.
             "connect_path": (
                 "POST",

@@ -9,6 +9,7 @@ same problems in the same order (and the same credential references when it is v
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import pytest
@@ -202,13 +203,28 @@ def advance(previous: DefinitionCheck, doc: dict[str, Any], step: Step) -> Defin
     return INCREMENTAL.check(definition, previous=previous, reuse=reuse)
 
 
+def chain_document() -> dict[str, Any]:
+    """A graph without forks (no regions): a reached chain a -> b -> c, an island x -> loop
+    -> x (an unguarded cycle the start does not reach) and c2 going nowhere — where a
+    reached node's gained edge is derived rather than walked."""
+    doc = island_document()
+    nodes_ = doc["definition"]["nodes"]
+    doc["definition"]["nodes"] = [
+        {"id": "a", "type": "trigger", "next": "b"},
+        {"id": "b", "type": "log", "config": {"message": "{{ steps.a.output }}"}, "next": "c"},
+        {"id": "c", "type": "log", "config": {"message": "c"}},
+        *[n for n in nodes_ if n["id"] in ("x", "loop", "c2")],
+    ]
+    return doc
+
+
 @settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("FLOWYARD_PROPERTY_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    st.sampled_from(["start_document", "island_document"]),
+    st.sampled_from(["start_document", "island_document", "chain_document"]),
     st.lists(edits(), min_size=1, max_size=12),
     st.data(),
 )
@@ -418,6 +434,33 @@ def test_an_edge_from_a_reached_node_that_reaches_another_is_walked() -> None:
     assert codes(after).count("unreachable") == 2  # c2 is reached now
     after = walked(doc, lambda doc: ops.disconnect(doc, Edge("f", EdgeKind.NEXT)).ops)
     assert codes(after).count("unreachable") == 3
+
+
+def test_an_edge_from_a_reached_node_without_forks_grows_the_reached_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doc = chain_document()
+    assert codes(INCREMENTAL.check(doc["definition"])).count("unreachable") == 3
+    after = derived(monkeypatch, doc, connect("c", "c2"))  # c had no next: a gained edge
+    assert codes(after).count("unreachable") == 2  # c2 is reached now
+    assert "dangling_edge" in codes(after)  # c2 still goes nowhere
+    monkeypatch.undo()  # the next derivation starts from a whole check
+    catch = derived(
+        monkeypatch,
+        chain_document(),
+        lambda doc: ops.connect(doc, Edge("b", EdgeKind.CATCH, "x")).ops,
+    )
+    assert codes(catch).count("unreachable") == 1  # x and loop through b's catch route: c2 left
+    assert "unguarded_cycle" in codes(catch)  # the island's cycle is reached, still unguarded
+
+
+def test_a_reached_node_that_loses_an_edge_or_closes_a_cycle_is_walked() -> None:
+    doc = chain_document()
+    after = walked(doc, lambda doc: ops.update_node(doc, "b", {"next": "c2"}).ops)
+    assert codes(after).count("unreachable") == 3  # c is no longer reached, c2 is
+    doc = chain_document()
+    after = walked(doc, connect("c", "a"))  # c -> a closes a -> b -> c -> a
+    assert "unguarded_cycle" in codes(after)
 
 
 def test_an_edge_out_of_a_cycle_is_walked() -> None:

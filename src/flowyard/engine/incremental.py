@@ -491,6 +491,9 @@ def _edited(
       changed node's edge back to a changed node, which a walk from their targets rules
       out (skipped when nothing names a changed node). Only the dangling edges are
       recomputed (a pass over the signatures, no walk).
+    - *edges gained by reached nodes* in a graph without forks (so without regions): the
+      changed nodes keep every target and their guard, no cycle closes (the same walk):
+      what their new targets reach joins the reached nodes, nothing leaves.
     - *a rename*: one node's id changed from ``old`` to ``new``, the new graph is the old
       one with ``old`` written ``new`` everywhere (every signature that changed is the old
       one relabelled; ``old`` is named nowhere now and ``new`` was named nowhere before),
@@ -515,15 +518,9 @@ def _edited(
     changed = [i for i, (a, b) in enumerate(zip(before, signatures, strict=True)) if a != b]
     renamed = [i for i in changed if before[i][0] != signatures[i][0]]
     if not renamed:
-        moved = {signatures[i][0] for i in changed}
-        if start != before_start or not moved.isdisjoint(facts.reachable):
+        if start != before_start:
             return None
-        if any(not moved.isdisjoint(component) for component in facts.cycles):
-            return None
-        if not moved.isdisjoint(named) and _reaches(signatures, changed, moved):
-            return None
-        kept = [p for p in previous.graph_problems if p.code != "dangling_edge"]
-        return (*_dangling(signatures, ids), *kept), names, facts
+        return _edges_edited(previous, signatures, changed, names)
     if len(renamed) != 1 or facts.shared:
         return None
     old, new = before[renamed[0]][0], signatures[renamed[0]][0]
@@ -540,6 +537,19 @@ def _edited(
     cycles = tuple(
         (component - {old}) | {new} if old in component else component for component in facts.cycles
     )
+    problems = _assembled(signatures, ids, start, reachable, cycles)
+    return problems, names, GraphFacts(reachable, cycles, False)
+
+
+def _assembled(
+    signatures: Sequence[tuple[Any, ...]],
+    ids: frozenset[str],
+    start: str,
+    reachable: frozenset[str],
+    cycles: tuple[frozenset[str], ...],
+) -> tuple[Problem, ...]:
+    """The graph's problems, in the graph checks' order, from what is reached and the
+    cyclic components (a graph without region problems)."""
     problems = _dangling(signatures, ids)
     problems += [
         unreachable(index, signature[0], start)
@@ -554,7 +564,73 @@ def _edited(
             for component in cycles
             if component.isdisjoint(guarded)
         ]
-    return tuple(problems), names, GraphFacts(reachable, cycles, False)
+    return tuple(problems)
+
+
+def _only_gained(
+    before: Sequence[tuple[Any, ...]], after: Sequence[tuple[Any, ...]], changed: Sequence[int]
+) -> bool:
+    """Whether each changed node kept its guard and every node it went to (it may go to
+    more)."""
+    return all(
+        before[i][4] == after[i][4] and set(_targets(before[i])) <= set(_targets(after[i]))
+        for i in changed
+    )
+
+
+def _grown(
+    reachable: frozenset[str], signatures: Sequence[tuple[Any, ...]], changed: Sequence[int]
+) -> frozenset[str]:
+    """``reachable`` and what the reached changed nodes' targets reach."""
+    indexes = {signature[0]: index for index, signature in enumerate(signatures)}
+    seen = set(reachable)
+    pending = [
+        target
+        for i in changed
+        if signatures[i][0] in reachable
+        for target in _targets(signatures[i])
+        if target not in seen
+    ]
+    while pending:
+        node_id = pending.pop()
+        if node_id in seen or node_id not in indexes:
+            continue
+        seen.add(node_id)
+        pending += [t for t in _targets(signatures[indexes[node_id]]) if t not in seen]
+    return frozenset(seen)
+
+
+def _edges_edited(
+    previous: DefinitionCheck,
+    signatures: Sequence[tuple[Any, ...]],
+    changed: Sequence[int],
+    names: tuple[frozenset[str], frozenset[str]],
+) -> tuple[tuple[Problem, ...], tuple[frozenset[str], frozenset[str]], GraphFacts] | None:
+    """Edges changed, ids and start kept (see :func:`_edited`): derived when the changed
+    nodes were not reached, or were reached and only gained edges in a graph without forks;
+    None otherwise (or when a new cycle may have closed)."""
+    facts = previous.graph_facts
+    assert facts is not None
+    ids, named = names
+    start, before = previous.graph_key[0], previous.graph_key[1]
+    moved = {signatures[i][0] for i in changed}
+    if any(not moved.isdisjoint(component) for component in facts.cycles):
+        return None
+    if not moved.isdisjoint(named) and _reaches(signatures, changed, moved):
+        return None
+    if moved.isdisjoint(facts.reachable):
+        kept = [p for p in previous.graph_problems if p.code != "dangling_edge"]
+        return (*_dangling(signatures, ids), *kept), names, facts
+    # Reached nodes that only gained edges, in a graph without forks (so without regions):
+    # nothing reached before stops being reached, what the new targets reach joins, and no
+    # cycle closed (ruled out above).
+    if facts.shared or not _only_gained(before, signatures, changed):
+        return None
+    if any(signature[5] for signature in (*signatures, *before)):
+        return None
+    reachable = _grown(facts.reachable, signatures, changed)
+    problems = _assembled(signatures, ids, start, reachable, facts.cycles)
+    return problems, names, GraphFacts(reachable, facts.cycles, False)
 
 
 def _reaches(
